@@ -1,0 +1,10 @@
+//! tokenwarden keeps Meta Graph API access tokens (first of all WhatsApp Cloud API system-user
+//! tokens) alive: it inspects them, warns on-call before they expire, rotates and delivers them.
+//!
+//! # Layout
+//! - [`secret`]: the `Secret` type that cannot leak, fingerprints, `appsecret_proof`.
+//! - [`sandbox`]: a Graph API simulator on loopback for tests, the demo and trying a config.
+#![forbid(unsafe_code)]
+
+pub mod sandbox;
+pub mod secret;

@@ -1,0 +1,1 @@
+//! A Graph API simulator (placeholder; being written).
