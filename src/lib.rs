@@ -2,9 +2,13 @@
 //! tokens) alive: it inspects them, warns on-call before they expire, rotates and delivers them.
 //!
 //! # Layout
+//! - [`config`]: the TOML file, validated into [`config::Config`], every error reported at once.
+//! - [`graph`]: the Graph API client and the classification of its errors.
 //! - [`secret`]: the `Secret` type that cannot leak, fingerprints, `appsecret_proof`.
 //! - [`sandbox`]: a Graph API simulator on loopback for tests, the demo and trying a config.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod graph;
 pub mod sandbox;
 pub mod secret;

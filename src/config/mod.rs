@@ -1,0 +1,768 @@
+//! The configuration file: TOML in, a validated [`Config`] out, or every error at once.
+//!
+//! Two phases, as in ripgrep and vector: serde reads `Raw*` types (unknown keys are errors), then
+//! [`validate`] turns them into typed values (ids checked, durations and URLs parsed, names
+//! unique). Secrets are never in the file, only [`SecretRef`]s. This module reads no secret and
+//! makes no network call; `config check` resolves the references separately.
+
+mod diag;
+mod secret_ref;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use diag::{Diagnostic, SourceMap};
+pub use secret_ref::{SecretRef, SecretRefError};
+
+use crate::graph::version::{ApiVersion, DEFAULT_VERSION};
+
+/// Where the config is read from when neither `--config` nor `TOKENWARDEN_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/tokenwarden/tokenwarden.toml";
+/// Meta's Graph host.
+pub const META_GRAPH_URL: &str = "https://graph.facebook.com";
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Where tokenwarden keeps its state (and the default file store).
+    pub state_dir: PathBuf,
+    /// The Meta app and Graph API settings.
+    pub meta: MetaConfig,
+    /// The managed tokens, in file order.
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// The Meta app that owns the tokens, and how to reach Graph.
+#[derive(Debug, Clone)]
+pub struct MetaConfig {
+    /// The app's numeric id.
+    pub app_id: String,
+    /// Where the app secret lives.
+    pub app_secret: SecretRef,
+    /// The pinned Graph API version.
+    pub api_version: ApiVersion,
+    /// Graph base URL without version (Meta's, or a sandbox).
+    pub base_url: reqwest::Url,
+    /// Timeout of one HTTP request.
+    pub timeout: Duration,
+    /// Attempts for a transient failure (1 = no retry).
+    pub attempts: u32,
+    /// First backoff delay; doubles each attempt, with jitter.
+    pub retry_delay: Duration,
+}
+
+/// One managed token.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    /// Unique name, used in logs, emails and commands (`--token NAME`).
+    pub name: String,
+    /// The WhatsApp phone-number id the token must be able to read.
+    pub phone_number_id: Option<String>,
+    /// The WhatsApp Business Account id that must be among the token's targets.
+    pub waba_id: Option<String>,
+    /// Where the token's current value lives.
+    pub store: StoreConfig,
+}
+
+/// A secret store holding a token's versions.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// A JSON file of mode 0600 on this machine: the embedded default.
+    File {
+        /// The file; default `<state_dir>/tokens.json`.
+        path: Option<PathBuf>,
+        /// The entry in the file; default the token's name.
+        key: Option<String>,
+    },
+    /// AWS Secrets Manager.
+    Aws {
+        /// Secret name or ARN.
+        secret_id: String,
+        /// Region; default from the AWS default chain.
+        region: Option<String>,
+        /// Endpoint override (a VPC endpoint, or a test server).
+        endpoint: Option<String>,
+        /// When the secret is a JSON object, the key holding the token.
+        json_key: Option<String>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<String>,
+    meta: Option<Spanned<RawMeta>>,
+    #[serde(default)]
+    token: Vec<Spanned<RawToken>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMeta {
+    app_id: Option<Spanned<String>>,
+    app_secret: Option<SecretRef>,
+    api_version: Option<Spanned<String>>,
+    base_url: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    attempts: Option<Spanned<u32>>,
+    retry_delay: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: Option<Spanned<String>>,
+    phone_number_id: Option<Spanned<String>>,
+    waba_id: Option<Spanned<String>>,
+    store: Option<Spanned<StoreConfig>>,
+}
+
+/// Why a configuration could not be used. Either way the caller exits 78.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file has errors; all of them are listed.
+    #[error("{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn render(diags: &[Diagnostic]) -> String {
+    let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
+    format!(
+        "{} error(s) in the configuration:\n{}",
+        diags.len(),
+        lines.join("\n")
+    )
+}
+
+/// A loaded config and the warnings found while loading it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The config.
+    pub config: Config,
+    /// Things that work but should be fixed (loose file mode, ...).
+    pub warnings: Vec<String>,
+}
+
+/// The path to use: the flag, else `TOKENWARDEN_CONFIG`, else [`DEFAULT_PATH`].
+pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("TOKENWARDEN_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+/// Reads and validates the config at `path`.
+///
+/// # Errors
+/// [`ConfigError`] with every problem found.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut warnings = Vec::new();
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o007 != 0 {
+            warnings.push(format!(
+                "config file `{}` is readable by others (mode {:o}); run `chmod o-rwx {}`",
+                path.display(),
+                meta.permissions().mode() & 0o777,
+                path.display()
+            ));
+        }
+    }
+    let config = parse(path, &text).map_err(ConfigError::Invalid)?;
+    Ok(Loaded { config, warnings })
+}
+
+/// Parses and validates config text that was read from `path`.
+///
+/// # Errors
+/// Every diagnostic found.
+pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+    let map = SourceMap::new(path, text);
+    let (raw, mut diags) = diag::deserialize_all::<RawConfig>(&map, text);
+    match raw.map(|raw| validate(&map, raw)) {
+        Some(Ok(config)) if diags.is_empty() => Ok(config),
+        Some(Err(more)) => {
+            diags.extend(more);
+            diags.sort_by_key(|d| (d.line, d.column));
+            Err(diags)
+        }
+        _ => Err(diags),
+    }
+}
+
+fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let state_dir = raw
+        .state_dir
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("STATE_DIRECTORY")
+                .map(|d| PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default()))
+        })
+        .unwrap_or_else(|| PathBuf::from("/var/lib/tokenwarden"));
+
+    // Required fields are optional in the raw types so that one missing field does not hide the
+    // rest of the file's errors; they are reported here instead.
+    let Some(meta) = raw.meta else {
+        diags.push(map.at(
+            0,
+            "meta",
+            "missing table [meta] with `app_id` and `app_secret`",
+        ));
+        return Err(diags);
+    };
+    let meta_at = meta.span().start;
+    let m = meta.into_inner();
+    match &m.app_id {
+        Some(id) => check_id(map, &mut diags, "meta.app_id", id),
+        None => diags.push(map.at(
+            meta_at,
+            "meta.app_id",
+            "missing field: the numeric id of the Meta app that owns the tokens",
+        )),
+    }
+    if m.app_secret.is_none() {
+        diags.push(map.at(meta_at, "meta.app_secret", format!("missing field: {}", "the app secret, as { env = \"NAME\" }, { file = \"/path\" } or { credential = \"NAME\" }")));
+    }
+    let api_version = match &m.api_version {
+        None => DEFAULT_VERSION,
+        Some(v) => v.get_ref().parse().unwrap_or_else(|e: String| {
+            diags.push(map.at(v.span().start, "meta.api_version", e));
+            DEFAULT_VERSION
+        }),
+    };
+    let base_url = match &m.base_url {
+        None => reqwest::Url::parse(META_GRAPH_URL).expect("constant URL"),
+        Some(u) => match reqwest::Url::parse(u.get_ref()) {
+            Ok(url) if matches!(url.scheme(), "https" | "http") && url.query().is_none() => {
+                if url.scheme() == "http" && !is_loopback(&url) {
+                    diags.push(map.at(u.span().start, "meta.base_url", format!(
+                        "plain http is allowed only to loopback (a sandbox); use https for {:?}", u.get_ref())));
+                }
+                url
+            }
+            _ => {
+                diags.push(map.at(u.span().start, "meta.base_url", format!(
+                    "expected an http(s) URL without query, such as \"{META_GRAPH_URL}\", found {:?}", u.get_ref())));
+                reqwest::Url::parse(META_GRAPH_URL).expect("constant URL")
+            }
+        },
+    };
+    let timeout = duration_field(
+        map,
+        &mut diags,
+        "meta.timeout",
+        m.timeout.as_ref(),
+        Duration::from_secs(15),
+    );
+    let retry_delay = duration_field(
+        map,
+        &mut diags,
+        "meta.retry_delay",
+        m.retry_delay.as_ref(),
+        Duration::from_millis(500),
+    );
+    let attempts = match &m.attempts {
+        Some(a) if *a.get_ref() == 0 || *a.get_ref() > 20 => {
+            diags.push(map.at(
+                a.span().start,
+                "meta.attempts",
+                format!("expected 1 to 20 attempts, found {}", a.get_ref()),
+            ));
+            1
+        }
+        Some(a) => *a.get_ref(),
+        None => 4,
+    };
+
+    let mut names = HashSet::new();
+    let mut tokens = Vec::new();
+    for (i, t) in raw.token.into_iter().enumerate() {
+        let field = |f: &str| format!("token[{i}].{f}");
+        let t_at = t.span().start;
+        let t = t.into_inner();
+        let Some(name_v) = &t.name else {
+            diags.push(map.at(
+                t_at,
+                field("name"),
+                "missing field: every [[token]] needs a unique `name`",
+            ));
+            continue;
+        };
+        let name = name_v.get_ref().clone();
+        if !valid_name(&name) {
+            diags.push(map.at(name_v.span().start, field("name"), format!(
+                "expected 1-64 letters, digits, `-`, `_` or `.` (it names files and labels), found {name:?}")));
+        } else if !names.insert(name.clone()) {
+            diags.push(map.at(
+                name_v.span().start,
+                field("name"),
+                format!("duplicate token name {name:?}: names must be unique"),
+            ));
+        }
+        for (f, v) in [
+            ("phone_number_id", &t.phone_number_id),
+            ("waba_id", &t.waba_id),
+        ] {
+            if let Some(v) = v {
+                check_id(map, &mut diags, &field(f), v);
+            }
+        }
+        let store = match t.store {
+            None => StoreConfig::File {
+                path: None,
+                key: None,
+            },
+            Some(s) => {
+                check_store(map, &mut diags, &field("store"), &s);
+                s.into_inner()
+            }
+        };
+        tokens.push(TokenConfig {
+            name,
+            phone_number_id: t.phone_number_id.map(Spanned::into_inner),
+            waba_id: t.waba_id.map(Spanned::into_inner),
+            store,
+        });
+    }
+    if tokens.is_empty() && diags.is_empty() {
+        diags.push(map.at(
+            0,
+            "token",
+            "no token configured: add at least one [[token]] with a `name`",
+        ));
+    }
+    if !diags.is_empty() {
+        diags.sort_by_key(|d| (d.line, d.column));
+        return Err(diags);
+    }
+    Ok(Config {
+        path: map_path(map),
+        state_dir,
+        meta: MetaConfig {
+            app_id: m.app_id.map(Spanned::into_inner).unwrap_or_default(),
+            app_secret: m.app_secret.expect("checked above"),
+            api_version,
+            base_url,
+            timeout,
+            attempts,
+            retry_delay,
+        },
+        tokens,
+    })
+}
+
+fn map_path(map: &SourceMap<'_>) -> PathBuf {
+    map.at(0, "", "").file
+}
+
+/// Meta ids are decimal strings. The usual mistakes: an empty value, the display phone number
+/// (`+1 555...`), or a value with spaces or dashes.
+fn check_id(map: &SourceMap<'_>, diags: &mut Vec<Diagnostic>, field: &str, v: &Spanned<String>) {
+    let s = v.get_ref();
+    let problem = if s.is_empty() {
+        Some("must not be empty".to_string())
+    } else if s.starts_with('+') {
+        Some(format!(
+            "found {s:?}, which looks like a display phone number; use the numeric id Meta shows under WhatsApp > API Setup (`tokenwarden doctor` finds it)"
+        ))
+    } else if !s.bytes().all(|b| b.is_ascii_digit()) {
+        Some(format!(
+            "expected a numeric Meta id (digits only), found {s:?}"
+        ))
+    } else {
+        None
+    };
+    if let Some(p) = problem {
+        diags.push(map.at(v.span().start, field, p));
+    }
+}
+
+fn check_store(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    field: &str,
+    s: &Spanned<StoreConfig>,
+) {
+    let at = s.span().start;
+    match s.get_ref() {
+        StoreConfig::File { key: Some(k), .. } if k.is_empty() => {
+            diags.push(map.at(at, format!("{field}.key"), "must not be empty"));
+        }
+        StoreConfig::Aws {
+            secret_id,
+            endpoint,
+            region,
+            json_key,
+        } => {
+            if secret_id.is_empty() {
+                diags.push(map.at(at, format!("{field}.secret_id"), "must not be empty"));
+            }
+            if let Some(e) = endpoint {
+                match reqwest::Url::parse(e) {
+                    Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)) => {
+                    }
+                    _ => diags.push(map.at(
+                        at,
+                        format!("{field}.endpoint"),
+                        format!("expected an https URL (http only to loopback), found {e:?}"),
+                    )),
+                }
+            }
+            if region.as_deref() == Some("") {
+                diags.push(map.at(at, format!("{field}.region"), "must not be empty"));
+            }
+            if json_key.as_deref() == Some("") {
+                diags.push(map.at(at, format!("{field}.json_key"), "must not be empty"));
+            }
+        }
+        StoreConfig::File { .. } => {}
+    }
+}
+
+fn duration_field(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    field: &str,
+    v: Option<&Spanned<String>>,
+    default: Duration,
+) -> Duration {
+    match v {
+        None => default,
+        Some(v) => parse_duration(v.get_ref()).unwrap_or_else(|| {
+            diags.push(map.at(v.span().start, field, format!(
+                "expected a duration such as \"500ms\", \"30s\", \"5m\", \"24h\" or \"14d\", found {:?}", v.get_ref())));
+            default
+        }),
+    }
+}
+
+/// Parses `500ms`, `30s`, `5m`, `24h`, `14d` (one number, one unit).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit {
+        "ms" => return Some(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !name.starts_with('.')
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+impl Config {
+    /// The token called `name`.
+    pub fn token(&self, name: &str) -> Option<&TokenConfig> {
+        self.tokens.iter().find(|t| t.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[meta]
+app_id = "634974688087057"
+app_secret = { env = "META_APP_SECRET" }
+
+[[token]]
+name = "billbytekot-prod"
+phone_number_id = "106540352242922"
+waba_id = "102290129340398"
+
+[[token]]
+name = "billbytekot-staging"
+store = { kind = "aws", secret_id = "staging/whatsapp", region = "ap-south-1", json_key = "WHATSAPP_ACCESS_TOKEN" }
+"#;
+
+    fn errors(text: &str) -> Vec<Diagnostic> {
+        parse(Path::new("t.toml"), text).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn a_good_config_parses_with_defaults() {
+        let c = parse(Path::new("t.toml"), GOOD).unwrap();
+        assert_eq!(c.tokens.len(), 2);
+        assert_eq!(c.meta.api_version, DEFAULT_VERSION);
+        assert_eq!(c.meta.base_url.as_str(), "https://graph.facebook.com/");
+        assert_eq!(
+            c.tokens[0].store,
+            StoreConfig::File {
+                path: None,
+                key: None
+            }
+        );
+        assert!(
+            matches!(&c.tokens[1].store, StoreConfig::Aws { json_key: Some(k), .. } if k == "WHATSAPP_ACCESS_TOKEN")
+        );
+        assert_eq!(c.meta.app_secret, SecretRef::Env("META_APP_SECRET".into()));
+    }
+
+    /// One table row per error path: (config text, field, words the message must contain, line).
+    #[test]
+    fn every_error_path_names_line_field_and_expectation() {
+        let head = "[meta]\napp_id = \"1\"\napp_secret = { env = \"S\" }\n";
+        let cases: &[(&str, &str, &str, usize)] = &[
+            (
+                "[meta]\napp_id = \"1\"\napp_secret = \"hunter2\"\n[[token]]\nname = \"a\"\n",
+                "meta.app_secret",
+                "never written inline",
+                3,
+            ),
+            (
+                "[meta]\napp_id = \"1\"\napp_secret = { vault = \"x\" }\n[[token]]\nname = \"a\"\n",
+                "meta.app_secret",
+                "unknown field `vault`",
+                3,
+            ),
+            (
+                "[meta]\napp_id = \"1\"\napp_secret = { env = \"A\", file = \"/b\" }\n[[token]]\nname = \"a\"\n",
+                "meta.app_secret",
+                "exactly one",
+                3,
+            ),
+            (
+                "[meta]\napp_id = \"\"\napp_secret = { env = \"S\" }\n[[token]]\nname = \"a\"\n",
+                "meta.app_id",
+                "must not be empty",
+                2,
+            ),
+            (
+                "[meta]\napp_id = \"abc\"\napp_secret = { env = \"S\" }\n[[token]]\nname = \"a\"\n",
+                "meta.app_id",
+                "digits only",
+                2,
+            ),
+            (
+                &format!("{head}api_version = \"v25\"\n[[token]]\nname = \"a\"\n"),
+                "meta.api_version",
+                "such as \"v25.0\"",
+                4,
+            ),
+            (
+                &format!("{head}base_url = \"ftp://x\"\n[[token]]\nname = \"a\"\n"),
+                "meta.base_url",
+                "http(s) URL",
+                4,
+            ),
+            (
+                &format!("{head}base_url = \"http://example.com\"\n[[token]]\nname = \"a\"\n"),
+                "meta.base_url",
+                "only to loopback",
+                4,
+            ),
+            (
+                &format!("{head}timeout = \"10 parsecs\"\n[[token]]\nname = \"a\"\n"),
+                "meta.timeout",
+                "a duration",
+                4,
+            ),
+            (
+                &format!("{head}attempts = 0\n[[token]]\nname = \"a\"\n"),
+                "meta.attempts",
+                "1 to 20",
+                4,
+            ),
+            (
+                &format!("{head}colour = \"red\"\n[[token]]\nname = \"a\"\n"),
+                "meta.colour",
+                "unknown field `colour`",
+                4,
+            ),
+            (
+                &format!("{head}[[token]]\nname = \"a\"\nphone_number_id = \"+1 555 0100\"\n"),
+                "token[0].phone_number_id",
+                "display phone number",
+                6,
+            ),
+            (
+                &format!("{head}[[token]]\nname = \"a\"\nwaba_id = \"12-34\"\n"),
+                "token[0].waba_id",
+                "digits only",
+                6,
+            ),
+            (
+                &format!("{head}[[token]]\nname = \"a\"\nphone_number_id = \"\"\n"),
+                "token[0].phone_number_id",
+                "must not be empty",
+                6,
+            ),
+            (
+                &format!("{head}[[token]]\nname = \"a\"\n[[token]]\nname = \"a\"\n"),
+                "token[1].name",
+                "duplicate",
+                7,
+            ),
+            (
+                &format!("{head}[[token]]\nname = \"a b\"\n"),
+                "token[0].name",
+                "letters, digits",
+                5,
+            ),
+            (
+                &format!("{head}[[token]]\nname = \"a\"\nphone = \"1\"\n"),
+                "token[0].phone",
+                "unknown field `phone`",
+                6,
+            ),
+            (
+                &format!("{head}[[token]]\nname = \"a\"\nstore = {{ kind = \"vault\" }}\n"),
+                "token[0].store.kind",
+                "unknown variant `vault`",
+                6,
+            ),
+            (
+                &format!(
+                    "{head}[[token]]\nname = \"a\"\nstore = {{ kind = \"aws\", secret_id = \"\", endpoint = \"http://10.1.2.3\" }}\n"
+                ),
+                "token[0].store.secret_id",
+                "must not be empty",
+                6,
+            ),
+            (
+                &format!(
+                    "{head}[[token]]\nname = \"a\"\nstore = {{ kind = \"aws\", secret_id = \"x\", endpoint = \"http://10.1.2.3\" }}\n"
+                ),
+                "token[0].store.endpoint",
+                "https",
+                6,
+            ),
+            (
+                &format!("{head}[[token]]\nphone_number_id = \"1\"\n"),
+                "token[0].name",
+                "missing field",
+                4,
+            ),
+            (
+                "[meta]\napp_secret = { env = \"S\" }\n[[token]]\nname = \"a\"\n",
+                "meta.app_id",
+                "missing field",
+                1,
+            ),
+            (
+                "[[token]]\nname = \"a\"\n",
+                "meta",
+                "missing table [meta]",
+                1,
+            ),
+            (head, "token", "no token configured", 1),
+            ("[meta\n", "", "", 1),
+        ];
+        for (text, field, words, line) in cases {
+            let errs = errors(text);
+            let hit = errs
+                .iter()
+                .find(|d| d.field == *field && d.message.contains(words));
+            let d = hit.unwrap_or_else(|| {
+                panic!("no `{field}` error containing {words:?} for:\n{text}\ngot: {errs:#?}")
+            });
+            assert_eq!(d.line, *line, "line of {d}");
+            assert_eq!(d.file, Path::new("t.toml"));
+            assert!(d.column >= 1);
+        }
+    }
+
+    #[test]
+    fn every_error_in_one_file_is_reported_not_just_the_first() {
+        let text = r#"
+[meta]
+app_id = "x1"
+app_secret = "inline-secret-value"
+retries = 3
+
+[[token]]
+name = "prod"
+phone_number_id = "+15550104477"
+typo_key = true
+
+[[token]]
+name = "prod"
+waba_id = ""
+"#;
+        let errs = errors(text);
+        let fields: Vec<&str> = errs.iter().map(|d| d.field.as_str()).collect();
+        for want in [
+            "meta.app_id",
+            "meta.app_secret",
+            "meta.retries",
+            "token[0].typo_key",
+            "token[0].phone_number_id",
+            "token[1].name",
+            "token[1].waba_id",
+        ] {
+            assert!(fields.contains(&want), "missing {want} in {errs:#?}");
+        }
+        let all = errs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            !all.contains("inline-secret-value"),
+            "an inline secret must not be echoed: {all}"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("14d"), Some(Duration::from_secs(14 * 86400)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        for bad in ["", "5", "m", "5 m", "-5s", "5w", "99999999999999999999d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn loose_config_mode_is_a_warning_not_an_error() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, GOOD).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let loaded = load(&p).unwrap();
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert!(loaded.warnings[0].contains("readable by others"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(load(&p).unwrap().warnings.is_empty());
+    }
+}

@@ -1,0 +1,2 @@
+//! Meta Graph API client (being written).
+pub mod version;
