@@ -1,2 +1,648 @@
-//! Meta Graph API client (being written).
+//! Meta Graph API client: `debug_token`, phone-number reads, test messages.
+//!
+//! Only this module knows Graph URLs and JSON shapes ([`wire`] is private). Every call carries an
+//! `appsecret_proof`; tokens travel in `Authorization` headers, except the one `debug_token`
+//! must carry in its query string, which is why no request URL is ever logged or put into an
+//! error (reqwest errors are stripped of their URL). Transient failures are retried with
+//! exponential backoff and jitter; rate limits wait as long as Meta asks, within a budget.
+
+mod error;
 pub mod version;
+mod wire;
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use reqwest::header::{AUTHORIZATION, HeaderMap};
+
+pub use error::{ApiError, CallKind, GraphError, Transient, classify, dead_reason};
+
+use crate::config::MetaConfig;
+use crate::secret::{Secret, appsecret_proof};
+use version::ApiVersion;
+
+/// The two permissions a WhatsApp Cloud API token needs (the runbook's "prefer system-user
+/// tokens with whatsapp_business_messaging and whatsapp_business_management").
+pub const WHATSAPP_SCOPES: [&str; 2] = [
+    "whatsapp_business_management",
+    "whatsapp_business_messaging",
+];
+
+/// Longest wait a rate limit may impose inside one call; beyond it the call gives up as
+/// transient and the caller tries again on its next run.
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
+/// What `debug_token` says about a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Meta's verdict.
+    pub is_valid: bool,
+    /// The app the token belongs to (absent for unparseable tokens).
+    pub app_id: Option<String>,
+    /// `SYSTEM_USER`, `USER`, `PAGE`, `APP`.
+    pub token_type: Option<String>,
+    /// The app's name.
+    pub application: Option<String>,
+    /// When the token expires.
+    pub expires_at: Expiry,
+    /// When data access lapses (user tokens); `None` when 0 or absent.
+    pub data_access_expires_at: Option<Timestamp>,
+    /// When the token was issued.
+    pub issued_at: Option<Timestamp>,
+    /// Granted permissions.
+    pub scopes: Vec<String>,
+    /// Per-permission targets (WABA ids for the WhatsApp scopes).
+    pub granular_scopes: Vec<GranularScope>,
+    /// The user or system user the token acts as.
+    pub user_id: Option<String>,
+    /// Why Meta considers the token invalid, when it does.
+    pub error: Option<ApiError>,
+}
+
+/// A token's expiry as `debug_token` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// `expires_at: 0`.
+    Never,
+    /// A moment.
+    At(Timestamp),
+    /// Not reported.
+    Unknown,
+}
+
+/// One entry of `granular_scopes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GranularScope {
+    /// The permission.
+    pub scope: String,
+    /// The objects it applies to; order is not meaningful.
+    pub target_ids: Vec<String>,
+}
+
+impl TokenInfo {
+    /// Whether `scope` is granted.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// The WhatsApp scopes that are missing.
+    pub fn missing_whatsapp_scopes(&self) -> Vec<&'static str> {
+        WHATSAPP_SCOPES
+            .into_iter()
+            .filter(|s| !self.has_scope(s))
+            .collect()
+    }
+
+    /// WABA ids the token can reach: the targets of the WhatsApp scopes, deduplicated and
+    /// sorted (Meta's order varies between calls).
+    pub fn waba_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .granular_scopes
+            .iter()
+            .filter(|g| WHATSAPP_SCOPES.contains(&g.scope.as_str()))
+            .flat_map(|g| g.target_ids.iter().cloned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Whether both WhatsApp scopes list `waba` among their targets. Membership, never position.
+    pub fn targets_waba(&self, waba: &str) -> bool {
+        WHATSAPP_SCOPES.iter().all(|scope| {
+            self.granular_scopes
+                .iter()
+                .any(|g| g.scope == *scope && g.target_ids.iter().any(|t| t == waba))
+        })
+    }
+}
+
+/// A WhatsApp business phone number.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PhoneNumber {
+    /// The phone-number id (what the API wants), not the number itself.
+    pub id: String,
+    /// The number as people dial it, such as `+1 555-010-4477`.
+    pub display_phone_number: Option<String>,
+    /// The business name shown to customers.
+    pub verified_name: Option<String>,
+    /// GREEN, YELLOW, RED, NA, or something newer.
+    pub quality_rating: Option<String>,
+    /// Code verification status, when asked for.
+    pub code_verification_status: Option<String>,
+    /// Display-name review status, when asked for.
+    pub name_status: Option<String>,
+}
+
+/// The app credentials tokenwarden inspects tokens with.
+#[derive(Clone)]
+pub struct AppCredentials {
+    /// The app id.
+    pub app_id: String,
+    /// The app secret.
+    pub app_secret: Secret,
+}
+
+/// Retry settings for transient failures.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Total attempts, at least 1.
+    pub attempts: u32,
+    /// First delay; doubles each attempt, capped at 30 s, with jitter.
+    pub base_delay: Duration,
+}
+
+/// A Graph API client for one app and one pinned version.
+#[derive(Clone)]
+pub struct GraphClient {
+    http: reqwest::Client,
+    base: reqwest::Url,
+    version: ApiVersion,
+    app: AppCredentials,
+    retry: RetryPolicy,
+}
+
+impl GraphClient {
+    /// A client from the `[meta]` config and the resolved app secret.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built (no TLS roots, for example).
+    pub fn new(meta: &MetaConfig, app_secret: Secret) -> Result<Self, GraphError> {
+        let http = reqwest::Client::builder()
+            .timeout(meta.timeout)
+            .connect_timeout(meta.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("tokenwarden/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| GraphError::Transient(Transient::Network(e.without_url().to_string())))?;
+        Ok(GraphClient {
+            http,
+            base: meta.base_url.clone(),
+            version: meta.api_version,
+            app: AppCredentials {
+                app_id: meta.app_id.clone(),
+                app_secret,
+            },
+            retry: RetryPolicy {
+                attempts: meta.attempts.max(1),
+                base_delay: meta.retry_delay,
+            },
+        })
+    }
+
+    /// The pinned version.
+    pub fn version(&self) -> ApiVersion {
+        self.version
+    }
+
+    fn url(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = self.base.clone();
+        {
+            let mut path = url.path_segments_mut().expect("http(s) base URL");
+            path.pop_if_empty().push(&self.version.to_string());
+            for s in segments {
+                path.push(s);
+            }
+        }
+        url
+    }
+
+    fn app_token(&self) -> Secret {
+        Secret::new(format!(
+            "{}|{}",
+            self.app.app_id,
+            self.app.app_secret.expose()
+        ))
+    }
+
+    /// Inspects `token` with `debug_token`, authenticated with the app token.
+    ///
+    /// An invalid token is not an error: it comes back with `is_valid: false` and the reason.
+    ///
+    /// # Errors
+    /// [`GraphError::OwnCredentials`] when Meta refuses the inspector (wrong app secret, a token
+    /// of another app), [`GraphError::Transient`] when Graph could not answer.
+    pub async fn debug_token(&self, token: &Secret) -> Result<TokenInfo, GraphError> {
+        let app_token = self.app_token();
+        let proof = appsecret_proof(&self.app.app_secret, app_token.expose());
+        let url = self.url(&["debug_token"]);
+        let body = self
+            .send(CallKind::Inspect, || {
+                self.http
+                    .get(url.clone())
+                    .query(&[("input_token", token.expose()), ("appsecret_proof", &proof)])
+                    .header(AUTHORIZATION, format!("Bearer {}", app_token.expose()))
+            })
+            .await?;
+        let parsed: wire::DebugTokenResponse = serde_json::from_slice(&body)
+            .map_err(|_| GraphError::Transient(error::bad_body(200, &body)))?;
+        Ok(token_info(parsed.data))
+    }
+
+    /// Reads a phone number with `token`: the runbook's proof that the token works.
+    ///
+    /// # Errors
+    /// Classified [`GraphError`]: a dead token, a wrong id or missing asset, transient.
+    pub async fn phone_number(
+        &self,
+        token: &Secret,
+        phone_number_id: &str,
+    ) -> Result<PhoneNumber, GraphError> {
+        // An empty id would read the version root instead of failing: refuse it here.
+        if phone_number_id.is_empty() {
+            return Err(GraphError::Misconfigured(local_error(
+                "the phone-number id is empty",
+            )));
+        }
+        let url = self.url(&[phone_number_id]);
+        let fields = "id,display_phone_number,verified_name,quality_rating,code_verification_status,name_status";
+        let body = self
+            .send_with(token, CallKind::WithToken, || {
+                self.http.get(url.clone()).query(&[("fields", fields)])
+            })
+            .await?;
+        let p: wire::PhoneNumberWire = serde_json::from_slice(&body)
+            .map_err(|_| GraphError::Transient(error::bad_body(200, &body)))?;
+        Ok(phone(p))
+    }
+
+    /// Lists the phone numbers of a WhatsApp Business Account, following pages.
+    ///
+    /// # Errors
+    /// Classified [`GraphError`].
+    pub async fn waba_phone_numbers(
+        &self,
+        token: &Secret,
+        waba_id: &str,
+    ) -> Result<Vec<PhoneNumber>, GraphError> {
+        if waba_id.is_empty() {
+            return Err(GraphError::Misconfigured(local_error(
+                "the WABA id is empty",
+            )));
+        }
+        let url = self.url(&[waba_id, "phone_numbers"]);
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        // Bounded: a WABA has a handful of numbers; a paging loop must not run forever.
+        for _ in 0..20 {
+            let body = self
+                .send_with(token, CallKind::WithToken, || {
+                    let mut q = vec![(
+                        "fields",
+                        "id,display_phone_number,verified_name,quality_rating".to_string(),
+                    )];
+                    if let Some(a) = &after {
+                        q.push(("after", a.clone()));
+                    }
+                    self.http.get(url.clone()).query(&q)
+                })
+                .await?;
+            let page: wire::PhoneNumberPage = serde_json::from_slice(&body)
+                .map_err(|_| GraphError::Transient(error::bad_body(200, &body)))?;
+            let n = page.data.len();
+            out.extend(page.data.into_iter().map(phone));
+            let paging = page.paging;
+            let next = paging.as_ref().and_then(|p| p.next.as_ref()).is_some();
+            after = paging.and_then(|p| p.cursors).and_then(|c| c.after);
+            if !next || n == 0 || after.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends a text message from `phone_number_id` to `to` (the runbook's test send).
+    /// Returns the message id.
+    ///
+    /// # Errors
+    /// Classified [`GraphError`]; "recipient not allowed" and "template not found" are
+    /// [`GraphError::Misconfigured`] with WhatsApp's codes 131030 and 132001.
+    pub async fn send_text(
+        &self,
+        token: &Secret,
+        phone_number_id: &str,
+        to: &str,
+        text: &str,
+    ) -> Result<String, GraphError> {
+        let body = serde_json::json!({
+            "messaging_product": "whatsapp", "recipient_type": "individual", "to": to,
+            "type": "text", "text": { "preview_url": false, "body": text }
+        });
+        self.send_message(token, phone_number_id, body).await
+    }
+
+    /// Sends a template message (for example `hello_world`, language `en_US`). Returns the id.
+    ///
+    /// # Errors
+    /// As [`GraphClient::send_text`].
+    pub async fn send_template(
+        &self,
+        token: &Secret,
+        phone_number_id: &str,
+        to: &str,
+        template: &str,
+        language: &str,
+    ) -> Result<String, GraphError> {
+        let body = serde_json::json!({
+            "messaging_product": "whatsapp", "to": to, "type": "template",
+            "template": { "name": template, "language": { "code": language } }
+        });
+        self.send_message(token, phone_number_id, body).await
+    }
+
+    async fn send_message(
+        &self,
+        token: &Secret,
+        phone_number_id: &str,
+        body: serde_json::Value,
+    ) -> Result<String, GraphError> {
+        let url = self.url(&[phone_number_id, "messages"]);
+        let resp = self
+            .send_with(token, CallKind::WithToken, || {
+                self.http.post(url.clone()).json(&body)
+            })
+            .await?;
+        let parsed: wire::MessageResponse = serde_json::from_slice(&resp)
+            .map_err(|_| GraphError::Transient(error::bad_body(200, &resp)))?;
+        parsed
+            .messages
+            .into_iter()
+            .next()
+            .map(|m| m.id)
+            .ok_or(GraphError::Transient(Transient::BadBody {
+                status: 200,
+                what: "a reply without a message id",
+            }))
+    }
+
+    /// Sends a request authenticated with `token` and its `appsecret_proof`.
+    async fn send_with(
+        &self,
+        token: &Secret,
+        call: CallKind,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Vec<u8>, GraphError> {
+        let proof = appsecret_proof(&self.app.app_secret, token.expose());
+        self.send(call, || {
+            build()
+                .query(&[("appsecret_proof", proof.as_str())])
+                .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
+        })
+        .await
+    }
+
+    /// Sends with retries; returns the body of a 2xx answer.
+    async fn send(
+        &self,
+        call: CallKind,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Vec<u8>, GraphError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome: Result<(), GraphError> = match build().send().await {
+                Err(e) if e.is_timeout() => Err(GraphError::Transient(Transient::Timeout)),
+                // `without_url`: the URL may carry `input_token`.
+                Err(e) => Err(GraphError::Transient(Transient::Network(error_chain(
+                    e.without_url(),
+                )))),
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let headers = resp.headers().clone();
+                    match resp.bytes().await {
+                        Err(e) if e.is_timeout() => Err(GraphError::Transient(Transient::Timeout)),
+                        Err(e) => Err(GraphError::Transient(Transient::Network(error_chain(
+                            e.without_url(),
+                        )))),
+                        Ok(body) if (200..300).contains(&status) => return Ok(body.to_vec()),
+                        Ok(body) => Err(classify(call, status, &body, retry_after(&headers))),
+                    }
+                }
+            };
+            let err = outcome.expect_err("success returned above");
+            let GraphError::Transient(t) = &err else {
+                return Err(err);
+            };
+            if attempt >= self.retry.attempts {
+                return Err(err);
+            }
+            let mut delay = backoff(self.retry.base_delay, attempt);
+            if let Transient::RateLimited {
+                retry_after: Some(wait),
+                ..
+            } = t
+            {
+                if *wait > MAX_RATE_LIMIT_WAIT {
+                    return Err(err);
+                }
+                delay = delay.max(*wait);
+            }
+            tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, error = %err, "transient Graph failure, retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+fn error_chain(e: reqwest::Error) -> String {
+    use std::error::Error;
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+fn local_error(message: &str) -> ApiError {
+    ApiError {
+        status: 0,
+        code: 100,
+        subcode: None,
+        kind: None,
+        message: message.to_string(),
+        details: None,
+        fbtrace_id: None,
+    }
+}
+
+/// Exponential backoff with "equal jitter": half fixed, half random, so many instances that
+/// failed together do not retry together.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exp = base
+        .saturating_mul(1u32 << (attempt - 1).min(16))
+        .min(Duration::from_secs(30));
+    let half = exp / 2;
+    half + half.mul_f64(jitter())
+}
+
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// How long Meta asked to wait: `Retry-After` seconds, or the largest
+/// `estimated_time_to_regain_access` (minutes) in `X-Business-Use-Case-Usage`.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(secs) = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        return Some(Duration::from_secs(secs));
+    }
+    let buc = headers.get("x-business-use-case-usage")?.to_str().ok()?;
+    let v: serde_json::Value = serde_json::from_str(buc).ok()?;
+    let minutes = v
+        .as_object()?
+        .values()
+        .filter_map(|entries| entries.as_array())
+        .flatten()
+        .filter_map(|e| {
+            e.get("estimated_time_to_regain_access")
+                .and_then(error::loose_i64)
+        })
+        .max()?;
+    Some(Duration::from_secs(minutes.max(0) as u64 * 60))
+}
+
+fn timestamp(secs: Option<i64>) -> Option<Timestamp> {
+    secs.filter(|s| *s > 0)
+        .and_then(|s| Timestamp::from_second(s).ok())
+}
+
+fn token_info(d: wire::DebugTokenData) -> TokenInfo {
+    let expires_at = match d.expires_at {
+        Some(0) => Expiry::Never,
+        Some(s) => timestamp(Some(s)).map_or(Expiry::Unknown, Expiry::At),
+        None => Expiry::Unknown,
+    };
+    let error = d.error.map(|e| ApiError {
+        status: 200,
+        code: e.code.unwrap_or(190),
+        subcode: e.subcode,
+        kind: None,
+        message: e.message,
+        details: None,
+        fbtrace_id: None,
+    });
+    TokenInfo {
+        is_valid: d.is_valid,
+        app_id: d.app_id,
+        token_type: d.kind,
+        application: d.application,
+        expires_at,
+        data_access_expires_at: timestamp(d.data_access_expires_at),
+        issued_at: timestamp(d.issued_at),
+        scopes: d.scopes,
+        granular_scopes: d
+            .granular_scopes
+            .into_iter()
+            .map(|g| GranularScope {
+                scope: g.scope,
+                target_ids: g.target_ids,
+            })
+            .collect(),
+        user_id: d.user_id,
+        error,
+    }
+}
+
+fn phone(p: wire::PhoneNumberWire) -> PhoneNumber {
+    PhoneNumber {
+        id: p.id,
+        display_phone_number: p.display_phone_number,
+        verified_name: p.verified_name,
+        quality_rating: p.quality_rating,
+        code_verification_status: p.code_verification_status,
+        name_status: p.name_status,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_within_bounds() {
+        let base = Duration::from_millis(100);
+        for attempt in 1..20 {
+            let d = backoff(base, attempt);
+            let cap = base
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(Duration::from_secs(30));
+            assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_both_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert("x-business-use-case-usage", r#"{"102290129340398":[{"type":"whatsapp","call_count":100,"estimated_time_to_regain_access":3}]}"#.parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(180)));
+        h.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn debug_token_shapes_parse() {
+        let su = br#"{"data":{"app_id":"634974688087057","type":"SYSTEM_USER","application":"Lucky Shrub",
+ "data_access_expires_at":0,"expires_at":0,"is_valid":true,"issued_at":1712099387,
+ "scopes":["whatsapp_business_management","whatsapp_business_messaging"],
+ "granular_scopes":[{"scope":"whatsapp_business_management","target_ids":["102290129340398","5"]},
+                    {"scope":"whatsapp_business_messaging","target_ids":[5, "102290129340398"]}],
+ "user_id":104169029247128}}"#;
+        let info = token_info(
+            serde_json::from_slice::<wire::DebugTokenResponse>(su)
+                .unwrap()
+                .data,
+        );
+        assert!(info.is_valid);
+        assert_eq!(info.expires_at, Expiry::Never);
+        assert_eq!(info.data_access_expires_at, None);
+        assert!(info.missing_whatsapp_scopes().is_empty());
+        assert!(info.targets_waba("102290129340398"));
+        assert!(!info.targets_waba("999"));
+        assert_eq!(
+            info.waba_ids(),
+            vec!["102290129340398".to_string(), "5".to_string()]
+        );
+        assert_eq!(info.user_id.as_deref(), Some("104169029247128"));
+
+        let expired = br#"{"data":{"app_id":"257422819769992","type":"USER","application":"demo","data_access_expires_at":1671205551,
+ "error":{"code":190,"message":"Error validating access token: Session has expired on Wednesday, 16-Nov-22 07:45:51 PST. The current time is Thursday, 17-Nov-22 21:30:03 PST.","subcode":463},
+ "expires_at":1668613551,"is_valid":false,"issued_at":1663429551,"scopes":["email"],"user_id":"123"}}"#;
+        let info = token_info(
+            serde_json::from_slice::<wire::DebugTokenResponse>(expired)
+                .unwrap()
+                .data,
+        );
+        assert!(!info.is_valid);
+        assert_eq!(
+            info.error.as_ref().map(|e| (e.code, e.subcode)),
+            Some((190, Some(463)))
+        );
+        assert_eq!(
+            info.expires_at,
+            Expiry::At(Timestamp::from_second(1668613551).unwrap())
+        );
+        assert_eq!(info.missing_whatsapp_scopes().len(), 2);
+
+        let garbage = br#"{"data":{"error":{"code":190,"message":"The access token could not be decrypted"},"is_valid":false,"scopes":[]}}"#;
+        let info = token_info(
+            serde_json::from_slice::<wire::DebugTokenResponse>(garbage)
+                .unwrap()
+                .data,
+        );
+        assert_eq!(info.app_id, None);
+        assert_eq!(info.expires_at, Expiry::Unknown);
+    }
+}

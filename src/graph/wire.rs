@@ -1,0 +1,122 @@
+//! Graph JSON shapes as Meta sends them. Private to `graph`: the rest of tokenwarden sees the
+//! typed values of `graph::TokenInfo` and friends.
+//!
+//! Every field but `is_valid` and `scopes` is optional (reference section 1), ids may come as
+//! strings or numbers, and unknown fields are ignored: Meta adds fields without notice.
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Deserialize)]
+pub(super) struct DebugTokenResponse {
+    pub data: DebugTokenData,
+}
+
+#[derive(Deserialize)]
+pub(super) struct DebugTokenData {
+    #[serde(default, deserialize_with = "loose_string")]
+    pub app_id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub application: Option<String>,
+    #[serde(default, deserialize_with = "loose_int")]
+    pub expires_at: Option<i64>,
+    #[serde(default, deserialize_with = "loose_int")]
+    pub data_access_expires_at: Option<i64>,
+    #[serde(default, deserialize_with = "loose_int")]
+    pub issued_at: Option<i64>,
+    #[serde(default)]
+    pub is_valid: bool,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub granular_scopes: Vec<GranularScopeWire>,
+    #[serde(default, deserialize_with = "loose_string")]
+    pub user_id: Option<String>,
+    pub error: Option<DataError>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct GranularScopeWire {
+    pub scope: String,
+    #[serde(default, deserialize_with = "loose_strings")]
+    pub target_ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct DataError {
+    #[serde(default, deserialize_with = "loose_int")]
+    pub code: Option<i64>,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, deserialize_with = "loose_int")]
+    pub subcode: Option<i64>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct PhoneNumberWire {
+    #[serde(deserialize_with = "loose_string_req")]
+    pub id: String,
+    pub display_phone_number: Option<String>,
+    pub verified_name: Option<String>,
+    pub quality_rating: Option<String>,
+    pub code_verification_status: Option<String>,
+    pub name_status: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct PhoneNumberPage {
+    #[serde(default)]
+    pub data: Vec<PhoneNumberWire>,
+    pub paging: Option<Paging>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Paging {
+    pub cursors: Option<Cursors>,
+    pub next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Cursors {
+    pub after: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct MessageResponse {
+    #[serde(default)]
+    pub messages: Vec<MessageId>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct MessageId {
+    pub id: String,
+}
+
+fn loose_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(match v {
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+fn loose_string_req<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    loose_string(d)?.ok_or_else(|| serde::de::Error::custom("expected an id"))
+}
+
+fn loose_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let v = Option::<Vec<serde_json::Value>>::deserialize(d)?.unwrap_or_default();
+    Ok(v.into_iter()
+        .filter_map(|x| match x {
+            serde_json::Value::String(s) => Some(s),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .collect())
+}
+
+fn loose_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(v.as_ref().and_then(super::error::loose_i64))
+}
