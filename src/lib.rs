@@ -4,11 +4,15 @@
 //! # Layout
 //! - [`config`]: the TOML file, validated into [`config::Config`], every error reported at once.
 //! - [`graph`]: the Graph API client and the classification of its errors.
+//! - [`store`]: where tokens live (a 0600 JSON file, AWS Secrets Manager).
 //! - [`secret`]: the `Secret` type that cannot leak, fingerprints, `appsecret_proof`.
+//! - [`fsutil`]: atomic file writes.
 //! - [`sandbox`]: a Graph API simulator on loopback for tests, the demo and trying a config.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod fsutil;
 pub mod graph;
 pub mod sandbox;
 pub mod secret;
+pub mod store;
