@@ -5,14 +5,20 @@
 //! - [`config`]: the TOML file, validated into [`config::Config`], every error reported at once.
 //! - [`graph`]: the Graph API client and the classification of its errors.
 //! - [`store`]: where tokens live (a 0600 JSON file, AWS Secrets Manager).
+//! - [`doctor`]: the runbook's manual checks as a checklist (observe, then a pure evaluation).
+//! - [`lint`]: recognising a wrongly pasted token value.
+//! - [`timefmt`]: times in UTC and Meta's Pacific time.
 //! - [`secret`]: the `Secret` type that cannot leak, fingerprints, `appsecret_proof`.
 //! - [`fsutil`]: atomic file writes.
 //! - [`sandbox`]: a Graph API simulator on loopback for tests, the demo and trying a config.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod doctor;
 pub mod fsutil;
 pub mod graph;
+pub mod lint;
 pub mod sandbox;
 pub mod secret;
 pub mod store;
+pub mod timefmt;

@@ -1,0 +1,949 @@
+//! `tokenwarden doctor`: the runbook's manual checks as one readable checklist.
+//!
+//! Two halves. [`observe`] does the IO for one token: reads the store, asks `debug_token`,
+//! reads the phone number, and on trouble gathers what is needed to explain it (the WABA's
+//! phone numbers). [`evaluate`] is pure: it turns an [`Observation`] and `now` into
+//! [`Check`]s with a mark, the facts, and on failure the cause and the fix in plain words,
+//! naming the field mistakes of reference section 9 when it sees them.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::config::{Config, TokenConfig};
+use crate::graph::version::{ApiVersion, VersionStatus};
+use crate::graph::{self, Expiry, GraphClient, GraphError, PhoneNumber, TokenInfo};
+use crate::lint;
+use crate::secret::{Fingerprint, Secret};
+use crate::store::{SecretStore, Store, StoreError};
+use crate::timefmt;
+
+/// A check's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mark {
+    /// Fine.
+    Pass,
+    /// Works, but needs attention soon.
+    Warn,
+    /// Broken: the integration fails or will fail.
+    Fail,
+    /// Not checked (not configured, or an earlier check failed).
+    Skip,
+}
+
+impl Mark {
+    fn symbol(self) -> &'static str {
+        match self {
+            Mark::Pass => "✓",
+            Mark::Warn => "!",
+            Mark::Fail => "✗",
+            Mark::Skip => "-",
+        }
+    }
+}
+
+/// One line of the checklist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// Stable identifier: `store`, `value`, `valid`, `app`, `type`, `expiry`, `scopes`, `waba`,
+    /// `phone`, `send_text`, `send_template`.
+    pub id: &'static str,
+    /// The outcome.
+    pub mark: Mark,
+    /// The facts, or what went wrong.
+    pub detail: String,
+    /// What a person should do, when anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+fn check(id: &'static str, mark: Mark, detail: impl Into<String>, fix: Option<String>) -> Check {
+    Check {
+        id,
+        mark,
+        detail: detail.into(),
+        fix,
+    }
+}
+
+/// The checklist of one token.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenReport {
+    /// The token's configured name.
+    pub token: String,
+    /// Fingerprint of the value read from the store.
+    pub fingerprint: Option<Fingerprint>,
+    /// The checks, in order.
+    pub checks: Vec<Check>,
+}
+
+impl TokenReport {
+    /// Whether nothing failed.
+    pub fn healthy(&self) -> bool {
+        self.checks.iter().all(|c| c.mark != Mark::Fail)
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The pinned Graph version and whether it is still supported.
+    pub graph_version: Check,
+    /// One checklist per token.
+    pub tokens: Vec<TokenReport>,
+}
+
+impl Report {
+    /// Whether every check passed or only warned.
+    pub fn healthy(&self) -> bool {
+        self.graph_version.mark != Mark::Fail && self.tokens.iter().all(TokenReport::healthy)
+    }
+}
+
+/// Options of `doctor`.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Only this token.
+    pub token: Option<String>,
+    /// Send the runbook's test messages to this number (nothing is sent without it).
+    pub send_test: Option<String>,
+    /// The template for the test send.
+    pub template: String,
+    /// The template's language.
+    pub language: String,
+}
+
+/// Everything [`observe`] learned about one token.
+#[derive(Debug)]
+pub struct Observation {
+    /// Store description.
+    pub store: String,
+    /// The value read from the store, or why not.
+    pub value: Result<Secret, StoreError>,
+    /// `debug_token`'s answer (absent when no value).
+    pub info: Option<Result<TokenInfo, GraphError>>,
+    /// The configured phone number read with the token.
+    pub phone: Option<Result<PhoneNumber, GraphError>>,
+    /// The WABA's phone numbers, read to explain a phone failure or a missing id.
+    pub waba_numbers: Option<Result<Vec<PhoneNumber>, GraphError>>,
+    /// Results of `--send-test`: (text, template).
+    pub sends: Option<(Result<String, GraphError>, Result<String, GraphError>)>,
+}
+
+/// Runs the checks for every configured token (or the one in `opts.token`).
+pub async fn run(cfg: &Config, graph: &GraphClient, opts: &Options, now: Timestamp) -> Report {
+    let mut tokens = Vec::new();
+    for t in cfg
+        .tokens
+        .iter()
+        .filter(|t| opts.token.as_ref().is_none_or(|n| *n == t.name))
+    {
+        let obs = observe(cfg, t, graph, opts).await;
+        tokens.push(evaluate(t, &cfg.meta.app_id, &obs, now));
+    }
+    Report {
+        graph_version: version_check(graph.version(), now),
+        tokens,
+    }
+}
+
+/// Does the IO for one token.
+pub async fn observe(
+    cfg: &Config,
+    t: &TokenConfig,
+    graph: &GraphClient,
+    opts: &Options,
+) -> Observation {
+    let (store, value) = match Store::open(&t.store, &t.name, &cfg.state_dir).await {
+        Ok(s) => (s.describe(), s.current().await),
+        Err(e) => (String::from("store"), Err(e)),
+    };
+    let mut obs = Observation {
+        store,
+        value,
+        info: None,
+        phone: None,
+        waba_numbers: None,
+        sends: None,
+    };
+    let Ok(token) = &obs.value else { return obs };
+    let info = graph.debug_token(token).await;
+    let usable = matches!(&info, Ok(i) if i.is_valid);
+    obs.info = Some(info);
+    if !usable {
+        return obs;
+    }
+    if let Some(phone_id) = &t.phone_number_id {
+        obs.phone = Some(graph.phone_number(token, phone_id).await);
+    }
+    let phone_failed = matches!(&obs.phone, Some(Err(GraphError::Misconfigured(_))));
+    if phone_failed || t.phone_number_id.is_none() {
+        // To explain a wrong id (or suggest one), list the numbers of the configured WABA,
+        // or of the only WABA the token reaches.
+        let wabas = match (&t.waba_id, &obs.info) {
+            (Some(w), _) => vec![w.clone()],
+            (None, Some(Ok(i))) => i.waba_ids(),
+            _ => vec![],
+        };
+        if let [waba] = wabas.as_slice() {
+            obs.waba_numbers = Some(graph.waba_phone_numbers(token, waba).await);
+        }
+    }
+    if let (Some(to), Some(Ok(_)), Some(phone_id)) =
+        (&opts.send_test, &obs.phone, &t.phone_number_id)
+    {
+        let text = graph
+            .send_text(token, phone_id, to, "tokenwarden test: this WhatsApp number can send messages with the configured token.")
+            .await;
+        let template = graph
+            .send_template(token, phone_id, to, &opts.template, &opts.language)
+            .await;
+        obs.sends = Some((text, template));
+    }
+    obs
+}
+
+fn version_check(v: ApiVersion, now: Timestamp) -> Check {
+    let today = now.to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
+    let status = v.status(today);
+    let mark = match status {
+        VersionStatus::Supported(_) => Mark::Pass,
+        VersionStatus::EndingSoon { .. } | VersionStatus::Unknown => Mark::Warn,
+        VersionStatus::Ended(_) => Mark::Fail,
+    };
+    let fix = (mark != Mark::Pass).then(|| "set `api_version` in [meta] to a supported version such as \"v25.0\", then run `tokenwarden doctor` again".to_string());
+    check(
+        "graph_version",
+        mark,
+        format!("Graph API {v}: {status}"),
+        fix,
+    )
+}
+
+/// Turns an observation into checks. Pure.
+pub fn evaluate(t: &TokenConfig, app_id: &str, obs: &Observation, now: Timestamp) -> TokenReport {
+    let mut checks = Vec::new();
+    let fingerprint = obs.value.as_ref().ok().map(Secret::fingerprint);
+    let token = match &obs.value {
+        Ok(v) => {
+            checks.push(check(
+                "store",
+                Mark::Pass,
+                format!("read from {} (fingerprint {})", obs.store, v.fingerprint()),
+                None,
+            ));
+            v
+        }
+        Err(e) => {
+            let fix = match e {
+                StoreError::Missing { hint, .. } => hint.clone(),
+                StoreError::Broken { .. } => "fix the store as the message says, then run `tokenwarden doctor` again".into(),
+                StoreError::Unavailable { .. } => "check the network path and credentials to the store; tokenwarden retries on its next run".into(),
+            };
+            checks.push(check("store", Mark::Fail, e.to_string(), Some(fix)));
+            return TokenReport {
+                token: t.name.clone(),
+                fingerprint,
+                checks,
+            };
+        }
+    };
+
+    let findings = lint::check_value(token.expose());
+    if findings.is_empty() {
+        checks.push(check(
+            "value",
+            Mark::Pass,
+            "looks like a Graph access token",
+            None,
+        ));
+    } else {
+        let words: Vec<&str> = findings.iter().map(|f| f.explain()).collect();
+        checks.push(check(
+            "value",
+            Mark::Fail,
+            words.join("; "),
+            Some(format!("put the right value in {}", obs.store)),
+        ));
+    }
+
+    let info = match &obs.info {
+        Some(Ok(info)) => info,
+        Some(Err(e)) => {
+            checks.push(graph_failure("valid", e));
+            return TokenReport {
+                token: t.name.clone(),
+                fingerprint,
+                checks,
+            };
+        }
+        None => {
+            return TokenReport {
+                token: t.name.clone(),
+                fingerprint,
+                checks,
+            };
+        }
+    };
+    evaluate_info(t, app_id, info, now, &mut checks);
+    if info.is_valid {
+        evaluate_phone(t, info, obs, &mut checks);
+        if let Some((text, template)) = &obs.sends {
+            checks.push(send_check("send_text", text, "text message"));
+            checks.push(send_check("send_template", template, "template message"));
+        }
+    }
+    TokenReport {
+        token: t.name.clone(),
+        fingerprint,
+        checks,
+    }
+}
+
+const NEW_TOKEN_STEPS: &str = "in Business Manager > Users > System users, pick an Admin system user, make sure the app \
+and the WhatsApp Business Account are assigned to it, click Generate new token, tick whatsapp_business_management and \
+whatsapp_business_messaging, then store the new token where tokenwarden reads it";
+
+fn graph_failure(id: &'static str, e: &GraphError) -> Check {
+    match e {
+        GraphError::OwnCredentials(api) => check(
+            id,
+            Mark::Fail,
+            format!("cannot inspect the token: Meta refused tokenwarden's own app credentials ({api}); this says nothing about the token itself"),
+            Some("check `app_id` and `app_secret` in [meta]: the secret may have been reset in the app dashboard (App settings > Basic), or the token belongs to another app".into()),
+        ),
+        GraphError::Transient(t) => check(
+            id,
+            Mark::Fail,
+            format!("cannot check: {t}; this is not the token's fault"),
+            Some("run `tokenwarden doctor` again later; if it persists, check this host's route to the Graph API".into()),
+        ),
+        GraphError::TokenDead(api) => check(id, Mark::Fail, graph::dead_reason(api), Some(NEW_TOKEN_STEPS.into())),
+        GraphError::Misconfigured(api) => check(id, Mark::Fail, format!("{api}"), None),
+    }
+}
+
+fn evaluate_info(
+    t: &TokenConfig,
+    app_id: &str,
+    info: &TokenInfo,
+    now: Timestamp,
+    checks: &mut Vec<Check>,
+) {
+    if info.is_valid {
+        let app = info
+            .application
+            .as_deref()
+            .map(|a| format!(" (app {a})"))
+            .unwrap_or_default();
+        checks.push(check(
+            "valid",
+            Mark::Pass,
+            format!("Meta says the token is valid{app}"),
+            None,
+        ));
+    } else {
+        let api = info.error.clone().unwrap_or(graph::ApiError {
+            status: 200,
+            code: 190,
+            subcode: None,
+            kind: None,
+            message: String::new(),
+            details: None,
+            fbtrace_id: None,
+        });
+        // "could not be decrypted" / "cannot parse": no app, no type. That is the runbook's
+        // "Access token could not be decrypted": not a token Meta issued as stored.
+        let detail = if info.app_id.is_none() && info.token_type.is_none() {
+            format!(
+                "Meta cannot read this token at all ({}): it is not a token Meta issued, or it was truncated or pasted wrongly",
+                api.message
+            )
+        } else {
+            graph::dead_reason(&api)
+        };
+        checks.push(check(
+            "valid",
+            Mark::Fail,
+            detail,
+            Some(NEW_TOKEN_STEPS.into()),
+        ));
+    }
+    if let Some(token_app) = &info.app_id {
+        if token_app != app_id {
+            checks.push(check(
+                "app",
+                Mark::Fail,
+                format!("the token belongs to app {token_app}, but tokenwarden is configured for app {app_id}"),
+                Some("use a token of the configured app, or set `app_id` and `app_secret` in [meta] to the token's app".into()),
+            ));
+        }
+    }
+    if !info.is_valid {
+        return;
+    }
+
+    let lifetime = match (info.issued_at, info.expires_at) {
+        (Some(i), Expiry::At(e)) => Some(e.as_second() - i.as_second()),
+        _ => None,
+    };
+    let temporary = lifetime.is_some_and(|l| l <= 2 * 86_400);
+    let kind = info.token_type.as_deref().unwrap_or("unknown");
+    let (mark, detail, fix) = match kind {
+        "SYSTEM_USER" if temporary => (Mark::Fail, "a short-lived test token (about 24 hours), such as the one on WhatsApp > API Setup".to_string(), Some(NEW_TOKEN_STEPS.to_string())),
+        "SYSTEM_USER" => (Mark::Pass, "system-user token".to_string(), None),
+        "USER" if temporary => (Mark::Fail, "Meta's temporary token from WhatsApp > API Setup: it dies within a day".to_string(), Some(NEW_TOKEN_STEPS.to_string())),
+        "USER" => (
+            Mark::Fail,
+            "a user token: it dies with its owner's session (password change, logout, leaving the company, 90 days without use)".to_string(),
+            Some(NEW_TOKEN_STEPS.to_string()),
+        ),
+        other => (Mark::Fail, format!("a {other} token, not a system-user token; WhatsApp Cloud API integrations need a system-user token"), Some(NEW_TOKEN_STEPS.to_string())),
+    };
+    checks.push(check("type", mark, detail, fix));
+
+    checks.push(expiry_check(info, now));
+
+    let missing = info.missing_whatsapp_scopes();
+    if missing.is_empty() {
+        checks.push(check(
+            "scopes",
+            Mark::Pass,
+            graph::WHATSAPP_SCOPES.join(", "),
+            None,
+        ));
+    } else {
+        let granted = if info.scopes.is_empty() {
+            "none".to_string()
+        } else {
+            info.scopes.join(", ")
+        };
+        checks.push(check(
+            "scopes",
+            Mark::Fail,
+            format!("missing {} (granted: {granted})", missing.join(" and ")),
+            Some(format!(
+                "a token is a snapshot of its permissions: {NEW_TOKEN_STEPS}"
+            )),
+        ));
+    }
+
+    let wabas = info.waba_ids();
+    match &t.waba_id {
+        Some(w) if info.targets_waba(w) => checks.push(check("waba", Mark::Pass, format!("WhatsApp Business Account {w} is among the token's targets"), None)),
+        Some(w) => checks.push(check(
+            "waba",
+            Mark::Fail,
+            format!(
+                "WhatsApp Business Account {w} is not among the token's targets (it reaches: {}); this is the runbook's \"business account not found\"",
+                if wabas.is_empty() { "none".to_string() } else { wabas.join(", ") }
+            ),
+            Some(format!("assign the WhatsApp Business Account to the system user with full control, then generate a new token (old tokens do not gain new assets): {NEW_TOKEN_STEPS}")),
+        )),
+        None => checks.push(check(
+            "waba",
+            Mark::Skip,
+            format!("`waba_id` not configured; the token reaches: {}", if wabas.is_empty() { "none".to_string() } else { wabas.join(", ") }),
+            None,
+        )),
+    }
+}
+
+fn expiry_check(info: &TokenInfo, now: Timestamp) -> Check {
+    let issued = info
+        .issued_at
+        .map(|i| {
+            format!(
+                "; issued {} ({} ago)",
+                timefmt::utc(i),
+                timefmt::span(now.as_second() - i.as_second())
+            )
+        })
+        .unwrap_or_default();
+    match info.expires_at {
+        Expiry::At(e) => {
+            let left = e.as_second() - now.as_second();
+            let when = format!("{} ({})", timefmt::utc(e), timefmt::pacific(e));
+            if left <= 0 {
+                check(
+                    "expiry",
+                    Mark::Fail,
+                    format!("expired {when}{issued}"),
+                    Some(NEW_TOKEN_STEPS.into()),
+                )
+            } else if left <= 7 * 86_400 {
+                check("expiry", Mark::Warn, format!("expires {when}, in {}{issued}", timefmt::span(left)),
+                    Some("rotate it now: refresh it if it is a 60-day system-user token, or generate a new one".into()))
+            } else {
+                check(
+                    "expiry",
+                    Mark::Pass,
+                    format!("expires {when}, in {}{issued}", timefmt::span(left)),
+                    None,
+                )
+            }
+        }
+        Expiry::Never => {
+            let data = info
+                .data_access_expires_at
+                .map(|d| format!("; but data access lapses {} ({}): this is an extended user token, not a permanent one", timefmt::utc(d), timefmt::span(d.as_second() - now.as_second())))
+                .unwrap_or_default();
+            let old = info
+                .issued_at
+                .is_some_and(|i| now.as_second() - i.as_second() > 60 * 86_400);
+            let mark = if old || !data.is_empty() {
+                Mark::Warn
+            } else {
+                Mark::Pass
+            };
+            let fix = old.then(|| "the runbook rotates tokens every 60 days: generate a new token and revoke this one".to_string());
+            check("expiry", mark, format!("never expires{data}{issued}"), fix)
+        }
+        Expiry::Unknown => check(
+            "expiry",
+            Mark::Warn,
+            format!("Meta did not report an expiry{issued}"),
+            None,
+        ),
+    }
+}
+
+fn digits(s: &str) -> String {
+    s.chars().filter(char::is_ascii_digit).collect()
+}
+
+fn describe_phone(p: &PhoneNumber) -> String {
+    let mut s = format!(
+        "{} is {}",
+        p.id,
+        p.display_phone_number
+            .as_deref()
+            .unwrap_or("(no display number)")
+    );
+    if let Some(n) = &p.verified_name {
+        s.push_str(&format!(" ({n})"));
+    }
+    if let Some(q) = &p.quality_rating {
+        s.push_str(&format!(", quality {q}"));
+    }
+    s
+}
+
+fn evaluate_phone(t: &TokenConfig, info: &TokenInfo, obs: &Observation, checks: &mut Vec<Check>) {
+    let numbers = match &obs.waba_numbers {
+        Some(Ok(n)) => n.as_slice(),
+        _ => &[],
+    };
+    let list = |ns: &[PhoneNumber]| {
+        ns.iter()
+            .map(|p| {
+                format!(
+                    "{} (id {})",
+                    p.display_phone_number.as_deref().unwrap_or("?"),
+                    p.id
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(phone_id) = &t.phone_number_id else {
+        let detail = if numbers.is_empty() {
+            "`phone_number_id` not configured".to_string()
+        } else {
+            format!(
+                "`phone_number_id` not configured; the WABA's numbers: {}",
+                list(numbers)
+            )
+        };
+        checks.push(check("phone", Mark::Skip, detail, None));
+        return;
+    };
+    match &obs.phone {
+        Some(Ok(p)) => {
+            let red = p.quality_rating.as_deref() == Some("RED");
+            let (mark, fix) = if red {
+                (Mark::Warn, Some("quality RED: Meta may limit this number's messaging; review recent message quality in WhatsApp Manager".to_string()))
+            } else {
+                (Mark::Pass, None)
+            };
+            checks.push(check("phone", mark, describe_phone(p), fix));
+        }
+        Some(Err(GraphError::Misconfigured(api))) if api.code == 100 => {
+            // Name the mix-up when we can see it (reference section 9, mistake 7).
+            let by_display = numbers.iter().find(|p| p.display_phone_number.as_deref().map(digits).is_some_and(|d| !d.is_empty() && d == digits(phone_id)));
+            let (detail, fix) = if let Some(p) = by_display {
+                (format!("{phone_id} is the phone number itself, not its id"), format!("you entered the phone number; its id is {}: set `phone_number_id = \"{}\"`", p.id, p.id))
+            } else if t.waba_id.as_deref() == Some(phone_id.as_str()) || info.waba_ids().contains(phone_id) {
+                let hint = if numbers.is_empty() { String::new() } else { format!("; its numbers are {}", list(numbers)) };
+                (format!("{phone_id} is a WhatsApp Business Account id, not a phone-number id{hint}"), "set `phone_number_id` to the id shown under WhatsApp > API Setup > Phone number ID".to_string())
+            } else {
+                let hint = if numbers.is_empty() { String::new() } else { format!("; the WABA's numbers are {}", list(numbers)) };
+                (format!("phone number not found: no phone number with id {phone_id} is visible to this token{hint}"), "copy the Phone number ID from WhatsApp > API Setup into `phone_number_id`".to_string())
+            };
+            checks.push(check("phone", Mark::Fail, detail, Some(fix)));
+        }
+        Some(Err(GraphError::Misconfigured(api))) if (200..300).contains(&api.code) || api.code == 10 => checks.push(check(
+            "phone",
+            Mark::Fail,
+            format!("the token may not read phone number {phone_id} ({api})"),
+            Some(format!("the system user lacks the WhatsApp Business Account that owns this number: {NEW_TOKEN_STEPS}")),
+        )),
+        Some(Err(e)) => checks.push(graph_failure("phone", e)),
+        None => {}
+    }
+}
+
+fn send_check(id: &'static str, r: &Result<String, GraphError>, what: &str) -> Check {
+    match r {
+        Ok(mid) => check(id, Mark::Pass, format!("{what} accepted by WhatsApp (message id {mid})"), None),
+        Err(GraphError::Misconfigured(api)) if api.code == 131030 => check(
+            id,
+            Mark::Fail,
+            format!("recipient not allowed ({api})"),
+            Some("while the app is in development, add the number to the allowed recipients under WhatsApp > API Setup > To, and confirm it".into()),
+        ),
+        Err(GraphError::Misconfigured(api)) if api.code == 132001 => check(
+            id,
+            Mark::Fail,
+            format!("template not found ({api})"),
+            Some("create and get approval for the template in WhatsApp Manager > Message templates, or pass an approved one with --template NAME --language CODE".into()),
+        ),
+        Err(e) => graph_failure(id, e),
+    }
+}
+
+/// The report as the checklist people read.
+pub fn render_text(report: &Report) -> String {
+    let mut out = String::new();
+    for t in &report.tokens {
+        let fp = t
+            .fingerprint
+            .map(|f| format!("  (fingerprint {f})"))
+            .unwrap_or_default();
+        out.push_str(&format!("{}{fp}\n", t.token));
+        for c in &t.checks {
+            out.push_str(&format!(
+                "  {} {:<13} {}\n",
+                c.mark.symbol(),
+                c.id,
+                c.detail
+            ));
+            if let Some(fix) = &c.fix {
+                out.push_str(&format!("  {:<15} fix: {fix}\n", ""));
+            }
+        }
+        out.push('\n');
+    }
+    let g = &report.graph_version;
+    out.push_str(&format!("{} {}\n", g.mark.symbol(), g.detail));
+    if let Some(fix) = &g.fix {
+        out.push_str(&format!("  fix: {fix}\n"));
+    }
+    let bad = report.tokens.iter().filter(|t| !t.healthy()).count();
+    out.push_str(&format!(
+        "\n{} token(s) checked: {} healthy, {} with problems\n",
+        report.tokens.len(),
+        report.tokens.len() - bad,
+        bad
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreConfig;
+    use crate::graph::{ApiError, GranularScope};
+
+    const WABA: &str = "102290129340398";
+    const NOW: i64 = 1_780_000_000;
+
+    fn cfg() -> TokenConfig {
+        TokenConfig {
+            name: "prod".into(),
+            phone_number_id: Some("106540352242922".into()),
+            waba_id: Some(WABA.into()),
+            store: StoreConfig::File {
+                path: None,
+                key: None,
+            },
+        }
+    }
+
+    fn info() -> TokenInfo {
+        let scopes: Vec<String> = graph::WHATSAPP_SCOPES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        TokenInfo {
+            is_valid: true,
+            app_id: Some("1".into()),
+            token_type: Some("SYSTEM_USER".into()),
+            application: Some("A".into()),
+            expires_at: Expiry::At(Timestamp::from_second(NOW + 50 * 86_400).unwrap()),
+            data_access_expires_at: None,
+            issued_at: Some(Timestamp::from_second(NOW - 10 * 86_400).unwrap()),
+            granular_scopes: scopes
+                .iter()
+                .map(|s| GranularScope {
+                    scope: s.clone(),
+                    target_ids: vec!["5".into(), WABA.into()],
+                })
+                .collect(),
+            scopes,
+            user_id: None,
+            error: None,
+        }
+    }
+
+    fn phone(id: &str, display: &str) -> PhoneNumber {
+        PhoneNumber {
+            id: id.into(),
+            display_phone_number: Some(display.into()),
+            verified_name: Some("Shop".into()),
+            quality_rating: Some("GREEN".into()),
+            code_verification_status: None,
+            name_status: None,
+        }
+    }
+
+    fn obs(
+        info: Result<TokenInfo, GraphError>,
+        phone: Option<Result<PhoneNumber, GraphError>>,
+    ) -> Observation {
+        Observation {
+            store: "file store".into(),
+            value: Ok(Secret::new(format!("EAAG{}", "x".repeat(100)))),
+            info: Some(info),
+            phone,
+            waba_numbers: None,
+            sends: None,
+        }
+    }
+
+    fn marks(r: &TokenReport) -> Vec<(&'static str, Mark)> {
+        r.checks.iter().map(|c| (c.id, c.mark)).collect()
+    }
+
+    fn api(code: i64, sub: Option<i64>) -> ApiError {
+        ApiError {
+            status: 400,
+            code,
+            subcode: sub,
+            kind: None,
+            message: "m".into(),
+            details: None,
+            fbtrace_id: None,
+        }
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(NOW).unwrap()
+    }
+
+    #[test]
+    fn healthy_system_user_token_passes_everything() {
+        let r = evaluate(
+            &cfg(),
+            "1",
+            &obs(
+                Ok(info()),
+                Some(Ok(phone("106540352242922", "+1 555-010-4477"))),
+            ),
+            now(),
+        );
+        assert!(r.healthy(), "{r:#?}");
+        assert_eq!(
+            marks(&r),
+            vec![
+                ("store", Mark::Pass),
+                ("value", Mark::Pass),
+                ("valid", Mark::Pass),
+                ("type", Mark::Pass),
+                ("expiry", Mark::Pass),
+                ("scopes", Mark::Pass),
+                ("waba", Mark::Pass),
+                ("phone", Mark::Pass)
+            ]
+        );
+    }
+
+    #[test]
+    fn expired_revoked_and_scopeless_tokens_fail_with_a_fix() {
+        let mut expired = info();
+        expired.is_valid = false;
+        expired.error = Some(api(190, Some(463)));
+        let r = evaluate(&cfg(), "1", &obs(Ok(expired), None), now());
+        let valid = r.checks.iter().find(|c| c.id == "valid").unwrap();
+        assert_eq!(valid.mark, Mark::Fail);
+        assert!(
+            valid.detail.contains("expired")
+                && valid.fix.as_deref().unwrap().contains("Generate new token")
+        );
+
+        let mut revoked = info();
+        revoked.is_valid = false;
+        revoked.error = Some(api(190, Some(466)));
+        let r = evaluate(&cfg(), "1", &obs(Ok(revoked), None), now());
+        assert!(
+            r.checks
+                .iter()
+                .any(|c| c.id == "valid" && c.detail.contains("revoked"))
+        );
+
+        let mut scopeless = info();
+        scopeless.scopes = vec!["business_management".into()];
+        scopeless.granular_scopes.clear();
+        let r = evaluate(
+            &cfg(),
+            "1",
+            &obs(Ok(scopeless), Some(Ok(phone("106540352242922", "+1")))),
+            now(),
+        );
+        let s = r.checks.iter().find(|c| c.id == "scopes").unwrap();
+        assert_eq!(s.mark, Mark::Fail);
+        assert!(
+            s.detail
+                .contains("whatsapp_business_management and whatsapp_business_messaging"),
+            "{}",
+            s.detail
+        );
+        assert!(r.checks.iter().any(|c| c.id == "waba"
+            && c.mark == Mark::Fail
+            && c.detail.contains("business account not found")));
+    }
+
+    #[test]
+    fn user_and_temporary_tokens_are_flagged() {
+        let mut user = info();
+        user.token_type = Some("USER".into());
+        let r = evaluate(&cfg(), "1", &obs(Ok(user), None), now());
+        assert!(r.checks.iter().any(|c| c.id == "type"
+            && c.mark == Mark::Fail
+            && c.detail.contains("owner's session")));
+        let mut temp = info();
+        temp.issued_at = Some(Timestamp::from_second(NOW - 3600).unwrap());
+        temp.expires_at = Expiry::At(Timestamp::from_second(NOW + 23 * 3600).unwrap());
+        let r = evaluate(&cfg(), "1", &obs(Ok(temp), None), now());
+        assert!(
+            r.checks
+                .iter()
+                .any(|c| c.id == "type" && c.mark == Mark::Fail && c.detail.contains("24 hours"))
+        );
+        let mut extended = info();
+        extended.token_type = Some("USER".into());
+        extended.expires_at = Expiry::Never;
+        extended.data_access_expires_at = Some(Timestamp::from_second(NOW + 80 * 86_400).unwrap());
+        let r = evaluate(&cfg(), "1", &obs(Ok(extended), None), now());
+        assert!(r.checks.iter().any(|c| c.id == "expiry"
+            && c.mark == Mark::Warn
+            && c.detail.contains("not a permanent one")));
+    }
+
+    #[test]
+    fn phone_mixups_are_named() {
+        let mut t = cfg();
+        t.phone_number_id = Some("15550104477".into());
+        let mut o = obs(
+            Ok(info()),
+            Some(Err(GraphError::Misconfigured(api(100, Some(33))))),
+        );
+        o.waba_numbers = Some(Ok(vec![phone("106540352242922", "+1 555-010-4477")]));
+        let r = evaluate(&t, "1", &o, now());
+        let p = r.checks.iter().find(|c| c.id == "phone").unwrap();
+        assert_eq!(p.mark, Mark::Fail);
+        assert!(
+            p.fix
+                .as_deref()
+                .unwrap()
+                .contains("you entered the phone number; its id is 106540352242922"),
+            "{p:?}"
+        );
+
+        t.phone_number_id = Some(WABA.into());
+        let r = evaluate(&t, "1", &o, now());
+        assert!(
+            r.checks
+                .iter()
+                .any(|c| c.id == "phone" && c.detail.contains("WhatsApp Business Account id"))
+        );
+
+        t.phone_number_id = Some("999".into());
+        let r = evaluate(&t, "1", &o, now());
+        assert!(
+            r.checks
+                .iter()
+                .any(|c| c.id == "phone" && c.detail.starts_with("phone number not found"))
+        );
+
+        let o = obs(
+            Ok(info()),
+            Some(Err(GraphError::Misconfigured(api(200, None)))),
+        );
+        let r = evaluate(&cfg(), "1", &o, now());
+        assert!(r.checks.iter().any(|c| {
+            c.id == "phone"
+                && c.fix
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("lacks the WhatsApp Business Account")
+        }));
+    }
+
+    #[test]
+    fn own_credentials_and_transient_never_read_as_a_dead_token() {
+        for e in [
+            GraphError::OwnCredentials(api(190, None)),
+            GraphError::Transient(graph::Transient::Timeout),
+        ] {
+            let r = evaluate(&cfg(), "1", &obs(Err(e), None), now());
+            let v = r.checks.iter().find(|c| c.id == "valid").unwrap();
+            assert_eq!(v.mark, Mark::Fail);
+            assert!(
+                !v.detail.contains("dead") && !v.detail.contains("expired"),
+                "{}",
+                v.detail
+            );
+            assert!(
+                v.detail.contains("app credentials") || v.detail.contains("not the token's fault"),
+                "{}",
+                v.detail
+            );
+        }
+    }
+
+    #[test]
+    fn wrongly_pasted_values_and_other_apps_are_named() {
+        let mut o = obs(Ok(info()), None);
+        o.value = Ok(Secret::new(
+            "Bearer EAAGxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        ));
+        let r = evaluate(&cfg(), "2", &o, now());
+        assert!(
+            r.checks
+                .iter()
+                .any(|c| c.id == "value" && c.mark == Mark::Fail && c.detail.contains("Bearer"))
+        );
+        assert!(
+            r.checks
+                .iter()
+                .any(|c| c.id == "app" && c.mark == Mark::Fail)
+        );
+    }
+
+    #[test]
+    fn send_failures_map_to_their_fixes() {
+        let c = send_check(
+            "send_text",
+            &Err(GraphError::Misconfigured(api(131030, None))),
+            "text",
+        );
+        assert!(c.fix.unwrap().contains("allowed recipients"));
+        let c = send_check(
+            "send_template",
+            &Err(GraphError::Misconfigured(api(132001, None))),
+            "template",
+        );
+        assert!(c.fix.unwrap().contains("Message templates"));
+    }
+}
