@@ -208,7 +208,6 @@ struct ErrorSpec {
     transient: bool,
     user: Option<(String, String)>,
     details: Option<String>,
-    headers: Vec<(&'static str, String)>,
 }
 
 impl GraphError {
@@ -223,7 +222,6 @@ impl GraphError {
             transient: false,
             user: None,
             details: None,
-            headers: Vec::new(),
         }))
     }
     fn method(code: u32, message: impl Into<String>) -> GraphError {
@@ -284,7 +282,7 @@ impl GraphError {
         // Meta escapes slashes in its JSON; serde_json does not, so clients that match raw
         // text instead of parsing would pass here and fail against Meta.
         let body = json!({ "error": e }).to_string().replace('/', "\\/");
-        let mut headers = this.headers;
+        let mut headers = Vec::new();
         let kind = match this.code {
             190 | 0 => Some("invalid_token"),
             100 => Some("invalid_request"),

@@ -974,3 +974,20 @@ async fn admin_api_end_to_end() {
 
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn scenario_latency_slows_graph_calls_only() {
+    let mut s = Scenario::demo();
+    s.latency_ms = 120;
+    let sb = start_with(s).await;
+    let t = sb.issue_token(TokenSpec::system_user_60d());
+    let started = std::time::Instant::now();
+    assert_eq!(inspect_raw(&sb, &t).await.status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(120));
+    let started = std::time::Instant::now();
+    send(client().get(format!("{}/_sandbox/state", sb.base_url()))).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(120),
+        "admin calls are not delayed"
+    );
+}
