@@ -33,8 +33,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use scenario::{
-    AppDef, DEMO_APP_ID, DEMO_APP_SECRET, DEMO_PHONE_ID, DEMO_SYSTEM_USER_ID, DEMO_USER_ID,
-    DEMO_WABA_ID, Endpoint, Fault, Lifetime, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_ID,
+    AppDef, DEMO_APP_ID, DEMO_APP_SECRET, DEMO_PHONE_NUMBER_ID, DEMO_SYSTEM_USER_ID, DEMO_USER_ID,
+    DEMO_WABA_ID, Endpoint, Fault, Lifetime, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_NUMBER_ID,
     OTHER_WABA_ID, PhoneDef, Scenario, SystemUserDef, TemplateDef, TokenDef, TokenKind, TokenSpec,
     TokenStatusDef, UNINSTALLED_SYSTEM_USER_ID, WHATSAPP_SCOPES, WabaDef,
 };

@@ -23,11 +23,11 @@ pub const OTHER_APP_SECRET: &str = "5e0c1d2b3a4f5e6d7c8b9a0f1e2d3c4b";
 /// The demo WhatsApp Business Account.
 pub const DEMO_WABA_ID: &str = "102290129340398";
 /// The phone-number id of the demo WABA.
-pub const DEMO_PHONE_ID: &str = "106540352242922";
+pub const DEMO_PHONE_NUMBER_ID: &str = "106540352242922";
 /// A second WABA, not granted to the default tokens.
 pub const OTHER_WABA_ID: &str = "109876543210987";
 /// The phone-number id of [`OTHER_WABA_ID`].
-pub const OTHER_PHONE_ID: &str = "107700000000001";
+pub const OTHER_PHONE_NUMBER_ID: &str = "107700000000001";
 /// The demo system user, with the demo app installed (can mint tokens).
 pub const DEMO_SYSTEM_USER_ID: &str = "104169029247128";
 /// A system user without the app installed (minting fails).
@@ -266,22 +266,14 @@ impl TokenSpec {
     }
 
     /// Replaces the scopes.
-    pub fn scopes<I, S>(mut self, scopes: I) -> TokenSpec
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.scopes = scopes.into_iter().map(Into::into).collect();
+    pub fn scopes(mut self, scopes: &[&str]) -> TokenSpec {
+        self.scopes = scopes.iter().map(|s| s.to_string()).collect();
         self
     }
 
-    /// Replaces the target WABAs.
-    pub fn wabas<I, S>(mut self, wabas: I) -> TokenSpec
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.wabas = wabas.into_iter().map(Into::into).collect();
+    /// Replaces the target WABAs (`&[]`: a token without any WhatsApp asset).
+    pub fn wabas(mut self, wabas: &[&str]) -> TokenSpec {
+        self.wabas = wabas.iter().map(|s| s.to_string()).collect();
         self
     }
 
@@ -770,7 +762,7 @@ impl Scenario {
                     id: DEMO_WABA_ID.into(),
                     name: "BillByteKOT".into(),
                     phones: vec![phone(
-                        DEMO_PHONE_ID,
+                        DEMO_PHONE_NUMBER_ID,
                         "+1 555-010-4477",
                         "BillByteKOT",
                         "GREEN",
@@ -780,7 +772,7 @@ impl Scenario {
                     id: OTHER_WABA_ID.into(),
                     name: "Other Shop".into(),
                     phones: vec![phone(
-                        OTHER_PHONE_ID,
+                        OTHER_PHONE_NUMBER_ID,
                         "+1 555-010-9000",
                         "Other Shop",
                         "YELLOW",

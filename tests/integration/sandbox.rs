@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokenwarden::sandbox::{
-    DEMO_APP_ID, DEMO_APP_SECRET, DEMO_PHONE_ID, DEMO_SYSTEM_USER_ID, DEMO_WABA_ID, Endpoint,
-    Fault, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_ID, OTHER_WABA_ID, Sandbox, Scenario,
-    TokenSpec, UNINSTALLED_SYSTEM_USER_ID,
+    DEMO_APP_ID, DEMO_APP_SECRET, DEMO_PHONE_NUMBER_ID, DEMO_SYSTEM_USER_ID, DEMO_WABA_ID,
+    Endpoint, Fault, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_NUMBER_ID, OTHER_WABA_ID, Sandbox,
+    Scenario, TokenSpec, UNINSTALLED_SYSTEM_USER_ID,
 };
 use tokenwarden::secret::{Secret, appsecret_proof};
 
@@ -110,7 +110,10 @@ mod h {
     pub async fn send_message(sb: &Sandbox, token: &str, body: Value) -> Resp {
         send(
             client()
-                .post(format!("{}{V}/{DEMO_PHONE_ID}/messages", sb.base_url()))
+                .post(format!(
+                    "{}{V}/{DEMO_PHONE_NUMBER_ID}/messages",
+                    sb.base_url()
+                ))
                 .bearer_auth(token)
                 .query(&[("appsecret_proof", proof(token))])
                 .json(&body),
@@ -185,7 +188,7 @@ async fn debug_token_never_user_and_shuffled_targets() {
     assert_eq!(exp % 3600, 0);
     assert!(exp - sb.now() <= 25 * 3600 && exp - sb.now() >= 24 * 3600 - 2);
 
-    let many = sb.issue_token(TokenSpec::system_user_60d().wabas([
+    let many = sb.issue_token(TokenSpec::system_user_60d().wabas(&[
         DEMO_WABA_ID,
         OTHER_WABA_ID,
         "100000000000001",
@@ -405,7 +408,7 @@ async fn debug_token_inspector_errors() {
     .await;
     assert_eq!(r.json()["data"]["is_valid"], true);
     // Proofs made with the old secret now fail too.
-    let r = get_as(&sb, &format!("/{DEMO_PHONE_ID}"), &t, &[]).await;
+    let r = get_as(&sb, &format!("/{DEMO_PHONE_NUMBER_ID}"), &t, &[]).await;
     assert_eq!(
         r.json()["error"]["message"],
         "Invalid appsecret_proof provided in the API argument"
@@ -416,7 +419,7 @@ async fn debug_token_inspector_errors() {
 async fn appsecret_proof_checks() {
     let sb = start().await;
     let t = sb.issue_token(TokenSpec::system_user_60d());
-    let url = format!("{}{V}/{DEMO_PHONE_ID}", sb.base_url());
+    let url = format!("{}{V}/{DEMO_PHONE_NUMBER_ID}", sb.base_url());
 
     let r = send(client().get(&url).bearer_auth(&t)).await;
     assert_eq!(r.status, 400);
@@ -610,21 +613,21 @@ async fn phone_and_waba_reads() {
     let t = sb.issue_token(TokenSpec::system_user_60d());
     let r = get_as(
         &sb,
-        &format!("/{DEMO_PHONE_ID}"),
+        &format!("/{DEMO_PHONE_NUMBER_ID}"),
         &t,
         &[("fields", "display_phone_number,verified_name,quality_rating,code_verification_status,name_status")],
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let j = r.json();
-    assert_eq!(j["id"], DEMO_PHONE_ID);
+    assert_eq!(j["id"], DEMO_PHONE_NUMBER_ID);
     assert_eq!(j["display_phone_number"], "+1 555-010-4477");
     assert_eq!(j["verified_name"], "BillByteKOT");
     assert_eq!(j["quality_rating"], "GREEN");
     assert!(j["code_verification_status"].is_string() && j["name_status"].is_string());
 
     // Another WABA's phone: permissions error.
-    let r = get_as(&sb, &format!("/{OTHER_PHONE_ID}"), &t, &[]).await;
+    let r = get_as(&sb, &format!("/{OTHER_PHONE_NUMBER_ID}"), &t, &[]).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.code(), 200);
     assert_eq!(r.json()["error"]["message"], "(#200) Permissions error");
@@ -663,7 +666,7 @@ async fn phone_and_waba_reads() {
 
     let r = get_as(&sb, &format!("/{DEMO_WABA_ID}/phone_numbers"), &t, &[]).await;
     let j = r.json();
-    assert_eq!(j["data"][0]["id"], DEMO_PHONE_ID);
+    assert_eq!(j["data"][0]["id"], DEMO_PHONE_NUMBER_ID);
     assert_eq!(j["data"][0]["quality_rating"], "GREEN");
     assert!(
         j["paging"]["cursors"]["before"].is_string() && j["paging"]["cursors"]["after"].is_string()
@@ -671,9 +674,29 @@ async fn phone_and_waba_reads() {
     let r = get_as(&sb, &format!("/{OTHER_WABA_ID}/phone_numbers"), &t, &[]).await;
     assert_eq!(r.code(), 200);
 
+    // No WhatsApp scope at all: code 10; no WABA at all: code 200.
+    let bare = sb.issue_token(
+        TokenSpec::system_user_60d()
+            .scopes(&["business_management"])
+            .wabas(&[]),
+    );
+    assert_eq!(
+        get_as(&sb, &format!("/{DEMO_PHONE_NUMBER_ID}"), &bare, &[])
+            .await
+            .code(),
+        10
+    );
+    let no_assets = sb.issue_token(TokenSpec::system_user_60d().wabas(&[]));
+    assert_eq!(
+        get_as(&sb, &format!("/{DEMO_PHONE_NUMBER_ID}"), &no_assets, &[])
+            .await
+            .code(),
+        200
+    );
+
     // A dead token on a classic read: HTTP 400.
     sb.invalidate(&t, 460);
-    let r = get_as(&sb, &format!("/{DEMO_PHONE_ID}"), &t, &[]).await;
+    let r = get_as(&sb, &format!("/{DEMO_PHONE_NUMBER_ID}"), &t, &[]).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.code(), 190);
     assert_eq!(r.json()["error"]["error_subcode"], 460);
@@ -885,7 +908,7 @@ async fn faults_of_every_kind() {
     sb.add_fault(Fault::html(Endpoint::Phone).times(0));
     for _ in 0..3 {
         assert_eq!(
-            get_as(&sb, &format!("/{DEMO_PHONE_ID}"), &t, &[])
+            get_as(&sb, &format!("/{DEMO_PHONE_NUMBER_ID}"), &t, &[])
                 .await
                 .status,
             502
@@ -893,7 +916,7 @@ async fn faults_of_every_kind() {
     }
     sb.clear_faults();
     assert_eq!(
-        get_as(&sb, &format!("/{DEMO_PHONE_ID}"), &t, &[])
+        get_as(&sb, &format!("/{DEMO_PHONE_NUMBER_ID}"), &t, &[])
             .await
             .status,
         200
