@@ -1,1 +1,271 @@
-//! A Graph API simulator (placeholder; being written).
+//! A Meta Graph API simulator served on loopback: the WhatsApp Cloud API token endpoints that
+//! tokenwarden uses, with the response shapes and quirks real Meta servers show (reference
+//! `meta-graph-tokens.md`, sections 1 to 6 and 8).
+//!
+//! Tests start it in-process with [`Sandbox::start`]; the CLI (`tokenwarden sandbox`) runs it
+//! with [`serve`]. Either way it can be driven over HTTP through the admin API under
+//! `/_sandbox/` (`GET state`, `POST clock`, `POST tokens`, `POST invalidate`, `POST app_secret`,
+//! `POST`/`GET`/`DELETE faults`, `GET messages`), so a separate process can set up a case too.
+//!
+//! Graph endpoints are served under any version prefix (`/v21.0/...`) or none:
+//! `debug_token`, `oauth/access_token`, `oauth/revoke`, `{system-user}/access_tokens`,
+//! `{phone-number-id}`, `{waba-id}`, `{waba-id}/phone_numbers`, `{phone-number-id}/messages`
+//! and batches (`POST /` with `batch`).
+
+mod admin;
+mod graph;
+mod scenario;
+mod world;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use scenario::{
+    AppDef, DEMO_APP_ID, DEMO_APP_SECRET, DEMO_PHONE_NUMBER_ID, DEMO_SYSTEM_USER_ID, DEMO_USER_ID,
+    DEMO_WABA_ID, Endpoint, Fault, Lifetime, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_NUMBER_ID,
+    OTHER_WABA_ID, PhoneDef, Scenario, SystemUserDef, TemplateDef, TokenDef, TokenKind, TokenSpec,
+    TokenStatusDef, UNINSTALLED_SYSTEM_USER_ID, WHATSAPP_SCOPES, WabaDef,
+};
+pub use world::{SentMessage, Stats};
+
+use world::{Shared, World, lock};
+
+/// Largest request body the sandbox reads (a full batch fits easily).
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// What can go wrong starting a sandbox or loading its scenario.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The scenario file could not be read.
+    #[error("cannot read scenario file {path}: {source}")]
+    ReadScenario {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The scenario file is not valid TOML or does not describe a consistent world.
+    #[error("invalid scenario file {path}: {message}")]
+    BadScenario {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line when TOML knows it.
+        message: String,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running simulator. Dropping it (or [`Sandbox::shutdown`]) stops the server.
+pub struct Sandbox {
+    shared: Shared,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Sandbox {
+    /// Binds `listen` (`127.0.0.1:0` picks a free port) and serves `scenario` in the background.
+    pub async fn start(listen: SocketAddr, scenario: Scenario) -> Result<Sandbox, SandboxError> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| SandboxError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| SandboxError::Bind {
+            addr: listen,
+            source,
+        })?;
+        let shared: Shared = Arc::new(Mutex::new(World::new(scenario)));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(listener, shared.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Ok(Sandbox {
+            shared,
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`: no version, no trailing slash.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Creates a token of the given shape and returns its value (`APP_ID|SECRET` for
+    /// [`TokenKind::App`]).
+    pub fn issue_token(&self, spec: TokenSpec) -> String {
+        lock(&self.shared).issue(&spec)
+    }
+
+    /// Moves the sandbox clock by `secs`; tokens expire by this clock.
+    pub fn advance_clock(&self, secs: i64) {
+        lock(&self.shared).advance(secs);
+    }
+
+    /// Sandbox unix seconds.
+    pub fn now(&self) -> i64 {
+        lock(&self.shared).now()
+    }
+
+    /// Kills `token` with a 190 `subcode` (460, 466, 467, 458, ...). Unknown tokens are ignored.
+    pub fn invalidate(&self, token: &str, subcode: u32) {
+        lock(&self.shared).invalidate(token, subcode);
+    }
+
+    /// Resets the first app's secret: app tokens and proofs made with the old one now fail.
+    pub fn reset_app_secret(&self, new_secret: &str) {
+        lock(&self.shared).reset_secret(None, new_secret);
+    }
+
+    /// Queues a fault.
+    pub fn add_fault(&self, fault: Fault) {
+        lock(&self.shared).faults.push(fault);
+    }
+
+    /// Drops every pending fault.
+    pub fn clear_faults(&self) {
+        lock(&self.shared).faults.clear();
+    }
+
+    /// Request and outcome counters.
+    pub fn stats(&self) -> Stats {
+        lock(&self.shared).stats.clone()
+    }
+
+    /// Messages accepted so far, oldest first.
+    pub fn sent_messages(&self) -> Vec<SentMessage> {
+        lock(&self.shared).messages.clone()
+    }
+
+    /// The app token `APP_ID|SECRET` of the first app, with its current secret.
+    pub fn app_token(&self) -> String {
+        lock(&self.shared).issue(&TokenSpec::default().kind(TokenKind::App))
+    }
+
+    /// The current secret of the first app.
+    pub fn app_secret(&self) -> String {
+        let w = lock(&self.shared);
+        w.secret_of(&w.default_app_id())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Stops the server and waits (briefly) for it to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            // Idle keep-alive connections of clients must not hold the shutdown forever.
+            if tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Serves `scenario` on `listener` until `shutdown` completes (the CLI's
+/// `tokenwarden sandbox --listen ADDR [--scenario FILE]`).
+pub async fn serve(
+    listener: TcpListener,
+    scenario: Scenario,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let shared: Shared = Arc::new(Mutex::new(World::new(scenario)));
+    run(listener, shared, shutdown).await
+}
+
+async fn run(
+    listener: TcpListener,
+    shared: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app: Router = admin::routes().fallback(graph_entry).with_state(shared);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Every non-admin request: parse it into a Graph call and answer it.
+async fn graph_entry(State(shared): State<Shared>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .unwrap_or_default();
+    let header_str = |name: header::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let content_type = header_str(header::CONTENT_TYPE).unwrap_or_default();
+    let authorization = header_str(header::AUTHORIZATION);
+    let call = graph::Call::parse(
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query().unwrap_or(""),
+        &content_type,
+        &bytes,
+        authorization.as_deref(),
+    );
+    let reply = graph::handle(&shared, call).await;
+    let mut resp = Response::new(Body::from(reply.body));
+    *resp.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(reply.content_type),
+    );
+    for (name, value) in reply.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    resp
+}
