@@ -369,15 +369,15 @@ fn evaluate_info(
             Some(NEW_TOKEN_STEPS.into()),
         ));
     }
-    if let Some(token_app) = &info.app_id {
-        if token_app != app_id {
-            checks.push(check(
-                "app",
-                Mark::Fail,
-                format!("the token belongs to app {token_app}, but tokenwarden is configured for app {app_id}"),
-                Some("use a token of the configured app, or set `app_id` and `app_secret` in [meta] to the token's app".into()),
-            ));
-        }
+    if let Some(token_app) = &info.app_id
+        && token_app != app_id
+    {
+        checks.push(check(
+            "app",
+            Mark::Fail,
+            format!("the token belongs to app {token_app}, but tokenwarden is configured for app {app_id}"),
+            Some("use a token of the configured app, or set `app_id` and `app_secret` in [meta] to the token's app".into()),
+        ));
     }
     if !info.is_valid {
         return;

@@ -10,10 +10,15 @@
 //! - [`timefmt`]: times in UTC and Meta's Pacific time.
 //! - [`secret`]: the `Secret` type that cannot leak, fingerprints, `appsecret_proof`.
 //! - [`fsutil`]: atomic file writes.
+//! - [`demo`]: `tokenwarden demo`, the sandbox and doctor on two throw-away tokens.
 //! - [`sandbox`]: a Graph API simulator on loopback for tests, the demo and trying a config.
 #![forbid(unsafe_code)]
+// `GraphError` carries Meta's whole error (message, trace id) so people can act on it; errors
+// are rare and off every hot path, so their size does not matter.
+#![allow(clippy::result_large_err)]
 
 pub mod config;
+pub mod demo;
 pub mod doctor;
 pub mod fsutil;
 pub mod graph;

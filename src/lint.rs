@@ -79,21 +79,25 @@ pub fn check_value(value: &str) -> Vec<Finding> {
         out.push(Finding::Quoted);
     }
     let v = v.trim_matches(|c| c == '"' || c == '\'');
-    if v.len() >= 7 && v[..7].eq_ignore_ascii_case("bearer ") {
+    // `get`, not `[..7]`: a pasted value may have a multi-byte character there.
+    if v.get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+    {
         out.push(Finding::BearerPrefix);
-    } else if let Some((key, _)) = v.split_once('=') {
-        if !key.is_empty()
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-        {
-            out.push(Finding::EnvLine);
-        }
+    } else if let Some((key, _)) = v.split_once('=')
+        && !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        out.push(Finding::EnvLine);
     }
-    if let Some((id, secret)) = v.split_once('|') {
-        if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && !secret.is_empty() {
-            out.push(Finding::AppToken);
-        }
+    if let Some((id, secret)) = v.split_once('|')
+        && !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && !secret.is_empty()
+    {
+        out.push(Finding::AppToken);
     }
     if v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
         out.push(Finding::AppSecret);
@@ -134,6 +138,8 @@ mod tests {
             ("a3f1c0de5b7e4d2c9f8a6b4c2d0e1f37".into(), vec![AppSecret]),
             ("my-verify-token".into(), vec![TooShort]),
             (format!("EAAG{}é", "x".repeat(60)), vec![OddCharacters]),
+            // Regression: a multi-byte character across byte 7 used to panic the Bearer check.
+            (format!("EAAGxxé{}", "x".repeat(60)), vec![OddCharacters]),
         ];
         for (value, want) in cases {
             assert_eq!(check_value(&value), want, "{value:?}");

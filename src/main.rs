@@ -1,1 +1,287 @@
-fn main() {}
+//! The `tokenwarden` command: parses arguments, sets up logging, calls the library, and maps
+//! outcomes to exit codes (0 ok, 1 a check failed or a runtime error, 2 usage, 78 bad config).
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokenwarden::config::{self, Config};
+use tokenwarden::secret::Secret;
+use tokenwarden::{doctor, graph, sandbox, store};
+
+/// Exit code for a configuration error (sysexits' EX_CONFIG); systemd's
+/// `RestartPreventExitStatus=78` keeps a broken config from restart-looping.
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "tokenwarden",
+    version,
+    about = "Keeps Meta Graph API (WhatsApp Cloud API) access tokens alive"
+)]
+struct Cli {
+    /// Config file [default: $TOKENWARDEN_CONFIG, else /etc/tokenwarden/tokenwarden.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// See tokenwarden work in seconds: a local Graph sandbox, two tokens, a doctor run
+    Demo,
+    /// Check every token the way the runbook does by hand, as a checklist with fixes
+    Doctor {
+        /// Only this token
+        #[arg(long, value_name = "NAME")]
+        token: Option<String>,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+        /// Also send the runbook's test messages (a text and a template) to this number
+        #[arg(long, value_name = "NUMBER")]
+        send_test: Option<String>,
+        /// Template for --send-test
+        #[arg(long, default_value = "hello_world")]
+        template: String,
+        /// Template language for --send-test
+        #[arg(long, default_value = "en_US")]
+        language: String,
+    },
+    /// Configuration commands
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Put a token into its file store as the current version, reading it from standard input
+    Import {
+        /// The token's name in the config
+        #[arg(long, value_name = "NAME")]
+        token: String,
+    },
+    /// Serve the Graph API simulator on loopback (for trying a config without Meta)
+    Sandbox {
+        /// Loopback address to listen on
+        #[arg(long, default_value = "127.0.0.1:8917")]
+        listen: SocketAddr,
+        /// A scenario file (TOML) describing the app, WABAs, tokens and faults
+        #[arg(long, value_name = "FILE")]
+        scenario: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the config and the secrets it references; exit 0, or 78 listing every error
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => match e.downcast_ref::<ExitWith>() {
+            Some(ExitWith(code)) => ExitCode::from(*code),
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// An error that has already been reported and only sets the exit code.
+#[derive(Debug)]
+struct ExitWith(u8);
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+impl std::error::Error for ExitWith {}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOKENWARDEN_LOG")
+        .unwrap_or_else(|_| "tokenwarden=info,warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo => tokenwarden::demo::run().await.context("the demo failed"),
+        Command::Sandbox { listen, scenario } => run_sandbox(listen, scenario).await,
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(cli.config),
+        Command::Import { token } => import(cli.config, &token).await,
+        Command::Doctor {
+            token,
+            json,
+            send_test,
+            template,
+            language,
+        } => {
+            let cfg = load_config(cli.config)?;
+            if let Some(name) = &token
+                && cfg.token(name).is_none()
+            {
+                eprintln!("error: no token named `{name}` in {}", cfg.path.display());
+                return Err(ExitWith(EXIT_CONFIG).into());
+            }
+            let client = graph_client(&cfg)?;
+            let opts = doctor::Options {
+                token,
+                send_test,
+                template,
+                language,
+            };
+            let report = doctor::run(&cfg, &client, &opts, jiff::Timestamp::now()).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", doctor::render_text(&report));
+            }
+            if report.healthy() {
+                Ok(())
+            } else {
+                Err(ExitWith(1).into())
+            }
+        }
+    }
+}
+
+/// Loads the config, printing every error and exiting 78 when it is invalid.
+fn load_config(flag: Option<PathBuf>) -> anyhow::Result<Config> {
+    let path = config::resolve_path(flag);
+    match config::load(&path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(loaded.config)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitWith(EXIT_CONFIG).into())
+        }
+    }
+}
+
+fn graph_client(cfg: &Config) -> anyhow::Result<graph::GraphClient> {
+    let secret = match cfg.meta.app_secret.resolve() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {}: `meta.app_secret`: {e}", cfg.path.display());
+            return Err(ExitWith(EXIT_CONFIG).into());
+        }
+    };
+    graph::GraphClient::new(&cfg.meta, secret).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn config_check(flag: Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg = load_config(flag)?;
+    if let Err(e) = cfg.meta.app_secret.resolve() {
+        eprintln!("error: {}: `meta.app_secret`: {e}", cfg.path.display());
+        return Err(ExitWith(EXIT_CONFIG).into());
+    }
+    let names: Vec<&str> = cfg.tokens.iter().map(|t| t.name.as_str()).collect();
+    println!(
+        "{}: OK, {} token(s): {}",
+        cfg.path.display(),
+        names.len(),
+        names.join(", ")
+    );
+    Ok(())
+}
+
+async fn import(flag: Option<PathBuf>, name: &str) -> anyhow::Result<()> {
+    let cfg = load_config(flag)?;
+    let Some(t) = cfg.token(name) else {
+        eprintln!("error: no token named `{name}` in {}", cfg.path.display());
+        return Err(ExitWith(EXIT_CONFIG).into());
+    };
+    let store::Store::File(file) = store::Store::open(&t.store, &t.name, &cfg.state_dir).await?
+    else {
+        bail!(
+            "token `{name}` lives in AWS Secrets Manager: put it there with `aws secretsmanager put-secret-value`"
+        );
+    };
+    let mut raw = String::new();
+    std::io::stdin()
+        .read_to_string(&mut raw)
+        .context("cannot read the token from standard input")?;
+    // A pasted line ends with a newline; anything else around the token is a mistake to report.
+    let value = Secret::new(
+        raw.strip_suffix('\n')
+            .unwrap_or(&raw)
+            .trim_end_matches('\r'),
+    );
+    drop(raw);
+    let findings = tokenwarden::lint::check_value(value.expose());
+    if !findings.is_empty() {
+        for f in findings {
+            eprintln!("error: {}", f.explain());
+        }
+        bail!("refusing to store this value for `{name}`");
+    }
+    use store::SecretStore;
+    file.import_current(&value, jiff::Timestamp::now())?;
+    println!(
+        "stored token `{name}` (fingerprint {}) in {}; check it with `tokenwarden doctor --token {name}`",
+        value.fingerprint(),
+        file.describe()
+    );
+    Ok(())
+}
+
+async fn run_sandbox(listen: SocketAddr, scenario: Option<PathBuf>) -> anyhow::Result<()> {
+    if !listen.ip().is_loopback() {
+        bail!(
+            "the sandbox listens on loopback only (it accepts any token); use 127.0.0.1 or [::1], not {}",
+            listen.ip()
+        );
+    }
+    let scenario = match scenario {
+        Some(p) => sandbox::Scenario::load(&p)?,
+        None => sandbox::Scenario::demo(),
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    println!(
+        "Graph sandbox listening on http://{addr} (set `base_url = \"http://{addr}\"` in [meta]); Ctrl-C stops it"
+    );
+    sandbox::serve(listener, scenario, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

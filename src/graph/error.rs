@@ -280,7 +280,8 @@ mod tests {
     #[test]
     fn every_reference_code_lands_in_its_class() {
         use CallKind::*;
-        let rows: &[(CallKind, u16, i64, Option<i64>, &str, &str)] = &[
+        type Row = (CallKind, u16, i64, Option<i64>, &'static str, &'static str);
+        let rows: &[Row] = &[
             (WithToken, 400, 190, None, "OAuthException", "dead"),
             (WithToken, 401, 190, None, "OAuthException", "dead"),
             (WithToken, 400, 190, Some(458), "OAuthException", "dead"),

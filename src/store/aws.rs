@@ -37,8 +37,17 @@ impl AwsStore {
             loader = loader.endpoint_url(e);
         }
         let conf = loader.load().await;
+        Self::from_sdk_config(&conf, secret_id, json_key)
+    }
+
+    /// A store using an already loaded SDK configuration (explicit credentials, shared clients).
+    pub fn from_sdk_config(
+        conf: &aws_config::SdkConfig,
+        secret_id: &str,
+        json_key: Option<String>,
+    ) -> Self {
         AwsStore {
-            client: Client::new(&conf),
+            client: Client::new(conf),
             secret_id: secret_id.to_string(),
             json_key,
         }

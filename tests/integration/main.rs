@@ -1,3 +1,11 @@
-//! integration
+//! tokenwarden's integration tests: one binary, real components on loopback.
+//!
+//! Meta is the project's own Graph sandbox, AWS Secrets Manager is moto's server, and commands
+//! run through the real `tokenwarden` binary where a user would run them.
 
+mod util;
+
+mod aws_store;
+mod cli;
+mod doctor;
 mod sandbox;

@@ -1,0 +1,218 @@
+//! The commands a user types first: `config check`, `demo`, `sandbox`, `import`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use tokenwarden::sandbox::{self, Sandbox, TokenSpec};
+
+use crate::util::{TokenEntry, Workspace, run, run_with_stdin, write_private};
+
+#[test]
+fn config_check_accepts_a_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    write_private(
+        &cfg,
+        "[meta]\napp_id = \"634974688087057\"\napp_secret = { env = \"TW_TEST_SECRET\" }\n[[token]]\nname = \"prod\"\nphone_number_id = \"106540352242922\"\n",
+    );
+    let r = run(
+        &["--config", cfg.to_str().unwrap(), "config", "check"],
+        &[("TW_TEST_SECRET", "s3cr3t-canary")],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("OK, 1 token(s): prod"), "{r:?}");
+    assert!(!r.all().contains("s3cr3t-canary"));
+}
+
+#[test]
+fn config_check_names_every_fault_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("broken.toml");
+    write_private(
+        &cfg,
+        r#"[meta]
+app_id = "63497468808705x"
+app_secret = "pasted-secret-canary"
+api_version = "21"
+
+[[token]]
+name = "prod"
+phone_number_id = "+1 555-010-4477"
+colour = "red"
+
+[[token]]
+name = "prod"
+waba_id = ""
+store = { kind = "aws", region = "ap-south-1" }
+"#,
+    );
+    let r = run(&["--config", cfg.to_str().unwrap(), "config", "check"], &[]);
+    assert_eq!(r.code, 78, "{r:?}");
+    let path = cfg.display().to_string();
+    for (line, field) in [
+        (2, "meta.app_id"),
+        (3, "meta.app_secret"),
+        (4, "meta.api_version"),
+        (8, "token[0].phone_number_id"),
+        (9, "token[0].colour"),
+        (12, "token[1].name"),
+        (13, "token[1].waba_id"),
+        (14, "token[1].store"),
+    ] {
+        let needle = format!("{path}:{line}:");
+        assert!(
+            r.stderr
+                .lines()
+                .any(|l| l.contains(&needle) && l.contains(&format!("`{field}")),),
+            "no error for {field} at line {line}:\n{}",
+            r.stderr
+        );
+    }
+    assert!(r.stderr.contains("missing field `secret_id`"), "{r:?}");
+    assert!(
+        !r.all().contains("pasted-secret-canary"),
+        "an inline secret is never echoed"
+    );
+}
+
+#[test]
+fn config_check_fails_78_when_a_secret_reference_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    write_private(
+        &cfg,
+        "[meta]\napp_id = \"1\"\napp_secret = { credential = \"meta-app-secret\" }\n[[token]]\nname = \"a\"\n",
+    );
+    let r = run(&["--config", cfg.to_str().unwrap(), "config", "check"], &[]);
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(
+        r.stderr.contains("CREDENTIALS_DIRECTORY") && r.stderr.contains("meta.app_secret"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_exits_78_naming_the_path_and_the_env_variable_is_honoured() {
+    let r = run(
+        &[
+            "--config",
+            "/nonexistent/tokenwarden.toml",
+            "config",
+            "check",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(r.stderr.contains("/nonexistent/tokenwarden.toml"), "{r:?}");
+    let r = run(
+        &["config", "check"],
+        &[("TOKENWARDEN_CONFIG", "/nonexistent/from-env.toml")],
+    );
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(r.stderr.contains("/nonexistent/from-env.toml"), "{r:?}");
+}
+
+#[test]
+fn demo_runs_with_no_config_and_shows_a_healthy_and_a_flagged_token() {
+    let r = run(&["demo"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("billbytekot-prod") && r.stdout.contains("billbytekot-staging"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .contains("2 token(s) checked: 1 healthy, 1 with problems"),
+        "{r:?}"
+    );
+    assert!(r.stdout.contains("+1 555-010-4477"), "{r:?}");
+    assert!(!r.all().contains(sandbox::DEMO_APP_SECRET), "{r:?}");
+}
+
+#[test]
+fn sandbox_command_serves_on_loopback_and_refuses_other_addresses() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+        .args(["sandbox", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async {
+        reqwest::get(format!("{url}/_sandbox/state"))
+            .await
+            .unwrap()
+            .status()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(status.is_success(), "{status}");
+
+    let r = run(&["sandbox", "--listen", "0.0.0.0:0"], &[]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("loopback only"), "{r:?}");
+}
+
+#[tokio::test]
+async fn import_stores_a_pasted_token_and_refuses_a_wrong_paste() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), sandbox::Scenario::demo())
+        .await
+        .unwrap();
+    let token = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let entry = TokenEntry {
+        name: "prod",
+        value: None,
+        extra: "",
+    };
+    let ws = Workspace::new(&sb, &[entry]);
+    let cfg = ws.config.to_str().unwrap().to_string();
+    let t = token.clone();
+    let c = cfg.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        run_with_stdin(
+            &["--config", &c, "import", "--token", "prod"],
+            &[],
+            Some(&format!("{t}\n")),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("fingerprint"), "{r:?}");
+    assert!(!r.all().contains(&token));
+    let stored = std::fs::read_to_string(&ws.store).unwrap();
+    assert!(stored.contains(&token));
+
+    let c = cfg.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        run_with_stdin(
+            &["--config", &c, "import", "--token", "prod"],
+            &[],
+            Some("Bearer EAAGsomethingsomethingsomethingsomething\n"),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("Bearer"), "{r:?}");
+    assert_eq!(
+        std::fs::read_to_string(&ws.store).unwrap(),
+        stored,
+        "a refused value changes nothing"
+    );
+
+    let c = cfg.clone();
+    let r = tokio::task::spawn_blocking(move || crate::util::run(&["--config", &c, "doctor"], &[]))
+        .await
+        .unwrap();
+    assert_eq!(r.code, 0, "the imported token passes doctor: {r:?}");
+}

@@ -1,0 +1,245 @@
+//! Shared helpers: the moto server, a temp workspace with a config, running the binary.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use tokenwarden::sandbox::{self, Sandbox};
+use tokenwarden::secret::Secret;
+use tokenwarden::store::file::FileStore;
+
+/// The venv holding moto and aiosmtpd, made by `tests/run.sh`.
+pub fn venv() -> PathBuf {
+    let dir = std::env::var_os("TOKENWARDEN_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+    assert!(
+        dir.join("bin/python").exists(),
+        "no test venv at {}: run `tests/run.sh`, which installs moto and aiosmtpd",
+        dir.display()
+    );
+    dir
+}
+
+/// moto's server, one per test binary; it exits when this process does (its stdin closes).
+pub struct Moto {
+    _child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+/// The shared moto server. Tests use unique secret names so they never collide.
+pub fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/moto_server.py");
+        let mut child = Command::new(venv().join("bin/python"))
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line
+            .trim()
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("moto said {line:?}"));
+        Moto {
+            _child: child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    })
+}
+
+/// An AWS SDK client for moto, with static test credentials.
+pub async fn moto_client() -> aws_sdk_secretsmanager::Client {
+    aws_sdk_secretsmanager::Client::new(&moto_sdk_config().await)
+}
+
+/// SDK config for moto.
+pub async fn moto_sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&moto().endpoint)
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "testing", "testing", None, None, "static",
+        ))
+        .load()
+        .await
+}
+
+/// A unique name for a secret or a directory.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A temporary directory with a config pointing at a sandbox.
+pub struct Workspace {
+    /// Removed with the workspace.
+    _dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub store: PathBuf,
+}
+
+/// One `[[token]]` of a workspace config.
+pub struct TokenEntry<'a> {
+    pub name: &'a str,
+    pub value: Option<&'a str>,
+    pub extra: &'a str,
+}
+
+impl<'a> TokenEntry<'a> {
+    /// A token with the demo phone and WABA ids, stored in the file store.
+    pub fn new(name: &'a str, value: &'a str) -> Self {
+        TokenEntry {
+            name,
+            value: Some(value),
+            extra: "",
+        }
+    }
+}
+
+impl Workspace {
+    /// Writes a config for `sb` with these tokens (file store unless `extra` sets one).
+    pub fn new(sb: &Sandbox, tokens: &[TokenEntry<'_>]) -> Workspace {
+        Self::with_meta(
+            sb,
+            tokens,
+            "attempts = 2\nretry_delay = \"10ms\"\ntimeout = \"5s\"",
+        )
+    }
+
+    /// As [`Workspace::new`] with extra `[meta]` lines.
+    pub fn with_meta(sb: &Sandbox, tokens: &[TokenEntry<'_>], meta: &str) -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("app-secret");
+        std::fs::write(&secret_file, sandbox::DEMO_APP_SECRET).unwrap();
+        let store = dir.path().join("tokens.json");
+        let mut text = format!(
+            "state_dir = \"{}\"\n[meta]\napp_id = \"{}\"\napp_secret = {{ file = \"{}\" }}\nbase_url = \"{}\"\n{meta}\n",
+            dir.path().display(),
+            sandbox::DEMO_APP_ID,
+            secret_file.display(),
+            sb.base_url()
+        );
+        for t in tokens {
+            text.push_str(&format!(
+                "\n[[token]]\nname = \"{}\"\nphone_number_id = \"{}\"\nwaba_id = \"{}\"\n{}\n",
+                t.name,
+                sandbox::DEMO_PHONE_NUMBER_ID,
+                sandbox::DEMO_WABA_ID,
+                t.extra
+            ));
+            if let Some(v) = t.value {
+                FileStore::new(store.clone(), t.name.to_string())
+                    .import_current(&Secret::new(v), jiff::Timestamp::now())
+                    .unwrap();
+            }
+        }
+        let config = dir.path().join("tokenwarden.toml");
+        write_private(&config, &text);
+        Workspace {
+            _dir: dir,
+            config,
+            store,
+        }
+    }
+
+    /// Runs `tokenwarden --config CONFIG args...`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let mut all = vec!["--config", self.config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run(&all, &[])
+    }
+}
+
+/// Writes a file of mode 0600.
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A finished run of the binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Both outputs, for leak checks and failure messages.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs the real binary with `args` and extra environment.
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
+    run_with_stdin(args, env, None)
+}
+
+/// As [`run`], writing `stdin` to the child.
+pub fn run_with_stdin(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+    use std::io::Write;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenwarden"));
+    cmd.args(args)
+        .env_remove("TOKENWARDEN_CONFIG")
+        .env("TOKENWARDEN_LOG", "tokenwarden=debug,warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run tokenwarden");
+    {
+        let mut sin = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            sin.write_all(s.as_bytes()).unwrap();
+        }
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Asserts that none of `secrets` appears in `haystack`.
+pub fn assert_no_leak(haystack: &str, secrets: &[&str], what: &str) {
+    for s in secrets {
+        assert!(!s.is_empty());
+        assert!(
+            !haystack.contains(s),
+            "a secret leaked into {what}:\n{haystack}"
+        );
+    }
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every tokenwarden test on a fresh machine: installs what the tests need (moto's AWS
+# emulator and the aiosmtpd SMTP server, into .venv), then lints and runs the test suite.
+# The tests start those servers themselves, on loopback, and stop them when they end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=".venv"
+want="moto[server]==5.2.5 aiosmtpd==1.4.6"
+stamp="$venv/.tokenwarden-deps"
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "==> installing test servers into $venv: $want"
+    python3 -m venv "$venv"
+    # shellcheck disable=SC2086
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $want
+    echo "$want" > "$stamp"
+fi
+export TOKENWARDEN_TEST_VENV="$PWD/$venv"
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+echo "==> cargo test"
+cargo test --locked --all-targets
