@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tokenwarden::config::{self, Config};
+use tokenwarden::graph::version::VersionStatus;
 use tokenwarden::secret::Secret;
 use tokenwarden::{doctor, graph, sandbox, store};
 
@@ -203,6 +204,15 @@ fn config_check(flag: Option<PathBuf>) -> anyhow::Result<()> {
     if let Err(e) = cfg.meta.app_secret.resolve() {
         eprintln!("error: {}: `meta.app_secret`: {e}", cfg.path.display());
         return Err(ExitWith(EXIT_CONFIG).into());
+    }
+    let today = jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .date();
+    match cfg.meta.api_version.status(today) {
+        s @ VersionStatus::Supported(_) => {
+            tracing::debug!("Graph API {}: {s}", cfg.meta.api_version)
+        }
+        s => tracing::warn!("`meta.api_version` {}: {s}", cfg.meta.api_version),
     }
     let names: Vec<&str> = cfg.tokens.iter().map(|t| t.name.as_str()).collect();
     println!(

@@ -766,3 +766,26 @@ waba_id = ""
         assert!(load(&p).unwrap().warnings.is_empty());
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    /// The shipped example must always parse: it is what users copy.
+    #[test]
+    fn deploy_example_config_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/tokenwarden.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cfg = super::parse(&path, &text).unwrap_or_else(|d| panic!("{d:#?}"));
+        assert_eq!(cfg.tokens.len(), 2);
+    }
+
+    /// The annotated config in the README must parse too.
+    #[test]
+    fn readme_config_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let start = readme.find("```toml\n").expect("a toml block") + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let cfg = super::parse(&path, &readme[start..end]).unwrap_or_else(|d| panic!("{d:#?}"));
+        assert_eq!(cfg.tokens.len(), 2);
+    }
+}

@@ -225,7 +225,7 @@ impl GraphClient {
         let app_token = self.app_token();
         let proof = appsecret_proof(&self.app.app_secret, app_token.expose());
         let url = self.url(&["debug_token"]);
-        let body = self
+        let parsed: wire::DebugTokenResponse = self
             .send(CallKind::Inspect, || {
                 self.http
                     .get(url.clone())
@@ -233,8 +233,6 @@ impl GraphClient {
                     .header(AUTHORIZATION, format!("Bearer {}", app_token.expose()))
             })
             .await?;
-        let parsed: wire::DebugTokenResponse = serde_json::from_slice(&body)
-            .map_err(|_| GraphError::Transient(error::bad_body(200, &body)))?;
         Ok(token_info(parsed.data))
     }
 
@@ -255,13 +253,11 @@ impl GraphClient {
         }
         let url = self.url(&[phone_number_id]);
         let fields = "id,display_phone_number,verified_name,quality_rating,code_verification_status,name_status";
-        let body = self
+        let p: wire::PhoneNumberWire = self
             .send_with(token, CallKind::WithToken, || {
                 self.http.get(url.clone()).query(&[("fields", fields)])
             })
             .await?;
-        let p: wire::PhoneNumberWire = serde_json::from_slice(&body)
-            .map_err(|_| GraphError::Transient(error::bad_body(200, &body)))?;
         Ok(phone(p))
     }
 
@@ -284,7 +280,7 @@ impl GraphClient {
         let mut after: Option<String> = None;
         // Bounded: a WABA has a handful of numbers; a paging loop must not run forever.
         for _ in 0..20 {
-            let body = self
+            let page: wire::PhoneNumberPage = self
                 .send_with(token, CallKind::WithToken, || {
                     let mut q = vec![(
                         "fields",
@@ -296,8 +292,6 @@ impl GraphClient {
                     self.http.get(url.clone()).query(&q)
                 })
                 .await?;
-            let page: wire::PhoneNumberPage = serde_json::from_slice(&body)
-                .map_err(|_| GraphError::Transient(error::bad_body(200, &body)))?;
             let n = page.data.len();
             out.extend(page.data.into_iter().map(phone));
             let paging = page.paging;
@@ -356,13 +350,11 @@ impl GraphClient {
         body: serde_json::Value,
     ) -> Result<String, GraphError> {
         let url = self.url(&[phone_number_id, "messages"]);
-        let resp = self
+        let parsed: wire::MessageResponse = self
             .send_with(token, CallKind::WithToken, || {
                 self.http.post(url.clone()).json(&body)
             })
             .await?;
-        let parsed: wire::MessageResponse = serde_json::from_slice(&resp)
-            .map_err(|_| GraphError::Transient(error::bad_body(200, &resp)))?;
         parsed
             .messages
             .into_iter()
@@ -375,12 +367,12 @@ impl GraphClient {
     }
 
     /// Sends a request authenticated with `token` and its `appsecret_proof`.
-    async fn send_with(
+    async fn send_with<T: serde::de::DeserializeOwned>(
         &self,
         token: &Secret,
         call: CallKind,
         build: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<Vec<u8>, GraphError> {
+    ) -> Result<T, GraphError> {
         let proof = appsecret_proof(&self.app.app_secret, token.expose());
         self.send(call, || {
             build()
@@ -390,12 +382,13 @@ impl GraphClient {
         .await
     }
 
-    /// Sends with retries; returns the body of a 2xx answer.
-    async fn send(
+    /// Sends with retries and parses a 2xx answer as `T`. A 2xx body that does not parse (a
+    /// proxy cut it short) is transient and retried like a 5xx.
+    async fn send<T: serde::de::DeserializeOwned>(
         &self,
         call: CallKind,
         build: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<Vec<u8>, GraphError> {
+    ) -> Result<T, GraphError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -413,7 +406,14 @@ impl GraphClient {
                         Err(e) => Err(GraphError::Transient(Transient::Network(error_chain(
                             e.without_url(),
                         )))),
-                        Ok(body) if (200..300).contains(&status) => return Ok(body.to_vec()),
+                        Ok(body) if (200..300).contains(&status) => {
+                            match serde_json::from_slice(&body) {
+                                Ok(parsed) => return Ok(parsed),
+                                Err(_) => {
+                                    Err(GraphError::Transient(error::bad_body(status, &body)))
+                                }
+                            }
+                        }
                         Ok(body) => Err(classify(call, status, &body, retry_after(&headers))),
                     }
                 }

@@ -76,6 +76,27 @@ store = { kind = "aws", region = "ap-south-1" }
 }
 
 #[test]
+fn config_check_warns_when_the_pinned_graph_version_is_near_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    // v20.0 ended 2026-09-24: still a valid config, but a loud warning.
+    write_private(
+        &cfg,
+        "[meta]\napp_id = \"1\"\napp_secret = { env = \"S\" }\napi_version = \"v20.0\"\n[[token]]\nname = \"a\"\n",
+    );
+    let r = run(
+        &["--config", cfg.to_str().unwrap(), "config", "check"],
+        &[("S", "x")],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("`meta.api_version` v20.0: ended on 2026-09-24"),
+        "{r:?}"
+    );
+}
+
+#[test]
 fn config_check_fails_78_when_a_secret_reference_cannot_be_read() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");

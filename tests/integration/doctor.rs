@@ -324,3 +324,95 @@ async fn a_token_in_aws_secrets_manager_is_read_through_the_default_chain() {
         "doctor output",
     );
 }
+
+/// Canary values for every secret doctor touches: none may appear in any output, on the
+/// success path, the dead-token path, the fault path or the send path, even at debug level.
+#[tokio::test]
+async fn canary_tokens_and_app_secret_appear_in_no_output() {
+    const APP_SECRET: &str = "CANARYAPPSECRETcanary00000000000";
+    const GOOD: &str = "EAAGCANARYGOODcanaryGOOD0000000000000000000000000000000000000000";
+    const DEAD: &str = "EAAGCANARYDEADcanaryDEAD0000000000000000000000000000000000000000";
+    let scenario = sandbox::Scenario::from_toml(&format!(
+        r#"
+[[app]]
+id = "{app}"
+name = "BillByteKOT Receipts"
+secret = "{APP_SECRET}"
+require_app_secret = true
+
+[[token]]
+value = "{GOOD}"
+
+[[token]]
+value = "{DEAD}"
+status = "invalidated"
+subcode = 460
+"#,
+        app = sandbox::DEMO_APP_ID
+    ))
+    .unwrap();
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), scenario)
+        .await
+        .unwrap();
+    let ws = Workspace::new(
+        &sb,
+        &[TokenEntry::new("good", GOOD), TokenEntry::new("dead", DEAD)],
+    );
+    std::fs::write(ws.config.parent().unwrap().join("app-secret"), APP_SECRET).unwrap();
+    let ws = std::sync::Arc::new(ws);
+    let mut outputs = Vec::new();
+    for args in [
+        vec!["doctor"],
+        vec!["doctor", "--json"],
+        vec!["doctor", "--send-test", "15550001111"],
+        vec!["doctor", "--token", "good"],
+    ] {
+        let w = ws.clone();
+        outputs.push(
+            tokio::task::spawn_blocking(move || w.run(&args))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(outputs[0].code, 1, "{:?}", outputs[0]);
+    assert!(
+        outputs[0]
+            .stdout
+            .contains("the owner changed their password"),
+        "{:?}",
+        outputs[0]
+    );
+    assert_eq!(outputs[3].code, 0, "{:?}", outputs[3]);
+    sb.add_fault(Fault::truncated(Endpoint::DebugToken).times(0));
+    let w = ws.clone();
+    outputs.push(
+        tokio::task::spawn_blocking(move || w.run(&["doctor"]))
+            .await
+            .unwrap(),
+    );
+    sb.clear_faults();
+    sb.reset_app_secret("0123456789abcdef0123456789abcdef");
+    let w = ws.clone();
+    outputs.push(
+        tokio::task::spawn_blocking(move || w.run(&["doctor"]))
+            .await
+            .unwrap(),
+    );
+    for run in &outputs {
+        let all = run.all();
+        assert!(
+            !all.to_lowercase().contains("canary"),
+            "a canary leaked:\n{all}"
+        );
+    }
+    // The state this run may leave is the token store only, which holds tokens by design.
+    let leftovers: Vec<_> = std::fs::read_dir(ws.config.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        3,
+        "config, app-secret and tokens.json only: {leftovers:?}"
+    );
+}

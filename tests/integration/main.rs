@@ -8,4 +8,5 @@ mod util;
 mod aws_store;
 mod cli;
 mod doctor;
+mod graph_client;
 mod sandbox;

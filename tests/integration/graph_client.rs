@@ -1,0 +1,366 @@
+//! The Graph client against the sandbox: every token shape and every fault, classified right.
+
+use std::time::Duration;
+
+use tokenwarden::config::{MetaConfig, SecretRef};
+use tokenwarden::graph::version::DEFAULT_VERSION;
+use tokenwarden::graph::{Expiry, GraphClient, GraphError, Transient};
+use tokenwarden::sandbox::{self, Endpoint, Fault, Sandbox, Scenario, TokenKind, TokenSpec};
+use tokenwarden::secret::Secret;
+
+async fn sandbox() -> Sandbox {
+    Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap()
+}
+
+fn client_for(base: &str, secret: &str, attempts: u32, timeout: Duration) -> GraphClient {
+    let meta = MetaConfig {
+        app_id: sandbox::DEMO_APP_ID.into(),
+        app_secret: SecretRef::Env("UNUSED".into()),
+        api_version: DEFAULT_VERSION,
+        base_url: base.parse().unwrap(),
+        timeout,
+        attempts,
+        retry_delay: Duration::from_millis(5),
+    };
+    GraphClient::new(&meta, Secret::new(secret)).unwrap()
+}
+
+fn client(sb: &Sandbox) -> GraphClient {
+    client_for(
+        &sb.base_url(),
+        sandbox::DEMO_APP_SECRET,
+        1,
+        Duration::from_secs(5),
+    )
+}
+
+fn prod() -> TokenSpec {
+    TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID])
+}
+
+#[tokio::test]
+async fn valid_shapes_parse_into_token_info() {
+    let sb = sandbox().await;
+    let c = client(&sb);
+    let t = Secret::new(sb.issue_token(prod()));
+    let info = c.debug_token(&t).await.unwrap();
+    assert!(info.is_valid);
+    assert_eq!(info.token_type.as_deref(), Some("SYSTEM_USER"));
+    assert_eq!(info.app_id.as_deref(), Some(sandbox::DEMO_APP_ID));
+    assert!(info.missing_whatsapp_scopes().is_empty());
+    assert!(info.targets_waba(sandbox::DEMO_WABA_ID));
+    let Expiry::At(exp) = info.expires_at else {
+        panic!("{info:?}")
+    };
+    assert_eq!(
+        exp.as_second() % 3600,
+        0,
+        "Meta's 60-day expiry lands on the hour"
+    );
+
+    let never =
+        Secret::new(sb.issue_token(TokenSpec::system_user_never().wabas(&[sandbox::DEMO_WABA_ID])));
+    assert_eq!(
+        c.debug_token(&never).await.unwrap().expires_at,
+        Expiry::Never
+    );
+
+    let user = Secret::new(sb.issue_token(TokenSpec::user()));
+    let info = c.debug_token(&user).await.unwrap();
+    assert_eq!(info.token_type.as_deref(), Some("USER"));
+    assert!(info.data_access_expires_at.is_some());
+
+    let phone = c
+        .phone_number(&t, sandbox::DEMO_PHONE_NUMBER_ID)
+        .await
+        .unwrap();
+    assert_eq!(
+        phone.display_phone_number.as_deref(),
+        Some("+1 555-010-4477")
+    );
+    let numbers = c
+        .waba_phone_numbers(&t, sandbox::DEMO_WABA_ID)
+        .await
+        .unwrap();
+    assert!(
+        numbers
+            .iter()
+            .any(|p| p.id == sandbox::DEMO_PHONE_NUMBER_ID)
+    );
+}
+
+#[tokio::test]
+async fn dead_shapes_come_back_invalid_with_their_subcode() {
+    let sb = sandbox().await;
+    let c = client(&sb);
+    let expired = Secret::new(sb.issue_token(prod()));
+    sb.advance_clock(61 * 86_400);
+    let info = c.debug_token(&expired).await.unwrap();
+    assert!(!info.is_valid);
+    let e = info.error.unwrap();
+    assert_eq!((e.code, e.subcode), (190, Some(463)));
+    assert!(
+        e.message.contains("PST") || e.message.contains("PDT"),
+        "{}",
+        e.message
+    );
+
+    for sub in [458, 460, 466, 467] {
+        let t = Secret::new(sb.issue_token(prod()));
+        sb.invalidate(t.expose(), sub);
+        let info = c.debug_token(&t).await.unwrap();
+        assert!(!info.is_valid);
+        assert_eq!(
+            info.error.map(|e| (e.code, e.subcode)),
+            Some((190, Some(sub as i64))),
+            "subcode {sub}"
+        );
+        // Reads with a dead token are TokenDead, never anything else.
+        assert!(matches!(
+            c.phone_number(&t, sandbox::DEMO_PHONE_NUMBER_ID).await,
+            Err(GraphError::TokenDead(_))
+        ));
+    }
+    for garbage in [
+        format!("EAAG{}", "Q".repeat(150)),
+        "not-a-token-at-all".to_string(),
+    ] {
+        let info = c.debug_token(&Secret::new(garbage)).await.unwrap();
+        assert!(
+            !info.is_valid && info.app_id.is_none() && info.scopes.is_empty(),
+            "{info:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn own_credential_errors_are_never_a_dead_token() {
+    let sb = sandbox().await;
+    let t = Secret::new(sb.issue_token(prod()));
+    let wrong = client_for(
+        &sb.base_url(),
+        "ffffffffffffffffffffffffffffffff",
+        1,
+        Duration::from_secs(5),
+    );
+    assert!(matches!(
+        wrong.debug_token(&t).await,
+        Err(GraphError::OwnCredentials(_))
+    ));
+
+    let other_app = Secret::new(sb.issue_token(prod().app(sandbox::OTHER_APP_ID)));
+    assert!(matches!(
+        client(&sb).debug_token(&other_app).await,
+        Err(GraphError::OwnCredentials(_))
+    ));
+
+    sb.reset_app_secret("0123456789abcdef0123456789abcdef");
+    let e = client(&sb).debug_token(&t).await.unwrap_err();
+    assert!(matches!(e, GraphError::OwnCredentials(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn misconfiguration_is_its_own_outcome() {
+    let sb = sandbox().await;
+    let c = client(&sb);
+    let t = Secret::new(sb.issue_token(prod()));
+    match c.phone_number(&t, "15550104477").await {
+        Err(GraphError::Misconfigured(api)) => assert_eq!((api.code, api.subcode), (100, Some(33))),
+        other => panic!("{other:?}"),
+    }
+    match c.phone_number(&t, sandbox::OTHER_PHONE_NUMBER_ID).await {
+        Err(GraphError::Misconfigured(api)) => assert_eq!(api.code, 200),
+        other => panic!("{other:?}"),
+    }
+    let scopeless = Secret::new(
+        sb.issue_token(
+            TokenSpec::system_user_60d()
+                .scopes(&["business_management"])
+                .wabas(&[]),
+        ),
+    );
+    assert!(matches!(
+        c.phone_number(&scopeless, sandbox::DEMO_PHONE_NUMBER_ID)
+            .await,
+        Err(GraphError::Misconfigured(_))
+    ));
+    assert!(matches!(
+        c.phone_number(&t, "").await,
+        Err(GraphError::Misconfigured(_))
+    ));
+    match c
+        .send_text(&t, sandbox::DEMO_PHONE_NUMBER_ID, "15559999999", "hi")
+        .await
+    {
+        Err(GraphError::Misconfigured(api)) => assert_eq!(api.code, 131030),
+        other => panic!("{other:?}"),
+    }
+    match c
+        .send_template(
+            &t,
+            sandbox::DEMO_PHONE_NUMBER_ID,
+            "15550001111",
+            "nope",
+            "en_US",
+        )
+        .await
+    {
+        Err(GraphError::Misconfigured(api)) => assert_eq!(api.code, 132001),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        c.send_template(
+            &t,
+            sandbox::DEMO_PHONE_NUMBER_ID,
+            "15550001111",
+            "hello_world",
+            "en_US"
+        )
+        .await
+        .unwrap()
+        .starts_with("wamid.")
+    );
+}
+
+/// Each fault, once, against a client that does not retry: the right transient kind.
+#[tokio::test]
+async fn every_fault_is_transient_and_named() {
+    let sb = sandbox().await;
+    let c = client_for(
+        &sb.base_url(),
+        sandbox::DEMO_APP_SECRET,
+        1,
+        Duration::from_millis(300),
+    );
+    let t = Secret::new(sb.issue_token(prod()));
+    let cases: Vec<(Fault, &str)> = vec![
+        (Fault::server_error(Endpoint::DebugToken, 500, 1), "api"),
+        (Fault::server_error(Endpoint::DebugToken, 503, 2), "api"),
+        (Fault::html(Endpoint::DebugToken), "an HTML page"),
+        (Fault::empty(Endpoint::DebugToken), "an empty body"),
+        (
+            Fault::truncated(Endpoint::DebugToken),
+            "a truncated or invalid JSON body",
+        ),
+        (Fault::delay(Endpoint::DebugToken, 1500), "timeout"),
+    ];
+    for (fault, want) in cases {
+        sb.clear_faults();
+        sb.add_fault(fault.clone());
+        let e = c.debug_token(&t).await.unwrap_err();
+        let got = match &e {
+            GraphError::Transient(Transient::Api(_)) => "api",
+            GraphError::Transient(Transient::BadBody { what, .. }) => what,
+            GraphError::Transient(Transient::Timeout) => "timeout",
+            other => panic!("{fault:?}: {other:?}"),
+        };
+        assert_eq!(got, want, "{fault:?}");
+    }
+    for code in [4, 17, 32, 613, 80007, 130429] {
+        sb.clear_faults();
+        sb.add_fault(Fault::rate_limit(Endpoint::Phone, code));
+        match c.phone_number(&t, sandbox::DEMO_PHONE_NUMBER_ID).await {
+            Err(GraphError::Transient(Transient::RateLimited { api, retry_after })) => {
+                assert_eq!(api.code, code as i64);
+                assert!(retry_after.is_some(), "the wait Meta asks for is read");
+            }
+            other => panic!("rate limit {code}: {other:?}"),
+        }
+    }
+    sb.clear_faults();
+    sb.add_fault(Fault::auth_exception(Endpoint::Messages));
+    assert!(matches!(
+        c.send_text(&t, sandbox::DEMO_PHONE_NUMBER_ID, "15550001111", "hi").await,
+        Err(GraphError::TokenDead(api)) if api.code == 0 && api.status == 401
+    ));
+}
+
+#[tokio::test]
+async fn transient_faults_are_retried_until_success() {
+    let sb = sandbox().await;
+    let c = client_for(
+        &sb.base_url(),
+        sandbox::DEMO_APP_SECRET,
+        4,
+        Duration::from_secs(5),
+    );
+    let t = Secret::new(sb.issue_token(prod()));
+    sb.add_fault(Fault::server_error(Endpoint::DebugToken, 500, 2));
+    sb.add_fault(Fault::html(Endpoint::DebugToken));
+    sb.add_fault(Fault::truncated(Endpoint::DebugToken));
+    let before = sb.stats().requests_for(Endpoint::DebugToken);
+    assert!(c.debug_token(&t).await.unwrap().is_valid);
+    assert_eq!(
+        sb.stats().requests_for(Endpoint::DebugToken) - before,
+        4,
+        "three faults, then success"
+    );
+
+    // A rate limit asking for more than a minute is not waited out inside one call.
+    let mut long = Fault::rate_limit(Endpoint::Phone, 4);
+    if let Fault::RateLimit {
+        retry_after_secs, ..
+    } = &mut long
+    {
+        *retry_after_secs = 3600;
+    }
+    sb.add_fault(long);
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        c.phone_number(&t, sandbox::DEMO_PHONE_NUMBER_ID).await,
+        Err(GraphError::Transient(Transient::RateLimited { .. }))
+    ));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn dead_tokens_and_misconfiguration_are_never_retried() {
+    let sb = sandbox().await;
+    let c = client_for(
+        &sb.base_url(),
+        sandbox::DEMO_APP_SECRET,
+        4,
+        Duration::from_secs(5),
+    );
+    let t = Secret::new(sb.issue_token(prod()));
+    sb.invalidate(t.expose(), 460);
+    let before = sb.stats().requests_for(Endpoint::Phone);
+    assert!(matches!(
+        c.phone_number(&t, sandbox::DEMO_PHONE_NUMBER_ID).await,
+        Err(GraphError::TokenDead(_))
+    ));
+    assert_eq!(sb.stats().requests_for(Endpoint::Phone) - before, 1);
+}
+
+#[tokio::test]
+async fn errors_never_carry_the_token_or_the_url() {
+    // Nothing listens on port 9: a connection error, whose reqwest text would include the URL
+    // with `input_token` unless stripped.
+    let canary = "EAAGCANARYcanaryCANARY0000000000000000000000000000";
+    let c = client_for(
+        "http://127.0.0.1:9",
+        "CANARYSECRET00000000000000000000",
+        1,
+        Duration::from_secs(2),
+    );
+    let e = c.debug_token(&Secret::new(canary)).await.unwrap_err();
+    let shown = format!("{e} {e:?}");
+    assert!(
+        matches!(e, GraphError::Transient(Transient::Network(_))),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("CANARY") && !shown.contains("input_token"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn app_tokens_inspect_as_app_type() {
+    let sb = sandbox().await;
+    let app = Secret::new(sb.issue_token(TokenSpec::system_user_60d().kind(TokenKind::App)));
+    let info = client(&sb).debug_token(&app).await.unwrap();
+    assert_eq!(info.token_type.as_deref(), Some("APP"));
+}
