@@ -6,6 +6,7 @@
 //! - [`graph`]: the Graph API client and the classification of its errors.
 //! - [`store`]: where tokens live (a 0600 JSON file, AWS Secrets Manager).
 //! - [`doctor`]: the runbook's manual checks as a checklist (observe, then a pure evaluation).
+//! - [`policy`]: effective expiry, states, and which email to send when (pure).
 //! - [`lint`]: recognising a wrongly pasted token value.
 //! - [`timefmt`]: times in UTC and Meta's Pacific time.
 //! - [`secret`]: the `Secret` type that cannot leak, fingerprints, `appsecret_proof`.
@@ -23,6 +24,7 @@ pub mod doctor;
 pub mod fsutil;
 pub mod graph;
 pub mod lint;
+pub mod policy;
 pub mod sandbox;
 pub mod secret;
 pub mod store;
