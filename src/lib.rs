@@ -7,6 +7,8 @@
 //! - [`store`]: where tokens live (a 0600 JSON file, AWS Secrets Manager).
 //! - [`doctor`]: the runbook's manual checks as a checklist (observe, then a pure evaluation).
 //! - [`policy`]: effective expiry, states, and which email to send when (pure).
+//! - [`alert`]: the words of on-call email (pure).
+//! - [`state`]: the state directory, written atomically after every change.
 //! - [`lint`]: recognising a wrongly pasted token value.
 //! - [`timefmt`]: times in UTC and Meta's Pacific time.
 //! - [`secret`]: the `Secret` type that cannot leak, fingerprints, `appsecret_proof`.
@@ -18,6 +20,7 @@
 // are rare and off every hot path, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod alert;
 pub mod config;
 pub mod demo;
 pub mod doctor;
@@ -27,5 +30,6 @@ pub mod lint;
 pub mod policy;
 pub mod sandbox;
 pub mod secret;
+pub mod state;
 pub mod store;
 pub mod timefmt;

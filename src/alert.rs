@@ -1,0 +1,593 @@
+//! The words of on-call email: subject, facts, what tokenwarden does next, what a person must
+//! do and by when. Pure: everything comes in as arguments, including `now`.
+//!
+//! One [`Doc`] is rendered twice, as plain text and as HTML, so the two parts never disagree.
+//! Nothing here can see a token: only its fingerprint and the facts `debug_token` gave.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::policy::{Binding, Condition, Effective, Notice, Policy, State, TokenFacts, Verdict};
+use crate::timefmt;
+
+/// Everything an email may mention about one token.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    /// The token's name.
+    pub token: &'a str,
+    /// Configured WABA id.
+    pub waba_id: Option<&'a str>,
+    /// Configured phone-number id.
+    pub phone_number_id: Option<&'a str>,
+    /// Where the token lives, in words.
+    pub store: &'a str,
+    /// The command that puts a new token where tokenwarden reads it.
+    pub store_hint: &'a str,
+    /// Last known facts.
+    pub facts: Option<&'a TokenFacts>,
+    /// The latest verdict.
+    pub verdict: &'a Verdict,
+    /// The current state.
+    pub state: State,
+    /// The effective expiry.
+    pub effective: Option<Effective>,
+    /// The token's policy.
+    pub policy: &'a Policy,
+    /// When tokenwarden checks next.
+    pub next_check: Option<Timestamp>,
+    /// When the current streak of failed checks began.
+    pub failing_since: Option<Timestamp>,
+}
+
+/// A rendered email, before addressing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The subject line.
+    pub subject: String,
+    /// text/plain.
+    pub text: String,
+    /// text/html.
+    pub html: String,
+}
+
+struct Section {
+    title: String,
+    items: Vec<String>,
+    ordered: bool,
+}
+
+/// A small document rendered to text and HTML.
+struct Doc {
+    lead: String,
+    sections: Vec<Section>,
+}
+
+impl Doc {
+    fn section(&mut self, title: impl Into<String>, items: Vec<String>, ordered: bool) {
+        if !items.is_empty() {
+            self.sections.push(Section {
+                title: title.into(),
+                items,
+                ordered,
+            });
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut out = format!("{}\n", self.lead);
+        for s in &self.sections {
+            out.push_str(&format!("\n{}\n", s.title));
+            for (i, item) in s.items.iter().enumerate() {
+                let bullet = if s.ordered {
+                    format!("{}.", i + 1)
+                } else {
+                    "-".into()
+                };
+                out.push_str(&format!("  {bullet} {item}\n"));
+            }
+        }
+        out.push_str("\n-- \ntokenwarden: keeps WhatsApp Cloud API tokens alive. `tokenwarden status` shows every token.\n");
+        out
+    }
+
+    fn html(&self) -> String {
+        let mut out = String::from("<!DOCTYPE html><html><body style=\"font-family:sans-serif\">");
+        out.push_str(&format!("<p><strong>{}</strong></p>", escape(&self.lead)));
+        for s in &self.sections {
+            let tag = if s.ordered { "ol" } else { "ul" };
+            out.push_str(&format!("<h3>{}</h3><{tag}>", escape(&s.title)));
+            for item in &s.items {
+                out.push_str(&format!("<li>{}</li>", code_spans(&escape(item))));
+            }
+            out.push_str(&format!("</{tag}>"));
+        }
+        out.push_str("<p style=\"color:#666\">tokenwarden: keeps WhatsApp Cloud API tokens alive. <code>tokenwarden status</code> shows every token.</p></body></html>");
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Turns `backticked` runs into <code> (after escaping, so no markup can be injected).
+fn code_spans(s: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in s.split('`').enumerate() {
+        if i % 2 == 1 {
+            out.push_str(&format!("<code>{part}</code>"));
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+fn when(t: Timestamp) -> String {
+    format!("{} ({})", timefmt::utc(t), timefmt::pacific(t))
+}
+
+fn days(d: Duration) -> String {
+    timefmt::span(d.as_secs() as i64)
+}
+
+/// Renders the email for `notice`.
+pub fn render(ctx: &Context<'_>, notice: &Notice, now: Timestamp) -> Rendered {
+    let left = ctx.effective.map(|e| e.at.as_second() - now.as_second());
+    let (word, headline, lead) = headline(ctx, notice.condition, left, now);
+    let subject = format!("[tokenwarden] {word} {}: {headline}", ctx.token);
+    let mut doc = Doc {
+        lead,
+        sections: Vec::new(),
+    };
+    doc.section("Facts", facts(ctx), false);
+    doc.section(
+        "What tokenwarden will do",
+        next_steps(ctx, notice.condition),
+        false,
+    );
+    let (title, steps) = person_steps(ctx, notice.condition);
+    doc.section(title, steps, true);
+    Rendered {
+        subject,
+        text: doc.text(),
+        html: doc.html(),
+    }
+}
+
+fn headline(
+    ctx: &Context<'_>,
+    condition: Option<Condition>,
+    left: Option<i64>,
+    now: Timestamp,
+) -> (&'static str, String, String) {
+    let deadline = ctx
+        .effective
+        .map(|e| when(e.at))
+        .unwrap_or_else(|| "an unknown time".into());
+    let why = ctx.effective.map(|e| e.binding);
+    let verdict_reason = match ctx.verdict {
+        Verdict::Dead { reason, .. } | Verdict::Unusable { reason } => reason.clone(),
+        Verdict::OwnCredentials { detail }
+        | Verdict::StoreProblem { detail }
+        | Verdict::Unreachable { detail } => detail.clone(),
+        Verdict::Healthy => String::new(),
+    };
+    match condition {
+        None => (
+            "RESOLVED",
+            "WhatsApp token healthy again".into(),
+            format!(
+                "The WhatsApp token \"{}\" is healthy again{}. No action is needed.",
+                ctx.token,
+                ctx.facts
+                    .map(|f| format!(" (fingerprint {})", f.fingerprint))
+                    .unwrap_or_default()
+            ),
+        ),
+        Some(Condition::Threshold(_)) | Some(Condition::Critical)
+            if why == Some(Binding::MaxAge) && left.is_some_and(|l| l <= 0) =>
+        {
+            (
+                "CRITICAL",
+                "WhatsApp token is overdue for rotation".into(),
+                format!(
+                    "The WhatsApp token \"{}\" passed its rotation period on {deadline}. It still works, but the runbook rotates tokens every {}.",
+                    ctx.token,
+                    days(ctx.policy.max_age.unwrap_or_default())
+                ),
+            )
+        }
+        Some(Condition::Threshold(_)) | Some(Condition::Critical) => {
+            let span = left.map(timefmt::span).unwrap_or_default();
+            let word = if condition == Some(Condition::Critical) {
+                "CRITICAL"
+            } else {
+                "WARNING"
+            };
+            let what = match why {
+                Some(Binding::MaxAge) => "is due for rotation",
+                Some(Binding::DataAccess) => "loses data access",
+                _ => "expires",
+            };
+            (
+                word,
+                format!("WhatsApp token {what} in {span}"),
+                format!(
+                    "The WhatsApp token \"{}\" {what} in {span}, on {deadline}. After that, WhatsApp messages sent with it fail.",
+                    ctx.token
+                ),
+            )
+        }
+        Some(Condition::Expired) => {
+            let ago = left
+                .map(|l| format!(" {} ago", timefmt::span(l)))
+                .unwrap_or_default();
+            (
+                "EXPIRED",
+                format!("WhatsApp token expired{ago}"),
+                format!(
+                    "The WhatsApp token \"{}\" has expired{}. WhatsApp messages sent with it fail now. {verdict_reason}",
+                    ctx.token,
+                    ctx.effective
+                        .map(|e| format!(" (on {})", when(e.at)))
+                        .unwrap_or_default()
+                ),
+            )
+        }
+        Some(Condition::Invalid) => (
+            "INVALID",
+            "WhatsApp token is invalid".into(),
+            format!(
+                "Meta says the WhatsApp token \"{}\" is no longer valid: {verdict_reason}. WhatsApp messages sent with it fail now.",
+                ctx.token
+            ),
+        ),
+        Some(Condition::Unusable) => (
+            "CRITICAL",
+            "WhatsApp token cannot send messages".into(),
+            format!(
+                "The WhatsApp token \"{}\" is valid but cannot do its job: {verdict_reason}.",
+                ctx.token
+            ),
+        ),
+        Some(Condition::CannotCheck) => {
+            let since = ctx
+                .failing_since
+                .map(|s| timefmt::span(now.as_second() - s.as_second()))
+                .unwrap_or_default();
+            (
+                "UNKNOWN",
+                format!("cannot check the WhatsApp token for {since}"),
+                format!(
+                    "tokenwarden has not been able to check the WhatsApp token \"{}\" for {since}: {verdict_reason}. This is not a verdict on the token: it may be fine.",
+                    ctx.token
+                ),
+            )
+        }
+        Some(Condition::Credentials) => (
+            "CONFIG",
+            "Meta refused tokenwarden's own app credentials".into(),
+            format!(
+                "Meta refused the app credentials tokenwarden inspects the WhatsApp token \"{}\" with: {verdict_reason}. This says nothing about the token itself, and tokenwarden will not rotate on it.",
+                ctx.token
+            ),
+        ),
+        Some(Condition::StoreProblem) => (
+            "CRITICAL",
+            "cannot read the WhatsApp token from its store".into(),
+            format!(
+                "tokenwarden cannot read the WhatsApp token \"{}\": {verdict_reason}.",
+                ctx.token
+            ),
+        ),
+    }
+}
+
+fn facts(ctx: &Context<'_>) -> Vec<String> {
+    let mut out = vec![format!("Token: {} (state {})", ctx.token, ctx.state.word())];
+    if let Some(f) = ctx.facts {
+        let app = match (&f.application, &f.app_id) {
+            (Some(n), Some(id)) => format!("{n} ({id})"),
+            (None, Some(id)) => id.clone(),
+            _ => "unknown".into(),
+        };
+        out.push(format!("App: {app}"));
+        out.push(format!(
+            "Type: {}",
+            f.token_type.as_deref().unwrap_or("unknown")
+        ));
+        out.push(format!(
+            "Scopes: {}",
+            if f.scopes.is_empty() {
+                "none".into()
+            } else {
+                f.scopes.join(", ")
+            }
+        ));
+        out.push(format!(
+            "WABAs: {}",
+            if f.wabas.is_empty() {
+                "none".into()
+            } else {
+                f.wabas.join(", ")
+            }
+        ));
+        out.push(match f.expires {
+            crate::policy::Expires::Never => "Expires: never (Meta's expires_at is 0)".to_string(),
+            crate::policy::Expires::At(t) => format!("Expires: {}", when(t)),
+            crate::policy::Expires::Unknown => "Expires: not reported by Meta".to_string(),
+        });
+        if let Some(d) = f.data_access_expires_at {
+            out.push(format!("Data access expires: {}", when(d)));
+        }
+        if let Some(i) = f.issued_at {
+            out.push(format!("Issued: {}", timefmt::utc(i)));
+        }
+        out.push(format!(
+            "Fingerprint: {} (first 8 hex digits of the token's SHA-256)",
+            f.fingerprint
+        ));
+    }
+    if let Some(e) = ctx.effective {
+        out.push(format!(
+            "Deadline: {}, set by {}",
+            when(e.at),
+            e.binding.describe()
+        ));
+    }
+    if let Some(w) = ctx.waba_id {
+        out.push(format!("Configured WABA: {w}"));
+    }
+    if let Some(p) = ctx.phone_number_id {
+        out.push(format!("Configured phone-number id: {p}"));
+    }
+    out.push(format!("Store: {}", ctx.store));
+    out
+}
+
+fn next_steps(ctx: &Context<'_>, condition: Option<Condition>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(n) = ctx.next_check {
+        out.push(format!("Check the token again at {}.", timefmt::utc(n)));
+    }
+    match condition {
+        None => out.push("Keep checking on schedule and warn again before the next deadline.".into()),
+        Some(Condition::Threshold(t)) => {
+            let later: Vec<String> = ctx.policy.thresholds.iter().filter(|d| d.as_secs() < t).map(|d| days(*d)).collect();
+            if !later.is_empty() {
+                out.push(format!("Warn again {} before the deadline; within the last threshold, repeat the alert every {}.", later.join(", "), days(ctx.policy.repeat_interval)));
+            }
+        }
+        Some(Condition::CannotCheck) => out.push(format!(
+            "Keep retrying; repeat this alert every {} while checks fail, and send a recovery email when a check succeeds.",
+            days(ctx.policy.repeat_interval)
+        )),
+        Some(_) => out.push(format!("Repeat this alert every {} until it is fixed, then send one recovery email.", days(ctx.policy.repeat_interval))),
+    }
+    if condition.is_some()
+        && !matches!(
+            condition,
+            Some(Condition::Credentials) | Some(Condition::CannotCheck)
+        )
+    {
+        out.push("No automatic rotation is configured for this token: a person must put a new token in place.".into());
+    }
+    out
+}
+
+fn person_steps(ctx: &Context<'_>, condition: Option<Condition>) -> (String, Vec<String>) {
+    let by = ctx
+        .effective
+        .filter(|e| e.at.as_second() > 0)
+        .map(|e| format!(", by {}", timefmt::utc(e.at)))
+        .unwrap_or_default();
+    match condition {
+        None => (String::from("What you must do"), vec!["Nothing.".into()]),
+        Some(Condition::Credentials) => (
+            "What you must do".into(),
+            vec![
+                "Open the Meta app dashboard, App settings > Basic, and check the App ID and App Secret (was the secret reset?).".into(),
+                "Update `app_id` and the `app_secret` reference in tokenwarden's [meta] config to match; the token must belong to this same app.".into(),
+                "Run `tokenwarden config check` and `tokenwarden doctor`, then reload tokenwarden (`systemctl reload tokenwarden`).".into(),
+            ],
+        ),
+        Some(Condition::CannotCheck) => (
+            "What you must do".into(),
+            vec![
+                "Check this host's route to graph.facebook.com (DNS, proxy, firewall) and Meta's status page.".into(),
+                format!("Run `tokenwarden doctor --token {}` to see the failure.", ctx.token),
+            ],
+        ),
+        Some(Condition::StoreProblem) => (
+            format!("What you must do{by}"),
+            vec![format!("Fix the store as the message says, or put the token there: {}.", ctx.store_hint), format!("Check with `tokenwarden doctor --token {}`.", ctx.token)],
+        ),
+        Some(_) => {
+            let waba = ctx.waba_id.map(|w| format!(" and the WhatsApp Business Account {w}")).unwrap_or_default();
+            (
+                format!("What you must do{by}"),
+                vec![
+                    format!("In Meta Business Manager > Users > System users, choose an Admin system user that has the app{waba} assigned (full control)."),
+                    "Click \"Generate new token\", select the app, choose the expiry (60 days is recommended), and tick whatsapp_business_management and whatsapp_business_messaging.".into(),
+                    format!("Store it where tokenwarden reads it: {}.", ctx.store_hint),
+                    "Update every environment that uses the token (for example WHATSAPP_ACCESS_TOKEN in backend/.env, production and staging) and restart the services.".into(),
+                    format!("Check with `tokenwarden doctor --token {}`, then revoke the old token.", ctx.token),
+                    "If this is not done in time, only a person in Business Manager can restore messaging: an expired token cannot be refreshed.".into(),
+                ],
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Expires, Ledger, assess, decide};
+    use crate::secret::Fingerprint;
+
+    const DAY: i64 = 86_400;
+    const NOW: i64 = 1_790_000_000;
+
+    fn facts() -> TokenFacts {
+        TokenFacts {
+            fingerprint: Fingerprint::of("t"),
+            app_id: Some("634974688087057".into()),
+            application: Some("BillByteKOT Receipts".into()),
+            token_type: Some("SYSTEM_USER".into()),
+            expires: Expires::At(Timestamp::from_second(NOW + 7 * DAY).unwrap()),
+            data_access_expires_at: None,
+            issued_at: Some(Timestamp::from_second(NOW - 53 * DAY).unwrap()),
+            scopes: vec![
+                "whatsapp_business_management".into(),
+                "whatsapp_business_messaging".into(),
+            ],
+            wabas: vec!["102290129340398".into()],
+        }
+    }
+
+    fn render_for(verdict: Verdict, now: i64) -> Rendered {
+        let p = Policy {
+            max_age: None,
+            ..Policy::default()
+        };
+        let f = facts();
+        let now = Timestamp::from_second(now).unwrap();
+        let a = assess(
+            &verdict,
+            Some(&f),
+            Some(Timestamp::from_second(NOW - DAY).unwrap()),
+            &p,
+            now,
+        );
+        let (notices, _) = decide(
+            &Ledger::default(),
+            &a.conditions,
+            Some(f.fingerprint),
+            &p,
+            now,
+        );
+        let ctx = Context {
+            token: "billbytekot-prod",
+            waba_id: Some("102290129340398"),
+            phone_number_id: Some("106540352242922"),
+            store: "file store",
+            store_hint: "`tokenwarden import --token billbytekot-prod`",
+            facts: Some(&f),
+            verdict: &verdict,
+            state: a.state,
+            effective: a.effective,
+            policy: &p,
+            next_check: Some(now),
+            failing_since: Some(Timestamp::from_second(NOW - DAY).unwrap()),
+        };
+        let notice = notices
+            .iter()
+            .find(|n| !matches!(n.condition, Some(Condition::Threshold(_))))
+            .unwrap_or(&notices[0]);
+        render(&ctx, notice, now)
+    }
+
+    #[test]
+    fn warning_subject_and_body_say_what_when_and_how() {
+        let r = render_for(Verdict::Healthy, NOW);
+        assert_eq!(
+            r.subject,
+            "[tokenwarden] WARNING billbytekot-prod: WhatsApp token expires in 7 days"
+        );
+        for want in [
+            "UTC",
+            "PDT",
+            "BillByteKOT Receipts (634974688087057)",
+            "SYSTEM_USER",
+            "102290129340398",
+            "Fingerprint:",
+            "Generate new token",
+            "whatsapp_business_messaging",
+            "tokenwarden import --token billbytekot-prod",
+            "Warn again 3 days, 24 hours before the deadline",
+        ] {
+            assert!(r.text.contains(want), "missing {want:?} in:\n{}", r.text);
+        }
+        assert!(
+            r.html
+                .contains("<code>tokenwarden import --token billbytekot-prod</code>"),
+            "{}",
+            r.html
+        );
+        assert!(r.html.contains("<ol>"));
+    }
+
+    #[test]
+    fn each_condition_has_its_own_subject() {
+        assert!(
+            render_for(Verdict::Healthy, NOW + 6 * DAY + 3600)
+                .subject
+                .contains("CRITICAL billbytekot-prod: WhatsApp token expires in 23 hours")
+        );
+        assert!(
+            render_for(Verdict::Healthy, NOW + 8 * DAY)
+                .subject
+                .contains("EXPIRED billbytekot-prod: WhatsApp token expired 24 hours ago")
+        );
+        assert!(
+            render_for(
+                Verdict::Dead {
+                    reason: "the token was invalidated by an API call (revoked)".into(),
+                    expired: false
+                },
+                NOW
+            )
+            .subject
+            .contains("INVALID")
+        );
+        let creds = render_for(
+            Verdict::OwnCredentials {
+                detail: "code 190: Invalid OAuth access token signature.".into(),
+            },
+            NOW + 5 * DAY,
+        );
+        let subjects = [creds.subject.clone()];
+        assert!(
+            subjects[0].contains(
+                "CONFIG billbytekot-prod: Meta refused tokenwarden's own app credentials"
+            ),
+            "{subjects:?}"
+        );
+        assert!(
+            creds.text.contains("App settings > Basic")
+                && !creds.text.contains("Generate new token"),
+            "{}",
+            creds.text
+        );
+        let down = render_for(
+            Verdict::Unreachable {
+                detail: "no answer within the timeout".into(),
+            },
+            NOW,
+        );
+        assert!(
+            down.subject
+                .contains("UNKNOWN billbytekot-prod: cannot check the WhatsApp token for 24 hours"),
+            "{}",
+            down.subject
+        );
+        assert!(down.text.contains("not a verdict on the token"));
+    }
+
+    #[test]
+    fn html_escapes_what_it_quotes() {
+        let r = render_for(
+            Verdict::Dead {
+                reason: "<script>alert(1)</script>".into(),
+                expired: false,
+            },
+            NOW,
+        );
+        assert!(!r.html.contains("<script>") && r.html.contains("&lt;script&gt;"));
+    }
+}

@@ -1,0 +1,179 @@
+//! The state directory: what the daemon knows and has sent, surviving restarts.
+//!
+//! One JSON file, `state.json`, written atomically (temp, fsync, rename) after every change, so
+//! `tokenwarden status` can read it while the daemon runs and a crash loses at most the step
+//! in flight. It holds fingerprints and facts, never a token. The email outbox lives beside it
+//! in `outbox/` (see `notify`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{Effective, Ledger, State, TokenFacts, Verdict};
+
+/// File name inside the state directory.
+pub const STATE_FILE: &str = "state.json";
+
+/// Everything tokenwarden remembers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Layout version, 1.
+    pub format: u32,
+    /// Per token, by name.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenState>,
+}
+
+/// What is known about one token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenState {
+    /// Last check attempt.
+    pub last_check: Option<Timestamp>,
+    /// Last check that reached a verdict about the token itself.
+    pub last_success: Option<Timestamp>,
+    /// The latest verdict.
+    pub verdict: Option<Verdict>,
+    /// The last known facts (kept when a later check fails).
+    pub facts: Option<TokenFacts>,
+    /// Start of the current streak of transient failures.
+    pub failing_since: Option<Timestamp>,
+    /// Consecutive failed checks (transient or not).
+    #[serde(default)]
+    pub check_errors: u64,
+    /// The state last computed.
+    pub state: Option<State>,
+    /// The effective expiry last computed.
+    pub effective: Option<Effective>,
+    /// What was emailed.
+    #[serde(default)]
+    pub ledger: Ledger,
+    /// The last email queued: when and its subject.
+    pub last_email: Option<(Timestamp, String)>,
+    /// When the next scheduled check is due.
+    pub next_check: Option<Timestamp>,
+}
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// IO on the state directory.
+    #[error("state directory `{path}`: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a state tokenwarden wrote.
+    #[error(
+        "`{path}` is corrupt ({reason}); move it aside to start afresh (alerts already sent may then be sent again)"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Position of the problem.
+        reason: String,
+    },
+}
+
+/// The state file of one state directory.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    /// The state in `dir` (created on first save, mode 0700).
+    pub fn new(dir: &Path) -> Self {
+        StateStore {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The state file.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// Reads the state; a missing file is an empty state.
+    ///
+    /// # Errors
+    /// [`StateError`] when the file cannot be read or parsed.
+    pub fn load(&self) -> Result<Snapshot, StateError> {
+        let path = self.path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+                path,
+                reason: format!("line {} column {}", e.line(), e.column()),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Snapshot {
+                format: 1,
+                tokens: BTreeMap::new(),
+            }),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+
+    /// Writes the state atomically, mode 0600.
+    ///
+    /// # Errors
+    /// [`StateError::Io`].
+    pub fn save(&self, snap: &Snapshot) -> Result<(), StateError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|source| StateError::Io {
+                path: self.dir.clone(),
+                source,
+            })?;
+        let bytes = serde_json::to_vec_pretty(snap).expect("state serializes");
+        crate::fsutil::write_atomic(&self.path(), &bytes, 0o600).map_err(|source| StateError::Io {
+            path: self.path(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_missing_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(&dir.path().join("state"));
+        assert!(store.load().unwrap().tokens.is_empty());
+        let mut snap = Snapshot {
+            format: 1,
+            tokens: BTreeMap::new(),
+        };
+        snap.tokens.insert(
+            "prod".into(),
+            TokenState {
+                last_check: Some(Timestamp::from_second(5).unwrap()),
+                state: Some(State::Critical),
+                ..TokenState::default()
+            },
+        );
+        store.save(&snap).unwrap();
+        assert_eq!(store.load().unwrap(), snap);
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_that_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        std::fs::write(store.path(), "{\"format\":1,\"tokens\":{\"x\":").unwrap();
+        let e = store.load().unwrap_err();
+        assert!(e.to_string().contains("move it aside"), "{e}");
+    }
+}
