@@ -667,6 +667,11 @@ mod tests {
                 path: None,
                 key: None,
             },
+            schedule: crate::config::Schedule {
+                cron: crate::config::DEFAULT_CRON.into(),
+                timezone: "UTC".into(),
+            },
+            policy: crate::policy::Policy::default(),
         }
     }
 

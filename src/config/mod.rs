@@ -19,6 +19,7 @@ pub use diag::{Diagnostic, SourceMap};
 pub use secret_ref::{SecretRef, SecretRefError};
 
 use crate::graph::version::{ApiVersion, DEFAULT_VERSION};
+use crate::policy::Policy;
 
 /// Where the config is read from when neither `--config` nor `TOKENWARDEN_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/tokenwarden/tokenwarden.toml";
@@ -37,6 +38,18 @@ pub struct Config {
     /// The managed tokens, in file order.
     pub tokens: Vec<TokenConfig>,
 }
+
+/// When the daemon checks: a cron expression in a time zone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Schedule {
+    /// Six fields (seconds first); a five-field expression is stored with `0` seconds.
+    pub cron: String,
+    /// IANA time-zone name (`UTC` by default); daylight-saving changes are followed.
+    pub timezone: String,
+}
+
+/// The default schedule: every six hours, at minute 7 (off the hour, when everyone else runs).
+pub const DEFAULT_CRON: &str = "0 7 */6 * * *";
 
 /// The Meta app that owns the tokens, and how to reach Graph.
 #[derive(Debug, Clone)]
@@ -68,6 +81,10 @@ pub struct TokenConfig {
     pub waba_id: Option<String>,
     /// Where the token's current value lives.
     pub store: StoreConfig,
+    /// When the daemon checks it.
+    pub schedule: Schedule,
+    /// When to warn and how often to repeat.
+    pub policy: Policy,
 }
 
 /// A secret store holding a token's versions.
@@ -99,8 +116,26 @@ pub enum StoreConfig {
 struct RawConfig {
     state_dir: Option<String>,
     meta: Option<Spanned<RawMeta>>,
+    schedule: Option<RawSchedule>,
+    alerts: Option<RawAlerts>,
     #[serde(default)]
     token: Vec<Spanned<RawToken>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    cron: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    thresholds: Option<Spanned<Vec<String>>>,
+    repeat_interval: Option<Spanned<String>>,
+    cannot_check_after: Option<Spanned<String>>,
+    max_age: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -122,6 +157,11 @@ struct RawToken {
     phone_number_id: Option<Spanned<String>>,
     waba_id: Option<Spanned<String>>,
     store: Option<Spanned<StoreConfig>>,
+    cron: Option<Spanned<String>>,
+    thresholds: Option<Spanned<Vec<String>>>,
+    repeat_interval: Option<Spanned<String>>,
+    cannot_check_after: Option<Spanned<String>>,
+    max_age: Option<Spanned<String>>,
 }
 
 /// Why a configuration could not be used. Either way the caller exits 78.
@@ -292,6 +332,24 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
         None => 4,
     };
 
+    let raw_schedule = raw.schedule.unwrap_or_default();
+    let timezone = match &raw_schedule.timezone {
+        None => "UTC".to_string(),
+        Some(tz) => {
+            if jiff::tz::TimeZone::get(tz.get_ref()).is_err() {
+                diags.push(map.at(tz.span().start, "schedule.timezone", format!(
+                    "unknown time zone {:?}; use an IANA name such as \"UTC\" or \"Asia/Kolkata\"", tz.get_ref())));
+            }
+            tz.get_ref().clone()
+        }
+    };
+    let default_cron = match &raw_schedule.cron {
+        None => DEFAULT_CRON.to_string(),
+        Some(c) => cron_field(map, &mut diags, "schedule.cron", c),
+    };
+    let raw_alerts = raw.alerts.unwrap_or_default();
+    let default_policy = policy_fields(map, &mut diags, "alerts", &raw_alerts, &Policy::default());
+
     let mut names = HashSet::new();
     let mut tokens = Vec::new();
     for (i, t) in raw.token.into_iter().enumerate() {
@@ -335,11 +393,33 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
                 s.into_inner()
             }
         };
+        let cron = match &t.cron {
+            None => default_cron.clone(),
+            Some(c) => cron_field(map, &mut diags, &field("cron"), c),
+        };
+        let overrides = RawAlerts {
+            thresholds: t.thresholds.clone(),
+            repeat_interval: t.repeat_interval.clone(),
+            cannot_check_after: t.cannot_check_after.clone(),
+            max_age: t.max_age.clone(),
+        };
+        let policy = policy_fields(
+            map,
+            &mut diags,
+            &format!("token[{i}]"),
+            &overrides,
+            &default_policy,
+        );
         tokens.push(TokenConfig {
             name,
             phone_number_id: t.phone_number_id.map(Spanned::into_inner),
             waba_id: t.waba_id.map(Spanned::into_inner),
             store,
+            schedule: Schedule {
+                cron,
+                timezone: timezone.clone(),
+            },
+            policy,
         });
     }
     if tokens.is_empty() && diags.is_empty() {
@@ -452,6 +532,108 @@ fn duration_field(
             default
         }),
     }
+}
+
+/// Normalises and checks a cron expression: five fields (the familiar form) gain a leading
+/// `0` seconds field; six or seven fields are taken as they are.
+fn cron_field(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    field: &str,
+    v: &Spanned<String>,
+) -> String {
+    let fields = v.get_ref().split_whitespace().count();
+    let expr = match fields {
+        5 => format!("0 {}", v.get_ref().trim()),
+        6 | 7 => v.get_ref().trim().to_string(),
+        _ => {
+            diags.push(map.at(v.span().start, field, format!(
+                "expected a cron expression of 5 fields (min hour day month weekday) or 6 with seconds first, found {:?}", v.get_ref())));
+            return DEFAULT_CRON.to_string();
+        }
+    };
+    if tokio_cron_scheduler::Job::new_async(expr.as_str(), |_, _| Box::pin(async {})).is_err() {
+        diags.push(map.at(
+            v.span().start,
+            field,
+            format!("invalid cron expression {:?}", v.get_ref()),
+        ));
+        return DEFAULT_CRON.to_string();
+    }
+    expr
+}
+
+/// Reads alert settings over `base` (the `[alerts]` section, or the defaults).
+fn policy_fields(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    prefix: &str,
+    raw: &RawAlerts,
+    base: &Policy,
+) -> Policy {
+    let mut p = base.clone();
+    if let Some(list) = &raw.thresholds {
+        let mut parsed = Vec::new();
+        for t in list.get_ref() {
+            match parse_duration(t) {
+                Some(d) if !d.is_zero() => parsed.push(d),
+                _ => diags.push(map.at(
+                    list.span().start,
+                    format!("{prefix}.thresholds"),
+                    format!(
+                        "expected durations such as [\"14d\", \"7d\", \"3d\", \"1d\"], found {t:?}"
+                    ),
+                )),
+            }
+        }
+        parsed.sort_unstable_by(|a, b| b.cmp(a));
+        parsed.dedup();
+        if parsed.is_empty() && list.get_ref().is_empty() {
+            diags.push(map.at(
+                list.span().start,
+                format!("{prefix}.thresholds"),
+                "needs at least one threshold",
+            ));
+        }
+        if !parsed.is_empty() {
+            p.thresholds = parsed;
+        }
+    }
+    let mut dur = |field: &str, v: &Option<Spanned<String>>, target: &mut Duration| {
+        if let Some(v) = v {
+            match parse_duration(v.get_ref()) {
+                Some(d) if !d.is_zero() => *target = d,
+                _ => diags.push(map.at(
+                    v.span().start,
+                    format!("{prefix}.{field}"),
+                    format!(
+                        "expected a positive duration such as \"24h\", found {:?}",
+                        v.get_ref()
+                    ),
+                )),
+            }
+        }
+    };
+    dur(
+        "repeat_interval",
+        &raw.repeat_interval,
+        &mut p.repeat_interval,
+    );
+    dur(
+        "cannot_check_after",
+        &raw.cannot_check_after,
+        &mut p.cannot_check_after,
+    );
+    if let Some(v) = &raw.max_age {
+        if v.get_ref() == "never" {
+            p.max_age = None;
+        } else {
+            let mut d = p.max_age.unwrap_or_default();
+            dur("max_age", &raw.max_age, &mut d);
+            p.max_age = Some(d);
+        }
+    }
+    p
 }
 
 /// Parses `500ms`, `30s`, `5m`, `24h`, `14d` (one number, one unit).
@@ -740,6 +922,88 @@ waba_id = ""
             !all.contains("inline-secret-value"),
             "an inline secret must not be echoed: {all}"
         );
+    }
+
+    #[test]
+    fn schedule_and_alerts_have_defaults_and_per_token_overrides() {
+        let text = format!(
+            "{GOOD}\n[schedule]\ncron = \"30 9 * * *\"\ntimezone = \"Asia/Kolkata\"\n[alerts]\nthresholds = [\"1d\", \"10d\"]\nmax_age = \"never\"\n"
+        );
+        // [schedule] and [alerts] after [[token]] blocks would belong to the last token in TOML,
+        // so put them first.
+        let text = text.replacen(GOOD, "", 1) + GOOD;
+        let c = parse(Path::new("t.toml"), &text).unwrap_or_else(|d| panic!("{d:#?}"));
+        let t = &c.tokens[0];
+        assert_eq!(
+            t.schedule,
+            Schedule {
+                cron: "0 30 9 * * *".into(),
+                timezone: "Asia/Kolkata".into()
+            }
+        );
+        assert_eq!(
+            t.policy.thresholds,
+            vec![Duration::from_secs(864_000), Duration::from_secs(86_400)]
+        );
+        assert_eq!(t.policy.max_age, None);
+        assert_eq!(t.policy.repeat_interval, Duration::from_secs(86_400));
+
+        let per_token = GOOD.replace(
+            "name = \"billbytekot-prod\"\n",
+            "name = \"billbytekot-prod\"\ncron = \"*/10 * * * * *\"\nthresholds = [\"30s\"]\nrepeat_interval = \"1m\"\n",
+        );
+        let c = parse(Path::new("t.toml"), &per_token).unwrap();
+        assert_eq!(c.tokens[0].schedule.cron, "*/10 * * * * *");
+        assert_eq!(c.tokens[0].policy.thresholds, vec![Duration::from_secs(30)]);
+        assert_eq!(c.tokens[1].schedule.cron, DEFAULT_CRON);
+        assert_eq!(c.tokens[1].policy, crate::policy::Policy::default());
+    }
+
+    #[test]
+    fn schedule_and_alert_errors_are_located() {
+        let head = "[meta]\napp_id = \"1\"\napp_secret = { env = \"S\" }\n";
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "[schedule]\ncron = \"61 * * * *\"\n",
+                "schedule.cron",
+                "invalid cron",
+            ),
+            ("[schedule]\ncron = \"* *\"\n", "schedule.cron", "5 fields"),
+            (
+                "[schedule]\ntimezone = \"Mars/Olympus\"\n",
+                "schedule.timezone",
+                "unknown time zone",
+            ),
+            (
+                "[alerts]\nthresholds = [\"soon\"]\n",
+                "alerts.thresholds",
+                "durations",
+            ),
+            (
+                "[alerts]\nthresholds = []\n",
+                "alerts.thresholds",
+                "at least one",
+            ),
+            (
+                "[alerts]\nrepeat_interval = \"0s\"\n",
+                "alerts.repeat_interval",
+                "positive",
+            ),
+            (
+                "[alerts]\nmax_age = \"sixty\"\n",
+                "alerts.max_age",
+                "positive",
+            ),
+        ];
+        for (section, field, words) in cases {
+            let text = format!("{head}{section}[[token]]\nname = \"a\"\n");
+            let errs = errors(&text);
+            assert!(
+                errs.iter()
+                    .any(|d| d.field == *field && d.message.contains(words) && d.line == 5),
+                "{field}: {errs:#?}"
+            );
+        }
     }
 
     #[test]
