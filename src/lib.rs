@@ -5,6 +5,7 @@
 //! - [`config`]: the TOML file, validated into [`config::Config`], every error reported at once.
 //! - [`graph`]: the Graph API client and the classification of its errors.
 //! - [`store`]: where tokens live (a 0600 JSON file, AWS Secrets Manager).
+//! - [`notify`]: email to on-call: SMTP or a folder of `.eml` files, behind a persistent outbox.
 //! - [`doctor`]: the runbook's manual checks as a checklist (observe, then a pure evaluation).
 //! - [`policy`]: effective expiry, states, and which email to send when (pure).
 //! - [`alert`]: the words of on-call email (pure).
@@ -27,6 +28,7 @@ pub mod doctor;
 pub mod fsutil;
 pub mod graph;
 pub mod lint;
+pub mod notify;
 pub mod policy;
 pub mod sandbox;
 pub mod secret;

@@ -9,4 +9,5 @@ mod aws_store;
 mod cli;
 mod doctor;
 mod graph_client;
+mod notify;
 mod sandbox;

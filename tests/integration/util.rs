@@ -243,3 +243,163 @@ pub fn assert_no_leak(haystack: &str, secrets: &[&str], what: &str) {
         );
     }
 }
+
+/// How a [`SmtpSink`] behaves (see `tests/support/smtp_sink.py`).
+#[derive(Debug, Default, Clone)]
+pub struct SinkOpts {
+    /// Listen on this port instead of a free one (a server that "comes back").
+    pub port: Option<u16>,
+    /// STARTTLS, required, with this certificate and key.
+    pub starttls: Option<(PathBuf, PathBuf)>,
+    /// Implicit TLS with this certificate and key.
+    pub implicit: Option<(PathBuf, PathBuf)>,
+    /// Require AUTH with this user and password.
+    pub auth: Option<(String, String)>,
+    /// Answer every DATA with this code.
+    pub reject: Option<u16>,
+}
+
+/// An aiosmtpd server on loopback that stores what it accepts; killed on drop.
+pub struct SmtpSink {
+    child: Child,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    /// Where messages are stored.
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    /// Starts the server and waits until it listens.
+    pub fn start(opts: &SinkOpts) -> SmtpSink {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_sink.py");
+        let mut cmd = Command::new(venv().join("bin/python"));
+        cmd.arg(script).arg(&dir);
+        if let Some(p) = opts.port {
+            cmd.arg("--port").arg(p.to_string());
+        }
+        if let Some((c, k)) = &opts.starttls {
+            cmd.arg("--starttls").arg(c).arg(k);
+        }
+        if let Some((c, k)) = &opts.implicit {
+            cmd.arg("--implicit").arg(c).arg(k);
+        }
+        if let Some((u, p)) = &opts.auth {
+            cmd.arg("--auth").arg(u).arg(p);
+        }
+        if let Some(code) = opts.reject {
+            cmd.arg("--reject").arg(code.to_string());
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start smtp_sink.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line
+            .trim()
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("smtp_sink said {line:?}"));
+        SmtpSink {
+            child,
+            port,
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    /// Every stored message in arrival order: (envelope JSON, raw message).
+    pub fn messages(&self) -> Vec<(serde_json::Value, String)> {
+        let mut out = Vec::new();
+        for n in 1.. {
+            let Ok(meta) = std::fs::read_to_string(self.dir.join(format!("{n}.json"))) else {
+                break;
+            };
+            let raw = std::fs::read_to_string(self.dir.join(format!("{n}.eml"))).unwrap();
+            out.push((serde_json::from_str(&meta).unwrap(), raw));
+        }
+        out
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        // Closing stdin would do; killing is immediate and frees the port before the next test.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port with nothing listening (free when this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A test CA and a server certificate it signed, as PEM files.
+pub struct TestCa {
+    _dir: tempfile::TempDir,
+    /// The CA certificate: the root a client must trust.
+    pub ca_cert: PathBuf,
+    /// The leaf certificate (CA:FALSE, serverAuth, SANs localhost and 127.0.0.1).
+    pub cert: PathBuf,
+    /// The leaf's private key.
+    pub key: PathBuf,
+}
+
+/// The shared test CA, made once per test binary. rustls refuses a self-signed server
+/// certificate (`CaUsedAsEndEntity`), hence a CA and a separate leaf.
+pub fn test_ca() -> &'static TestCa {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    static CA: OnceLock<TestCa> = OnceLock::new();
+    CA.get_or_init(|| {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "tokenwarden test CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        leaf.is_ca = IsCa::ExplicitNoCa;
+        leaf.distinguished_name
+            .push(DnType::CommonName, "localhost");
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        leaf.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        let cert = dir.path().join("leaf.pem");
+        let key = dir.path().join("leaf.key");
+        std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+        std::fs::write(&cert, leaf_cert.pem()).unwrap();
+        write_private(&key, &leaf_key.serialize_pem());
+        TestCa {
+            _dir: dir,
+            ca_cert: ca_path,
+            cert,
+            key,
+        }
+    })
+}
