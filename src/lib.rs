@@ -6,6 +6,8 @@
 //! - [`graph`]: the Graph API client and the classification of its errors.
 //! - [`store`]: where tokens live (a 0600 JSON file, AWS Secrets Manager).
 //! - [`notify`]: email to on-call: SMTP or a folder of `.eml` files, behind a persistent outbox.
+//! - [`daemon`]: `tokenwarden run`: the schedule, checks, alert decisions, the outbox.
+//! - [`check`]: `tokenwarden check` (one pass, plugin exit codes) and `status`.
 //! - [`doctor`]: the runbook's manual checks as a checklist (observe, then a pure evaluation).
 //! - [`policy`]: effective expiry, states, and which email to send when (pure).
 //! - [`alert`]: the words of on-call email (pure).
@@ -22,7 +24,9 @@
 #![allow(clippy::result_large_err)]
 
 pub mod alert;
+pub mod check;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod doctor;
 pub mod fsutil;

@@ -33,6 +33,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: check on schedule, email on-call, until SIGTERM (SIGHUP reloads)
+    Run,
+    /// Check once and exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (for cron and monitors)
+    Check {
+        /// Only this token
+        #[arg(long, value_name = "NAME")]
+        token: Option<String>,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the daemon's last known state of every token (no network)
+    Status {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
     /// See tokenwarden work in seconds: a local Graph sandbox, two tokens, a doctor run
     Demo,
     /// Check every token the way the runbook does by hand, as a checklist with fixes
@@ -129,6 +146,38 @@ fn init_logging() {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run => run_daemon(cli.config).await,
+        Command::Check { token, json } => {
+            let cfg = load_config(cli.config)?;
+            check_token_name(&cfg, token.as_deref())?;
+            let client = graph_client(&cfg)?;
+            let lines =
+                tokenwarden::check::run(&cfg, &client, token.as_deref(), jiff::Timestamp::now())
+                    .await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&lines)?);
+            } else {
+                print!("{}", tokenwarden::check::render(&lines));
+            }
+            match tokenwarden::check::exit_code(&lines) {
+                0 => Ok(()),
+                code => Err(ExitWith(code).into()),
+            }
+        }
+        Command::Status { json } => {
+            let cfg = load_config(cli.config)?;
+            let snap = tokenwarden::state::StateStore::new(&cfg.state_dir).load()?;
+            let rows = tokenwarden::check::status(&cfg, &snap);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!(
+                    "{}",
+                    tokenwarden::check::render_status(&rows, jiff::Timestamp::now())
+                );
+            }
+            Ok(())
+        }
         Command::Demo => tokenwarden::demo::run().await.context("the demo failed"),
         Command::Sandbox { listen, scenario } => run_sandbox(listen, scenario).await,
         Command::Config {
@@ -143,12 +192,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             language,
         } => {
             let cfg = load_config(cli.config)?;
-            if let Some(name) = &token
-                && cfg.token(name).is_none()
-            {
-                eprintln!("error: no token named `{name}` in {}", cfg.path.display());
-                return Err(ExitWith(EXIT_CONFIG).into());
-            }
+            check_token_name(&cfg, token.as_deref())?;
             let client = graph_client(&cfg)?;
             let opts = doctor::Options {
                 token,
@@ -168,6 +212,48 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 Err(ExitWith(1).into())
             }
         }
+    }
+}
+
+/// Refuses a `--token NAME` that the config does not have.
+fn check_token_name(cfg: &Config, name: Option<&str>) -> anyhow::Result<()> {
+    if let Some(name) = name
+        && cfg.token(name).is_none()
+    {
+        eprintln!("error: no token named `{name}` in {}", cfg.path.display());
+        return Err(ExitWith(EXIT_CONFIG).into());
+    }
+    Ok(())
+}
+
+async fn run_daemon(flag: Option<PathBuf>) -> anyhow::Result<()> {
+    use tokenwarden::daemon::{self, Control, DaemonError, SystemClock};
+    use tokio::signal::unix::{SignalKind, signal};
+    let path = config::resolve_path(flag);
+    let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(8);
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            if ctl_tx.send(Control::Reload(None)).await.is_err() {
+                break;
+            }
+        }
+    });
+    match daemon::run(
+        path,
+        std::sync::Arc::new(SystemClock),
+        ctl_rx,
+        shutdown_signal(),
+    )
+    .await
+    {
+        Ok(()) => Ok(()),
+        Err(DaemonError::Config(e)) => {
+            eprintln!("error: {e}");
+            Err(ExitWith(EXIT_CONFIG).into())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

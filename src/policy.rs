@@ -512,6 +512,45 @@ pub fn decide(
     (notices, l)
 }
 
+/// The next moment at which [`assess`] or [`decide`] could give a different answer without a
+/// new check: a threshold or the deadline being crossed, a repeat falling due, a transient
+/// streak reaching `cannot_check_after`. The daemon wakes then, so no alert waits for the next
+/// scheduled check.
+pub fn next_change(
+    facts: Option<&TokenFacts>,
+    ledger: &Ledger,
+    failing_since: Option<Timestamp>,
+    policy: &Policy,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let now_s = now.as_second();
+    let mut times: Vec<i64> = Vec::new();
+    if let Some(e) = facts.and_then(|f| effective_expiry(f, policy.max_age)) {
+        times.push(e.at.as_second());
+        times.extend(
+            policy
+                .thresholds
+                .iter()
+                .map(|t| e.at.as_second() - t.as_secs() as i64),
+        );
+    }
+    let repeat = policy.repeat_interval.as_secs() as i64;
+    times.extend(
+        ledger
+            .repeating
+            .values()
+            .map(|r| r.last.as_second() + repeat),
+    );
+    if let Some(s) = failing_since {
+        times.push(s.as_second() + policy.cannot_check_after.as_secs() as i64);
+    }
+    times
+        .into_iter()
+        .filter(|&t| t > now_s)
+        .min()
+        .and_then(|t| Timestamp::from_second(t).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -850,6 +889,54 @@ mod tests {
         let a = decide(&l, &[Condition::Invalid], Some(fp("v")), &p, ts(T0));
         let b = decide(&l, &[Condition::Invalid], Some(fp("v")), &p, ts(T0 + 30));
         assert_eq!(a.0, b.0);
+    }
+
+    #[test]
+    fn next_change_is_the_nearest_crossing() {
+        let p = Policy {
+            max_age: None,
+            ..Policy::default()
+        };
+        let f = facts(
+            Expires::At(ts(T0 + 10 * DAY)),
+            Some(T0 - 50 * DAY),
+            None,
+            "SYSTEM_USER",
+        );
+        // 10 days left: the 7-day threshold is next.
+        assert_eq!(
+            next_change(Some(&f), &Ledger::default(), None, &p, ts(T0)),
+            Some(ts(T0 + 3 * DAY))
+        );
+        // A repeat due sooner wins; so does the end of a transient grace period.
+        let mut l = Ledger::default();
+        l.repeating.insert(
+            "x".into(),
+            Repeat {
+                first: ts(T0),
+                last: ts(T0 - DAY + 60),
+                count: 1,
+            },
+        );
+        assert_eq!(
+            next_change(Some(&f), &l, None, &p, ts(T0)),
+            Some(ts(T0 + 60))
+        );
+        assert_eq!(
+            next_change(
+                Some(&f),
+                &Ledger::default(),
+                Some(ts(T0 - 6 * 3600 + 5)),
+                &p,
+                ts(T0)
+            ),
+            Some(ts(T0 + 5))
+        );
+        // Past everything: nothing to wait for.
+        assert_eq!(
+            next_change(Some(&f), &Ledger::default(), None, &p, ts(T0 + 11 * DAY)),
+            None
+        );
     }
 
     #[test]

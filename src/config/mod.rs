@@ -19,6 +19,7 @@ pub use diag::{Diagnostic, SourceMap};
 pub use secret_ref::{SecretRef, SecretRefError};
 
 use crate::graph::version::{ApiVersion, DEFAULT_VERSION};
+use crate::notify::EmailConfig;
 use crate::policy::Policy;
 
 /// Where the config is read from when neither `--config` nor `TOKENWARDEN_CONFIG` is given.
@@ -37,6 +38,8 @@ pub struct Config {
     pub meta: MetaConfig,
     /// The managed tokens, in file order.
     pub tokens: Vec<TokenConfig>,
+    /// Where on-call email goes; without it alerts are only logged.
+    pub email: Option<EmailConfig>,
 }
 
 /// When the daemon checks: a cron expression in a time zone.
@@ -118,6 +121,7 @@ struct RawConfig {
     meta: Option<Spanned<RawMeta>>,
     schedule: Option<RawSchedule>,
     alerts: Option<RawAlerts>,
+    email: Option<Spanned<EmailConfig>>,
     #[serde(default)]
     token: Vec<Spanned<RawToken>>,
 }
@@ -332,6 +336,11 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
         None => 4,
     };
 
+    if let Some(e) = &raw.email {
+        for (field, problem) in e.get_ref().problems() {
+            diags.push(map.at(e.span().start, format!("email.{field}"), problem));
+        }
+    }
     let raw_schedule = raw.schedule.unwrap_or_default();
     let timezone = match &raw_schedule.timezone {
         None => "UTC".to_string(),
@@ -446,6 +455,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
             retry_delay,
         },
         tokens,
+        email: raw.email.map(Spanned::into_inner),
     })
 }
 

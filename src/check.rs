@@ -1,0 +1,218 @@
+//! `tokenwarden check` (one pass, monitoring-plugin exit codes) and `tokenwarden status`
+//! (the daemon's last known state, no network).
+//!
+//! `check` changes nothing: it neither writes the state nor sends email, so it can run from
+//! cron or Nagios beside the daemon. Its exit code is the worst token's: 0 OK, 1 WARNING,
+//! 2 CRITICAL, 3 UNKNOWN.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::daemon::observe;
+use crate::graph::GraphClient;
+use crate::policy::{self, State, Verdict};
+use crate::state::{Snapshot, TokenState};
+use crate::timefmt;
+
+/// One token's line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Line {
+    /// The token.
+    pub token: String,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: State,
+    /// What the state means, in words.
+    pub summary: String,
+    /// Effective expiry.
+    pub effective_expiry: Option<Timestamp>,
+    /// Seconds until then (negative when past).
+    pub seconds_left: Option<i64>,
+    /// Fingerprint of the value checked.
+    pub fingerprint: Option<String>,
+}
+
+/// Checks each token once.
+pub async fn run(
+    cfg: &Config,
+    graph: &GraphClient,
+    only: Option<&str>,
+    now: Timestamp,
+) -> Vec<Line> {
+    let mut out = Vec::new();
+    for t in cfg
+        .tokens
+        .iter()
+        .filter(|t| only.is_none_or(|n| n == t.name))
+    {
+        let (verdict, facts) = observe(cfg, t, graph).await;
+        // A single transient failure in a one-shot check is UNKNOWN: it has nothing older.
+        let since = matches!(verdict, Verdict::Unreachable { .. }).then_some(now);
+        let a = policy::assess(&verdict, facts.as_ref(), since, &t.policy, now);
+        let state = match verdict {
+            Verdict::Unreachable { .. } => State::Unknown,
+            _ => a.state,
+        };
+        out.push(Line {
+            token: t.name.clone(),
+            state,
+            summary: summary(&verdict, a.effective.map(|e| e.at), now),
+            effective_expiry: a.effective.map(|e| e.at),
+            seconds_left: a.effective.map(|e| e.at.as_second() - now.as_second()),
+            fingerprint: facts.map(|f| f.fingerprint.to_string()),
+        });
+    }
+    out
+}
+
+fn summary(verdict: &Verdict, deadline: Option<Timestamp>, now: Timestamp) -> String {
+    let when = |t: Timestamp| {
+        let left = t.as_second() - now.as_second();
+        if left >= 0 {
+            format!("deadline in {} ({})", timefmt::span(left), timefmt::utc(t))
+        } else {
+            format!(
+                "deadline passed {} ago ({})",
+                timefmt::span(left),
+                timefmt::utc(t)
+            )
+        }
+    };
+    match verdict {
+        Verdict::Healthy => deadline
+            .map(when)
+            .unwrap_or_else(|| "valid, no expiry".into()),
+        Verdict::Dead { reason, .. } => reason.clone(),
+        Verdict::Unusable { reason } => format!("valid but unusable: {reason}"),
+        Verdict::OwnCredentials { detail } => {
+            format!("cannot inspect, tokenwarden's app credentials were refused: {detail}")
+        }
+        Verdict::StoreProblem { detail } => detail.clone(),
+        Verdict::Unreachable { detail } => format!("cannot check: {detail}"),
+    }
+    .replace('\n', " ")
+}
+
+/// The exit code for a set of lines: the worst state's plugin code.
+pub fn exit_code(lines: &[Line]) -> u8 {
+    // Plugin convention: CRITICAL (2) outranks UNKNOWN (3) and WARNING (1).
+    let codes: Vec<u8> = lines.iter().map(|l| l.state.plugin_code()).collect();
+    if codes.contains(&2) {
+        2
+    } else if codes.contains(&3) {
+        3
+    } else {
+        codes.into_iter().max().unwrap_or(3)
+    }
+}
+
+/// The check lines as text, one per token.
+pub fn render(lines: &[Line]) -> String {
+    lines
+        .iter()
+        .map(|l| format!("{} {}: {}\n", l.state.word(), l.token, l.summary))
+        .collect()
+}
+
+/// One row of `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusRow {
+    /// The token.
+    pub token: String,
+    /// What the daemon last recorded.
+    #[serde(flatten)]
+    pub state: TokenState,
+}
+
+/// `status` rows for the configured tokens (tokens never checked appear with empty fields).
+pub fn status(cfg: &Config, snap: &Snapshot) -> Vec<StatusRow> {
+    cfg.tokens
+        .iter()
+        .map(|t| StatusRow {
+            token: t.name.clone(),
+            state: snap.tokens.get(&t.name).cloned().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The status table as text.
+pub fn render_status(rows: &[StatusRow], now: Timestamp) -> String {
+    let mut out = String::new();
+    for r in rows {
+        let s = &r.state;
+        let state = s.state.map(|s| s.word()).unwrap_or("NEVER CHECKED");
+        out.push_str(&format!("{} {}\n", state, r.token));
+        if let Some(e) = s.effective {
+            let left = e.at.as_second() - now.as_second();
+            let rel = if left >= 0 {
+                format!("in {}", timefmt::span(left))
+            } else {
+                format!("{} ago", timefmt::span(left))
+            };
+            out.push_str(&format!(
+                "  deadline     {} ({rel}; {})\n",
+                timefmt::utc(e.at),
+                e.binding.describe()
+            ));
+        }
+        if let Some(f) = &s.facts {
+            out.push_str(&format!("  fingerprint  {}\n", f.fingerprint));
+        }
+        let ago = |t: Timestamp| {
+            format!(
+                "{} ({} ago)",
+                timefmt::utc(t),
+                timefmt::span(now.as_second() - t.as_second())
+            )
+        };
+        out.push_str(&format!(
+            "  last check   {}\n",
+            s.last_check.map(ago).unwrap_or_else(|| "never".into())
+        ));
+        if let Some(t) = s.last_success.filter(|t| Some(*t) != s.last_check) {
+            out.push_str(&format!("  last success {}\n", ago(t)));
+        }
+        if let Some(n) = s.next_check {
+            out.push_str(&format!("  next check   {}\n", timefmt::utc(n)));
+        }
+        if let Some((t, subject)) = &s.last_email {
+            out.push_str(&format!("  last email   {}: {subject}\n", ago(*t)));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(state: State) -> Line {
+        Line {
+            token: "t".into(),
+            state,
+            summary: String::new(),
+            effective_expiry: None,
+            seconds_left: None,
+            fingerprint: None,
+        }
+    }
+
+    #[test]
+    fn the_worst_state_sets_the_exit_code() {
+        assert_eq!(exit_code(&[line(State::Ok)]), 0);
+        assert_eq!(
+            exit_code(&[line(State::Ok), line(State::Warning { threshold_secs: 1 })]),
+            1
+        );
+        assert_eq!(
+            exit_code(&[
+                line(State::Unknown),
+                line(State::Warning { threshold_secs: 1 })
+            ]),
+            3
+        );
+        assert_eq!(exit_code(&[line(State::Unknown), line(State::Expired)]), 2);
+        assert_eq!(exit_code(&[]), 3);
+    }
+}

@@ -1,0 +1,705 @@
+//! `tokenwarden run`: scheduled checks, alert decisions, the email outbox.
+//!
+//! The loop waits for one of: a cron job firing (tokio-cron-scheduler, one job per distinct
+//! schedule), a control message (SIGHUP reload, or a test asking for a check), the next moment
+//! policy could change its mind (a threshold crossing, a repeat falling due, capped at an hour
+//! so a suspended host or a clock jump cannot swallow a warning), or shutdown. Only the *waiting*
+//! races shutdown: once a check starts, it finishes and its state is saved.
+//!
+//! Each check: read the token from its store, inspect it, read the phone number, turn that into
+//! a [`Verdict`] and facts, then settle: assess, decide which emails are due, queue them in the
+//! persistent outbox *before* recording them as sent in the state, then flush the outbox. A
+//! crash between the two writes re-decides the same emails with the same ids, which the outbox
+//! ignores, so nothing is lost and nothing is sent twice.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::{mpsc, oneshot};
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use crate::alert;
+use crate::config::{self, Config, Schedule, StoreConfig, TokenConfig};
+use crate::graph::{self, GraphClient, GraphError};
+use crate::notify::{Email, Mailer, Outbox};
+use crate::policy::{self, Expires, TokenFacts, Verdict};
+use crate::secret::Fingerprint;
+use crate::state::{Snapshot, StateError, StateStore};
+use crate::store::{SecretStore, Store, StoreError};
+
+/// The longest the loop sleeps without re-reading the clock.
+const MAX_SLEEP: Duration = Duration::from_secs(3600);
+
+/// Where "now" comes from. The daemon asks on every wake; it never trusts a sleep's length.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// The real clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// The real clock shifted by an adjustable offset: tests move time forward with it (together
+/// with the sandbox's clock) instead of sleeping.
+#[derive(Debug, Default, Clone)]
+pub struct OffsetClock(Arc<AtomicI64>);
+
+impl OffsetClock {
+    /// Moves this clock forward by `secs`.
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> Timestamp {
+        let t = Timestamp::now().as_second() + self.0.load(Ordering::SeqCst);
+        Timestamp::from_second(t).expect("clock within range")
+    }
+}
+
+/// Requests to a running daemon.
+#[derive(Debug)]
+pub enum Control {
+    /// Check every token now (tests; operators use SIGHUP, which reloads and checks).
+    CheckNow(oneshot::Sender<()>),
+    /// Re-read the config; a broken one is refused and the old one keeps running.
+    Reload(Option<oneshot::Sender<Result<(), String>>>),
+    /// Re-evaluate alerts from what is known, without network (tests).
+    Evaluate(oneshot::Sender<()>),
+}
+
+/// Why the daemon could not start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The config is invalid or a secret it references is unreadable: exit 78.
+    #[error("{0}")]
+    Config(String),
+    /// The state directory cannot be used.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The scheduler failed.
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+}
+
+/// The daemon's working set.
+pub struct Daemon {
+    cfg: Config,
+    graph: GraphClient,
+    mailer: Option<Mailer>,
+    outbox: Outbox,
+    state: StateStore,
+    snap: Snapshot,
+    clock: Arc<dyn Clock>,
+    next_fire: BTreeMap<String, Timestamp>,
+}
+
+impl Daemon {
+    /// Builds the daemon from a validated config: resolves secrets, opens the state.
+    ///
+    /// # Errors
+    /// [`DaemonError::Config`] for unreadable secrets or a bad email setup,
+    /// [`DaemonError::State`] for an unusable state directory.
+    pub fn new(cfg: Config, clock: Arc<dyn Clock>) -> Result<Daemon, DaemonError> {
+        let secret = cfg
+            .meta
+            .app_secret
+            .resolve()
+            .map_err(|e| DaemonError::Config(format!("`meta.app_secret`: {e}")))?;
+        let graph =
+            GraphClient::new(&cfg.meta, secret).map_err(|e| DaemonError::Config(e.to_string()))?;
+        let mailer = match &cfg.email {
+            Some(e) => {
+                Some(Mailer::new(e).map_err(|e| DaemonError::Config(format!("[email]: {e}")))?)
+            }
+            None => None,
+        };
+        let state = StateStore::new(&cfg.state_dir);
+        let snap = state.load()?;
+        let outbox = Outbox::open(&cfg.state_dir).map_err(|source| StateError::Io {
+            path: cfg.state_dir.join("outbox"),
+            source,
+        })?;
+        Ok(Daemon {
+            cfg,
+            graph,
+            mailer,
+            outbox,
+            state,
+            snap,
+            clock,
+            next_fire: BTreeMap::new(),
+        })
+    }
+
+    /// The current config.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Checks every token, then sends what is due.
+    pub async fn check_all(&mut self) {
+        let names: Vec<String> = self.cfg.tokens.iter().map(|t| t.name.clone()).collect();
+        for name in names {
+            self.check(&name).await;
+        }
+        self.flush().await;
+    }
+
+    /// Checks one token and settles its alerts (the caller flushes).
+    pub async fn check(&mut self, name: &str) {
+        let Some(t) = self.cfg.token(name).cloned() else {
+            return;
+        };
+        let (verdict, facts) = observe(&self.cfg, &t, &self.graph).await;
+        let now = self.clock.now();
+        let ts = self.snap.tokens.entry(t.name.clone()).or_default();
+        ts.last_check = Some(now);
+        match &verdict {
+            Verdict::Unreachable { detail } => {
+                ts.failing_since.get_or_insert(now);
+                ts.check_errors += 1;
+                tracing::warn!(token = %t.name, error = %detail, "check failed; will retry on schedule");
+            }
+            Verdict::OwnCredentials { .. } | Verdict::StoreProblem { .. } => {
+                ts.failing_since = None;
+                ts.check_errors += 1;
+            }
+            _ => {
+                ts.failing_since = None;
+                ts.check_errors = 0;
+                ts.last_success = Some(now);
+            }
+        }
+        if facts.is_some() {
+            ts.facts = facts;
+        }
+        ts.verdict = Some(verdict);
+        self.settle(&t, now);
+    }
+
+    /// Re-assesses every token from what is known, without network, and sends what is due.
+    pub async fn evaluate_all(&mut self) {
+        let now = self.clock.now();
+        for t in self.cfg.tokens.clone() {
+            self.settle(&t, now);
+        }
+        self.flush().await;
+    }
+
+    /// Assess, decide, queue, record: the order that makes a crash harmless.
+    fn settle(&mut self, t: &TokenConfig, now: Timestamp) {
+        let Some(ts) = self.snap.tokens.get_mut(&t.name) else {
+            return;
+        };
+        let Some(verdict) = ts.verdict.clone() else {
+            return;
+        };
+        let a = policy::assess(
+            &verdict,
+            ts.facts.as_ref(),
+            ts.failing_since,
+            &t.policy,
+            now,
+        );
+        let fp = ts.facts.as_ref().map(|f| f.fingerprint);
+        let (notices, ledger) = policy::decide(&ts.ledger, &a.conditions, fp, &t.policy, now);
+        if a.state != ts.state.unwrap_or(policy::State::Ok) || ts.state.is_none() {
+            tracing::info!(token = %t.name, state = a.state.word(), "state");
+        }
+        let store_desc = store_description(t, &self.cfg);
+        let hint = store_hint(t);
+        let next_check = self.next_fire.get(&t.name).copied();
+        let mut queued = true;
+        for n in &notices {
+            let ctx = alert::Context {
+                token: &t.name,
+                waba_id: t.waba_id.as_deref(),
+                phone_number_id: t.phone_number_id.as_deref(),
+                store: &store_desc,
+                store_hint: &hint,
+                facts: ts.facts.as_ref(),
+                verdict: &verdict,
+                state: a.state,
+                effective: a.effective,
+                policy: &t.policy,
+                next_check,
+                failing_since: ts.failing_since,
+            };
+            let r = alert::render(&ctx, n, now);
+            let email = Email {
+                id: email_id(&t.name, &n.key),
+                token: t.name.clone(),
+                subject: r.subject.clone(),
+                text: r.text,
+                html: r.html,
+            };
+            if self.mailer.is_some() {
+                match self.outbox.enqueue(&email, now) {
+                    Ok(_) => {
+                        tracing::info!(token = %t.name, email = %email.id, subject = %email.subject, "alert queued")
+                    }
+                    Err(e) => {
+                        // Not recorded as sent: the next pass decides it again.
+                        tracing::error!(token = %t.name, error = %e, "cannot queue alert email");
+                        queued = false;
+                    }
+                }
+            } else {
+                tracing::warn!(token = %t.name, subject = %email.subject, "alert (no [email] configured: logged only)");
+            }
+            ts.last_email = Some((now, r.subject));
+        }
+        if queued {
+            ts.ledger = ledger;
+        }
+        ts.state = Some(a.state);
+        ts.effective = a.effective;
+        ts.next_check = next_check;
+        if let Err(e) = self.state.save(&self.snap) {
+            tracing::error!(error = %e, "cannot save state");
+        }
+    }
+
+    /// Sends what is due from the outbox.
+    pub async fn flush(&mut self) {
+        let Some(mailer) = &self.mailer else { return };
+        if self.outbox.is_empty() {
+            return;
+        }
+        let report = self.outbox.flush(mailer, self.clock.now()).await;
+        for (id, e) in &report.failed {
+            tracing::warn!(email = %id, error = %e, remaining = report.remaining, "email not delivered; kept in the outbox");
+        }
+    }
+
+    /// When the loop should wake next without a cron job: the nearest policy change or outbox
+    /// retry, capped so the clock is re-read at least hourly.
+    fn next_wake(&self) -> Duration {
+        let now = self.clock.now();
+        let mut next: Option<Timestamp> = self.outbox.next_due();
+        for t in &self.cfg.tokens {
+            if let Some(ts) = self.snap.tokens.get(&t.name) {
+                let c = policy::next_change(
+                    ts.facts.as_ref(),
+                    &ts.ledger,
+                    ts.failing_since,
+                    &t.policy,
+                    now,
+                );
+                next = match (next, c) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        match next {
+            Some(t) => {
+                let secs = (t.as_second() - now.as_second()).max(0) as u64;
+                Duration::from_secs(secs).clamp(Duration::from_millis(200), MAX_SLEEP)
+            }
+            None => MAX_SLEEP,
+        }
+    }
+
+    /// Swaps in a new config (after SIGHUP), keeping state, ledger and outbox.
+    ///
+    /// # Errors
+    /// As [`Daemon::new`]; the old config stays in force.
+    pub fn reconfigure(&mut self, cfg: Config) -> Result<(), DaemonError> {
+        let fresh = Daemon::new(cfg, self.clock.clone())?;
+        self.cfg = fresh.cfg;
+        self.graph = fresh.graph;
+        self.mailer = fresh.mailer;
+        self.outbox = fresh.outbox;
+        self.state = fresh.state;
+        self.snap = fresh.snap;
+        Ok(())
+    }
+}
+
+/// A stable, filename-safe email id: the token's name made safe plus a short hash of it (two
+/// names that sanitize alike stay apart), then the ledger's key.
+fn email_id(token: &str, key: &str) -> String {
+    let safe: String = token
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{safe}-{}-{key}", &Fingerprint::of(token).to_string()[..4])
+}
+
+fn store_description(t: &TokenConfig, cfg: &Config) -> String {
+    match &t.store {
+        StoreConfig::File { path, key } => format!(
+            "file store {} entry {}",
+            path.clone()
+                .unwrap_or_else(|| cfg.state_dir.join(crate::store::file::DEFAULT_FILE))
+                .display(),
+            key.as_deref().unwrap_or(&t.name)
+        ),
+        StoreConfig::Aws {
+            secret_id,
+            json_key,
+            ..
+        } => match json_key {
+            Some(k) => format!("AWS secret {secret_id} key {k}"),
+            None => format!("AWS secret {secret_id}"),
+        },
+    }
+}
+
+fn store_hint(t: &TokenConfig) -> String {
+    match &t.store {
+        StoreConfig::File { .. } => format!(
+            "`tokenwarden import --token {}` (paste the token on standard input)",
+            t.name
+        ),
+        StoreConfig::Aws {
+            secret_id,
+            json_key: None,
+            ..
+        } => {
+            format!(
+                "`aws secretsmanager put-secret-value --secret-id {secret_id} --secret-string file:///dev/stdin`"
+            )
+        }
+        StoreConfig::Aws {
+            secret_id,
+            json_key: Some(k),
+            ..
+        } => {
+            format!(
+                "update key {k} of the JSON secret {secret_id} (keep its other keys), for example in the AWS console"
+            )
+        }
+    }
+}
+
+/// Reads, inspects and proves one token; returns the verdict and, when Graph answered, facts.
+pub async fn observe(
+    cfg: &Config,
+    t: &TokenConfig,
+    graph: &GraphClient,
+) -> (Verdict, Option<TokenFacts>) {
+    let store = match Store::open(&t.store, &t.name, &cfg.state_dir).await {
+        Ok(s) => s,
+        Err(e) => {
+            return (
+                Verdict::StoreProblem {
+                    detail: e.to_string(),
+                },
+                None,
+            );
+        }
+    };
+    let token = match store.current().await {
+        Ok(v) => v,
+        Err(e @ StoreError::Unavailable { .. }) => {
+            return (
+                Verdict::Unreachable {
+                    detail: e.to_string(),
+                },
+                None,
+            );
+        }
+        Err(e) => {
+            return (
+                Verdict::StoreProblem {
+                    detail: e.to_string(),
+                },
+                None,
+            );
+        }
+    };
+    let info = match graph.debug_token(&token).await {
+        Ok(i) => i,
+        Err(GraphError::Transient(e)) => {
+            return (
+                Verdict::Unreachable {
+                    detail: e.to_string(),
+                },
+                None,
+            );
+        }
+        // Any refusal of the inspecting call is about tokenwarden's credentials (reference §8).
+        Err(e) => {
+            return (
+                Verdict::OwnCredentials {
+                    detail: e.to_string(),
+                },
+                None,
+            );
+        }
+    };
+    let facts = TokenFacts {
+        fingerprint: token.fingerprint(),
+        app_id: info.app_id.clone(),
+        application: info.application.clone(),
+        token_type: info.token_type.clone(),
+        expires: match info.expires_at {
+            graph::Expiry::Never => Expires::Never,
+            graph::Expiry::At(t) => Expires::At(t),
+            graph::Expiry::Unknown => Expires::Unknown,
+        },
+        data_access_expires_at: info.data_access_expires_at,
+        issued_at: info.issued_at,
+        scopes: info.scopes.clone(),
+        wabas: info.waba_ids(),
+    };
+    if !info.is_valid {
+        let api = info.error.clone().unwrap_or(graph::ApiError {
+            status: 200,
+            code: 190,
+            subcode: None,
+            kind: None,
+            message: String::new(),
+            details: None,
+            fbtrace_id: None,
+        });
+        let expired = api.subcode == Some(463);
+        return (
+            Verdict::Dead {
+                reason: graph::dead_reason(&api),
+                expired,
+            },
+            Some(facts),
+        );
+    }
+    let missing = info.missing_whatsapp_scopes();
+    if !missing.is_empty() {
+        return (
+            Verdict::Unusable {
+                reason: format!("the token lacks {}", missing.join(" and ")),
+            },
+            Some(facts),
+        );
+    }
+    if let Some(w) = &t.waba_id
+        && !info.targets_waba(w)
+    {
+        return (
+            Verdict::Unusable {
+                reason: format!("WhatsApp Business Account {w} is not among the token's targets"),
+            },
+            Some(facts),
+        );
+    }
+    let verdict = match &t.phone_number_id {
+        None => Verdict::Healthy,
+        Some(p) => match graph.phone_number(&token, p).await {
+            Ok(_) => Verdict::Healthy,
+            Err(GraphError::TokenDead(api)) => Verdict::Dead {
+                reason: graph::dead_reason(&api),
+                expired: api.subcode == Some(463),
+            },
+            Err(GraphError::Misconfigured(api)) => Verdict::Unusable {
+                reason: format!("reading phone number {p} failed: {api}"),
+            },
+            Err(GraphError::OwnCredentials(api)) => Verdict::OwnCredentials {
+                detail: api.to_string(),
+            },
+            Err(GraphError::Transient(e)) => Verdict::Unreachable {
+                detail: e.to_string(),
+            },
+        },
+    };
+    (verdict, Some(facts))
+}
+
+/// The running cron jobs and the offsets their time zones had when they were made.
+struct Scheduler {
+    inner: JobScheduler,
+    jobs: Vec<(uuid::Uuid, Vec<String>)>,
+    offsets: BTreeMap<String, i32>,
+}
+
+fn offset_secs(tz: &str, now: Timestamp) -> i32 {
+    jiff::tz::TimeZone::get(tz)
+        .map(|z| z.to_offset(now).seconds())
+        .unwrap_or(0)
+}
+
+impl Scheduler {
+    /// One job per distinct schedule; each sends its tokens' names down `tx` when it fires.
+    async fn start(
+        cfg: &Config,
+        tx: mpsc::Sender<String>,
+        now: Timestamp,
+    ) -> Result<Scheduler, DaemonError> {
+        let err =
+            |e: tokio_cron_scheduler::JobSchedulerError| DaemonError::Scheduler(e.to_string());
+        let inner = JobScheduler::new().await.map_err(err)?;
+        let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for t in &cfg.tokens {
+            let Schedule { cron, timezone } = &t.schedule;
+            groups
+                .entry((cron.clone(), timezone.clone()))
+                .or_default()
+                .push(t.name.clone());
+        }
+        let mut jobs = Vec::new();
+        let mut offsets = BTreeMap::new();
+        for ((cron, tz), names) in groups {
+            // tokio-cron-scheduler freezes a zone's offset when the job is made; the loop
+            // rebuilds the jobs when the offset changes, which is how DST is followed.
+            let secs = offset_secs(&tz, now);
+            offsets.insert(tz.clone(), secs);
+            let offset = chrono::FixedOffset::east_opt(secs)
+                .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"));
+            let tx = tx.clone();
+            let fire = names.clone();
+            let job = Job::new_async_tz(cron.as_str(), offset, move |_id, _lock| {
+                let tx = tx.clone();
+                let names = fire.clone();
+                Box::pin(async move {
+                    for n in names {
+                        let _ = tx.send(n).await;
+                    }
+                })
+            })
+            .map_err(err)?;
+            let id = inner.add(job).await.map_err(err)?;
+            jobs.push((id, names));
+        }
+        inner.start().await.map_err(err)?;
+        Ok(Scheduler {
+            inner,
+            jobs,
+            offsets,
+        })
+    }
+
+    /// Whether any zone's offset moved (a DST change) since the jobs were made.
+    fn offsets_changed(&self, now: Timestamp) -> bool {
+        self.offsets
+            .iter()
+            .any(|(tz, secs)| offset_secs(tz, now) != *secs)
+    }
+
+    /// Next fire time per token name.
+    async fn next_fires(&mut self) -> BTreeMap<String, Timestamp> {
+        let mut out = BTreeMap::new();
+        for (id, names) in &self.jobs {
+            if let Ok(Some(t)) = self.inner.next_tick_for_job(*id).await
+                && let Ok(ts) = Timestamp::from_second(t.timestamp())
+            {
+                for n in names {
+                    out.insert(n.clone(), ts);
+                }
+            }
+        }
+        out
+    }
+
+    async fn stop(mut self) {
+        let _ = self.inner.shutdown().await;
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves.
+///
+/// # Errors
+/// [`DaemonError::Config`] when the config or a secret it references is unusable at start
+/// (the caller exits 78); other errors when the state directory or scheduler fail.
+pub async fn run(
+    config_path: PathBuf,
+    clock: Arc<dyn Clock>,
+    mut control: mpsc::Receiver<Control>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let loaded = config::load(&config_path).map_err(|e| DaemonError::Config(e.to_string()))?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut d = Daemon::new(loaded.config, clock.clone())?;
+    let (tx, mut rx) = mpsc::channel::<String>(1024);
+    let mut sched = Scheduler::start(&d.cfg, tx.clone(), clock.now()).await?;
+    d.next_fire = sched.next_fires().await;
+    tracing::info!(
+        tokens = d.cfg.tokens.len(),
+        email = d
+            .mailer
+            .as_ref()
+            .map(Mailer::describe)
+            .unwrap_or_else(|| "none (alerts are logged only)".into()),
+        "tokenwarden started"
+    );
+    d.check_all().await;
+    tokio::pin!(shutdown);
+    loop {
+        let sleep = d.next_wake();
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            Some(c) = control.recv() => match c {
+                Control::CheckNow(done) => {
+                    d.check_all().await;
+                    let _ = done.send(());
+                }
+                Control::Evaluate(done) => {
+                    d.evaluate_all().await;
+                    let _ = done.send(());
+                }
+                Control::Reload(done) => {
+                    let outcome = match config::load(&config_path) {
+                        Err(e) => Err(e.to_string()),
+                        Ok(l) => d.reconfigure(l.config).map_err(|e| e.to_string()),
+                    };
+                    match &outcome {
+                        Ok(()) => {
+                            tracing::info!("configuration reloaded");
+                            sched.stop().await;
+                            sched = Scheduler::start(&d.cfg, tx.clone(), clock.now()).await?;
+                            d.next_fire = sched.next_fires().await;
+                            d.check_all().await;
+                        }
+                        Err(e) => tracing::error!("reload refused, the previous configuration keeps running: {e}"),
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(outcome);
+                    }
+                }
+            },
+            Some(name) = rx.recv() => {
+                d.next_fire = sched.next_fires().await;
+                d.check(&name).await;
+                // Drain the rest of this firing so a group is flushed once.
+                while let Ok(more) = rx.try_recv() {
+                    d.check(&more).await;
+                }
+                d.flush().await;
+            }
+            _ = tokio::time::sleep(sleep) => {
+                if sched.offsets_changed(clock.now()) {
+                    tracing::info!("time-zone offset changed (daylight saving): rescheduling");
+                    sched.stop().await;
+                    sched = Scheduler::start(&d.cfg, tx.clone(), clock.now()).await?;
+                    d.next_fire = sched.next_fires().await;
+                }
+                d.evaluate_all().await;
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    sched.stop().await;
+    Ok(())
+}
