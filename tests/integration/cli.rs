@@ -237,3 +237,72 @@ async fn import_stores_a_pasted_token_and_refuses_a_wrong_paste() {
         .unwrap();
     assert_eq!(r.code, 0, "the imported token passes doctor: {r:?}");
 }
+
+#[tokio::test]
+async fn check_exit_codes_follow_the_monitoring_plugin_convention() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), sandbox::Scenario::demo())
+        .await
+        .unwrap();
+    let healthy = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let soon = sb.issue_token(
+        TokenSpec::system_user_60d()
+            .wabas(&[sandbox::DEMO_WABA_ID])
+            .expiring_in(5 * 86_400),
+    );
+    let revoked = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    sb.invalidate(&revoked, 466);
+    let ws = Workspace::new(
+        &sb,
+        &[
+            TokenEntry::new("healthy", &healthy),
+            TokenEntry::new("soon", &soon),
+            TokenEntry::new("revoked", &revoked),
+        ],
+    );
+    let cfg = ws.config.to_str().unwrap().to_string();
+    let c = cfg.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        ["healthy", "soon", "revoked"].map(|t| run(&["--config", &c, "check", "--token", t], &[]))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        results.iter().map(|r| r.code).collect::<Vec<_>>(),
+        vec![0, 1, 2],
+        "{results:#?}"
+    );
+    assert!(
+        results[1]
+            .stdout
+            .starts_with("WARNING soon: deadline in 5 days"),
+        "{:?}",
+        results[1]
+    );
+    let c = cfg.clone();
+    let all = tokio::task::spawn_blocking(move || run(&["--config", &c, "check", "--json"], &[]))
+        .await
+        .unwrap();
+    assert_eq!(all.code, 2, "{all:?}");
+    let v: serde_json::Value = serde_json::from_str(&all.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3);
+    for r in results.iter().chain([&all]) {
+        crate::util::assert_no_leak(&r.all(), &[&healthy, &soon, &revoked], "check output");
+    }
+    // Graph unreachable: UNKNOWN (3), never "invalid".
+    let text = std::fs::read_to_string(&ws.config).unwrap().replace(
+        &sb.base_url(),
+        &format!("http://127.0.0.1:{}", crate::util::free_port()),
+    );
+    write_private(&ws.config, &text);
+    let c = cfg.clone();
+    let down = tokio::task::spawn_blocking(move || {
+        run(&["--config", &c, "check", "--token", "healthy"], &[])
+    })
+    .await
+    .unwrap();
+    assert_eq!(down.code, 3, "{down:?}");
+    assert!(
+        down.stdout.starts_with("UNKNOWN healthy: cannot check"),
+        "{down:?}"
+    );
+}

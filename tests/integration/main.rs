@@ -7,6 +7,7 @@ mod util;
 
 mod aws_store;
 mod cli;
+mod daemon;
 mod doctor;
 mod graph_client;
 mod notify;

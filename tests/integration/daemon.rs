@@ -1,0 +1,472 @@
+//! The daemon against the Graph sandbox and a real SMTP server on loopback. Time moves by the
+//! sandbox's clock and the daemon's `OffsetClock` together, never by sleeping.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokenwarden::daemon::{self, Control, OffsetClock};
+use tokenwarden::sandbox::{self, Endpoint, Fault, Sandbox, Scenario, TokenSpec};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::util::{SinkOpts, SmtpSink, TokenEntry, Workspace, assert_no_leak, free_port};
+
+const DAY: i64 = 86_400;
+
+/// A daemon running in this process.
+struct Running {
+    ctl: mpsc::Sender<Control>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
+}
+
+impl Running {
+    fn start(config: &Path, clock: &OffsetClock) -> Running {
+        let (ctl, rx) = mpsc::channel(8);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(daemon::run(
+            config.to_path_buf(),
+            Arc::new(clock.clone()),
+            rx,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Running {
+            ctl,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn check_now(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.ctl.send(Control::CheckNow(tx)).await.unwrap();
+        rx.await.unwrap();
+    }
+
+    async fn evaluate(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.ctl.send(Control::Evaluate(tx)).await.unwrap();
+        rx.await.unwrap();
+    }
+
+    async fn reload(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.ctl.send(Control::Reload(Some(tx))).await.unwrap();
+        rx.await.unwrap()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// `[meta]` tail plus daemon sections: no scheduled checks during the test (checks happen on
+/// `check_now`), plain SMTP to the sink's port, thresholds from Meta's expiry only.
+fn sections(smtp_port: u16, extra_alerts: &str) -> String {
+    format!(
+        "attempts = 1\ntimeout = \"5s\"\n\
+         [schedule]\ncron = \"0 0 0 1 1 *\"\n\
+         [alerts]\nmax_age = \"never\"\n{extra_alerts}\n\
+         [email]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {smtp_port}\ntls = \"none\"\n\
+         from = \"tokenwarden <tw@example.com>\"\nto = [\"oncall@example.com\", \"backup@example.com\"]\ntimeout = \"5s\"\n"
+    )
+}
+
+/// The Subject of every message, unfolded (long headers wrap onto indented lines).
+fn subjects(sink: &SmtpSink) -> Vec<String> {
+    sink.messages()
+        .iter()
+        .map(|(_, raw)| {
+            let mut lines = raw.lines().skip_while(|l| !l.starts_with("Subject: "));
+            let mut subject = lines
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("Subject: ")
+                .to_string();
+            for cont in lines.take_while(|l| l.starts_with(' ') || l.starts_with('\t')) {
+                subject.push(' ');
+                subject.push_str(cont.trim());
+            }
+            subject
+        })
+        .collect()
+}
+
+/// Moves both clocks so that `left` seconds remain before `expires_at`.
+fn step_to(sb: &Sandbox, clock: &OffsetClock, expires_at: i64, left: i64) {
+    let delta = (expires_at - left) - sb.now();
+    sb.advance_clock(delta);
+    clock.advance(delta);
+}
+
+fn expiry_of(sb: &Sandbox) -> i64 {
+    // A 60-day token's expiry, as the sandbox sets it: 60 days on, rounded up to the hour.
+    let t = sb.now() + 60 * DAY;
+    (t + 3599) / 3600 * 3600
+}
+
+fn state_dir(config: &Path) -> PathBuf {
+    config.parent().unwrap().to_path_buf()
+}
+
+#[tokio::test]
+async fn thresholds_are_emailed_in_order_each_once_then_recovery() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let expires = expiry_of(&sb);
+    let token = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry::new("billbytekot-prod", &token)],
+        &sections(sink.port, ""),
+    );
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+
+    let mut seen = 0;
+    for (left, want) in [
+        (15 * DAY, None),
+        (
+            7 * DAY,
+            Some("[tokenwarden] WARNING billbytekot-prod: WhatsApp token expires in 7 days"),
+        ),
+        (7 * DAY - 3600, None),
+        (
+            3 * DAY,
+            Some("[tokenwarden] WARNING billbytekot-prod: WhatsApp token expires in 3 days"),
+        ),
+        (
+            DAY,
+            Some("[tokenwarden] CRITICAL billbytekot-prod: WhatsApp token expires in 24 hours"),
+        ),
+        (DAY - 3600, None),
+        (
+            0,
+            Some("[tokenwarden] EXPIRED billbytekot-prod: WhatsApp token expired"),
+        ),
+        (-3600, None),
+    ] {
+        step_to(&sb, &clock, expires, left);
+        d.check_now().await;
+        d.evaluate().await;
+        let got = subjects(&sink);
+        match want {
+            Some(w) => {
+                assert_eq!(got.len(), seen + 1, "at {left}s left: {got:#?}");
+                assert!(got[seen].starts_with(w), "at {left}s left: {:?}", got[seen]);
+                seen += 1;
+            }
+            None => assert_eq!(got.len(), seen, "nothing new at {left}s left: {got:#?}"),
+        }
+    }
+    // Expired repeats after repeat_interval (24 h), not before.
+    step_to(&sb, &clock, expires, -DAY - 60);
+    d.check_now().await;
+    assert_eq!(subjects(&sink).len(), seen + 1, "{:#?}", subjects(&sink));
+    seen += 1;
+
+    // A person puts a new token in place: one recovery email.
+    let fresh = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    tokenwarden::store::file::FileStore::new(ws.store.clone(), "billbytekot-prod".into())
+        .import_current(
+            &tokenwarden::secret::Secret::new(fresh.clone()),
+            jiff::Timestamp::now(),
+        )
+        .unwrap();
+    d.check_now().await;
+    d.check_now().await;
+    let got = subjects(&sink);
+    assert_eq!(got.len(), seen + 1, "{got:#?}");
+    assert!(
+        got[seen].starts_with("[tokenwarden] RESOLVED billbytekot-prod"),
+        "{got:#?}"
+    );
+
+    // Every message: two recipients, threaded by token, multipart, no secret anywhere.
+    let msgs = sink.messages();
+    let thread: Vec<&str> = msgs
+        .iter()
+        .map(|(_, raw)| {
+            raw.lines()
+                .find(|l| l.starts_with("References:"))
+                .unwrap_or("")
+        })
+        .collect();
+    assert!(
+        thread.iter().all(|t| !t.is_empty() && *t == thread[0]),
+        "{thread:?}"
+    );
+    for (env, raw) in &msgs {
+        assert_eq!(env["rcpt_tos"].as_array().unwrap().len(), 2);
+        assert!(raw.contains("text/plain") && raw.contains("text/html"));
+        assert_no_leak(raw, &[&token, &fresh, sandbox::DEMO_APP_SECRET], "an email");
+    }
+    let mut on_disk = String::new();
+    for f in walk(&state_dir(&ws.config)) {
+        if f.file_name().unwrap() != "tokens.json" && f.file_name().unwrap() != "app-secret" {
+            on_disk.push_str(&String::from_utf8_lossy(&std::fs::read(&f).unwrap()));
+        }
+    }
+    assert_no_leak(
+        &on_disk,
+        &[&token, &fresh, sandbox::DEMO_APP_SECRET],
+        "state and outbox files",
+    );
+    d.stop().await;
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn smtp_down_then_up_delivers_every_email_once_across_a_restart() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let port = free_port();
+    let expires = expiry_of(&sb);
+    let token = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let ws = Workspace::with_meta(&sb, &[TokenEntry::new("prod", &token)], &sections(port, ""));
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    step_to(&sb, &clock, expires, 7 * DAY);
+    d.check_now().await; // SMTP is down: the warning waits in the outbox.
+    step_to(&sb, &clock, expires, 3 * DAY);
+    d.check_now().await;
+    let outbox = state_dir(&ws.config).join("outbox");
+    let queued = std::fs::read_dir(&outbox)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .count();
+    assert_eq!(queued, 2, "both warnings are kept");
+    // The daemon restarts while SMTP is still down: nothing is lost.
+    d.stop().await;
+    let d = Running::start(&ws.config, &clock);
+    d.check_now().await;
+    let sink = SmtpSink::start(&SinkOpts {
+        port: Some(port),
+        ..SinkOpts::default()
+    });
+    clock.advance(2 * 3600); // past the outbox's backoff
+    sb.advance_clock(2 * 3600);
+    d.evaluate().await;
+    d.evaluate().await;
+    d.check_now().await;
+    let got = subjects(&sink);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(
+        got[0].contains("expires in 7 days") && got[1].contains("expires in 3 days"),
+        "{got:#?}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_single_failure_never_alerts_but_a_persistent_one_says_cannot_check() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let token = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry::new("prod", &token)],
+        &sections(sink.port, "cannot_check_after = \"2h\""),
+    );
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    d.check_now().await;
+    sb.add_fault(Fault::server_error(Endpoint::DebugToken, 503, 2));
+    d.check_now().await;
+    sb.add_fault(Fault::delay(Endpoint::DebugToken, 6000));
+    d.check_now().await;
+    sb.add_fault(Fault::html(Endpoint::DebugToken));
+    d.check_now().await;
+    assert!(
+        subjects(&sink).is_empty(),
+        "transient failures alone never alert: {:#?}",
+        subjects(&sink)
+    );
+    clock.advance(3 * 3600);
+    sb.add_fault(Fault::html(Endpoint::DebugToken));
+    d.check_now().await;
+    let got = subjects(&sink);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("[tokenwarden] UNKNOWN prod: cannot check the WhatsApp token for"),
+        "{got:#?}"
+    );
+    assert!(!got[0].contains("INVALID") && !got[0].contains("EXPIRED"));
+    // Graph answers again: one recovery.
+    d.check_now().await;
+    let got = subjects(&sink);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(got[1].contains("RESOLVED"), "{got:#?}");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_reset_app_secret_sends_the_credentials_email_and_never_rotates() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let token = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry::new("prod", &token)],
+        &sections(sink.port, ""),
+    );
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    d.check_now().await;
+    sb.reset_app_secret("0123456789abcdef0123456789abcdef");
+    d.check_now().await;
+    let got = subjects(&sink);
+    assert_eq!(
+        got,
+        vec![
+            "[tokenwarden] CONFIG prod: Meta refused tokenwarden's own app credentials".to_string()
+        ]
+    );
+    let body = &sink.messages()[0].1;
+    assert!(body.contains("App settings > Basic"), "{body}");
+    let stats = sb.stats();
+    assert_eq!((stats.refreshed, stats.minted, stats.revoked), (0, 0, 0));
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_broken_config_on_reload_is_refused_and_the_old_one_keeps_running() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let token = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry::new("prod", &token)],
+        &sections(sink.port, ""),
+    );
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    d.check_now().await;
+    let good = std::fs::read_to_string(&ws.config).unwrap();
+    crate::util::write_private(
+        &ws.config,
+        &good.replace("[alerts]", "[alerts]\ncolour = \"red\""),
+    );
+    let e = d.reload().await.unwrap_err();
+    assert!(e.contains("colour"), "{e}");
+    d.check_now().await; // still running on the old config
+    crate::util::write_private(&ws.config, &good);
+    d.reload().await.unwrap();
+    d.stop().await;
+}
+
+/// The real binary, real clock: a warning arrives, a SIGKILL and restart does not repeat it,
+/// `status` shows it, SIGTERM stops cleanly, and no token reaches stdout or stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_survives_sigkill_without_repeating_and_stops_on_sigterm() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let token = sb.issue_token(
+        TokenSpec::system_user_60d()
+            .wabas(&[sandbox::DEMO_WABA_ID])
+            .expiring_in(2 * DAY + 600),
+    );
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry::new("prod", &token)],
+        &sections(sink.port, ""),
+    );
+    let spawn = |cfg: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+            .args(["--config", cfg.to_str().unwrap(), "run"])
+            .env("TOKENWARDEN_LOG", "tokenwarden=debug,warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait_for = |n: usize| {
+        for _ in 0..100 {
+            if sink.messages().len() >= n {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("expected {n} emails, got {:#?}", subjects(&sink));
+    };
+    let mut first = spawn(&ws.config);
+    tokio::task::block_in_place(|| wait_for(1));
+    first.kill().unwrap();
+    let out1 = first.wait_with_output().unwrap();
+    assert!(
+        subjects(&sink)[0]
+            .starts_with("[tokenwarden] WARNING prod: WhatsApp token expires in 2 days"),
+        "{:#?}",
+        subjects(&sink)
+    );
+
+    let second = spawn(&ws.config);
+    // Wait until the restarted daemon has checked (its state's last_check moves on).
+    let before = std::fs::read_to_string(state_dir(&ws.config).join("state.json")).unwrap();
+    tokio::task::block_in_place(|| {
+        for _ in 0..100 {
+            if std::fs::read_to_string(state_dir(&ws.config).join("state.json")).unwrap() != before
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    let status = crate::util::run(&["--config", ws.config.to_str().unwrap(), "status"], &[]);
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(
+        status.stdout.contains("WARNING prod") && status.stdout.contains("last email"),
+        "{status:?}"
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status();
+    let out2 = tokio::task::block_in_place(|| second.wait_with_output().unwrap());
+    assert_eq!(
+        out2.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out2.stderr)
+    );
+    assert_eq!(
+        sink.messages().len(),
+        1,
+        "no repeat after the restart: {:#?}",
+        subjects(&sink)
+    );
+    let logs = format!(
+        "{}{}{}{}",
+        String::from_utf8_lossy(&out1.stdout),
+        String::from_utf8_lossy(&out1.stderr),
+        String::from_utf8_lossy(&out2.stdout),
+        String::from_utf8_lossy(&out2.stderr)
+    );
+    assert!(logs.contains("alert queued"), "{logs}");
+    assert_no_leak(&logs, &[&token, sandbox::DEMO_APP_SECRET], "daemon logs");
+}
