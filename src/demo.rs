@@ -5,6 +5,16 @@
 //! common production mistake), writes a throw-away config, app secret and file store into a
 //! temporary directory, loads them through the same code paths a real deployment uses, and
 //! prints the doctor checklist.
+//!
+//! Then it runs the daemon for about a minute on a token that expires in under a minute, with
+//! thresholds in seconds and emails written to a folder, so the warnings, the critical alert,
+//! the expiry alert and (after the demo puts a new token in place) the recovery arrive while
+//! you watch. `pace` sets the length of one step of that timeline (5 s by default).
+//!
+//! Then it runs the daemon for about a minute on a token that expires in under a minute, with
+//! thresholds in seconds and emails written to a folder, so the warnings, the critical alert,
+//! the expiry alert and (after the demo puts a new token in place) the recovery arrive while
+//! you watch. `pace` sets the length of one step of that timeline (5 s by default).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,39 +44,37 @@ pub enum DemoError {
 ///
 /// # Errors
 /// [`DemoError`] when the sandbox or the temporary files cannot be set up.
-pub async fn run() -> Result<(), DemoError> {
+pub async fn run(pace_secs: u64) -> Result<(), DemoError> {
     let scenario = sandbox::Scenario::demo();
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("constant address");
     let sb = Sandbox::start(listen, scenario)
         .await
         .map_err(|e| DemoError::Sandbox(e.to_string()))?;
-    let dir = tempfile_dir()?;
-    let result = run_in(&sb, dir.path()).await;
+    let dir = demo_dir()?;
+    let mut result = run_in(&sb, &dir).await;
+    if result.is_ok() && pace_secs > 0 {
+        result = run_daemon(&sb, &dir, pace_secs).await;
+    }
     sb.shutdown().await;
+    if result.is_ok() {
+        println!(
+            "\nThe demo's files are kept in {} (the tokens there are sandbox tokens); delete it when done.",
+            dir.display()
+        );
+    }
     result
 }
 
-/// A temporary directory removed on drop.
-struct TempDir(std::path::PathBuf);
-impl TempDir {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempfile_dir() -> std::io::Result<TempDir> {
+/// A fresh private directory for the demo's files. It is kept after the demo so the config,
+/// the state and the emails can be read; the demo prints where it is.
+fn demo_dir() -> std::io::Result<std::path::PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let base = std::env::temp_dir().join(format!("tokenwarden-demo-{}", std::process::id()));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .recursive(true)
         .create(&base)?;
-    Ok(TempDir(base))
+    Ok(base)
 }
 
 async fn run_in(sb: &Sandbox, dir: &Path) -> Result<(), DemoError> {
@@ -144,4 +152,167 @@ waba_id = "{waba}"
         "Next: write your own config (README, \"Configuration\"), then run `tokenwarden doctor`."
     );
     Ok(())
+}
+
+/// The daemon part: one token through warning, critical, expired and recovery.
+async fn run_daemon(sb: &Sandbox, dir: &Path, u: u64) -> Result<(), DemoError> {
+    let u_i = u as i64;
+    let token = sb.issue_token(
+        TokenSpec::system_user_60d()
+            .wabas(&[sandbox::DEMO_WABA_ID])
+            .expiring_in(11 * u_i),
+    );
+    let store = FileStore::new(dir.join("tokens.json"), "shop-a".into());
+    store
+        .import_current(&Secret::new(token), jiff::Timestamp::now())
+        .map_err(|e| DemoError::Config(e.to_string()))?;
+    let mail = dir.join("mail");
+    let cron = if u == 1 {
+        "* * * * * *".to_string()
+    } else {
+        format!("*/{u} * * * * *")
+    };
+    let config_path = dir.join("daemon.toml");
+    let text = format!(
+        r#"# A throw-away daemon config written by `tokenwarden demo`.
+state_dir = "{dir}"
+
+[meta]
+app_id = "{app}"
+app_secret = {{ file = "{secret}" }}
+base_url = "{base}"
+
+[schedule]
+cron = "{cron}"
+
+[alerts]
+thresholds = ["{t1}s", "{t2}s", "{t3}s"]
+repeat_interval = "{rep}s"
+max_age = "never"
+
+[email]
+kind = "folder"
+path = "{mail}"
+from = "tokenwarden <tokenwarden@localhost>"
+to = ["oncall@localhost"]
+
+[[token]]
+name = "shop-a"
+phone_number_id = "{phone}"
+waba_id = "{waba}"
+"#,
+        dir = dir.display(),
+        app = sandbox::DEMO_APP_ID,
+        secret = dir.join("app-secret").display(),
+        base = sb.base_url(),
+        t1 = 8 * u,
+        t2 = 5 * u,
+        t3 = 2 * u,
+        rep = 20 * u,
+        mail = mail.display(),
+        phone = sandbox::DEMO_PHONE_NUMBER_ID,
+        waba = sandbox::DEMO_WABA_ID,
+    );
+    crate::fsutil::write_atomic(&config_path, text.as_bytes(), 0o600)?;
+    println!();
+    println!("The daemon at work");
+    println!("==================");
+    println!(
+        "Token \"shop-a\" expires in {} seconds. Thresholds: {}s, {}s and {}s before expiry;",
+        11 * u,
+        8 * u,
+        5 * u,
+        2 * u
+    );
+    println!(
+        "a check every {u}s; emails go to {} as .eml files. Watch them arrive:\n",
+        mail.display()
+    );
+
+    let started = std::time::Instant::now();
+    let (_ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(1);
+    let daemon = tokio::spawn(crate::daemon::run(
+        config_path.clone(),
+        std::sync::Arc::new(crate::daemon::SystemClock),
+        ctl_rx,
+        tokio::time::sleep(std::time::Duration::from_secs(14 * u)),
+    ));
+    let mut shown = std::collections::BTreeSet::new();
+    let mut renewed = false;
+    let show = |shown: &mut std::collections::BTreeSet<std::path::PathBuf>| {
+        for subject in new_mail(&mail, shown) {
+            println!("  [+{:>3}s] email: {subject}", started.elapsed().as_secs());
+        }
+    };
+    while !daemon.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        show(&mut shown);
+        if !renewed && started.elapsed() >= std::time::Duration::from_millis(12_500 * u) {
+            renewed = true;
+            let fresh =
+                sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+            store
+                .import_current(&Secret::new(fresh), jiff::Timestamp::now())
+                .map_err(|e| DemoError::Config(e.to_string()))?;
+            println!(
+                "  [+{:>3}s] a person stores a new 60-day token (`tokenwarden import --token shop-a`)",
+                started.elapsed().as_secs()
+            );
+        }
+    }
+    match daemon.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(DemoError::Config(e.to_string())),
+        Err(e) => return Err(DemoError::Config(e.to_string())),
+    }
+    show(&mut shown);
+    println!(
+        "\n$ tokenwarden --config {} status\n",
+        config_path.display()
+    );
+    let cfg = config::load(&config_path)
+        .map_err(|e| DemoError::Config(e.to_string()))?
+        .config;
+    let snap = crate::state::StateStore::new(dir)
+        .load()
+        .map_err(|e| DemoError::Config(e.to_string()))?;
+    print!(
+        "{}",
+        crate::check::render_status(&crate::check::status(&cfg, &snap), jiff::Timestamp::now())
+    );
+    println!("\nOpen any .eml file above in a mail client to read the whole alert.");
+    Ok(())
+}
+
+/// Subjects of the .eml files not shown yet, oldest first.
+fn new_mail(dir: &Path, shown: &mut std::collections::BTreeSet<std::path::PathBuf>) -> Vec<String> {
+    let mut fresh = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "eml") && !shown.contains(&p) {
+            let modified = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let mut lines = text.lines().skip_while(|l| !l.starts_with("Subject: "));
+            let mut subject = lines
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("Subject: ")
+                .to_string();
+            // Long headers are folded onto indented lines.
+            for cont in lines.take_while(|l| l.starts_with(' ') || l.starts_with('\t')) {
+                subject.push(' ');
+                subject.push_str(cont.trim());
+            }
+            shown.insert(p);
+            fresh.push((modified, subject));
+        }
+    }
+    fresh.sort();
+    fresh.into_iter().map(|(_, s)| s).collect()
 }

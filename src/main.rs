@@ -50,8 +50,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// See tokenwarden work in seconds: a local Graph sandbox, two tokens, a doctor run
-    Demo,
+    /// See tokenwarden work: a local Graph sandbox, a doctor run, then a minute of the daemon
+    Demo {
+        /// Seconds per step of the daemon's timeline (the daemon part takes 14 steps; 0 skips it)
+        #[arg(long, default_value_t = 5)]
+        pace: u64,
+    },
     /// Check every token the way the runbook does by hand, as a checklist with fixes
     Doctor {
         /// Only this token
@@ -178,7 +182,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Demo => tokenwarden::demo::run().await.context("the demo failed"),
+        Command::Demo { pace } => tokenwarden::demo::run(pace)
+            .await
+            .context("the demo failed"),
         Command::Sandbox { listen, scenario } => run_sandbox(listen, scenario).await,
         Command::Config {
             command: ConfigCommand::Check,

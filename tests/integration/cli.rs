@@ -134,8 +134,8 @@ fn a_missing_config_file_exits_78_naming_the_path_and_the_env_variable_is_honour
 }
 
 #[test]
-fn demo_runs_with_no_config_and_shows_a_healthy_and_a_flagged_token() {
-    let r = run(&["demo"], &[]);
+fn demo_runs_with_no_config_and_shows_a_healthy_and_a_flagged_token_then_the_daemon() {
+    let r = run(&["demo", "--pace", "2"], &[]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         r.stdout.contains("billbytekot-prod") && r.stdout.contains("billbytekot-staging"),
@@ -148,6 +148,27 @@ fn demo_runs_with_no_config_and_shows_a_healthy_and_a_flagged_token() {
     );
     assert!(r.stdout.contains("+1 555-010-4477"), "{r:?}");
     assert!(!r.all().contains(sandbox::DEMO_APP_SECRET), "{r:?}");
+    // The daemon part: each alert once, in order, then the recovery after the new token.
+    let emails: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once("email: ").map(|(_, s)| s))
+        .collect();
+    let expected = [
+        "[tokenwarden] WARNING shop-a: WhatsApp token expires in 16 seconds",
+        "[tokenwarden] WARNING shop-a: WhatsApp token expires in 10 seconds",
+        "[tokenwarden] CRITICAL shop-a: WhatsApp token expires in 4 seconds",
+        "[tokenwarden] EXPIRED shop-a: WhatsApp token expired",
+        "[tokenwarden] RESOLVED shop-a: WhatsApp token healthy again",
+    ];
+    assert_eq!(emails.len(), expected.len(), "{r:?}");
+    for (got, want) in emails.iter().zip(expected) {
+        assert!(got.starts_with(want), "{got:?} is not {want:?}\n{r:?}");
+    }
+    assert!(
+        r.stdout.contains("OK shop-a"),
+        "status shows the recovered token: {r:?}"
+    );
 }
 
 #[test]
@@ -247,7 +268,7 @@ async fn check_exit_codes_follow_the_monitoring_plugin_convention() {
     let soon = sb.issue_token(
         TokenSpec::system_user_60d()
             .wabas(&[sandbox::DEMO_WABA_ID])
-            .expiring_in(5 * 86_400),
+            .expiring_in(5 * 86_400 + 3600),
     );
     let revoked = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
     sb.invalidate(&revoked, 466);
@@ -291,7 +312,8 @@ async fn check_exit_codes_follow_the_monitoring_plugin_convention() {
     // Graph unreachable: UNKNOWN (3), never "invalid".
     let text = std::fs::read_to_string(&ws.config).unwrap().replace(
         &sb.base_url(),
-        &format!("http://127.0.0.1:{}", crate::util::free_port()),
+        // Nothing listens on port 9, and no test binds it.
+        "http://127.0.0.1:9",
     );
     write_private(&ws.config, &text);
     let c = cfg.clone();

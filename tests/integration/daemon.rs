@@ -8,7 +8,7 @@ use tokenwarden::daemon::{self, Control, OffsetClock};
 use tokenwarden::sandbox::{self, Endpoint, Fault, Sandbox, Scenario, TokenSpec};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::util::{SinkOpts, SmtpSink, TokenEntry, Workspace, assert_no_leak, free_port};
+use crate::util::{SinkOpts, SmtpSink, TokenEntry, Workspace, assert_no_leak};
 
 const DAY: i64 = 86_400;
 
@@ -237,10 +237,18 @@ async fn smtp_down_then_up_delivers_every_email_once_across_a_restart() {
     let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
         .await
         .unwrap();
-    let port = free_port();
+    // "Down" is a port held by a listener that never answers: unlike a freed port, no other
+    // test's server can take it meanwhile. Connections hang until the email timeout (1 s).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
     let expires = expiry_of(&sb);
     let token = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
-    let ws = Workspace::with_meta(&sb, &[TokenEntry::new("prod", &token)], &sections(port, ""));
+    let meta = sections(port, "").replace(
+        "backup@example.com\"]\ntimeout = \"5s\"",
+        "backup@example.com\"]\ntimeout = \"1s\"",
+    );
+    assert!(meta.contains("timeout = \"1s\""));
+    let ws = Workspace::with_meta(&sb, &[TokenEntry::new("prod", &token)], &meta);
     let clock = OffsetClock::default();
     let d = Running::start(&ws.config, &clock);
     step_to(&sb, &clock, expires, 7 * DAY);
@@ -258,6 +266,7 @@ async fn smtp_down_then_up_delivers_every_email_once_across_a_restart() {
     d.stop().await;
     let d = Running::start(&ws.config, &clock);
     d.check_now().await;
+    drop(silent);
     let sink = SmtpSink::start(&SinkOpts {
         port: Some(port),
         ..SinkOpts::default()
