@@ -703,3 +703,26 @@ pub async fn run(
     sched.stop().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dst_change_moves_the_offset_that_triggers_rescheduling() {
+        // 2026-03-08 is the US spring-forward day: PST (-8 h) before, PDT (-7 h) after.
+        let before = Timestamp::from_second(1_772_928_000).unwrap(); // 2026-03-08 00:00 UTC
+        let after = Timestamp::from_second(1_773_014_400).unwrap(); // 2026-03-09 00:00 UTC
+        assert_eq!(offset_secs("America/Los_Angeles", before), -8 * 3600);
+        assert_eq!(offset_secs("America/Los_Angeles", after), -7 * 3600);
+        assert_eq!(offset_secs("UTC", after), 0);
+    }
+
+    #[test]
+    fn email_ids_are_safe_and_distinct_for_lookalike_names() {
+        let a = email_id("shop.a", "warn-604800s-abcd1234");
+        let b = email_id("shop-a", "warn-604800s-abcd1234");
+        assert_ne!(a, b);
+        assert!(crate::notify::Email::valid_id(&a), "{a}");
+    }
+}

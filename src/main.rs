@@ -306,6 +306,9 @@ fn config_check(flag: Option<PathBuf>) -> anyhow::Result<()> {
         }
         s => tracing::warn!("`meta.api_version` {}: {s}", cfg.meta.api_version),
     }
+    if cfg.email.is_none() {
+        tracing::warn!("no [email] section: `tokenwarden run` will only log its alerts");
+    }
     let names: Vec<&str> = cfg.tokens.iter().map(|t| t.name.as_str()).collect();
     println!(
         "{}: OK, {} token(s): {}",

@@ -1057,9 +1057,21 @@ mod example_tests {
     fn readme_config_parses() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
         let readme = std::fs::read_to_string(&path).unwrap();
-        let start = readme.find("```toml\n").expect("a toml block") + 8;
-        let end = start + readme[start..].find("```").unwrap();
-        let cfg = super::parse(&path, &readme[start..end]).unwrap_or_else(|d| panic!("{d:#?}"));
+        let blocks: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .map(|b| &b[..b.find("```").unwrap()])
+            .collect();
+        assert_eq!(blocks.len(), 2, "the token config and the daemon sections");
+        let cfg = super::parse(&path, blocks[0]).unwrap_or_else(|d| panic!("{d:#?}"));
         assert_eq!(cfg.tokens.len(), 2);
+        // The daemon sections go before the [[token]] blocks, as the README says.
+        let (head, tokens) = blocks[0].split_at(blocks[0].find("[[token]]").unwrap());
+        let whole = format!("{head}\n{}\n{tokens}", blocks[1]);
+        let cfg = super::parse(&path, &whole).unwrap_or_else(|d| panic!("{d:#?}"));
+        assert!(matches!(
+            cfg.email,
+            Some(crate::notify::EmailConfig::Smtp { .. })
+        ));
     }
 }

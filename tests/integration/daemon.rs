@@ -453,6 +453,20 @@ async fn the_binary_survives_sigkill_without_repeating_and_stops_on_sigterm() {
         status.stdout.contains("WARNING prod") && status.stdout.contains("last email"),
         "{status:?}"
     );
+    // SIGHUP reloads (the daemon logs it and checks again), SIGTERM stops it cleanly.
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &second.id().to_string()])
+        .status();
+    let reloaded = state_dir(&ws.config).join("state.json");
+    let before = std::fs::read_to_string(&reloaded).unwrap();
+    tokio::task::block_in_place(|| {
+        for _ in 0..100 {
+            if std::fs::read_to_string(&reloaded).unwrap() != before {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &second.id().to_string()])
         .status();
@@ -477,5 +491,13 @@ async fn the_binary_survives_sigkill_without_repeating_and_stops_on_sigterm() {
         String::from_utf8_lossy(&out2.stderr)
     );
     assert!(logs.contains("alert queued"), "{logs}");
+    assert!(
+        logs.contains("configuration reloaded"),
+        "SIGHUP reloads: {logs}"
+    );
+    assert!(
+        logs.contains("shutting down"),
+        "SIGTERM stops cleanly: {logs}"
+    );
     assert_no_leak(&logs, &[&token, sandbox::DEMO_APP_SECRET], "daemon logs");
 }
