@@ -644,12 +644,21 @@ pub async fn run(
         "tokenwarden started"
     );
     d.check_all().await;
+    // READY once the config is loaded and the first check ran (a unit ordered after us can
+    // rely on tokenwarden having looked at every token).
+    let notifier = crate::sdnotify::Notifier::from_env();
+    notifier.notify("READY=1");
+    let mut watchdog = crate::sdnotify::Notifier::watchdog_interval().map(tokio::time::interval);
     tokio::pin!(shutdown);
     loop {
         let sleep = d.next_wake();
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            // Pinged from the loop itself, so a stuck loop stops the pings and systemd restarts it.
+            _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
+                notifier.notify("WATCHDOG=1");
+            }
             Some(c) = control.recv() => match c {
                 Control::CheckNow(done) => {
                     d.check_all().await;
@@ -700,6 +709,7 @@ pub async fn run(
         }
     }
     tracing::info!("shutting down");
+    notifier.notify("STOPPING=1");
     sched.stop().await;
     Ok(())
 }

@@ -17,6 +17,7 @@
 //! - [`secret`]: the `Secret` type that cannot leak, fingerprints, `appsecret_proof`.
 //! - [`fsutil`]: atomic file writes.
 //! - [`demo`]: `tokenwarden demo`, the sandbox and doctor on two throw-away tokens.
+//! - [`sdnotify`]: systemd's READY/STOPPING/WATCHDOG notifications.
 //! - [`sandbox`]: a Graph API simulator on loopback for tests, the demo and trying a config.
 #![forbid(unsafe_code)]
 // `GraphError` carries Meta's whole error (message, trace id) so people can act on it; errors
@@ -35,6 +36,7 @@ pub mod lint;
 pub mod notify;
 pub mod policy;
 pub mod sandbox;
+pub mod sdnotify;
 pub mod secret;
 pub mod state;
 pub mod store;

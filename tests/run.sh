@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every tokenwarden test on a fresh machine: installs what the tests need (moto's AWS
-# emulator and the aiosmtpd SMTP server, into .venv), then lints and runs the test suite.
+# emulator and the aiosmtpd SMTP server, into .venv; systemd-analyze if missing), then lints and
+# runs the test suite.
 # The tests start those servers themselves, on loopback, and stop them when they end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,12 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     echo "$want" > "$stamp"
 fi
 export TOKENWARDEN_TEST_VENV="$PWD/$venv"
+
+# The unit-file tests need systemd-analyze (it works offline; systemd need not be running).
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    echo "==> installing systemd (for systemd-analyze)"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq systemd >/dev/null; else sudo apt-get update -qq && sudo apt-get install -y -qq systemd >/dev/null; fi
+fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -12,3 +12,4 @@ mod doctor;
 mod graph_client;
 mod notify;
 mod sandbox;
+mod service;

@@ -1,0 +1,143 @@
+//! Running under systemd: the unit files pass `systemd-analyze`, and the daemon speaks the
+//! notify protocol (READY, WATCHDOG, STOPPING) on a socket the test reads.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use tokenwarden::sandbox::{self, Sandbox, Scenario, TokenSpec};
+
+use crate::util::{TokenEntry, Workspace};
+
+/// The unit with ExecStart pointing at the binary under test (verify checks it exists).
+fn unit_copy(dir: &Path) -> std::path::PathBuf {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/tokenwarden.service"),
+    )
+    .unwrap();
+    let path = dir.join("tokenwarden.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/bin/tokenwarden", env!("CARGO_BIN_EXE_tokenwarden")),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn the_unit_verifies_clean_and_rates_2_0_or_lower() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_copy(dir.path());
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (tests/run.sh installs it)");
+    let stderr = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success(), "{stderr}");
+    // verify only warns about unknown keys; they would silently drop a hardening setting.
+    assert!(
+        !stderr.contains("Unknown key") && !stderr.contains("Unknown section"),
+        "{stderr}"
+    );
+    let sec = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=20"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&sec.stdout);
+    assert!(sec.status.success(), "exposure above 2.0:\n{out}");
+    let level = out
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for tokenwarden.service: ")
+                .nth(1)
+        })
+        .unwrap_or_else(|| panic!("{out}"));
+    let score: f64 = level.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(score <= 2.0, "{level}");
+}
+
+#[test]
+fn sysusers_and_tmpfiles_declare_the_user_and_private_state() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let sysusers = std::fs::read_to_string(root.join("tokenwarden.sysusers")).unwrap();
+    assert!(
+        sysusers.lines().any(|l| l.starts_with("u tokenwarden ")),
+        "{sysusers}"
+    );
+    let tmpfiles = std::fs::read_to_string(root.join("tokenwarden.tmpfiles")).unwrap();
+    assert!(
+        tmpfiles.contains("d /var/lib/tokenwarden 0700 tokenwarden tokenwarden"),
+        "{tmpfiles}"
+    );
+    let unit = std::fs::read_to_string(root.join("tokenwarden.service")).unwrap();
+    for want in [
+        "Type=notify",
+        "RestartPreventExitStatus=78",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "config check",
+        "StateDirectory=tokenwarden",
+        "LoadCredential=",
+    ] {
+        assert!(unit.contains(want), "{want}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_watchdog_and_stopping_arrive_in_order() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let token = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry::new("prod", &token)],
+        "[schedule]\ncron = \"0 0 0 1 1 *\"\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+        .args(["--config", ws.config.to_str().unwrap(), "run"])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    tokio::task::block_in_place(|| {
+        while got.iter().filter(|m: &&String| *m == "WATCHDOG=1").count() < 2 {
+            let n = sock.recv(&mut buf).expect("a notification");
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        loop {
+            let n = sock.recv(&mut buf).expect("STOPPING");
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            got.push(m.clone());
+            if m == "STOPPING=1" {
+                break;
+            }
+        }
+    });
+    let status = tokio::task::block_in_place(|| child.wait().unwrap());
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(got.first().map(String::as_str), Some("READY=1"), "{got:?}");
+    assert_eq!(
+        got.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "{got:?}"
+    );
+    assert!(
+        got[1..got.len() - 1].iter().all(|m| m == "WATCHDOG=1"),
+        "{got:?}"
+    );
+}
