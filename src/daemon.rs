@@ -26,14 +26,15 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use crate::alert;
 use crate::config::{self, Config, Schedule, StoreConfig, TokenConfig};
 use crate::graph::{self, GraphClient, GraphError};
+use crate::metrics::Telemetry;
 use crate::notify::{Email, Mailer, Outbox};
 use crate::policy::{self, Expires, TokenFacts, Verdict};
 use crate::secret::Fingerprint;
 use crate::state::{Snapshot, StateError, StateStore};
 use crate::store::{SecretStore, Store, StoreError};
 
-/// The longest the loop sleeps without re-reading the clock.
-const MAX_SLEEP: Duration = Duration::from_secs(3600);
+/// The longest the loop sleeps without re-reading the clock (and beating for `/healthz`).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// Where "now" comes from. The daemon asks on every wake; it never trusts a sleep's length.
 pub trait Clock: Send + Sync + 'static {
@@ -105,6 +106,7 @@ pub struct Daemon {
     snap: Snapshot,
     clock: Arc<dyn Clock>,
     next_fire: BTreeMap<String, Timestamp>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Daemon {
@@ -142,6 +144,7 @@ impl Daemon {
             snap,
             clock,
             next_fire: BTreeMap::new(),
+            telemetry: Arc::default(),
         })
     }
 
@@ -166,6 +169,7 @@ impl Daemon {
         };
         let (verdict, facts) = observe(&self.cfg, &t, &self.graph).await;
         let now = self.clock.now();
+        self.telemetry.beat(now.as_second());
         let ts = self.snap.tokens.entry(t.name.clone()).or_default();
         ts.last_check = Some(now);
         match &verdict {
@@ -281,6 +285,15 @@ impl Daemon {
             return;
         }
         let report = self.outbox.flush(mailer, self.clock.now()).await;
+        self.telemetry
+            .emails_sent
+            .fetch_add(report.sent.len() as u64, Ordering::SeqCst);
+        self.telemetry
+            .emails_failed
+            .fetch_add(report.failed.len() as u64, Ordering::SeqCst);
+        self.telemetry
+            .emails_queued
+            .store(report.remaining as u64, Ordering::SeqCst);
         for (id, e) in &report.failed {
             tracing::warn!(email = %id, error = %e, remaining = report.remaining, "email not delivered; kept in the outbox");
         }
@@ -320,7 +333,8 @@ impl Daemon {
     /// # Errors
     /// As [`Daemon::new`]; the old config stays in force.
     pub fn reconfigure(&mut self, cfg: Config) -> Result<(), DaemonError> {
-        let fresh = Daemon::new(cfg, self.clock.clone())?;
+        let mut fresh = Daemon::new(cfg, self.clock.clone())?;
+        fresh.telemetry = self.telemetry.clone();
         self.cfg = fresh.cfg;
         self.graph = fresh.graph;
         self.mailer = fresh.mailer;
@@ -631,6 +645,24 @@ pub async fn run(
         tracing::warn!("{w}");
     }
     let mut d = Daemon::new(loaded.config, clock.clone())?;
+    d.telemetry.beat(clock.now().as_second());
+    let metrics_task = match &d.cfg.metrics {
+        Some(m) => {
+            let listener = crate::metrics::bind(m.listen)
+                .await
+                .map_err(|e| DaemonError::Config(format!("`metrics.listen` {}: {e}", m.listen)))?;
+            tracing::info!(listen = %m.listen, "serving /metrics and /healthz");
+            let names = d.cfg.tokens.iter().map(|t| t.name.clone()).collect();
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                d.cfg.state_dir.clone(),
+                names,
+                d.telemetry.clone(),
+                m.stall_after,
+            )))
+        }
+        None => None,
+    };
     let (tx, mut rx) = mpsc::channel::<String>(1024);
     let mut sched = Scheduler::start(&d.cfg, tx.clone(), clock.now()).await?;
     d.next_fire = sched.next_fires().await;
@@ -651,6 +683,7 @@ pub async fn run(
     let mut watchdog = crate::sdnotify::Notifier::watchdog_interval().map(tokio::time::interval);
     tokio::pin!(shutdown);
     loop {
+        d.telemetry.beat(clock.now().as_second());
         let sleep = d.next_wake();
         tokio::select! {
             biased;
@@ -711,6 +744,9 @@ pub async fn run(
     tracing::info!("shutting down");
     notifier.notify("STOPPING=1");
     sched.stop().await;
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     Ok(())
 }
 

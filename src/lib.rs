@@ -17,6 +17,7 @@
 //! - [`secret`]: the `Secret` type that cannot leak, fingerprints, `appsecret_proof`.
 //! - [`fsutil`]: atomic file writes.
 //! - [`demo`]: `tokenwarden demo`, the sandbox and doctor on two throw-away tokens.
+//! - [`metrics`]: `/metrics` (Prometheus) and `/healthz` for the daemon.
 //! - [`sdnotify`]: systemd's READY/STOPPING/WATCHDOG notifications.
 //! - [`sandbox`]: a Graph API simulator on loopback for tests, the demo and trying a config.
 #![forbid(unsafe_code)]
@@ -33,6 +34,7 @@ pub mod doctor;
 pub mod fsutil;
 pub mod graph;
 pub mod lint;
+pub mod metrics;
 pub mod notify;
 pub mod policy;
 pub mod sandbox;

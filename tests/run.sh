@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=".venv"
-want="moto[server]==5.2.5 aiosmtpd==1.4.6"
+want="moto[server]==5.2.5 aiosmtpd==1.4.6 prometheus-client==0.21.1"
 stamp="$venv/.tokenwarden-deps"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "==> installing test servers into $venv: $want"

@@ -40,6 +40,17 @@ pub struct Config {
     pub tokens: Vec<TokenConfig>,
     /// Where on-call email goes; without it alerts are only logged.
     pub email: Option<EmailConfig>,
+    /// The optional `/metrics` and `/healthz` listener.
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// The `[metrics]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Address to listen on (loopback by default).
+    pub listen: std::net::SocketAddr,
+    /// `/healthz` fails when the daemon's loop has not beaten for this long.
+    pub stall_after: Duration,
 }
 
 /// When the daemon checks: a cron expression in a time zone.
@@ -122,8 +133,16 @@ struct RawConfig {
     schedule: Option<RawSchedule>,
     alerts: Option<RawAlerts>,
     email: Option<Spanned<EmailConfig>>,
+    metrics: Option<RawMetrics>,
     #[serde(default)]
     token: Vec<Spanned<RawToken>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
+    stall_after: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -341,6 +360,33 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
             diags.push(map.at(e.span().start, format!("email.{field}"), problem));
         }
     }
+    let metrics = raw.metrics.map(|m| {
+        let listen = match &m.listen {
+            None => "127.0.0.1:9877".parse().expect("constant address"),
+            Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
+                diags.push(map.at(
+                    l.span().start,
+                    "metrics.listen",
+                    format!(
+                        "expected an address such as \"127.0.0.1:9877\", found {:?}",
+                        l.get_ref()
+                    ),
+                ));
+                "127.0.0.1:9877".parse().expect("constant address")
+            }),
+        };
+        let stall_after = duration_field(
+            map,
+            &mut diags,
+            "metrics.stall_after",
+            m.stall_after.as_ref(),
+            Duration::from_secs(180),
+        );
+        MetricsConfig {
+            listen,
+            stall_after,
+        }
+    });
     let raw_schedule = raw.schedule.unwrap_or_default();
     let timezone = match &raw_schedule.timezone {
         None => "UTC".to_string(),
@@ -456,6 +502,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
         },
         tokens,
         email: raw.email.map(Spanned::into_inner),
+        metrics,
     })
 }
 

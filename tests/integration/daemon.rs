@@ -501,3 +501,150 @@ async fn the_binary_survives_sigkill_without_repeating_and_stops_on_sigterm() {
     );
     assert_no_leak(&logs, &[&token, sandbox::DEMO_APP_SECRET], "daemon logs");
 }
+
+/// Parses a scrape with the Prometheus reference parser (prometheus_client, in the venv).
+fn parse_metrics(text: &str) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/parse_metrics.py");
+    let mut child = std::process::Command::new(crate::util::venv().join("bin/python"))
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not valid Prometheus text:\n{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_every_token_and_healthz_fails_while_the_loop_is_blocked() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let soon = sb.issue_token(
+        TokenSpec::system_user_60d()
+            .wabas(&[sandbox::DEMO_WABA_ID])
+            .expiring_in(3 * DAY - 600),
+    );
+    let later = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let port = crate::util::free_port();
+    let extra = format!(
+        "{}[metrics]\nlisten = \"127.0.0.1:{port}\"\nstall_after = \"1s\"\n",
+        sections(sink.port, "")
+    );
+    let ws = Workspace::with_meta(
+        &sb,
+        &[
+            TokenEntry::new("soon", &soon),
+            TokenEntry::new("later", &later),
+        ],
+        &extra,
+    );
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    d.check_now().await;
+    let base = format!("http://127.0.0.1:{port}");
+    let scrape = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples = parse_metrics(&scrape);
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        samples
+            .iter()
+            .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+            .and_then(|s| s["value"].as_f64())
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{scrape}"))
+    };
+    for token in ["soon", "later"] {
+        assert!(
+            value(
+                "tokenwarden_token_expiry_timestamp_seconds",
+                &[("token", token)]
+            ) > 1.7e9
+        );
+        assert!(
+            value(
+                "tokenwarden_token_last_success_timestamp_seconds",
+                &[("token", token)]
+            ) > 1.7e9
+        );
+        assert_eq!(
+            value("tokenwarden_token_check_errors", &[("token", token)]),
+            0.0
+        );
+    }
+    assert_eq!(
+        value(
+            "tokenwarden_token_state",
+            &[("token", "soon"), ("state", "warning")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "tokenwarden_token_state",
+            &[("token", "later"), ("state", "ok")]
+        ),
+        1.0
+    );
+    assert_eq!(value("tokenwarden_emails_sent_total", &[]), 1.0);
+    assert_eq!(value("tokenwarden_emails_queued", &[]), 0.0);
+    assert_no_leak(
+        &scrape,
+        &[&soon, &later, sandbox::DEMO_APP_SECRET],
+        "metrics",
+    );
+    assert_eq!(
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Block the loop in a slow Graph call: /healthz must notice within stall_after.
+    sb.add_fault(Fault::delay(Endpoint::DebugToken, 3000).times(2));
+    let ctl = d.ctl.clone();
+    let blocked = tokio::spawn(async move {
+        let (tx, rx) = oneshot::channel();
+        ctl.send(Control::CheckNow(tx)).await.unwrap();
+        rx.await.unwrap();
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    blocked.await.unwrap();
+    d.evaluate().await;
+    assert_eq!(
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    d.stop().await;
+}

@@ -1,0 +1,221 @@
+//! `/metrics` (Prometheus text format) and `/healthz` for the daemon, on an optional listener.
+//!
+//! Per token: the effective expiry as an absolute timestamp (as expiry exporters do, so alert
+//! rules compute time left themselves), the state, the last successful check, consecutive check
+//! errors. Emails sent, failed and queued. `/healthz` answers 503 once the daemon's loop has not
+//! beaten for `stall_after`: a stuck scheduler is a failure even if the process is alive.
+//! Everything is read from the state file and a few counters: no token is ever in reach here.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::State as AxumState;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::policy::State;
+use crate::state::StateStore;
+
+/// Counters the daemon updates and the listener reads.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    /// Unix seconds of the loop's last beat.
+    pub heartbeat: AtomicI64,
+    /// Emails the server accepted.
+    pub emails_sent: AtomicU64,
+    /// Delivery attempts that failed.
+    pub emails_failed: AtomicU64,
+    /// Emails waiting in the outbox.
+    pub emails_queued: AtomicU64,
+}
+
+impl Telemetry {
+    /// Records a beat of the daemon's loop at `now` (unix seconds).
+    pub fn beat(&self, now: i64) {
+        self.heartbeat.store(now, Ordering::SeqCst);
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    state: StateStore,
+    tokens: Arc<Vec<String>>,
+    telemetry: Arc<Telemetry>,
+    stall_after: Duration,
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state_dir: PathBuf,
+    tokens: Vec<String>,
+    telemetry: Arc<Telemetry>,
+    stall_after: Duration,
+) -> std::io::Result<()> {
+    let shared = Shared {
+        state: StateStore::new(&state_dir),
+        tokens: Arc::new(tokens),
+        telemetry,
+        stall_after,
+    };
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(shared);
+    axum::serve(listener, app).await
+}
+
+/// Binds the listener (so a bad address fails at start, not later).
+///
+/// # Errors
+/// The bind error.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+async fn healthz(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
+    let beat = s.telemetry.heartbeat.load(Ordering::SeqCst);
+    let age = jiff::Timestamp::now().as_second() - beat;
+    if beat > 0 && age <= s.stall_after.as_secs() as i64 {
+        (StatusCode::OK, format!("ok: loop beat {age}s ago\n"))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("stalled: the daemon's loop last beat {age}s ago\n"),
+        )
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+const STATES: [&str; 6] = ["ok", "warning", "critical", "expired", "invalid", "unknown"];
+
+fn state_label(s: State) -> &'static str {
+    match s {
+        State::Ok => "ok",
+        State::Warning { .. } => "warning",
+        State::Critical => "critical",
+        State::Expired => "expired",
+        State::Invalid => "invalid",
+        State::Unknown => "unknown",
+    }
+}
+
+async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
+    let snap = s.state.load().unwrap_or_default();
+    let mut out = String::new();
+    let mut expiry = String::new();
+    let mut state = String::new();
+    let mut success = String::new();
+    let mut errors = String::new();
+    for name in s.tokens.iter() {
+        let Some(t) = snap.tokens.get(name) else {
+            continue;
+        };
+        if let Some(e) = t.effective {
+            let _ = writeln!(
+                expiry,
+                "tokenwarden_token_expiry_timestamp_seconds{{token=\"{name}\"}} {}",
+                e.at.as_second()
+            );
+        }
+        if let Some(st) = t.state {
+            for label in STATES {
+                let _ = writeln!(
+                    state,
+                    "tokenwarden_token_state{{token=\"{name}\",state=\"{label}\"}} {}",
+                    u8::from(state_label(st) == label)
+                );
+            }
+        }
+        if let Some(ls) = t.last_success {
+            let _ = writeln!(
+                success,
+                "tokenwarden_token_last_success_timestamp_seconds{{token=\"{name}\"}} {}",
+                ls.as_second()
+            );
+        }
+        let _ = writeln!(
+            errors,
+            "tokenwarden_token_check_errors{{token=\"{name}\"}} {}",
+            t.check_errors
+        );
+    }
+    family(
+        &mut out,
+        "tokenwarden_token_expiry_timestamp_seconds",
+        "gauge",
+        "Effective expiry (the earliest deadline) of the token, unix seconds.",
+    );
+    out.push_str(&expiry);
+    family(
+        &mut out,
+        "tokenwarden_token_state",
+        "gauge",
+        "1 for the token's current state, 0 for the others.",
+    );
+    out.push_str(&state);
+    family(
+        &mut out,
+        "tokenwarden_token_last_success_timestamp_seconds",
+        "gauge",
+        "Last check that reached a verdict on the token, unix seconds.",
+    );
+    out.push_str(&success);
+    family(
+        &mut out,
+        "tokenwarden_token_check_errors",
+        "gauge",
+        "Consecutive failed checks of the token.",
+    );
+    out.push_str(&errors);
+    let t = &s.telemetry;
+    for (name, kind, help, v) in [
+        (
+            "tokenwarden_emails_sent_total",
+            "counter",
+            "Emails the server accepted.",
+            t.emails_sent.load(Ordering::SeqCst),
+        ),
+        (
+            "tokenwarden_emails_failed_total",
+            "counter",
+            "Email delivery attempts that failed.",
+            t.emails_failed.load(Ordering::SeqCst),
+        ),
+        (
+            "tokenwarden_emails_queued",
+            "gauge",
+            "Emails waiting in the outbox.",
+            t.emails_queued.load(Ordering::SeqCst),
+        ),
+    ] {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    family(
+        &mut out,
+        "tokenwarden_scheduler_heartbeat_timestamp_seconds",
+        "gauge",
+        "Last beat of the daemon's loop, unix seconds.",
+    );
+    let _ = writeln!(
+        out,
+        "tokenwarden_scheduler_heartbeat_timestamp_seconds {}",
+        t.heartbeat.load(Ordering::SeqCst)
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+}
