@@ -328,3 +328,40 @@ async fn check_exit_codes_follow_the_monitoring_plugin_convention() {
         "{down:?}"
     );
 }
+
+#[test]
+fn logs_are_json_on_request_and_carry_syslog_priorities_under_journald() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[meta]\napp_id = \"1\"\napp_secret = { env = \"S\" }\n[[token]]\nname = \"a\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = cfg.to_str().unwrap();
+    let json = run(
+        &["--log-format", "json", "--config", c, "config", "check"],
+        &[("S", "x")],
+    );
+    assert_eq!(json.code, 0, "{json:?}");
+    let line = json
+        .stderr
+        .lines()
+        .find(|l| l.contains("readable by others"))
+        .unwrap_or_else(|| panic!("{json:?}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["level"], "WARN");
+    let journal = run(
+        &["--config", c, "config", "check"],
+        &[("S", "x"), ("JOURNAL_STREAM", "8:12345")],
+    );
+    assert!(
+        journal
+            .stderr
+            .lines()
+            .any(|l| l.starts_with("<4>") && l.contains("readable by others")),
+        "{journal:?}"
+    );
+}
