@@ -2,7 +2,7 @@
 //!
 //! The loop waits for one of: a cron job firing (tokio-cron-scheduler, one job per distinct
 //! schedule), a control message (SIGHUP reload, or a test asking for a check), the next moment
-//! policy could change its mind (a threshold crossing, a repeat falling due, capped at an hour
+//! policy could change its mind (a threshold crossing, a repeat falling due, capped at a minute
 //! so a suspended host or a clock jump cannot swallow a warning), or shutdown. Only the *waiting*
 //! races shutdown: once a check starts, it finishes and its state is saved.
 //!
@@ -107,6 +107,7 @@ pub struct Daemon {
     clock: Arc<dyn Clock>,
     next_fire: BTreeMap<String, Timestamp>,
     telemetry: Arc<Telemetry>,
+    audit: crate::audit::Audit,
 }
 
 impl Daemon {
@@ -130,6 +131,7 @@ impl Daemon {
             None => None,
         };
         let state = StateStore::new(&cfg.state_dir);
+        let cfg_state_dir = cfg.state_dir.clone();
         let snap = state.load()?;
         let outbox = Outbox::open(&cfg.state_dir).map_err(|source| StateError::Io {
             path: cfg.state_dir.join("outbox"),
@@ -145,6 +147,7 @@ impl Daemon {
             clock,
             next_fire: BTreeMap::new(),
             telemetry: Arc::default(),
+            audit: crate::audit::Audit::new(&cfg_state_dir),
         })
     }
 
@@ -170,6 +173,15 @@ impl Daemon {
         let (verdict, facts) = observe(&self.cfg, &t, &self.graph).await;
         let now = self.clock.now();
         self.telemetry.beat(now.as_second());
+        self.audit.record(
+            now,
+            "check",
+            serde_json::json!({
+                "token": t.name,
+                "fingerprint": facts.as_ref().map(|f| f.fingerprint.to_string()),
+                "verdict": verdict,
+            }),
+        );
         let ts = self.snap.tokens.entry(t.name.clone()).or_default();
         ts.last_check = Some(now);
         match &verdict {
@@ -254,7 +266,8 @@ impl Daemon {
             if self.mailer.is_some() {
                 match self.outbox.enqueue(&email, now) {
                     Ok(_) => {
-                        tracing::info!(token = %t.name, email = %email.id, subject = %email.subject, "alert queued")
+                        tracing::info!(token = %t.name, email = %email.id, subject = %email.subject, "alert queued");
+                        self.audit.record(now, "email_queued", serde_json::json!({"token": t.name, "id": email.id, "subject": email.subject}));
                     }
                     Err(e) => {
                         // Not recorded as sent: the next pass decides it again.
@@ -294,13 +307,23 @@ impl Daemon {
         self.telemetry
             .emails_queued
             .store(report.remaining as u64, Ordering::SeqCst);
+        let now = self.clock.now();
+        for id in &report.sent {
+            self.audit
+                .record(now, "email_sent", serde_json::json!({ "id": id }));
+        }
         for (id, e) in &report.failed {
+            self.audit.record(
+                now,
+                "email_failed",
+                serde_json::json!({ "id": id, "error": e.to_string() }),
+            );
             tracing::warn!(email = %id, error = %e, remaining = report.remaining, "email not delivered; kept in the outbox");
         }
     }
 
     /// When the loop should wake next without a cron job: the nearest policy change or outbox
-    /// retry, capped so the clock is re-read at least hourly.
+    /// retry, capped so the clock is re-read (and the loop beats) at least every minute.
     fn next_wake(&self) -> Duration {
         let now = self.clock.now();
         let mut next: Option<Timestamp> = self.outbox.next_due();

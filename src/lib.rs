@@ -18,6 +18,7 @@
 //! - [`fsutil`]: atomic file writes.
 //! - [`demo`]: `tokenwarden demo`, the sandbox and doctor on two throw-away tokens.
 //! - [`metrics`]: `/metrics` (Prometheus) and `/healthz` for the daemon.
+//! - [`audit`]: the append-only JSON-lines audit log.
 //! - [`sdnotify`]: systemd's READY/STOPPING/WATCHDOG notifications.
 //! - [`sandbox`]: a Graph API simulator on loopback for tests, the demo and trying a config.
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod alert;
+pub mod audit;
 pub mod check;
 pub mod config;
 pub mod daemon;

@@ -1129,7 +1129,8 @@ mod deploy_kit_tests {
     #[test]
     fn iam_policy_is_least_privilege_json() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/iam-policy.json");
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         for st in v["Statement"].as_array().unwrap() {
             assert_ne!(st["Resource"], "*");
             for a in st["Action"].as_array().unwrap() {
@@ -1145,8 +1146,14 @@ mod deploy_kit_tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let rules = std::fs::read_to_string(root.join("deploy/prometheus-rules.yml")).unwrap();
         let exported = std::fs::read_to_string(root.join("src/metrics.rs")).unwrap();
-        for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("tokenwarden_")) {
-            assert!(exported.contains(&format!("\"{word}")), "{word} is not exported");
+        for word in rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("tokenwarden_"))
+        {
+            assert!(
+                exported.contains(&format!("\"{word}")),
+                "{word} is not exported"
+            );
         }
     }
 }

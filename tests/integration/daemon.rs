@@ -211,6 +211,22 @@ async fn thresholds_are_emailed_in_order_each_once_then_recovery() {
             on_disk.push_str(&String::from_utf8_lossy(&std::fs::read(&f).unwrap()));
         }
     }
+    let audit = std::fs::read_to_string(state_dir(&ws.config).join("audit.jsonl")).unwrap();
+    let events: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let count = |e: &str| events.iter().filter(|v| v["event"] == e).count();
+    assert!(count("check") >= 10, "{audit}");
+    assert_eq!(count("email_queued"), seen + 1, "{audit}");
+    assert_eq!(count("email_sent"), seen + 1, "{audit}");
+    assert!(
+        events
+            .iter()
+            .filter(|v| v["event"] == "check")
+            .all(|v| v["fingerprint"].is_string()),
+        "{audit}"
+    );
     assert_no_leak(
         &on_disk,
         &[&token, &fresh, sandbox::DEMO_APP_SECRET],
