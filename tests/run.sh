@@ -30,3 +30,5 @@ echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo test"
 cargo test --locked --all-targets
+echo "==> package (.deb)"
+bash tests/package.sh
