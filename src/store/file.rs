@@ -6,8 +6,8 @@
 //! A file readable by group or others is refused, as ssh refuses a loose private key: the file
 //! holds live tokens.
 //!
-//! Every write is a read-modify-write of the whole file under an exclusive lock on a sibling
-//! `<file>.lock`, so two tokenwarden processes (a daemon and a manual `import`) cannot interleave,
+//! Every write is a read-modify-write of the whole file under an exclusive lock on its
+//! directory, so two tokenwarden processes (a daemon and a manual `import`) cannot interleave,
 //! and the new file replaces the old atomically. A version that loses its last label is dropped:
 //! a rejected or superseded token should not linger in the file.
 
@@ -226,24 +226,22 @@ impl FileStore {
         Ok(out)
     }
 
-    /// Takes the exclusive lock on `<file>.lock`, held until the returned file is dropped. A
-    /// separate lock file because the store itself is replaced by rename on every write, which
-    /// would leave a lock on the old inode useless.
+    /// Takes the exclusive lock (`flock`) on the directory holding the store, held until the
+    /// returned handle is dropped. Not the store file itself: every write replaces it by rename,
+    /// so a waiter would wake up holding a lock on the old inode while a newcomer locks the new
+    /// one. Not a separate lock file either: it would be one more file left in the state
+    /// directory, and deleting it after use reopens the same race. Only tokenwarden's writers
+    /// take this advisory lock; readers never need it, since a rename is atomic.
     fn lock(&self) -> Result<std::fs::File, StoreError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut name = self.path.clone().into_os_string();
-        name.push(".lock");
-        let path = PathBuf::from(name);
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| self.broken(format!("cannot open lock `{}`: {e}", path.display())))?;
+        let dir = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let f = std::fs::File::open(dir)
+            .map_err(|e| self.broken(format!("cannot open `{}` to lock it: {e}", dir.display())))?;
         f.lock()
-            .map_err(|e| self.broken(format!("cannot lock `{}`: {e}", path.display())))?;
+            .map_err(|e| self.broken(format!("cannot lock `{}`: {e}", dir.display())))?;
         Ok(f)
     }
 
