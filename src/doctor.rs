@@ -239,6 +239,7 @@ pub fn evaluate(t: &TokenConfig, app_id: &str, obs: &Observation, now: Timestamp
                 StoreError::Missing { hint, .. } => hint.clone(),
                 StoreError::Broken { .. } => "fix the store as the message says, then run `tokenwarden doctor` again".into(),
                 StoreError::Unavailable { .. } => "check the network path and credentials to the store; tokenwarden retries on its next run".into(),
+                StoreError::Conflict { .. } => "another process changed the store while it was read; run `tokenwarden doctor` again".into(),
             };
             checks.push(check("store", Mark::Fail, e.to_string(), Some(fix)));
             return TokenReport {

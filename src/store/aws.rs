@@ -5,11 +5,20 @@
 //! Credentials come from the AWS default chain (environment, profile, instance role); an
 //! endpoint override serves VPC endpoints and tests (moto's server). The stage is always named
 //! explicitly: some emulators answer an unstaged read with another version.
+//!
+//! Writes use Secrets Manager's own primitives so that they are safe against a second writer:
+//! `PutSecretValue` with a `ClientRequestToken` (idempotent staging) and
+//! `UpdateSecretVersionStage` with `RemoveFromVersionId` (a compare-and-swap on a label). For a
+//! JSON secret the staged value is the current JSON with only the token's key replaced.
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
-use super::{AWSCURRENT, SecretStore, StoreError};
+use aws_sdk_secretsmanager::types::SecretVersionsListEntry;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::{AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretStore, StoreError, VersionId};
 use crate::secret::Secret;
 
 /// One secret in Secrets Manager.
@@ -53,6 +62,113 @@ impl AwsStore {
         }
     }
 
+    /// Every version that carries at least one label, with its labels.
+    async fn versions(&self) -> Result<Vec<SecretVersionsListEntry>, StoreError> {
+        let mut out = Vec::new();
+        let mut next = None;
+        loop {
+            let page = self
+                .client
+                .list_secret_version_ids()
+                .secret_id(&self.secret_id)
+                .set_next_token(next)
+                .send()
+                .await
+                .map_err(|e| self.map_err(e))?;
+            out.extend(page.versions().iter().cloned());
+            // moto answers the last page with an empty token rather than none.
+            next = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if next.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Reads one version's string, by id or by stage, and returns its id and the whole string.
+    async fn read_version(
+        &self,
+        version_id: Option<&str>,
+        stage: &str,
+    ) -> Result<(VersionId, Secret), StoreError> {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .set_version_id(version_id.map(str::to_string))
+            .version_stage(stage)
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let Some(text) = out.secret_string() else {
+            return Err(
+                self.broken("the secret has no SecretString (binary secrets are not supported)")
+            );
+        };
+        let id = out.version_id().unwrap_or_default().to_string();
+        Ok((VersionId(id), Secret::new(text)))
+    }
+
+    /// The token inside a whole secret string: the string itself, or its `json_key`.
+    fn token_of(&self, text: Secret) -> Result<Secret, StoreError> {
+        match &self.json_key {
+            None => Ok(text),
+            Some(key) => extract_key(text.expose(), key).map_err(|p| self.broken(p)),
+        }
+    }
+
+    /// Moves `stage` as one `UpdateSecretVersionStage`. Secrets Manager refuses the call with
+    /// `InvalidParameterException` when `remove_from` no longer carries the label: that is a lost
+    /// compare-and-swap, reported as a conflict.
+    async fn move_stage(
+        &self,
+        stage: &str,
+        move_to: Option<&VersionId>,
+        remove_from: Option<&VersionId>,
+    ) -> Result<(), StoreError> {
+        self.client
+            .update_secret_version_stage()
+            .secret_id(&self.secret_id)
+            .version_stage(stage)
+            .set_move_to_version_id(move_to.map(|v| v.0.clone()))
+            .set_remove_from_version_id(remove_from.map(|v| v.0.clone()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                let code = e.as_service_error().and_then(|se| se.code());
+                if code == Some("InvalidParameterException") {
+                    let msg = e
+                        .as_service_error()
+                        .and_then(|se| se.message())
+                        .unwrap_or_default()
+                        .to_string();
+                    StoreError::Conflict {
+                        store: self.describe(),
+                        detail: format!("moving {stage}: {msg}"),
+                    }
+                } else {
+                    self.map_err(e)
+                }
+            })
+    }
+
+    fn broken(&self, problem: impl Into<String>) -> StoreError {
+        StoreError::Broken {
+            store: self.describe(),
+            problem: problem.into(),
+        }
+    }
+
+    fn conflict(&self, detail: impl Into<String>) -> StoreError {
+        StoreError::Conflict {
+            store: self.describe(),
+            detail: detail.into(),
+        }
+    }
+
     /// Maps an SDK error to what the caller does next.
     pub(crate) fn map_err<E: ProvideErrorMetadata + std::error::Error + 'static>(
         &self,
@@ -70,6 +186,12 @@ impl AwsStore {
                             "create the secret or give it an {AWSCURRENT} version: `aws secretsmanager put-secret-value --secret-id {} --secret-string file:///dev/stdin`",
                             self.secret_id
                         ),
+                    },
+                    // Only a reused request token with another value gets here (the value is
+                    // never in the message).
+                    "ResourceExistsException" => StoreError::Conflict {
+                        store,
+                        detail: format!("{code}: {msg}"),
                     },
                     "ThrottlingException"
                     | "InternalServiceError"
@@ -108,30 +230,24 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The id of the version carrying `stage`, if any.
+fn labelled(versions: &[SecretVersionsListEntry], stage: &str) -> Option<VersionId> {
+    versions
+        .iter()
+        .find(|v| v.version_stages().iter().any(|s| s == stage))
+        .and_then(|v| v.version_id().map(|id| VersionId(id.to_string())))
+}
+
+fn has(versions: &[SecretVersionsListEntry], id: &VersionId, stage: &str) -> bool {
+    versions
+        .iter()
+        .filter(|v| v.version_id() == Some(id.0.as_str()))
+        .any(|v| v.version_stages().iter().any(|s| s == stage))
+}
+
 impl SecretStore for AwsStore {
     async fn current(&self) -> Result<Secret, StoreError> {
-        let out = self
-            .client
-            .get_secret_value()
-            .secret_id(&self.secret_id)
-            .version_stage(AWSCURRENT)
-            .send()
-            .await
-            .map_err(|e| self.map_err(e))?;
-        let Some(text) = out.secret_string() else {
-            return Err(StoreError::Broken {
-                store: self.describe(),
-                problem: "the secret has no SecretString (binary secrets are not supported)".into(),
-            });
-        };
-        let text = Secret::new(text);
-        match &self.json_key {
-            None => Ok(text),
-            Some(key) => extract_key(text.expose(), key).map_err(|problem| StoreError::Broken {
-                store: self.describe(),
-                problem,
-            }),
-        }
+        self.current_version().await.map(|(_, s)| s)
     }
 
     fn describe(&self) -> String {
@@ -140,6 +256,187 @@ impl SecretStore for AwsStore {
             None => format!("AWS secret `{}`", self.secret_id),
         }
     }
+
+    async fn current_version(&self) -> Result<(VersionId, Secret), StoreError> {
+        let (id, text) = self.read_version(None, AWSCURRENT).await?;
+        Ok((id, self.token_of(text)?))
+    }
+
+    async fn pending(&self) -> Result<Option<(VersionId, Secret)>, StoreError> {
+        let versions = self.versions().await?;
+        let Some(id) = labelled(&versions, AWSPENDING) else {
+            return Ok(None);
+        };
+        // Secrets Manager leaves AWSPENDING on a promoted version until it is removed: that
+        // version is the current token, not a candidate.
+        if has(&versions, &id, AWSCURRENT) {
+            return Ok(None);
+        }
+        let (id, text) = self.read_version(Some(&id.0), AWSPENDING).await?;
+        Ok(Some((id, self.token_of(text)?)))
+    }
+
+    async fn put_pending(
+        &self,
+        token: &Secret,
+        request_token: &str,
+    ) -> Result<VersionId, StoreError> {
+        super::check_request_token(&self.describe(), request_token)?;
+        // A version's id is its request token. Look first: moto overwrites an AWSPENDING
+        // version re-put with another value where AWS refuses, and either way a retry must
+        // not depend on which.
+        match self
+            .client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .version_id(request_token)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let existing =
+                    self.token_of(Secret::new(out.secret_string().unwrap_or_default()))?;
+                return if existing == *token {
+                    Ok(VersionId(request_token.to_string()))
+                } else {
+                    Err(self.conflict(format!(
+                        "request token `{request_token}` already staged a version with another value"
+                    )))
+                };
+            }
+            Err(e)
+                if e.as_service_error().and_then(|se| se.code())
+                    == Some("ResourceNotFoundException") => {}
+            Err(e) => return Err(self.map_err(e)),
+        }
+        let body = match &self.json_key {
+            None => token.clone(),
+            Some(key) => {
+                let (_, current) = self.read_version(None, AWSCURRENT).await?;
+                replace_key(current.expose(), key, token).map_err(|p| self.broken(p))?
+            }
+        };
+        let out = self
+            .client
+            .put_secret_value()
+            .secret_id(&self.secret_id)
+            .client_request_token(request_token)
+            .secret_string(body.expose())
+            .version_stages(AWSPENDING)
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(VersionId(
+            out.version_id().unwrap_or(request_token).to_string(),
+        ))
+    }
+
+    async fn promote(&self, to: &VersionId, from: &VersionId) -> Result<(), StoreError> {
+        if to != from {
+            self.move_stage(AWSCURRENT, Some(to), Some(from)).await?;
+        } else if !has(&self.versions().await?, from, AWSCURRENT) {
+            return Err(self.conflict(format!("{AWSCURRENT} is no longer on version `{from}`")));
+        }
+        // The promotion has happened; a leftover AWSPENDING on the current version is ignored
+        // by `pending` and moved by the next `put_pending`, so failing to remove it is only
+        // logged rather than reported as a failed promotion.
+        let cleanup = async {
+            if has(&self.versions().await?, to, AWSPENDING) {
+                self.move_stage(AWSPENDING, None, Some(to)).await?;
+            }
+            Ok::<(), StoreError>(())
+        };
+        if let Err(e) = cleanup.await {
+            tracing::warn!(store = %self.describe(), error = %e, "promoted, but {AWSPENDING} is still on the new version");
+        }
+        Ok(())
+    }
+
+    async fn rollback(&self) -> Result<VersionId, StoreError> {
+        let versions = self.versions().await?;
+        let Some(current) = labelled(&versions, AWSCURRENT) else {
+            return Err(self.map_missing());
+        };
+        let Some(previous) = labelled(&versions, AWSPREVIOUS) else {
+            return Err(self.broken(format!("there is no {AWSPREVIOUS} version to roll back to")));
+        };
+        // RemoveFromVersionId makes this a compare-and-swap on the version just read: if
+        // someone promoted meanwhile, the move is refused. Secrets Manager then labels the
+        // version it was removed from AWSPREVIOUS.
+        self.move_stage(AWSCURRENT, Some(&previous), Some(&current))
+            .await?;
+        Ok(previous)
+    }
+
+    async fn clear_pending(&self) -> Result<(), StoreError> {
+        let versions = self.versions().await?;
+        if let Some(id) = labelled(&versions, AWSPENDING) {
+            self.move_stage(AWSPENDING, None, Some(&id)).await?;
+        }
+        Ok(())
+    }
+}
+
+impl AwsStore {
+    fn map_missing(&self) -> StoreError {
+        StoreError::Missing {
+            store: self.describe(),
+            hint: format!(
+                "give the secret an {AWSCURRENT} version: `aws secretsmanager put-secret-value --secret-id {} --secret-string file:///dev/stdin`",
+                self.secret_id
+            ),
+        }
+    }
+}
+
+/// The members of a JSON object in their order, each value as its original text.
+struct Members(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Members, A::Error> {
+                let mut out = Vec::new();
+                while let Some(member) = m.next_entry::<String, Box<RawValue>>()? {
+                    out.push(member);
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `text` (a JSON object secret) with the string under `key` replaced by `token`. The other
+/// members keep their order and the exact text of their values (numbers are not reformatted),
+/// since other applications read them. Errors never quote the secret.
+pub(crate) fn replace_key(text: &str, key: &str, token: &Secret) -> Result<Secret, String> {
+    // Same checks and messages as reading: an object with `key` holding a string.
+    extract_key(text, key)?;
+    let members: Members = serde_json::from_str(text).map_err(|_| {
+        format!("`json_key = \"{key}\"` is set but the secret is not a JSON object")
+    })?;
+    let new_value = Secret::new(serde_json::to_string(token.expose()).map_err(|e| e.to_string())?);
+    let mut out = String::from("{");
+    for (i, (k, v)) in members.0.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(k).map_err(|e| e.to_string())?);
+        out.push(':');
+        out.push_str(if k == key {
+            new_value.expose()
+        } else {
+            v.get()
+        });
+    }
+    out.push('}');
+    Ok(Secret::new(out))
 }
 
 /// The string under `key` of a JSON object secret. Errors never quote the secret.
@@ -166,6 +463,20 @@ pub(crate) fn extract_key(text: &str, key: &str) -> Result<Secret, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replace_key_keeps_other_members_verbatim_and_never_quotes_values() {
+        let text = r#"{ "a": 1.50, "T": "EAAold", "b": {"x": [1, 2]} }"#;
+        let out = replace_key(text, "T", &Secret::new("EAA\"new")).unwrap();
+        assert_eq!(
+            out.expose(),
+            r#"{"a":1.50,"T":"EAA\"new","b":{"x": [1, 2]}}"#
+        );
+        assert_eq!(extract_key(out.expose(), "T").unwrap().expose(), "EAA\"new");
+        let e = replace_key(r#"{"T": 5, "p": "pw-canary"}"#, "T", &Secret::new("x")).unwrap_err();
+        assert!(!e.contains("canary") && !e.contains('5'), "{e}");
+        assert!(replace_key("[1]", "T", &Secret::new("x")).is_err());
+    }
 
     #[test]
     fn json_key_extraction_never_quotes_values() {

@@ -5,6 +5,11 @@
 //! `{"format":1,"secrets":{"NAME":{"versions":[{"id","value","stages":["AWSCURRENT"],"created_at"}]}}}`.
 //! A file readable by group or others is refused, as ssh refuses a loose private key: the file
 //! holds live tokens.
+//!
+//! Every write is a read-modify-write of the whole file under an exclusive lock on its
+//! directory, so two tokenwarden processes (a daemon and a manual `import`) cannot interleave,
+//! and the new file replaces the old atomically. A version that loses its last label is dropped:
+//! a rejected or superseded token should not linger in the file.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -12,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{AWSCURRENT, SecretStore, StoreError};
+use super::{AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretStore, StoreError, VersionId};
 use crate::secret::Secret;
 
 /// File name of the default store inside the state directory.
@@ -58,6 +63,25 @@ pub struct Version {
     pub stages: Vec<String>,
     /// When the version was written (RFC 3339).
     pub created_at: String,
+    /// The request token that staged this version, so a retried `put_pending` finds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_token: Option<String>,
+}
+
+impl Version {
+    fn has(&self, stage: &str) -> bool {
+        self.stages.iter().any(|s| s == stage)
+    }
+
+    fn remove(&mut self, stage: &str) {
+        self.stages.retain(|s| s != stage);
+    }
+
+    fn add(&mut self, stage: &str) {
+        if !self.has(stage) {
+            self.stages.push(stage.to_string());
+        }
+    }
 }
 
 impl std::fmt::Debug for Version {
@@ -67,6 +91,7 @@ impl std::fmt::Debug for Version {
             .field("value", &Secret::new(self.value.clone()))
             .field("stages", &self.stages)
             .field("created_at", &self.created_at)
+            .field("request_token", &self.request_token)
             .finish()
     }
 }
@@ -147,34 +172,91 @@ impl FileStore {
     /// # Errors
     /// As [`FileStore::read`] (except a missing file, which is created), or a failed write.
     pub fn import_current(&self, token: &Secret, now: jiff::Timestamp) -> Result<(), StoreError> {
+        self.modify(true, |entry| {
+            for v in &mut entry.versions {
+                v.remove(AWSPREVIOUS);
+                if v.has(AWSCURRENT) {
+                    v.remove(AWSCURRENT);
+                    v.add(AWSPREVIOUS);
+                }
+            }
+            entry.versions.push(Version {
+                id: format!("v{}-{}", now.as_second(), token.fingerprint()),
+                value: token.expose().to_string(),
+                stages: vec![AWSCURRENT.to_string()],
+                created_at: now.to_string(),
+                request_token: None,
+            });
+            Ok(())
+        })
+    }
+
+    /// Runs `change` on this entry under the store's lock and writes the result atomically
+    /// (mode 0600). Nothing is written when `change` fails. `create` allows a missing file (and
+    /// entry) to start empty; otherwise a missing file is [`StoreError::Missing`].
+    fn modify<T>(
+        &self,
+        create: bool,
+        change: impl FnOnce(&mut Entry) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| self.broken(format!("cannot create `{}`: {e}", dir.display())))?;
+        }
+        let _lock = self.lock()?;
         let mut file = match self.read() {
             Ok(f) => f,
-            Err(StoreError::Missing { .. }) => StoreFile {
+            Err(StoreError::Missing { .. }) if create => StoreFile {
                 format: 1,
                 secrets: BTreeMap::new(),
             },
             Err(e) => return Err(e),
         };
+        if !create && !file.secrets.contains_key(&self.key) {
+            return Err(self.no_current());
+        }
         let entry = file.secrets.entry(self.key.clone()).or_default();
-        for v in &mut entry.versions {
-            v.stages.retain(|s| s != "AWSPREVIOUS");
-            if let Some(i) = v.stages.iter().position(|s| s == AWSCURRENT) {
-                v.stages[i] = "AWSPREVIOUS".to_string();
-            }
-        }
-        entry.versions.push(Version {
-            id: format!("v{}-{}", now.as_second(), token.fingerprint()),
-            value: token.expose().to_string(),
-            stages: vec![AWSCURRENT.to_string()],
-            created_at: now.to_string(),
-        });
+        let out = change(entry)?;
+        // A version without labels is unreachable through the store; dropping it keeps
+        // rejected and superseded tokens out of the file.
+        entry.versions.retain(|v| !v.stages.is_empty());
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| self.broken(e.to_string()))?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| self.broken(format!("cannot create `{}`: {e}", dir.display())))?;
-        }
         crate::fsutil::write_atomic(&self.path, &bytes, 0o600)
-            .map_err(|e| self.broken(format!("cannot write `{}`: {e}", self.path.display())))
+            .map_err(|e| self.broken(format!("cannot write `{}`: {e}", self.path.display())))?;
+        Ok(out)
+    }
+
+    /// Takes the exclusive lock (`flock`) on the directory holding the store, held until the
+    /// returned handle is dropped. Not the store file itself: every write replaces it by rename,
+    /// so a waiter would wake up holding a lock on the old inode while a newcomer locks the new
+    /// one. Not a separate lock file either: it would be one more file left in the state
+    /// directory, and deleting it after use reopens the same race. Only tokenwarden's writers
+    /// take this advisory lock; readers never need it, since a rename is atomic.
+    fn lock(&self) -> Result<std::fs::File, StoreError> {
+        let dir = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let f = std::fs::File::open(dir)
+            .map_err(|e| self.broken(format!("cannot open `{}` to lock it: {e}", dir.display())))?;
+        f.lock()
+            .map_err(|e| self.broken(format!("cannot lock `{}`: {e}", dir.display())))?;
+        Ok(f)
+    }
+
+    fn conflict(&self, detail: impl Into<String>) -> StoreError {
+        StoreError::Conflict {
+            store: self.describe(),
+            detail: detail.into(),
+        }
+    }
+
+    fn no_current(&self) -> StoreError {
+        StoreError::Missing {
+            store: self.describe(),
+            hint: self.import_hint(),
+        }
     }
 
     fn import_hint(&self) -> String {
@@ -185,25 +267,149 @@ impl FileStore {
     }
 }
 
+/// The id of the version labelled `stage`, if any.
+fn labelled<'a>(entry: &'a Entry, stage: &str) -> Option<&'a Version> {
+    entry.versions.iter().find(|v| v.has(stage))
+}
+
+// The file operations are short synchronous reads and writes of one small file, as in
+// `current`; the lock is only ever held for one of them.
 impl SecretStore for FileStore {
     async fn current(&self) -> Result<Secret, StoreError> {
-        let file = self.read()?;
-        let current = file.secrets.get(&self.key).and_then(|e| {
-            e.versions
-                .iter()
-                .find(|v| v.stages.iter().any(|s| s == AWSCURRENT))
-        });
-        match current {
-            Some(v) => Ok(Secret::new(v.value.clone())),
-            None => Err(StoreError::Missing {
-                store: self.describe(),
-                hint: self.import_hint(),
-            }),
-        }
+        self.current_version().await.map(|(_, s)| s)
     }
 
     fn describe(&self) -> String {
         format!("file store `{}` entry `{}`", self.path.display(), self.key)
+    }
+
+    async fn current_version(&self) -> Result<(VersionId, Secret), StoreError> {
+        let file = self.read()?;
+        match file
+            .secrets
+            .get(&self.key)
+            .and_then(|e| labelled(e, AWSCURRENT))
+        {
+            Some(v) => Ok((VersionId(v.id.clone()), Secret::new(v.value.clone()))),
+            None => Err(self.no_current()),
+        }
+    }
+
+    async fn pending(&self) -> Result<Option<(VersionId, Secret)>, StoreError> {
+        let file = self.read()?;
+        Ok(file
+            .secrets
+            .get(&self.key)
+            .and_then(|e| labelled(e, AWSPENDING))
+            .filter(|v| !v.has(AWSCURRENT))
+            .map(|v| (VersionId(v.id.clone()), Secret::new(v.value.clone()))))
+    }
+
+    async fn put_pending(
+        &self,
+        token: &Secret,
+        request_token: &str,
+    ) -> Result<VersionId, StoreError> {
+        super::check_request_token(&self.describe(), request_token)?;
+        self.modify(false, |entry| {
+            if labelled(entry, AWSCURRENT).is_none() {
+                return Err(self.no_current());
+            }
+            if let Some(v) = entry
+                .versions
+                .iter()
+                .find(|v| v.request_token.as_deref() == Some(request_token))
+            {
+                // Compared, never quoted: the detail names the version only.
+                return if v.value == token.expose() {
+                    Ok(VersionId(v.id.clone()))
+                } else {
+                    Err(self.conflict(format!(
+                        "request token `{request_token}` already staged version `{}` with another value",
+                        v.id
+                    )))
+                };
+            }
+            for v in &mut entry.versions {
+                v.remove(AWSPENDING);
+            }
+            // The id is the request token, as Secrets Manager's VersionId is its
+            // ClientRequestToken: the same rotation names the same version in both stores.
+            let id = request_token.to_string();
+            entry.versions.push(Version {
+                id: id.clone(),
+                value: token.expose().to_string(),
+                stages: vec![AWSPENDING.to_string()],
+                created_at: jiff::Timestamp::now().to_string(),
+                request_token: Some(request_token.to_string()),
+            });
+            Ok(VersionId(id))
+        })
+    }
+
+    async fn promote(&self, to: &VersionId, from: &VersionId) -> Result<(), StoreError> {
+        self.modify(false, |entry| {
+            let Some(current) = labelled(entry, AWSCURRENT) else {
+                return Err(self.no_current());
+            };
+            if current.id != from.0 {
+                return Err(self.conflict(format!(
+                    "{AWSCURRENT} is on version `{}`, not `{from}`",
+                    current.id
+                )));
+            }
+            if !entry.versions.iter().any(|v| v.id == to.0) {
+                return Err(self.conflict(format!("version `{to}` no longer exists")));
+            }
+            if to != from {
+                for v in &mut entry.versions {
+                    v.remove(AWSPREVIOUS);
+                    if v.id == from.0 {
+                        v.remove(AWSCURRENT);
+                        v.add(AWSPREVIOUS);
+                    }
+                }
+            }
+            for v in entry.versions.iter_mut().filter(|v| v.id == to.0) {
+                v.remove(AWSPENDING);
+                v.add(AWSCURRENT);
+            }
+            Ok(())
+        })
+    }
+
+    async fn rollback(&self) -> Result<VersionId, StoreError> {
+        self.modify(false, |entry| {
+            if labelled(entry, AWSCURRENT).is_none() {
+                return Err(self.no_current());
+            }
+            let Some(previous) = labelled(entry, AWSPREVIOUS).map(|v| v.id.clone()) else {
+                return Err(
+                    self.broken(format!("there is no {AWSPREVIOUS} version to roll back to"))
+                );
+            };
+            // The lock makes this read-and-swap one step: the current version cannot change
+            // between finding it and moving the label.
+            for v in &mut entry.versions {
+                if v.id == previous {
+                    v.remove(AWSPREVIOUS);
+                    v.add(AWSCURRENT);
+                } else if v.has(AWSCURRENT) {
+                    v.remove(AWSCURRENT);
+                    v.add(AWSPREVIOUS);
+                }
+            }
+            Ok(VersionId(previous))
+        })
+    }
+
+    async fn clear_pending(&self) -> Result<(), StoreError> {
+        self.modify(false, |entry| {
+            for v in &mut entry.versions {
+                v.remove(AWSPENDING);
+            }
+            Ok(())
+        })
     }
 }
 

@@ -13,3 +13,4 @@ mod graph_client;
 mod notify;
 mod sandbox;
 mod service;
+mod store_behaviour;
