@@ -503,15 +503,7 @@ pub async fn observe(
         wabas: info.waba_ids(),
     };
     if !info.is_valid {
-        let api = info.error.clone().unwrap_or(graph::ApiError {
-            status: 200,
-            code: 190,
-            subcode: None,
-            kind: None,
-            message: String::new(),
-            details: None,
-            fbtrace_id: None,
-        });
+        let api = info.invalid_reason().expect("the token is invalid here");
         let expired = api.subcode == Some(463);
         return (
             Verdict::Dead {

@@ -344,15 +344,7 @@ fn evaluate_info(
             None,
         ));
     } else {
-        let api = info.error.clone().unwrap_or(graph::ApiError {
-            status: 200,
-            code: 190,
-            subcode: None,
-            kind: None,
-            message: String::new(),
-            details: None,
-            fbtrace_id: None,
-        });
+        let api = info.invalid_reason().expect("the token is invalid here");
         // "could not be decrypted" / "cannot parse": no app, no type. That is the runbook's
         // "Access token could not be decrypted": not a token Meta issued as stored.
         let detail = if info.app_id.is_none() && info.token_type.is_none() {

@@ -80,6 +80,23 @@ pub struct GranularScope {
 }
 
 impl TokenInfo {
+    /// Meta's reason when the token is invalid: `data.error`, or a bare code 190 when Meta
+    /// gave none. `None` for a valid token.
+    pub fn invalid_reason(&self) -> Option<ApiError> {
+        if self.is_valid {
+            return None;
+        }
+        Some(self.error.clone().unwrap_or(ApiError {
+            status: 200,
+            code: 190,
+            subcode: None,
+            kind: None,
+            message: String::new(),
+            details: None,
+            fbtrace_id: None,
+        }))
+    }
+
     /// Whether `scope` is granted.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
