@@ -442,6 +442,19 @@ async fn the_binary_survives_sigkill_without_repeating_and_stops_on_sigterm() {
     };
     let mut first = spawn(&ws.config);
     tokio::task::block_in_place(|| wait_for(1));
+    // Kill once the daemon has recorded the delivery (the audit log says so). A kill between
+    // the server's 250 and that record is the one window SMTP leaves: the email would go again,
+    // with the same Message-ID, which mail clients fold into one.
+    let audit = state_dir(&ws.config).join("audit.jsonl");
+    tokio::task::block_in_place(|| {
+        for _ in 0..100 {
+            if std::fs::read_to_string(&audit).is_ok_and(|a| a.contains("\"email_sent\"")) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the delivery was never recorded");
+    });
     first.kill().unwrap();
     let out1 = first.wait_with_output().unwrap();
     assert!(
