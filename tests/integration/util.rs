@@ -22,6 +22,27 @@ pub fn venv() -> PathBuf {
     dir
 }
 
+/// Starts a support server that prints `port N` once it listens and exits when its stdin
+/// closes (so it dies with the test process); returns it and the port.
+fn spawn_server(cmd: &mut Command) -> (Child, u16) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("port ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{cmd:?} said {line:?}"));
+    (child, port)
+}
+
 /// moto's server, one per test binary; it exits when this process does (its stdin closes).
 pub struct Moto {
     _child: Child,
@@ -34,22 +55,9 @@ pub fn moto() -> &'static Moto {
     static MOTO: OnceLock<Moto> = OnceLock::new();
     MOTO.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/moto_server.py");
-        let mut child = Command::new(venv().join("bin/python"))
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line
-            .trim()
-            .strip_prefix("port ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("moto said {line:?}"));
+        let mut cmd = Command::new(venv().join("bin/python"));
+        cmd.arg(script);
+        let (child, port) = spawn_server(&mut cmd);
         Moto {
             _child: child,
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -292,21 +300,7 @@ impl SmtpSink {
         if let Some(code) = opts.reject {
             cmd.arg("--reject").arg(code.to_string());
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start smtp_sink.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line
-            .trim()
-            .strip_prefix("port ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("smtp_sink said {line:?}"));
+        let (child, port) = spawn_server(&mut cmd);
         SmtpSink {
             child,
             port,
