@@ -42,7 +42,8 @@ pub struct ApiError {
     pub subcode: Option<i64>,
     /// The envelope's `type`, such as `OAuthException`.
     pub kind: Option<String>,
-    /// Meta's message, for people. Never used to classify.
+    /// Meta's message, for people, followed by `error_user_title` and `error_user_msg` in
+    /// parentheses when Meta sends them. Never used to classify.
     pub message: String,
     /// WhatsApp's `error_data.details`.
     pub details: Option<String>,
@@ -126,6 +127,8 @@ struct WireError {
     error_subcode: Option<serde_json::Value>,
     subcode: Option<serde_json::Value>,
     is_transient: Option<bool>,
+    error_user_title: Option<String>,
+    error_user_msg: Option<String>,
     error_data: Option<serde_json::Value>,
     fbtrace_id: Option<String>,
 }
@@ -159,11 +162,22 @@ pub fn parse_error_body(status: u16, body: &[u8]) -> Result<(ApiError, bool), Tr
             .or(e.subcode.as_ref())
             .and_then(loose_i64),
         kind: e.kind,
-        message: e.message,
+        message: with_user_message(e.message, e.error_user_title, e.error_user_msg),
         details,
         fbtrace_id: e.fbtrace_id,
     };
     Ok((api, e.is_transient.unwrap_or(false)))
+}
+
+/// Meta's `message` is often generic ("(#100) Invalid parameter") while `error_user_title` and
+/// `error_user_msg` say what is wrong ("App not installed: ..."): keep both for people.
+fn with_user_message(message: String, title: Option<String>, user: Option<String>) -> String {
+    let user = user.filter(|u| !u.trim().is_empty() && !message.contains(u.as_str()));
+    match (title.filter(|t| !t.trim().is_empty()), user) {
+        (Some(t), Some(u)) => format!("{message} ({t}: {u})"),
+        (None, Some(u)) => format!("{message} ({u})"),
+        (_, None) => message,
+    }
 }
 
 /// Describes a body that is not Graph JSON.
@@ -204,9 +218,13 @@ pub fn classify_api(
     if RATE_LIMIT_CODES.contains(&code) {
         return GraphError::Transient(Transient::RateLimited { api, retry_after });
     }
-    // `Error validating client secret.` is code 1 with type OAuthException on oauth calls;
-    // a plain code 1 elsewhere is Meta's "unknown error, try again".
-    if call == CallKind::WithAppSecret && code == 1 && api.kind.as_deref() == Some("OAuthException")
+    // `Error validating client secret.` is code 1 with type OAuthException and HTTP 400 on
+    // oauth calls; a plain code 1 elsewhere, or with a 5xx, is Meta's "unknown error, try
+    // again" (which Meta also types OAuthException).
+    if call == CallKind::WithAppSecret
+        && code == 1
+        && api.kind.as_deref() == Some("OAuthException")
+        && api.status < 500
     {
         return GraphError::OwnCredentials(api);
     }
@@ -337,7 +355,11 @@ mod tests {
                 "FacebookApiException",
                 "transient",
             ),
+            // Meta types its 5xx "unknown error" OAuthException too: not a wrong secret.
+            (WithAppSecret, 500, 1, None, "OAuthException", "transient"),
             (WithAppSecret, 400, 190, Some(463), "OAuthException", "dead"),
+            (WithAppSecret, 400, 190, None, "OAuthException", "dead"),
+            (WithAppSecret, 400, 100, None, "OAuthException", "config"),
         ];
         for (call, status, code, sub, kind, want) in rows {
             let got = classify(*call, *status, &env(*code, *sub, kind, ""), None);
@@ -399,6 +421,18 @@ mod tests {
             api.message
                 .contains("https://developers.facebook.com/docs/graph-api")
         );
+    }
+
+    #[test]
+    fn user_title_and_message_reach_the_error() {
+        let body = br#"{"error":{"message":"(#100) Invalid parameter","type":"OAuthException","code":100,"error_user_title":"App not installed","error_user_msg":"The app 1 is not installed for system user 2."}}"#;
+        let (api, _) = parse_error_body(400, body).unwrap();
+        assert_eq!(
+            api.message,
+            "(#100) Invalid parameter (App not installed: The app 1 is not installed for system user 2.)"
+        );
+        let (plain, _) = parse_error_body(400, &env(100, None, "OAuthException", "")).unwrap();
+        assert_eq!(plain.message, "m");
     }
 
     #[test]

@@ -1,10 +1,14 @@
-//! Meta Graph API client: `debug_token`, phone-number reads, test messages.
+//! Meta Graph API client: `debug_token`, phone-number reads, test messages, and the token calls
+//! of a rotation (refresh, mint, revoke).
 //!
-//! Only this module knows Graph URLs and JSON shapes ([`wire`] is private). Every call carries an
-//! `appsecret_proof`; tokens travel in `Authorization` headers, except the one `debug_token`
-//! must carry in its query string, which is why no request URL is ever logged or put into an
-//! error (reqwest errors are stripped of their URL). Transient failures are retried with
-//! exponential backoff and jitter; rate limits wait as long as Meta asks, within a budget.
+//! Only this module knows Graph URLs and JSON shapes ([`wire`] is private). Every call with a
+//! token carries an `appsecret_proof`; tokens travel in `Authorization` headers, except where
+//! Meta wants them in the query string (`debug_token`'s `input_token`, and `oauth/access_token`
+//! and `oauth/revoke`, which also carry the app secret there), which is why no request URL is
+//! ever logged or put into an error (reqwest errors are stripped of their URL). Transient
+//! failures are retried with exponential backoff and jitter; rate limits wait as long as Meta
+//! asks, within a budget. Calls that create a token (refresh, mint) are sent again only when
+//! Meta cannot have acted on them: see [`GraphClient::mint_token`].
 
 mod error;
 pub mod version;
@@ -149,6 +153,27 @@ pub struct PhoneNumber {
     pub code_verification_status: Option<String>,
     /// Display-name review status, when asked for.
     pub name_status: Option<String>,
+}
+
+/// A token from [`GraphClient::refresh_token`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refreshed {
+    /// The new token. The one it was made from keeps working until its own expiry.
+    pub token: Secret,
+    /// Meta's `expires_in`: about 60 days. `None` when Meta did not say; inspect the token
+    /// with [`GraphClient::debug_token`] for its exact expiry either way.
+    pub expires_in: Option<Duration>,
+}
+
+/// Whether a call that failed transiently may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    /// Reads, `debug_token`, revoke: sending twice does no harm.
+    Always,
+    /// Calls that create a token (mint, refresh): sent again only when Meta cannot have acted
+    /// on the request, that is when no connection was made or Meta answered with a rate limit.
+    /// A timeout, a 5xx or a cut-short answer may follow a token that Meta did make.
+    IfNotActedOn,
 }
 
 /// The app credentials tokenwarden inspects tokens with.
@@ -360,6 +385,142 @@ impl GraphClient {
         self.send_message(token, phone_number_id, body).await
     }
 
+    /// Refreshes an expiring token: `GET oauth/access_token` with
+    /// `grant_type=fb_exchange_token` and `set_token_expires_in_60_days=true`, authenticated by
+    /// the app id and secret. The new token lasts 60 days from now; `token` keeps working
+    /// until its own expiry (Meta's zero-downtime recipe: refresh, deploy the new token
+    /// everywhere, then [`GraphClient::revoke_token`] the old one).
+    ///
+    /// The client does not refuse a never-expiring token: Meta (and the sandbox) trade it for
+    /// a 60-day one. A caller that holds a non-expiring token (`debug_token` says
+    /// [`Expiry::Never`]) must not refresh it.
+    ///
+    /// Sent once: each refresh makes a new token, so a timeout, a 5xx or a cut-short answer is
+    /// returned as [`GraphError::Transient`] rather than sent again (it may have made a token
+    /// that nobody will see; harmless, as it expires unused). Only a failed connection or a
+    /// rate limit is retried.
+    ///
+    /// # Errors
+    /// [`GraphError::OwnCredentials`] when Meta refuses the app secret ("Error validating
+    /// client secret", code 1), [`GraphError::TokenDead`] when `token` is expired, revoked or
+    /// unknown (an expired token cannot be refreshed, only replaced),
+    /// [`GraphError::Misconfigured`] for a token of another app, [`GraphError::Transient`].
+    pub async fn refresh_token(&self, token: &Secret) -> Result<Refreshed, GraphError> {
+        let url = self.url(&["oauth", "access_token"]);
+        let parsed: wire::RefreshResponse = self
+            .send_json(CallKind::WithAppSecret, Replay::IfNotActedOn, || {
+                self.http.get(url.clone()).query(&[
+                    ("grant_type", "fb_exchange_token"),
+                    ("client_id", self.app.app_id.as_str()),
+                    ("client_secret", self.app.app_secret.expose()),
+                    ("set_token_expires_in_60_days", "true"),
+                    ("fb_exchange_token", token.expose()),
+                ])
+            })
+            .await?;
+        Ok(Refreshed {
+            token: new_token(parsed.access_token)?,
+            expires_in: parsed
+                .expires_in
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(s as u64)),
+        })
+    }
+
+    /// Makes a new system-user token: `POST /{system_user_id}/access_tokens` for this app with
+    /// both WhatsApp scopes, authenticated by `admin_token` (an admin's or a system user's token
+    /// of the same business, sent as `Authorization: Bearer` with its `appsecret_proof`).
+    /// `expiring` asks for a 60-day token, otherwise a non-expiring one. Meta answers with the
+    /// token only: inspect it with [`GraphClient::debug_token`] for its expiry and assets.
+    ///
+    /// Sent once: minting is not idempotent at Meta, so a request that may have reached Meta
+    /// (a timeout, a 5xx, a cut-short answer) is never sent again; a second attempt could
+    /// leave a second live token nobody knows about. The error is
+    /// [`GraphError::Transient`]; the rotation has recorded its intent and decides what to do.
+    /// Only a failed connection or a rate limit, which Meta refuses before doing anything, is
+    /// retried.
+    ///
+    /// # Errors
+    /// [`GraphError::Misconfigured`] for an empty or unknown system-user id, an app not
+    /// installed for the system user (Meta's user title and message are kept), a wrong proof or
+    /// an admin token without the right; [`GraphError::TokenDead`] when `admin_token` is dead
+    /// (the error is about the admin token, not a managed one); [`GraphError::Transient`].
+    pub async fn mint_token(
+        &self,
+        admin_token: &Secret,
+        system_user_id: &str,
+        expiring: bool,
+    ) -> Result<Secret, GraphError> {
+        // An empty id would post to `/access_tokens` of nothing: refuse it here.
+        if system_user_id.is_empty() {
+            return Err(GraphError::Misconfigured(local_error(
+                "the system-user id is empty",
+            )));
+        }
+        let url = self.url(&[system_user_id, "access_tokens"]);
+        let proof = appsecret_proof(&self.app.app_secret, admin_token.expose());
+        let scope = WHATSAPP_SCOPES.join(",");
+        let sixty_days = if expiring { "true" } else { "false" };
+        let parsed: wire::MintResponse = self
+            .send_json(CallKind::WithToken, Replay::IfNotActedOn, || {
+                self.http
+                    .post(url.clone())
+                    .header(AUTHORIZATION, format!("Bearer {}", admin_token.expose()))
+                    .form(&[
+                        ("business_app", self.app.app_id.as_str()),
+                        ("scope", scope.as_str()),
+                        ("appsecret_proof", proof.as_str()),
+                        ("set_token_expires_in_60_days", sixty_days),
+                    ])
+            })
+            .await?;
+        new_token(parsed.access_token)
+    }
+
+    /// Revokes `old` at once: `GET oauth/revoke` with the app id and secret, called with
+    /// `caller` (`old` itself, or an admin or system-user token of the business). Revoking is
+    /// idempotent, so transient failures are retried; revoking a token that is already revoked
+    /// or expired succeeds, as long as `caller` works.
+    ///
+    /// Meta's documented answer, `{"success":"true",}`, is not valid JSON: it is read leniently.
+    ///
+    /// # Errors
+    /// [`GraphError::OwnCredentials`] when Meta refuses the app secret;
+    /// [`GraphError::TokenDead`] when Meta answers code 190, which may be about `caller` (dead)
+    /// or about `old` (unknown, unparseable): the envelope does not say which, so this is not
+    /// taken to mean that `old` is already gone; inspect both with
+    /// [`GraphClient::debug_token`]. [`GraphError::Transient`] when Graph could not answer,
+    /// or answered `"success": false` (the token is still live; try again later).
+    pub async fn revoke_token(&self, old: &Secret, caller: &Secret) -> Result<(), GraphError> {
+        let url = self.url(&["oauth", "revoke"]);
+        self.send_parsed(
+            CallKind::WithAppSecret,
+            Replay::Always,
+            || {
+                self.http.get(url.clone()).query(&[
+                    ("client_id", self.app.app_id.as_str()),
+                    ("client_secret", self.app.app_secret.expose()),
+                    ("revoke_token", old.expose()),
+                    ("access_token", caller.expose()),
+                ])
+            },
+            |status, body| match revoke_outcome(body) {
+                Some(true) => Ok(()),
+                Some(false) => Err(GraphError::Transient(Transient::Api(ApiError {
+                    status,
+                    code: -1,
+                    subcode: None,
+                    kind: None,
+                    message: "Meta answered the revoke with \"success\": false".into(),
+                    details: None,
+                    fbtrace_id: None,
+                }))),
+                None => Err(GraphError::Transient(error::bad_body(status, body))),
+            },
+        )
+        .await
+    }
+
     async fn send_message(
         &self,
         token: &Secret,
@@ -406,40 +567,64 @@ impl GraphClient {
         call: CallKind,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<T, GraphError> {
+        self.send_json(call, Replay::Always, build).await
+    }
+
+    /// [`GraphClient::send`] with a choice of [`Replay`].
+    async fn send_json<T: serde::de::DeserializeOwned>(
+        &self,
+        call: CallKind,
+        replay: Replay,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<T, GraphError> {
+        self.send_parsed(call, replay, build, |status, body| {
+            serde_json::from_slice(body)
+                .map_err(|_| GraphError::Transient(error::bad_body(status, body)))
+        })
+        .await
+    }
+
+    /// Sends, retrying transient failures as `replay` allows, and hands a 2xx answer's status
+    /// and body to `parse`. An error from `parse` is treated like any other: retried when
+    /// transient.
+    async fn send_parsed<T>(
+        &self,
+        call: CallKind,
+        replay: Replay,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        parse: impl Fn(u16, &[u8]) -> Result<T, GraphError>,
+    ) -> Result<T, GraphError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome: Result<(), GraphError> = match build().send().await {
-                Err(e) if e.is_timeout() => Err(GraphError::Transient(Transient::Timeout)),
-                // `without_url`: the URL may carry `input_token`.
-                Err(e) => Err(GraphError::Transient(Transient::Network(error_chain(
-                    e.without_url(),
-                )))),
+            // True only when the request cannot have reached Meta.
+            let mut unsent = false;
+            let err = match build().send().await {
+                Err(e) => {
+                    unsent = e.is_connect();
+                    transport_error(e)
+                }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let headers = resp.headers().clone();
                     match resp.bytes().await {
-                        Err(e) if e.is_timeout() => Err(GraphError::Transient(Transient::Timeout)),
-                        Err(e) => Err(GraphError::Transient(Transient::Network(error_chain(
-                            e.without_url(),
-                        )))),
-                        Ok(body) if (200..300).contains(&status) => {
-                            match serde_json::from_slice(&body) {
-                                Ok(parsed) => return Ok(parsed),
-                                Err(_) => {
-                                    Err(GraphError::Transient(error::bad_body(status, &body)))
-                                }
-                            }
-                        }
-                        Ok(body) => Err(classify(call, status, &body, retry_after(&headers))),
+                        Err(e) => transport_error(e),
+                        Ok(body) if (200..300).contains(&status) => match parse(status, &body) {
+                            Ok(parsed) => return Ok(parsed),
+                            Err(e) => e,
+                        },
+                        Ok(body) => classify(call, status, &body, retry_after(&headers)),
                     }
                 }
             };
-            let err = outcome.expect_err("success returned above");
             let GraphError::Transient(t) = &err else {
                 return Err(err);
             };
-            if attempt >= self.retry.attempts {
+            let may_replay = match replay {
+                Replay::Always => true,
+                Replay::IfNotActedOn => unsent || matches!(t, Transient::RateLimited { .. }),
+            };
+            if !may_replay || attempt >= self.retry.attempts {
                 return Err(err);
             }
             let mut delay = backoff(self.retry.base_delay, attempt);
@@ -456,6 +641,48 @@ impl GraphClient {
             tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, error = %err, "transient Graph failure, retrying");
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+/// A reqwest failure as a transient error. `without_url`: the URL may carry `input_token`,
+/// `client_secret` or `fb_exchange_token`.
+fn transport_error(e: reqwest::Error) -> GraphError {
+    if e.is_timeout() {
+        GraphError::Transient(Transient::Timeout)
+    } else {
+        GraphError::Transient(Transient::Network(error_chain(e.without_url())))
+    }
+}
+
+/// A token Meta just made; an empty one is a broken answer, never a token.
+fn new_token(value: String) -> Result<Secret, GraphError> {
+    if value.is_empty() {
+        return Err(GraphError::Transient(Transient::BadBody {
+            status: 200,
+            what: "an empty access token",
+        }));
+    }
+    Ok(Secret::new(value))
+}
+
+/// Reads `oauth/revoke`'s answer leniently: Meta documents `{"success":"true",}`, with a string
+/// and a trailing comma. `Some(true)` for `true` or `"true"`, `Some(false)` for `false` or
+/// `"false"`, `None` for anything else (not an answer to trust).
+fn revoke_outcome(body: &[u8]) -> Option<bool> {
+    let text = std::str::from_utf8(body).ok()?.trim();
+    let parsed: wire::RevokeResponse = serde_json::from_str(text).ok().or_else(|| {
+        // Drop one trailing comma before the closing brace, and try again.
+        let inner = text.strip_suffix('}')?.trim_end().strip_suffix(',')?;
+        serde_json::from_str(&format!("{inner}}}")).ok()
+    })?;
+    match parsed.success? {
+        serde_json::Value::Bool(b) => Some(b),
+        serde_json::Value::String(s) => match s.trim() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -607,6 +834,28 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_secs(180)));
         h.insert("retry-after", "7".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn revoke_answers_parse_leniently() {
+        assert_eq!(revoke_outcome(br#"{"success":"true",}"#), Some(true));
+        assert_eq!(revoke_outcome(b"{\"success\": \"true\" , }\n"), Some(true));
+        assert_eq!(revoke_outcome(br#"{"success":true}"#), Some(true));
+        assert_eq!(revoke_outcome(br#"{"success":false}"#), Some(false));
+        assert_eq!(revoke_outcome(br#"{"success":"false",}"#), Some(false));
+        for garbage in [
+            &b""[..],
+            b"<html>502 Bad Gateway</html>",
+            br#"{"success""#,
+            br#"{"success":"yes"}"#,
+            br#"{"success":1}"#,
+            br#"{"ok":true}"#,
+            br#"{"success":true,,}"#,
+            br#"[{"success":true}]"#,
+            b"\xff\xfe",
+        ] {
+            assert_eq!(revoke_outcome(garbage), None, "{garbage:?}");
+        }
     }
 
     #[test]

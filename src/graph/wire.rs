@@ -92,6 +92,27 @@ pub(super) struct MessageId {
     pub id: String,
 }
 
+/// `oauth/access_token` (refresh): `{"access_token","token_type","expires_in"}`.
+#[derive(Deserialize)]
+pub(super) struct RefreshResponse {
+    pub access_token: String,
+    #[serde(default, deserialize_with = "loose_int")]
+    pub expires_in: Option<i64>,
+}
+
+/// `/{system-user-id}/access_tokens` (mint): `{"access_token"}` only, no expiry.
+#[derive(Deserialize)]
+pub(super) struct MintResponse {
+    pub access_token: String,
+}
+
+/// `oauth/revoke`: documented as `{"success":"true",}` (a string, and a trailing comma that
+/// makes it invalid JSON); `graph::revoke_outcome` mends the comma before parsing this.
+#[derive(Deserialize)]
+pub(super) struct RevokeResponse {
+    pub success: Option<serde_json::Value>,
+}
+
 fn loose_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let v = Option::<serde_json::Value>::deserialize(d)?;
     Ok(match v {

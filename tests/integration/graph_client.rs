@@ -8,6 +8,8 @@ use tokenwarden::graph::{Expiry, GraphClient, GraphError, Transient};
 use tokenwarden::sandbox::{self, Endpoint, Fault, Sandbox, Scenario, TokenKind, TokenSpec};
 use tokenwarden::secret::Secret;
 
+use crate::util::assert_no_leak;
+
 async fn sandbox() -> Sandbox {
     Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
         .await
@@ -363,4 +365,388 @@ async fn app_tokens_inspect_as_app_type() {
     let app = Secret::new(sb.issue_token(TokenSpec::system_user_60d().kind(TokenKind::App)));
     let info = client(&sb).debug_token(&app).await.unwrap();
     assert_eq!(info.token_type.as_deref(), Some("APP"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rotation calls: refresh, mint, revoke.
+
+const DAY: i64 = 86_400;
+
+fn expiry_secs(info: &tokenwarden::graph::TokenInfo) -> i64 {
+    match info.expires_at {
+        Expiry::At(t) => t.as_second(),
+        other => panic!("expected an expiry, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn refresh_makes_a_later_token_and_the_old_one_keeps_working() {
+    let sb = sandbox().await;
+    let c = client(&sb);
+    let old = Secret::new(sb.issue_token(prod().issued_ago(10 * DAY)));
+    let old_expiry = expiry_secs(&c.debug_token(&old).await.unwrap());
+
+    let r = c.refresh_token(&old).await.unwrap();
+    assert_ne!(r.token, old);
+    let secs = r.expires_in.expect("Meta says expires_in").as_secs() as i64;
+    assert!(
+        (60 * DAY - 3600..=60 * DAY + 3600).contains(&secs),
+        "{secs}"
+    );
+    let info = c.debug_token(&r.token).await.unwrap();
+    assert!(info.is_valid, "{info:?}");
+    assert_eq!(info.token_type.as_deref(), Some("SYSTEM_USER"));
+    assert!(info.targets_waba(sandbox::DEMO_WABA_ID));
+    assert!(
+        expiry_secs(&info) > old_expiry,
+        "the new token lasts longer"
+    );
+    assert!(
+        c.debug_token(&old).await.unwrap().is_valid,
+        "the old token works until its own expiry"
+    );
+    assert_eq!(sb.stats().refreshed, 1);
+
+    // The trap the caller must avoid: a never-expiring token is traded for a 60-day one.
+    let never =
+        Secret::new(sb.issue_token(TokenSpec::system_user_never().wabas(&[sandbox::DEMO_WABA_ID])));
+    let r = c.refresh_token(&never).await.unwrap();
+    assert!(matches!(
+        c.debug_token(&r.token).await.unwrap().expires_at,
+        Expiry::At(_)
+    ));
+}
+
+#[tokio::test]
+async fn refresh_refusals_are_classified() {
+    let sb = sandbox().await;
+    let t = Secret::new(sb.issue_token(prod()));
+    let wrong = client_for(
+        &sb.base_url(),
+        "ffffffffffffffffffffffffffffffff",
+        1,
+        Duration::from_secs(5),
+    );
+    match wrong.refresh_token(&t).await {
+        Err(GraphError::OwnCredentials(api)) => {
+            assert_eq!(api.code, 1);
+            assert!(api.message.contains("client secret"), "{api}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Meta's 5xx "unknown error" is code 1 typed OAuthException too: not a wrong secret.
+    let c = client_for(
+        &sb.base_url(),
+        sandbox::DEMO_APP_SECRET,
+        3,
+        Duration::from_secs(5),
+    );
+    sb.add_fault(Fault::server_error(Endpoint::Refresh, 500, 1));
+    let before = sb.stats().requests_for(Endpoint::Refresh);
+    assert!(matches!(
+        c.refresh_token(&t).await,
+        Err(GraphError::Transient(Transient::Api(_)))
+    ));
+    assert_eq!(
+        sb.stats().requests_for(Endpoint::Refresh) - before,
+        1,
+        "a refresh that may have reached Meta is not sent again"
+    );
+    assert_eq!(sb.stats().refreshed, 0);
+
+    sb.advance_clock(61 * DAY);
+    match c.refresh_token(&t).await {
+        Err(GraphError::TokenDead(api)) => assert_eq!((api.code, api.subcode), (190, Some(463))),
+        other => panic!("an expired token cannot be refreshed: {other:?}"),
+    }
+    assert!(matches!(
+        c.refresh_token(&Secret::new(format!("EAAG{}", "Q".repeat(150))))
+            .await,
+        Err(GraphError::TokenDead(_))
+    ));
+}
+
+#[tokio::test]
+async fn mint_makes_system_user_tokens_both_ways() {
+    let sb = sandbox().await;
+    let c = client(&sb);
+    let admin =
+        Secret::new(sb.issue_token(TokenSpec::system_user_never().wabas(&[sandbox::DEMO_WABA_ID])));
+
+    let expiring = c
+        .mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, true)
+        .await
+        .unwrap();
+    let info = c.debug_token(&expiring).await.unwrap();
+    assert!(info.is_valid, "{info:?}");
+    assert_eq!(info.token_type.as_deref(), Some("SYSTEM_USER"));
+    assert_eq!(info.user_id.as_deref(), Some(sandbox::DEMO_SYSTEM_USER_ID));
+    assert!(info.missing_whatsapp_scopes().is_empty(), "{info:?}");
+    assert!(info.targets_waba(sandbox::DEMO_WABA_ID));
+    let in_secs = expiry_secs(&info) - sb.now();
+    assert!(
+        (60 * DAY - 5..=60 * DAY + 3600).contains(&in_secs),
+        "about 60 days, on the hour: {in_secs}"
+    );
+
+    let forever = c
+        .mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, false)
+        .await
+        .unwrap();
+    assert_ne!(forever, expiring);
+    let info = c.debug_token(&forever).await.unwrap();
+    assert!(info.is_valid);
+    assert_eq!(info.expires_at, Expiry::Never);
+    assert_eq!(sb.stats().minted, 2);
+}
+
+#[tokio::test]
+async fn mint_refusals_are_classified() {
+    let sb = sandbox().await;
+    let c = client(&sb);
+    let admin = Secret::new(sb.issue_token(prod()));
+
+    let e = c
+        .mint_token(&admin, sandbox::UNINSTALLED_SYSTEM_USER_ID, true)
+        .await
+        .unwrap_err();
+    // Meta's generic "(#100) Invalid parameter" comes with its user title and message.
+    let shown = e.to_string();
+    assert!(
+        shown.contains("App not installed") && shown.contains("is not installed"),
+        "{shown}"
+    );
+    assert!(
+        matches!(&e, GraphError::Misconfigured(api) if api.code == 100),
+        "{e:?}"
+    );
+    match c.mint_token(&admin, "999000999000", true).await {
+        Err(GraphError::Misconfigured(api)) => assert_eq!((api.code, api.subcode), (100, Some(33))),
+        other => panic!("{other:?}"),
+    }
+    let before = sb.stats().requests_for(Endpoint::Any);
+    assert!(matches!(
+        c.mint_token(&admin, "", true).await,
+        Err(GraphError::Misconfigured(_))
+    ));
+    assert_eq!(
+        sb.stats().requests_for(Endpoint::Any),
+        before,
+        "refused locally"
+    );
+
+    // A page token may not mint: Meta's permissions error.
+    let page = Secret::new(sb.issue_token(prod().kind(TokenKind::Page)));
+    assert!(matches!(
+        c.mint_token(&page, sandbox::DEMO_SYSTEM_USER_ID, true).await,
+        Err(GraphError::Misconfigured(api)) if api.code == 200
+    ));
+    // A dead admin token is TokenDead (about the admin token).
+    sb.invalidate(admin.expose(), 460);
+    assert!(matches!(
+        c.mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, true).await,
+        Err(GraphError::TokenDead(api)) if api.subcode == Some(460)
+    ));
+    assert_eq!(sb.stats().minted, 0);
+}
+
+#[tokio::test]
+async fn mint_is_never_sent_twice_once_meta_may_have_acted() {
+    let sb = sandbox().await;
+    let c = client_for(
+        &sb.base_url(),
+        sandbox::DEMO_APP_SECRET,
+        3,
+        Duration::from_millis(400),
+    );
+    let admin = Secret::new(sb.issue_token(prod()));
+    let mints = || sb.stats().requests_for(Endpoint::Mint);
+
+    for fault in [
+        Fault::server_error(Endpoint::Mint, 500, 2),
+        Fault::server_error(Endpoint::Mint, 503, 1),
+        Fault::html(Endpoint::Mint),
+        Fault::truncated(Endpoint::Mint),
+        Fault::delay(Endpoint::Mint, 1500),
+    ] {
+        sb.clear_faults();
+        sb.add_fault(fault.clone());
+        let before = mints();
+        let e = c
+            .mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, true)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, GraphError::Transient(_)), "{fault:?}: {e:?}");
+        assert_eq!(mints() - before, 1, "{fault:?}: exactly one mint request");
+    }
+    // The truncated answer was cut after Meta made the token: one token, sent once. (The
+    // delayed one may or may not have been made: the sandbox drops a request whose client left.)
+    let minted = sb.stats().minted;
+    assert!((1..=2).contains(&minted), "{minted}");
+
+    // A rate limit is a refusal before anything happened: waited out and sent again.
+    sb.clear_faults();
+    sb.add_fault(Fault::RateLimit {
+        endpoint: Endpoint::Mint,
+        count: 1,
+        code: 4,
+        retry_after_secs: 1,
+    });
+    let before = mints();
+    let c = client_for(
+        &sb.base_url(),
+        sandbox::DEMO_APP_SECRET,
+        3,
+        Duration::from_secs(5),
+    );
+    let t = c
+        .mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, true)
+        .await
+        .unwrap();
+    assert!(c.debug_token(&t).await.unwrap().is_valid);
+    assert_eq!(mints() - before, 2);
+    assert_eq!(sb.stats().minted, minted + 1);
+}
+
+#[tokio::test]
+async fn revoke_kills_the_old_token_at_once() {
+    let sb = sandbox().await;
+    let c = client(&sb);
+    let old = Secret::new(sb.issue_token(prod()));
+    let new = c.refresh_token(&old).await.unwrap().token;
+
+    // The sandbox answers Meta's documented `{"success":"true",}`, trailing comma included.
+    c.revoke_token(&old, &new).await.unwrap();
+    assert_eq!(sb.stats().revoked, 1);
+    let info = c.debug_token(&old).await.unwrap();
+    assert!(!info.is_valid);
+    assert_eq!(
+        info.error.map(|e| (e.code, e.subcode)),
+        Some((190, Some(466)))
+    );
+    assert!(c.debug_token(&new).await.unwrap().is_valid);
+    assert!(matches!(
+        c.phone_number(&old, sandbox::DEMO_PHONE_NUMBER_ID).await,
+        Err(GraphError::TokenDead(api)) if api.subcode == Some(466)
+    ));
+
+    // Revoking is idempotent: an already revoked token is revoked again without error.
+    c.revoke_token(&old, &new).await.unwrap();
+    assert_eq!(sb.stats().revoked, 2);
+    // A token may revoke itself.
+    let other = Secret::new(sb.issue_token(prod()));
+    c.revoke_token(&other, &other).await.unwrap();
+    assert!(!c.debug_token(&other).await.unwrap().is_valid);
+}
+
+#[tokio::test]
+async fn revoke_refusals_are_classified_and_faults_retried() {
+    let sb = sandbox().await;
+    let old = Secret::new(sb.issue_token(prod()));
+    let caller = Secret::new(sb.issue_token(prod()));
+    let wrong = client_for(
+        &sb.base_url(),
+        "ffffffffffffffffffffffffffffffff",
+        1,
+        Duration::from_secs(5),
+    );
+    assert!(matches!(
+        wrong.revoke_token(&old, &caller).await,
+        Err(GraphError::OwnCredentials(api)) if api.code == 1
+    ));
+
+    let c = client_for(
+        &sb.base_url(),
+        sandbox::DEMO_APP_SECRET,
+        3,
+        Duration::from_secs(5),
+    );
+    // A dead caller: 190, which does not say which of the two tokens it is about.
+    let dead_caller = Secret::new(sb.issue_token(prod()));
+    sb.invalidate(dead_caller.expose(), 460);
+    assert!(matches!(
+        c.revoke_token(&old, &dead_caller).await,
+        Err(GraphError::TokenDead(_))
+    ));
+    assert!(matches!(
+        c.revoke_token(&Secret::new(format!("EAAG{}", "Q".repeat(150))), &caller)
+            .await,
+        Err(GraphError::TokenDead(_))
+    ));
+    assert_eq!(sb.stats().revoked, 0);
+    assert!(c.debug_token(&old).await.unwrap().is_valid);
+
+    // Revoking is idempotent, so faults are retried, including an answer cut short after the
+    // revoke happened.
+    sb.add_fault(Fault::server_error(Endpoint::Revoke, 500, 1));
+    sb.add_fault(Fault::truncated(Endpoint::Revoke));
+    let before = sb.stats().requests_for(Endpoint::Revoke);
+    c.revoke_token(&old, &caller).await.unwrap();
+    assert_eq!(sb.stats().requests_for(Endpoint::Revoke) - before, 3);
+    assert!(!c.debug_token(&old).await.unwrap().is_valid);
+}
+
+#[tokio::test]
+async fn rotation_errors_never_carry_tokens_or_the_secret() {
+    const SECRET: &str = "CANARYSECRET00000000000000000000";
+    let canary = Secret::new("EAAGCANARYcanaryCANARY0000000000000000000000000000");
+    let admin = Secret::new("EAAGADMINCANARYcanary000000000000000000000000000000");
+    // Nothing listens on port 9: reqwest's error text would include the URL unless stripped.
+    let c = client_for("http://127.0.0.1:9", SECRET, 2, Duration::from_secs(2));
+    let mut shown = Vec::new();
+    let e = c.refresh_token(&canary).await.unwrap_err();
+    assert!(
+        matches!(e, GraphError::Transient(Transient::Network(_))),
+        "{e:?}"
+    );
+    shown.push(format!("{e} {e:?}"));
+    let e = c
+        .mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, true)
+        .await
+        .unwrap_err();
+    shown.push(format!("{e} {e:?}"));
+    let e = c.revoke_token(&canary, &admin).await.unwrap_err();
+    shown.push(format!("{e} {e:?}"));
+
+    // And Meta's own error messages, from the sandbox.
+    let sb = sandbox().await;
+    let t = sb.issue_token(prod());
+    let tok = Secret::new(t.clone());
+    let wrong = client_for(&sb.base_url(), SECRET, 1, Duration::from_secs(5));
+    let c = client(&sb);
+    for e in [
+        wrong.refresh_token(&tok).await.unwrap_err(),
+        wrong.revoke_token(&tok, &tok).await.unwrap_err(),
+        wrong
+            .mint_token(&tok, sandbox::DEMO_SYSTEM_USER_ID, true)
+            .await
+            .unwrap_err(),
+        c.mint_token(&tok, sandbox::UNINSTALLED_SYSTEM_USER_ID, true)
+            .await
+            .unwrap_err(),
+        c.revoke_token(&canary, &tok).await.unwrap_err(),
+    ] {
+        shown.push(format!("{e} {e:?}"));
+    }
+    sb.advance_clock(61 * DAY);
+    let e = c.refresh_token(&tok).await.unwrap_err();
+    shown.push(format!("{e} {e:?}"));
+
+    let all = shown.join("\n");
+    assert_no_leak(
+        &all,
+        &[
+            canary.expose(),
+            admin.expose(),
+            &t,
+            SECRET,
+            sandbox::DEMO_APP_SECRET,
+            "CANARY",
+            "client_secret=",
+            "fb_exchange_token=",
+            "access_token=",
+        ],
+        "Graph errors",
+    );
 }
