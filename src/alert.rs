@@ -38,6 +38,9 @@ pub struct Context<'a> {
     pub next_check: Option<Timestamp>,
     /// When the current streak of failed checks began.
     pub failing_since: Option<Timestamp>,
+    /// What tokenwarden does about an ageing or broken token on its own (the configured
+    /// rotation source), as a sentence.
+    pub rotation: &'a str,
 }
 
 /// A rendered email, before addressing.
@@ -154,6 +157,120 @@ pub fn render(ctx: &Context<'_>, notice: &Notice, now: Timestamp) -> Rendered {
     doc.section(title, steps, true);
     Rendered {
         subject,
+        text: doc.text(),
+        html: doc.html(),
+    }
+}
+
+/// Renders the email about a rotation of `t`: the promotion (success), a rejected candidate,
+/// or a failed step. `hint` says how a person stages a token by hand.
+pub fn render_rotation(
+    t: &crate::config::TokenConfig,
+    r: &crate::rotation::Rotation,
+    hint: &str,
+) -> Rendered {
+    use crate::rotation::{Outcome, Step};
+    let new_fp = r
+        .new
+        .as_ref()
+        .map(|s| s.fingerprint.to_string())
+        .unwrap_or_else(|| "(none)".into());
+    let new_until = r
+        .new_facts
+        .as_ref()
+        .and_then(|f| crate::policy::effective_expiry(f, t.policy.max_age))
+        .map(|e| when(e.at))
+        .unwrap_or_else(|| "no known expiry".into());
+    let mut facts = vec![
+        format!("Token: {}", t.name),
+        format!("Source of the new token: {}", r.source),
+        format!(
+            "Old token: fingerprint {} (store version {})",
+            r.old.fingerprint, r.old.version
+        ),
+        format!("New token: fingerprint {new_fp}"),
+        format!(
+            "Rotation id: {} (started {}, because {})",
+            r.id,
+            timefmt::utc(r.started),
+            r.reason
+        ),
+    ];
+    let (word, headline, lead, next, mut todo): (&str, String, String, Vec<String>, Vec<String>) = match &r.outcome {
+        None | Some(Outcome::Completed { .. }) => {
+            facts.push(format!("New token valid until: {new_until}"));
+            let revoke = match r.revoke_at {
+                Some(at) => format!("Revoke the old token at {} (after the grace period), then confirm with Meta that it is dead.", when(at)),
+                None => "Keep the old token: `revoke_after = \"never\"` is configured. It stays valid until its own expiry.".into(),
+            };
+            (
+                "ROTATED",
+                format!("new token live, valid until {new_until}"),
+                format!("Token {} was rotated: the new token passed every check with Meta and is now current in the store.", t.name),
+                vec![revoke, "Keep checking the new token on schedule.".into()],
+                vec![format!(
+                    "Nothing, unless something outside tokenwarden's targets still uses the old token (fingerprint {}): update it before the old token is revoked.",
+                    r.old.fingerprint
+                )],
+            )
+        }
+        Some(Outcome::Rejected { check }) => (
+            "ROTATION REJECTED",
+            check.clone(),
+            format!("A new token for {} was not used because it failed a check: {check}. The current token is untouched.", t.name),
+            vec!["Leave the current token in place and keep warning before it expires.".into()],
+            vec![
+                "Fix what the check names (in Business Manager: the system user's assets, the app, the scopes).".into(),
+                format!("Generate a new system-user token with whatsapp_business_management and whatsapp_business_messaging and stage it: {hint}."),
+            ],
+        ),
+        Some(Outcome::Failed { step, reason }) => {
+            let promoted = matches!(step, Step::Revoke | Step::VerifyRevoked);
+            let lead = if promoted {
+                format!("The new token for {} is current, but retiring the old one failed at step {}: {reason}.", t.name, step.word())
+            } else {
+                format!("Rotating {} failed at step {}: {reason}. The old token is still current and untouched.", t.name, step.word())
+            };
+            let todo = if promoted {
+                vec![format!("Revoke the old token (fingerprint {}) in Business Manager, or fix the cause and run `tokenwarden rotate --token {}`.", r.old.fingerprint, t.name)]
+            } else {
+                vec![
+                    "Fix the cause named above.".into(),
+                    format!("Run `tokenwarden rotate --token {}` to try again now, or stage a token by hand: {hint}.", t.name),
+                ]
+            };
+            (
+                "ROTATION FAILED",
+                format!("{} failed: {reason}", step.word()),
+                lead,
+                vec!["Try again on the next scheduled run, and keep warning before the token expires.".into()],
+                todo,
+            )
+        }
+        Some(Outcome::Superseded { detail }) => (
+            "ROTATION SUPERSEDED",
+            detail.clone(),
+            format!("The rotation of {} stopped: {detail}.", t.name),
+            vec!["Check the token that is now current on the next run.".into()],
+            vec!["Nothing, if the other change was intended.".into()],
+        ),
+    };
+    if let Some(e) = &r.last_error {
+        facts.push(format!("Last error: {e}"));
+    }
+    todo.push(format!(
+        "See the whole picture with `tokenwarden status` and `tokenwarden doctor --token {}`.",
+        t.name
+    ));
+    let mut doc = Doc {
+        lead,
+        sections: Vec::new(),
+    };
+    doc.section("Facts", facts, false);
+    doc.section("What tokenwarden will do", next, false);
+    doc.section("What you must do", todo, true);
+    Rendered {
+        subject: format!("[tokenwarden] {word} {}: {headline}", t.name),
         text: doc.text(),
         html: doc.html(),
     }
@@ -375,7 +492,7 @@ fn next_steps(ctx: &Context<'_>, condition: Option<Condition>) -> Vec<String> {
             Some(Condition::Credentials) | Some(Condition::CannotCheck)
         )
     {
-        out.push("No automatic rotation is configured for this token: a person must put a new token in place.".into());
+        out.push(ctx.rotation.to_string());
     }
     out
 }
@@ -414,7 +531,7 @@ fn person_steps(ctx: &Context<'_>, condition: Option<Condition>) -> (String, Vec
                 vec![
                     format!("In Meta Business Manager > Users > System users, choose an Admin system user that has the app{waba} assigned (full control)."),
                     "Click \"Generate new token\", select the app, choose the expiry (60 days is recommended), and tick whatsapp_business_management and whatsapp_business_messaging.".into(),
-                    format!("Store it where tokenwarden reads it: {}.", ctx.store_hint),
+                    format!("Stage it: `tokenwarden stage --token {}` (paste it on standard input; it is checked with Meta first), then switch to it with `tokenwarden rotate --token {}`.", ctx.token, ctx.token),
                     "Update every environment that uses the token (for example WHATSAPP_ACCESS_TOKEN in backend/.env, production and staging) and restart the services.".into(),
                     format!("Check with `tokenwarden doctor --token {}`, then revoke the old token.", ctx.token),
                     "If this is not done in time, only a person in Business Manager can restore messaging: an expired token cannot be refreshed.".into(),
@@ -484,6 +601,7 @@ mod tests {
             policy: &p,
             next_check: Some(now),
             failing_since: Some(Timestamp::from_second(NOW - DAY).unwrap()),
+            rotation: "Promote a new token as soon as one is staged.",
         };
         let notice = notices
             .iter()
@@ -508,14 +626,16 @@ mod tests {
             "Fingerprint:",
             "Generate new token",
             "whatsapp_business_messaging",
-            "tokenwarden import --token billbytekot-prod",
+            "tokenwarden stage --token billbytekot-prod",
+            "tokenwarden rotate --token billbytekot-prod",
+            "Promote a new token as soon as one is staged.",
             "Warn again 3 days, 24 hours before the deadline",
         ] {
             assert!(r.text.contains(want), "missing {want:?} in:\n{}", r.text);
         }
         assert!(
             r.html
-                .contains("<code>tokenwarden import --token billbytekot-prod</code>"),
+                .contains("<code>tokenwarden stage --token billbytekot-prod</code>"),
             "{}",
             r.html
         );

@@ -29,7 +29,7 @@ use crate::graph::{self, GraphClient, GraphError};
 use crate::metrics::Telemetry;
 use crate::notify::{Email, Mailer, Outbox};
 use crate::policy::{self, Expires, TokenFacts, Verdict};
-use crate::secret::Fingerprint;
+use crate::secret::{Fingerprint, Secret};
 use crate::state::{Snapshot, StateError, StateStore};
 use crate::store::{SecretStore, Store, StoreError};
 
@@ -205,6 +205,79 @@ impl Daemon {
         }
         ts.verdict = Some(verdict);
         self.settle(&t, now);
+        if self.rotate(&t).await {
+            // The store's current token changed: look at the new one at once, so state,
+            // metrics and alerts describe what is now in use.
+            Box::pin(self.check(name)).await;
+        }
+    }
+
+    /// Resumes the token's rotation, or starts one when it is due. Returns whether a new token
+    /// became current. Runs to the end of the step in progress whatever signals arrive: the
+    /// main loop only looks at shutdown between calls.
+    async fn rotate(&mut self, t: &TokenConfig) -> bool {
+        let log = crate::rotation::run::RotationLog::new(&self.cfg.state_dir);
+        let now = self.clock.now();
+        let last = match log.load(&t.name) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(token = %t.name, error = %e, "cannot read the rotation record");
+                return false;
+            }
+        };
+        let active = last.as_ref().is_some_and(|r| r.is_active());
+        let start = self
+            .snap
+            .tokens
+            .get(&t.name)
+            .and_then(|ts| rotation_reason(t, ts, last.as_ref(), now));
+        if !active && start.is_none() {
+            return false;
+        }
+        let store = match Store::open(&t.store, &t.name, &self.cfg.state_dir).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(token = %t.name, error = %e, "cannot open the store to rotate");
+                return false;
+            }
+        };
+        let clock = self.clock.clone();
+        let now_fn = move || clock.now();
+        let deps = crate::rotation::run::Deps {
+            cfg: &self.cfg,
+            token: t,
+            graph: &self.graph,
+            store: &store,
+            log: &log,
+            audit: &self.audit,
+            outbox: self.mailer.as_ref().map(|_| &self.outbox),
+            now: &now_fn,
+        };
+        match crate::rotation::run::drive(&deps, start).await {
+            Ok(report) => {
+                use crate::rotation::run::Report;
+                let r = match &report {
+                    Report::Waiting(r) | Report::Stalled(r) | Report::Finished(r) => r,
+                    Report::Idle(why) => {
+                        tracing::info!(token = %t.name, "rotation due but not started: {why}");
+                        return false;
+                    }
+                    Report::Busy => return false,
+                };
+                if let Report::Finished(r) = &report {
+                    self.telemetry.rotation_finished(r.outcome.as_ref());
+                }
+                let promoted_before = last
+                    .as_ref()
+                    .filter(|l| l.id == r.id)
+                    .is_some_and(|l| l.promoted_at.is_some());
+                r.promoted_at.is_some() && !promoted_before
+            }
+            Err(e) => {
+                tracing::error!(token = %t.name, error = %e, "rotation cannot proceed");
+                false
+            }
+        }
     }
 
     /// Re-assesses every token from what is known, without network, and sends what is due.
@@ -238,6 +311,7 @@ impl Daemon {
         }
         let store_desc = store_description(t, &self.cfg);
         let hint = store_hint(t);
+        let rotation_plan = rotation_plan(t, ts.facts.as_ref());
         let next_check = self.next_fire.get(&t.name).copied();
         let mut queued = true;
         for n in &notices {
@@ -254,6 +328,7 @@ impl Daemon {
                 policy: &t.policy,
                 next_check,
                 failing_since: ts.failing_since,
+                rotation: &rotation_plan,
             };
             let r = alert::render(&ctx, n, now);
             let email = Email {
@@ -370,7 +445,7 @@ impl Daemon {
 
 /// A stable, filename-safe email id: the token's name made safe plus a short hash of it (two
 /// names that sanitize alike stay apart), then the ledger's key.
-fn email_id(token: &str, key: &str) -> String {
+pub fn email_id(token: &str, key: &str) -> String {
     let safe: String = token
         .chars()
         .map(|c| {
@@ -431,6 +506,83 @@ fn store_hint(t: &TokenConfig) -> String {
     }
 }
 
+/// The facts worth keeping from `debug_token`'s answer about `token`.
+pub fn facts_of(token: &Secret, info: &graph::TokenInfo) -> TokenFacts {
+    TokenFacts {
+        fingerprint: token.fingerprint(),
+        app_id: info.app_id.clone(),
+        application: info.application.clone(),
+        token_type: info.token_type.clone(),
+        expires: match info.expires_at {
+            graph::Expiry::Never => Expires::Never,
+            graph::Expiry::At(t) => Expires::At(t),
+            graph::Expiry::Unknown => Expires::Unknown,
+        },
+        data_access_expires_at: info.data_access_expires_at,
+        issued_at: info.issued_at,
+        scopes: info.scopes.clone(),
+        wabas: info.waba_ids(),
+    }
+}
+
+/// What tokenwarden does on its own about `t`, for emails.
+fn rotation_plan(t: &TokenConfig, facts: Option<&TokenFacts>) -> String {
+    let due = facts
+        .and_then(|f| crate::rotation::run::due_at(t, f))
+        .map(|at| format!(" (due {})", crate::timefmt::utc(at)))
+        .unwrap_or_default();
+    match &t.rotation.source {
+        config::Source::Staged => {
+            format!("Switch to a new token as soon as one is staged and passes every check{due}.")
+        }
+        s => format!(
+            "Rotate the token automatically ({}){due}; on-call gets an email when the rotation succeeds or fails.",
+            match s {
+                config::Source::Refresh => "Meta's refresh API",
+                _ => "minting a new system-user token",
+            }
+        ),
+    }
+}
+
+/// Why a rotation of `t` should start now, or `None`. Due when the token is dead or unusable
+/// (a successor is the fix), or when its rotation time has come. Never on a failed check, a
+/// store problem or tokenwarden's own credentials: those are not the token's fault. After an
+/// automatic rotation failed, the next attempt waits `repeat_interval` (a staged source needs
+/// no wait: the rejected candidate was unstaged, so only a new one starts a rotation).
+pub fn rotation_reason(
+    t: &TokenConfig,
+    ts: &crate::state::TokenState,
+    last: Option<&crate::rotation::Rotation>,
+    now: Timestamp,
+) -> Option<String> {
+    use crate::rotation::Outcome;
+    let facts = ts.facts.as_ref()?;
+    let reason = match ts.verdict.as_ref()? {
+        Verdict::Dead { reason, .. } => format!("the current token is no longer valid ({reason})"),
+        Verdict::Unusable { reason } => format!("the current token is unusable ({reason})"),
+        Verdict::Healthy => {
+            let at = crate::rotation::run::due_at(t, facts)?;
+            if at > now {
+                return None;
+            }
+            format!("its rotation time {} has come", crate::timefmt::utc(at))
+        }
+        _ => return None,
+    };
+    if let Some(l) = last
+        && matches!(
+            l.outcome,
+            Some(Outcome::Failed { .. } | Outcome::Rejected { .. })
+        )
+        && t.rotation.source != config::Source::Staged
+        && now.as_second() < l.updated.as_second() + t.policy.repeat_interval.as_secs() as i64
+    {
+        return None;
+    }
+    Some(reason)
+}
+
 /// Reads, inspects and proves one token; returns the verdict and, when Graph answered, facts.
 pub async fn observe(
     cfg: &Config,
@@ -487,21 +639,7 @@ pub async fn observe(
             );
         }
     };
-    let facts = TokenFacts {
-        fingerprint: token.fingerprint(),
-        app_id: info.app_id.clone(),
-        application: info.application.clone(),
-        token_type: info.token_type.clone(),
-        expires: match info.expires_at {
-            graph::Expiry::Never => Expires::Never,
-            graph::Expiry::At(t) => Expires::At(t),
-            graph::Expiry::Unknown => Expires::Unknown,
-        },
-        data_access_expires_at: info.data_access_expires_at,
-        issued_at: info.issued_at,
-        scopes: info.scopes.clone(),
-        wabas: info.waba_ids(),
-    };
+    let facts = facts_of(&token, &info);
     if !info.is_valid {
         let api = info.invalid_reason().expect("the token is invalid here");
         let expired = api.subcode == Some(463);

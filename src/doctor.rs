@@ -665,6 +665,7 @@ mod tests {
                 timezone: "UTC".into(),
             },
             policy: crate::policy::Policy::default(),
+            rotation: crate::config::RotationConfig::default(),
         }
     }
 

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use tokenwarden::config::{self, Config};
 use tokenwarden::graph::version::VersionStatus;
 use tokenwarden::secret::Secret;
-use tokenwarden::{doctor, graph, sandbox, store};
+use tokenwarden::{doctor, graph, rotation, sandbox, store};
 
 /// Exit code for a configuration error (sysexits' EX_CONFIG); systemd's
 /// `RestartPreventExitStatus=78` keeps a broken config from restart-looping.
@@ -92,6 +92,27 @@ enum Command {
     },
     /// Put a token into its file store as the current version, reading it from standard input
     Import {
+        /// The token's name in the config
+        #[arg(long, value_name = "NAME")]
+        token: String,
+    },
+    /// Rotate a token now, whatever the schedule (or resume the rotation in progress)
+    Rotate {
+        /// The token's name in the config
+        #[arg(long, value_name = "NAME")]
+        token: String,
+        /// Print each step the rotation would take, checking a staged candidate; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Make the previous version current again, if Meta still calls it valid
+    Rollback {
+        /// The token's name in the config
+        #[arg(long, value_name = "NAME")]
+        token: String,
+    },
+    /// Stage the next token (read from standard input), after checking it with Meta
+    Stage {
         /// The token's name in the config
         #[arg(long, value_name = "NAME")]
         token: String,
@@ -242,6 +263,30 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             command: ConfigCommand::Check,
         } => config_check(cli.config),
         Command::Import { token } => import(cli.config, &token).await,
+        Command::Rotate { token, dry_run } => {
+            let cfg = load_config(cli.config)?;
+            let t = token_config(&cfg, &token)?;
+            let client = graph_client(&cfg)?;
+            let done = if dry_run {
+                rotation::command::dry_run(&cfg, &client, t, jiff::Timestamp::now()).await
+            } else {
+                rotation::command::rotate(&cfg, &client, t, &jiff::Timestamp::now).await
+            };
+            finish(done)
+        }
+        Command::Rollback { token } => {
+            let cfg = load_config(cli.config)?;
+            let t = token_config(&cfg, &token)?;
+            let client = graph_client(&cfg)?;
+            finish(rotation::command::rollback(&cfg, &client, t, jiff::Timestamp::now()).await)
+        }
+        Command::Stage { token } => {
+            let cfg = load_config(cli.config)?;
+            let t = token_config(&cfg, &token)?;
+            let client = graph_client(&cfg)?;
+            let value = read_token_from_stdin()?;
+            finish(rotation::command::stage(&cfg, &client, t, &value, jiff::Timestamp::now()).await)
+        }
         Command::Doctor {
             token,
             json,
@@ -271,6 +316,44 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Prints a command's text and turns its code into the exit status.
+fn finish(
+    done: Result<rotation::command::Done, rotation::command::CommandError>,
+) -> anyhow::Result<()> {
+    match done {
+        Ok(d) => {
+            print!("{}", d.text);
+            match d.code {
+                0 => Ok(()),
+                c => Err(ExitWith(c).into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The token named by `--token NAME`, or exit 78 naming the file.
+fn token_config<'a>(cfg: &'a Config, name: &str) -> anyhow::Result<&'a config::TokenConfig> {
+    check_token_name(cfg, Some(name))?;
+    Ok(cfg.token(name).expect("checked above"))
+}
+
+/// Reads a token from standard input. A pasted line ends with a newline, which is dropped;
+/// anything else around the token is left for the lint to report.
+fn read_token_from_stdin() -> anyhow::Result<Secret> {
+    let mut raw = String::new();
+    std::io::stdin()
+        .read_to_string(&mut raw)
+        .context("cannot read the token from standard input")?;
+    let value = Secret::new(
+        raw.strip_suffix('\n')
+            .unwrap_or(&raw)
+            .trim_end_matches('\r'),
+    );
+    zeroize::Zeroize::zeroize(&mut raw);
+    Ok(value)
 }
 
 /// Refuses a `--token NAME` that the config does not have.
@@ -358,6 +441,24 @@ fn config_check(flag: Option<PathBuf>) -> anyhow::Result<()> {
         }
         s => tracing::warn!("`meta.api_version` {}: {s}", cfg.meta.api_version),
     }
+    // What the last checks learned can make a source impossible: refreshing a token that
+    // never expires would trade it for a 60-day one.
+    if let Ok(snap) = tokenwarden::state::StateStore::new(&cfg.state_dir).load() {
+        let conflicts: Vec<String> = cfg
+            .tokens
+            .iter()
+            .filter_map(|t| {
+                let facts = snap.tokens.get(&t.name).and_then(|s| s.facts.as_ref());
+                rotation::run::source_conflict(t, facts)
+            })
+            .collect();
+        if !conflicts.is_empty() {
+            for c in conflicts {
+                eprintln!("error: {}: {c}", cfg.path.display());
+            }
+            return Err(ExitWith(EXIT_CONFIG).into());
+        }
+    }
     if cfg.email.is_none() {
         tracing::warn!("no [email] section: `tokenwarden run` will only log its alerts");
     }
@@ -383,17 +484,7 @@ async fn import(flag: Option<PathBuf>, name: &str) -> anyhow::Result<()> {
             "token `{name}` lives in AWS Secrets Manager: put it there with `aws secretsmanager put-secret-value`"
         );
     };
-    let mut raw = String::new();
-    std::io::stdin()
-        .read_to_string(&mut raw)
-        .context("cannot read the token from standard input")?;
-    // A pasted line ends with a newline; anything else around the token is a mistake to report.
-    let value = Secret::new(
-        raw.strip_suffix('\n')
-            .unwrap_or(&raw)
-            .trim_end_matches('\r'),
-    );
-    drop(raw);
+    let value = read_token_from_stdin()?;
     let findings = tokenwarden::lint::check_value(value.expose());
     if !findings.is_empty() {
         for f in findings {

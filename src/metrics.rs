@@ -32,9 +32,29 @@ pub struct Telemetry {
     pub emails_failed: AtomicU64,
     /// Emails waiting in the outbox.
     pub emails_queued: AtomicU64,
+    /// Rotations that completed.
+    pub rotations_completed: AtomicU64,
+    /// Rotations whose candidate was rejected.
+    pub rotations_rejected: AtomicU64,
+    /// Rotations that failed.
+    pub rotations_failed: AtomicU64,
+    /// Rotations another process or a person superseded.
+    pub rotations_superseded: AtomicU64,
 }
 
 impl Telemetry {
+    /// Counts a finished rotation by its outcome.
+    pub fn rotation_finished(&self, outcome: Option<&crate::rotation::Outcome>) {
+        use crate::rotation::Outcome;
+        let counter = match outcome {
+            Some(Outcome::Completed { .. }) | None => &self.rotations_completed,
+            Some(Outcome::Rejected { .. }) => &self.rotations_rejected,
+            Some(Outcome::Failed { .. }) => &self.rotations_failed,
+            Some(Outcome::Superseded { .. }) => &self.rotations_superseded,
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Records a beat of the daemon's loop at `now` (unix seconds).
     pub fn beat(&self, now: i64) {
         self.heartbeat.store(now, Ordering::SeqCst);
@@ -199,6 +219,24 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
     ] {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {v}");
+    }
+    family(
+        &mut out,
+        "tokenwarden_rotations_total",
+        "counter",
+        "Rotations finished by this process, by result.",
+    );
+    for (result, c) in [
+        ("completed", &t.rotations_completed),
+        ("rejected", &t.rotations_rejected),
+        ("failed", &t.rotations_failed),
+        ("superseded", &t.rotations_superseded),
+    ] {
+        let _ = writeln!(
+            out,
+            "tokenwarden_rotations_total{{result=\"{result}\"}} {}",
+            c.load(Ordering::SeqCst)
+        );
     }
     family(
         &mut out,

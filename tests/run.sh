@@ -27,8 +27,9 @@ fi
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --features failpoints -- -D warnings
 echo "==> cargo test"
-cargo test --locked --all-targets
+# `failpoints` compiles in the crash points the crash tests stop the process at.
+cargo test --locked --all-targets --features failpoints
 echo "==> package (.deb)"
 bash tests/package.sh

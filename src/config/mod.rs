@@ -99,6 +99,77 @@ pub struct TokenConfig {
     pub schedule: Schedule,
     /// When to warn and how often to repeat.
     pub policy: Policy,
+    /// Where a successor comes from and when it replaces this token.
+    pub rotation: RotationConfig,
+}
+
+/// How a token is rotated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationConfig {
+    /// Where a new token comes from.
+    pub source: Source,
+    /// How long before the effective expiry to rotate; `None` is the default rule (a third
+    /// of the lifetime left, and at least 7 days before).
+    pub rotate_before: Option<Duration>,
+    /// How long the old token keeps working after promotion before it is revoked (every
+    /// environment has time to pick up the new one); `None` never revokes it.
+    pub revoke_after: Option<Duration>,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        RotationConfig {
+            source: Source::Staged,
+            rotate_before: None,
+            revoke_after: Some(DEFAULT_REVOKE_AFTER),
+        }
+    }
+}
+
+/// Default grace period between promotion and revoking the old token.
+pub const DEFAULT_REVOKE_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Where a token's successor comes from (`source` in a `[[token]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A person or another tool stages a candidate in the store (`tokenwarden stage`, or the
+    /// AWS CLI with the `AWSPENDING` label).
+    Staged,
+    /// Meta's refresh API (`fb_exchange_token`), for 60-day tokens only.
+    Refresh,
+    /// `POST /{system-user-id}/access_tokens` with an admin token.
+    Mint(MintConfig),
+}
+
+impl Source {
+    /// The word used in config, logs and emails.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Source::Staged => "staged",
+            Source::Refresh => "refresh",
+            Source::Mint(_) => "mint",
+        }
+    }
+}
+
+/// How to mint a system-user token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintConfig {
+    /// The system user the token acts as.
+    pub system_user_id: String,
+    /// A token of an admin (or admin system user) of the same business, allowed to mint.
+    pub admin_token: SecretRef,
+    /// A 60-day token (`true`, the default and Meta's recommendation) or a non-expiring one
+    /// (for consumers that accept nothing else).
+    pub expiring: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMint {
+    system_user_id: Option<Spanned<String>>,
+    admin_token: Option<SecretRef>,
+    lifetime: Option<Spanned<String>>,
 }
 
 /// A secret store holding a token's versions.
@@ -185,6 +256,10 @@ struct RawToken {
     repeat_interval: Option<Spanned<String>>,
     cannot_check_after: Option<Spanned<String>>,
     max_age: Option<Spanned<String>>,
+    source: Option<Spanned<String>>,
+    rotate_before: Option<Spanned<String>>,
+    revoke_after: Option<Spanned<String>>,
+    mint: Option<Spanned<RawMint>>,
 }
 
 /// Why a configuration could not be used. Either way the caller exits 78.
@@ -438,6 +513,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
                 check_id(map, &mut diags, &field(f), v);
             }
         }
+        let rotation = rotation_fields(map, &mut diags, &field, &t);
         let store = match t.store {
             None => StoreConfig::File {
                 path: None,
@@ -475,6 +551,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
                 timezone: timezone.clone(),
             },
             policy,
+            rotation,
         });
     }
     if tokens.is_empty() && diags.is_empty() {
@@ -618,6 +695,86 @@ fn cron_field(
         return DEFAULT_CRON.to_string();
     }
     expr
+}
+
+/// Reads a token's rotation settings: `source`, `mint`, `rotate_before`, `revoke_after`.
+fn rotation_fields(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    field: &dyn Fn(&str) -> String,
+    t: &RawToken,
+) -> RotationConfig {
+    let mut r = RotationConfig::default();
+    let word = t
+        .source
+        .as_ref()
+        .map(|s| (s.span().start, s.get_ref().as_str()));
+    match (word, &t.mint) {
+        (None | Some((_, "staged")), None) => {}
+        (Some((_, "refresh")), None) => r.source = Source::Refresh,
+        (Some((_, "mint")), Some(m)) => {
+            let at = m.span().start;
+            let m = m.get_ref();
+            let system_user_id = match &m.system_user_id {
+                Some(id) => {
+                    check_id(map, diags, &field("mint.system_user_id"), id);
+                    id.get_ref().clone()
+                }
+                None => {
+                    diags.push(map.at(at, field("mint.system_user_id"), "missing field: the id of the system user the token acts as (Business Settings > Users > System users)"));
+                    String::new()
+                }
+            };
+            let expiring = match m.lifetime.as_ref().map(|l| (l.span().start, l.get_ref().as_str())) {
+                None | Some((_, "60d")) => true,
+                Some((_, "never")) => false,
+                Some((at, other)) => {
+                    diags.push(map.at(at, field("mint.lifetime"), format!("expected \"60d\" (Meta's recommendation) or \"never\" (for consumers that accept only non-expiring tokens), found {other:?}")));
+                    true
+                }
+            };
+            match &m.admin_token {
+                Some(admin_token) => {
+                    r.source = Source::Mint(MintConfig {
+                        system_user_id,
+                        admin_token: admin_token.clone(),
+                        expiring,
+                    });
+                }
+                None => diags.push(map.at(at, field("mint.admin_token"), "missing field: a token allowed to mint for the system user, as { env = \"NAME\" }, { file = \"/path\" } or { credential = \"NAME\" }")),
+            }
+        }
+        (Some((at, "mint")), None) => diags.push(map.at(at, field("mint"), "source = \"mint\" needs a `mint = { system_user_id = \"...\", admin_token = { env = \"NAME\" } }` table")),
+        (Some((_, "staged" | "refresh")), Some(m)) | (None, Some(m)) => diags.push(map.at(
+            m.span().start,
+            field("mint"),
+            "a `mint` table is only read with source = \"mint\"; set the source or remove the table",
+        )),
+        (Some((at, other)), _) => diags.push(map.at(at, field("source"), format!(
+            "expected \"staged\" (a person stages the next token), \"refresh\" (Meta's refresh API, 60-day tokens) or \"mint\" (a new system-user token), found {other:?}"))),
+    }
+    if let Some(v) = &t.rotate_before {
+        match parse_duration(v.get_ref()) {
+            Some(d) if !d.is_zero() => r.rotate_before = Some(d),
+            _ => diags.push(map.at(
+                v.span().start,
+                field("rotate_before"),
+                format!(
+                    "expected a positive duration such as \"20d\", found {:?}",
+                    v.get_ref()
+                ),
+            )),
+        }
+    }
+    if let Some(v) = &t.revoke_after {
+        match (v.get_ref().as_str(), parse_duration(v.get_ref())) {
+            ("never", _) => r.revoke_after = None,
+            (_, Some(d)) => r.revoke_after = Some(d),
+            _ => diags.push(map.at(v.span().start, field("revoke_after"), format!(
+                "expected a duration such as \"24h\" (\"0s\" revokes at once) or \"never\", found {:?}", v.get_ref()))),
+        }
+    }
+    r
 }
 
 /// Reads alert settings over `base` (the `[alerts]` section, or the defaults).

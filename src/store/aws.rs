@@ -276,6 +276,15 @@ impl SecretStore for AwsStore {
         Ok(Some((id, self.token_of(text)?)))
     }
 
+    async fn previous(&self) -> Result<Option<(VersionId, Secret)>, StoreError> {
+        let versions = self.versions().await?;
+        let Some(id) = labelled(&versions, AWSPREVIOUS) else {
+            return Ok(None);
+        };
+        let (id, text) = self.read_version(Some(&id.0), AWSPREVIOUS).await?;
+        Ok(Some((id, self.token_of(text)?)))
+    }
+
     async fn put_pending(
         &self,
         token: &Secret,

@@ -305,6 +305,15 @@ impl SecretStore for FileStore {
             .map(|v| (VersionId(v.id.clone()), Secret::new(v.value.clone()))))
     }
 
+    async fn previous(&self) -> Result<Option<(VersionId, Secret)>, StoreError> {
+        let file = self.read()?;
+        Ok(file
+            .secrets
+            .get(&self.key)
+            .and_then(|e| labelled(e, AWSPREVIOUS))
+            .map(|v| (VersionId(v.id.clone()), Secret::new(v.value.clone()))))
+    }
+
     async fn put_pending(
         &self,
         token: &Secret,

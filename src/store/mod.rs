@@ -115,6 +115,11 @@ pub trait SecretStore {
         &self,
     ) -> impl Future<Output = Result<Option<(VersionId, Secret)>, StoreError>> + Send;
 
+    /// The [`AWSPREVIOUS`] version (the token a promotion replaced), if the store still has it.
+    fn previous(
+        &self,
+    ) -> impl Future<Output = Result<Option<(VersionId, Secret)>, StoreError>> + Send;
+
     /// Stages `token` as [`AWSPENDING`]. `request_token` (a UUID-like string of 32 to 64
     /// characters the caller derives deterministically, e.g. from the rotation id) makes it
     /// idempotent: a retry with the same request token and value creates no second version; the
@@ -213,6 +218,13 @@ impl SecretStore for Store {
         match self {
             Store::File(s) => s.pending().await,
             Store::Aws(s) => s.pending().await,
+        }
+    }
+
+    async fn previous(&self) -> Result<Option<(VersionId, Secret)>, StoreError> {
+        match self {
+            Store::File(s) => s.previous().await,
+            Store::Aws(s) => s.previous().await,
         }
     }
 

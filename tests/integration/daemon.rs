@@ -677,3 +677,89 @@ async fn metrics_show_every_token_and_healthz_fails_while_the_loop_is_blocked() 
     );
     d.stop().await;
 }
+
+#[tokio::test]
+async fn at_its_rotation_time_a_minted_successor_takes_over_and_the_old_token_is_revoked_after_the_grace()
+ {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let expires = expiry_of(&sb);
+    let old = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let admin = sb.issue_token(TokenSpec::system_user_never());
+    let dir = tempfile::tempdir().unwrap();
+    let admin_file = dir.path().join("admin");
+    crate::util::write_private(&admin_file, &admin);
+    let extra = format!(
+        "source = \"mint\"\nmint = {{ system_user_id = \"{}\", admin_token = {{ file = \"{}\" }} }}\n",
+        sandbox::DEMO_SYSTEM_USER_ID,
+        admin_file.display()
+    );
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry {
+            name: "billbytekot-prod",
+            value: Some(&old),
+            extra: &extra,
+        }],
+        &sections(sink.port, ""),
+    );
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    let current = || async {
+        use tokenwarden::store::SecretStore;
+        tokenwarden::store::file::FileStore::new(ws.store.clone(), "billbytekot-prod".into())
+            .current()
+            .await
+            .unwrap()
+            .expose()
+            .to_string()
+    };
+
+    // A 60-day token rotates when a third of its life is left: 20 days before its expiry.
+    step_to(&sb, &clock, expires, 20 * DAY + 3600);
+    d.check_now().await;
+    assert_eq!(sb.stats().minted, 0, "not due yet");
+    step_to(&sb, &clock, expires, 20 * DAY - 60);
+    d.check_now().await;
+    assert_eq!(sb.stats().minted, 1);
+    let new = current().await;
+    assert_ne!(new, old);
+    assert_eq!(
+        sb.stats().revoked,
+        0,
+        "the old token lives through the grace period"
+    );
+
+    // 24 hours later the next check revokes it.
+    sb.advance_clock(DAY + 60);
+    clock.advance(DAY + 60);
+    d.check_now().await;
+    assert_eq!(sb.stats().revoked, 1);
+    d.check_now().await;
+    assert_eq!(
+        (sb.stats().minted, sb.stats().revoked),
+        (1, 1),
+        "nothing more to do"
+    );
+    d.stop().await;
+
+    let subjects = subjects(&sink);
+    let rotated: Vec<&String> = subjects.iter().filter(|s| s.contains("ROTATED")).collect();
+    assert_eq!(rotated.len(), 1, "{subjects:?}");
+    assert!(
+        subjects
+            .iter()
+            .all(|s| !s.contains("WARNING") && !s.contains("FAILED")),
+        "{subjects:?}"
+    );
+    let status = std::fs::read_to_string(state_dir(&ws.config).join("state.json")).unwrap();
+    let fp = tokenwarden::secret::Secret::new(new.clone())
+        .fingerprint()
+        .to_string();
+    assert!(status.contains(&fp), "the state describes the new token");
+    for (_, raw) in sink.messages() {
+        assert_no_leak(&raw, &[&old, &new, &admin], "rotation email");
+    }
+}

@@ -11,6 +11,7 @@ mod daemon;
 mod doctor;
 mod graph_client;
 mod notify;
+mod rotation;
 mod sandbox;
 mod service;
 mod store_behaviour;

@@ -226,10 +226,13 @@ async fn promote_makes_the_candidate_current_and_labels_the_old_one_previous() {
             .put_pending(&secret("EAAGpromoted"), RT_A)
             .await
             .unwrap();
+        assert!(fx.store.previous().await.unwrap().is_none(), "{k}");
         fx.store.promote(&a, &c0).await.unwrap();
 
         let (c, v) = fx.store.current_version().await.unwrap();
         assert_eq!((c, v.expose()), (a.clone(), "EAAGpromoted"), "{k}");
+        let (p, pv) = fx.store.previous().await.unwrap().expect("previous kept");
+        assert_eq!((p, pv.expose()), (c0.clone(), INITIAL), "{k}");
         assert_eq!(fx.stages_of(&a).await, ["AWSCURRENT"], "{k}");
         assert_eq!(fx.stages_of(&c0).await, ["AWSPREVIOUS"], "{k}");
         assert!(fx.store.pending().await.unwrap().is_none(), "{k}");

@@ -1,0 +1,490 @@
+//! The rotation commands a person runs: `rotate` (with `--dry-run`), `rollback`, `stage`.
+//!
+//! Each returns its text for standard output and an exit code, so `main` stays a thin
+//! dispatcher: 0 done, 1 refused or failed (the message says why), 75 try again later (a
+//! transient failure or another process rotating), 65 a wrongly pasted value.
+
+use jiff::Timestamp;
+
+use super::run::{self, Deps, Report, RotationLog};
+use super::{Outcome, Side};
+use crate::audit::Audit;
+use crate::config::{Config, Source, TokenConfig};
+use crate::graph::{GraphClient, GraphError};
+use crate::notify::{Mailer, Outbox};
+use crate::secret::Secret;
+use crate::store::{SecretStore, Store, StoreError};
+use crate::timefmt;
+
+/// Exit code for "try again later" (sysexits' EX_TEMPFAIL).
+pub const EXIT_TEMPFAIL: u8 = 75;
+/// Exit code for a wrongly pasted value (sysexits' EX_DATAERR).
+pub const EXIT_DATAERR: u8 = 65;
+
+/// What a command printed and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done {
+    /// Text for standard output.
+    pub text: String,
+    /// The process exit code.
+    pub code: u8,
+}
+
+impl Done {
+    fn new(text: String, code: u8) -> Done {
+        Done { text, code }
+    }
+}
+
+/// Why a command could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The store cannot be used: fix it and run again.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The state directory cannot be used: fix it and run again.
+    #[error("{0}")]
+    Rotate(#[from] run::RotateError),
+    /// A secret the config references cannot be read, or email cannot be set up: fix the config.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Shared setup: the store, the records, the audit log and (with `[email]`) the outbox.
+struct Setup {
+    store: Store,
+    log: RotationLog,
+    audit: Audit,
+    outbox: Option<(Outbox, Mailer)>,
+}
+
+async fn setup(cfg: &Config, t: &TokenConfig) -> Result<Setup, CommandError> {
+    let store = Store::open(&t.store, &t.name, &cfg.state_dir).await?;
+    let outbox = match &cfg.email {
+        None => None,
+        Some(e) => {
+            let mailer =
+                Mailer::new(e).map_err(|e| CommandError::Config(format!("[email]: {e}")))?;
+            let outbox = Outbox::open(&cfg.state_dir).map_err(|e| {
+                CommandError::Config(format!(
+                    "cannot open the outbox in `{}`: {e}",
+                    cfg.state_dir.display()
+                ))
+            })?;
+            Some((outbox, mailer))
+        }
+    };
+    Ok(Setup {
+        store,
+        log: RotationLog::new(&cfg.state_dir),
+        audit: Audit::new(&cfg.state_dir),
+        outbox,
+    })
+}
+
+/// `tokenwarden rotate --token NAME`: starts a rotation now (or resumes the one in progress)
+/// and takes it as far as it goes: up to the grace period before the old token is revoked.
+///
+/// # Errors
+/// [`CommandError`] when the store, the state directory or the email setup is unusable.
+pub async fn rotate(
+    cfg: &Config,
+    graph: &GraphClient,
+    t: &TokenConfig,
+    now: &(dyn Fn() -> Timestamp + Sync),
+) -> Result<Done, CommandError> {
+    let s = setup(cfg, t).await?;
+    let deps = Deps {
+        cfg,
+        token: t,
+        graph,
+        store: &s.store,
+        log: &s.log,
+        audit: &s.audit,
+        outbox: s.outbox.as_ref().map(|(o, _)| o),
+        now,
+    };
+    let report = run::drive(&deps, Some("requested with `tokenwarden rotate`".into())).await?;
+    if let Some((outbox, mailer)) = &s.outbox {
+        let r = outbox.flush(mailer, now()).await;
+        for (id, e) in &r.failed {
+            tracing::warn!(email = %id, error = %e, "email not delivered; the daemon retries it from the outbox");
+        }
+    }
+    Ok(describe_report(t, &report, now()))
+}
+
+/// Words and exit code for a [`Report`].
+pub fn describe_report(t: &TokenConfig, report: &Report, now: Timestamp) -> Done {
+    let name = &t.name;
+    match report {
+        Report::Idle(why) => Done::new(format!("{name}: no rotation: {why}\n"), 1),
+        Report::Busy => Done::new(
+            format!(
+                "{name}: another tokenwarden process is rotating this token right now; try again in a minute\n"
+            ),
+            EXIT_TEMPFAIL,
+        ),
+        Report::Stalled(r) => Done::new(
+            format!(
+                "{name}: rotation {} stopped at step {} after a temporary failure: {}\nIt resumes on the next run (the daemon's schedule, or `tokenwarden rotate --token {name}`).\n",
+                r.id,
+                r.step.word(),
+                r.last_error.as_deref().unwrap_or("unknown")
+            ),
+            EXIT_TEMPFAIL,
+        ),
+        Report::Waiting(r) => Done::new(
+            format!(
+                "{name}: rotated. The new token (fingerprint {}) is current; the old one (fingerprint {}) will be revoked at {} ({} from now), after the grace period.\nThe daemon does that; so does `tokenwarden rotate --token {name}` run after that time.\n",
+                r.new
+                    .as_ref()
+                    .map(|s| s.fingerprint.to_string())
+                    .unwrap_or_default(),
+                r.old.fingerprint,
+                r.revoke_at.map(timefmt::utc).unwrap_or_default(),
+                timefmt::span(
+                    r.revoke_at
+                        .map(|a| a.as_second() - now.as_second())
+                        .unwrap_or(0)
+                ),
+            ),
+            0,
+        ),
+        Report::Finished(r) => match &r.outcome {
+            Some(Outcome::Completed { revoked: true }) => Done::new(
+                format!(
+                    "{name}: rotation {} complete: the new token (fingerprint {}) is current and the old one (fingerprint {}) is revoked.\n",
+                    r.id,
+                    r.new
+                        .as_ref()
+                        .map(|s| s.fingerprint.to_string())
+                        .unwrap_or_default(),
+                    r.old.fingerprint
+                ),
+                0,
+            ),
+            Some(Outcome::Completed { revoked: false }) => Done::new(
+                format!(
+                    "{name}: rotation {} complete: the new token (fingerprint {}) is current; the old one is kept (revoke_after = \"never\").\n",
+                    r.id,
+                    r.new
+                        .as_ref()
+                        .map(|s| s.fingerprint.to_string())
+                        .unwrap_or_default()
+                ),
+                0,
+            ),
+            Some(Outcome::Rejected { check }) => Done::new(
+                format!(
+                    "{name}: the candidate was rejected: {check}\nThe current token is untouched.\n"
+                ),
+                1,
+            ),
+            Some(Outcome::Failed { step, reason }) => Done::new(
+                format!(
+                    "{name}: rotation failed at step {}: {reason}\n",
+                    step.word()
+                ),
+                1,
+            ),
+            Some(Outcome::Superseded { detail }) => {
+                Done::new(format!("{name}: rotation stopped: {detail}\n"), 1)
+            }
+            None => Done::new(format!("{name}: rotation {} finished\n", r.id), 0),
+        },
+    }
+}
+
+/// `tokenwarden rotate --token NAME --dry-run`: every step the rotation would take, with the
+/// candidate (if one is staged) checked against Meta. Reads only: nothing is written, minted
+/// or sent.
+///
+/// # Errors
+/// [`CommandError`] when the store cannot be read.
+pub async fn dry_run(
+    cfg: &Config,
+    graph: &GraphClient,
+    t: &TokenConfig,
+    now: Timestamp,
+) -> Result<Done, CommandError> {
+    let store = Store::open(&t.store, &t.name, &cfg.state_dir).await?;
+    let log = RotationLog::new(&cfg.state_dir);
+    let name = &t.name;
+    let mut out = format!("{name}: dry run; nothing is changed\n");
+    if let Some(r) = log.load(name).map_err(run::RotateError::from)?
+        && r.is_active()
+    {
+        out.push_str(&format!(
+            "  A rotation is in progress ({}, started {}) at step {}: `tokenwarden rotate --token {name}` resumes it.\n",
+            r.id,
+            timefmt::utc(r.started),
+            r.step.word()
+        ));
+        return Ok(Done::new(out, 0));
+    }
+    let (cur_v, current) = store.current_version().await?;
+    let facts = match run::current_facts(graph, &current).await {
+        Ok(f) => f,
+        Err(e) => {
+            out.push_str(&format!("  Cannot inspect the current token: {e}\n"));
+            return Ok(Done::new(out, EXIT_TEMPFAIL));
+        }
+    };
+    match &facts {
+        Some(f) => {
+            let due = run::due_at(t, f);
+            out.push_str(&format!(
+                "  Current: version {cur_v}, fingerprint {}, {}; rotation due {}\n",
+                f.fingerprint,
+                match crate::policy::effective_expiry(f, t.policy.max_age) {
+                    Some(e) => format!("acceptable until {}", timefmt::utc(e.at)),
+                    None => "no known end".into(),
+                },
+                match due {
+                    Some(d) if d <= now => "now".to_string(),
+                    Some(d) => format!("at {}", timefmt::utc(d)),
+                    None => "never".into(),
+                }
+            ));
+        }
+        None => out.push_str(&format!(
+            "  Current: version {cur_v}, fingerprint {}: Meta calls it invalid, so any valid successor will do\n",
+            current.fingerprint()
+        )),
+    }
+    let mut code = 0;
+    let pending = store.pending().await?;
+    out.push_str("  1. obtain: ");
+    match (&pending, &t.rotation.source) {
+        (Some((v, s)), _) => out.push_str(&format!(
+            "use the staged candidate, version {v}, fingerprint {}\n",
+            s.fingerprint()
+        )),
+        (None, Source::Staged) => {
+            out.push_str(&format!(
+                "nothing is staged: the rotation would stop here. Stage a token with `tokenwarden stage --token {name}`\n"
+            ));
+            code = 1;
+        }
+        (None, Source::Refresh) => {
+            out.push_str("refresh the current token through Meta's API (`oauth/access_token`, fb_exchange_token), and stage the answer\n");
+            if let Some(why) = run::source_conflict(t, facts.as_ref()) {
+                out.push_str(&format!("     refused: {why}\n"));
+                code = 1;
+            } else if facts.is_none() {
+                out.push_str("     refused: an invalid token cannot be refreshed; stage a new one from Business Manager\n");
+                code = 1;
+            }
+        }
+        (None, Source::Mint(m)) => {
+            out.push_str(&format!(
+                "mint a {} system-user token for system user {} and stage it\n",
+                if m.expiring { "60-day" } else { "non-expiring" },
+                m.system_user_id
+            ));
+            if let Err(e) = m.admin_token.resolve() {
+                out.push_str(&format!("     refused: `mint.admin_token`: {e}\n"));
+                code = 1;
+            }
+        }
+    }
+    out.push_str(&format!(
+        "  2. validate: valid, app {}, a system-user token, both WhatsApp scopes{}{}, and living longer than the current token\n",
+        cfg.meta.app_id,
+        t.waba_id.as_deref().map(|w| format!(", WABA {w} among its targets")).unwrap_or_default(),
+        t.phone_number_id.as_deref().map(|p| format!(", phone number {p} readable")).unwrap_or_default(),
+    ));
+    if let Some((_, candidate)) = &pending {
+        match run::inspect_candidate(graph, t, candidate).await {
+            Ok(rep) => match super::judge(&rep, &run::expectations(cfg, t, facts.as_ref())) {
+                Ok(()) => out.push_str("     the staged candidate passes every check now\n"),
+                Err(check) => {
+                    out.push_str(&format!(
+                        "     the staged candidate would be rejected: {check}\n"
+                    ));
+                    code = 1;
+                }
+            },
+            Err(e) => out.push_str(&format!("     cannot check the candidate now: {e}\n")),
+        }
+    }
+    out.push_str("  3. deliver: no environments are configured for this token\n");
+    out.push_str(&format!(
+        "  4. promote: move AWSCURRENT from version {cur_v} to the candidate in {} (the old version becomes AWSPREVIOUS)\n",
+        store.describe()
+    ));
+    match t.rotation.revoke_after {
+        Some(g) => out.push_str(&format!(
+            "  5. revoke: {} after promotion, revoke the old token (fingerprint {}) through Meta and confirm it is invalid\n",
+            timefmt::span(g.as_secs() as i64),
+            current.fingerprint()
+        )),
+        None => out.push_str("  5. revoke: never (revoke_after = \"never\"): the old token stays valid until its own expiry\n"),
+    }
+    Ok(Done::new(out, code))
+}
+
+/// `tokenwarden rollback --token NAME`: makes the previous version current again, if Meta still
+/// calls it valid. A rotation waiting to revoke that version is stopped first.
+///
+/// # Errors
+/// [`CommandError`] when the store or state directory is unusable.
+pub async fn rollback(
+    cfg: &Config,
+    graph: &GraphClient,
+    t: &TokenConfig,
+    now: Timestamp,
+) -> Result<Done, CommandError> {
+    let s = setup(cfg, t).await?;
+    let name = &t.name;
+    let Some(_lock) = s.log.try_lock(name).map_err(run::RotateError::from)? else {
+        return Ok(Done::new(
+            format!("{name}: a rotation is running right now; try again in a minute\n"),
+            EXIT_TEMPFAIL,
+        ));
+    };
+    let Some((prev_v, prev)) = s.store.previous().await? else {
+        return Ok(Done::new(
+            format!(
+                "{name}: {} has no previous version to go back to\n",
+                s.store.describe()
+            ),
+            1,
+        ));
+    };
+    match graph.debug_token(&prev).await {
+        Ok(info) if info.is_valid => {}
+        Ok(info) => {
+            let why = info
+                .invalid_reason()
+                .map(|a| crate::graph::dead_reason(&a))
+                .unwrap_or_default();
+            return Ok(Done::new(
+                format!(
+                    "{name}: refusing to roll back: the previous token (version {prev_v}, fingerprint {}) is no longer valid ({why}); going back would stop messaging\n",
+                    prev.fingerprint()
+                ),
+                1,
+            ));
+        }
+        Err(e @ GraphError::Transient(_)) => {
+            return Ok(Done::new(
+                format!("{name}: cannot check the previous token with Meta now ({e}); try again\n"),
+                EXIT_TEMPFAIL,
+            ));
+        }
+        Err(e) => return Err(CommandError::Config(e.to_string())),
+    }
+    let (cur_v, current) = s.store.current_version().await?;
+    let back = s.store.rollback().await?;
+    if let Some(mut r) = s.log.load(name).map_err(run::RotateError::from)?
+        && r.is_active()
+    {
+        super::apply(
+            &mut r,
+            super::Event::Superseded(format!("rolled back by hand to version {back}")),
+            None,
+            now,
+        );
+        s.log.save(&r).map_err(run::RotateError::from)?;
+    }
+    s.audit.record(
+        now,
+        "rollback",
+        serde_json::json!({"token": name, "from": current.fingerprint().to_string(), "to": prev.fingerprint().to_string(), "from_version": cur_v.0, "to_version": back.0}),
+    );
+    Ok(Done::new(
+        format!(
+            "{name}: rolled back: version {back} (fingerprint {}) is current again; version {cur_v} (fingerprint {}) is now the previous one\n",
+            prev.fingerprint(),
+            current.fingerprint()
+        ),
+        0,
+    ))
+}
+
+/// `tokenwarden stage --token NAME`: checks a pasted value, validates it with Meta like a
+/// rotation would, and stages it as the next token (`AWSPENDING`). Nothing is promoted here.
+///
+/// # Errors
+/// [`CommandError`] when the store is unusable.
+pub async fn stage(
+    cfg: &Config,
+    graph: &GraphClient,
+    t: &TokenConfig,
+    value: &Secret,
+    now: Timestamp,
+) -> Result<Done, CommandError> {
+    let name = &t.name;
+    let findings = crate::lint::check_value(value.expose());
+    if !findings.is_empty() {
+        let mut out = String::new();
+        for f in findings {
+            out.push_str(&format!("error: {}\n", f.explain()));
+        }
+        out.push_str(&format!("{name}: nothing was staged\n"));
+        return Ok(Done::new(out, EXIT_DATAERR));
+    }
+    let store = Store::open(&t.store, &t.name, &cfg.state_dir).await?;
+    let current = match store.current_version().await {
+        Ok((_, c)) => Some(c),
+        Err(StoreError::Missing { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let facts = match &current {
+        Some(c) => match run::current_facts(graph, c).await {
+            Ok(f) => f,
+            Err(e) => {
+                return Ok(Done::new(
+                    format!(
+                        "{name}: cannot check the current token with Meta now ({e}); nothing was staged, try again\n"
+                    ),
+                    EXIT_TEMPFAIL,
+                ));
+            }
+        },
+        None => None,
+    };
+    let report = match run::inspect_candidate(graph, t, value).await {
+        Ok(r) => r,
+        Err(e) => {
+            let code = if matches!(e, GraphError::Transient(_)) {
+                EXIT_TEMPFAIL
+            } else {
+                1
+            };
+            return Ok(Done::new(
+                format!("{name}: cannot check the token with Meta ({e}); nothing was staged\n"),
+                code,
+            ));
+        }
+    };
+    if let Err(check) = super::judge(&report, &run::expectations(cfg, t, facts.as_ref())) {
+        return Ok(Done::new(format!("{name}: not staged: {check}\n"), 1));
+    }
+    let request = uuid::Uuid::new_v4().to_string();
+    let v = store.put_pending(value, &request).await?;
+    Audit::new(&cfg.state_dir).record(
+        now,
+        "staged",
+        serde_json::json!({"token": name, "version": v.0, "fingerprint": value.fingerprint().to_string()}),
+    );
+    let side = Side {
+        version: v.0.clone(),
+        fingerprint: value.fingerprint(),
+    };
+    let when = match facts.as_ref().and_then(|f| run::due_at(t, f)) {
+        Some(d) if d > now => format!("when the rotation is due at {}", timefmt::utc(d)),
+        _ => "on the daemon's next check (the rotation is due now)".into(),
+    };
+    Ok(Done::new(
+        format!(
+            "{name}: staged version {} (fingerprint {}) in {}; it passed every check.\nIt will be promoted {when}, or now with `tokenwarden rotate --token {name}`.\n",
+            side.version,
+            side.fingerprint,
+            store.describe()
+        ),
+        0,
+    ))
+}

@@ -1,0 +1,677 @@
+//! Rotation: replacing a token with a validated successor, without a moment on no working token.
+//!
+//! Pure: no IO; `now` is an argument. The steps follow Secrets Manager's rotation protocol:
+//! **obtain** a candidate (staged by a person, refreshed, or minted) and stage it as
+//! `AWSPENDING`; **validate** it against Meta; **deliver** it to every environment; **promote**
+//! it to `AWSCURRENT` (the old version becomes `AWSPREVIOUS`); after the grace period **revoke**
+//! the old token and **verify** that Meta now calls it invalid.
+//!
+//! A [`Rotation`] record holds where a rotation stands. [`next`] says what to do with it;
+//! [`apply`] moves it on from what happened. The runner ([`run`]) saves the record after
+//! every step, so a process killed anywhere resumes the same rotation: the record's id is the
+//! store's request token for the candidate, so a resumed obtain finds the candidate it already
+//! staged instead of making a second one. [`rotate_at`] and [`judge`] hold the two decisions
+//! that are policy: when to rotate, and whether a candidate may be trusted.
+
+pub mod command;
+pub mod run;
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{Effective, Expires, TokenFacts, effective_expiry};
+use crate::secret::Fingerprint;
+
+/// How long before the effective expiry a rotation is due at the latest.
+pub const MIN_LEAD: Duration = Duration::from_secs(7 * 86_400);
+
+/// The token type tokenwarden expects of a successor (the runbook's "prefer system-user
+/// tokens"); a successor of the same type as the current token is also accepted.
+pub const SYSTEM_USER: &str = "SYSTEM_USER";
+
+/// When a token with the `effective` expiry should be replaced. `rotate_before` from the config
+/// wins; otherwise a third of the token's lifetime before the end, and never later than
+/// [`MIN_LEAD`] before it (a 60-day token rotates at day 40; a short-lived one at once).
+pub fn rotate_at(
+    effective: &Effective,
+    issued_at: Option<Timestamp>,
+    rotate_before: Option<Duration>,
+) -> Timestamp {
+    let lead = match rotate_before {
+        Some(d) => d.as_secs() as i64,
+        None => {
+            let third = issued_at
+                .map(|i| (effective.at.as_second() - i.as_second()).max(0) / 3)
+                .unwrap_or(0);
+            third.max(MIN_LEAD.as_secs() as i64)
+        }
+    };
+    Timestamp::from_second(effective.at.as_second().saturating_sub(lead))
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// One step of a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Get a candidate into the store as `AWSPENDING`.
+    Obtain,
+    /// Check the candidate with Meta.
+    Validate,
+    /// Push it to every environment.
+    Deliver,
+    /// Move `AWSCURRENT` to it.
+    Promote,
+    /// Revoke the old token once the grace period is over.
+    Revoke,
+    /// Confirm Meta now calls the old token invalid.
+    VerifyRevoked,
+    /// Nothing left to do; see the outcome.
+    Finished,
+}
+
+impl Step {
+    /// The step's name in logs, the audit log and failpoints.
+    pub fn word(self) -> &'static str {
+        match self {
+            Step::Obtain => "obtain",
+            Step::Validate => "validate",
+            Step::Deliver => "deliver",
+            Step::Promote => "promote",
+            Step::Revoke => "revoke",
+            Step::VerifyRevoked => "verify_revoked",
+            Step::Finished => "finished",
+        }
+    }
+}
+
+/// How a finished rotation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The successor is current; the old token was revoked (or is kept, with `revoke_after =
+    /// "never"`).
+    Completed {
+        /// Whether the old token was revoked and verified invalid.
+        revoked: bool,
+    },
+    /// The candidate failed a check; it was not promoted and the old token is untouched.
+    Rejected {
+        /// Which check failed, in words.
+        check: String,
+    },
+    /// A step failed for good. Before promotion the old token stays current; after it, the
+    /// new one is current and only the retirement of the old one is left to a person.
+    Failed {
+        /// The step that failed.
+        step: Step,
+        /// Why, in words.
+        reason: String,
+    },
+    /// Someone else (another tokenwarden, a person) promoted a different version first; this
+    /// rotation stopped without changing anything.
+    Superseded {
+        /// What was found.
+        detail: String,
+    },
+}
+
+/// One side of a rotation: a store version and its fingerprint (never the value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Side {
+    /// The store's version id.
+    pub version: String,
+    /// The token's fingerprint.
+    pub fingerprint: Fingerprint,
+}
+
+/// Where one rotation stands. Saved after every step; holds no token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotation {
+    /// Unique id, also the store request token for the candidate (32 to 64 characters).
+    pub id: String,
+    /// The token's name.
+    pub token: String,
+    /// `staged`, `refresh` or `mint`.
+    pub source: String,
+    /// Why it started, in words.
+    pub reason: String,
+    /// When it started.
+    pub started: Timestamp,
+    /// When it last moved.
+    pub updated: Timestamp,
+    /// The token being replaced.
+    pub old: Side,
+    /// The candidate, once obtained.
+    pub new: Option<Side>,
+    /// What Meta said about the candidate, once validated.
+    pub new_facts: Option<TokenFacts>,
+    /// The step to run next.
+    pub step: Step,
+    /// Whether a refresh or mint call was sent for this rotation (a crash right after it may
+    /// have left an unrecorded token at Meta; see ARCHITECTURE.md).
+    #[serde(default)]
+    pub obtain_sent: bool,
+    /// When the candidate became current.
+    pub promoted_at: Option<Timestamp>,
+    /// When the old token is to be revoked (`None`: never).
+    pub revoke_at: Option<Timestamp>,
+    /// Consecutive transient failures of the current step.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The last failure, in words.
+    pub last_error: Option<String>,
+    /// Set when finished.
+    pub outcome: Option<Outcome>,
+}
+
+impl Rotation {
+    /// A rotation of the token whose current version is `old`, starting at `step`
+    /// ([`Step::Obtain`], or [`Step::Validate`] when the candidate is already staged).
+    pub fn begin(
+        id: String,
+        token: &str,
+        source: &str,
+        reason: String,
+        old: Side,
+        now: Timestamp,
+    ) -> Rotation {
+        Rotation {
+            id,
+            token: token.to_string(),
+            source: source.to_string(),
+            reason,
+            started: now,
+            updated: now,
+            old,
+            new: None,
+            new_facts: None,
+            step: Step::Obtain,
+            obtain_sent: false,
+            promoted_at: None,
+            revoke_at: None,
+            attempts: 0,
+            last_error: None,
+            outcome: None,
+        }
+    }
+
+    /// Whether the rotation still has work to do.
+    pub fn is_active(&self) -> bool {
+        self.step != Step::Finished
+    }
+}
+
+/// What the runner should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Run this step now.
+    Run(Step),
+    /// Nothing until then (the grace period before revoking).
+    WaitUntil(Timestamp),
+    /// The rotation is finished.
+    Done,
+}
+
+/// What to do with `r` at `now`.
+pub fn next(r: &Rotation, now: Timestamp) -> Action {
+    match r.step {
+        Step::Finished => Action::Done,
+        Step::Revoke => match r.revoke_at {
+            Some(at) if now < at => Action::WaitUntil(at),
+            _ => Action::Run(Step::Revoke),
+        },
+        s => Action::Run(s),
+    }
+}
+
+/// What happened when a step ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The candidate is staged in the store.
+    Obtained(Side),
+    /// Every check passed.
+    Validated(TokenFacts),
+    /// A check failed.
+    Rejected(String),
+    /// Every environment has the candidate.
+    Delivered,
+    /// `AWSCURRENT` is on the candidate.
+    Promoted,
+    /// Another version became current first.
+    Superseded(String),
+    /// Meta accepted the revoke (or the old token was already dead).
+    Revoked,
+    /// Meta calls the old token invalid.
+    RevokeConfirmed,
+    /// The step could not run this time; try again on a later run.
+    Transient(String),
+    /// The step failed for good.
+    Failed(String),
+}
+
+/// Moves `r` on after `event`. `revoke_after` is the grace period set at promotion.
+pub fn apply(r: &mut Rotation, event: Event, revoke_after: Option<Duration>, now: Timestamp) {
+    r.updated = now;
+    let step = r.step;
+    let advance = |r: &mut Rotation, to: Step| {
+        r.step = to;
+        r.attempts = 0;
+        r.last_error = None;
+    };
+    match event {
+        Event::Obtained(side) => {
+            r.new = Some(side);
+            advance(r, Step::Validate);
+        }
+        Event::Validated(facts) => {
+            r.new_facts = Some(facts);
+            advance(r, Step::Deliver);
+        }
+        Event::Delivered => advance(r, Step::Promote),
+        Event::Promoted => {
+            r.promoted_at = Some(now);
+            match revoke_after {
+                None => finish(r, Outcome::Completed { revoked: false }),
+                Some(grace) => {
+                    r.revoke_at = Timestamp::from_second(
+                        now.as_second().saturating_add(grace.as_secs() as i64),
+                    )
+                    .ok();
+                    advance(r, Step::Revoke);
+                }
+            }
+        }
+        Event::Revoked => advance(r, Step::VerifyRevoked),
+        Event::RevokeConfirmed => finish(r, Outcome::Completed { revoked: true }),
+        Event::Rejected(check) => finish(r, Outcome::Rejected { check }),
+        Event::Superseded(detail) => finish(r, Outcome::Superseded { detail }),
+        Event::Failed(reason) => finish(r, Outcome::Failed { step, reason }),
+        Event::Transient(reason) => {
+            r.attempts += 1;
+            r.last_error = Some(reason);
+        }
+    }
+}
+
+fn finish(r: &mut Rotation, outcome: Outcome) {
+    r.step = Step::Finished;
+    r.outcome = Some(outcome);
+    r.attempts = 0;
+}
+
+/// What is expected of a successor.
+#[derive(Debug, Clone)]
+pub struct Expectations<'a> {
+    /// The configured app.
+    pub app_id: &'a str,
+    /// The configured WABA, when set.
+    pub waba_id: Option<&'a str>,
+    /// The current token's facts, when known (for its type and lifetime).
+    pub current: Option<&'a TokenFacts>,
+    /// The policy's `max_age`, so "lives longer" compares effective expiries.
+    pub max_age: Option<Duration>,
+}
+
+/// What Meta said about a candidate: `debug_token`'s verdict and facts, and the phone read.
+#[derive(Debug, Clone)]
+pub struct CandidateReport {
+    /// Why `debug_token` called it invalid, when it did.
+    pub invalid: Option<String>,
+    /// Its facts.
+    pub facts: TokenFacts,
+    /// Why reading the configured phone number with it failed, when it did.
+    pub phone_failed: Option<String>,
+}
+
+/// Whether a candidate may replace the current token: valid, same app, a system-user token
+/// (or the current token's type), both WhatsApp scopes, the configured WABA among its targets,
+/// the phone number readable, and a later effective expiry than the current token. Returns the
+/// first failed check in words, for the on-call email.
+pub fn judge(c: &CandidateReport, e: &Expectations<'_>) -> Result<(), String> {
+    let f = &c.facts;
+    if let Some(why) = &c.invalid {
+        return Err(format!("Meta says the candidate is invalid: {why}"));
+    }
+    if let Some(cur) = e.current
+        && cur.fingerprint == f.fingerprint
+    {
+        return Err("the candidate is the current token itself".into());
+    }
+    if f.app_id.as_deref() != Some(e.app_id) {
+        return Err(format!(
+            "the candidate belongs to app {}, not to the configured app {}",
+            f.app_id.as_deref().unwrap_or("(unknown)"),
+            e.app_id
+        ));
+    }
+    let kind = f.token_type.as_deref().unwrap_or("(unknown)");
+    let current_kind = e.current.and_then(|c| c.token_type.as_deref());
+    if kind != SYSTEM_USER && Some(kind) != current_kind {
+        return Err(format!(
+            "the candidate is a {kind} token; a system-user token is expected (Business Manager > Users > System users > Generate new token)"
+        ));
+    }
+    let missing: Vec<&str> = crate::graph::WHATSAPP_SCOPES
+        .into_iter()
+        .filter(|s| !f.scopes.iter().any(|x| x == s))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("the candidate lacks {}", missing.join(" and ")));
+    }
+    if let Some(w) = e.waba_id
+        && !f.wabas.iter().any(|x| x == w)
+    {
+        return Err(format!(
+            "WhatsApp Business Account {w} is not among the candidate's targets"
+        ));
+    }
+    if let Some(why) = &c.phone_failed {
+        return Err(format!(
+            "reading the phone number with the candidate failed: {why}"
+        ));
+    }
+    let end = |facts: &TokenFacts| -> Option<Timestamp> {
+        match (facts.expires, effective_expiry(facts, e.max_age)) {
+            (_, Some(eff)) => Some(eff.at),
+            // Never expiring and no max_age: lives forever.
+            (Expires::Never, None) => None,
+            (_, None) => Some(Timestamp::UNIX_EPOCH),
+        }
+    };
+    if let Some(cur) = e.current {
+        let (new_end, cur_end) = (end(f), end(cur));
+        let longer = match (new_end, cur_end) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(n), Some(c)) => n > c,
+        };
+        if !longer {
+            return Err(format!(
+                "the candidate does not live longer than the current token (candidate until {}, current until {})",
+                new_end.map_or("never".into(), crate::timefmt::utc),
+                cur_end.map_or("never".into(), crate::timefmt::utc),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Binding;
+
+    const DAY: i64 = 86_400;
+    const NOW: i64 = 1_790_000_000;
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    fn facts(fp: &str, kind: &str, expires: Expires, issued: i64) -> TokenFacts {
+        TokenFacts {
+            fingerprint: Fingerprint::of(fp),
+            app_id: Some("634974688087057".into()),
+            application: Some("Billing".into()),
+            token_type: Some(kind.into()),
+            expires,
+            data_access_expires_at: None,
+            issued_at: Some(ts(issued)),
+            scopes: crate::graph::WHATSAPP_SCOPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            wabas: vec!["102290129340398".into()],
+        }
+    }
+
+    fn eff(at: i64) -> Effective {
+        Effective {
+            at: ts(at),
+            binding: Binding::Expiry,
+        }
+    }
+
+    #[test]
+    fn rotate_at_is_a_third_of_the_lifetime_but_at_least_seven_days_before() {
+        // 60-day token: rotate 20 days before, at day 40.
+        assert_eq!(
+            rotate_at(&eff(NOW + 60 * DAY), Some(ts(NOW)), None),
+            ts(NOW + 40 * DAY)
+        );
+        // 24-hour token: seven days before its end, that is at once.
+        assert_eq!(
+            rotate_at(&eff(NOW + DAY), Some(ts(NOW)), None),
+            ts(NOW - 6 * DAY)
+        );
+        // 15-day token: a third is 5 days, less than 7: 7 days before.
+        assert_eq!(
+            rotate_at(&eff(NOW + 15 * DAY), Some(ts(NOW)), None),
+            ts(NOW + 8 * DAY)
+        );
+        // Unknown issue time: the 7-day floor.
+        assert_eq!(rotate_at(&eff(NOW), None, None), ts(NOW - 7 * DAY));
+        // Configured lead wins, even when shorter than the floor.
+        assert_eq!(
+            rotate_at(
+                &eff(NOW + 60 * DAY),
+                Some(ts(NOW)),
+                Some(Duration::from_secs(3 * 86_400))
+            ),
+            ts(NOW + 57 * DAY)
+        );
+    }
+
+    fn rotation() -> Rotation {
+        Rotation::begin(
+            "0b6f3d4e-2a51-4c8e-9f7a-1d2c3b4a5e6f".into(),
+            "prod",
+            "mint",
+            "due".into(),
+            Side {
+                version: "v1".into(),
+                fingerprint: Fingerprint::of("old"),
+            },
+            ts(NOW),
+        )
+    }
+
+    #[test]
+    fn steps_run_in_order_and_revoke_waits_for_the_grace_period() {
+        let grace = Some(Duration::from_secs(DAY as u64));
+        let mut r = rotation();
+        assert_eq!(next(&r, ts(NOW)), Action::Run(Step::Obtain));
+        let side = Side {
+            version: r.id.clone(),
+            fingerprint: Fingerprint::of("new"),
+        };
+        apply(&mut r, Event::Obtained(side.clone()), grace, ts(NOW));
+        assert_eq!(r.new, Some(side));
+        assert_eq!(next(&r, ts(NOW)), Action::Run(Step::Validate));
+        apply(
+            &mut r,
+            Event::Validated(facts("new", SYSTEM_USER, Expires::Never, NOW)),
+            grace,
+            ts(NOW),
+        );
+        assert_eq!(next(&r, ts(NOW)), Action::Run(Step::Deliver));
+        apply(&mut r, Event::Delivered, grace, ts(NOW));
+        assert_eq!(next(&r, ts(NOW)), Action::Run(Step::Promote));
+        apply(&mut r, Event::Promoted, grace, ts(NOW + 10));
+        assert_eq!(r.promoted_at, Some(ts(NOW + 10)));
+        assert_eq!(
+            next(&r, ts(NOW + 20)),
+            Action::WaitUntil(ts(NOW + 10 + DAY))
+        );
+        assert_eq!(next(&r, ts(NOW + 10 + DAY)), Action::Run(Step::Revoke));
+        apply(
+            &mut r,
+            Event::Transient("timeout".into()),
+            grace,
+            ts(NOW + DAY + 20),
+        );
+        assert_eq!(r.attempts, 1);
+        assert_eq!(
+            r.step,
+            Step::Revoke,
+            "a transient failure stays on its step"
+        );
+        apply(&mut r, Event::Revoked, grace, ts(NOW + DAY + 30));
+        assert_eq!(r.attempts, 0);
+        assert_eq!(
+            next(&r, ts(NOW + DAY + 30)),
+            Action::Run(Step::VerifyRevoked)
+        );
+        apply(&mut r, Event::RevokeConfirmed, grace, ts(NOW + DAY + 40));
+        assert_eq!(r.outcome, Some(Outcome::Completed { revoked: true }));
+        assert_eq!(next(&r, ts(NOW + DAY + 40)), Action::Done);
+        assert!(!r.is_active());
+    }
+
+    #[test]
+    fn never_revoking_finishes_at_promotion_and_failures_name_their_step() {
+        let mut r = rotation();
+        r.step = Step::Promote;
+        apply(&mut r, Event::Promoted, None, ts(NOW));
+        assert_eq!(r.outcome, Some(Outcome::Completed { revoked: false }));
+        assert_eq!(r.revoke_at, None);
+
+        let mut r = rotation();
+        apply(&mut r, Event::Failed("mint refused".into()), None, ts(NOW));
+        assert_eq!(
+            r.outcome,
+            Some(Outcome::Failed {
+                step: Step::Obtain,
+                reason: "mint refused".into()
+            })
+        );
+        let mut r = rotation();
+        r.step = Step::Validate;
+        apply(&mut r, Event::Rejected("lacks x".into()), None, ts(NOW));
+        assert_eq!(
+            r.outcome,
+            Some(Outcome::Rejected {
+                check: "lacks x".into()
+            })
+        );
+    }
+
+    #[test]
+    fn the_record_round_trips_through_json() {
+        let mut r = rotation();
+        let side = Side {
+            version: r.id.clone(),
+            fingerprint: Fingerprint::of("new"),
+        };
+        apply(&mut r, Event::Obtained(side), None, ts(NOW));
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Rotation>(&text).unwrap(), r);
+    }
+
+    fn expect<'a>(current: Option<&'a TokenFacts>) -> Expectations<'a> {
+        Expectations {
+            app_id: "634974688087057",
+            waba_id: Some("102290129340398"),
+            current,
+            max_age: Some(Duration::from_secs(60 * 86_400)),
+        }
+    }
+
+    fn report(f: TokenFacts) -> CandidateReport {
+        CandidateReport {
+            invalid: None,
+            facts: f,
+            phone_failed: None,
+        }
+    }
+
+    #[test]
+    fn judge_names_the_first_failed_check() {
+        let cur = facts(
+            "old",
+            SYSTEM_USER,
+            Expires::At(ts(NOW + 5 * DAY)),
+            NOW - 55 * DAY,
+        );
+        let good = facts("new", SYSTEM_USER, Expires::At(ts(NOW + 60 * DAY)), NOW);
+        assert_eq!(judge(&report(good.clone()), &expect(Some(&cur))), Ok(()));
+        // A dead current token: any valid candidate will do.
+        assert_eq!(judge(&report(good.clone()), &expect(None)), Ok(()));
+
+        let mut c = report(good.clone());
+        c.invalid = Some("the token was revoked".into());
+        assert!(
+            judge(&c, &expect(Some(&cur)))
+                .unwrap_err()
+                .contains("invalid")
+        );
+
+        let same = report(cur.clone());
+        assert!(
+            judge(&same, &expect(Some(&cur)))
+                .unwrap_err()
+                .contains("itself")
+        );
+
+        let mut f = good.clone();
+        f.app_id = Some("999".into());
+        assert!(
+            judge(&report(f), &expect(Some(&cur)))
+                .unwrap_err()
+                .contains("app 999")
+        );
+
+        let mut f = good.clone();
+        f.token_type = Some("USER".into());
+        assert!(
+            judge(&report(f), &expect(Some(&cur)))
+                .unwrap_err()
+                .contains("USER token")
+        );
+        // A user token replacing a user token is allowed.
+        let mut user_cur = cur.clone();
+        user_cur.token_type = Some("USER".into());
+        let mut f = good.clone();
+        f.token_type = Some("USER".into());
+        assert_eq!(judge(&report(f), &expect(Some(&user_cur))), Ok(()));
+
+        let mut f = good.clone();
+        f.scopes.retain(|s| s != "whatsapp_business_messaging");
+        assert_eq!(
+            judge(&report(f), &expect(Some(&cur))),
+            Err("the candidate lacks whatsapp_business_messaging".into())
+        );
+
+        let mut f = good.clone();
+        f.wabas = vec!["5".into()];
+        assert!(
+            judge(&report(f), &expect(Some(&cur)))
+                .unwrap_err()
+                .contains("102290129340398")
+        );
+
+        let mut c = report(good.clone());
+        c.phone_failed = Some("(#100) Unsupported get request".into());
+        assert!(
+            judge(&c, &expect(Some(&cur)))
+                .unwrap_err()
+                .contains("phone number")
+        );
+
+        // Shorter-lived than the current token: a 1-day candidate for a 5-day current.
+        let short = facts("new", SYSTEM_USER, Expires::At(ts(NOW + DAY)), NOW);
+        assert!(
+            judge(&report(short), &expect(Some(&cur)))
+                .unwrap_err()
+                .contains("live longer")
+        );
+        // Never-expiring candidate with no max_age outlives anything.
+        let mut e = expect(Some(&cur));
+        e.max_age = None;
+        let never = facts("new", SYSTEM_USER, Expires::Never, NOW);
+        assert_eq!(judge(&report(never), &e), Ok(()));
+    }
+}

@@ -1,0 +1,688 @@
+//! Running a rotation: the IO around the pure steps of [`super`].
+//!
+//! [`drive`] takes one token's rotation as far as it can go now: it starts one when asked,
+//! resumes one a crashed process left, runs each step against the store and Meta, and saves the
+//! record after every step (then passes a failpoint, so the crash tests can stop the process
+//! there). A per-token lock in the state directory keeps a daemon and a manual `tokenwarden
+//! rotate` from running the same rotation at once; across hosts the store's compare-and-swap
+//! promotion decides. Emails go into the outbox, with ids derived from the rotation id, so a
+//! resumed rotation never mails twice.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::{Action, CandidateReport, Event, Expectations, Outcome, Rotation, Side, Step};
+use crate::audit::Audit;
+use crate::config::{Config, Source, TokenConfig};
+use crate::graph::{self, GraphClient, GraphError};
+use crate::notify::{Email, Outbox};
+use crate::policy::{Expires, TokenFacts};
+use crate::secret::Secret;
+use crate::state::StateError;
+use crate::store::{SecretStore, Store, StoreError, VersionId};
+
+/// Directory inside the state directory holding one record per token.
+pub const ROTATIONS_DIR: &str = "rotations";
+
+/// How many verification attempts may still see the old token valid before the rotation
+/// gives up on confirming the revoke and tells on-call.
+const VERIFY_ATTEMPTS: u32 = 5;
+
+/// The rotation records of one state directory.
+#[derive(Debug, Clone)]
+pub struct RotationLog {
+    dir: PathBuf,
+}
+
+/// Holds a token's rotation lock until dropped.
+#[derive(Debug)]
+pub struct RotationLock(#[allow(dead_code)] std::fs::File);
+
+impl RotationLog {
+    /// The records under `state_dir`.
+    pub fn new(state_dir: &Path) -> RotationLog {
+        RotationLog {
+            dir: state_dir.join(ROTATIONS_DIR),
+        }
+    }
+
+    fn path(&self, token: &str) -> PathBuf {
+        self.dir.join(format!("{token}.json"))
+    }
+
+    fn io(&self, path: &Path, source: std::io::Error) -> StateError {
+        StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// The latest rotation of `token` (active or finished), if any.
+    ///
+    /// # Errors
+    /// [`StateError`] when the record cannot be read or parsed.
+    pub fn load(&self, token: &str) -> Result<Option<Rotation>, StateError> {
+        let path = self.path(token);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| StateError::Corrupt {
+                    path,
+                    reason: format!("line {} column {}", e.line(), e.column()),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io(&path, e)),
+        }
+    }
+
+    /// Saves `r` atomically (mode 0600).
+    ///
+    /// # Errors
+    /// [`StateError::Io`].
+    pub fn save(&self, r: &Rotation) -> Result<(), StateError> {
+        self.ensure_dir()?;
+        let path = self.path(&r.token);
+        let bytes = serde_json::to_vec_pretty(r).expect("a rotation serializes");
+        crate::fsutil::write_atomic(&path, &bytes, 0o600).map_err(|e| self.io(&path, e))
+    }
+
+    fn ensure_dir(&self) -> Result<(), StateError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| self.io(&self.dir, e))
+    }
+
+    /// Takes `token`'s lock without waiting; `None` when another process holds it.
+    ///
+    /// # Errors
+    /// [`StateError::Io`] when the lock file cannot be opened.
+    pub fn try_lock(&self, token: &str) -> Result<Option<RotationLock>, StateError> {
+        self.ensure_dir()?;
+        let path = self.dir.join(format!("{token}.lock"));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| self.io(&path, e))?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(RotationLock(f))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(self.io(&path, e)),
+        }
+    }
+}
+
+/// Everything a rotation touches.
+pub struct Deps<'a> {
+    /// The whole config (app id, state directory).
+    pub cfg: &'a Config,
+    /// The token being rotated.
+    pub token: &'a TokenConfig,
+    /// Meta.
+    pub graph: &'a GraphClient,
+    /// The token's store.
+    pub store: &'a Store,
+    /// Rotation records and locks.
+    pub log: &'a RotationLog,
+    /// The audit log.
+    pub audit: &'a Audit,
+    /// Where emails go; `None` logs them only.
+    pub outbox: Option<&'a Outbox>,
+    /// The time source (a test clock in tests).
+    pub now: &'a (dyn Fn() -> Timestamp + Sync),
+}
+
+/// How far [`drive`] got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// No rotation is running and none was started; why, in words.
+    Idle(String),
+    /// Another process is rotating this token now.
+    Busy,
+    /// The rotation waits for its grace period before revoking the old token.
+    Waiting(Rotation),
+    /// A step failed transiently; the rotation resumes on the next run.
+    Stalled(Rotation),
+    /// The rotation finished (see its outcome).
+    Finished(Rotation),
+}
+
+/// Why a rotation could not even be looked at.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// The rotation record or lock in the state directory is unusable: fix the directory.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The store could not say what is current: fix or retry the store, then run again.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Takes the rotation of `d.token` as far as it can go now. With `start` (a reason in words)
+/// and no rotation in progress, a new one begins; without it only a rotation in progress moves.
+///
+/// # Errors
+/// [`RotateError`] when the record cannot be kept or the store cannot name the current token;
+/// failures of steps are outcomes inside the [`Report`], not errors.
+pub async fn drive(d: &Deps<'_>, start: Option<String>) -> Result<Report, RotateError> {
+    let Some(_lock) = d.log.try_lock(&d.token.name)? else {
+        return Ok(Report::Busy);
+    };
+    let mut r = match d.log.load(&d.token.name)? {
+        Some(r) if r.is_active() => {
+            tracing::info!(token = %d.token.name, rotation = %r.id, step = r.step.word(), "resuming rotation");
+            r
+        }
+        _ => match start {
+            None => return Ok(Report::Idle("no rotation in progress".into())),
+            Some(reason) => match begin(d, reason).await? {
+                Ok(r) => r,
+                Err(idle) => return Ok(Report::Idle(idle)),
+            },
+        },
+    };
+    let revoke_after = d.token.rotation.revoke_after;
+    loop {
+        let now = (d.now)();
+        let step = match super::next(&r, now) {
+            Action::Done => return Ok(Report::Finished(r)),
+            Action::WaitUntil(_) => return Ok(Report::Waiting(r)),
+            Action::Run(step) => step,
+        };
+        let event = run_step(d, &mut r, step).await;
+        let transient = matches!(event, Event::Transient(_));
+        let summary = event_word(&event);
+        super::apply(&mut r, event, revoke_after, (d.now)());
+        d.log.save(&r)?;
+        d.audit.record(
+            (d.now)(),
+            "rotation_step",
+            serde_json::json!({
+                "token": d.token.name, "rotation": r.id, "step": step.word(), "result": summary,
+                "next": r.step.word(), "old": r.old.fingerprint.to_string(),
+                "new": r.new.as_ref().map(|s| s.fingerprint.to_string()),
+                "error": r.last_error, "outcome": r.outcome,
+            }),
+        );
+        match &r.last_error {
+            Some(e) if transient => {
+                tracing::warn!(token = %d.token.name, step = step.word(), attempts = r.attempts, error = %e, "rotation step failed; retrying on the next run");
+            }
+            _ => {
+                tracing::info!(token = %d.token.name, step = step.word(), result = summary, next = r.step.word(), "rotation step")
+            }
+        }
+        notify(d, &r, step);
+        crate::failpoint::hit(&format!("rotation.after_{}", step.word()));
+        if transient {
+            return Ok(Report::Stalled(r));
+        }
+    }
+}
+
+fn event_word(e: &Event) -> &'static str {
+    match e {
+        Event::Obtained(_) => "obtained",
+        Event::Validated(_) => "validated",
+        Event::Rejected(_) => "rejected",
+        Event::Delivered => "delivered",
+        Event::Promoted => "promoted",
+        Event::Superseded(_) => "superseded",
+        Event::Revoked => "revoked",
+        Event::RevokeConfirmed => "revoke_confirmed",
+        Event::Transient(_) => "transient_failure",
+        Event::Failed(_) => "failed",
+    }
+}
+
+/// Starts a rotation from the store's current version: with a staged candidate it starts at
+/// validation; with nothing staged for a `staged` source it does not start (`Err` says why).
+async fn begin(d: &Deps<'_>, reason: String) -> Result<Result<Rotation, String>, RotateError> {
+    let (old_v, old) = d.store.current_version().await?;
+    let now = (d.now)();
+    let old = Side {
+        version: old_v.0,
+        fingerprint: old.fingerprint(),
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut r = Rotation::begin(
+        id,
+        &d.token.name,
+        d.token.rotation.source.word(),
+        reason,
+        old,
+        now,
+    );
+    // A staged candidate is used whatever the source: a person's explicit choice wins.
+    match d.store.pending().await? {
+        Some((v, s)) => {
+            let side = Side {
+                version: v.0,
+                fingerprint: s.fingerprint(),
+            };
+            r.source = "staged".into();
+            super::apply(&mut r, Event::Obtained(side), None, now);
+        }
+        None if d.token.rotation.source == Source::Staged => {
+            return Ok(Err(format!(
+                "nothing is staged; stage the next token with `tokenwarden stage --token {}`",
+                d.token.name
+            )));
+        }
+        None => {}
+    }
+    d.log.save(&r)?;
+    d.audit.record(
+        now,
+        "rotation_started",
+        serde_json::json!({"token": d.token.name, "rotation": r.id, "source": r.source, "reason": r.reason, "old": r.old.fingerprint.to_string()}),
+    );
+    tracing::info!(token = %d.token.name, rotation = %r.id, source = %r.source, reason = %r.reason, "rotation started");
+    crate::failpoint::hit("rotation.after_start");
+    Ok(Ok(r))
+}
+
+async fn run_step(d: &Deps<'_>, r: &mut Rotation, step: Step) -> Event {
+    match step {
+        Step::Obtain => obtain(d, r).await,
+        Step::Validate => validate(d, r).await,
+        // Delivery to environments arrives with targets; until then there is nothing to push.
+        Step::Deliver => Event::Delivered,
+        Step::Promote => promote(d, r).await,
+        Step::Revoke => revoke(d, r).await,
+        Step::VerifyRevoked => verify_revoked(d, r).await,
+        Step::Finished => Event::Delivered,
+    }
+}
+
+fn store_event(e: StoreError) -> Event {
+    match e {
+        StoreError::Unavailable { .. } => Event::Transient(e.to_string()),
+        e => Event::Failed(e.to_string()),
+    }
+}
+
+fn graph_event(what: &str, e: GraphError) -> Event {
+    match e {
+        GraphError::Transient(t) => Event::Transient(format!("{what}: {t}")),
+        e => Event::Failed(format!("{what}: {e}")),
+    }
+}
+
+async fn obtain(d: &Deps<'_>, r: &mut Rotation) -> Event {
+    // A crash after staging and before the record was saved: the candidate is already there.
+    match d.store.pending().await {
+        Ok(Some((v, s))) if v.0 == r.id => {
+            return Event::Obtained(Side {
+                version: v.0,
+                fingerprint: s.fingerprint(),
+            });
+        }
+        Ok(_) => {}
+        Err(e) => return store_event(e),
+    }
+    let (cur_v, current) = match d.store.current_version().await {
+        Ok(c) => c,
+        Err(e) => return store_event(e),
+    };
+    if cur_v.0 != r.old.version {
+        return Event::Superseded(format!(
+            "the store's current version is now {cur_v}, not {}",
+            r.old.version
+        ));
+    }
+    let token = match &d.token.rotation.source {
+        Source::Staged => {
+            return Event::Failed(format!(
+                "nothing is staged; stage the next token with `tokenwarden stage --token {}`",
+                d.token.name
+            ));
+        }
+        Source::Refresh => {
+            // Refresh only what can be refreshed: never a non-expiring token (it would come
+            // back as a 60-day one) and never a dead one (Meta refuses).
+            match d.graph.debug_token(&current).await {
+                Err(e) => return graph_event("inspecting the current token", e),
+                Ok(info) if !info.is_valid => {
+                    let why = info
+                        .invalid_reason()
+                        .map(|a| graph::dead_reason(&a))
+                        .unwrap_or_default();
+                    return Event::Failed(format!(
+                        "the current token cannot be refreshed because it is no longer valid ({why}); only a new token from Business Manager can replace it: stage it with `tokenwarden stage --token {}`",
+                        d.token.name
+                    ));
+                }
+                Ok(info) if info.expires_at == graph::Expiry::Never => {
+                    return Event::Failed(
+                        "the current token never expires; refreshing would trade it for a 60-day token. Use source = \"mint\" with lifetime = \"never\", or \"staged\"".into(),
+                    );
+                }
+                Ok(_) => {}
+            }
+            mark_sent(d, r);
+            match d.graph.refresh_token(&current).await {
+                Ok(n) => n.token,
+                Err(e) => return graph_event("refreshing the token", e),
+            }
+        }
+        Source::Mint(m) => {
+            let admin = match m.admin_token.resolve() {
+                Ok(a) => a,
+                Err(e) => return Event::Failed(format!("`mint.admin_token`: {e}")),
+            };
+            mark_sent(d, r);
+            match d
+                .graph
+                .mint_token(&admin, &m.system_user_id, m.expiring)
+                .await
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    return graph_event(
+                        &format!("minting a token for system user {}", m.system_user_id),
+                        e,
+                    );
+                }
+            }
+        }
+    };
+    // The new token exists only in memory until staged: retry the store a few times here.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match d.store.put_pending(&token, &r.id).await {
+            Ok(v) => {
+                return Event::Obtained(Side {
+                    version: v.0,
+                    fingerprint: token.fingerprint(),
+                });
+            }
+            Err(StoreError::Unavailable { .. }) if tries < 4 => {
+                tokio::time::sleep(Duration::from_millis(500 * tries)).await;
+            }
+            Err(e) => return store_event(e),
+        }
+    }
+}
+
+/// Records that a refresh or mint call is about to leave, before it does.
+fn mark_sent(d: &Deps<'_>, r: &mut Rotation) {
+    if r.obtain_sent {
+        tracing::warn!(token = %d.token.name, rotation = %r.id, "an earlier obtain call of this rotation was interrupted before its token was stored; asking Meta again");
+    }
+    r.obtain_sent = true;
+    if let Err(e) = d.log.save(r) {
+        tracing::error!(error = %e, "cannot save the rotation record");
+    }
+}
+
+/// Inspects `token` as a candidate: `debug_token`, then (if valid) the phone read.
+pub async fn inspect_candidate(
+    graph: &GraphClient,
+    t: &TokenConfig,
+    token: &Secret,
+) -> Result<CandidateReport, GraphError> {
+    let info = match graph.debug_token(token).await {
+        Ok(i) => i,
+        // Code 100 on `debug_token` is Meta refusing this app's view of the token: for the
+        // current token it points at tokenwarden's config, but a candidate that gets it
+        // belongs to another app. (A wrong app secret is code 190 and stays an error.)
+        Err(GraphError::OwnCredentials(api)) if api.code == 100 => {
+            return Ok(CandidateReport {
+                invalid: Some(format!("it belongs to another app ({})", api.message)),
+                facts: TokenFacts {
+                    fingerprint: token.fingerprint(),
+                    app_id: None,
+                    application: None,
+                    token_type: None,
+                    expires: Expires::Unknown,
+                    data_access_expires_at: None,
+                    issued_at: None,
+                    scopes: Vec::new(),
+                    wabas: Vec::new(),
+                },
+                phone_failed: None,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let facts = crate::daemon::facts_of(token, &info);
+    let invalid = info.invalid_reason().map(|a| graph::dead_reason(&a));
+    let mut phone_failed = None;
+    if invalid.is_none()
+        && let Some(p) = &t.phone_number_id
+    {
+        match graph.phone_number(token, p).await {
+            Ok(_) => {}
+            Err(e @ GraphError::Transient(_)) => return Err(e),
+            Err(e) => phone_failed = Some(e.to_string()),
+        }
+    }
+    Ok(CandidateReport {
+        invalid,
+        facts,
+        phone_failed,
+    })
+}
+
+/// What is expected of a successor of `t` whose current token has `current` facts.
+pub fn expectations<'a>(
+    cfg: &'a Config,
+    t: &'a TokenConfig,
+    current: Option<&'a TokenFacts>,
+) -> Expectations<'a> {
+    Expectations {
+        app_id: &cfg.meta.app_id,
+        waba_id: t.waba_id.as_deref(),
+        current,
+        max_age: t.policy.max_age,
+    }
+}
+
+/// The current token's facts, or `None` when Meta calls it invalid (any valid successor is
+/// then better).
+pub async fn current_facts(
+    graph: &GraphClient,
+    token: &Secret,
+) -> Result<Option<TokenFacts>, GraphError> {
+    let info = graph.debug_token(token).await?;
+    Ok(info.is_valid.then(|| crate::daemon::facts_of(token, &info)))
+}
+
+async fn validate(d: &Deps<'_>, r: &mut Rotation) -> Event {
+    let Some(new) = r.new.clone() else {
+        return Event::Failed("no candidate was recorded".into());
+    };
+    let candidate = match d.store.pending().await {
+        Ok(Some((v, s))) if v.0 == new.version => s,
+        Ok(_) => {
+            return Event::Failed(format!(
+                "the candidate (version {}) is no longer staged in {}",
+                new.version,
+                d.store.describe()
+            ));
+        }
+        Err(e) => return store_event(e),
+    };
+    let current = match d.store.current_version().await {
+        Ok((v, s)) if v.0 == r.old.version => s,
+        Ok((v, _)) => {
+            return Event::Superseded(format!(
+                "the store's current version is now {v}, not {}",
+                r.old.version
+            ));
+        }
+        Err(e) => return store_event(e),
+    };
+    let current = match current_facts(d.graph, &current).await {
+        Ok(f) => f,
+        Err(e) => return graph_event("inspecting the current token", e),
+    };
+    let report = match inspect_candidate(d.graph, d.token, &candidate).await {
+        Ok(c) => c,
+        Err(e) => return graph_event("inspecting the candidate", e),
+    };
+    match super::judge(&report, &expectations(d.cfg, d.token, current.as_ref())) {
+        Ok(()) => Event::Validated(report.facts),
+        Err(check) => {
+            // Unlabel the candidate so it is not tried again; the version itself is kept
+            // (Secrets Manager keeps it unlabelled) for a person to look at.
+            if let Err(e) = d.store.clear_pending().await {
+                tracing::warn!(token = %d.token.name, error = %e, "cannot unstage the rejected candidate");
+            }
+            Event::Rejected(check)
+        }
+    }
+}
+
+async fn promote(d: &Deps<'_>, r: &mut Rotation) -> Event {
+    let Some(new) = r.new.clone() else {
+        return Event::Failed("no candidate was recorded".into());
+    };
+    let (to, from) = (
+        VersionId(new.version.clone()),
+        VersionId(r.old.version.clone()),
+    );
+    match d.store.promote(&to, &from).await {
+        Ok(()) => Event::Promoted,
+        Err(StoreError::Conflict { detail, .. }) => match d.store.current_version().await {
+            // Promoted before a crash, or by a twin instance running the same rotation.
+            Ok((v, _)) if v == to => Event::Promoted,
+            Ok((v, _)) => Event::Superseded(format!(
+                "version {v} became current first ({detail}); the old token stays current"
+            )),
+            Err(e) => store_event(e),
+        },
+        Err(e) => store_event(e),
+    }
+}
+
+/// The old token, read back from the store's `AWSPREVIOUS`, once it is certain that the new
+/// version is still current (revoking after a rollback would cut off the live token).
+async fn old_token(d: &Deps<'_>, r: &Rotation) -> Result<Secret, Event> {
+    let new = r.new.clone().expect("promoted rotations have a candidate");
+    match d.store.current_version().await {
+        Ok((v, _)) if v.0 == new.version => {}
+        Ok((v, _)) => {
+            return Err(Event::Failed(format!(
+                "the store's current version changed to {v} after promotion (a rollback?); the old token was left alone"
+            )));
+        }
+        Err(e) => return Err(store_event(e)),
+    }
+    match d.store.previous().await {
+        Ok(Some((v, s))) if v.0 == r.old.version => Ok(s),
+        Ok(_) => Err(Event::Failed(format!(
+            "the old version {} is no longer in {}; revoke the token with fingerprint {} in Business Manager",
+            r.old.version,
+            d.store.describe(),
+            r.old.fingerprint
+        ))),
+        Err(e) => Err(store_event(e)),
+    }
+}
+
+async fn revoke(d: &Deps<'_>, r: &mut Rotation) -> Event {
+    let old = match old_token(d, r).await {
+        Ok(s) => s,
+        Err(ev) => return ev,
+    };
+    let caller = match d.store.current().await {
+        Ok(s) => s,
+        Err(e) => return store_event(e),
+    };
+    match d.graph.revoke_token(&old, &caller).await {
+        Ok(()) => Event::Revoked,
+        // Already dead (it expired or was revoked by hand): nothing left to revoke.
+        Err(GraphError::TokenDead(_)) => Event::Revoked,
+        Err(e) => graph_event("revoking the old token", e),
+    }
+}
+
+async fn verify_revoked(d: &Deps<'_>, r: &mut Rotation) -> Event {
+    let old = match old_token(d, r).await {
+        Ok(s) => s,
+        Err(ev) => return ev,
+    };
+    match d.graph.debug_token(&old).await {
+        Ok(info) if !info.is_valid => Event::RevokeConfirmed,
+        Ok(_) if r.attempts + 1 >= VERIFY_ATTEMPTS => Event::Failed(format!(
+            "Meta still calls the old token (fingerprint {}) valid after the revoke; revoke it in Business Manager",
+            r.old.fingerprint
+        )),
+        Ok(_) => Event::Transient("Meta still calls the old token valid; checking again".into()),
+        Err(e) => graph_event("inspecting the old token", e),
+    }
+}
+
+/// Queues the email a step deserves: one on promotion (success) and one when a rotation ends
+/// badly. Ids come from the rotation id, so a replay after a crash queues nothing new.
+fn notify(d: &Deps<'_>, r: &Rotation, step: Step) {
+    let kind = match (&r.outcome, r.step) {
+        (_, Step::Revoke) if step == Step::Promote => "promoted",
+        (Some(Outcome::Completed { .. }), _) if step == Step::Promote => "promoted",
+        (Some(Outcome::Rejected { .. }), _) => "rejected",
+        (Some(Outcome::Failed { .. }), _) => "failed",
+        _ => return,
+    };
+    let rendered = crate::alert::render_rotation(d.token, r, &store_hint(d.token));
+    let email = Email {
+        id: crate::daemon::email_id(&d.token.name, &format!("rotation-{}-{kind}", r.id)),
+        token: d.token.name.clone(),
+        subject: rendered.subject,
+        text: rendered.text,
+        html: rendered.html,
+    };
+    match d.outbox {
+        Some(o) => match o.enqueue(&email, (d.now)()) {
+            Ok(_) => d.audit.record(
+                (d.now)(),
+                "email_queued",
+                serde_json::json!({"token": d.token.name, "id": email.id, "subject": email.subject}),
+            ),
+            Err(e) => {
+                tracing::error!(token = %d.token.name, error = %e, "cannot queue rotation email")
+            }
+        },
+        None => {
+            tracing::warn!(token = %d.token.name, subject = %email.subject, "rotation email (no [email] configured: logged only)")
+        }
+    }
+}
+
+/// How a person puts the next token in place for `t`.
+pub fn store_hint(t: &TokenConfig) -> String {
+    format!(
+        "`tokenwarden stage --token {}` (paste the token on standard input; it is checked with Meta before it is staged)",
+        t.name
+    )
+}
+
+/// Whether the token's last known facts make its configured source impossible: refreshing a
+/// non-expiring token would trade it for a 60-day one. Returns the problem in words.
+pub fn source_conflict(t: &TokenConfig, facts: Option<&TokenFacts>) -> Option<String> {
+    match (&t.rotation.source, facts.map(|f| f.expires)) {
+        (Source::Refresh, Some(Expires::Never)) => Some(format!(
+            "token `{}` never expires (last check), but source = \"refresh\" would trade it for a 60-day token; use source = \"mint\" with lifetime = \"never\", or source = \"staged\"",
+            t.name
+        )),
+        _ => None,
+    }
+}
+
+/// When a rotation of a token with these facts becomes due, or `None` when it never does.
+pub fn due_at(t: &TokenConfig, facts: &TokenFacts) -> Option<Timestamp> {
+    let eff = crate::policy::effective_expiry(facts, t.policy.max_age)?;
+    Some(super::rotate_at(
+        &eff,
+        facts.issued_at,
+        t.rotation.rotate_before,
+    ))
+}

@@ -1,0 +1,500 @@
+//! Rotation end to end through the real binary: `stage`, `rotate` (and `--dry-run`),
+//! `rollback`, for each source, against the Graph sandbox and both stores. With the
+//! `failpoints` feature, the crash tests stop the process after every step and run it again.
+
+use std::path::{Path, PathBuf};
+
+use tokenwarden::sandbox::{self, Sandbox, Scenario, TokenSpec};
+use tokenwarden::secret::Secret;
+use tokenwarden::store::SecretStore;
+use tokenwarden::store::file::FileStore;
+
+use crate::util::{Run, TokenEntry, Workspace, assert_no_leak, run_with_stdin};
+
+async fn sandbox() -> Sandbox {
+    Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap()
+}
+
+/// Runs the binary off the async runtime (the sandbox serves on it meanwhile).
+async fn tw(config: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+    let mut all = vec!["--config".to_string(), config.to_str().unwrap().to_string()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let stdin = stdin.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_with_stdin(&args, &env, stdin.as_deref())
+    })
+    .await
+    .unwrap()
+}
+
+fn dir_of(ws: &Workspace) -> PathBuf {
+    ws.config.parent().unwrap().to_path_buf()
+}
+
+async fn current(ws: &Workspace, name: &str) -> String {
+    FileStore::new(ws.store.clone(), name.into())
+        .current()
+        .await
+        .unwrap()
+        .expose()
+        .to_string()
+}
+
+async fn is_valid(sb: &Sandbox, token: &str) -> bool {
+    let c = reqwest::Client::new();
+    let body: serde_json::Value = c
+        .get(format!("{}/v25.0/debug_token", sb.base_url()))
+        .query(&[
+            ("input_token", token),
+            ("access_token", &sb.app_token()),
+            (
+                "appsecret_proof",
+                &tokenwarden::secret::appsecret_proof(
+                    &Secret::new(sb.app_secret()),
+                    &sb.app_token(),
+                ),
+            ),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["data"]["is_valid"].as_bool().unwrap()
+}
+
+/// A workspace whose token `prod` is minted for the demo system user by an admin token kept
+/// in a file; `extra` adds lines to the `[[token]]`.
+fn mint_workspace(sb: &Sandbox, current: &str, extra: &str) -> (Workspace, String) {
+    let admin = sb.issue_token(TokenSpec::system_user_never());
+    let dir = tempfile::tempdir().unwrap().keep();
+    let admin_file = dir.join("admin-token");
+    crate::util::write_private(&admin_file, &admin);
+    let entry = format!(
+        "source = \"mint\"\nmint = {{ system_user_id = \"{}\", admin_token = {{ file = \"{}\" }} }}\n{extra}",
+        sandbox::DEMO_SYSTEM_USER_ID,
+        admin_file.display()
+    );
+    let ws = Workspace::new(
+        sb,
+        &[TokenEntry {
+            name: "prod",
+            value: Some(current),
+            extra: &entry,
+        }],
+    );
+    (ws, admin)
+}
+
+fn good() -> TokenSpec {
+    TokenSpec::system_user_60d().issued_ago(45 * 86_400)
+}
+
+#[tokio::test]
+async fn mint_rotates_validates_promotes_and_revokes_the_old_token() {
+    let sb = sandbox().await;
+    let old = sb.issue_token(good());
+    let (ws, admin) = mint_workspace(&sb, &old, "revoke_after = \"0s\"\n");
+
+    let dry = tw(
+        &ws.config,
+        &["rotate", "--token", "prod", "--dry-run"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert!(
+        dry.stdout.contains("mint a 60-day system-user token"),
+        "{dry:?}"
+    );
+    assert_eq!(sb.stats().minted, 0, "a dry run mints nothing");
+    assert_eq!(current(&ws, "prod").await, old);
+
+    let r = tw(&ws.config, &["rotate", "--token", "prod"], &[], None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("complete"), "{r:?}");
+    let new = current(&ws, "prod").await;
+    assert_ne!(new, old);
+    assert!(is_valid(&sb, &new).await);
+    assert!(!is_valid(&sb, &old).await, "the old token is revoked");
+    let stats = sb.stats();
+    assert_eq!((stats.minted, stats.revoked), (1, 1));
+
+    let audit = std::fs::read_to_string(dir_of(&ws).join("audit.jsonl")).unwrap();
+    for step in [
+        "obtain",
+        "validate",
+        "deliver",
+        "promote",
+        "revoke",
+        "verify_revoked",
+    ] {
+        assert!(
+            audit.contains(&format!("\"step\":\"{step}\"")),
+            "{step}: {audit}"
+        );
+    }
+    let record = std::fs::read_to_string(dir_of(&ws).join("rotations/prod.json")).unwrap();
+    for (what, text) in [("output", r.all()), ("audit", audit), ("record", record)] {
+        assert_no_leak(&text, &[&old, &new, &admin, sandbox::DEMO_APP_SECRET], what);
+    }
+}
+
+#[tokio::test]
+async fn refresh_rotates_a_sixty_day_token() {
+    let sb = sandbox().await;
+    let old = sb.issue_token(good());
+    let ws = Workspace::new(
+        &sb,
+        &[TokenEntry {
+            name: "prod",
+            value: Some(&old),
+            extra: "source = \"refresh\"\nrevoke_after = \"0s\"\n",
+        }],
+    );
+    let r = tw(&ws.config, &["rotate", "--token", "prod"], &[], None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let new = current(&ws, "prod").await;
+    assert_ne!(new, old);
+    assert!(is_valid(&sb, &new).await && !is_valid(&sb, &old).await);
+    assert_eq!((sb.stats().refreshed, sb.stats().revoked), (1, 1));
+}
+
+#[tokio::test]
+async fn refresh_is_refused_for_an_expired_or_never_expiring_token() {
+    let sb = sandbox().await;
+    let expired = sb.issue_token(good().expiring_in(-3600));
+    let never = sb.issue_token(TokenSpec::system_user_never());
+    let ws = Workspace::new(
+        &sb,
+        &[
+            TokenEntry {
+                name: "expired",
+                value: Some(&expired),
+                extra: "source = \"refresh\"\n",
+            },
+            TokenEntry {
+                name: "never",
+                value: Some(&never),
+                extra: "source = \"refresh\"\n",
+            },
+        ],
+    );
+    let r = tw(&ws.config, &["rotate", "--token", "expired"], &[], None).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("cannot be refreshed"), "{r:?}");
+    let r = tw(&ws.config, &["rotate", "--token", "never"], &[], None).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("never expires"), "{r:?}");
+    assert_eq!(sb.stats().refreshed, 0);
+    assert_eq!(current(&ws, "expired").await, expired);
+    assert_eq!(current(&ws, "never").await, never);
+}
+
+#[tokio::test]
+async fn config_check_refuses_refresh_for_a_token_known_to_never_expire() {
+    use tokenwarden::policy::{Expires, TokenFacts};
+    use tokenwarden::state::{Snapshot, StateStore, TokenState};
+    let sb = sandbox().await;
+    let never = sb.issue_token(TokenSpec::system_user_never());
+    let ws = Workspace::new(
+        &sb,
+        &[TokenEntry {
+            name: "prod",
+            value: Some(&never),
+            extra: "source = \"refresh\"\n",
+        }],
+    );
+    let ok = tw(&ws.config, &["config", "check"], &[], None).await;
+    assert_eq!(ok.code, 0, "nothing known yet: {ok:?}");
+    let mut snap = Snapshot {
+        format: 1,
+        ..Snapshot::default()
+    };
+    snap.tokens.insert(
+        "prod".into(),
+        TokenState {
+            facts: Some(TokenFacts {
+                fingerprint: Secret::new(never.clone()).fingerprint(),
+                app_id: Some(sandbox::DEMO_APP_ID.into()),
+                application: None,
+                token_type: Some("SYSTEM_USER".into()),
+                expires: Expires::Never,
+                data_access_expires_at: None,
+                issued_at: None,
+                scopes: vec![],
+                wabas: vec![],
+            }),
+            ..TokenState::default()
+        },
+    );
+    StateStore::new(&dir_of(&ws)).save(&snap).unwrap();
+    let r = tw(&ws.config, &["config", "check"], &[], None).await;
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(r.stderr.contains("never expires"), "{r:?}");
+}
+
+#[tokio::test]
+async fn staged_tokens_are_linted_validated_then_promoted() {
+    let sb = sandbox().await;
+    let old = sb.issue_token(good());
+    let ws = Workspace::new(
+        &sb,
+        &[TokenEntry {
+            name: "prod",
+            value: Some(&old),
+            extra: "revoke_after = \"0s\"\n",
+        }],
+    );
+    // Nothing staged: rotate says how to stage.
+    let r = tw(&ws.config, &["rotate", "--token", "prod"], &[], None).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("tokenwarden stage --token prod"), "{r:?}");
+
+    // Wrongly pasted values are refused before Meta sees them.
+    let new = sb.issue_token(TokenSpec::system_user_60d());
+    for (pasted, word) in [
+        (format!("Bearer {new}\n"), "Bearer"),
+        (format!("\"{new}\"\n"), "quotes"),
+        (format!("WHATSAPP_ACCESS_TOKEN={new}\n"), "KEY=value"),
+        (
+            format!("{}|{}\n", sandbox::DEMO_APP_ID, sandbox::DEMO_APP_SECRET),
+            "app access token",
+        ),
+    ] {
+        let r = tw(
+            &ws.config,
+            &["stage", "--token", "prod"],
+            &[],
+            Some(&pasted),
+        )
+        .await;
+        assert_eq!(r.code, 65, "{word}: {r:?}");
+        assert!(r.all().contains(word), "{word}: {r:?}");
+        assert_no_leak(&r.all(), &[&new, sandbox::DEMO_APP_SECRET], "stage output");
+    }
+    // Candidates Meta would not accept are refused.
+    let no_scope =
+        sb.issue_token(TokenSpec::system_user_60d().scopes(&["whatsapp_business_management"]));
+    let other_app = sb.issue_token(TokenSpec::system_user_60d().app(sandbox::OTHER_APP_ID));
+    for (t, word) in [
+        (&no_scope, "lacks whatsapp_business_messaging"),
+        (&other_app, "belongs to another app"),
+    ] {
+        let r = tw(
+            &ws.config,
+            &["stage", "--token", "prod"],
+            &[],
+            Some(&format!("{t}\n")),
+        )
+        .await;
+        assert_eq!(r.code, 1, "{word}: {r:?}");
+        assert!(r.stdout.contains(word), "{word}: {r:?}");
+    }
+    assert!(
+        FileStore::new(ws.store.clone(), "prod".into())
+            .pending()
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let r = tw(
+        &ws.config,
+        &["stage", "--token", "prod"],
+        &[],
+        Some(&format!("{new}\n")),
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(current(&ws, "prod").await, old, "staging does not promote");
+    let dry = tw(
+        &ws.config,
+        &["rotate", "--token", "prod", "--dry-run"],
+        &[],
+        None,
+    )
+    .await;
+    assert!(dry.stdout.contains("passes every check"), "{dry:?}");
+    let r = tw(&ws.config, &["rotate", "--token", "prod"], &[], None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(current(&ws, "prod").await, new);
+    assert!(!is_valid(&sb, &old).await);
+    assert_eq!(sb.stats().minted, 0);
+}
+
+#[tokio::test]
+async fn a_bad_candidate_staged_behind_tokenwardens_back_is_rejected_and_unstaged() {
+    let sb = sandbox().await;
+    let old = sb.issue_token(good());
+    let ws = Workspace::new(&sb, &[TokenEntry::new("prod", &old)]);
+    let bad = sb.issue_token(TokenSpec::system_user_60d().wabas(&[]));
+    FileStore::new(ws.store.clone(), "prod".into())
+        .put_pending(
+            &Secret::new(bad.clone()),
+            "0b6f3d4e-2a51-4c8e-9f7a-1d2c3b4a5e6f",
+        )
+        .await
+        .unwrap();
+    let r = tw(&ws.config, &["rotate", "--token", "prod"], &[], None).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("rejected"), "{r:?}");
+    assert!(
+        r.stdout.contains(sandbox::DEMO_WABA_ID),
+        "names the failed check: {r:?}"
+    );
+    assert_eq!(current(&ws, "prod").await, old);
+    assert!(is_valid(&sb, &old).await);
+    assert!(
+        FileStore::new(ws.store.clone(), "prod".into())
+            .pending()
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_refused_mint_leaves_the_current_token_alone() {
+    let sb = sandbox().await;
+    let old = sb.issue_token(good());
+    let admin = sb.issue_token(TokenSpec::system_user_never());
+    let dir = tempfile::tempdir().unwrap();
+    let admin_file = dir.path().join("admin");
+    crate::util::write_private(&admin_file, &admin);
+    let extra = format!(
+        "source = \"mint\"\nmint = {{ system_user_id = \"{}\", admin_token = {{ file = \"{}\" }}, lifetime = \"never\" }}\n",
+        sandbox::UNINSTALLED_SYSTEM_USER_ID,
+        admin_file.display()
+    );
+    let ws = Workspace::new(
+        &sb,
+        &[TokenEntry {
+            name: "prod",
+            value: Some(&old),
+            extra: &extra,
+        }],
+    );
+    let r = tw(&ws.config, &["rotate", "--token", "prod"], &[], None).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("failed at step obtain"), "{r:?}");
+    assert_eq!(current(&ws, "prod").await, old);
+    assert_eq!(sb.stats().minted, 0);
+    assert_no_leak(&r.all(), &[&old, &admin], "output");
+}
+
+#[tokio::test]
+async fn the_old_token_is_revoked_only_after_the_grace_period_and_rollback_needs_it_valid() {
+    let sb = sandbox().await;
+    let old = sb.issue_token(good());
+    let (ws, _) = mint_workspace(&sb, &old, "revoke_after = \"3s\"\n");
+    let r = tw(&ws.config, &["rotate", "--token", "prod"], &[], None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("will be revoked at"), "{r:?}");
+    let new = current(&ws, "prod").await;
+    assert!(
+        is_valid(&sb, &old).await,
+        "still valid during the grace period"
+    );
+
+    // Roll back while the old one is valid; the waiting rotation stops and never revokes.
+    let r = tw(&ws.config, &["rollback", "--token", "prod"], &[], None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(current(&ws, "prod").await, old);
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    let r = tw(&ws.config, &["rotate", "--token", "prod"], &[], None).await;
+    // A fresh rotation (the rolled-back one is over): mints again.
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        is_valid(&sb, &old).await,
+        "the rolled-back rotation never revoked it"
+    );
+    assert_eq!(sb.stats().minted, 2);
+    let newer = current(&ws, "prod").await;
+    assert!(newer != new && newer != old);
+
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    let r = tw(&ws.config, &["rotate", "--token", "prod"], &[], None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("complete"), "resumes and revokes: {r:?}");
+    assert!(!is_valid(&sb, &old).await);
+    assert_eq!(sb.stats().minted, 2, "resuming mints nothing");
+
+    // The previous version is revoked now: rolling back to it is refused.
+    let r = tw(&ws.config, &["rollback", "--token", "prod"], &[], None).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("no longer valid"), "{r:?}");
+    assert_eq!(current(&ws, "prod").await, newer);
+}
+
+/// Every point the rotation can be stopped at, in order.
+#[cfg(feature = "failpoints")]
+const CRASH_POINTS: [&str; 7] = [
+    "rotation.after_start",
+    "rotation.after_obtain",
+    "rotation.after_validate",
+    "rotation.after_deliver",
+    "rotation.after_promote",
+    "rotation.after_revoke",
+    "rotation.after_verify_revoked",
+];
+
+#[cfg(feature = "failpoints")]
+#[tokio::test]
+async fn a_rotation_killed_after_any_step_resumes_to_the_same_end() {
+    let mut survived = 0;
+    for point in CRASH_POINTS {
+        let sb = sandbox().await;
+        let old = sb.issue_token(good());
+        let (ws, _) = mint_workspace(&sb, &old, "revoke_after = \"0s\"\n");
+        let crashed = tw(
+            &ws.config,
+            &["rotate", "--token", "prod"],
+            &[(tokenwarden::failpoint::ENV, point)],
+            None,
+        )
+        .await;
+        assert_ne!(
+            crashed.code, 0,
+            "{point}: the failpoint stops the process: {crashed:?}"
+        );
+        assert!(
+            crashed.stderr.contains(&format!("failpoint {point}")),
+            "{point}: {crashed:?}"
+        );
+        let r = tw(&ws.config, &["rotate", "--token", "prod"], &[], None).await;
+        if point == "rotation.after_verify_revoked" {
+            // It had finished: a new rotation starts, so check the first one's end instead.
+            assert_eq!(sb.stats().minted, 2, "{point}: {r:?}");
+        } else {
+            assert_eq!(r.code, 0, "{point}: {r:?}");
+            assert!(r.stdout.contains("complete"), "{point}: {r:?}");
+            let stats = sb.stats();
+            assert_eq!(
+                (stats.minted, stats.revoked),
+                (1, 1),
+                "{point}: one mint, one revoke"
+            );
+            let new = current(&ws, "prod").await;
+            assert_ne!(new, old, "{point}");
+            assert!(is_valid(&sb, &new).await, "{point}");
+        }
+        assert!(
+            !is_valid(&sb, &old).await,
+            "{point}: the old token ends revoked"
+        );
+        survived += 1;
+    }
+    assert_eq!(survived, CRASH_POINTS.len());
+    println!("{} crash points, {survived} survived", CRASH_POINTS.len());
+}
