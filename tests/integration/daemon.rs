@@ -763,3 +763,71 @@ async fn at_its_rotation_time_a_minted_successor_takes_over_and_the_old_token_is
         assert_no_leak(&raw, &[&old, &new, &admin], "rotation email");
     }
 }
+
+#[tokio::test]
+async fn a_refused_mint_sends_one_failure_email_and_waits_before_trying_again() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let expires = expiry_of(&sb);
+    let old = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let admin = sb.issue_token(TokenSpec::system_user_never());
+    let dir = tempfile::tempdir().unwrap();
+    let admin_file = dir.path().join("admin");
+    crate::util::write_private(&admin_file, &admin);
+    // The system user does not have the app installed: Meta refuses every mint.
+    let extra = format!(
+        "source = \"mint\"\nmint = {{ system_user_id = \"{}\", admin_token = {{ file = \"{}\" }} }}\n",
+        sandbox::UNINSTALLED_SYSTEM_USER_ID,
+        admin_file.display()
+    );
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry {
+            name: "billbytekot-prod",
+            value: Some(&old),
+            extra: &extra,
+        }],
+        &sections(sink.port, ""),
+    );
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    step_to(&sb, &clock, expires, 19 * DAY);
+    d.check_now().await;
+    d.check_now().await;
+    let failed: Vec<String> = subjects(&sink)
+        .into_iter()
+        .filter(|s| s.contains("ROTATION FAILED"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{:?}", subjects(&sink));
+    assert!(failed[0].contains("obtain failed"), "{failed:?}");
+    let (_, raw) = sink
+        .messages()
+        .into_iter()
+        .find(|(_, raw)| raw.contains("ROTATION FAILED"))
+        .unwrap();
+    assert!(raw.contains("App not installed"), "the email says why");
+    assert!(
+        raw.contains("tokenwarden rotate --token billbytekot-prod"),
+        "and what to do"
+    );
+    assert_no_leak(&raw, &[&old, &admin], "failure email");
+
+    // The next day it tries again, and says so again.
+    step_to(&sb, &clock, expires, 18 * DAY - 60);
+    d.check_now().await;
+    d.stop().await;
+    let failed = subjects(&sink)
+        .into_iter()
+        .filter(|s| s.contains("ROTATION FAILED"))
+        .count();
+    assert_eq!(failed, 2, "{:?}", subjects(&sink));
+    use tokenwarden::store::SecretStore;
+    let current =
+        tokenwarden::store::file::FileStore::new(ws.store.clone(), "billbytekot-prod".into())
+            .current()
+            .await
+            .unwrap();
+    assert_eq!(current.expose(), old, "the old token stays current");
+}

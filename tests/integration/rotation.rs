@@ -498,3 +498,109 @@ async fn a_rotation_killed_after_any_step_resumes_to_the_same_end() {
     assert_eq!(survived, CRASH_POINTS.len());
     println!("{} crash points, {survived} survived", CRASH_POINTS.len());
 }
+
+const AWS_ENV: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// A mint workspace whose token lives in key `WHATSAPP_ACCESS_TOKEN` of a JSON secret in
+/// moto, beside a key that must survive; returns the workspace and the secret id.
+async fn aws_mint_workspace(sb: &Sandbox, current: &str, extra: &str) -> (Workspace, String) {
+    let id = crate::util::unique("tw-rotate");
+    let body = serde_json::json!({ "DB_PASSWORD": "keep-me", "WHATSAPP_ACCESS_TOKEN": current });
+    crate::util::moto_client()
+        .await
+        .create_secret()
+        .name(&id)
+        .secret_string(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let store = format!(
+        "store = {{ kind = \"aws\", secret_id = \"{id}\", region = \"us-east-1\", endpoint = \"{}\", json_key = \"WHATSAPP_ACCESS_TOKEN\" }}\n{extra}",
+        crate::util::moto().endpoint
+    );
+    let (ws, _) = mint_workspace(sb, "unused", &store);
+    (ws, id)
+}
+
+async fn aws_current(id: &str) -> serde_json::Value {
+    let out = crate::util::moto_client()
+        .await
+        .get_secret_value()
+        .secret_id(id)
+        // Named explicitly: moto's default version does not follow label moves.
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_str(out.secret_string().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn aws_rotation_killed_at_promotion_resumes_and_keeps_the_other_keys() {
+    let sb = sandbox().await;
+    let old = sb.issue_token(good());
+    let (ws, id) = aws_mint_workspace(&sb, &old, "revoke_after = \"0s\"\n").await;
+    let env_with = |fp: &'static str| {
+        let mut v = AWS_ENV.to_vec();
+        v.push((tokenwarden::failpoint::ENV, fp));
+        v
+    };
+    #[cfg(feature = "failpoints")]
+    {
+        let crashed = tw(
+            &ws.config,
+            &["rotate", "--token", "prod"],
+            &env_with("rotation.after_promote"),
+            None,
+        )
+        .await;
+        assert_ne!(crashed.code, 0, "{crashed:?}");
+        let now_current = aws_current(&id).await;
+        assert_ne!(
+            now_current["WHATSAPP_ACCESS_TOKEN"].as_str(),
+            Some(old.as_str()),
+            "promoted before the crash: {crashed:?}"
+        );
+        assert!(is_valid(&sb, &old).await, "not revoked yet");
+    }
+    let _ = env_with;
+    let r = tw(&ws.config, &["rotate", "--token", "prod"], &AWS_ENV, None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("complete"), "{r:?}");
+    let secret = aws_current(&id).await;
+    let new = secret["WHATSAPP_ACCESS_TOKEN"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new, old);
+    assert_eq!(secret["DB_PASSWORD"], "keep-me");
+    assert!(is_valid(&sb, &new).await && !is_valid(&sb, &old).await);
+    assert_eq!((sb.stats().minted, sb.stats().revoked), (1, 1));
+    // The old version is AWSPREVIOUS in Secrets Manager, the new one AWSCURRENT.
+    let versions = crate::util::moto_client()
+        .await
+        .list_secret_version_ids()
+        .secret_id(&id)
+        .send()
+        .await
+        .unwrap();
+    let mut stages: Vec<Vec<String>> = versions
+        .versions()
+        .iter()
+        .map(|v| v.version_stages().to_vec())
+        .filter(|s| !s.is_empty())
+        .collect();
+    stages.sort();
+    assert_eq!(
+        stages,
+        vec![
+            vec!["AWSCURRENT".to_string()],
+            vec!["AWSPREVIOUS".to_string()]
+        ]
+    );
+    assert_no_leak(&r.all(), &[&old, &new], "output");
+}
