@@ -6,10 +6,9 @@
 //! temporary directory, loads them through the same code paths a real deployment uses, and
 //! prints the doctor checklist.
 //!
-//! Then it runs the daemon for about a minute on a token that expires in under a minute, with
-//! thresholds in seconds and emails written to a folder, so the warnings, the critical alert,
-//! the expiry alert and (after the demo puts a new token in place) the recovery arrive while
-//! you watch. `pace` sets the length of one step of that timeline (5 s by default).
+//! Then it rotates both tokens with the file store, as `tokenwarden rotate` would: prod by
+//! minting a new system-user token (the old one is revoked after the grace period), staging by
+//! staging a proper system-user token in place of the 24-hour one (revoked at once).
 //!
 //! Then it runs the daemon for about a minute on a token that expires in under a minute, with
 //! thresholds in seconds and emails written to a folder, so the warnings, the critical alert,
@@ -78,8 +77,17 @@ fn demo_dir() -> std::io::Result<std::path::PathBuf> {
 }
 
 async fn run_in(sb: &Sandbox, dir: &Path) -> Result<(), DemoError> {
-    let prod = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    // Issued 41 days ago: a third of its 60 days is left, so its rotation is due.
+    let prod = sb.issue_token(
+        TokenSpec::system_user_60d()
+            .wabas(&[sandbox::DEMO_WABA_ID])
+            .issued_ago(41 * 86_400),
+    );
     let staging = sb.issue_token(TokenSpec::temporary_24h().wabas(&[sandbox::DEMO_WABA_ID]));
+    // An admin system-user token allowed to mint for the demo system user.
+    let admin = sb.issue_token(TokenSpec::system_user_never());
+    let admin_path = dir.join("admin-token");
+    crate::fsutil::write_atomic(&admin_path, admin.as_bytes(), 0o600)?;
 
     let secret_path = dir.join("app-secret");
     crate::fsutil::write_atomic(&secret_path, sandbox::DEMO_APP_SECRET.as_bytes(), 0o600)?;
@@ -104,12 +112,19 @@ base_url = "{base}"
 name = "billbytekot-prod"
 phone_number_id = "{phone}"
 waba_id = "{waba}"
+# Rotated by minting a new 60-day system-user token with an admin token.
+source = "mint"
+mint = {{ system_user_id = "{su}", admin_token = {{ file = "{admin}" }} }}
 
 [[token]]
 name = "billbytekot-staging"
 phone_number_id = "{phone}"
 waba_id = "{waba}"
+# Rotated when a person stages a token; the old one is revoked at once.
+revoke_after = "0s"
 "#,
+        su = sandbox::DEMO_SYSTEM_USER_ID,
+        admin = admin_path.display(),
         dir = dir.display(),
         app = sandbox::DEMO_APP_ID,
         secret = secret_path.display(),
@@ -129,7 +144,9 @@ waba_id = "{waba}"
         "Two WhatsApp tokens were issued there and stored in {}:",
         store_path.display()
     );
-    println!("  billbytekot-prod     a 60-day system-user token with both WhatsApp permissions");
+    println!(
+        "  billbytekot-prod     a 60-day system-user token with both WhatsApp permissions, 41 days old"
+    );
     println!(
         "  billbytekot-staging  Meta's 24-hour test token from the API Setup page (a common mistake)"
     );
@@ -147,9 +164,64 @@ waba_id = "{waba}"
         GraphClient::new(&cfg.meta, secret).map_err(|e| DemoError::Config(e.to_string()))?;
     let report = doctor::run(&cfg, &client, &doctor::Options::default(), now).await;
     print!("{}", doctor::render_text(&report));
+    rotate_both(sb, &cfg, &client, &config_path).await?;
     println!();
     println!(
         "Next: write your own config (README, \"Configuration\"), then run `tokenwarden doctor`."
+    );
+    Ok(())
+}
+
+/// Rotates prod (mint) and staging (a staged system-user token), printing each command.
+async fn rotate_both(
+    sb: &Sandbox,
+    cfg: &config::Config,
+    client: &GraphClient,
+    config_path: &Path,
+) -> Result<(), DemoError> {
+    use crate::rotation::command;
+    let show = |args: &str, done: Result<command::Done, command::CommandError>| {
+        println!(
+            "\n$ tokenwarden --config {} {args}\n",
+            config_path.display()
+        );
+        match done {
+            Ok(d) => print!("{}", d.text),
+            Err(e) => println!("error: {e}"),
+        }
+    };
+    println!("\nRotation");
+    println!("========");
+    let prod = cfg.token("billbytekot-prod").expect("in the demo config");
+    let staging = cfg
+        .token("billbytekot-staging")
+        .expect("in the demo config");
+    let now = jiff::Timestamp::now;
+    show(
+        "rotate --token billbytekot-prod --dry-run",
+        command::dry_run(cfg, client, prod, now()).await,
+    );
+    show(
+        "rotate --token billbytekot-prod",
+        command::rotate(cfg, client, prod, &now).await,
+    );
+    // A person replaces Meta's 24-hour test token with a proper system-user token.
+    let fresh =
+        Secret::new(sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID])));
+    show(
+        "stage --token billbytekot-staging   # the token pasted on standard input",
+        command::stage(cfg, client, staging, &fresh, now()).await,
+    );
+    show(
+        "rotate --token billbytekot-staging",
+        command::rotate(cfg, client, staging, &now).await,
+    );
+    let stats = sb.stats();
+    println!(
+        "\nMeta (the sandbox) saw {} token minted and {} revoked; every step is in {}.",
+        stats.minted,
+        stats.revoked,
+        cfg.state_dir.join(crate::audit::AUDIT_FILE).display()
     );
     Ok(())
 }

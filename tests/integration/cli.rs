@@ -147,6 +147,17 @@ fn demo_runs_with_no_config_and_shows_a_healthy_and_a_flagged_token_then_the_dae
         "{r:?}"
     );
     assert!(r.stdout.contains("+1 555-010-4477"), "{r:?}");
+    // Rotation: prod minted (old revoked after the grace), staging replaced by a staged token.
+    for want in [
+        "rotation due now",
+        "billbytekot-prod: rotated. The new token",
+        "billbytekot-staging: staged version",
+        "billbytekot-staging: rotation",
+        "is current and the old one",
+        "saw 1 token minted and 1 revoked",
+    ] {
+        assert!(r.stdout.contains(want), "missing {want:?}: {r:?}");
+    }
     assert!(!r.all().contains(sandbox::DEMO_APP_SECRET), "{r:?}");
     // The daemon part: each alert once, in order, then the recovery after the new token.
     let emails: Vec<&str> = r
