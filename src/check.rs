@@ -123,6 +123,8 @@ pub struct StatusRow {
     /// What the daemon last recorded.
     #[serde(flatten)]
     pub state: TokenState,
+    /// The latest rotation (in progress or finished), from the state directory.
+    pub rotation: Option<crate::rotation::Rotation>,
 }
 
 /// `status` rows for the configured tokens (tokens never checked appear with empty fields).
@@ -132,6 +134,11 @@ pub fn status(cfg: &Config, snap: &Snapshot) -> Vec<StatusRow> {
         .map(|t| StatusRow {
             token: t.name.clone(),
             state: snap.tokens.get(&t.name).cloned().unwrap_or_default(),
+            // An unreadable record is shown as none; `rotate` reports the error itself.
+            rotation: crate::rotation::run::RotationLog::new(&cfg.state_dir)
+                .load(&t.name)
+                .ok()
+                .flatten(),
         })
         .collect()
 }
@@ -179,8 +186,50 @@ pub fn render_status(rows: &[StatusRow], now: Timestamp) -> String {
         if let Some((t, subject)) = &s.last_email {
             out.push_str(&format!("  last email   {}: {subject}\n", ago(*t)));
         }
+        if let Some(rot) = &r.rotation {
+            out.push_str(&format!("  rotation     {}\n", rotation_line(rot, now)));
+        }
     }
     out
+}
+
+/// One line about a rotation: where it stands, or how it ended.
+fn rotation_line(r: &crate::rotation::Rotation, now: Timestamp) -> String {
+    use crate::rotation::{Outcome, Step};
+    let when = |t: Timestamp| timefmt::utc(t);
+    match (&r.outcome, r.step) {
+        (None, Step::Revoke) => format!(
+            "switched {} ({}); the old token is to be revoked at {}",
+            r.promoted_at.map(when).unwrap_or_default(),
+            r.source,
+            r.revoke_at.map(when).unwrap_or_default()
+        ),
+        (None, step) => format!(
+            "in progress since {} ({}), next step {}{}",
+            when(r.started),
+            r.source,
+            step.word(),
+            r.last_error
+                .as_deref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        ),
+        (Some(Outcome::Completed { .. }), _) => format!(
+            "completed {} ({}, {} ago)",
+            when(r.updated),
+            r.source,
+            timefmt::span(now.as_second() - r.updated.as_second())
+        ),
+        (Some(Outcome::Rejected { check }), _) => {
+            format!("candidate rejected {}: {check}", when(r.updated))
+        }
+        (Some(Outcome::Failed { step, reason }), _) => {
+            format!("failed {} at {}: {reason}", when(r.updated), step.word())
+        }
+        (Some(Outcome::Superseded { detail }), _) => {
+            format!("stopped {}: {detail}", when(r.updated))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -406,6 +406,11 @@ async fn the_old_token_is_revoked_only_after_the_grace_period_and_rollback_needs
         is_valid(&sb, &old).await,
         "still valid during the grace period"
     );
+    let status = tw(&ws.config, &["status"], &[], None).await;
+    assert!(
+        status.stdout.contains("the old token is to be revoked at"),
+        "{status:?}"
+    );
 
     // Roll back while the old one is valid; the waiting rotation stops and never revokes.
     let r = tw(&ws.config, &["rollback", "--token", "prod"], &[], None).await;
