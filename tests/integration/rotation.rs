@@ -337,7 +337,15 @@ async fn staged_tokens_are_linted_validated_then_promoted() {
 async fn a_bad_candidate_staged_behind_tokenwardens_back_is_rejected_and_unstaged() {
     let sb = sandbox().await;
     let old = sb.issue_token(good());
-    let ws = Workspace::new(&sb, &[TokenEntry::new("prod", &old)]);
+    let sink = crate::util::SmtpSink::start(&crate::util::SinkOpts::default());
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry::new("prod", &old)],
+        &format!(
+            "attempts = 1\n[email]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"tw@example.com\"\nto = [\"oncall@example.com\"]\n",
+            sink.port
+        ),
+    );
     let bad = sb.issue_token(TokenSpec::system_user_60d().wabas(&[]));
     FileStore::new(ws.store.clone(), "prod".into())
         .put_pending(
@@ -362,6 +370,15 @@ async fn a_bad_candidate_staged_behind_tokenwardens_back_is_rejected_and_unstage
             .unwrap()
             .is_none()
     );
+    // One email names the failed check; running again (nothing staged now) sends no other.
+    let again = tw(&ws.config, &["rotate", "--token", "prod"], &[], None).await;
+    assert_eq!(again.code, 1, "{again:?}");
+    let mails = sink.messages();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let (_, raw) = &mails[0];
+    assert!(raw.contains("ROTATION REJECTED prod"), "{raw}");
+    assert!(raw.contains("tokenwarden stage --token prod"), "{raw}");
+    assert_no_leak(raw, &[&old, &bad], "rejection email");
 }
 
 #[tokio::test]
