@@ -637,6 +637,13 @@ async fn metrics_show_every_token_and_healthz_fails_while_the_loop_is_blocked() 
     );
     assert_eq!(value("tokenwarden_emails_sent_total", &[]), 1.0);
     assert_eq!(value("tokenwarden_emails_queued", &[]), 0.0);
+    for result in ["completed", "rejected", "failed", "superseded"] {
+        assert_eq!(
+            value("tokenwarden_rotations_total", &[("result", result)]),
+            0.0,
+            "staged tokens with nothing staged never rotate"
+        );
+    }
     assert_no_leak(
         &scrape,
         &[&soon, &later, sandbox::DEMO_APP_SECRET],
