@@ -666,6 +666,7 @@ mod tests {
             },
             policy: crate::policy::Policy::default(),
             rotation: crate::config::RotationConfig::default(),
+            targets: Vec::new(),
         }
     }
 

@@ -7,6 +7,7 @@
 
 mod diag;
 mod secret_ref;
+mod targets;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,9 @@ use toml::Spanned;
 
 pub use diag::{Diagnostic, SourceMap};
 pub use secret_ref::{SecretRef, SecretRefError};
+pub use targets::{
+    DEFAULT_DOTENV_KEY, DeliveryConfig, ScanConfig, TargetConfig, TargetKind, VerifyConfig,
+};
 
 use crate::graph::version::{ApiVersion, DEFAULT_VERSION};
 use crate::notify::EmailConfig;
@@ -42,6 +46,10 @@ pub struct Config {
     pub email: Option<EmailConfig>,
     /// The optional `/metrics` and `/healthz` listener.
     pub metrics: Option<MetricsConfig>,
+    /// How new tokens reach the environments.
+    pub delivery: DeliveryConfig,
+    /// Things that work but are probably not what was meant, with their positions.
+    pub warnings: Vec<String>,
 }
 
 /// The `[metrics]` section.
@@ -101,6 +109,8 @@ pub struct TokenConfig {
     pub policy: Policy,
     /// Where a successor comes from and when it replaces this token.
     pub rotation: RotationConfig,
+    /// The environments the token is delivered to.
+    pub targets: Vec<TargetConfig>,
 }
 
 /// How a token is rotated.
@@ -205,6 +215,7 @@ struct RawConfig {
     alerts: Option<RawAlerts>,
     email: Option<Spanned<EmailConfig>>,
     metrics: Option<RawMetrics>,
+    delivery: Option<targets::RawDelivery>,
     #[serde(default)]
     token: Vec<Spanned<RawToken>>,
 }
@@ -260,6 +271,8 @@ struct RawToken {
     rotate_before: Option<Spanned<String>>,
     revoke_after: Option<Spanned<String>>,
     mint: Option<Spanned<RawMint>>,
+    #[serde(default)]
+    target: Vec<Spanned<targets::RawTarget>>,
 }
 
 /// Why a configuration could not be used. Either way the caller exits 78.
@@ -324,6 +337,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         }
     }
     let config = parse(path, &text).map_err(ConfigError::Invalid)?;
+    warnings.extend(config.warnings.iter().cloned());
     Ok(Loaded { config, warnings })
 }
 
@@ -347,6 +361,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
 
 fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnostic>> {
     let mut diags = Vec::new();
+    let mut warnings = Vec::new();
     let state_dir = raw
         .state_dir
         .map(PathBuf::from)
@@ -435,6 +450,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
             diags.push(map.at(e.span().start, format!("email.{field}"), problem));
         }
     }
+    let delivery = targets::delivery(map, &mut diags, raw.delivery);
     let metrics = raw.metrics.map(|m| {
         let listen = match &m.listen {
             None => "127.0.0.1:9877".parse().expect("constant address"),
@@ -485,7 +501,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
     for (i, t) in raw.token.into_iter().enumerate() {
         let field = |f: &str| format!("token[{i}].{f}");
         let t_at = t.span().start;
-        let t = t.into_inner();
+        let mut t = t.into_inner();
         let Some(name_v) = &t.name else {
             diags.push(map.at(
                 t_at,
@@ -514,6 +530,13 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
             }
         }
         let rotation = rotation_fields(map, &mut diags, &field, &t);
+        let token_targets = targets::targets(
+            map,
+            &mut diags,
+            &mut warnings,
+            &format!("token[{i}]"),
+            std::mem::take(&mut t.target),
+        );
         let store = match t.store {
             None => StoreConfig::File {
                 path: None,
@@ -552,6 +575,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
             },
             policy,
             rotation,
+            targets: token_targets,
         });
     }
     if tokens.is_empty() && diags.is_empty() {
@@ -580,6 +604,8 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
         tokens,
         email: raw.email.map(Spanned::into_inner),
         metrics,
+        delivery,
+        warnings,
     })
 }
 

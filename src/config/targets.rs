@@ -1,0 +1,635 @@
+//! The environments a token is delivered to (`[[token.target]]`) and the `[delivery]` section.
+//!
+//! Raw fields are all optional so that one mistake does not hide the others; `validate` checks
+//! each target against its `kind` and reports every problem with its position.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::diag::{Diagnostic, SourceMap};
+use super::{SecretRef, is_loopback, parse_duration};
+
+/// Default key of a `dotenv` target.
+pub const DEFAULT_DOTENV_KEY: &str = "WHATSAPP_ACCESS_TOKEN";
+/// Default signature header of a `webhook` target.
+pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Tokenwarden-Signature";
+/// Default time one target may take to take a token (and to pass its verify).
+pub const DEFAULT_TARGET_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One environment a token is pushed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
+    /// Unique within the token; names the target in logs, emails and `status`.
+    pub name: String,
+    /// Rollout order: every target of a wave is verified before the next wave starts
+    /// (for example 1 for staging, 2 for production).
+    pub wave: u32,
+    /// How long a push (and then its verify) may take.
+    pub timeout: Duration,
+    /// How to tell the environment runs on the new token.
+    pub verify: Option<VerifyConfig>,
+    /// Where the token goes.
+    pub kind: TargetKind,
+}
+
+/// A target's check that the app runs on the new token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyConfig {
+    /// An HTTP GET that must answer 2xx.
+    Url(reqwest::Url),
+    /// A command that must exit 0.
+    Command(Vec<String>),
+}
+
+/// The kinds of target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetKind {
+    /// `KEY=value` in an env file.
+    Dotenv {
+        /// The file.
+        path: PathBuf,
+        /// The variable.
+        key: String,
+        /// A command run after the file changed (argv, no shell).
+        reload: Option<Vec<String>>,
+    },
+    /// Another Secrets Manager secret.
+    AwsSecret {
+        /// Secret name or ARN.
+        secret_id: String,
+        /// Region; default from the AWS chain.
+        region: Option<String>,
+        /// Endpoint override.
+        endpoint: Option<String>,
+        /// When the secret is a JSON object, the key to set.
+        json_key: Option<String>,
+    },
+    /// A signed HTTPS POST.
+    Webhook {
+        /// The receiver.
+        url: reqwest::Url,
+        /// The HMAC key the receiver shares.
+        secret: SecretRef,
+        /// The signature header.
+        header: String,
+    },
+    /// A command that reads the token on standard input.
+    Exec {
+        /// argv, no shell.
+        command: Vec<String>,
+    },
+}
+
+impl TargetKind {
+    /// The `kind` word.
+    pub fn word(&self) -> &'static str {
+        match self {
+            TargetKind::Dotenv { .. } => "dotenv",
+            TargetKind::AwsSecret { .. } => "aws_secret",
+            TargetKind::Webhook { .. } => "webhook",
+            TargetKind::Exec { .. } => "exec",
+        }
+    }
+}
+
+/// The `[delivery]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// Targets of one wave pushed at once, at most.
+    pub parallelism: usize,
+    /// Where to look for forgotten copies of an old token before revoking it.
+    pub scan: ScanConfig,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            parallelism: 4,
+            scan: ScanConfig::default(),
+        }
+    }
+}
+
+/// Limits of the search for forgotten copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanConfig {
+    /// Directories searched (none: no search).
+    pub roots: Vec<PathBuf>,
+    /// Larger files are skipped.
+    pub max_file_size: u64,
+    /// The search stops after this many files.
+    pub max_files: usize,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            roots: Vec::new(),
+            max_file_size: 1024 * 1024,
+            max_files: 20_000,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDelivery {
+    parallelism: Option<Spanned<usize>>,
+    scan_roots: Option<Spanned<Vec<String>>>,
+    scan_max_file_size: Option<Spanned<u64>>,
+    scan_max_files: Option<Spanned<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    name: Option<Spanned<String>>,
+    kind: Option<Spanned<String>>,
+    wave: Option<Spanned<u32>>,
+    timeout: Option<Spanned<String>>,
+    verify_url: Option<Spanned<String>>,
+    verify_command: Option<Spanned<Vec<String>>>,
+    path: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    reload: Option<Spanned<Vec<String>>>,
+    secret_id: Option<Spanned<String>>,
+    region: Option<Spanned<String>>,
+    endpoint: Option<Spanned<String>>,
+    json_key: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    secret: Option<SecretRef>,
+    header: Option<Spanned<String>>,
+    command: Option<Spanned<Vec<String>>>,
+}
+
+/// An https URL, or http to loopback (a local app's health endpoint, a test receiver).
+fn url_field(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    field: String,
+    v: &Spanned<String>,
+) -> Option<reqwest::Url> {
+    match reqwest::Url::parse(v.get_ref()) {
+        Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)) => Some(u),
+        _ => {
+            diags.push(map.at(
+                v.span().start,
+                field,
+                format!(
+                    "expected an https URL (http only to loopback), found {:?}",
+                    v.get_ref()
+                ),
+            ));
+            None
+        }
+    }
+}
+
+fn argv_field(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    field: String,
+    v: &Spanned<Vec<String>>,
+) -> Option<Vec<String>> {
+    let argv = v.get_ref();
+    if argv.is_empty() || argv[0].trim().is_empty() {
+        diags.push(map.at(
+            v.span().start,
+            field,
+            "expected a command as a list of words, such as [\"systemctl\", \"restart\", \"billbytekot-backend\"] (no shell)",
+        ));
+        return None;
+    }
+    Some(argv.clone())
+}
+
+/// Validates the targets of one token; `prefix` is like `token[0]`.
+pub(super) fn targets(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<String>,
+    prefix: &str,
+    raw: Vec<Spanned<RawTarget>>,
+) -> Vec<TargetConfig> {
+    let mut out = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, t) in raw.into_iter().enumerate() {
+        let at = t.span().start;
+        let t = t.into_inner();
+        let f = |name: &str| format!("{prefix}.target[{i}].{name}");
+        let errors_before = diags.len();
+        let name = match &t.name {
+            Some(n) if super::valid_name(n.get_ref()) => {
+                if !names.insert(n.get_ref().clone()) {
+                    diags.push(map.at(
+                        n.span().start,
+                        f("name"),
+                        format!("duplicate target name {:?}", n.get_ref()),
+                    ));
+                }
+                n.get_ref().clone()
+            }
+            Some(n) => {
+                diags.push(map.at(
+                    n.span().start,
+                    f("name"),
+                    format!(
+                        "expected 1-64 letters, digits, `-`, `_` or `.`, found {:?}",
+                        n.get_ref()
+                    ),
+                ));
+                continue;
+            }
+            None => {
+                diags.push(map.at(
+                    at,
+                    f("name"),
+                    "missing field: every target needs a `name`, such as \"staging-backend\"",
+                ));
+                continue;
+            }
+        };
+        let timeout = match &t.timeout {
+            None => DEFAULT_TARGET_TIMEOUT,
+            Some(v) => match parse_duration(v.get_ref()) {
+                Some(d) if !d.is_zero() => d,
+                _ => {
+                    diags.push(map.at(
+                        v.span().start,
+                        f("timeout"),
+                        format!(
+                            "expected a positive duration such as \"30s\", found {:?}",
+                            v.get_ref()
+                        ),
+                    ));
+                    DEFAULT_TARGET_TIMEOUT
+                }
+            },
+        };
+        let verify = match (&t.verify_url, &t.verify_command) {
+            (Some(_), Some(c)) => {
+                diags.push(map.at(
+                    c.span().start,
+                    f("verify_command"),
+                    "set `verify_url` or `verify_command`, not both",
+                ));
+                None
+            }
+            (Some(u), None) => url_field(map, diags, f("verify_url"), u).map(VerifyConfig::Url),
+            (None, Some(c)) => {
+                argv_field(map, diags, f("verify_command"), c).map(VerifyConfig::Command)
+            }
+            (None, None) => None,
+        };
+        // Fields that belong to other kinds are mistakes worth naming.
+        let allowed: &[&str] = match t.kind.as_ref().map(|k| k.get_ref().as_str()) {
+            Some("dotenv") => &["path", "key", "reload"],
+            Some("aws_secret") => &["secret_id", "region", "endpoint", "json_key"],
+            Some("webhook") => &["url", "secret", "header"],
+            Some("exec") => &["command"],
+            _ => &[],
+        };
+        let present = [
+            ("path", t.path.as_ref().map(|v| v.span().start)),
+            ("key", t.key.as_ref().map(|v| v.span().start)),
+            ("reload", t.reload.as_ref().map(|v| v.span().start)),
+            ("secret_id", t.secret_id.as_ref().map(|v| v.span().start)),
+            ("region", t.region.as_ref().map(|v| v.span().start)),
+            ("endpoint", t.endpoint.as_ref().map(|v| v.span().start)),
+            ("json_key", t.json_key.as_ref().map(|v| v.span().start)),
+            ("url", t.url.as_ref().map(|v| v.span().start)),
+            ("secret", t.secret.as_ref().map(|_| at)),
+            ("header", t.header.as_ref().map(|v| v.span().start)),
+            ("command", t.command.as_ref().map(|v| v.span().start)),
+        ];
+        let kind_word = t.kind.as_ref().map(|k| k.get_ref().clone());
+        if let Some(k) = &kind_word
+            && !allowed.is_empty()
+        {
+            for (field, pos) in present {
+                if let Some(pos) = pos
+                    && !allowed.contains(&field)
+                {
+                    diags.push(map.at(
+                        pos,
+                        f(field),
+                        format!("`{field}` does not apply to kind = \"{k}\""),
+                    ));
+                }
+            }
+        }
+        let missing = |diags: &mut Vec<Diagnostic>, field: &str, what: &str| {
+            diags.push(map.at(at, f(field), format!("missing field: {what}")));
+        };
+        let kind = match kind_word.as_deref() {
+            Some("dotenv") => {
+                let path = match &t.path {
+                    Some(p) if p.get_ref().starts_with('/') => Some(PathBuf::from(p.get_ref())),
+                    Some(p) => {
+                        diags.push(map.at(p.span().start, f("path"), format!("expected an absolute path, such as \"/srv/billbytekot/backend/.env\", found {:?}", p.get_ref())));
+                        None
+                    }
+                    None => {
+                        missing(
+                            diags,
+                            "path",
+                            "the env file, such as \"/srv/billbytekot/backend/.env\"",
+                        );
+                        None
+                    }
+                };
+                let key = match &t.key {
+                    None => DEFAULT_DOTENV_KEY.to_string(),
+                    Some(k) if valid_env_key(k.get_ref()) => k.get_ref().clone(),
+                    Some(k) => {
+                        diags.push(map.at(
+                            k.span().start,
+                            f("key"),
+                            format!(
+                                "expected a variable name of letters, digits and `_`, found {:?}",
+                                k.get_ref()
+                            ),
+                        ));
+                        DEFAULT_DOTENV_KEY.to_string()
+                    }
+                };
+                let reload = t
+                    .reload
+                    .as_ref()
+                    .and_then(|r| argv_field(map, diags, f("reload"), r));
+                if reload.is_none() && verify.is_none() && t.reload.is_none() {
+                    warnings.push(map.at(at, format!("{prefix}.target[{i}]"), format!(
+                        "dotenv target {name:?} has neither `reload` nor a verify: the file will change, but the running app keeps the old token until it is restarted; add reload = [\"systemctl\", \"restart\", \"<service>\"] or verify_url"
+                    )).to_string());
+                }
+                path.map(|path| TargetKind::Dotenv { path, key, reload })
+            }
+            Some("aws_secret") => {
+                let secret_id = t
+                    .secret_id
+                    .as_ref()
+                    .map(|s| s.get_ref().clone())
+                    .filter(|s| !s.is_empty());
+                if secret_id.is_none() {
+                    missing(diags, "secret_id", "the secret's name or ARN");
+                }
+                if let Some(e) = &t.endpoint {
+                    url_field(map, diags, f("endpoint"), e);
+                }
+                secret_id.map(|secret_id| TargetKind::AwsSecret {
+                    secret_id,
+                    region: t.region.as_ref().map(|r| r.get_ref().clone()),
+                    endpoint: t.endpoint.as_ref().map(|r| r.get_ref().clone()),
+                    json_key: t.json_key.as_ref().map(|r| r.get_ref().clone()),
+                })
+            }
+            Some("webhook") => {
+                let url = match &t.url {
+                    Some(u) => url_field(map, diags, f("url"), u),
+                    None => {
+                        missing(diags, "url", "the receiver's https URL");
+                        None
+                    }
+                };
+                if t.secret.is_none() {
+                    missing(
+                        diags,
+                        "secret",
+                        "the signing key shared with the receiver, as { env = \"NAME\" }, { file = \"/path\" } or { credential = \"NAME\" }",
+                    );
+                }
+                match (url, t.secret.clone()) {
+                    (Some(url), Some(secret)) => Some(TargetKind::Webhook {
+                        url,
+                        secret,
+                        header: t
+                            .header
+                            .as_ref()
+                            .map(|h| h.get_ref().clone())
+                            .unwrap_or_else(|| DEFAULT_SIGNATURE_HEADER.into()),
+                    }),
+                    _ => None,
+                }
+            }
+            Some("exec") => match &t.command {
+                Some(c) => argv_field(map, diags, f("command"), c)
+                    .map(|command| TargetKind::Exec { command }),
+                None => {
+                    missing(
+                        diags,
+                        "command",
+                        "the command that reads the token on standard input, as a list of words",
+                    );
+                    None
+                }
+            },
+            Some(other) => {
+                let pos = t.kind.as_ref().map(|k| k.span().start).unwrap_or(at);
+                diags.push(map.at(pos, f("kind"), format!("expected \"dotenv\", \"aws_secret\", \"webhook\" or \"exec\", found {other:?}")));
+                None
+            }
+            None => {
+                missing(
+                    diags,
+                    "kind",
+                    "one of \"dotenv\", \"aws_secret\", \"webhook\", \"exec\"",
+                );
+                None
+            }
+        };
+        if let Some(kind) = kind
+            && diags.len() == errors_before
+        {
+            out.push(TargetConfig {
+                name,
+                wave: t.wave.as_ref().map(|w| *w.get_ref()).unwrap_or(0),
+                timeout,
+                verify,
+                kind,
+            });
+        }
+    }
+    out
+}
+
+fn valid_env_key(k: &str) -> bool {
+    !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Validates `[delivery]`.
+pub(super) fn delivery(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    raw: Option<RawDelivery>,
+) -> DeliveryConfig {
+    let raw = raw.unwrap_or_default();
+    let mut d = DeliveryConfig::default();
+    if let Some(p) = &raw.parallelism {
+        match *p.get_ref() {
+            0 => diags.push(map.at(p.span().start, "delivery.parallelism", "must be at least 1")),
+            n => d.parallelism = n,
+        }
+    }
+    if let Some(roots) = &raw.scan_roots {
+        for r in roots.get_ref() {
+            if r.starts_with('/') {
+                d.scan.roots.push(PathBuf::from(r));
+            } else {
+                diags.push(map.at(roots.span().start, "delivery.scan_roots", format!("expected absolute directories such as [\"/srv\", \"/etc/billbytekot\"], found {r:?}")));
+            }
+        }
+    }
+    if let Some(s) = &raw.scan_max_file_size {
+        d.scan.max_file_size = *s.get_ref();
+    }
+    if let Some(n) = &raw.scan_max_files {
+        d.scan.max_files = *n.get_ref();
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "[meta]\napp_id = \"634974688087057\"\napp_secret = { env = \"S\" }\n";
+
+    fn parse(text: &str) -> Result<crate::config::Config, Vec<String>> {
+        crate::config::parse(std::path::Path::new("t.toml"), &format!("{HEAD}{text}"))
+            .map_err(|d| d.iter().map(|d| d.to_string()).collect())
+    }
+
+    #[test]
+    fn every_kind_parses_with_defaults() {
+        let cfg = parse(
+            r#"
+[delivery]
+parallelism = 2
+scan_roots = ["/srv", "/etc/billbytekot"]
+
+[[token]]
+name = "prod"
+[[token.target]]
+name = "staging-env"
+kind = "dotenv"
+path = "/srv/staging/backend/.env"
+reload = ["systemctl", "restart", "billbytekot-staging"]
+wave = 1
+[[token.target]]
+name = "prod-secret"
+kind = "aws_secret"
+secret_id = "billbytekot/prod/backend"
+json_key = "WHATSAPP_ACCESS_TOKEN"
+wave = 2
+verify_url = "https://billbytekot.example.com/health/whatsapp"
+[[token.target]]
+name = "pos"
+kind = "webhook"
+url = "https://pos.example.com/hooks/token"
+secret = { env = "POS_HOOK_SECRET" }
+[[token.target]]
+name = "worker"
+kind = "exec"
+command = ["/usr/local/bin/set-worker-token"]
+timeout = "10s"
+verify_command = ["/usr/local/bin/worker-health"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.delivery.parallelism, 2);
+        assert_eq!(cfg.delivery.scan.roots.len(), 2);
+        let t = &cfg.tokens[0].targets;
+        assert_eq!(t.len(), 4);
+        assert_eq!(
+            t[0].kind,
+            TargetKind::Dotenv {
+                path: "/srv/staging/backend/.env".into(),
+                key: DEFAULT_DOTENV_KEY.into(),
+                reload: Some(vec![
+                    "systemctl".into(),
+                    "restart".into(),
+                    "billbytekot-staging".into()
+                ]),
+            }
+        );
+        assert_eq!((t[0].wave, t[1].wave, t[2].wave), (1, 2, 0));
+        assert_eq!(t[2].timeout, DEFAULT_TARGET_TIMEOUT);
+        assert_eq!(t[3].timeout, Duration::from_secs(10));
+        assert!(
+            matches!(&t[2].kind, TargetKind::Webhook { header, .. } if header == DEFAULT_SIGNATURE_HEADER)
+        );
+        assert!(matches!(t[1].verify, Some(VerifyConfig::Url(_))));
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    }
+
+    #[test]
+    fn mistakes_are_named_with_their_field() {
+        let errs = parse(
+            r#"
+[[token]]
+name = "prod"
+[[token.target]]
+name = "a"
+kind = "dotenv"
+path = "backend/.env"
+[[token.target]]
+name = "b"
+kind = "webhook"
+url = "http://pos.example.com/hook"
+[[token.target]]
+name = "c"
+kind = "ftp"
+[[token.target]]
+name = "d"
+kind = "exec"
+command = []
+secret_id = "x"
+[[token.target]]
+kind = "exec"
+command = ["x"]
+[[token.target]]
+name = "a"
+kind = "exec"
+command = ["x"]
+"#,
+        )
+        .unwrap_err();
+        let all = errs.join("\n");
+        for want in [
+            "`token[0].target[0].path`: expected an absolute path",
+            "`token[0].target[1].url`: expected an https URL",
+            "`token[0].target[1].secret`: missing field",
+            "`token[0].target[2].kind`: expected \"dotenv\", \"aws_secret\", \"webhook\" or \"exec\", found \"ftp\"",
+            "`token[0].target[3].command`: expected a command as a list of words",
+            "`token[0].target[3].secret_id`: `secret_id` does not apply to kind = \"exec\"",
+            "`token[0].target[4].name`: missing field",
+            "`token[0].target[5].name`: duplicate target name \"a\"",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
+    }
+
+    #[test]
+    fn a_dotenv_target_that_nothing_reloads_is_a_warning() {
+        let cfg = parse(
+            "[[token]]\nname = \"prod\"\n[[token.target]]\nname = \"env\"\nkind = \"dotenv\"\npath = \"/srv/app/.env\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.warnings.len(), 1);
+        assert!(
+            cfg.warnings[0].contains("keeps the old token until it is restarted"),
+            "{:?}",
+            cfg.warnings
+        );
+        assert!(
+            cfg.warnings[0].starts_with("t.toml:"),
+            "located: {:?}",
+            cfg.warnings
+        );
+    }
+}
