@@ -15,3 +15,4 @@ mod rotation;
 mod sandbox;
 mod service;
 mod store_behaviour;
+mod targets;
