@@ -45,6 +45,6 @@ pub mod sandbox;
 pub mod sdnotify;
 pub mod secret;
 pub mod state;
-pub mod target;
 pub mod store;
+pub mod target;
 pub mod timefmt;
