@@ -1,1 +1,1770 @@
-//! Placeholder: filled in by the dotenv work.
+//! The `dotenv` target: sets `KEY=value` (`WHATSAPP_ACCESS_TOKEN` by default) in an env file
+//! such as `backend/.env`.
+//!
+//! Two halves. [`set`] and [`get`] are a pure editor over the file's text; [`DotenvFile`] is the
+//! IO around it. The file belongs to people as much as to tokenwarden, so the editor changes the
+//! value of the lines that hold the key and nothing else: comments, blank lines, order, other
+//! keys, quoting, spacing and line endings stay byte for byte, and a person's edits survive
+//! every rotation.
+//!
+//! # What the editor understands
+//! - `KEY=value`, `export KEY=value`, indentation, and blanks around `=` (kept as found).
+//! - Values unquoted, `'single'`, `"double"` or `` `backtick` `` quoted, followed by blanks and
+//!   an optional ` # comment` (kept). An unquoted value ends before a `#` that follows a blank,
+//!   as in python-dotenv and the shell; `=` inside a value is part of it.
+//! - A quoted value that spans lines (a PEM key, say): its inner lines are not assignments, so a
+//!   `KEY=` line inside another key's value is never touched. A quote that never closes is read
+//!   as a one-line value, as the dotenv loaders do.
+//! - Line endings per line: a CRLF line stays CRLF; an appended line uses the file's dominant
+//!   ending; a file without a final newline keeps lacking one.
+//!
+//! # What it writes
+//! - Every line holding the key gets the value: a later duplicate wins in most loaders, and a
+//!   stale copy of an old token must not linger. A missing key is appended as `KEY=value`.
+//! - Each line keeps its quoting style when the value is safe in it. Otherwise the value goes
+//!   in single quotes, else double quotes, else it is refused ([`DotenvError::UnsafeValue`]):
+//!   a value is safe unquoted when it is letters, digits and `_-.:/+=@%,^` only; in single
+//!   quotes without `'` or `\`; in double quotes without `"`, `\`, `$` or a backquote (each
+//!   of which some loader or the shell would interpret). A line break, carriage return, NUL or
+//!   other control character, or an empty value, is refused in every style. Graph tokens are
+//!   letters and digits, so in practice every style keeps its own quotes.
+//! - A line holding the key that it cannot rewrite safely (a value spanning lines, text after
+//!   the closing quote) is refused ([`DotenvError::Unparsable`]) with its line number.
+//!
+//! No error, `Debug` or `Display` here contains a value: errors name keys, line numbers and the
+//! kind of character at fault.
+//!
+//! # The file
+//! [`DotenvFile`] refuses a path that is a symlink, not a regular file, or writable by every
+//! user, and a directory writable by every user without the sticky bit: anyone who can change
+//! the file can redirect or replace the token. A write goes to a temp file in the same
+//! directory (created exclusively, 0600 while written), gets the old file's owner, group and
+//! mode (or 0600 and tokenwarden's own user for a new file), is fsynced, renamed over the file,
+//! and the directory is fsynced. The failpoint `dotenv.before_rename` stops it between the
+//! fsync and the rename.
+
+use std::fmt;
+use std::fs::{self, File, Metadata, OpenOptions, Permissions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use super::TargetError;
+use crate::secret::Secret;
+
+/// The key a dotenv target sets unless its config names another.
+pub const DEFAULT_KEY: &str = "WHATSAPP_ACCESS_TOKEN";
+
+/// The result of [`set`]: the file's new text and what changed.
+///
+/// `Debug` shows the counts and the text's length, never the text: it holds the token.
+pub struct Edited {
+    /// The whole new file. It holds the value: never log or format it.
+    pub text: String,
+    /// Whether `text` differs from the input; when it does not, nothing needs writing.
+    pub changed: bool,
+    /// How many lines held the key; each of them now holds the value (0 when appended).
+    pub occurrences: usize,
+    /// Whether the key was missing and `KEY=value` was added at the end.
+    pub appended: bool,
+}
+
+impl Edited {
+    /// What changed, without the text.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            changed: self.changed,
+            occurrences: self.occurrences,
+            appended: self.appended,
+        }
+    }
+}
+
+impl fmt::Debug for Edited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Edited")
+            .field("text_len", &self.text.len())
+            .field("changed", &self.changed)
+            .field("occurrences", &self.occurrences)
+            .field("appended", &self.appended)
+            .finish()
+    }
+}
+
+/// What [`DotenvFile::set_key`] did: [`Edited`] without the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Whether the file's content changed (and so was written).
+    pub changed: bool,
+    /// How many lines held the key; each of them now holds the value (0 when appended).
+    pub occurrences: usize,
+    /// Whether the key was missing and `KEY=value` was added at the end.
+    pub appended: bool,
+}
+
+/// Why the editor would not change a file. Never contains a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DotenvError {
+    /// The key is not a variable name every loader and the shell accept.
+    #[error(
+        "`{key}` is not a variable name: use letters, digits and `_`, not starting with a digit"
+    )]
+    BadKey {
+        /// The key as configured.
+        key: String,
+    },
+    /// The value cannot be written in any quoting style without changing its meaning or
+    /// breaking the file.
+    #[error("the new value of `{key}` {problem}, which a .env file cannot hold safely")]
+    UnsafeValue {
+        /// The key that was to be set.
+        key: String,
+        /// What is wrong with the value, in words (never the value).
+        problem: &'static str,
+    },
+    /// A line holding the key cannot be rewritten safely.
+    #[error("line {line}: {problem}; fix the line by hand")]
+    Unparsable {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with the line, in words (never the value).
+        problem: String,
+    },
+}
+
+/// Sets `key` to `value` in the dotenv text `text` (pure; see the module docs for the rules).
+///
+/// # Errors
+/// [`DotenvError::BadKey`] for a key that is not a variable name, [`DotenvError::UnsafeValue`]
+/// for a value no quoting style carries safely, [`DotenvError::Unparsable`] for a line holding
+/// the key that cannot be rewritten safely. Nothing is half-applied: on error there is no text.
+pub fn set(text: &str, key: &str, value: &str) -> Result<Edited, DotenvError> {
+    check_key(key)?;
+    check_value(key, value)?;
+    let lines = split_lines(text);
+    let hits = scan(&lines, key)?;
+    // Sized up front so the buffer holding the token is not reallocated (leaving copies behind).
+    let mut out =
+        String::with_capacity(text.len() + (hits.len() + 1) * (key.len() + value.len() + 8));
+    let mut next = hits.iter().peekable();
+    for (index, line) in lines.iter().enumerate() {
+        match next.next_if(|hit| hit.index == index) {
+            Some(hit) => {
+                let style = style_for(key, value, hit.style)?;
+                out.push_str(&line.content[..hit.start]);
+                push_value(&mut out, style, value);
+                out.push_str(&line.content[hit.end..]);
+            }
+            None => out.push_str(line.content),
+        }
+        out.push_str(line.ending);
+    }
+    let appended = hits.is_empty();
+    if appended {
+        let style = style_for(key, value, Style::Bare)?;
+        let newline = dominant_newline(&lines);
+        let open_last_line = !text.is_empty() && !text.ends_with('\n');
+        if open_last_line {
+            out.push_str(newline);
+        }
+        out.push_str(key);
+        out.push('=');
+        push_value(&mut out, style, value);
+        if !open_last_line {
+            out.push_str(newline);
+        }
+    }
+    Ok(Edited {
+        changed: out != text,
+        text: out,
+        occurrences: hits.len(),
+        appended,
+    })
+}
+
+/// The value the last line holding `key` gives it, without quotes (escapes in double quotes
+/// decoded); `None` when no line holds it, or when the key or the file cannot be read safely
+/// (which [`set`] then reports). A later duplicate wins, as in most loaders.
+pub fn get(text: &str, key: &str) -> Option<String> {
+    lookup(text, key).ok().flatten()
+}
+
+/// [`get`], with the reason when the text cannot be read safely.
+fn lookup(text: &str, key: &str) -> Result<Option<String>, DotenvError> {
+    check_key(key)?;
+    let lines = split_lines(text);
+    let hits = scan(&lines, key)?;
+    Ok(hits.last().map(|hit| decode(hit.style, hit.raw)))
+}
+
+/// A key must be a variable name the shell and every loader accept.
+fn check_key(key: &str) -> Result<(), DotenvError> {
+    let mut bytes = key.bytes();
+    let ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(DotenvError::BadKey {
+            key: key.to_string(),
+        })
+    }
+}
+
+/// Refuses what no quoting style can carry: each of these ends or corrupts a line.
+fn check_value(key: &str, value: &str) -> Result<(), DotenvError> {
+    let problem = if value.is_empty() {
+        // Never intended for a token, and it would blank a working one.
+        Some("is empty")
+    } else if value.contains('\n') {
+        Some("contains a line break")
+    } else if value.contains('\r') {
+        Some("contains a carriage return")
+    } else if value.contains('\0') {
+        Some("contains a NUL byte")
+    } else if value.chars().any(|c| c.is_control() && c != '\t') {
+        Some("contains a control character")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(DotenvError::UnsafeValue {
+            key: key.to_string(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The style `value` is written in on a line whose value was in `found`: that style if the
+/// value is safe in it, else single quotes, else double quotes.
+fn style_for(key: &str, value: &str, found: Style) -> Result<Style, DotenvError> {
+    [found, Style::Single, Style::Double]
+        .into_iter()
+        .find(|style| style.can_hold(value))
+        .ok_or_else(|| DotenvError::UnsafeValue {
+            key: key.to_string(),
+            problem: if value.contains('\\') {
+                "contains a backslash, which loaders read as an escape"
+            } else {
+                "contains a single quote as well as `\"`, `$` or a backquote"
+            },
+        })
+}
+
+fn push_value(out: &mut String, style: Style, value: &str) {
+    out.push_str(style.quote());
+    out.push_str(value);
+    out.push_str(style.quote());
+}
+
+/// How a value is quoted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    Bare,
+    Single,
+    Double,
+    Backtick,
+}
+
+impl Style {
+    fn opening(c: char) -> Option<Style> {
+        match c {
+            '\'' => Some(Style::Single),
+            '"' => Some(Style::Double),
+            '`' => Some(Style::Backtick),
+            _ => None,
+        }
+    }
+
+    fn quote(self) -> &'static str {
+        match self {
+            Style::Bare => "",
+            Style::Single => "'",
+            Style::Double => "\"",
+            Style::Backtick => "`",
+        }
+    }
+
+    /// Where the closing quote is in `s`, the text after the opening quote. A backslash escapes
+    /// the next character in double quotes and backquotes, not in single quotes (as in the
+    /// shell; the loaders agree for every value this module writes).
+    fn find_close(self, s: &str) -> Option<usize> {
+        let quote = match self {
+            Style::Bare => return None,
+            Style::Single => return s.find('\''),
+            Style::Double => b'"',
+            Style::Backtick => b'`',
+        };
+        // Bytes are enough: `\` and the quotes are ASCII, never part of a multi-byte character.
+        let bytes = s.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' => i += 2,
+                b if b == quote => return Some(i),
+                _ => i += 1,
+            }
+        }
+        None
+    }
+
+    /// Whether every loader (and the shell, for bare and single-quoted values) reads `value`
+    /// back unchanged from this style. Control characters are refused before this is asked.
+    fn can_hold(self, value: &str) -> bool {
+        match self {
+            Style::Bare => value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:/+=@%,^".contains(&b)),
+            Style::Single => !value.contains(['\'', '\\']),
+            Style::Double => !value.contains(['"', '\\', '$', '`']),
+            Style::Backtick => !value.contains(['`', '\\', '$']),
+        }
+    }
+}
+
+/// The value between the quotes, as a loader reads it: double quotes and backquotes decode the
+/// common escapes, single quotes and bare values are literal.
+fn decode(style: Style, raw: &str) -> String {
+    if matches!(style, Style::Bare | Style::Single) {
+        return raw.to_string();
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some(c @ ('\\' | '"' | '\'' | '`' | '$')) => out.push(c),
+            Some(c) => {
+                out.push('\\');
+                out.push(c);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// One line: its text without the line ending, and the ending (`\n`, `\r\n` or none).
+struct Line<'a> {
+    content: &'a str,
+    ending: &'a str,
+}
+
+fn split_lines(text: &str) -> Vec<Line<'_>> {
+    text.split_inclusive('\n')
+        .map(|piece| {
+            let content = piece
+                .strip_suffix('\n')
+                .map_or(piece, |c| c.strip_suffix('\r').unwrap_or(c));
+            Line {
+                content,
+                ending: &piece[content.len()..],
+            }
+        })
+        .collect()
+}
+
+/// CRLF when more lines end in CRLF than in LF, else LF (also for a file without endings).
+fn dominant_newline(lines: &[Line<'_>]) -> &'static str {
+    let crlf = lines.iter().filter(|l| l.ending == "\r\n").count();
+    let lf = lines.iter().filter(|l| l.ending == "\n").count();
+    if crlf > lf { "\r\n" } else { "\n" }
+}
+
+/// An assignment `NAME=value` on one line, located by byte offsets into the line.
+struct Assignment<'a> {
+    name: &'a str,
+    style: Style,
+    /// Where the value (with its opening quote) starts; a new value is written from here.
+    start: usize,
+    /// Just past the value and its closing quote; `None` when the quote does not close on this
+    /// line. The rest of the line (blanks, a comment) is kept.
+    end: Option<usize>,
+    /// The text between the quotes, escapes not decoded.
+    raw: &'a str,
+}
+
+fn is_blank(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// Recognises `[blanks][export blanks]NAME[blanks]=[blanks]value[blanks][# comment]`.
+fn parse_assignment(line: &str) -> Option<Assignment<'_>> {
+    let mut i = line.len() - line.trim_start_matches(is_blank).len();
+    if let Some(after) = line[i..].strip_prefix("export")
+        && after.starts_with(is_blank)
+    {
+        i = line.len() - after.trim_start_matches(is_blank).len();
+    }
+    // Names as loaders accept them (`.` and `-` appear in some files); the key itself is
+    // stricter (`check_key`).
+    let name_len = line[i..]
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-'))
+        .unwrap_or(line.len() - i);
+    let first = *line.as_bytes().get(i)?;
+    if name_len == 0 || !(first.is_ascii_alphabetic() || first == b'_') {
+        return None;
+    }
+    let name = &line[i..i + name_len];
+    let after_name = &line[i + name_len..];
+    let blanks_before_eq = after_name.len() - after_name.trim_start_matches(is_blank).len();
+    let eq = i + name_len + blanks_before_eq;
+    if !line[eq..].starts_with('=') {
+        return None;
+    }
+    let rest_start = eq + 1;
+    let rest = &line[rest_start..];
+    let gap = rest.len() - rest.trim_start_matches(is_blank).len();
+    let body_start = rest_start + gap;
+    let body = &line[body_start..];
+
+    if let Some(style) = body.chars().next().and_then(Style::opening) {
+        let inner = &body[1..];
+        return Some(match style.find_close(inner) {
+            Some(k) => Assignment {
+                name,
+                style,
+                start: body_start,
+                end: Some(body_start + 1 + k + 1),
+                raw: &inner[..k],
+            },
+            None => Assignment {
+                name,
+                style,
+                start: body_start,
+                end: None,
+                raw: inner,
+            },
+        });
+    }
+    let (start, raw) = if body.is_empty() || (body.starts_with('#') && gap > 0) {
+        // No value: `KEY=` or `KEY= # comment`. The value goes right after `=` (so a shell can
+        // still source the file), or after the blanks of a line spaced as `KEY = value`.
+        let start = if body.is_empty() && blanks_before_eq > 0 {
+            body_start
+        } else {
+            rest_start
+        };
+        (start, "")
+    } else {
+        let cut = comment_start(body).unwrap_or(body.len());
+        (
+            body_start,
+            body[..cut].trim_end_matches(|c| is_blank(c) || c == '\r'),
+        )
+    };
+    Some(Assignment {
+        name,
+        style: Style::Bare,
+        start,
+        end: Some(start + raw.len()),
+        raw,
+    })
+}
+
+/// Where an unquoted value's comment starts: the first `#` after a blank.
+fn comment_start(body: &str) -> Option<usize> {
+    body.as_bytes()
+        .windows(2)
+        .position(|w| (w[0] == b' ' || w[0] == b'\t') && w[1] == b'#')
+        .map(|p| p + 1)
+}
+
+/// Whether the text after a closing quote is only blanks, or blanks and a comment.
+fn is_trailer(tail: &str) -> bool {
+    let rest = tail.trim_start_matches(|c| is_blank(c) || c == '\r');
+    rest.is_empty() || (rest.starts_with('#') && rest.len() < tail.len())
+}
+
+/// A line holding the key, where its value sits.
+struct Hit<'a> {
+    index: usize,
+    style: Style,
+    start: usize,
+    end: usize,
+    raw: &'a str,
+}
+
+/// The lines holding `key`, in order, skipping the inner lines of values that span lines.
+fn scan<'a>(lines: &[Line<'a>], key: &str) -> Result<Vec<Hit<'a>>, DotenvError> {
+    let mut hits = Vec::new();
+    let mut index = 0;
+    while index < lines.len() {
+        let content = lines[index].content;
+        let Some(a) = parse_assignment(content) else {
+            index += 1;
+            continue;
+        };
+        match a.end {
+            Some(end) if a.name == key => {
+                if a.style != Style::Bare && !is_trailer(&content[end..]) {
+                    return Err(DotenvError::Unparsable {
+                        line: index + 1,
+                        problem: format!(
+                            "text follows the closing quote of `{key}`'s value \
+                             (a comment needs a blank before `#`)"
+                        ),
+                    });
+                }
+                hits.push(Hit {
+                    index,
+                    style: a.style,
+                    start: a.start,
+                    end,
+                    raw: a.raw,
+                });
+            }
+            Some(_) => {}
+            None if a.name == key => {
+                return Err(DotenvError::Unparsable {
+                    line: index + 1,
+                    problem: format!(
+                        "the quote opening `{key}`'s value does not close on this line, and \
+                         tokenwarden writes one-line values only (put the value on one line)"
+                    ),
+                });
+            }
+            None => {
+                // Another key's value spans lines: skip to the line that closes it. A quote
+                // that never closes leaves a one-line value, as the loaders read it.
+                if let Some(last) = (index + 1..lines.len())
+                    .find(|&j| a.style.find_close(lines[j].content).is_some())
+                {
+                    index = last;
+                }
+            }
+        }
+        index += 1;
+    }
+    Ok(hits)
+}
+
+/// The env file of a `dotenv` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DotenvFile {
+    path: PathBuf,
+}
+
+impl DotenvFile {
+    /// The file at `path`, which need not exist yet.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        DotenvFile { path: path.into() }
+    }
+
+    /// The file's path as configured.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's text; `None` when it does not exist.
+    ///
+    /// # Errors
+    /// [`TargetError::Refused`] for a symlink, a non-regular file, a file or directory anyone
+    /// may write (see the module docs), a file that is not UTF-8, or an IO error;
+    /// [`TargetError::Transient`] for IO errors that may pass and a file replaced while opened.
+    pub fn read(&self) -> Result<Option<String>, TargetError> {
+        let Some(checked) = self.inspect()? else {
+            return Ok(None);
+        };
+        let path = self.path.display();
+        let mut file = match File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(format!("cannot open `{path}`"), &e)),
+        };
+        // `open` follows links: make sure it opened the regular file that was inspected, not
+        // something swapped in since.
+        let opened = file
+            .metadata()
+            .map_err(|e| io_error(format!("cannot inspect `{path}`"), &e))?;
+        if (opened.dev(), opened.ino()) != (checked.dev(), checked.ino()) {
+            return Err(TargetError::Transient(format!(
+                "`{path}` was replaced while tokenwarden opened it; try again"
+            )));
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(|e| {
+            if e.kind() == io::ErrorKind::InvalidData {
+                TargetError::Refused(format!(
+                    "`{path}` is not UTF-8 text; save it as UTF-8 (an env file is text)"
+                ))
+            } else {
+                io_error(format!("cannot read `{path}`"), &e)
+            }
+        })?;
+        Ok(Some(text))
+    }
+
+    /// Replaces the file's content with `text` atomically, keeping its owner, group and mode
+    /// (a new file gets mode 0600 and tokenwarden's user).
+    ///
+    /// # Errors
+    /// The refusals of [`read`](Self::read), an owner or group tokenwarden may not give the new
+    /// file (refused rather than silently changed), and IO errors ([`TargetError::Transient`]
+    /// when they may pass). On error the file is untouched and no temp file is left.
+    pub fn write(&self, text: &str) -> Result<(), TargetError> {
+        self.write_with(text, |_| Ok(()))
+    }
+
+    /// Sets `key` to `value` in the file (creating it when missing) and writes it only if that
+    /// changed its content.
+    ///
+    /// # Errors
+    /// [`TargetError::Refused`] when the editor refuses (the message names the file, the key
+    /// and the problem, never the value), and the errors of [`read`](Self::read) and
+    /// [`write`](Self::write).
+    pub fn set_key(&self, key: &str, value: &Secret) -> Result<Summary, TargetError> {
+        let text = Zeroizing::new(self.read()?.unwrap_or_default());
+        let edited = set(&text, key, value.expose()).map_err(|e| self.refused(&e))?;
+        let summary = edited.summary();
+        let new_text = Zeroizing::new(edited.text);
+        if summary.changed {
+            self.write(&new_text)?;
+        }
+        Ok(summary)
+    }
+
+    /// The value the file gives `key` (the last line holding it); `None` when the file or the
+    /// key is missing.
+    ///
+    /// # Errors
+    /// The errors of [`read`](Self::read), and [`TargetError::Refused`] when a line holding the
+    /// key cannot be read safely.
+    pub fn get_key(&self, key: &str) -> Result<Option<Secret>, TargetError> {
+        let Some(text) = self.read()? else {
+            return Ok(None);
+        };
+        let text = Zeroizing::new(text);
+        let value = lookup(&text, key).map_err(|e| self.refused(&e))?;
+        Ok(value.map(Secret::new))
+    }
+
+    fn refused(&self, e: &DotenvError) -> TargetError {
+        TargetError::Refused(format!("`{}`: {e}", self.path.display()))
+    }
+
+    fn dir(&self) -> &Path {
+        self.path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+    }
+
+    /// The refusals shared by read and write; the file's metadata when it exists.
+    fn inspect(&self) -> Result<Option<Metadata>, TargetError> {
+        let path = self.path.display();
+        if self.path.file_name().is_none() {
+            return Err(TargetError::Refused(format!(
+                "`{path}` does not name a file; point the target at the env file"
+            )));
+        }
+        let dir = self.dir();
+        match fs::metadata(dir) {
+            Ok(m) if m.mode() & 0o002 != 0 && m.mode() & 0o1000 == 0 => {
+                let dir = dir.display();
+                return Err(TargetError::Refused(format!(
+                    "directory `{dir}` is writable by every user and has no sticky bit, so \
+                     anyone could replace `{path}`; `chmod o-w {dir}`"
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(io_error(
+                    format!("cannot inspect directory `{}`", dir.display()),
+                    &e,
+                ));
+            }
+        }
+        let meta = match fs::symlink_metadata(&self.path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(format!("cannot inspect `{path}`"), &e)),
+        };
+        if meta.file_type().is_symlink() {
+            return Err(TargetError::Refused(format!(
+                "`{path}` is a symlink; point the target at the real file (a link could be \
+                 redirected to a file tokenwarden should not write)"
+            )));
+        }
+        if !meta.is_file() {
+            return Err(TargetError::Refused(format!(
+                "`{path}` is not a regular file; point the target at the env file itself"
+            )));
+        }
+        if meta.mode() & 0o002 != 0 {
+            return Err(TargetError::Refused(format!(
+                "`{path}` is writable by every user, so anyone could change the token; \
+                 `chmod o-w {path}`"
+            )));
+        }
+        Ok(Some(meta))
+    }
+
+    /// [`write`](Self::write), calling `before_rename` with the temp file's path once it is
+    /// complete and synced (tests fail it to stand for a crash before the rename).
+    fn write_with(
+        &self,
+        text: &str,
+        before_rename: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> Result<(), TargetError> {
+        let existing = self.inspect()?;
+        let dir = self.dir();
+        let name = self
+            .path
+            .file_name()
+            .expect("inspect refuses a path without a file name");
+        let tmp = dir.join(format!(
+            ".{}.tokenwarden-{}.tmp",
+            name.to_string_lossy(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        // Exclusive: never write through a file or link someone placed at the temp name.
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| {
+                io_error(
+                    format!("cannot create a temp file in `{}`", dir.display()),
+                    &e,
+                )
+            })?;
+        let result = self.fill_and_replace(file, &tmp, text, existing.as_ref(), before_rename);
+        if result.is_err() {
+            // After a successful rename the name is gone and this fails harmlessly.
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn fill_and_replace(
+        &self,
+        mut file: File,
+        tmp: &Path,
+        text: &str,
+        existing: Option<&Metadata>,
+        before_rename: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> Result<(), TargetError> {
+        let path = self.path.display();
+        let failed = |e: io::Error| io_error(format!("cannot write `{path}`"), &e);
+        // The umask may have narrowed the creation mode; 0600 exactly while the token is written.
+        file.set_permissions(Permissions::from_mode(0o600))
+            .map_err(failed)?;
+        file.write_all(text.as_bytes()).map_err(failed)?;
+        if let Some(meta) = existing {
+            self.keep_owner(&file, meta)?;
+            // After the chown, which may clear set-id bits.
+            file.set_permissions(Permissions::from_mode(meta.mode() & 0o7777))
+                .map_err(failed)?;
+        }
+        file.sync_all().map_err(failed)?;
+        crate::failpoint::hit("dotenv.before_rename");
+        before_rename(tmp).map_err(failed)?;
+        fs::rename(tmp, &self.path).map_err(failed)?;
+        File::open(self.dir())
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(format!("wrote `{path}` but cannot sync its directory"), &e))
+    }
+
+    /// Gives the temp file the old file's owner and group, or refuses.
+    fn keep_owner(&self, file: &File, want: &Metadata) -> Result<(), TargetError> {
+        // The temp file was just created, so it belongs to the user tokenwarden runs as.
+        let ours = file.metadata().map_err(|e| {
+            io_error(
+                format!("cannot inspect a temp file for `{}`", self.path.display()),
+                &e,
+            )
+        })?;
+        let uid = (ours.uid() != want.uid()).then_some(want.uid());
+        let gid = (ours.gid() != want.gid()).then_some(want.gid());
+        if uid.is_none() && gid.is_none() {
+            return Ok(());
+        }
+        std::os::unix::fs::fchown(file, uid, gid).map_err(|e| {
+            self.ownership_error(&e, ours.uid(), want.uid(), want.gid(), uid.is_some())
+        })
+    }
+
+    /// Why the new file could not keep the old one's owner or group, with the fix.
+    fn ownership_error(
+        &self,
+        e: &io::Error,
+        euid: u32,
+        uid: u32,
+        gid: u32,
+        owner_differs: bool,
+    ) -> TargetError {
+        let path = self.path.display();
+        if e.kind() != io::ErrorKind::PermissionDenied {
+            return io_error(
+                format!("cannot give the new `{path}` owner {uid} and group {gid}"),
+                e,
+            );
+        }
+        if owner_differs {
+            TargetError::Refused(format!(
+                "`{path}` belongs to uid {uid}, and tokenwarden runs as uid {euid}, which may \
+                 not create a file with that owner; nothing was written. Make the file belong \
+                 to tokenwarden's user (`chown {euid} {path}`, and let the application read it \
+                 through its group), or run tokenwarden as uid {uid}"
+            ))
+        } else {
+            TargetError::Refused(format!(
+                "`{path}` has group {gid}, and tokenwarden (uid {euid}) is not a member, so the \
+                 new file could not keep that group; nothing was written. Add tokenwarden to \
+                 group {gid} (SupplementaryGroups= in `systemctl edit tokenwarden`)"
+            ))
+        }
+    }
+}
+
+/// An IO error as a [`TargetError`]: transient when it may pass by itself, with the fix when
+/// one is known. `io::Error`'s own text never holds file content.
+fn io_error(what: String, e: &io::Error) -> TargetError {
+    use io::ErrorKind as K;
+    // EIO has no `ErrorKind`; its number is 5 on Linux and the BSDs.
+    const EIO: i32 = 5;
+    let hint = match e.kind() {
+        K::PermissionDenied => {
+            "; tokenwarden replaces the file by renaming a new one into its directory, so it \
+             needs to read the file and write the directory (under systemd, also list the \
+             directory in ReadWritePaths=)"
+        }
+        K::ReadOnlyFilesystem => {
+            "; the file system is read-only to tokenwarden (under systemd, list the directory \
+             in ReadWritePaths= with `systemctl edit tokenwarden`)"
+        }
+        K::NotFound => "; create the directory or fix the target's path",
+        _ => "",
+    };
+    let message = format!("{what}: {e}{hint}");
+    let transient = matches!(
+        e.kind(),
+        K::Interrupted
+            | K::WouldBlock
+            | K::TimedOut
+            | K::StorageFull
+            | K::QuotaExceeded
+            | K::StaleNetworkFileHandle
+            | K::ResourceBusy
+    ) || e.raw_os_error() == Some(EIO);
+    if transient {
+        TargetError::Transient(message)
+    } else {
+        TargetError::Refused(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = DEFAULT_KEY;
+    const NEW: &str = "EAAGnew0123456789";
+
+    /// Real-world files: (what, before, after, occurrences, appended).
+    const FILES: &[(&str, &str, &str, usize, bool)] = &[
+        (
+            "plain",
+            "A=1\nWHATSAPP_ACCESS_TOKEN=old\nB=2\n",
+            "A=1\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\nB=2\n",
+            1,
+            false,
+        ),
+        (
+            "comments and blank lines",
+            "# WhatsApp\n\nWHATSAPP_ACCESS_TOKEN=old\n\n   \n# end\n",
+            "# WhatsApp\n\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n\n   \n# end\n",
+            1,
+            false,
+        ),
+        (
+            "export prefix",
+            "export WHATSAPP_ACCESS_TOKEN=old\n",
+            "export WHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n",
+            1,
+            false,
+        ),
+        (
+            "single quotes",
+            "WHATSAPP_ACCESS_TOKEN='old'\n",
+            "WHATSAPP_ACCESS_TOKEN='EAAGnew0123456789'\n",
+            1,
+            false,
+        ),
+        (
+            "double quotes",
+            "WHATSAPP_ACCESS_TOKEN=\"old\"\n",
+            "WHATSAPP_ACCESS_TOKEN=\"EAAGnew0123456789\"\n",
+            1,
+            false,
+        ),
+        (
+            "backquotes",
+            "WHATSAPP_ACCESS_TOKEN=`old`\n",
+            "WHATSAPP_ACCESS_TOKEN=`EAAGnew0123456789`\n",
+            1,
+            false,
+        ),
+        (
+            "spaces around =",
+            "WHATSAPP_ACCESS_TOKEN = old\n",
+            "WHATSAPP_ACCESS_TOKEN = EAAGnew0123456789\n",
+            1,
+            false,
+        ),
+        (
+            "indented, export, spaces, quotes and a comment",
+            "  export\tWHATSAPP_ACCESS_TOKEN  =  \"old\"  # prod\n",
+            "  export\tWHATSAPP_ACCESS_TOKEN  =  \"EAAGnew0123456789\"  # prod\n",
+            1,
+            false,
+        ),
+        (
+            "inline comment after a bare value",
+            "WHATSAPP_ACCESS_TOKEN=old # rotated by hand\n",
+            "WHATSAPP_ACCESS_TOKEN=EAAGnew0123456789 # rotated by hand\n",
+            1,
+            false,
+        ),
+        (
+            "inline comment after a quoted value",
+            "WHATSAPP_ACCESS_TOKEN='old'\t# c\n",
+            "WHATSAPP_ACCESS_TOKEN='EAAGnew0123456789'\t# c\n",
+            1,
+            false,
+        ),
+        (
+            "`#` without a blank is part of a bare value",
+            "WHATSAPP_ACCESS_TOKEN=old#x\n",
+            "WHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n",
+            1,
+            false,
+        ),
+        (
+            "`=` inside the old value",
+            "WHATSAPP_ACCESS_TOKEN=a=b==\n",
+            "WHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n",
+            1,
+            false,
+        ),
+        (
+            "trailing blanks kept",
+            "WHATSAPP_ACCESS_TOKEN=old  \t\n",
+            "WHATSAPP_ACCESS_TOKEN=EAAGnew0123456789  \t\n",
+            1,
+            false,
+        ),
+        (
+            "empty value",
+            "WHATSAPP_ACCESS_TOKEN=\n",
+            "WHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n",
+            1,
+            false,
+        ),
+        (
+            "empty value with trailing blanks",
+            "WHATSAPP_ACCESS_TOKEN=  \n",
+            "WHATSAPP_ACCESS_TOKEN=EAAGnew0123456789  \n",
+            1,
+            false,
+        ),
+        (
+            "empty value, spaced line",
+            "WHATSAPP_ACCESS_TOKEN = \n",
+            "WHATSAPP_ACCESS_TOKEN = EAAGnew0123456789\n",
+            1,
+            false,
+        ),
+        (
+            "empty value and a comment",
+            "WHATSAPP_ACCESS_TOKEN= # paste here\n",
+            "WHATSAPP_ACCESS_TOKEN=EAAGnew0123456789 # paste here\n",
+            1,
+            false,
+        ),
+        (
+            "empty quotes",
+            "WHATSAPP_ACCESS_TOKEN=\"\"\n",
+            "WHATSAPP_ACCESS_TOKEN=\"EAAGnew0123456789\"\n",
+            1,
+            false,
+        ),
+        (
+            "CRLF",
+            "A=1\r\nWHATSAPP_ACCESS_TOKEN=old\r\nB=2\r\n",
+            "A=1\r\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\r\nB=2\r\n",
+            1,
+            false,
+        ),
+        (
+            "mixed endings, each line keeps its own",
+            "A=1\r\nWHATSAPP_ACCESS_TOKEN=old\nB=2\r\n",
+            "A=1\r\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\nB=2\r\n",
+            1,
+            false,
+        ),
+        (
+            "no trailing newline",
+            "A=1\nWHATSAPP_ACCESS_TOKEN=old",
+            "A=1\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789",
+            1,
+            false,
+        ),
+        (
+            "no trailing newline, CRLF",
+            "A=1\r\nWHATSAPP_ACCESS_TOKEN='old'",
+            "A=1\r\nWHATSAPP_ACCESS_TOKEN='EAAGnew0123456789'",
+            1,
+            false,
+        ),
+        (
+            "duplicates: every one is rewritten in its own style",
+            "WHATSAPP_ACCESS_TOKEN=old1\nA=1\nexport WHATSAPP_ACCESS_TOKEN='old2' # later wins\n",
+            "WHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\nA=1\nexport WHATSAPP_ACCESS_TOKEN='EAAGnew0123456789' # later wins\n",
+            2,
+            false,
+        ),
+        (
+            "missing key is appended",
+            "A=1\nB=2\n",
+            "A=1\nB=2\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n",
+            0,
+            true,
+        ),
+        (
+            "missing key, no trailing newline",
+            "A=1",
+            "A=1\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789",
+            0,
+            true,
+        ),
+        (
+            "missing key, CRLF file",
+            "A=1\r\nB=2\r\n",
+            "A=1\r\nB=2\r\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\r\n",
+            0,
+            true,
+        ),
+        (
+            "missing key, mostly CRLF, no trailing newline",
+            "A=1\r\nB=2\r\nC=3\nD=4",
+            "A=1\r\nB=2\r\nC=3\nD=4\r\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789",
+            0,
+            true,
+        ),
+        (
+            "a key the key is a prefix of is not touched",
+            "WHATSAPP_ACCESS_TOKEN_OLD=old\nWHATSAPP_ACCESS_TOKEN=old\nWHATSAPP_ACCESS_TOKENS=old\n",
+            "WHATSAPP_ACCESS_TOKEN_OLD=old\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\nWHATSAPP_ACCESS_TOKENS=old\n",
+            1,
+            false,
+        ),
+        (
+            "only a longer key: appended",
+            "WHATSAPP_ACCESS_TOKEN_OLD=old\nMY_WHATSAPP_ACCESS_TOKEN=old\n",
+            "WHATSAPP_ACCESS_TOKEN_OLD=old\nMY_WHATSAPP_ACCESS_TOKEN=old\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n",
+            0,
+            true,
+        ),
+        (
+            "commented-out lines are not touched",
+            "# WHATSAPP_ACCESS_TOKEN=old\n#WHATSAPP_ACCESS_TOKEN=old\n  # export WHATSAPP_ACCESS_TOKEN=old\n",
+            "# WHATSAPP_ACCESS_TOKEN=old\n#WHATSAPP_ACCESS_TOKEN=old\n  # export WHATSAPP_ACCESS_TOKEN=old\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n",
+            0,
+            true,
+        ),
+        (
+            "empty file",
+            "",
+            "WHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n",
+            0,
+            true,
+        ),
+        (
+            "a KEY= line inside another key's multi-line value is not touched",
+            "CERT=\"-----BEGIN\nWHATSAPP_ACCESS_TOKEN=inside\n-----END\"\nWHATSAPP_ACCESS_TOKEN=old\n",
+            "CERT=\"-----BEGIN\nWHATSAPP_ACCESS_TOKEN=inside\n-----END\"\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n",
+            1,
+            false,
+        ),
+        (
+            "a quote that never closes is a one-line value",
+            "NOTE=\"unclosed\nWHATSAPP_ACCESS_TOKEN=old\n",
+            "NOTE=\"unclosed\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n",
+            1,
+            false,
+        ),
+        (
+            "already set: nothing changes",
+            "A=1\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n",
+            "A=1\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n",
+            1,
+            false,
+        ),
+        (
+            "other shapes of line stay as they are",
+            "\u{feff}# BOM and unicode: é\nexport PATH\nnot an assignment\nURL=https://x.example/?a=b#frag\napp.name=demo\nexport=1\n\nWHATSAPP_ACCESS_TOKEN=old\n",
+            "\u{feff}# BOM and unicode: é\nexport PATH\nnot an assignment\nURL=https://x.example/?a=b#frag\napp.name=demo\nexport=1\n\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n",
+            1,
+            false,
+        ),
+    ];
+
+    #[test]
+    fn real_world_files_change_only_the_key() {
+        for &(what, before, after, occurrences, appended) in FILES {
+            let e = set(before, KEY, NEW).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(e.text, after, "{what}");
+            assert_eq!(e.occurrences, occurrences, "{what}");
+            assert_eq!(e.appended, appended, "{what}");
+            assert_eq!(e.changed, before != after, "{what}");
+            assert_eq!(get(&e.text, KEY).as_deref(), Some(NEW), "{what}");
+            let again = set(&e.text, KEY, NEW).unwrap();
+            assert!(
+                !again.changed,
+                "{what}: setting the same value again changes nothing"
+            );
+        }
+    }
+
+    /// (what, before, value, after): a value unsafe in the line's style moves to a safe one.
+    const STYLE_SWITCHES: &[(&str, &str, &str, &str)] = &[
+        (
+            "bare to single for a blank",
+            "WHATSAPP_ACCESS_TOKEN=old # c\n",
+            "a b",
+            "WHATSAPP_ACCESS_TOKEN='a b' # c\n",
+        ),
+        (
+            "bare to single for `#`",
+            "WHATSAPP_ACCESS_TOKEN=old\n",
+            "a #b",
+            "WHATSAPP_ACCESS_TOKEN='a #b'\n",
+        ),
+        (
+            "bare to double for a single quote",
+            "WHATSAPP_ACCESS_TOKEN=old\n",
+            "it's",
+            "WHATSAPP_ACCESS_TOKEN=\"it's\"\n",
+        ),
+        (
+            "double to single for `$`",
+            "WHATSAPP_ACCESS_TOKEN=\"old\"\n",
+            "a$HOME",
+            "WHATSAPP_ACCESS_TOKEN='a$HOME'\n",
+        ),
+        (
+            "single to double for a single quote",
+            "WHATSAPP_ACCESS_TOKEN='old'\n",
+            "it's",
+            "WHATSAPP_ACCESS_TOKEN=\"it's\"\n",
+        ),
+        (
+            "double keeps a single quote",
+            "WHATSAPP_ACCESS_TOKEN=\"old\"\n",
+            "it's",
+            "WHATSAPP_ACCESS_TOKEN=\"it's\"\n",
+        ),
+        (
+            "single keeps `\"` and `$`",
+            "WHATSAPP_ACCESS_TOKEN='old'\n",
+            "say \"$x\"",
+            "WHATSAPP_ACCESS_TOKEN='say \"$x\"'\n",
+        ),
+        (
+            "appended in single quotes when bare is unsafe",
+            "",
+            "~tilde",
+            "WHATSAPP_ACCESS_TOKEN='~tilde'\n",
+        ),
+        (
+            "`=` is fine bare",
+            "WHATSAPP_ACCESS_TOKEN=old\n",
+            "a=b==",
+            "WHATSAPP_ACCESS_TOKEN=a=b==\n",
+        ),
+    ];
+
+    #[test]
+    fn a_value_unsafe_in_the_lines_style_is_written_in_a_safe_one() {
+        for &(what, before, value, after) in STYLE_SWITCHES {
+            let e = set(before, KEY, value).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(e.text, after, "{what}");
+            assert_eq!(get(&e.text, KEY).as_deref(), Some(value), "{what}");
+        }
+    }
+
+    #[test]
+    fn values_no_style_can_hold_are_refused_without_showing_them() {
+        let cases: &[(&str, &str)] = &[
+            ("EAAGcanary\nINJECTED=1", "line break"),
+            ("EAAGcanary\r", "carriage return"),
+            ("EAAGcanary\0", "NUL"),
+            ("EAAGcanary\u{1b}[0m", "control character"),
+            ("EAAGcanary'\"", "single quote"),
+            ("EAAGcanary'$x", "single quote"),
+            ("EAAGcanary\\", "backslash"),
+            ("", "empty"),
+        ];
+        for &(value, problem) in cases {
+            for text in [
+                "",
+                "WHATSAPP_ACCESS_TOKEN=old\n",
+                "WHATSAPP_ACCESS_TOKEN='old'\n",
+            ] {
+                let e = set(text, KEY, value).unwrap_err();
+                assert!(
+                    matches!(&e, DotenvError::UnsafeValue { key, .. } if key == KEY),
+                    "{problem}: {e:?}"
+                );
+                let shown = format!("{e} {e:?}");
+                assert!(shown.contains(problem), "{shown}");
+                assert!(!shown.contains("canary"), "{shown}");
+            }
+        }
+    }
+
+    #[test]
+    fn lines_that_cannot_be_rewritten_safely_are_refused_with_their_number() {
+        let cases: &[(&str, usize)] = &[
+            ("A=1\nWHATSAPP_ACCESS_TOKEN=\"EAAGcanary\nmore\"\n", 2),
+            ("WHATSAPP_ACCESS_TOKEN='EAAGcanary\n", 1),
+            ("A=1\n\nWHATSAPP_ACCESS_TOKEN=\"EAAGcanary\"tail\n", 3),
+            ("WHATSAPP_ACCESS_TOKEN='EAAGcanary'# no blank\n", 1),
+        ];
+        for &(text, line) in cases {
+            let e = set(text, KEY, NEW).unwrap_err();
+            assert!(
+                matches!(&e, DotenvError::Unparsable { line: l, .. } if *l == line),
+                "{text:?}: {e:?}"
+            );
+            let shown = format!("{e} {e:?}");
+            assert!(shown.contains(KEY) && !shown.contains("canary"), "{shown}");
+            assert_eq!(get(text, KEY), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn keys_that_are_not_variable_names_are_refused() {
+        for key in ["", "1ABC", "A-B", "A.B", "A B", "A=B", "ÄB"] {
+            assert!(
+                matches!(set("", key, NEW), Err(DotenvError::BadKey { .. })),
+                "{key:?}"
+            );
+            assert_eq!(get("A=1\n", key), None);
+        }
+        assert!(set("", "_A1", NEW).is_ok());
+    }
+
+    #[test]
+    fn get_reads_the_last_occurrence_unquoted() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("WHATSAPP_ACCESS_TOKEN=abc\n", Some("abc")),
+            ("WHATSAPP_ACCESS_TOKEN=abc # c\n", Some("abc")),
+            ("WHATSAPP_ACCESS_TOKEN=abc#c\n", Some("abc#c")),
+            ("WHATSAPP_ACCESS_TOKEN = 'a b' # c\r\n", Some("a b")),
+            (
+                "export WHATSAPP_ACCESS_TOKEN=\"a\\\"b\\\\c\\n\"\n",
+                Some("a\"b\\c\n"),
+            ),
+            ("WHATSAPP_ACCESS_TOKEN='a\\n'\n", Some("a\\n")),
+            ("WHATSAPP_ACCESS_TOKEN=a=b\n", Some("a=b")),
+            ("WHATSAPP_ACCESS_TOKEN=\n", Some("")),
+            ("WHATSAPP_ACCESS_TOKEN= # c\n", Some("")),
+            (
+                "WHATSAPP_ACCESS_TOKEN=first\nWHATSAPP_ACCESS_TOKEN=second\n",
+                Some("second"),
+            ),
+            ("WHATSAPP_ACCESS_TOKEN=abc\r", Some("abc")),
+            ("# WHATSAPP_ACCESS_TOKEN=abc\n", None),
+            ("WHATSAPP_ACCESS_TOKEN_OLD=abc\n", None),
+            ("", None),
+            ("X=\"\nWHATSAPP_ACCESS_TOKEN=inside\n\"\n", None),
+        ];
+        for &(text, want) in cases {
+            assert_eq!(get(text, KEY).as_deref(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn debug_of_edited_and_errors_never_show_the_value() {
+        let canary = "EAAGcanary123";
+        let e = set("A=1\n", KEY, canary).unwrap();
+        assert!(e.text.contains(canary));
+        let shown = format!("{e:?} {e:#?} {:?}", e.summary());
+        assert!(!shown.contains("canary"), "{shown}");
+        assert!(shown.contains("occurrences"), "{shown}");
+    }
+
+    /// A small deterministic PRNG (xorshift64), so the property tests need no dependency and
+    /// every failure reproduces.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[self.below(items.len())]
+        }
+    }
+
+    /// Shapes of lines that do not hold the key (a multi-line value is one shape).
+    const OTHER_SHAPES: &[&[&str]] = &[
+        &["# comment"],
+        &[""],
+        &["   \t"],
+        &["OTHER=1"],
+        &["export OTHER=\"a b\" # c"],
+        &["A = 'x' # it's quoted"],
+        &["WHATSAPP_ACCESS_TOKEN_OLD=old"],
+        &["MY_WHATSAPP_ACCESS_TOKEN=old"],
+        &["WHATSAPP_ACCESS_TOKENS='old'"],
+        &["# WHATSAPP_ACCESS_TOKEN=old"],
+        &["#WHATSAPP_ACCESS_TOKEN=\"old\""],
+        &["URL=https://x.example/?a=b#frag"],
+        &["EMPTY="],
+        &["app.name=demo"],
+        &["export PATH"],
+        &["WHATSAPP_ACCESS_TOKEN"],
+        &["WHATSAPP_ACCESS_TOKEN: yaml-style"],
+        &[
+            "CERT=\"-----BEGIN",
+            "WHATSAPP_ACCESS_TOKEN=inside",
+            "-----END\"",
+        ],
+        &[
+            "MSG='line one",
+            "export WHATSAPP_ACCESS_TOKEN=inside too",
+            "end' # c",
+        ],
+    ];
+
+    /// Shapes of a line holding the key.
+    const KEY_SHAPES: &[&str] = &[
+        "WHATSAPP_ACCESS_TOKEN=old",
+        "export WHATSAPP_ACCESS_TOKEN=old",
+        "WHATSAPP_ACCESS_TOKEN = \"old\" # prod",
+        "  WHATSAPP_ACCESS_TOKEN='old'",
+        "WHATSAPP_ACCESS_TOKEN=",
+        "WHATSAPP_ACCESS_TOKEN= # empty",
+        "\tWHATSAPP_ACCESS_TOKEN=old   ",
+        "WHATSAPP_ACCESS_TOKEN=`old`",
+        "WHATSAPP_ACCESS_TOKEN=a=b#c",
+        "WHATSAPP_ACCESS_TOKEN=\"it's\"",
+    ];
+
+    /// A random file as its lines (with endings), each marked whether it holds the key.
+    fn random_file(rng: &mut XorShift) -> Vec<(String, bool)> {
+        let mut lines = Vec::new();
+        for _ in 0..rng.below(14) {
+            let (shape, holds): (&[&str], bool) = if rng.below(4) == 0 {
+                (std::slice::from_ref(rng.pick(KEY_SHAPES)), true)
+            } else {
+                (*rng.pick(OTHER_SHAPES), false)
+            };
+            for line in shape {
+                let ending = if rng.below(3) == 0 { "\r\n" } else { "\n" };
+                lines.push((format!("{line}{ending}"), holds));
+            }
+        }
+        if rng.below(3) == 0
+            && let Some((last, _)) = lines.last_mut()
+        {
+            let trimmed = last.trim_end_matches(['\r', '\n']).len();
+            last.truncate(trimmed);
+            if trimmed == 0 {
+                // An empty last line without an ending is no line at all.
+                lines.pop();
+            }
+        }
+        lines
+    }
+
+    /// Sets `value` in `lines`; checks that only the key's lines changed (or one line was
+    /// appended) and that `get` reads `value` back. Returns false if the value was refused.
+    fn check_only_the_key_changes(lines: &[(String, bool)], value: &str) -> bool {
+        let text: String = lines.iter().map(|(l, _)| l.as_str()).collect();
+        let e = match set(&text, KEY, value) {
+            Ok(e) => e,
+            Err(DotenvError::UnsafeValue { .. }) => return false,
+            Err(e) => panic!("{text:?}: {e}"),
+        };
+        let holding = lines.iter().filter(|(_, holds)| *holds).count();
+        assert_eq!(e.occurrences, holding, "{text:?}");
+        assert_eq!(e.appended, holding == 0, "{text:?}");
+        let out: Vec<&str> = e.text.split_inclusive('\n').collect();
+        assert_eq!(out.len(), lines.len() + usize::from(e.appended), "{text:?}");
+        for (i, (before, holds)) in lines.iter().enumerate() {
+            let after = out[i];
+            if *holds {
+                let ending = |l: &str| l.len() - l.trim_end_matches(['\r', '\n']).len();
+                assert_eq!(ending(after), ending(before), "{text:?} line {i}");
+                assert_eq!(get(after, KEY).as_deref(), Some(value), "{text:?} line {i}");
+            } else if e.appended && i + 1 == lines.len() && !before.ends_with('\n') {
+                // The one exception: the appended line needs a line break before it.
+                let rest = after.strip_prefix(before.as_str()).expect("line kept");
+                assert!(rest == "\n" || rest == "\r\n", "{text:?}");
+            } else {
+                assert_eq!(after, before, "{text:?} line {i}");
+            }
+        }
+        assert_eq!(get(&e.text, KEY).as_deref(), Some(value), "{text:?}");
+        assert!(!set(&e.text, KEY, value).unwrap().changed, "{text:?}");
+        true
+    }
+
+    #[test]
+    fn property_only_the_keys_lines_change_for_tokens() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        for _ in 0..2000 {
+            let lines = random_file(&mut rng);
+            let token: String = (0..20 + rng.below(200))
+                .map(|_| char::from(*rng.pick(alphabet)))
+                .collect();
+            assert!(
+                check_only_the_key_changes(&lines, &token),
+                "a token is never refused"
+            );
+        }
+    }
+
+    #[test]
+    fn property_awkward_values_are_refused_or_round_trip() {
+        // Must be accepted: each has a style that carries it.
+        let accepted = [
+            "a=b==",
+            "with space",
+            "has #hash",
+            "#leading",
+            "it's",
+            "say \"hi\"",
+            "$HOME",
+            "back`tick",
+            "tab\there",
+            "é unicode",
+            "-leading-dash",
+            "~tilde",
+            " padded ",
+        ];
+        // May be refused; when accepted they must round-trip.
+        let pool: Vec<char> = "aZ09=#'\" \t$\\`~\n\r\0é-_./+;&|<>(){}*?!"
+            .chars()
+            .collect();
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let (mut written_random, mut refused_random) = (0, 0);
+        for round in 0..3000 {
+            let lines = random_file(&mut rng);
+            let random: String = (0..1 + rng.below(12)).map(|_| *rng.pick(&pool)).collect();
+            let value = if round % 2 == 0 {
+                accepted[rng.below(accepted.len())].to_string()
+            } else {
+                random
+            };
+            let written = check_only_the_key_changes(&lines, &value);
+            if accepted.contains(&value.as_str()) {
+                assert!(written, "{value:?} was refused");
+            }
+            if value.contains(['\n', '\r', '\0']) {
+                assert!(!written, "{value:?} was written");
+            }
+            if round % 2 == 1 {
+                if written {
+                    written_random += 1;
+                } else {
+                    refused_random += 1;
+                }
+            }
+        }
+        // The generator reaches both outcomes, so the round trip is really exercised.
+        assert!(
+            written_random > 100 && refused_random > 100,
+            "{written_random} {refused_random}"
+        );
+    }
+
+    // --- The file -----------------------------------------------------------------------
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn refused(r: Result<impl fmt::Debug, TargetError>) -> String {
+        match r {
+            Err(TargetError::Refused(m)) => m,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn set_key_keeps_other_lines_and_mode_0640() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        fs::write(&path, "# app\r\nDEBUG=0\r\nWHATSAPP_ACCESS_TOKEN='old'\r\n").unwrap();
+        fs::set_permissions(&path, Permissions::from_mode(0o640)).unwrap();
+        let file = DotenvFile::new(&path);
+        let summary = file.set_key(KEY, &Secret::new(NEW)).unwrap();
+        assert_eq!(
+            summary,
+            Summary {
+                changed: true,
+                occurrences: 1,
+                appended: false
+            }
+        );
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "# app\r\nDEBUG=0\r\nWHATSAPP_ACCESS_TOKEN='EAAGnew0123456789'\r\n"
+        );
+        assert_eq!(mode(&path), 0o640);
+        assert_eq!(entries(dir.path()), [".env"], "no temp file left");
+        assert_eq!(
+            file.get_key(KEY).unwrap().map(|s| s.expose().to_string()),
+            Some(NEW.to_string())
+        );
+    }
+
+    #[test]
+    fn a_new_file_is_0600_and_holds_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backend.env");
+        let file = DotenvFile::new(&path);
+        assert_eq!(file.read().unwrap(), None);
+        assert!(file.get_key(KEY).unwrap().is_none());
+        let summary = file.set_key(KEY, &Secret::new(NEW)).unwrap();
+        assert!(summary.appended && summary.changed);
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "WHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n"
+        );
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(entries(dir.path()), ["backend.env"]);
+    }
+
+    #[test]
+    fn an_unchanged_value_is_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        fs::write(&path, "WHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n").unwrap();
+        let inode = fs::metadata(&path).unwrap().ino();
+        let summary = DotenvFile::new(&path)
+            .set_key(KEY, &Secret::new(NEW))
+            .unwrap();
+        assert!(!summary.changed);
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode, "not replaced");
+    }
+
+    #[test]
+    fn owner_and_group_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        fs::write(&path, "WHATSAPP_ACCESS_TOKEN=old\n").unwrap();
+        let me = fs::metadata(&path).unwrap();
+        if me.uid() != 0 {
+            // Only root can hand a file to another user; the refusal is tested below.
+            eprintln!("skipped: not root");
+            return;
+        }
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        fs::set_permissions(&path, Permissions::from_mode(0o640)).unwrap();
+        DotenvFile::new(&path)
+            .set_key(KEY, &Secret::new(NEW))
+            .unwrap();
+        let after = fs::metadata(&path).unwrap();
+        assert_eq!((after.uid(), after.gid()), (65534, 65534));
+        assert_eq!(mode(&path), 0o640);
+    }
+
+    #[test]
+    fn an_owner_tokenwarden_may_not_give_is_refused_with_the_fix() {
+        let file = DotenvFile::new("/srv/app/.env");
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        let owner = refused(Err::<(), _>(
+            file.ownership_error(&denied, 998, 1001, 1001, true),
+        ));
+        assert!(
+            owner.contains("`/srv/app/.env` belongs to uid 1001"),
+            "{owner}"
+        );
+        assert!(owner.contains("chown 998 /srv/app/.env"), "{owner}");
+        let group = refused(Err::<(), _>(
+            file.ownership_error(&denied, 998, 998, 1001, false),
+        ));
+        assert!(group.contains("group 1001"), "{group}");
+        assert!(group.contains("SupplementaryGroups="), "{group}");
+    }
+
+    #[test]
+    fn a_symlink_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.env");
+        let link = dir.path().join(".env");
+        fs::write(&real, "WHATSAPP_ACCESS_TOKEN=old\n").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let file = DotenvFile::new(&link);
+        let message = refused(file.set_key(KEY, &Secret::new("EAAGcanary")));
+        assert!(
+            message.contains("is a symlink; point the target at the real file"),
+            "{message}"
+        );
+        assert!(message.contains(&link.display().to_string()), "{message}");
+        refused(file.read());
+        refused(file.get_key(KEY));
+        assert_eq!(
+            fs::read_to_string(&real).unwrap(),
+            "WHATSAPP_ACCESS_TOKEN=old\n"
+        );
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        // A dangling link too: writing would create a file wherever it points.
+        let dangling = dir.path().join("dangling.env");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        refused(DotenvFile::new(&dangling).set_key(KEY, &Secret::new(NEW)));
+        assert!(!dir.path().join("nowhere").exists());
+    }
+
+    #[test]
+    fn world_writable_file_or_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        fs::write(&path, "WHATSAPP_ACCESS_TOKEN=old\n").unwrap();
+        fs::set_permissions(&path, Permissions::from_mode(0o666)).unwrap();
+        let file = DotenvFile::new(&path);
+        let message = refused(file.set_key(KEY, &Secret::new(NEW)));
+        assert!(message.contains("writable by every user") && message.contains("chmod o-w"));
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "WHATSAPP_ACCESS_TOKEN=old\n"
+        );
+
+        fs::set_permissions(&path, Permissions::from_mode(0o600)).unwrap();
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o777)).unwrap();
+        let message = refused(file.set_key(KEY, &Secret::new(NEW)));
+        assert!(message.contains("no sticky bit"), "{message}");
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "WHATSAPP_ACCESS_TOKEN=old\n"
+        );
+
+        // With the sticky bit (as /tmp) nobody can replace another user's file: allowed.
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o1777)).unwrap();
+        file.set_key(KEY, &Secret::new(NEW)).unwrap();
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o700)).unwrap();
+    }
+
+    #[test]
+    fn a_directory_at_the_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        fs::create_dir(&path).unwrap();
+        let message = refused(DotenvFile::new(&path).set_key(KEY, &Secret::new(NEW)));
+        assert!(message.contains("not a regular file"), "{message}");
+        refused(DotenvFile::new("/").read());
+    }
+
+    #[test]
+    fn a_failure_before_the_rename_leaves_the_original_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        fs::write(&path, "A=1\nWHATSAPP_ACCESS_TOKEN=old\n").unwrap();
+        fs::set_permissions(&path, Permissions::from_mode(0o640)).unwrap();
+        let file = DotenvFile::new(&path);
+        let new_text = "A=1\nWHATSAPP_ACCESS_TOKEN=EAAGcanary\n";
+        let mut seen = None;
+        let result = file.write_with(new_text, |tmp| {
+            // The temp file is complete, in the same directory, with the final mode.
+            assert_eq!(tmp.parent(), Some(dir.path()));
+            seen = Some((fs::read_to_string(tmp).unwrap(), mode(tmp)));
+            assert_eq!(
+                fs::read_to_string(&path).unwrap(),
+                "A=1\nWHATSAPP_ACCESS_TOKEN=old\n"
+            );
+            Err(io::Error::other("simulated crash"))
+        });
+        let message = refused(result);
+        assert!(!message.contains("canary"), "{message}");
+        assert_eq!(seen, Some((new_text.to_string(), 0o640)));
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "A=1\nWHATSAPP_ACCESS_TOKEN=old\n"
+        );
+        assert_eq!(mode(&path), 0o640);
+        assert_eq!(entries(dir.path()), [".env"], "temp file removed");
+    }
+
+    #[test]
+    fn a_missing_directory_says_how_to_fix_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = DotenvFile::new(dir.path().join("absent/.env"));
+        assert_eq!(file.read().unwrap(), None);
+        let message = refused(file.set_key(KEY, &Secret::new(NEW)));
+        assert!(message.contains("create the directory"), "{message}");
+    }
+
+    #[test]
+    fn file_errors_never_show_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        fs::write(&path, "WHATSAPP_ACCESS_TOKEN='EAAGcanaryold\nmore'\n").unwrap();
+        let file = DotenvFile::new(&path);
+        for e in [
+            file.set_key(KEY, &Secret::new("EAAGcanary\nX=1"))
+                .unwrap_err(),
+            file.set_key(KEY, &Secret::new("EAAGcanary'\""))
+                .unwrap_err(),
+            file.set_key(KEY, &Secret::new(NEW)).unwrap_err(),
+            file.get_key(KEY).unwrap_err(),
+        ] {
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains("canary"), "{shown}");
+            assert!(shown.contains(&path.display().to_string()), "{shown}");
+            assert!(matches!(e, TargetError::Refused(_)), "{shown}");
+        }
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "WHATSAPP_ACCESS_TOKEN='EAAGcanaryold\nmore'\n",
+            "a refused edit writes nothing"
+        );
+        fs::write(&path, b"WHATSAPP_ACCESS_TOKEN=EAAGcanary\xff\n").unwrap();
+        let message = refused(file.read());
+        assert!(message.contains("not UTF-8") && !message.contains("canary"));
+    }
+}
