@@ -162,12 +162,101 @@ pub fn render(ctx: &Context<'_>, notice: &Notice, now: Timestamp) -> Rendered {
     }
 }
 
+/// Renders the email about targets found holding another token (re-pushed) or failing to
+/// take the current one (retried on the next run).
+pub fn render_targets(
+    token: &str,
+    current: crate::secret::Fingerprint,
+    drifted: &[(String, String)],
+    failed: &[(String, String)],
+) -> Rendered {
+    let mut facts: Vec<String> = drifted
+        .iter()
+        .map(|(n, found)| format!("Target {n} held {found} instead of the current token {current}; the current token was pushed again."))
+        .collect();
+    facts.extend(
+        failed
+            .iter()
+            .map(|(n, e)| format!("Target {n} does not hold the current token {current}: {e}")),
+    );
+    let (word, headline) = if failed.is_empty() {
+        (
+            "DRIFT",
+            format!(
+                "{} target(s) changed behind tokenwarden's back, repaired",
+                drifted.len()
+            ),
+        )
+    } else {
+        (
+            "TARGET FAILING",
+            format!("{} target(s) do not hold the current token", failed.len()),
+        )
+    };
+    let mut doc = Doc {
+        lead: format!(
+            "Environments of {token} were out of step with the current token (fingerprint {current})."
+        ),
+        sections: Vec::new(),
+    };
+    doc.section("Facts", facts, false);
+    doc.section(
+        "What tokenwarden will do",
+        vec!["Compare every readable target with the current token on each scheduled run, and push again where needed.".into()],
+        false,
+    );
+    let mut todo = Vec::new();
+    if !drifted.is_empty() {
+        todo.push("Find out what wrote the old value (a restored backup, a deploy script, a person) and stop it.".into());
+    }
+    if !failed.is_empty() {
+        todo.push("Fix the failing target as the message says; the app behind it may be running on an old token.".into());
+    }
+    todo.push("See every target with `tokenwarden status`.".into());
+    doc.section("What you must do", todo, true);
+    Rendered {
+        subject: format!("[tokenwarden] {word} {token}: {headline}"),
+        text: doc.text(),
+        html: doc.html(),
+    }
+}
+
+/// Which rotation email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationMail {
+    /// The new token is current.
+    Promoted,
+    /// The candidate failed a check.
+    Rejected,
+    /// A step failed for good.
+    Failed,
+    /// A target failed; the old token was put back; delivery is retried.
+    DeliveryFailed,
+    /// Copies of the old token remain; the revoke waits.
+    CopiesRemain,
+}
+
+impl RotationMail {
+    /// A word for email ids.
+    pub fn word(self) -> &'static str {
+        match self {
+            RotationMail::Promoted => "promoted",
+            RotationMail::Rejected => "rejected",
+            RotationMail::Failed => "failed",
+            RotationMail::DeliveryFailed => "delivery-failed",
+            RotationMail::CopiesRemain => "copies",
+        }
+    }
+}
+
 /// Renders the email about a rotation of `t`: the promotion (success), a rejected candidate,
-/// or a failed step. `hint` says how a person stages a token by hand.
+/// a failed step, a failed delivery, or copies of the old token holding its revoke. `hint`
+/// says how a person stages a token by hand.
 pub fn render_rotation(
     t: &crate::config::TokenConfig,
     r: &crate::rotation::Rotation,
     hint: &str,
+    mail: RotationMail,
 ) -> Rendered {
     use crate::rotation::{Outcome, Step};
     let new_fp = r
@@ -196,8 +285,29 @@ pub fn render_rotation(
             r.reason
         ),
     ];
-    let (word, headline, lead, next, mut todo): (&str, String, String, Vec<String>, Vec<String>) = match &r.outcome {
-        None | Some(Outcome::Completed { .. }) => {
+    let problem = r.last_error.clone().unwrap_or_default();
+    let (word, headline, lead, next, mut todo): (&str, String, String, Vec<String>, Vec<String>) = match (&r.outcome, mail) {
+        (_, RotationMail::DeliveryFailed) => (
+            "DELIVERY FAILED",
+            problem.clone(),
+            format!("Rotating {} stopped while delivering the new token: {problem}. The old token is still current and was put back on every environment that had changed.", t.name),
+            vec!["Retry the delivery on every scheduled run until it succeeds; the old token stays in use meanwhile.".into()],
+            vec![
+                "Fix the target named above (its path, service, URL or command).".into(),
+                format!("Run `tokenwarden rotate --token {}` to retry now (`--dry-run` first runs every target's verify).", t.name),
+            ],
+        ),
+        (_, RotationMail::CopiesRemain) => (
+            "OLD TOKEN STILL IN USE",
+            "copies found, revoke on hold".to_string(),
+            format!("The new token for {} is current, but copies of the old token (fingerprint {}) remain: {problem}. Revoking it now would break whatever reads those files, so the revoke waits.", t.name, r.old.fingerprint),
+            vec!["Search again on every scheduled run, and revoke the old token as soon as no copy remains.".into()],
+            vec![
+                "Replace the old token in each file named above with the current one (or remove it), or add the file as a target so tokenwarden keeps it up to date.".into(),
+                "Restart whatever reads those files.".into(),
+            ],
+        ),
+        (None | Some(Outcome::Completed { .. }), _) => {
             facts.push(format!("New token valid until: {new_until}"));
             let revoke = match r.revoke_at {
                 Some(at) => format!("Revoke the old token at {} (after the grace period), then confirm with Meta that it is dead.", when(at)),
@@ -214,7 +324,7 @@ pub fn render_rotation(
                 )],
             )
         }
-        Some(Outcome::Rejected { check }) => (
+        (Some(Outcome::Rejected { check }), _) => (
             "ROTATION REJECTED",
             check.clone(),
             format!("A new token for {} was not used because it failed a check: {check}. The current token is untouched.", t.name),
@@ -224,7 +334,7 @@ pub fn render_rotation(
                 format!("Generate a new system-user token with whatsapp_business_management and whatsapp_business_messaging and stage it: {hint}."),
             ],
         ),
-        Some(Outcome::Failed { step, reason }) => {
+        (Some(Outcome::Failed { step, reason }), _) => {
             let promoted = matches!(step, Step::Revoke | Step::VerifyRevoked);
             let lead = if promoted {
                 format!("The new token for {} is current, but retiring the old one failed at step {}: {reason}.", t.name, step.word())
@@ -247,7 +357,7 @@ pub fn render_rotation(
                 todo,
             )
         }
-        Some(Outcome::Superseded { detail }) => (
+        (Some(Outcome::Superseded { detail }), _) => (
             "ROTATION SUPERSEDED",
             detail.clone(),
             format!("The rotation of {} stopped: {detail}.", t.name),

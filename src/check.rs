@@ -125,6 +125,8 @@ pub struct StatusRow {
     pub state: TokenState,
     /// The latest rotation (in progress or finished), from the state directory.
     pub rotation: Option<crate::rotation::Rotation>,
+    /// Each target's last push, by name.
+    pub targets: std::collections::BTreeMap<String, crate::delivery::TargetRecord>,
 }
 
 /// `status` rows for the configured tokens (tokens never checked appear with empty fields).
@@ -139,6 +141,9 @@ pub fn status(cfg: &Config, snap: &Snapshot) -> Vec<StatusRow> {
                 .load(&t.name)
                 .ok()
                 .flatten(),
+            targets: crate::delivery::TargetLog::new(&cfg.state_dir)
+                .load(&t.name)
+                .unwrap_or_default(),
         })
         .collect()
 }
@@ -188,6 +193,30 @@ pub fn render_status(rows: &[StatusRow], now: Timestamp) -> String {
         }
         if let Some(rot) = &r.rotation {
             out.push_str(&format!("  rotation     {}\n", rotation_line(rot, now)));
+        }
+        for (name, t) in &r.targets {
+            let when = t
+                .last_push
+                .map(|p| {
+                    format!(
+                        "{} ({})",
+                        timefmt::utc(p),
+                        t.event.as_deref().unwrap_or("push")
+                    )
+                })
+                .unwrap_or_else(|| "never pushed".into());
+            let result = match (&t.error, t.ok) {
+                (_, true) => format!(
+                    "ok, holds {}",
+                    t.fingerprint.map(|f| f.to_string()).unwrap_or_default()
+                ),
+                (Some(e), false) => format!("FAILED: {e}"),
+                (None, false) => "FAILED".into(),
+            };
+            out.push_str(&format!(
+                "  target       {name} ({}): {result}; last push {when}\n",
+                t.kind
+            ));
         }
     }
     out

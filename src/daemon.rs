@@ -209,6 +209,105 @@ impl Daemon {
             // The store's current token changed: look at the new one at once, so state,
             // metrics and alerts describe what is now in use.
             Box::pin(self.check(name)).await;
+            return;
+        }
+        self.reconcile(&t).await;
+    }
+
+    /// The drift check: every target should hold the store's current token. Skipped while a
+    /// rotation is between obtaining and promoting (targets may rightly hold the candidate).
+    async fn reconcile(&mut self, t: &TokenConfig) {
+        use crate::rotation::Step;
+        if t.targets.is_empty() {
+            return;
+        }
+        let log = crate::rotation::run::RotationLog::new(&self.cfg.state_dir);
+        let Ok(Some(_lock)) = log.try_lock(&t.name) else {
+            return;
+        };
+        if let Ok(Some(r)) = log.load(&t.name)
+            && r.is_active()
+            && matches!(
+                r.step,
+                Step::Obtain | Step::Validate | Step::Deliver | Step::Promote
+            )
+        {
+            return;
+        }
+        let Ok(store) = Store::open(&t.store, &t.name, &self.cfg.state_dir).await else {
+            return;
+        };
+        let Ok(current) = store.current().await else {
+            return;
+        };
+        let targets = match crate::rotation::run::open_targets(t).await {
+            Ok(x) => x,
+            Err((name, e)) => {
+                tracing::warn!(token = %t.name, target = %name, error = %e, "cannot open target");
+                return;
+            }
+        };
+        let tlog = crate::delivery::TargetLog::new(&self.cfg.state_dir);
+        let mut records = tlog.load(&t.name).unwrap_or_default();
+        let now = self.clock.now();
+        let expires_at = self
+            .snap
+            .tokens
+            .get(&t.name)
+            .and_then(|s| s.effective)
+            .map(|e| e.at);
+        let ctx = crate::target::PushContext {
+            token_name: t.name.clone(),
+            expires_at,
+            event: "sync".into(),
+            request_id: format!("sync-{}", now.as_second() / 86_400),
+            now,
+        };
+        let out = crate::delivery::reconcile(
+            &targets,
+            &mut records,
+            &current,
+            &ctx,
+            &crate::rotation::run::http_client(),
+            self.cfg.delivery.parallelism,
+        )
+        .await;
+        if let Err(e) = tlog.save(&t.name, &records) {
+            tracing::error!(token = %t.name, error = %e, "cannot save the target records");
+        }
+        for (name, found) in &out.drifted {
+            tracing::warn!(token = %t.name, target = %name, found = %found, "target changed behind tokenwarden's back; the current token was pushed again");
+        }
+        for name in &out.synced {
+            tracing::info!(token = %t.name, target = %name, "target brought up to the current token");
+        }
+        for (name, e) in &out.failed {
+            tracing::warn!(token = %t.name, target = %name, error = %e, "target does not hold the current token; retrying on the next run");
+        }
+        if !(out.drifted.is_empty() && out.synced.is_empty() && out.failed.is_empty()) {
+            self.audit.record(now, "reconcile", serde_json::json!({"token": t.name, "fingerprint": current.fingerprint().to_string(), "drifted": out.drifted, "synced": out.synced, "failed": out.failed}));
+        }
+        if out.drifted.is_empty() && out.failed.is_empty() {
+            return;
+        }
+        let r = alert::render_targets(&t.name, current.fingerprint(), &out.drifted, &out.failed);
+        let day = now.as_second() / 86_400;
+        let email = Email {
+            id: email_id(
+                &t.name,
+                &format!("targets-{day}-{}", Fingerprint::of(&r.text)),
+            ),
+            token: t.name.clone(),
+            subject: r.subject,
+            text: r.text,
+            html: r.html,
+        };
+        if self.mailer.is_some() {
+            if let Err(e) = self.outbox.enqueue(&email, now) {
+                tracing::error!(token = %t.name, error = %e, "cannot queue the targets email");
+            }
+        } else {
+            tracing::warn!(token = %t.name, subject = %email.subject, "targets email (no [email] configured: logged only)");
         }
     }
 

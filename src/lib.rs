@@ -31,6 +31,7 @@ pub mod audit;
 pub mod check;
 pub mod config;
 pub mod daemon;
+pub mod delivery;
 pub mod demo;
 pub mod doctor;
 pub mod failpoint;

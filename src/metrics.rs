@@ -196,6 +196,41 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
         "Consecutive failed checks of the token.",
     );
     out.push_str(&errors);
+    // Per target: what the last push did, from the records the pushes write.
+    let targets = crate::delivery::TargetLog::new(s.state.dir());
+    let mut pushed = String::new();
+    let mut push_ok = String::new();
+    for name in s.tokens.iter() {
+        for (target, rec) in targets.load(name).unwrap_or_default() {
+            if let Some(at) = rec.last_push {
+                let labels = format!("token=\"{name}\",target=\"{target}\"");
+                let _ = writeln!(
+                    pushed,
+                    "tokenwarden_target_last_push_timestamp_seconds{{{labels}}} {}",
+                    at.as_second()
+                );
+                let _ = writeln!(
+                    push_ok,
+                    "tokenwarden_target_last_push_success{{{labels}}} {}",
+                    u8::from(rec.ok)
+                );
+            }
+        }
+    }
+    family(
+        &mut out,
+        "tokenwarden_target_last_push_timestamp_seconds",
+        "gauge",
+        "Last push of a token to a target, unix seconds.",
+    );
+    out.push_str(&pushed);
+    family(
+        &mut out,
+        "tokenwarden_target_last_push_success",
+        "gauge",
+        "1 when the last push to the target (and its verify) succeeded, else 0.",
+    );
+    out.push_str(&push_ok);
     let t = &s.telemetry;
     for (name, kind, help, v) in [
         (

@@ -309,7 +309,53 @@ pub async fn dry_run(
             Err(e) => out.push_str(&format!("     cannot check the candidate now: {e}\n")),
         }
     }
-    out.push_str("  3. deliver: no environments are configured for this token\n");
+    if t.targets.is_empty() {
+        out.push_str("  3. deliver: no environments are configured for this token\n");
+    } else {
+        let new_word = match &pending {
+            Some((_, s)) => format!("{} (fingerprint {})", mask(s), s.fingerprint()),
+            None => "the new token".into(),
+        };
+        out.push_str(&format!(
+            "  3. deliver {new_word}, wave by wave (at most {} at once); each target's verify, run now against the current token:\n",
+            cfg.delivery.parallelism
+        ));
+        let mut targets: Vec<_> = t.targets.iter().collect();
+        targets.sort_by_key(|x| x.wave);
+        let http = run::http_client();
+        for tc in targets {
+            let line = match crate::target::Configured::open(tc).await {
+                Err(e) => {
+                    code = 1;
+                    format!("cannot be set up: {e}")
+                }
+                Ok(c) => {
+                    let holds = match c.read_back().await {
+                        Ok(Some(f)) if f == current.fingerprint() => {
+                            "holds the current token".to_string()
+                        }
+                        Ok(Some(f)) => format!("holds token {f}, not the current one"),
+                        Ok(None) if c.readable() => "holds no token yet".into(),
+                        Ok(None) => "cannot be read back".into(),
+                        Err(e) => format!("cannot be read: {e}"),
+                    };
+                    let verify = if tc.verify.is_none() {
+                        "no verify configured".to_string()
+                    } else {
+                        match c.verify_configured(&http, tc.timeout).await {
+                            Ok(()) => "verify passes now".into(),
+                            Err(e) => {
+                                code = 1;
+                                format!("verify FAILS now: {e}")
+                            }
+                        }
+                    };
+                    format!("{}; {holds}; {verify}", c.describe())
+                }
+            };
+            out.push_str(&format!("     wave {}: {}: {line}\n", tc.wave, tc.name));
+        }
+    }
     out.push_str(&format!(
         "  4. promote: move AWSCURRENT from version {cur_v} to the candidate in {} (the old version becomes AWSPREVIOUS)\n",
         store.describe()
@@ -323,6 +369,12 @@ pub async fn dry_run(
         None => out.push_str("  5. revoke: never (revoke_after = \"never\"): the old token stays valid until its own expiry\n"),
     }
     Ok(Done::new(out, code))
+}
+
+/// A token shown without its value: its first four characters (Meta's fixed prefix) only.
+fn mask(token: &Secret) -> String {
+    let head: String = token.expose().chars().take(4).collect();
+    format!("{head}…")
 }
 
 /// `tokenwarden rollback --token NAME`: makes the previous version current again, if Meta still

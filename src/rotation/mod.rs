@@ -248,6 +248,11 @@ pub enum Event {
     RevokeConfirmed,
     /// The step could not run this time; try again on a later run.
     Transient(String),
+    /// A target failed during delivery; the old token was put back everywhere and the
+    /// delivery is tried again on a later run.
+    DeliveryFailed(String),
+    /// Copies of the old token remain outside the targets; the revoke waits for them.
+    CopiesRemain(String),
     /// The step failed for good.
     Failed(String),
 }
@@ -289,7 +294,7 @@ pub fn apply(r: &mut Rotation, event: Event, revoke_after: Option<Duration>, now
         Event::Rejected(check) => finish(r, Outcome::Rejected { check }),
         Event::Superseded(detail) => finish(r, Outcome::Superseded { detail }),
         Event::Failed(reason) => finish(r, Outcome::Failed { step, reason }),
-        Event::Transient(reason) => {
+        Event::Transient(reason) | Event::DeliveryFailed(reason) | Event::CopiesRemain(reason) => {
             r.attempts += 1;
             r.last_error = Some(reason);
         }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::{Action, CandidateReport, Event, Expectations, Outcome, Rotation, Side, Step};
+use crate::alert::RotationMail as Mail;
 use crate::audit::Audit;
 use crate::config::{Config, Source, TokenConfig};
 use crate::graph::{self, GraphClient, GraphError};
@@ -196,7 +197,15 @@ pub async fn drive(d: &Deps<'_>, start: Option<String>) -> Result<Report, Rotate
             Action::Run(step) => step,
         };
         let event = run_step(d, &mut r, step).await;
-        let transient = matches!(event, Event::Transient(_));
+        let transient = matches!(
+            event,
+            Event::Transient(_) | Event::DeliveryFailed(_) | Event::CopiesRemain(_)
+        );
+        let mail = match &event {
+            Event::DeliveryFailed(_) => Some(Mail::DeliveryFailed),
+            Event::CopiesRemain(_) => Some(Mail::CopiesRemain),
+            _ => None,
+        };
         let summary = event_word(&event);
         super::apply(&mut r, event, revoke_after, (d.now)());
         d.log.save(&r)?;
@@ -218,7 +227,7 @@ pub async fn drive(d: &Deps<'_>, start: Option<String>) -> Result<Report, Rotate
                 tracing::info!(token = %d.token.name, step = step.word(), result = summary, next = r.step.word(), "rotation step")
             }
         }
-        notify(d, &r, step);
+        notify(d, &r, step, mail);
         crate::failpoint::hit(&format!("rotation.after_{}", step.word()));
         if transient {
             return Ok(Report::Stalled(r));
@@ -237,6 +246,8 @@ fn event_word(e: &Event) -> &'static str {
         Event::Revoked => "revoked",
         Event::RevokeConfirmed => "revoke_confirmed",
         Event::Transient(_) => "transient_failure",
+        Event::DeliveryFailed(_) => "delivery_failed",
+        Event::CopiesRemain(_) => "copies_remain",
         Event::Failed(_) => "failed",
     }
 }
@@ -292,8 +303,7 @@ async fn run_step(d: &Deps<'_>, r: &mut Rotation, step: Step) -> Event {
     match step {
         Step::Obtain => obtain(d, r).await,
         Step::Validate => validate(d, r).await,
-        // Delivery to environments arrives with targets; until then there is nothing to push.
-        Step::Deliver => Event::Delivered,
+        Step::Deliver => deliver(d, r).await,
         Step::Promote => promote(d, r).await,
         Step::Revoke => revoke(d, r).await,
         Step::VerifyRevoked => verify_revoked(d, r).await,
@@ -542,6 +552,148 @@ async fn validate(d: &Deps<'_>, r: &mut Rotation) -> Event {
     }
 }
 
+/// Opens every target of the token (a target that cannot even be built fails the delivery).
+pub async fn open_targets(
+    t: &TokenConfig,
+) -> Result<Vec<std::sync::Arc<crate::target::Configured>>, (String, crate::target::TargetError)> {
+    let mut out = Vec::new();
+    for cfg in &t.targets {
+        match crate::target::Configured::open(cfg).await {
+            Ok(c) => out.push(std::sync::Arc::new(c)),
+            Err(e) => return Err((cfg.name.clone(), e)),
+        }
+    }
+    Ok(out)
+}
+
+/// An HTTP client for verify URLs.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("tokenwarden/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
+async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
+    if d.token.targets.is_empty() {
+        return Event::Delivered;
+    }
+    let Some(new) = r.new.clone() else {
+        return Event::Failed("no candidate was recorded".into());
+    };
+    let candidate = match d.store.pending().await {
+        Ok(Some((v, s))) if v.0 == new.version => s,
+        Ok(_) => {
+            return Event::Failed(format!(
+                "the candidate (version {}) is no longer staged in {}",
+                new.version,
+                d.store.describe()
+            ));
+        }
+        Err(e) => return store_event(e),
+    };
+    let old = match d.store.current_version().await {
+        Ok((v, s)) if v.0 == r.old.version => s,
+        Ok((v, _)) => {
+            return Event::Superseded(format!(
+                "the store's current version is now {v}, not {}",
+                r.old.version
+            ));
+        }
+        Err(e) => return store_event(e),
+    };
+    let targets = match open_targets(d.token).await {
+        Ok(t) => t,
+        Err((name, e)) => return Event::DeliveryFailed(format!("target {name}: {e}")),
+    };
+    let expires_at = r
+        .new_facts
+        .as_ref()
+        .and_then(|f| crate::policy::effective_expiry(f, None))
+        .map(|e| e.at);
+    let ctx = crate::target::PushContext {
+        token_name: d.token.name.clone(),
+        expires_at,
+        event: "rotation".into(),
+        request_id: r.id.clone(),
+        now: (d.now)(),
+    };
+    let http = http_client();
+    let rollout = crate::delivery::roll_out(
+        &targets,
+        &candidate,
+        Some(&old),
+        &ctx,
+        &http,
+        d.cfg.delivery.parallelism,
+    )
+    .await;
+    let log = crate::delivery::TargetLog::new(&d.cfg.state_dir);
+    let mut records = log.load(&d.token.name).unwrap_or_default();
+    let now = (d.now)();
+    let event = match &rollout {
+        crate::delivery::Rollout::Delivered(results) => {
+            crate::delivery::record(
+                &mut records,
+                &targets,
+                results,
+                candidate.fingerprint(),
+                "rotation",
+                now,
+            );
+            for res in results {
+                d.audit.record(now, "push", serde_json::json!({"token": d.token.name, "target": res.name, "wave": res.wave, "fingerprint": candidate.fingerprint().to_string(), "changed": res.outcome.as_ref().ok(), "event": "rotation"}));
+            }
+            Event::Delivered
+        }
+        crate::delivery::Rollout::Failed {
+            target,
+            reason,
+            results,
+            restored,
+            restore_failed,
+        } => {
+            crate::delivery::record(
+                &mut records,
+                &targets,
+                results,
+                candidate.fingerprint(),
+                "rotation",
+                now,
+            );
+            for name in restored {
+                if let Some(rec) = records.get_mut(name) {
+                    rec.fingerprint = Some(old.fingerprint());
+                    rec.event = Some("rollback".into());
+                }
+            }
+            for res in results {
+                d.audit.record(now, "push", serde_json::json!({"token": d.token.name, "target": res.name, "wave": res.wave, "fingerprint": candidate.fingerprint().to_string(), "error": res.outcome.as_ref().err().map(|e| e.to_string()), "event": "rotation"}));
+            }
+            d.audit.record(now, "rollback_push", serde_json::json!({"token": d.token.name, "fingerprint": old.fingerprint().to_string(), "restored": restored, "failed": restore_failed}));
+            let mut msg = format!("target {target} failed: {reason}");
+            if !restored.is_empty() {
+                msg.push_str(&format!(
+                    "; the old token was put back on {}",
+                    restored.join(", ")
+                ));
+            }
+            if !restore_failed.is_empty() {
+                let names: Vec<String> = restore_failed
+                    .iter()
+                    .map(|(n, e)| format!("{n} ({e})"))
+                    .collect();
+                msg.push_str(&format!("; putting it back failed on {}", names.join(", ")));
+            }
+            Event::DeliveryFailed(msg)
+        }
+    };
+    if let Err(e) = log.save(&d.token.name, &records) {
+        tracing::error!(token = %d.token.name, error = %e, "cannot save the target records");
+    }
+    event
+}
+
 async fn promote(d: &Deps<'_>, r: &mut Rotation) -> Event {
     let Some(new) = r.new.clone() else {
         return Event::Failed("no candidate was recorded".into());
@@ -594,6 +746,34 @@ async fn revoke(d: &Deps<'_>, r: &mut Rotation) -> Event {
         Ok(s) => s,
         Err(ev) => return ev,
     };
+    // A copy of the old token outside the managed targets would break when it is revoked:
+    // hold the revoke while any remains.
+    if !d.cfg.delivery.scan.roots.is_empty() {
+        let managed: Vec<std::path::PathBuf> = d
+            .cfg
+            .tokens
+            .iter()
+            .flat_map(|t| t.targets.iter())
+            .filter_map(|t| match &t.kind {
+                crate::config::TargetKind::Dotenv { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        let scan = d.cfg.delivery.scan.clone();
+        let token = old.clone();
+        let found =
+            tokio::task::spawn_blocking(move || crate::scan::find_copies(&scan, &token, &managed))
+                .await
+                .unwrap_or_default();
+        d.audit.record((d.now)(), "scan", serde_json::json!({"token": d.token.name, "fingerprint": r.old.fingerprint.to_string(), "scanned": found.scanned, "copies": found.copies, "truncated": found.truncated}));
+        if !found.copies.is_empty() {
+            return Event::CopiesRemain(format!(
+                "the old token (fingerprint {}) is still in {}",
+                r.old.fingerprint,
+                crate::scan::list(&found.copies)
+            ));
+        }
+    }
     let caller = match d.store.current().await {
         Ok(s) => s,
         Err(e) => return store_event(e),
@@ -624,17 +804,27 @@ async fn verify_revoked(d: &Deps<'_>, r: &mut Rotation) -> Event {
 
 /// Queues the email a step deserves: one on promotion (success) and one when a rotation ends
 /// badly. Ids come from the rotation id, so a replay after a crash queues nothing new.
-fn notify(d: &Deps<'_>, r: &Rotation, step: Step) {
-    let kind = match (&r.outcome, r.step) {
-        (_, Step::Revoke) if step == Step::Promote => "promoted",
-        (Some(Outcome::Completed { .. }), _) if step == Step::Promote => "promoted",
-        (Some(Outcome::Rejected { .. }), _) => "rejected",
-        (Some(Outcome::Failed { .. }), _) => "failed",
+fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
+    let mail = match (mail, &r.outcome, r.step) {
+        (Some(m), _, _) => m,
+        (None, _, Step::Revoke) if step == Step::Promote => Mail::Promoted,
+        (None, Some(Outcome::Completed { .. }), _) if step == Step::Promote => Mail::Promoted,
+        (None, Some(Outcome::Rejected { .. }), _) => Mail::Rejected,
+        (None, Some(Outcome::Failed { .. }), _) => Mail::Failed,
         _ => return,
     };
-    let rendered = crate::alert::render_rotation(d.token, r, &store_hint(d.token));
+    // One email per rotation and kind; for remaining copies, one per set of files found.
+    let key = match mail {
+        Mail::CopiesRemain => format!(
+            "{}-{}",
+            mail.word(),
+            crate::secret::Fingerprint::of(r.last_error.as_deref().unwrap_or_default())
+        ),
+        _ => mail.word().to_string(),
+    };
+    let rendered = crate::alert::render_rotation(d.token, r, &store_hint(d.token), mail);
     let email = Email {
-        id: crate::daemon::email_id(&d.token.name, &format!("rotation-{}-{kind}", r.id)),
+        id: crate::daemon::email_id(&d.token.name, &format!("rotation-{}-{key}", r.id)),
         token: d.token.name.clone(),
         subject: rendered.subject,
         text: rendered.text,

@@ -4,6 +4,7 @@
 //! One module per kind. [`TargetError`] says what the caller does next: retry (transient),
 //! or stop the rollout and tell on-call (refused).
 
+pub mod aws_secret;
 pub mod dotenv;
 pub mod exec;
 pub mod verify;
@@ -18,4 +19,245 @@ pub enum TargetError {
     /// It will not work until someone fixes the target (a refused path, a 4xx, exit status 1).
     #[error("{0}")]
     Refused(String),
+}
+
+use jiff::Timestamp;
+
+use crate::config::{TargetConfig, TargetKind, VerifyConfig};
+use crate::secret::{Fingerprint, Secret};
+
+/// What a push is about, for bodies, request tokens and records.
+#[derive(Debug, Clone)]
+pub struct PushContext {
+    /// The token's name in the config.
+    pub token_name: String,
+    /// When the pushed token expires (for webhook bodies).
+    pub expires_at: Option<Timestamp>,
+    /// `rotation`, `rollback`, `drift` or `sync`.
+    pub event: String,
+    /// Makes retried writes idempotent (the rotation id, for example).
+    pub request_id: String,
+    /// When the push happens.
+    pub now: Timestamp,
+}
+
+/// A target built from its config, ready to push.
+#[derive(Debug)]
+pub struct Configured {
+    /// Its configuration.
+    pub cfg: TargetConfig,
+    target: Target,
+    verify: Option<verify::Verify>,
+}
+
+#[derive(Debug)]
+enum Target {
+    Dotenv {
+        file: dotenv::DotenvFile,
+        key: String,
+        reload: Option<Vec<String>>,
+    },
+    AwsSecret(aws_secret::AwsSecretTarget),
+    Webhook(webhook::Webhook),
+    Exec(exec::ExecTarget),
+}
+
+impl Configured {
+    /// Builds the target of `cfg`: resolves a webhook's secret, connects to Secrets Manager.
+    ///
+    /// # Errors
+    /// [`TargetError::Refused`] when a secret reference cannot be read or a URL is refused.
+    pub async fn open(cfg: &TargetConfig) -> Result<Configured, TargetError> {
+        let target = match &cfg.kind {
+            TargetKind::Dotenv { path, key, reload } => Target::Dotenv {
+                file: dotenv::DotenvFile::new(path.clone()),
+                key: key.clone(),
+                reload: reload.clone(),
+            },
+            TargetKind::AwsSecret {
+                secret_id,
+                region,
+                endpoint,
+                json_key,
+            } => Target::AwsSecret(
+                aws_secret::AwsSecretTarget::connect(
+                    secret_id,
+                    region.as_deref(),
+                    endpoint.as_deref(),
+                    json_key.clone(),
+                )
+                .await,
+            ),
+            TargetKind::Webhook {
+                url,
+                secret,
+                header,
+            } => {
+                let secret = secret.resolve().map_err(|e| {
+                    TargetError::Refused(format!("target {}: `secret`: {e}", cfg.name))
+                })?;
+                Target::Webhook(
+                    webhook::Webhook::new(url.clone(), secret)?
+                        .with_header(header)?
+                        .with_timeout(cfg.timeout),
+                )
+            }
+            TargetKind::Exec { command } => {
+                Target::Exec(exec::ExecTarget::new(command.clone(), cfg.timeout))
+            }
+        };
+        let verify = cfg.verify.as_ref().map(|v| match v {
+            VerifyConfig::Url(u) => verify::Verify::Url(u.clone()),
+            VerifyConfig::Command(c) => verify::Verify::Command(c.clone()),
+        });
+        Ok(Configured {
+            cfg: cfg.clone(),
+            target,
+            verify,
+        })
+    }
+
+    /// The target in words: its name and where it points (never a URL's path or query).
+    pub fn describe(&self) -> String {
+        let place = match &self.target {
+            Target::Dotenv { file, key, .. } => format!("{} in {}", key, file.path().display()),
+            Target::AwsSecret(a) => a.describe(),
+            Target::Webhook(_) => "webhook".to_string(),
+            Target::Exec(e) => format!("command {}", e.command()[0]),
+        };
+        format!("target {} ({place})", self.cfg.name)
+    }
+
+    /// Whether the token a target holds can be read back (for drift checks).
+    pub fn readable(&self) -> bool {
+        matches!(self.target, Target::Dotenv { .. } | Target::AwsSecret(_))
+    }
+
+    /// The file a target writes, if it is a file (kept out of the forgotten-copies search).
+    pub fn managed_path(&self) -> Option<std::path::PathBuf> {
+        match &self.target {
+            Target::Dotenv { file, .. } => Some(file.path().to_path_buf()),
+            _ => None,
+        }
+    }
+
+    /// Puts `token` in place; returns whether anything changed. A dotenv file that changed
+    /// runs its `reload` command.
+    ///
+    /// # Errors
+    /// [`TargetError`].
+    pub async fn push(&self, token: &Secret, ctx: &PushContext) -> Result<bool, TargetError> {
+        match &self.target {
+            Target::Dotenv { file, key, reload } => {
+                let summary = file.set_key(key, token)?;
+                if summary.changed
+                    && let Some(argv) = reload
+                {
+                    exec::run(argv, None, &[], self.cfg.timeout)
+                        .await
+                        .map_err(|e| prefix("reload", e))?;
+                }
+                Ok(summary.changed)
+            }
+            Target::AwsSecret(a) => {
+                a.push(token, &request_token(ctx, &self.cfg.name, token))
+                    .await
+            }
+            Target::Webhook(w) => {
+                let d = webhook::Delivery {
+                    token_name: &ctx.token_name,
+                    token,
+                    expires_at: ctx.expires_at,
+                    event: &ctx.event,
+                };
+                w.push(&d, ctx.now).await.map(|()| true)
+            }
+            Target::Exec(e) => e
+                .push(token, &ctx.token_name, token.fingerprint())
+                .await
+                .map(|()| true),
+        }
+    }
+
+    /// The fingerprint of the token the target holds, when it can be read back (`None` for a
+    /// target that cannot be read, or a file without the key).
+    ///
+    /// # Errors
+    /// [`TargetError`] when reading fails.
+    pub async fn read_back(&self) -> Result<Option<Fingerprint>, TargetError> {
+        match &self.target {
+            Target::Dotenv { file, key, .. } => Ok(file.get_key(key)?.map(|s| s.fingerprint())),
+            Target::AwsSecret(a) => a.read_back().await.map(Some),
+            Target::Webhook(_) | Target::Exec(_) => Ok(None),
+        }
+    }
+
+    /// Runs only the configured verify (no read-back), as `rotate --dry-run` does against the
+    /// current token.
+    ///
+    /// # Errors
+    /// The verify's [`TargetError`].
+    pub async fn verify_configured(
+        &self,
+        http: &reqwest::Client,
+        within: std::time::Duration,
+    ) -> Result<(), TargetError> {
+        match &self.verify {
+            Some(v) => v.check(http, within).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Verifies the target holds the token `fp` (read back where possible) and passes its
+    /// configured verify within `within`.
+    ///
+    /// # Errors
+    /// [`TargetError`] naming what did not match or the verify's failure.
+    pub async fn verify(
+        &self,
+        fp: Fingerprint,
+        http: &reqwest::Client,
+        within: std::time::Duration,
+    ) -> Result<(), TargetError> {
+        if self.readable() {
+            match self.read_back().await? {
+                Some(found) if found == fp => {}
+                found => {
+                    return Err(TargetError::Refused(format!(
+                        "{} holds {} after the push, not token {fp}",
+                        self.describe(),
+                        found.map_or("no token".into(), |f| format!("token {f}"))
+                    )));
+                }
+            }
+        }
+        match &self.verify {
+            Some(v) => v.check(http, within).await.map_err(|e| prefix("verify", e)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn prefix(what: &str, e: TargetError) -> TargetError {
+    match e {
+        TargetError::Transient(m) => TargetError::Transient(format!("{what}: {m}")),
+        TargetError::Refused(m) => TargetError::Refused(format!("{what}: {m}")),
+    }
+}
+
+/// A Secrets Manager request token for pushing `token` to `target` in this context: the same
+/// push retried gets the same token (no second version); another push gets another.
+fn request_token(ctx: &PushContext, target: &str, token: &Secret) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [
+        ctx.request_id.as_str(),
+        target,
+        &ctx.event,
+        &token.fingerprint().to_string(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    crate::secret::hex(&h.finalize())[..48].to_string()
 }

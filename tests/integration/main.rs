@@ -8,6 +8,7 @@ mod util;
 mod aws_store;
 mod cli;
 mod daemon;
+mod delivery;
 mod doctor;
 mod graph_client;
 mod notify;
