@@ -838,3 +838,54 @@ async fn a_refused_mint_sends_one_failure_email_and_waits_before_trying_again() 
             .unwrap();
     assert_eq!(current.expose(), old, "the old token stays current");
 }
+
+#[tokio::test]
+async fn the_scheduled_check_syncs_a_new_target_and_repairs_one_changed_behind_its_back() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let token = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let apps = tempfile::tempdir().unwrap();
+    let env = apps.path().join(".env");
+    let original = "# backend\nWHATSAPP_ACCESS_TOKEN=EAAGrestoredfrombackup\nPORT=8080\n";
+    crate::util::write_private(&env, original);
+    let extra = format!(
+        "[[token.target]]\nname = \"backend-env\"\nkind = \"dotenv\"\npath = \"{}\"\nreload = [\"/bin/true\"]\n",
+        env.display()
+    );
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry {
+            name: "billbytekot-prod",
+            value: Some(&token),
+            extra: &extra,
+        }],
+        &sections(sink.port, ""),
+    );
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    // The first check brings the new target up to the current token: a sync, no email.
+    d.check_now().await;
+    let synced = original.replace("EAAGrestoredfrombackup", &token);
+    assert_eq!(std::fs::read_to_string(&env).unwrap(), synced);
+    assert!(subjects(&sink).is_empty(), "{:?}", subjects(&sink));
+    // Someone restores an old backup: the next check repairs it and tells on-call.
+    crate::util::write_private(&env, original);
+    d.check_now().await;
+    assert_eq!(std::fs::read_to_string(&env).unwrap(), synced);
+    d.check_now().await;
+    d.stop().await;
+    let subjects = subjects(&sink);
+    assert_eq!(subjects.len(), 1, "{subjects:?}");
+    assert!(
+        subjects[0].contains("DRIFT billbytekot-prod"),
+        "{subjects:?}"
+    );
+    let audit = std::fs::read_to_string(state_dir(&ws.config).join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"drifted\":[[\"backend-env\""), "{audit}");
+    for (_, raw) in sink.messages() {
+        assert_no_leak(&raw, &[&token], "drift email");
+    }
+    assert_no_leak(&audit, &[&token], "audit");
+}
