@@ -89,6 +89,22 @@ async fn run_in(sb: &Sandbox, dir: &Path) -> Result<(), DemoError> {
     let admin_path = dir.join("admin-token");
     crate::fsutil::write_atomic(&admin_path, admin.as_bytes(), 0o600)?;
 
+    // The environments that use prod: two apps' env files and a point-of-sale webhook.
+    let apps = dir.join("apps");
+    for app in ["backend", "worker"] {
+        let env = apps.join(app).join(".env");
+        std::fs::create_dir_all(env.parent().expect("has a parent"))?;
+        let text = format!(
+            "# billbytekot {app}\nWHATSAPP_ACCESS_TOKEN={prod}\nWHATSAPP_PHONE_NUMBER_ID={}\n",
+            sandbox::DEMO_PHONE_NUMBER_ID
+        );
+        crate::fsutil::write_atomic(&env, text.as_bytes(), 0o600)?;
+    }
+    let hook_secret = "whsec_demo_pos_signing_key";
+    let hook_secret_path = dir.join("pos-webhook-secret");
+    crate::fsutil::write_atomic(&hook_secret_path, hook_secret.as_bytes(), 0o600)?;
+    let receiver = Receiver::start(Secret::new(hook_secret)).await?;
+
     let secret_path = dir.join("app-secret");
     crate::fsutil::write_atomic(&secret_path, sandbox::DEMO_APP_SECRET.as_bytes(), 0o600)?;
     let store_path = dir.join("tokens.json");
@@ -116,6 +132,28 @@ waba_id = "{waba}"
 source = "mint"
 mint = {{ system_user_id = "{su}", admin_token = {{ file = "{admin}" }} }}
 
+# Where prod's token is used: the backend first, then the worker and the POS webhook.
+[[token.target]]
+name = "backend-env"
+kind = "dotenv"
+wave = 1
+path = "{apps}/backend/.env"
+reload = ["true"]      # in real life: ["systemctl", "restart", "billbytekot-backend"]
+
+[[token.target]]
+name = "worker-env"
+kind = "dotenv"
+wave = 2
+path = "{apps}/worker/.env"
+reload = ["true"]
+
+[[token.target]]
+name = "pos-webhook"
+kind = "webhook"
+wave = 2
+url = "http://127.0.0.1:{hook_port}/tokenwarden"
+secret = {{ file = "{hook_secret}" }}
+
 [[token]]
 name = "billbytekot-staging"
 phone_number_id = "{phone}"
@@ -125,6 +163,9 @@ revoke_after = "0s"
 "#,
         su = sandbox::DEMO_SYSTEM_USER_ID,
         admin = admin_path.display(),
+        apps = apps.display(),
+        hook_port = receiver.port,
+        hook_secret = hook_secret_path.display(),
         dir = dir.display(),
         app = sandbox::DEMO_APP_ID,
         secret = secret_path.display(),
@@ -165,11 +206,87 @@ revoke_after = "0s"
     let report = doctor::run(&cfg, &client, &doctor::Options::default(), now).await;
     print!("{}", doctor::render_text(&report));
     rotate_both(sb, &cfg, &client, &config_path).await?;
+    println!("\nWhere prod's new token went:");
+    for app in ["backend", "worker"] {
+        let env = apps.join(app).join(".env");
+        let held = crate::target::dotenv::DotenvFile::new(env.clone())
+            .get_key(crate::config::DEFAULT_DOTENV_KEY)
+            .ok()
+            .flatten()
+            .map(|s| s.fingerprint().to_string())
+            .unwrap_or_else(|| "nothing".into());
+        println!(
+            "  {}: WHATSAPP_ACCESS_TOKEN now holds token {held}",
+            env.display()
+        );
+    }
+    for line in receiver.seen() {
+        println!("  POS webhook receiver: {line}");
+    }
+    receiver.stop();
     println!();
     println!(
         "Next: write your own config (README, \"Configuration\"), then run `tokenwarden doctor`."
     );
     Ok(())
+}
+
+/// A loopback webhook receiver standing in for the point-of-sale system: it checks each
+/// delivery's signature the way the README tells receivers to, and remembers what it got.
+struct Receiver {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(secret: Secret) -> std::io::Result<Receiver> {
+        use axum::http::{HeaderMap, StatusCode};
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let log = seen.clone();
+        let app = axum::Router::new().route(
+            "/tokenwarden",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let (log, secret) = (log.clone(), secret.clone());
+                async move {
+                    let header = headers
+                        .get(crate::target::webhook::DEFAULT_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let now = jiff::Timestamp::now().as_second();
+                    let ok =
+                        crate::target::webhook::verify(header, &body, &secret, now, 300).is_ok();
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    log.lock().expect("not poisoned").push(format!(
+                        "{} for {}, token {}, signature {}",
+                        v["event"].as_str().unwrap_or("?"),
+                        v["token_name"].as_str().unwrap_or("?"),
+                        v["fingerprint"].as_str().unwrap_or("?"),
+                        if ok { "valid" } else { "INVALID" }
+                    ));
+                    if ok {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::UNAUTHORIZED
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Receiver { port, seen, task })
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().expect("not poisoned").clone()
+    }
+
+    fn stop(self) {
+        self.task.abort();
+    }
 }
 
 /// Rotates prod (mint) and staging (a staged system-user token), printing each command.

@@ -155,9 +155,31 @@ fn demo_runs_with_no_config_and_shows_a_healthy_and_a_flagged_token_then_the_dae
         "billbytekot-staging: rotation",
         "is current and the old one",
         "saw 1 token minted and 1 revoked",
+        "wave 1: backend-env",
+        "POS webhook receiver: rotation for billbytekot-prod",
+        "signature valid",
     ] {
         assert!(r.stdout.contains(want), "missing {want:?}: {r:?}");
     }
+    // Both env files and the webhook got the token the rotation made current.
+    let new_fp = r
+        .stdout
+        .split("billbytekot-prod: rotated. The new token (fingerprint ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("the rotation names the new token");
+    assert_eq!(
+        r.stdout
+            .matches(&format!("now holds token {new_fp}"))
+            .count(),
+        2,
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("token {new_fp}, signature valid")),
+        "{r:?}"
+    );
     assert!(!r.all().contains(sandbox::DEMO_APP_SECRET), "{r:?}");
     // The daemon part: each alert once, in order, then the recovery after the new token.
     let emails: Vec<&str> = r

@@ -435,3 +435,33 @@ async fn a_forgotten_copy_holds_the_revoke_until_it_is_removed() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!is_valid(&sb, &old).await, "revoked once the copy is gone");
 }
+
+#[tokio::test]
+async fn config_check_and_doctor_warn_about_a_dotenv_target_nothing_reloads() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let token = sixty_day_token(&sb);
+    let apps = Apps::new(&token);
+    let extra = format!(
+        "[[token.target]]\nname = \"prod-env\"\nkind = \"dotenv\"\npath = \"{}\"\n",
+        apps.env("prod").display()
+    );
+    let ws = Workspace::new(
+        &sb,
+        &[TokenEntry {
+            name: "prod",
+            value: Some(&token),
+            extra: &extra,
+        }],
+    );
+    for args in [&["config", "check"][..], &["doctor"][..]] {
+        let r = tw(&ws.config, args, &[]).await;
+        assert_eq!(r.code, 0, "{args:?}: {r:?}");
+        assert!(
+            r.stderr
+                .contains("keeps the old token until it is restarted"),
+            "{args:?}: {r:?}"
+        );
+    }
+}
