@@ -1292,7 +1292,11 @@ mod example_tests {
             .skip(1)
             .map(|b| &b[..b.find("```").unwrap()])
             .collect();
-        assert_eq!(blocks.len(), 2, "the token config and the daemon sections");
+        assert_eq!(
+            blocks.len(),
+            3,
+            "the token config, the daemon sections, the delivery example"
+        );
         let cfg = super::parse(&path, blocks[0]).unwrap_or_else(|d| panic!("{d:#?}"));
         assert_eq!(cfg.tokens.len(), 2);
         // The daemon sections go before the [[token]] blocks, as the README says.
@@ -1303,6 +1307,11 @@ mod example_tests {
             cfg.email,
             Some(crate::notify::EmailConfig::Smtp { .. })
         ));
+        let with_targets = format!("{head}\n{}", blocks[2]);
+        let cfg = super::parse(&path, &with_targets).unwrap_or_else(|d| panic!("{d:#?}"));
+        let kinds: Vec<&str> = cfg.tokens[0].targets.iter().map(|t| t.kind.word()).collect();
+        assert_eq!(kinds, ["dotenv", "dotenv", "aws_secret", "webhook", "exec"]);
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
     }
 }
 
