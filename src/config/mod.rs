@@ -1309,7 +1309,11 @@ mod example_tests {
         ));
         let with_targets = format!("{head}\n{}", blocks[2]);
         let cfg = super::parse(&path, &with_targets).unwrap_or_else(|d| panic!("{d:#?}"));
-        let kinds: Vec<&str> = cfg.tokens[0].targets.iter().map(|t| t.kind.word()).collect();
+        let kinds: Vec<&str> = cfg.tokens[0]
+            .targets
+            .iter()
+            .map(|t| t.kind.word())
+            .collect();
         assert_eq!(kinds, ["dotenv", "dotenv", "aws_secret", "webhook", "exec"]);
         assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
     }
