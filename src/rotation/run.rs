@@ -197,6 +197,9 @@ pub async fn drive(d: &Deps<'_>, start: Option<String>) -> Result<Report, Rotate
             Action::Run(step) => step,
         };
         let event = run_step(d, &mut r, step).await;
+        if matches!(event, Event::Superseded(_)) && step != Step::Revoke {
+            abandon_candidate(d, &r).await;
+        }
         let transient = matches!(
             event,
             Event::Transient(_) | Event::DeliveryFailed(_) | Event::CopiesRemain(_)
@@ -313,7 +316,10 @@ async fn run_step(d: &Deps<'_>, r: &mut Rotation, step: Step) -> Event {
 
 fn store_event(e: StoreError) -> Event {
     match e {
-        StoreError::Unavailable { .. } => Event::Transient(e.to_string()),
+        // Someone else changed the store mid-step: look again on the next run.
+        StoreError::Unavailable { .. } | StoreError::Conflict { .. } => {
+            Event::Transient(e.to_string())
+        }
         e => Event::Failed(e.to_string()),
     }
 }
@@ -326,15 +332,21 @@ fn graph_event(what: &str, e: GraphError) -> Event {
 }
 
 async fn obtain(d: &Deps<'_>, r: &mut Rotation) -> Event {
-    // A crash after staging and before the record was saved: the candidate is already there.
+    // A candidate already staged is used: ours, from before a crash (its version is our id),
+    // or one another tokenwarden instance or a person staged meanwhile. Asking Meta for a
+    // second token would only race it.
     match d.store.pending().await {
-        Ok(Some((v, s))) if v.0 == r.id => {
+        Ok(Some((v, s))) => {
+            if v.0 != r.id {
+                tracing::info!(token = %d.token.name, version = %v, "a candidate is already staged; using it instead of asking Meta for another");
+                r.source = "staged".into();
+            }
             return Event::Obtained(Side {
                 version: v.0,
                 fingerprint: s.fingerprint(),
             });
         }
-        Ok(_) => {}
+        Ok(None) => {}
         Err(e) => return store_event(e),
     }
     let (cur_v, current) = match d.store.current_version().await {
@@ -510,16 +522,9 @@ async fn validate(d: &Deps<'_>, r: &mut Rotation) -> Event {
     let Some(new) = r.new.clone() else {
         return Event::Failed("no candidate was recorded".into());
     };
-    let candidate = match d.store.pending().await {
-        Ok(Some((v, s))) if v.0 == new.version => s,
-        Ok(_) => {
-            return Event::Failed(format!(
-                "the candidate (version {}) is no longer staged in {}",
-                new.version,
-                d.store.describe()
-            ));
-        }
-        Err(e) => return store_event(e),
+    let candidate = match candidate_or_superseded(d, r, &new).await {
+        Ok(c) => c,
+        Err(ev) => return ev,
     };
     let current = match d.store.current_version().await {
         Ok((v, s)) if v.0 == r.old.version => s,
@@ -542,6 +547,14 @@ async fn validate(d: &Deps<'_>, r: &mut Rotation) -> Event {
     match super::judge(&report, &expectations(d.cfg, d.token, current.as_ref())) {
         Ok(()) => Event::Validated(report.facts),
         Err(check) => {
+            // A token this rotation asked Meta for and will not use must not stay alive
+            // unused: revoke it (best effort; a person's staged token is theirs to keep).
+            if r.source != "staged" && report.invalid.is_none() {
+                match d.graph.revoke_token(&candidate, &candidate).await {
+                    Ok(()) => d.audit.record((d.now)(), "candidate_revoked", serde_json::json!({"token": d.token.name, "rotation": r.id, "fingerprint": candidate.fingerprint().to_string()})),
+                    Err(e) => tracing::warn!(token = %d.token.name, error = %e, "cannot revoke the rejected candidate; it expires on its own"),
+                }
+            }
             // Unlabel the candidate so it is not tried again; the version itself is kept
             // (Secrets Manager keeps it unlabelled) for a person to look at.
             if let Err(e) = d.store.clear_pending().await {
@@ -549,6 +562,62 @@ async fn validate(d: &Deps<'_>, r: &mut Rotation) -> Event {
             }
             Event::Rejected(check)
         }
+    }
+}
+
+/// Cleans up after a rotation another instance overtook: if this rotation's candidate is still
+/// staged, unstage it, and if this rotation asked Meta for it, revoke it (nobody will use it).
+async fn abandon_candidate(d: &Deps<'_>, r: &Rotation) {
+    let Some(new) = &r.new else { return };
+    let Ok(Some((v, token))) = d.store.pending().await else {
+        return;
+    };
+    if v.0 != new.version {
+        return;
+    }
+    if r.source != "staged" {
+        match d.graph.revoke_token(&token, &token).await {
+            Ok(()) => d.audit.record(
+                (d.now)(),
+                "candidate_revoked",
+                serde_json::json!({"token": d.token.name, "rotation": r.id, "fingerprint": token.fingerprint().to_string()}),
+            ),
+            Err(e) => {
+                tracing::warn!(token = %d.token.name, error = %e, "cannot revoke the abandoned candidate; it expires on its own")
+            }
+        }
+    }
+    if let Err(e) = d.store.clear_pending().await {
+        tracing::warn!(token = %d.token.name, error = %e, "cannot unstage the abandoned candidate");
+    }
+}
+
+/// The recorded candidate, still staged; or why this rotation must stop. Another candidate
+/// staged meanwhile, or another version made current, means another tokenwarden instance (or a
+/// person) is rotating this token: this rotation stops without touching anything
+/// ([`Event::Superseded`]), so two instances never push two different tokens.
+async fn candidate_or_superseded(d: &Deps<'_>, r: &Rotation, new: &Side) -> Result<Secret, Event> {
+    match d.store.pending().await {
+        Ok(Some((v, s))) if v.0 == new.version => return Ok(s),
+        Ok(Some((v, _))) => {
+            return Err(Event::Superseded(format!(
+                "another candidate (version {v}) was staged in {} meanwhile",
+                d.store.describe()
+            )));
+        }
+        Ok(None) => {}
+        Err(e) => return Err(store_event(e)),
+    }
+    match d.store.current_version().await {
+        Ok((v, _)) if v.0 != r.old.version => Err(Event::Superseded(format!(
+            "version {v} became current meanwhile (another tokenwarden instance or a person)"
+        ))),
+        Ok(_) => Err(Event::Failed(format!(
+            "the candidate (version {}) is no longer staged in {}",
+            new.version,
+            d.store.describe()
+        ))),
+        Err(e) => Err(store_event(e)),
     }
 }
 
@@ -581,16 +650,9 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
     let Some(new) = r.new.clone() else {
         return Event::Failed("no candidate was recorded".into());
     };
-    let candidate = match d.store.pending().await {
-        Ok(Some((v, s))) if v.0 == new.version => s,
-        Ok(_) => {
-            return Event::Failed(format!(
-                "the candidate (version {}) is no longer staged in {}",
-                new.version,
-                d.store.describe()
-            ));
-        }
-        Err(e) => return store_event(e),
+    let candidate = match candidate_or_superseded(d, r, &new).await {
+        Ok(c) => c,
+        Err(ev) => return ev,
     };
     let old = match d.store.current_version().await {
         Ok((v, s)) if v.0 == r.old.version => s,

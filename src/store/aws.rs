@@ -87,7 +87,37 @@ impl AwsStore {
         }
     }
 
+    /// The version carrying `stage` (skipping one that is also `AWSCURRENT` when
+    /// `not_current`: Secrets Manager leaves `AWSPENDING` on a promoted version until it is
+    /// removed, and that is the current token, not a candidate). Listing and reading are two
+    /// calls; when another writer moves the label in between, the read is refused, and the
+    /// listing is simply done again.
+    async fn labelled_version(
+        &self,
+        stage: &str,
+        not_current: bool,
+    ) -> Result<Option<(VersionId, Secret)>, StoreError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let versions = self.versions().await?;
+            let Some(id) = labelled(&versions, stage) else {
+                return Ok(None);
+            };
+            if not_current && has(&versions, &id, AWSCURRENT) {
+                return Ok(None);
+            }
+            match self.read_version(Some(&id.0), stage).await {
+                Ok((id, text)) => return Ok(Some((id, self.token_of(text)?))),
+                Err(StoreError::Conflict { .. }) if tries < 3 => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Reads one version's string, by id or by stage, and returns its id and the whole string.
+    /// A version that no longer carries `stage` (moved since it was listed) is
+    /// [`StoreError::Conflict`].
     async fn read_version(
         &self,
         version_id: Option<&str>,
@@ -101,7 +131,19 @@ impl AwsStore {
             .version_stage(stage)
             .send()
             .await
-            .map_err(|e| self.map_err(e))?;
+            .map_err(|e| match self.map_err(e) {
+                // Asked for a (version, stage) pair that no longer goes together: the label
+                // moved between listing and reading.
+                StoreError::Broken { store, problem }
+                    if version_id.is_some() && problem.starts_with("InvalidRequestException") =>
+                {
+                    StoreError::Conflict {
+                        store,
+                        detail: format!("the {stage} label moved while it was read"),
+                    }
+                }
+                other => other,
+            })?;
         let Some(text) = out.secret_string() else {
             return Err(
                 self.broken("the secret has no SecretString (binary secrets are not supported)")
@@ -263,26 +305,11 @@ impl SecretStore for AwsStore {
     }
 
     async fn pending(&self) -> Result<Option<(VersionId, Secret)>, StoreError> {
-        let versions = self.versions().await?;
-        let Some(id) = labelled(&versions, AWSPENDING) else {
-            return Ok(None);
-        };
-        // Secrets Manager leaves AWSPENDING on a promoted version until it is removed: that
-        // version is the current token, not a candidate.
-        if has(&versions, &id, AWSCURRENT) {
-            return Ok(None);
-        }
-        let (id, text) = self.read_version(Some(&id.0), AWSPENDING).await?;
-        Ok(Some((id, self.token_of(text)?)))
+        self.labelled_version(AWSPENDING, true).await
     }
 
     async fn previous(&self) -> Result<Option<(VersionId, Secret)>, StoreError> {
-        let versions = self.versions().await?;
-        let Some(id) = labelled(&versions, AWSPREVIOUS) else {
-            return Ok(None);
-        };
-        let (id, text) = self.read_version(Some(&id.0), AWSPREVIOUS).await?;
-        Ok(Some((id, self.token_of(text)?)))
+        self.labelled_version(AWSPREVIOUS, false).await
     }
 
     async fn put_pending(

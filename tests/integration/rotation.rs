@@ -626,3 +626,175 @@ async fn aws_rotation_killed_at_promotion_resumes_and_keeps_the_other_keys() {
     );
     assert_no_leak(&r.all(), &[&old, &new], "output");
 }
+
+/// Two tokenwarden instances (two hosts: separate state directories and configs) managing the
+/// same Secrets Manager secret; returns both workspaces.
+async fn twin_workspaces(
+    sb: &Sandbox,
+    id: &str,
+    mint: bool,
+    extra: &str,
+) -> (Workspace, Workspace) {
+    let store = format!(
+        "store = {{ kind = \"aws\", secret_id = \"{id}\", region = \"us-east-1\", endpoint = \"{}\" }}\n{extra}",
+        crate::util::moto().endpoint
+    );
+    let one = || {
+        if mint {
+            mint_workspace(sb, "unused", &store).0
+        } else {
+            Workspace::new(
+                sb,
+                &[TokenEntry {
+                    name: "prod",
+                    value: None,
+                    extra: &store,
+                }],
+            )
+        }
+    };
+    (one(), one())
+}
+
+async fn labelled_versions(id: &str) -> Vec<(String, Vec<String>)> {
+    let out = crate::util::moto_client()
+        .await
+        .list_secret_version_ids()
+        .secret_id(id)
+        .send()
+        .await
+        .unwrap();
+    let mut v: Vec<(String, Vec<String>)> = out
+        .versions()
+        .iter()
+        .filter(|v| !v.version_stages().is_empty())
+        .map(|v| {
+            (
+                v.version_id().unwrap().to_string(),
+                v.version_stages().to_vec(),
+            )
+        })
+        .collect();
+    v.sort_by(|a, b| a.1.cmp(&b.1));
+    v
+}
+
+async fn aws_plain_current(id: &str) -> String {
+    crate::util::moto_client()
+        .await
+        .get_secret_value()
+        .secret_id(id)
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .unwrap()
+        .secret_string()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn two_instances_racing_on_one_staged_candidate_promote_it_once() {
+    let sb = sandbox().await;
+    let old = sb.issue_token(good());
+    let candidate = sb.issue_token(TokenSpec::system_user_60d());
+    let id = crate::util::unique("tw-twins");
+    let client = crate::util::moto_client().await;
+    client
+        .create_secret()
+        .name(&id)
+        .secret_string(&old)
+        .send()
+        .await
+        .unwrap();
+    client
+        .put_secret_value()
+        .secret_id(&id)
+        .secret_string(&candidate)
+        .client_request_token("7c1e9f0a-5b2d-4e3f-8a6b-0c9d8e7f6a5b")
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .unwrap();
+    // The staged source, with a rotation due for both at once.
+    let (a, b) = twin_workspaces(&sb, &id, false, "revoke_after = \"0s\"\n").await;
+    let (ra, rb) = tokio::join!(
+        tw(&a.config, &["rotate", "--token", "prod"], &AWS_ENV, None),
+        tw(&b.config, &["rotate", "--token", "prod"], &AWS_ENV, None),
+    );
+    for r in [&ra, &rb] {
+        assert!(
+            r.code == 0 || r.stdout.contains("rotation stopped"),
+            "{r:?}"
+        );
+    }
+    assert_eq!(aws_plain_current(&id).await, candidate);
+    let labels: Vec<Vec<String>> = labelled_versions(&id)
+        .await
+        .into_iter()
+        .map(|v| v.1)
+        .collect();
+    assert_eq!(
+        labels,
+        vec![
+            vec!["AWSCURRENT".to_string()],
+            vec!["AWSPREVIOUS".to_string()]
+        ]
+    );
+    assert!(!is_valid(&sb, &old).await && is_valid(&sb, &candidate).await);
+    // Nothing flips back: both instances, run again, leave the candidate current.
+    for ws in [&a, &b] {
+        let r = tw(&ws.config, &["rotate", "--token", "prod"], &AWS_ENV, None).await;
+        assert_eq!(r.code, 1, "nothing staged now: {r:?}");
+    }
+    assert_eq!(aws_plain_current(&id).await, candidate);
+}
+
+#[tokio::test]
+async fn two_minting_instances_end_on_one_current_token_and_the_old_one_revoked() {
+    let sb = sandbox().await;
+    let old = sb.issue_token(good());
+    let id = crate::util::unique("tw-twins-mint");
+    crate::util::moto_client()
+        .await
+        .create_secret()
+        .name(&id)
+        .secret_string(&old)
+        .send()
+        .await
+        .unwrap();
+    let (a, b) = twin_workspaces(&sb, &id, true, "revoke_after = \"0s\"\n").await;
+    // Both at once: one promotion wins; the other instance adopts the same candidate, stops,
+    // or (when it minted after the winner promoted) has its own token rejected and revoked.
+    let (ra, rb) = tokio::join!(
+        tw(&a.config, &["rotate", "--token", "prod"], &AWS_ENV, None),
+        tw(&b.config, &["rotate", "--token", "prod"], &AWS_ENV, None),
+    );
+    let before = old.clone();
+    let end = aws_plain_current(&id).await;
+    assert_ne!(end, before, "{ra:?}\n{rb:?}");
+    assert!(is_valid(&sb, &end).await);
+    assert!(
+        !is_valid(&sb, &before).await,
+        "the replaced token is revoked"
+    );
+    assert!(sb.stats().minted <= 2, "{ra:?}\n{rb:?}");
+    let labels: Vec<Vec<String>> = labelled_versions(&id)
+        .await
+        .into_iter()
+        .map(|v| v.1)
+        .collect();
+    assert_eq!(
+        labels,
+        vec![
+            vec!["AWSCURRENT".to_string()],
+            vec!["AWSPREVIOUS".to_string()]
+        ]
+    );
+    for r in [&ra, &rb] {
+        assert!(
+            r.code == 0 || r.stdout.contains("rotation stopped") || r.stdout.contains("rejected"),
+            "{r:?}"
+        );
+    }
+}
