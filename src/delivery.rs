@@ -229,6 +229,9 @@ pub async fn roll_out(
                 .map(|e| (r.name.clone(), e.to_string()))
         });
         results.extend(wave_results);
+        if failure.is_none() {
+            crate::failpoint::hit("delivery.after_wave");
+        }
         if let Some((target, reason)) = failure {
             let (restored, restore_failed) = match old {
                 Some(old) => restore(&touched, old, ctx, http, parallelism).await,

@@ -461,10 +461,12 @@ async fn the_old_token_is_revoked_only_after_the_grace_period_and_rollback_needs
 
 /// Every point the rotation can be stopped at, in order.
 #[cfg(feature = "failpoints")]
-const CRASH_POINTS: [&str; 7] = [
+const CRASH_POINTS: [&str; 9] = [
     "rotation.after_start",
     "rotation.after_obtain",
     "rotation.after_validate",
+    "dotenv.before_rename",
+    "delivery.after_wave",
     "rotation.after_deliver",
     "rotation.after_promote",
     "rotation.after_revoke",
@@ -478,7 +480,18 @@ async fn a_rotation_killed_after_any_step_resumes_to_the_same_end() {
     for point in CRASH_POINTS {
         let sb = sandbox().await;
         let old = sb.issue_token(good());
-        let (ws, _) = mint_workspace(&sb, &old, "revoke_after = \"0s\"\n");
+        let apps = tempfile::tempdir().unwrap();
+        let env = |app: &str| apps.path().join(app).join(".env");
+        let mut targets = String::from("revoke_after = \"0s\"\n");
+        for (wave, app) in [(1, "staging"), (2, "prod")] {
+            std::fs::create_dir_all(apps.path().join(app)).unwrap();
+            crate::util::write_private(&env(app), &format!("WHATSAPP_ACCESS_TOKEN={old}\n"));
+            targets.push_str(&format!(
+                "[[token.target]]\nname = \"{app}\"\nkind = \"dotenv\"\nwave = {wave}\npath = \"{}\"\nreload = [\"/bin/true\"]\n",
+                env(app).display()
+            ));
+        }
+        let (ws, _) = mint_workspace(&sb, &old, &targets);
         let crashed = tw(
             &ws.config,
             &["rotate", "--token", "prod"],
@@ -510,6 +523,13 @@ async fn a_rotation_killed_after_any_step_resumes_to_the_same_end() {
             let new = current(&ws, "prod").await;
             assert_ne!(new, old, "{point}");
             assert!(is_valid(&sb, &new).await, "{point}");
+            for app in ["staging", "prod"] {
+                assert_eq!(
+                    std::fs::read_to_string(env(app)).unwrap(),
+                    format!("WHATSAPP_ACCESS_TOKEN={new}\n"),
+                    "{point}: {app} ends on the new token"
+                );
+            }
         }
         assert!(
             !is_valid(&sb, &old).await,
