@@ -854,6 +854,7 @@ async fn the_scheduled_check_syncs_a_new_target_and_repairs_one_changed_behind_i
         "[[token.target]]\nname = \"backend-env\"\nkind = \"dotenv\"\npath = \"{}\"\nreload = [\"/bin/true\"]\n",
         env.display()
     );
+    let port = crate::util::free_port();
     let ws = Workspace::with_meta(
         &sb,
         &[TokenEntry {
@@ -861,7 +862,10 @@ async fn the_scheduled_check_syncs_a_new_target_and_repairs_one_changed_behind_i
             value: Some(&token),
             extra: &extra,
         }],
-        &sections(sink.port, ""),
+        &format!(
+            "{}[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            sections(sink.port, "")
+        ),
     );
     let clock = OffsetClock::default();
     let d = Running::start(&ws.config, &clock);
@@ -869,6 +873,29 @@ async fn the_scheduled_check_syncs_a_new_target_and_repairs_one_changed_behind_i
     d.check_now().await;
     let synced = original.replace("EAAGrestoredfrombackup", &token);
     assert_eq!(std::fs::read_to_string(&env).unwrap(), synced);
+    let scrape = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples = parse_metrics(&scrape);
+    let pushed = samples.iter().find(|s| {
+        s["name"] == "tokenwarden_target_last_push_success"
+            && s["labels"]["target"] == "backend-env"
+    });
+    assert_eq!(
+        pushed.and_then(|s| s["value"].as_f64()),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert!(
+        samples.iter().any(
+            |s| s["name"] == "tokenwarden_target_last_push_timestamp_seconds"
+                && s["value"].as_f64().unwrap_or(0.0) > 1.7e9
+        ),
+        "{scrape}"
+    );
     assert!(subjects(&sink).is_empty(), "{:?}", subjects(&sink));
     // Someone restores an old backup: the next check repairs it and tells on-call.
     crate::util::write_private(&env, original);
