@@ -381,14 +381,10 @@ async fn run_daemon(flag: Option<PathBuf>) -> anyhow::Result<()> {
             }
         }
     });
-    match daemon::run(
-        path,
-        std::sync::Arc::new(SystemClock),
-        ctl_rx,
-        shutdown_signal(),
-    )
-    .await
-    {
+    // Installed now, before the first check: a SIGTERM that arrives while the first check (or
+    // a rotation) runs must wait for it, not kill the process with the default action.
+    let shutdown = shutdown_signal().context("cannot handle SIGTERM")?;
+    match daemon::run(path, std::sync::Arc::new(SystemClock), ctl_rx, shutdown).await {
         Ok(()) => Ok(()),
         Err(DaemonError::Config(e)) => {
             eprintln!("error: {e}");
@@ -520,16 +516,20 @@ async fn run_sandbox(listen: SocketAddr, scenario: Option<PathBuf>) -> anyhow::R
     println!(
         "Graph sandbox listening on http://{addr} (set `base_url = \"http://{addr}\"` in [meta]); Ctrl-C stops it"
     );
-    sandbox::serve(listener, scenario, shutdown_signal()).await?;
+    sandbox::serve(listener, scenario, shutdown_signal()?).await?;
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }

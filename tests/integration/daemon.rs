@@ -916,3 +916,39 @@ async fn the_scheduled_check_syncs_a_new_target_and_repairs_one_changed_behind_i
     }
     assert_no_leak(&audit, &[&token], "audit");
 }
+
+/// Regression: the signal handlers were installed only once the main loop first polled them,
+/// so a SIGTERM during the first check (which may be a rotation) killed the process outright.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_the_first_check_waits_for_it_and_exits_cleanly() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let token = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    sb.add_fault(Fault::delay(Endpoint::DebugToken, 1500));
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry::new("prod", &token)],
+        "attempts = 1\ntimeout = \"5s\"\n[schedule]\ncron = \"0 0 0 1 1 *\"\n",
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+        .args(["--config", ws.config.to_str().unwrap(), "run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let state = std::fs::read_to_string(state_dir(&ws.config).join("state.json")).unwrap();
+    assert!(
+        state.contains("\"healthy\""),
+        "the check finished first: {state}"
+    );
+}
