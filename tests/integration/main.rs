@@ -15,5 +15,6 @@ mod notify;
 mod rotation;
 mod sandbox;
 mod service;
+mod soak;
 mod store_behaviour;
 mod targets;
