@@ -67,6 +67,17 @@ fn sysusers_and_tmpfiles_declare_the_user_and_private_state() {
         sysusers.lines().any(|l| l.starts_with("u tokenwarden ")),
         "{sysusers}"
     );
+    // systemd-sysusers itself must accept the file (a `:` in the description once made the
+    // package's postinst fail on Debian).
+    let dry_root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dry_root.path().join("etc")).unwrap();
+    let check = Command::new("systemd-sysusers")
+        .arg(format!("--root={}", dry_root.path().display()))
+        .arg("--dry-run")
+        .arg(root.join("tokenwarden.sysusers"))
+        .output()
+        .expect("systemd-sysusers (tests/run.sh installs systemd)");
+    assert!(check.status.success(), "{check:?}");
     let tmpfiles = std::fs::read_to_string(root.join("tokenwarden.tmpfiles")).unwrap();
     assert!(
         tmpfiles.contains("d /var/lib/tokenwarden 0700 tokenwarden tokenwarden"),
