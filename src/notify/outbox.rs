@@ -177,6 +177,21 @@ impl Outbox {
         Ok(out)
     }
 
+    /// An exclusive lock on the outbox for one flush, across processes; `None` when another
+    /// process holds it.
+    fn try_lock_dir(&self) -> std::io::Result<Option<std::fs::File>> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(".flush.lock"))?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
     /// How many emails are queued (0 if the directory cannot be read).
     pub fn len(&self) -> usize {
         self.pending().map(|p| p.len()).unwrap_or(0)
@@ -202,6 +217,21 @@ impl Outbox {
     pub async fn flush(&self, mailer: &Mailer, now: Timestamp) -> FlushReport {
         let _guard = self.flush_lock.lock().await;
         let mut report = FlushReport::default();
+        // Another process (the daemon, or a `tokenwarden rotate` beside it) flushing the same
+        // outbox right now would send the same entries: let it, and send nothing here.
+        let _process_lock = match self.try_lock_dir() {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                tracing::debug!(dir = %self.dir.display(), "another process is sending from the outbox");
+                report.remaining = self.len();
+                return report;
+            }
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot lock the outbox; nothing sent");
+                report.remaining = self.len();
+                return report;
+            }
+        };
         self.prune_sent(now);
         let entries = match self.pending() {
             Ok(e) => e,
@@ -394,6 +424,37 @@ mod tests {
         let json = serde_json::to_string(&e).unwrap();
         assert!(json.contains("\"2026-01-02T03:04:05Z\""), "{json}");
         assert_eq!(serde_json::from_str::<OutboxEntry>(&json).unwrap(), e);
+    }
+
+    #[tokio::test]
+    async fn a_flush_while_another_process_flushes_sends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(dir.path()).unwrap();
+        let mail_dir = dir.path().join("mail");
+        let mailer = Mailer::new(&crate::notify::EmailConfig::Folder {
+            path: mail_dir.clone(),
+            from: "tw@example.com".into(),
+            to: vec!["oncall@example.com".into()],
+        })
+        .unwrap();
+        let email = Email {
+            id: "prod-1".into(),
+            token: "prod".into(),
+            subject: "s".into(),
+            text: "x".into(),
+            html: "x".into(),
+        };
+        let now: Timestamp = "2026-01-02T03:04:05Z".parse().unwrap();
+        ob.enqueue(&email, now).unwrap();
+        // Another process's flush holds the lock (flock is per open file, as across processes).
+        let other = ob.try_lock_dir().unwrap().expect("free");
+        let r = ob.flush(&mailer, now).await;
+        assert!(r.sent.is_empty() && r.failed.is_empty());
+        assert_eq!(r.remaining, 1);
+        drop(other);
+        let r = ob.flush(&mailer, now).await;
+        assert_eq!(r.sent, vec!["prod-1".to_string()]);
+        assert_eq!(std::fs::read_dir(&mail_dir).unwrap().count(), 1);
     }
 
     #[test]
