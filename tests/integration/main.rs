@@ -10,6 +10,7 @@ mod cli;
 mod daemon;
 mod delivery;
 mod doctor;
+mod faults;
 mod graph_client;
 mod notify;
 mod rotation;

@@ -1,0 +1,274 @@
+//! Faults in the dependencies during a rotation: Secrets Manager throttling and then down in
+//! the middle of a promotion (a fault-injecting proxy in front of moto), and a target that
+//! hangs past its timeout. Each must end with the rotation resumed and nothing lost.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use tokenwarden::sandbox::{self, Sandbox, Scenario, TokenSpec};
+use tokenwarden::secret::Secret;
+
+use crate::util::{Run, TokenEntry, Workspace, run_with_stdin};
+
+const AWS_ENV: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// A proxy in front of moto that answers the next `budget` calls of one Secrets Manager
+/// operation with a fault instead of passing them on.
+struct FaultyProxy {
+    port: u16,
+    budget: Arc<AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct ProxyState {
+    upstream: String,
+    operation: &'static str,
+    budget: Arc<AtomicU32>,
+    http: reqwest::Client,
+}
+
+impl FaultyProxy {
+    async fn start(operation: &'static str) -> FaultyProxy {
+        let budget = Arc::new(AtomicU32::new(0));
+        let st = ProxyState {
+            upstream: crate::util::moto().endpoint.clone(),
+            operation,
+            budget: budget.clone(),
+            http: reqwest::Client::new(),
+        };
+        let app = axum::Router::new().fallback(forward).with_state(st);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FaultyProxy { port, budget, task }
+    }
+}
+
+impl Drop for FaultyProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn forward(
+    State(st): State<ProxyState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if target.ends_with(st.operation)
+        && st
+            .budget
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+            .is_ok()
+    {
+        // Alternate throttling and an outage, as AWS's JSON protocol reports them.
+        let left = st.budget.load(Ordering::SeqCst);
+        let (status, kind) = if left % 2 == 0 {
+            (StatusCode::BAD_REQUEST, "ThrottlingException")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+        };
+        return (
+            status,
+            [("content-type", "application/x-amz-json-1.1")],
+            format!("{{\"__type\":\"{kind}\",\"message\":\"injected by the test\"}}"),
+        )
+            .into_response();
+    }
+    let mut req = st
+        .http
+        .request(method, format!("{}{}", st.upstream, uri))
+        .body(body);
+    for (k, v) in &headers {
+        if k != "host" && k != "content-length" {
+            req = req.header(k, v);
+        }
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .cloned()
+        .unwrap_or_else(|| "application/x-amz-json-1.1".parse().unwrap());
+    let bytes = resp.bytes().await.unwrap();
+    (status, [("content-type", ct)], bytes).into_response()
+}
+
+async fn tw(config: &std::path::Path, args: &[&str]) -> Run {
+    let mut all = vec!["--config".to_string(), config.display().to_string()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        run_with_stdin(&args, &AWS_ENV, None)
+    })
+    .await
+    .unwrap()
+}
+
+async fn is_valid(sb: &Sandbox, token: &str) -> bool {
+    let proof =
+        tokenwarden::secret::appsecret_proof(&Secret::new(sb.app_secret()), &sb.app_token());
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v25.0/debug_token", sb.base_url()))
+        .query(&[
+            ("input_token", token),
+            ("access_token", &sb.app_token()),
+            ("appsecret_proof", &proof),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["data"]["is_valid"].as_bool().unwrap()
+}
+
+async fn current(id: &str) -> String {
+    crate::util::moto_client()
+        .await
+        .get_secret_value()
+        .secret_id(id)
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .unwrap()
+        .secret_string()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_manager_down_mid_promotion_stalls_then_resumes_with_one_mint() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let old = sb.issue_token(TokenSpec::system_user_60d().issued_ago(45 * 86_400));
+    let admin = sb.issue_token(TokenSpec::system_user_never());
+    let id = crate::util::unique("tw-faults");
+    crate::util::moto_client()
+        .await
+        .create_secret()
+        .name(&id)
+        .secret_string(&old)
+        .send()
+        .await
+        .unwrap();
+    let proxy = FaultyProxy::start("UpdateSecretVersionStage").await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin_file = dir.path().join("admin");
+    crate::util::write_private(&admin_file, &admin);
+    let extra = format!(
+        "store = {{ kind = \"aws\", secret_id = \"{id}\", region = \"us-east-1\", endpoint = \"http://127.0.0.1:{}\" }}\nsource = \"mint\"\nmint = {{ system_user_id = \"{}\", admin_token = {{ file = \"{}\" }} }}\nrevoke_after = \"0s\"\n",
+        proxy.port,
+        sandbox::DEMO_SYSTEM_USER_ID,
+        admin_file.display()
+    );
+    let ws = Workspace::new(
+        &sb,
+        &[TokenEntry {
+            name: "prod",
+            value: None,
+            extra: &extra,
+        }],
+    );
+    // More failures than the SDK's own retries: the promotion cannot happen on this run.
+    proxy.budget.store(12, Ordering::SeqCst);
+    let r = tw(&ws.config, &["rotate", "--token", "prod"]).await;
+    assert_eq!(r.code, 75, "stalled at promotion, to resume later: {r:?}");
+    assert!(r.stdout.contains("step promote"), "{r:?}");
+    assert_eq!(current(&id).await, old, "the old token stays current");
+    assert!(is_valid(&sb, &old).await);
+    // Secrets Manager is back: the same rotation resumes and completes, minting nothing new.
+    proxy.budget.store(0, Ordering::SeqCst);
+    let r = tw(&ws.config, &["rotate", "--token", "prod"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_ne!(current(&id).await, old);
+    assert_eq!(sb.stats().minted, 1);
+    assert!(!is_valid(&sb, &old).await);
+}
+
+#[tokio::test]
+async fn a_target_hanging_past_its_timeout_is_rolled_back_and_retried() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let old = sb.issue_token(TokenSpec::system_user_60d().issued_ago(45 * 86_400));
+    let admin = sb.issue_token(TokenSpec::system_user_never());
+    let dir = tempfile::tempdir().unwrap();
+    let admin_file = dir.path().join("admin");
+    crate::util::write_private(&admin_file, &admin);
+    let env = dir.path().join(".env");
+    crate::util::write_private(&env, &format!("WHATSAPP_ACCESS_TOKEN={old}\n"));
+    let hang = dir.path().join("hang");
+    std::fs::write(&hang, "").unwrap();
+    // The worker hangs while the file `hang` exists.
+    let extra = format!(
+        r#"source = "mint"
+mint = {{ system_user_id = "{su}", admin_token = {{ file = "{admin}" }} }}
+revoke_after = "0s"
+[[token.target]]
+name = "env"
+kind = "dotenv"
+path = "{env}"
+reload = ["/bin/true"]
+[[token.target]]
+name = "worker"
+kind = "exec"
+timeout = "1s"
+command = ["/bin/sh", "-c", "cat >/dev/null; while [ -e {hang} ]; do sleep 0.1; done"]
+"#,
+        su = sandbox::DEMO_SYSTEM_USER_ID,
+        admin = admin_file.display(),
+        env = env.display(),
+        hang = hang.display(),
+    );
+    let ws = Workspace::new(
+        &sb,
+        &[TokenEntry {
+            name: "prod",
+            value: Some(&old),
+            extra: &extra,
+        }],
+    );
+    let started = std::time::Instant::now();
+    let r = tw(&ws.config, &["rotate", "--token", "prod"]).await;
+    assert_eq!(r.code, 75, "{r:?}");
+    assert!(r.stdout.contains("worker"), "names the target: {r:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the timeout bounds the hang"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&env).unwrap(),
+        format!("WHATSAPP_ACCESS_TOKEN={old}\n"),
+        "rolled back"
+    );
+    std::fs::remove_file(&hang).unwrap();
+    let r = tw(&ws.config, &["rotate", "--token", "prod"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        sb.stats().minted,
+        1,
+        "the retry delivers the same candidate"
+    );
+    assert!(!is_valid(&sb, &old).await);
+}
