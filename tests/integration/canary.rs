@@ -1,0 +1,242 @@
+//! No secret where it does not belong: one daemon run that checks, rotates (mint), delivers to
+//! a dotenv file, a webhook and a command, revokes, emails over STARTTLS with a password and
+//! serves metrics, all with canary values; then every output is searched for every canary.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use tokenwarden::sandbox::{self, Sandbox, Scenario, TokenSpec};
+use tokenwarden::store::SecretStore;
+
+use crate::util::{SinkOpts, SmtpSink, TokenEntry, Workspace};
+
+const SMTP_PASSWORD: &str = "smtp-canary-PASSWORD-7f3a";
+const HOOK_SECRET: &str = "whsec_canary_HOOK_91c2";
+const URL_CANARY: &str = "url-canary-QUERY-5d1e";
+
+/// Every regular file under `dir`, recursively, with its text (lossy).
+fn files(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else if e.file_type().unwrap().is_file() {
+                let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+                out.push((p, text));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_canary_reaches_any_output() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let old = sb.issue_token(TokenSpec::system_user_60d().issued_ago(45 * 86_400));
+    let admin = sb.issue_token(TokenSpec::system_user_never());
+    let ca = crate::util::test_ca();
+    let sink = SmtpSink::start(&SinkOpts {
+        starttls: Some((ca.cert.clone(), ca.key.clone())),
+        auth: Some(("alice".into(), SMTP_PASSWORD.into())),
+        ..SinkOpts::default()
+    });
+    // Secrets live outside the state directory, as in a real deployment.
+    let secrets = tempfile::tempdir().unwrap();
+    let apps = tempfile::tempdir().unwrap();
+    let write = |name: &str, v: &str| {
+        let p = secrets.path().join(name);
+        crate::util::write_private(&p, v);
+        p
+    };
+    let admin_file = write("admin", &admin);
+    let smtp_file = write("smtp", SMTP_PASSWORD);
+    let hook_file = write("hook", HOOK_SECRET);
+    let env = apps.path().join(".env");
+    crate::util::write_private(&env, &format!("WHATSAPP_ACCESS_TOKEN={old}\n"));
+    let (argv_file, env_file) = (apps.path().join("argv"), apps.path().join("environ"));
+
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let log = log.clone();
+        async move {
+            log.lock().unwrap().push(uri.to_string());
+            StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_port = listener.local_addr().unwrap().port();
+    let hook = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let metrics_port = crate::util::free_port();
+    let tail = format!(
+        "attempts = 1\ntimeout = \"5s\"\n[schedule]\ncron = \"0 0 0 1 1 *\"\n\
+         [email]\nkind = \"smtp\"\nhost = \"localhost\"\nport = {}\nusername = \"alice\"\n\
+         password = {{ file = \"{}\" }}\nca_file = \"{}\"\nfrom = \"tw@example.com\"\nto = [\"oncall@example.com\"]\n\
+         [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+        sink.port,
+        smtp_file.display(),
+        ca.ca_cert.display()
+    );
+    let extra = format!(
+        r#"source = "mint"
+mint = {{ system_user_id = "{su}", admin_token = {{ file = "{admin}" }} }}
+revoke_after = "0s"
+[[token.target]]
+name = "env"
+kind = "dotenv"
+path = "{env}"
+reload = ["/bin/true"]
+[[token.target]]
+name = "pos"
+kind = "webhook"
+url = "http://127.0.0.1:{hook_port}/hook?key={URL_CANARY}"
+secret = {{ file = "{hook}" }}
+[[token.target]]
+name = "worker"
+kind = "exec"
+command = ["/bin/sh", "-c", "cat >/dev/null; echo \"$0 $*\" > {argv}; env > {environ}"]
+"#,
+        su = sandbox::DEMO_SYSTEM_USER_ID,
+        admin = admin_file.display(),
+        env = env.display(),
+        hook = hook_file.display(),
+        argv = argv_file.display(),
+        environ = env_file.display(),
+    );
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry {
+            name: "prod",
+            value: Some(&old),
+            extra: &extra,
+        }],
+        &tail,
+    );
+    let state_dir = ws.config.parent().unwrap().to_path_buf();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+        .args(["--config", ws.config.to_str().unwrap(), "run"])
+        .env("TOKENWARDEN_LOG", "tokenwarden=trace,debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first check finds the token due, rotates it and revokes the old one.
+    let audit = state_dir.join("audit.jsonl");
+    for _ in 0..200 {
+        if std::fs::read_to_string(&audit).is_ok_and(|a| a.contains("\"verify_revoked\"")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for _ in 0..100 {
+        if sink.messages().len() >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let scrape = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    hook.abort();
+    assert!(out.status.success(), "{out:?}");
+
+    let new = tokenwarden::store::file::FileStore::new(ws.store.clone(), "prod".into())
+        .current()
+        .await
+        .unwrap()
+        .expose()
+        .to_string();
+    assert_ne!(new, old, "the run rotated the token");
+    assert_eq!(
+        std::fs::read_to_string(&env).unwrap(),
+        format!("WHATSAPP_ACCESS_TOKEN={new}\n")
+    );
+    assert!(!sink.messages().is_empty(), "an email went out");
+    assert!(
+        seen.lock().unwrap().iter().any(|u| u.contains(URL_CANARY)),
+        "the webhook was called"
+    );
+
+    // Everything tokenwarden wrote or said, except the files meant to hold secrets.
+    let mut outputs: Vec<(String, String)> = vec![
+        ("stdout".into(), String::from_utf8_lossy(&out.stdout).into()),
+        (
+            "stderr (trace logs)".into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        ),
+        ("metrics".into(), scrape),
+        (
+            "child argv".into(),
+            std::fs::read_to_string(&argv_file).unwrap(),
+        ),
+        (
+            "child environment".into(),
+            std::fs::read_to_string(&env_file).unwrap(),
+        ),
+    ];
+    for (_, raw) in sink.messages() {
+        outputs.push(("email".into(), raw));
+    }
+    let holders = [
+        ws.store.clone(),
+        state_dir.join("app-secret"),
+        ws.config.clone(),
+    ];
+    for (path, text) in files(&state_dir) {
+        if !holders.contains(&path) {
+            outputs.push((path.display().to_string(), text));
+        }
+    }
+    let canaries = [
+        old.as_str(),
+        new.as_str(),
+        admin.as_str(),
+        sandbox::DEMO_APP_SECRET,
+        SMTP_PASSWORD,
+        HOOK_SECRET,
+        URL_CANARY,
+    ];
+    let mut hits = Vec::new();
+    for (what, text) in &outputs {
+        for c in canaries {
+            if text.contains(c) {
+                hits.push(format!("{what} holds {}…", &c[..8]));
+            }
+        }
+    }
+    println!(
+        "canary: {} outputs searched for {} canaries, {} hits",
+        outputs.len(),
+        canaries.len(),
+        hits.len()
+    );
+    assert!(hits.is_empty(), "{hits:#?}");
+    assert!(
+        outputs.len() >= 10,
+        "the search covered the state directory too"
+    );
+
+    // Files that hold tokens are private.
+    use std::os::unix::fs::PermissionsExt;
+    for p in [ws.store.clone(), env.clone()] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", p.display());
+    }
+}
