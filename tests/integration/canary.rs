@@ -136,7 +136,7 @@ command = ["/bin/sh", "-c", "cat >/dev/null; echo \"$0 $*\" > {argv}; env > {env
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     for _ in 0..100 {
-        if sink.messages().len() >= 1 {
+        if !sink.messages().is_empty() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
