@@ -171,6 +171,7 @@ impl Daemon {
             return;
         };
         let (verdict, facts) = observe(&self.cfg, &t, &self.graph).await;
+        crate::failpoint::hit("daemon.after_observe");
         let now = self.clock.now();
         self.telemetry.beat(now.as_second());
         self.audit.record(
@@ -454,6 +455,9 @@ impl Daemon {
             }
             ts.last_email = Some((now, r.subject));
         }
+        if !notices.is_empty() {
+            crate::failpoint::hit("daemon.after_enqueue");
+        }
         if queued {
             ts.ledger = ledger;
         }
@@ -462,6 +466,9 @@ impl Daemon {
         ts.next_check = next_check;
         if let Err(e) = self.state.save(&self.snap) {
             tracing::error!(error = %e, "cannot save state");
+        }
+        if !notices.is_empty() {
+            crate::failpoint::hit("daemon.after_save");
         }
     }
 

@@ -257,6 +257,7 @@ impl Outbox {
                 Some(e) => e.clone(),
                 None => match mailer.send_classified(&entry.email).await {
                     Ok(()) => {
+                        crate::failpoint::hit("outbox.after_send");
                         self.mark_sent(&id, &token, now);
                         tracing::info!(id = %id, token = %token, attempts = entry.attempts + 1, via = %mailer.describe(), "email delivered");
                         report.sent.push(id);
@@ -303,6 +304,7 @@ impl Outbox {
         if let Err(e) = write_atomic(&self.sent_path(id), now.to_string().as_bytes(), 0o600) {
             tracing::error!(id = %id, token = %token, error = %e, "cannot record a delivered email; it may be sent again after a restart");
         }
+        crate::failpoint::hit("outbox.after_mark");
         self.remove_entry(id, token);
     }
 

@@ -952,3 +952,99 @@ async fn sigterm_during_the_first_check_waits_for_it_and_exits_cleanly() {
         "the check finished first: {state}"
     );
 }
+
+/// The check and email path, stopped hard at each step and restarted: the warning reaches
+/// on-call once. The one exception is the window SMTP leaves (after the server's 250, before
+/// the outbox records it): the email goes again with the same Message-ID, which mail clients
+/// fold into one.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_and_email_path_killed_at_each_step_alerts_once() {
+    let points = [
+        "daemon.after_observe",
+        "daemon.after_enqueue",
+        "daemon.after_save",
+        "outbox.after_send",
+        "outbox.after_mark",
+    ];
+    let mut survived = 0;
+    for point in points {
+        let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+            .await
+            .unwrap();
+        let sink = SmtpSink::start(&SinkOpts::default());
+        let token = sb.issue_token(
+            TokenSpec::system_user_60d()
+                .wabas(&[sandbox::DEMO_WABA_ID])
+                .expiring_in(2 * DAY + 600),
+        );
+        let ws = Workspace::with_meta(
+            &sb,
+            &[TokenEntry::new("prod", &token)],
+            &sections(sink.port, ""),
+        );
+        let run = |fp: Option<&str>| {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"));
+            cmd.args(["--config", ws.config.to_str().unwrap(), "run"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            if let Some(fp) = fp {
+                cmd.env(tokenwarden::failpoint::ENV, fp);
+            }
+            cmd.spawn().unwrap()
+        };
+        let crashed = run(Some(point));
+        let out = tokio::task::spawn_blocking(move || crashed.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        assert!(!out.status.success(), "{point}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("failpoint {point}")),
+            "{point}: {out:?}"
+        );
+        let second = run(None);
+        let audit = state_dir(&ws.config).join("audit.jsonl");
+        for _ in 0..100 {
+            let sent = std::fs::read_to_string(&audit)
+                .map(|a| a.matches("\"email_sent\"").count())
+                .unwrap_or(0);
+            if sent >= 1 || (point == "outbox.after_mark" && !sink.messages().is_empty()) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        std::process::Command::new("kill")
+            .args(["-TERM", &second.id().to_string()])
+            .status()
+            .unwrap();
+        let out = tokio::task::spawn_blocking(move || second.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{point}: {out:?}");
+        let warnings: Vec<String> = subjects(&sink)
+            .into_iter()
+            .filter(|s| s.contains("WARNING prod"))
+            .collect();
+        let ids: std::collections::BTreeSet<String> = sink
+            .messages()
+            .iter()
+            .filter_map(|(_, raw)| {
+                raw.lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+                    .map(|l| l.to_string())
+            })
+            .collect();
+        if point == "outbox.after_send" {
+            assert_eq!(warnings.len(), 2, "{point}: {warnings:?}");
+            assert_eq!(ids.len(), 1, "{point}: the same Message-ID twice: {ids:?}");
+        } else {
+            assert_eq!(warnings.len(), 1, "{point}: {warnings:?}");
+        }
+        survived += 1;
+    }
+    println!(
+        "{} crash points in check and email, {survived} survived",
+        points.len()
+    );
+}
