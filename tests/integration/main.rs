@@ -6,6 +6,7 @@
 mod util;
 
 mod aws_store;
+mod batch;
 mod cli;
 mod daemon;
 mod delivery;
