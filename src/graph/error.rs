@@ -109,6 +109,8 @@ pub enum CallKind {
 
 /// Rate limits: app, user, page, application, custom, WhatsApp throughput and pair rate.
 const RATE_LIMIT_CODES: &[i64] = &[4, 17, 32, 341, 613, 80007, 130429, 131056];
+/// Business Use Case rate limits (80000 to 80014 are documented, 80007 is WhatsApp's).
+const BUC_RATE_LIMITS: std::ops::RangeInclusive<i64> = 80_000..=80_099;
 /// Temporary service errors.
 const TEMPORARY_CODES: &[i64] = &[1, 2, 131000, 131016];
 
@@ -215,7 +217,8 @@ pub fn classify_api(
     retry_after: Option<Duration>,
 ) -> GraphError {
     let code = api.code;
-    if RATE_LIMIT_CODES.contains(&code) {
+    // HTTP 429 is a rate limit whatever the code says (batch items carry their own status).
+    if RATE_LIMIT_CODES.contains(&code) || BUC_RATE_LIMITS.contains(&code) || api.status == 429 {
         return GraphError::Transient(Transient::RateLimited { api, retry_after });
     }
     // `Error validating client secret.` is code 1 with type OAuthException and HTTP 400 on
@@ -335,6 +338,11 @@ mod tests {
             (WithToken, 400, 341, None, "OAuthException", "transient"),
             (WithToken, 400, 613, None, "OAuthException", "transient"),
             (WithToken, 400, 80007, None, "OAuthException", "transient"),
+            (WithToken, 400, 80004, None, "OAuthException", "transient"),
+            (WithToken, 400, 80008, None, "OAuthException", "transient"),
+            (WithToken, 429, 99999, None, "OAuthException", "transient"),
+            (Inspect, 429, 100, None, "OAuthException", "transient"),
+            (Inspect, 400, 80004, None, "OAuthException", "transient"),
             (WithToken, 429, 130429, None, "OAuthException", "transient"),
             (WithToken, 503, 131016, None, "OAuthException", "transient"),
             (WithToken, 500, 131000, None, "OAuthException", "transient"),

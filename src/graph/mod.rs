@@ -11,6 +11,8 @@
 //! Meta cannot have acted on them: see [`GraphClient::mint_token`].
 
 mod error;
+mod fleet;
+pub mod throttle;
 pub mod version;
 mod wire;
 
@@ -20,6 +22,8 @@ use jiff::Timestamp;
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 
 pub use error::{ApiError, CallKind, GraphError, Transient, classify, dead_reason};
+pub use fleet::BATCH_SIZE;
+pub use throttle::Throttle;
 
 use crate::config::MetaConfig;
 use crate::secret::{Secret, appsecret_proof};
@@ -504,7 +508,7 @@ impl GraphClient {
                     ("access_token", caller.expose()),
                 ])
             },
-            |status, body| match revoke_outcome(body) {
+            |status, _headers, body| match revoke_outcome(body) {
                 Some(true) => Ok(()),
                 Some(false) => Err(GraphError::Transient(Transient::Api(ApiError {
                     status,
@@ -577,7 +581,7 @@ impl GraphClient {
         replay: Replay,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<T, GraphError> {
-        self.send_parsed(call, replay, build, |status, body| {
+        self.send_parsed(call, replay, build, |status, _headers, body| {
             serde_json::from_slice(body)
                 .map_err(|_| GraphError::Transient(error::bad_body(status, body)))
         })
@@ -592,7 +596,7 @@ impl GraphClient {
         call: CallKind,
         replay: Replay,
         build: impl Fn() -> reqwest::RequestBuilder,
-        parse: impl Fn(u16, &[u8]) -> Result<T, GraphError>,
+        parse: impl Fn(u16, &HeaderMap, &[u8]) -> Result<T, GraphError>,
     ) -> Result<T, GraphError> {
         let mut attempt = 0;
         loop {
@@ -609,10 +613,12 @@ impl GraphClient {
                     let headers = resp.headers().clone();
                     match resp.bytes().await {
                         Err(e) => transport_error(e),
-                        Ok(body) if (200..300).contains(&status) => match parse(status, &body) {
-                            Ok(parsed) => return Ok(parsed),
-                            Err(e) => e,
-                        },
+                        Ok(body) if (200..300).contains(&status) => {
+                            match parse(status, &headers, &body) {
+                                Ok(parsed) => return Ok(parsed),
+                                Err(e) => e,
+                            }
+                        }
                         Ok(body) => classify(call, status, &body, retry_after(&headers)),
                     }
                 }

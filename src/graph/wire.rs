@@ -113,6 +113,25 @@ pub(super) struct RevokeResponse {
     pub success: Option<serde_json::Value>,
 }
 
+/// One answer in a batch response: `{"code":200,"headers":[...],"body":"<JSON as a string>"}`.
+/// Meta answers `null` for an item it did not get to (it timed out inside the batch).
+#[derive(Deserialize)]
+pub(super) struct BatchItem {
+    #[serde(default, deserialize_with = "loose_int")]
+    pub code: Option<i64>,
+    /// Absent with `include_headers=false`.
+    #[serde(default)]
+    pub headers: Option<Vec<BatchHeader>>,
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct BatchHeader {
+    pub name: String,
+    pub value: String,
+}
+
 fn loose_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let v = Option::<serde_json::Value>::deserialize(d)?;
     Ok(match v {

@@ -36,7 +36,7 @@ pub use scenario::{
     AppDef, DEMO_APP_ID, DEMO_APP_SECRET, DEMO_PHONE_NUMBER_ID, DEMO_SYSTEM_USER_ID, DEMO_USER_ID,
     DEMO_WABA_ID, Endpoint, Fault, Lifetime, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_NUMBER_ID,
     OTHER_WABA_ID, PhoneDef, Scenario, SystemUserDef, TemplateDef, TokenDef, TokenKind, TokenSpec,
-    TokenStatusDef, UNINSTALLED_SYSTEM_USER_ID, WHATSAPP_SCOPES, WabaDef,
+    TokenStatusDef, UNINSTALLED_SYSTEM_USER_ID, UsageModel, WHATSAPP_SCOPES, WabaDef,
 };
 pub use world::{SentMessage, Stats};
 
@@ -157,6 +157,17 @@ impl Sandbox {
     /// Request and outcome counters.
     pub fn stats(&self) -> Stats {
         lock(&self.shared).stats.clone()
+    }
+
+    /// For each Graph HTTP request so far, in order of arrival, how many were in progress
+    /// when it arrived (itself included). Kept for the first 100,000 requests.
+    pub fn concurrency_log(&self) -> Vec<u32> {
+        lock(&self.shared).arrivals.clone()
+    }
+
+    /// The `X-App-Usage` `call_count` the next answer would carry (percent, may pass 100).
+    pub fn app_usage(&self) -> u64 {
+        lock(&self.shared).usage_percent()
     }
 
     /// Messages accepted so far, oldest first.

@@ -48,8 +48,10 @@ pub const WHATSAPP_SCOPES: [&str; 2] = [
 pub struct Scenario {
     /// Sandbox unix time at start; `None` means the real time. The clock ticks from there.
     pub now: Option<i64>,
-    /// Added before every Graph answer (never to the admin API).
+    /// Added once to every Graph HTTP request, a batch included (never to the admin API).
     pub latency_ms: u64,
+    /// How `X-App-Usage` grows with the calls made.
+    pub usage: UsageModel,
     /// Apps; the first one is the default app of issued tokens.
     pub apps: Vec<AppDef>,
     /// WhatsApp Business Accounts with their phone numbers.
@@ -64,6 +66,31 @@ pub struct Scenario {
     pub tokens: Vec<TokenDef>,
     /// Faults pending from the start.
     pub faults: Vec<Fault>,
+}
+
+/// How the sandbox fills `X-App-Usage`, as Meta's app-level rate limit: a rolling window of
+/// sandbox time over which `call_limit` calls make 100 %. Every Graph request counts, and each
+/// item of a batch counts as one more, as at Meta. Usage is reported, never enforced: use a
+/// [`Fault::RateLimit`] to refuse calls.
+///
+/// In a scenario file: `[usage]` with `window_secs` and `call_limit`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsageModel {
+    /// The rolling window, in sandbox seconds (Meta's is an hour).
+    pub window_secs: i64,
+    /// Calls within the window that make 100 % (at least 1).
+    pub call_limit: u64,
+}
+
+impl Default for UsageModel {
+    /// An hour and 100,000 calls: a 10,000-token check reads about 10 %.
+    fn default() -> Self {
+        UsageModel {
+            window_secs: 3600,
+            call_limit: 100_000,
+        }
+    }
 }
 
 /// An app registered with Meta.
@@ -659,6 +686,7 @@ struct ScenarioFile {
     base: Base,
     now: Option<i64>,
     latency_ms: Option<u64>,
+    usage: Option<UsageModel>,
     app: Vec<AppDef>,
     waba: Vec<WabaDef>,
     system_user: Vec<SystemUserDef>,
@@ -691,6 +719,9 @@ impl From<ScenarioFile> for Scenario {
         if let Some(ms) = file.latency_ms {
             s.latency_ms = ms;
         }
+        if let Some(u) = file.usage {
+            s.usage = u;
+        }
         merge_by(&mut s.apps, file.app, |a| a.id.clone());
         merge_by(&mut s.wabas, file.waba, |w| w.id.clone());
         merge_by(&mut s.system_users, file.system_user, |u| u.id.clone());
@@ -719,6 +750,7 @@ impl Scenario {
         Scenario {
             now: None,
             latency_ms: 0,
+            usage: UsageModel::default(),
             apps: Vec::new(),
             wabas: Vec::new(),
             system_users: Vec::new(),
@@ -743,6 +775,7 @@ impl Scenario {
         Scenario {
             now: None,
             latency_ms: 0,
+            usage: UsageModel::default(),
             apps: vec![
                 AppDef {
                     id: DEMO_APP_ID.into(),

@@ -1,7 +1,7 @@
 //! The mutable state of a running sandbox: clock, tokens, app secrets, pending faults, counters
 //! and sent messages. Everything sits behind one mutex that is never held across an `await`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,6 +31,8 @@ pub struct Stats {
     pub messages_sent: u64,
     /// Batch requests (`POST /` with `batch`).
     pub batch_calls: u64,
+    /// The most Graph HTTP requests in progress at once.
+    pub peak_in_flight: u64,
 }
 
 impl Stats {
@@ -183,9 +185,16 @@ pub(crate) struct World {
     pub stats: Stats,
     pub messages: Vec<SentMessage>,
     pub rng: Rng,
-    /// All requests ever, for `X-App-Usage`.
-    pub calls: u64,
+    /// Calls per sandbox second within the usage window, oldest first, for `X-App-Usage`.
+    pub usage: VecDeque<(i64, u64)>,
+    /// Graph HTTP requests in progress.
+    pub in_flight: u64,
+    /// Requests in progress at each arrival (see `Sandbox::concurrency_log`).
+    pub arrivals: Vec<u32>,
 }
+
+/// How many arrivals `World::arrivals` keeps: a long-running sandbox must not grow forever.
+const ARRIVALS_KEPT: usize = 100_000;
 
 impl World {
     pub fn new(scenario: Scenario) -> World {
@@ -203,7 +212,9 @@ impl World {
             stats: Stats::default(),
             messages: Vec::new(),
             rng: Rng::seeded(0x5eed),
-            calls: 0,
+            usage: VecDeque::new(),
+            in_flight: 0,
+            arrivals: Vec::new(),
             scenario,
         };
         for def in w.scenario.tokens.clone() {
@@ -345,9 +356,50 @@ impl World {
         Some(fault)
     }
 
+    /// Counts a call (a request, or an item of a batch) for the stats and the usage window.
     pub fn count(&mut self, endpoint: Endpoint) {
         *self.stats.requests.entry(endpoint).or_insert(0) += 1;
-        self.calls += 1;
+        let now = self.now();
+        match self.usage.back_mut() {
+            Some((sec, n)) if *sec == now => *n += 1,
+            _ => self.usage.push_back((now, 1)),
+        }
+        self.forget_old_usage(now);
+    }
+
+    fn forget_old_usage(&mut self, now: i64) {
+        let window = self.scenario.usage.window_secs.max(1);
+        while self
+            .usage
+            .front()
+            .is_some_and(|(sec, _)| *sec <= now - window)
+        {
+            self.usage.pop_front();
+        }
+    }
+
+    /// `X-App-Usage`'s `call_count`: the calls within the window, in percent of the limit.
+    pub fn usage_percent(&mut self) -> u64 {
+        let now = self.now();
+        self.forget_old_usage(now);
+        // Calls "from the future" (the clock was moved back) still count until they age out.
+        let calls: u64 = self.usage.iter().map(|(_, n)| n).sum();
+        calls.saturating_mul(100) / self.scenario.usage.call_limit.max(1)
+    }
+
+    /// A Graph HTTP request starts: counted in flight and logged.
+    pub fn arrive(&mut self) {
+        self.in_flight += 1;
+        self.stats.peak_in_flight = self.stats.peak_in_flight.max(self.in_flight);
+        if self.arrivals.len() < ARRIVALS_KEPT {
+            self.arrivals
+                .push(u32::try_from(self.in_flight).unwrap_or(u32::MAX));
+        }
+    }
+
+    /// A Graph HTTP request has its answer.
+    pub fn depart(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
     }
 
     /// Moves the clock by `secs` (negative moves it back).

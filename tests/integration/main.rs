@@ -6,6 +6,7 @@
 mod util;
 
 mod aws_store;
+mod batch;
 mod canary;
 mod cli;
 mod daemon;

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tokenwarden::sandbox::{
     DEMO_APP_ID, DEMO_APP_SECRET, DEMO_PHONE_NUMBER_ID, DEMO_SYSTEM_USER_ID, DEMO_WABA_ID,
     Endpoint, Fault, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_NUMBER_ID, OTHER_WABA_ID, Sandbox,
-    Scenario, TokenSpec, UNINSTALLED_SYSTEM_USER_ID,
+    Scenario, TokenSpec, UNINSTALLED_SYSTEM_USER_ID, UsageModel,
 };
 use tokenwarden::secret::{Secret, appsecret_proof};
 
@@ -230,6 +230,9 @@ async fn scenario_file_fixes_clock_and_tokens() {
 now = 1719857190   # Monday 2024-07-01 11:06:30 PDT
 latency_ms = 0
 
+[usage]
+call_limit = 20
+
 [[token]]
 value = "EAAfixedvalid"
 lifetime = "never"
@@ -258,7 +261,15 @@ code = 1
 "#,
     )
     .unwrap();
-    let sb = start_with(Scenario::load(&path).unwrap()).await;
+    let scenario = Scenario::load(&path).unwrap();
+    assert_eq!(
+        scenario.usage,
+        UsageModel {
+            window_secs: 3600,
+            call_limit: 20
+        }
+    );
+    let sb = start_with(scenario).await;
     assert!((sb.now() - 1_719_857_190).abs() <= 2);
     assert_eq!(inspect(&sb, "EAAfixedvalid").await["is_valid"], true);
     let d = inspect(&sb, "EAAfixedexpired").await;
@@ -810,6 +821,111 @@ async fn batch_evaluates_items_and_caps_at_50() {
         r.json()["error"]["message"],
         "Too many requests in batch message. Maximum batch size is 50"
     );
+}
+
+/// A batch of `debug_token` items for `tokens`, sent with the demo app token.
+async fn batch_of(sb: &Sandbox, tokens: &[&str], extra: &[(&str, &str)]) -> Resp {
+    let items: Vec<Value> = tokens
+        .iter()
+        .map(|t| json!({"method": "GET", "relative_url": format!("debug_token?input_token={t}")}))
+        .collect();
+    let mut form = vec![
+        ("batch".to_string(), serde_json::to_string(&items).unwrap()),
+        ("access_token".to_string(), app_token()),
+    ];
+    form.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    send(client().post(format!("{}{V}/", sb.base_url())).form(&form)).await
+}
+
+fn call_count(r: &Resp) -> i64 {
+    let usage: Value = serde_json::from_str(&r.header("x-app-usage").unwrap()).unwrap();
+    usage["call_count"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_costs_one_latency_and_each_item_counts_toward_usage() {
+    let mut s = Scenario::demo();
+    s.latency_ms = 100;
+    s.usage = UsageModel {
+        window_secs: 3600,
+        call_limit: 1000,
+    };
+    let sb = start_with(s).await;
+    let t = sb.issue_token(TokenSpec::system_user_60d());
+    let fifty = vec![t.as_str(); 50];
+    let started = std::time::Instant::now();
+    let r = batch_of(&sb, &fifty, &[]).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json().as_array().unwrap().len(), 50);
+    assert!(took >= Duration::from_millis(100), "{took:?}");
+    // 50 items each paying the latency would take 5 s.
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    // The batch request and its 50 items: 51 calls of 1000.
+    assert_eq!(call_count(&r), 5);
+    assert_eq!(sb.app_usage(), 5);
+    let r = batch_of(&sb, &fifty, &[]).await;
+    assert_eq!(call_count(&r), 10);
+    let r = get(
+        &sb,
+        "/debug_token",
+        &[("input_token", &t), ("access_token", &app_token())],
+    )
+    .await;
+    assert_eq!(call_count(&r), 10, "103 calls");
+    assert_eq!(sb.stats().requests_for(Endpoint::Batch), 2);
+    assert_eq!(sb.stats().requests_for(Endpoint::DebugToken), 101);
+    // The window rolls: an hour later only the new call counts.
+    sb.advance_clock(3601);
+    let r = get(
+        &sb,
+        "/debug_token",
+        &[("input_token", &t), ("access_token", &app_token())],
+    )
+    .await;
+    assert_eq!(call_count(&r), 0);
+    assert_eq!(sb.stats().peak_in_flight, 1);
+    assert_eq!(sb.concurrency_log(), vec![1, 1, 1, 1]);
+}
+
+#[tokio::test]
+async fn batch_items_are_rate_limited_one_by_one_and_headers_can_be_left_out() {
+    let sb = start().await;
+    let t = sb.issue_token(TokenSpec::system_user_60d());
+    sb.add_fault(Fault::RateLimit {
+        endpoint: Endpoint::DebugToken,
+        count: 2,
+        code: 613,
+        retry_after_secs: 5,
+    });
+    let r = batch_of(&sb, &[&t, &t, &t], &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let arr = r.json();
+    let codes: Vec<i64> = arr
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, [400, 400, 200]);
+    let first: Value = serde_json::from_str(arr[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(first["error"]["code"], 613);
+    let names: Vec<&str> = arr[0]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"Retry-After"), "{names:?}");
+    let last: Value = serde_json::from_str(arr[2]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(last["data"]["is_valid"], true);
+
+    let r = batch_of(&sb, &[&t, "EAAgarbage"], &[("include_headers", "false")]).await;
+    for item in r.json().as_array().unwrap() {
+        assert_eq!(item["code"], 200);
+        assert!(item.get("headers").is_none(), "{item}");
+        assert!(item["body"].is_string());
+    }
 }
 
 #[tokio::test]
