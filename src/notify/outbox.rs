@@ -180,11 +180,8 @@ impl Outbox {
     /// An exclusive lock on the outbox for one flush, across processes; `None` when another
     /// process holds it.
     fn try_lock_dir(&self) -> std::io::Result<Option<std::fs::File>> {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join(".flush.lock"))?;
+        // The directory itself is locked: no lock file among the entries.
+        let f = std::fs::File::open(&self.dir)?;
         match f.try_lock() {
             Ok(()) => Ok(Some(f)),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
