@@ -21,6 +21,7 @@
 //! - [`audit`]: the append-only JSON-lines audit log.
 //! - [`sdnotify`]: systemd's READY/STOPPING/WATCHDOG notifications.
 //! - [`sandbox`]: a Graph API simulator on loopback for tests, the demo and trying a config.
+//! - `fuzzing` (hidden): the checks the fuzz targets in `fuzz/` and their corpus replay run.
 #![forbid(unsafe_code)]
 // `GraphError` carries Meta's whole error (message, trace id) so people can act on it; errors
 // are rare and off every hot path, so their size does not matter.
@@ -36,6 +37,8 @@ pub mod demo;
 pub mod doctor;
 pub mod failpoint;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph;
 pub mod lint;
 pub mod metrics;

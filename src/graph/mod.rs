@@ -816,6 +816,109 @@ fn phone(p: wire::PhoneNumberWire) -> PhoneNumber {
     }
 }
 
+/// Runs `body`, as if it came with HTTP `status`, through every parser a Graph answer goes
+/// through, and checks what the classification promises. For the fuzz targets and their
+/// corpus replay (`tokenwarden::fuzzing`); not an API.
+///
+/// The parsers: `debug_token`'s answer (and every question asked of the resulting
+/// [`TokenInfo`]), the error envelope classified for each [`CallKind`], a phone number and a
+/// page of them, a message id, refresh and mint answers, the lenient revoke answer, and the
+/// body read as an `X-Business-Use-Case-Usage` header. Never panicking is the property; the
+/// assertions are the invariants of `ARCHITECTURE.md` that a body alone can decide.
+#[doc(hidden)]
+pub fn fuzz_parse(status: u16, body: &[u8]) {
+    use std::fmt::Write as _;
+    // Formatting exercises `Display` and `dead_reason`; the text is thrown away.
+    let mut sink = String::new();
+
+    if let Ok(parsed) = serde_json::from_slice::<wire::DebugTokenResponse>(body) {
+        let info = token_info(parsed.data);
+        if let Some(reason) = info.invalid_reason() {
+            let _ = write!(sink, "{reason} {}", dead_reason(&reason));
+        }
+        assert_eq!(info.invalid_reason().is_none(), info.is_valid);
+        let _ = info.missing_whatsapp_scopes();
+        let wabas = info.waba_ids();
+        assert!(
+            wabas.windows(2).all(|w| w[0] < w[1]),
+            "sorted, no duplicates"
+        );
+        for waba in &wabas {
+            let _ = info.targets_waba(waba);
+        }
+    }
+
+    let parsed = error::parse_error_body(status, body);
+    for call in [
+        CallKind::Inspect,
+        CallKind::WithToken,
+        CallKind::WithAppSecret,
+    ] {
+        let retry = Some(Duration::from_secs(u64::from(status)));
+        let classified = classify(call, status, body, retry);
+        let _ = write!(sink, "{classified}");
+        match (&parsed, &classified) {
+            // A body that is not Graph JSON is transient, never a verdict.
+            (Err(_), GraphError::Transient(Transient::BadBody { .. })) => {}
+            (Err(_), other) => panic!("a non-envelope body was classified {other:?}"),
+            (Ok(_), GraphError::Transient(Transient::BadBody { .. })) => {
+                panic!("an envelope was classified as a bad body")
+            }
+            (Ok(_), _) => {}
+        }
+        if let GraphError::TokenDead(api) = &classified {
+            // An error about the inspecting call is never reported as a dead token.
+            assert_ne!(call, CallKind::Inspect, "{api:?}");
+            assert!(matches!(api.code, 0 | 102 | 190), "{api:?}");
+        }
+        if let GraphError::Transient(Transient::RateLimited { retry_after, .. }) = &classified {
+            assert_eq!(*retry_after, retry);
+        }
+    }
+
+    if let Ok(p) = serde_json::from_slice::<wire::PhoneNumberWire>(body) {
+        let _ = write!(sink, "{:?}", phone(p));
+    }
+    if let Ok(page) = serde_json::from_slice::<wire::PhoneNumberPage>(body) {
+        let numbers: Vec<PhoneNumber> = page.data.into_iter().map(phone).collect();
+        let after = page.paging.and_then(|p| p.cursors).and_then(|c| c.after);
+        let _ = write!(sink, "{numbers:?} {after:?}");
+    }
+    if let Ok(m) = serde_json::from_slice::<wire::MessageResponse>(body) {
+        let _ = m.messages.into_iter().next().map(|m| m.id);
+    }
+    if let Ok(r) = serde_json::from_slice::<wire::RefreshResponse>(body) {
+        let _ = new_token(r.access_token);
+        let _ = r
+            .expires_in
+            .filter(|s| *s > 0)
+            .map(|s| Duration::from_secs(s as u64));
+    }
+    if let Ok(m) = serde_json::from_slice::<wire::MintResponse>(body)
+        && let Err(e) = new_token(m.access_token)
+    {
+        let _ = write!(sink, "{e}");
+    }
+    let outcome = revoke_outcome(body);
+    if let Ok(strict) = serde_json::from_slice::<serde_json::Value>(body) {
+        // What strict JSON says, the lenient reading says too.
+        // The lenient reading of `oauth/revoke` never contradicts a strict one (it may still
+        // distrust an odd answer, such as one with the key twice).
+        if let Some(serde_json::Value::Bool(b)) = strict.get("success") {
+            assert!(outcome.is_none() || outcome == Some(*b), "{outcome:?}");
+        }
+    }
+
+    if let Ok(value) = reqwest::header::HeaderValue::from_bytes(body) {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-business-use-case-usage", value.clone());
+        let _ = retry_after(&headers);
+        headers.insert("retry-after", value);
+        let _ = retry_after(&headers);
+    }
+    std::hint::black_box(sink);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

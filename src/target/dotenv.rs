@@ -30,6 +30,9 @@
 //!   letters and digits, so in practice every style keeps its own quotes.
 //! - A line holding the key that it cannot rewrite safely (a value spanning lines, text after
 //!   the closing quote) is refused ([`DotenvError::Unparsable`]) with its line number.
+//! - Never a quote that an earlier, never-closed quote would take as its end: that would turn
+//!   every line between into one value and hide the key. Such a value goes in another style,
+//!   else it is refused ([`DotenvError::Unparsable`], with the line of the open quote).
 //!
 //! No error, `Debug` or `Display` here contains a value: errors name keys, line numbers and the
 //! kind of character at fault.
@@ -144,7 +147,7 @@ pub fn set(text: &str, key: &str, value: &str) -> Result<Edited, DotenvError> {
     check_key(key)?;
     check_value(key, value)?;
     let lines = split_lines(text);
-    let hits = scan(&lines, key)?;
+    let Scan { hits, dangling } = scan(&lines, key)?;
     // Sized up front so the buffer holding the token is not reallocated (leaving copies behind).
     let mut out =
         String::with_capacity(text.len() + (hits.len() + 1) * (key.len() + value.len() + 8));
@@ -152,7 +155,7 @@ pub fn set(text: &str, key: &str, value: &str) -> Result<Edited, DotenvError> {
     for (index, line) in lines.iter().enumerate() {
         match next.next_if(|hit| hit.index == index) {
             Some(hit) => {
-                let style = style_for(key, value, hit.style)?;
+                let style = style_for(key, value, hit.style, open_before(&dangling, hit.index))?;
                 out.push_str(&line.content[..hit.start]);
                 push_value(&mut out, style, value);
                 out.push_str(&line.content[hit.end..]);
@@ -163,7 +166,7 @@ pub fn set(text: &str, key: &str, value: &str) -> Result<Edited, DotenvError> {
     }
     let appended = hits.is_empty();
     if appended {
-        let style = style_for(key, value, Style::Bare)?;
+        let style = style_for(key, value, Style::Bare, &dangling)?;
         let newline = dominant_newline(&lines);
         let open_last_line = !text.is_empty() && !text.ends_with('\n');
         if open_last_line {
@@ -195,7 +198,7 @@ pub fn get(text: &str, key: &str) -> Option<String> {
 fn lookup(text: &str, key: &str) -> Result<Option<String>, DotenvError> {
     check_key(key)?;
     let lines = split_lines(text);
-    let hits = scan(&lines, key)?;
+    let hits = scan(&lines, key)?.hits;
     Ok(hits.last().map(|hit| decode(hit.style, hit.raw)))
 }
 
@@ -241,19 +244,56 @@ fn check_value(key: &str, value: &str) -> Result<(), DotenvError> {
 }
 
 /// The style `value` is written in on a line whose value was in `found`: that style if the
-/// value is safe in it, else single quotes, else double quotes.
-fn style_for(key: &str, value: &str, found: Style) -> Result<Style, DotenvError> {
-    [found, Style::Single, Style::Double]
+/// value is safe in it, else single quotes, else double quotes. `open` are the quotes above the
+/// line that never close: a style that would put such a quote on the line is skipped, as that
+/// quote would close the earlier value and swallow every line between (the key's among them).
+fn style_for(
+    key: &str,
+    value: &str,
+    found: Style,
+    open: &[Dangling],
+) -> Result<Style, DotenvError> {
+    let safe: Vec<Style> = [found, Style::Single, Style::Double]
         .into_iter()
-        .find(|style| style.can_hold(value))
-        .ok_or_else(|| DotenvError::UnsafeValue {
-            key: key.to_string(),
-            problem: if value.contains('\\') {
-                "contains a backslash, which loaders read as an escape"
-            } else {
-                "contains a single quote as well as `\"`, `$` or a backquote"
-            },
-        })
+        .filter(|style| style.can_hold(value))
+        .collect();
+    if let Some(style) = safe
+        .iter()
+        .copied()
+        .find(|style| !open.iter().any(|d| style.writes_quote(value, d.style)))
+    {
+        return Ok(style);
+    }
+    if let Some(first) = safe.first() {
+        // Every safe style is blocked; name the open quote that blocks the first one.
+        let blocking = open
+            .iter()
+            .find(|d| first.writes_quote(value, d.style))
+            .expect("a safe style was skipped only for an open quote");
+        return Err(DotenvError::Unparsable {
+            line: blocking.index + 1,
+            problem: format!(
+                "the {} quote opening `{}`'s value never closes, and every way of writing \
+                 `{key}`'s new value holds that quote, which would close it and hide the lines \
+                 between (close the quote, or remove it)",
+                blocking.style.name(),
+                blocking.name,
+            ),
+        });
+    }
+    Err(DotenvError::UnsafeValue {
+        key: key.to_string(),
+        problem: if value.contains('\\') {
+            "contains a backslash, which loaders read as an escape"
+        } else {
+            "contains a single quote as well as `\"`, `$` or a backquote"
+        },
+    })
+}
+
+/// The quotes that open on lines before `index` and never close.
+fn open_before<'a>(dangling: &'a [Dangling<'a>], index: usize) -> &'a [Dangling<'a>] {
+    &dangling[..dangling.partition_point(|d| d.index < index)]
 }
 
 fn push_value(out: &mut String, style: Style, value: &str) {
@@ -279,6 +319,23 @@ impl Style {
             '`' => Some(Style::Backtick),
             _ => None,
         }
+    }
+
+    /// The quote in words, for errors.
+    fn name(self) -> &'static str {
+        match self {
+            Style::Bare => "missing",
+            Style::Single => "single",
+            Style::Double => "double",
+            Style::Backtick => "back",
+        }
+    }
+
+    /// Whether writing `value` in this style puts `other`'s quote character on the line. No
+    /// style writes a backslash, so such a quote is never escaped.
+    fn writes_quote(self, value: &str, other: Style) -> bool {
+        let quote = other.quote();
+        !quote.is_empty() && (self.quote() == quote || value.contains(quote))
     }
 
     fn quote(self) -> &'static str {
@@ -496,9 +553,26 @@ struct Hit<'a> {
     raw: &'a str,
 }
 
+/// A quote that opens a value and never closes (the value is then one line, as the loaders
+/// read it): a line written after it must not hold that quote.
+struct Dangling<'a> {
+    index: usize,
+    style: Style,
+    name: &'a str,
+}
+
+/// What [`scan`] finds.
+struct Scan<'a> {
+    /// The lines holding the key, in order.
+    hits: Vec<Hit<'a>>,
+    /// The quotes that never close, in order.
+    dangling: Vec<Dangling<'a>>,
+}
+
 /// The lines holding `key`, in order, skipping the inner lines of values that span lines.
-fn scan<'a>(lines: &[Line<'a>], key: &str) -> Result<Vec<Hit<'a>>, DotenvError> {
+fn scan<'a>(lines: &[Line<'a>], key: &str) -> Result<Scan<'a>, DotenvError> {
     let mut hits = Vec::new();
+    let mut dangling = Vec::new();
     let mut index = 0;
     while index < lines.len() {
         let content = lines[index].content;
@@ -538,16 +612,21 @@ fn scan<'a>(lines: &[Line<'a>], key: &str) -> Result<Vec<Hit<'a>>, DotenvError> 
             None => {
                 // Another key's value spans lines: skip to the line that closes it. A quote
                 // that never closes leaves a one-line value, as the loaders read it.
-                if let Some(last) = (index + 1..lines.len())
+                match (index + 1..lines.len())
                     .find(|&j| a.style.find_close(lines[j].content).is_some())
                 {
-                    index = last;
+                    Some(last) => index = last,
+                    None => dangling.push(Dangling {
+                        index,
+                        style: a.style,
+                        name: a.name,
+                    }),
                 }
             }
         }
         index += 1;
     }
-    Ok(hits)
+    Ok(Scan { hits, dangling })
 }
 
 /// The env file of a `dotenv` target.
@@ -1255,6 +1334,79 @@ mod tests {
             let shown = format!("{e} {e:?}");
             assert!(shown.contains(KEY) && !shown.contains("canary"), "{shown}");
             assert_eq!(get(text, KEY), None, "{text:?}");
+        }
+    }
+
+    /// Found by the `dotenv` fuzz target: a value written with a quote that an earlier,
+    /// never-closed quote of the same kind takes as its end swallowed the key's line.
+    #[test]
+    fn a_quote_that_never_closes_is_not_closed_by_the_new_value() {
+        // (before, key, value, after): another style when one is safe.
+        let written: &[(&str, &str, &str, &str)] = &[
+            (
+                "NOTE=\"unclosed\nWHATSAPP_ACCESS_TOKEN=old\n",
+                KEY,
+                "a b",
+                "NOTE=\"unclosed\nWHATSAPP_ACCESS_TOKEN='a b'\n",
+            ),
+            (
+                "MSG='unclosed\nWHATSAPP_ACCESS_TOKEN=old\n",
+                KEY,
+                "a b",
+                "MSG='unclosed\nWHATSAPP_ACCESS_TOKEN=\"a b\"\n",
+            ),
+            (
+                "MSG='unclosed\n",
+                KEY,
+                "a b",
+                "MSG='unclosed\nWHATSAPP_ACCESS_TOKEN=\"a b\"\n",
+            ),
+            (
+                "WHATSAPP_ACCESS_TOKEN=old\nNOTE=\"unclosed\n",
+                KEY,
+                "it's",
+                "WHATSAPP_ACCESS_TOKEN=\"it's\"\nNOTE=\"unclosed\n",
+            ),
+            (
+                "NOTE=\"unclosed\nWHATSAPP_ACCESS_TOKEN=old\n",
+                KEY,
+                NEW,
+                "NOTE=\"unclosed\nWHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n",
+            ),
+        ];
+        for &(before, key, value, after) in written {
+            let e = set(before, key, value).unwrap_or_else(|e| panic!("{before:?}: {e}"));
+            assert_eq!(e.text, after, "{before:?}");
+            assert_eq!(get(&e.text, key).as_deref(), Some(value), "{before:?}");
+        }
+        // (before, key, value, line of the open quote): no safe style is left.
+        let refused: &[(&str, &str, &str, usize)] = &[
+            // The fuzzer's input: the appended line closed NOTE's quote.
+            (
+                "NOTE=\"unclosed\nWHATSAPP_ACCESS_TOKEN=old\n",
+                "WHATSAPP_ACCESS_TOKEN_OLD",
+                "it's",
+                1,
+            ),
+            (
+                "A=1\nNOTE=\"unclosed\nWHATSAPP_ACCESS_TOKEN=old\n",
+                KEY,
+                "it's",
+                2,
+            ),
+            ("MSG='unclosed\n", KEY, "say \"canary\"", 1),
+        ];
+        for &(before, key, value, line) in refused {
+            let e = set(before, key, value).unwrap_err();
+            assert!(
+                matches!(&e, DotenvError::Unparsable { line: l, .. } if *l == line),
+                "{before:?}: {e:?}"
+            );
+            let shown = e.to_string();
+            assert!(
+                shown.contains("never closes") && !shown.contains("canary"),
+                "{shown}"
+            );
         }
     }
 
