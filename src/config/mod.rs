@@ -901,7 +901,8 @@ fn valid_name(name: &str) -> bool {
         && !name.starts_with('.')
 }
 
-fn is_loopback(url: &reqwest::Url) -> bool {
+/// Whether `url` points at this machine (plain http is allowed only there).
+pub(crate) fn is_loopback(url: &reqwest::Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

@@ -718,9 +718,9 @@ fn local_error(message: &str) -> ApiError {
 
 /// Exponential backoff with "equal jitter": half fixed, half random, so many instances that
 /// failed together do not retry together.
-fn backoff(base: Duration, attempt: u32) -> Duration {
+pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
     let exp = base
-        .saturating_mul(1u32 << (attempt - 1).min(16))
+        .saturating_mul(1u32 << (attempt.max(1) - 1).min(16))
         .min(Duration::from_secs(30));
     let half = exp / 2;
     half + half.mul_f64(jitter())

@@ -522,19 +522,9 @@ async fn validate(d: &Deps<'_>, r: &mut Rotation) -> Event {
     let Some(new) = r.new.clone() else {
         return Event::Failed("no candidate was recorded".into());
     };
-    let candidate = match candidate_or_superseded(d, r, &new).await {
-        Ok(c) => c,
+    let (candidate, current) = match candidate_and_current(d, r, &new).await {
+        Ok(pair) => pair,
         Err(ev) => return ev,
-    };
-    let current = match d.store.current_version().await {
-        Ok((v, s)) if v.0 == r.old.version => s,
-        Ok((v, _)) => {
-            return Event::Superseded(format!(
-                "the store's current version is now {v}, not {}",
-                r.old.version
-            ));
-        }
-        Err(e) => return store_event(e),
     };
     let current = match current_facts(d.graph, &current).await {
         Ok(f) => f,
@@ -549,11 +539,8 @@ async fn validate(d: &Deps<'_>, r: &mut Rotation) -> Event {
         Err(check) => {
             // A token this rotation asked Meta for and will not use must not stay alive
             // unused: revoke it (best effort; a person's staged token is theirs to keep).
-            if r.source != "staged" && report.invalid.is_none() {
-                match d.graph.revoke_token(&candidate, &candidate).await {
-                    Ok(()) => d.audit.record((d.now)(), "candidate_revoked", serde_json::json!({"token": d.token.name, "rotation": r.id, "fingerprint": candidate.fingerprint().to_string()})),
-                    Err(e) => tracing::warn!(token = %d.token.name, error = %e, "cannot revoke the rejected candidate; it expires on its own"),
-                }
+            if report.invalid.is_none() {
+                revoke_own_candidate(d, r, &candidate).await;
             }
             // Unlabel the candidate so it is not tried again; the version itself is kept
             // (Secrets Manager keeps it unlabelled) for a person to look at.
@@ -575,20 +562,45 @@ async fn abandon_candidate(d: &Deps<'_>, r: &Rotation) {
     if v.0 != new.version {
         return;
     }
-    if r.source != "staged" {
-        match d.graph.revoke_token(&token, &token).await {
-            Ok(()) => d.audit.record(
-                (d.now)(),
-                "candidate_revoked",
-                serde_json::json!({"token": d.token.name, "rotation": r.id, "fingerprint": token.fingerprint().to_string()}),
-            ),
-            Err(e) => {
-                tracing::warn!(token = %d.token.name, error = %e, "cannot revoke the abandoned candidate; it expires on its own")
-            }
-        }
-    }
+    revoke_own_candidate(d, r, &token).await;
     if let Err(e) = d.store.clear_pending().await {
         tracing::warn!(token = %d.token.name, error = %e, "cannot unstage the abandoned candidate");
+    }
+}
+
+/// The recorded candidate and the token it replaces, both still where the rotation left
+/// them; or why this rotation must stop.
+async fn candidate_and_current(
+    d: &Deps<'_>,
+    r: &Rotation,
+    new: &Side,
+) -> Result<(Secret, Secret), Event> {
+    let candidate = candidate_or_superseded(d, r, new).await?;
+    match d.store.current_version().await {
+        Ok((v, s)) if v.0 == r.old.version => Ok((candidate, s)),
+        Ok((v, _)) => Err(Event::Superseded(format!(
+            "the store's current version is now {v}, not {}",
+            r.old.version
+        ))),
+        Err(e) => Err(store_event(e)),
+    }
+}
+
+/// Revokes a candidate this rotation asked Meta for and will not use (nobody else knows it),
+/// best effort: it expires on its own otherwise. A person's staged token is theirs to keep.
+async fn revoke_own_candidate(d: &Deps<'_>, r: &Rotation, token: &Secret) {
+    if r.source == "staged" {
+        return;
+    }
+    match d.graph.revoke_token(token, token).await {
+        Ok(()) => d.audit.record(
+            (d.now)(),
+            "candidate_revoked",
+            serde_json::json!({"token": d.token.name, "rotation": r.id, "fingerprint": token.fingerprint().to_string()}),
+        ),
+        Err(e) => {
+            tracing::warn!(token = %d.token.name, error = %e, "cannot revoke an unused candidate; it expires on its own")
+        }
     }
 }
 
@@ -650,19 +662,9 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
     let Some(new) = r.new.clone() else {
         return Event::Failed("no candidate was recorded".into());
     };
-    let candidate = match candidate_or_superseded(d, r, &new).await {
-        Ok(c) => c,
+    let (candidate, old) = match candidate_and_current(d, r, &new).await {
+        Ok(pair) => pair,
         Err(ev) => return ev,
-    };
-    let old = match d.store.current_version().await {
-        Ok((v, s)) if v.0 == r.old.version => s,
-        Ok((v, _)) => {
-            return Event::Superseded(format!(
-                "the store's current version is now {v}, not {}",
-                r.old.version
-            ));
-        }
-        Err(e) => return store_event(e),
     };
     let targets = match open_targets(d.token).await {
         Ok(t) => t,

@@ -116,7 +116,7 @@ impl Webhook {
     pub fn new(url: reqwest::Url, secret: Secret) -> Result<Webhook, TargetError> {
         match url.scheme() {
             "https" => {}
-            "http" if is_loopback(&url) => {}
+            "http" if crate::config::is_loopback(&url) => {}
             _ => {
                 return Err(TargetError::Refused(format!(
                     "webhook {}: expected an https URL (plain http only to loopback)",
@@ -211,7 +211,7 @@ impl Webhook {
                     if attempt == 1 { "" } else { "s" }
                 )));
             }
-            let mut delay = backoff(self.retry_delay, attempt);
+            let mut delay = crate::graph::backoff(self.retry_delay, attempt);
             if let Some(wait) = retry_after {
                 if wait > MAX_RETRY_AFTER {
                     return Err(TargetError::Transient(format!(
@@ -398,15 +398,6 @@ pub(super) fn place(url: &reqwest::Url) -> String {
     }
 }
 
-fn is_loopback(url: &reqwest::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
 /// A reqwest failure in words, stripped of its URL.
 fn transport_error(e: reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
@@ -429,28 +420,6 @@ pub(super) fn error_chain(e: reqwest::Error) -> String {
         src = cause.source();
     }
     s
-}
-
-/// Exponential backoff with "equal jitter" (half fixed, half random), as in the Graph client,
-/// so receivers that failed for many instances at once are not hit again all together.
-fn backoff(base: Duration, attempt: u32) -> Duration {
-    let exp = base
-        .saturating_mul(1u32 << (attempt.max(1) - 1).min(16))
-        .min(Duration::from_secs(30));
-    let half = exp / 2;
-    half + half.mul_f64(jitter())
-}
-
-fn jitter() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -681,17 +650,5 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_slice(&body(&never, now).unwrap()).unwrap();
         assert_eq!(v["expires_at"], serde_json::Value::Null);
-    }
-
-    #[test]
-    fn backoff_grows_within_bounds() {
-        let base = Duration::from_millis(100);
-        for attempt in 1..=20 {
-            let d = backoff(base, attempt);
-            let exp = base
-                .saturating_mul(1 << (attempt - 1).min(16))
-                .min(Duration::from_secs(30));
-            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?}");
-        }
     }
 }

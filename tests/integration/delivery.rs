@@ -12,7 +12,7 @@ use tokenwarden::sandbox::{self, Sandbox, Scenario, TokenSpec};
 use tokenwarden::secret::Secret;
 use tokenwarden::target::webhook;
 
-use crate::util::{Run, SinkOpts, SmtpSink, TokenEntry, Workspace, assert_no_leak, run_with_stdin};
+use crate::util::{Run, SinkOpts, SmtpSink, TokenEntry, Workspace, assert_no_leak, is_valid};
 
 const HOOK_SECRET: &str = "whsec_deliverycanarySECRET";
 const AWS_ENV: [(&str, &str); 3] = [
@@ -81,38 +81,7 @@ async fn receive(
 }
 
 async fn tw(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut all = vec!["--config".to_string(), config.display().to_string()];
-    all.extend(args.iter().map(|s| s.to_string()));
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = all.iter().map(String::as_str).collect();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        run_with_stdin(&args, &env, None)
-    })
-    .await
-    .unwrap()
-}
-
-async fn is_valid(sb: &Sandbox, token: &str) -> bool {
-    let proof =
-        tokenwarden::secret::appsecret_proof(&Secret::new(sb.app_secret()), &sb.app_token());
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/v25.0/debug_token", sb.base_url()))
-        .query(&[
-            ("input_token", token),
-            ("access_token", &sb.app_token()),
-            ("appsecret_proof", &proof),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["data"]["is_valid"].as_bool().unwrap()
+    crate::util::tw(config, args, env, None).await
 }
 
 /// A directory with an env file per app, holding `token` between other lines that must stay.

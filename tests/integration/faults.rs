@@ -10,9 +10,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use tokenwarden::sandbox::{self, Sandbox, Scenario, TokenSpec};
-use tokenwarden::secret::Secret;
 
-use crate::util::{Run, TokenEntry, Workspace, run_with_stdin};
+use crate::util::{Run, TokenEntry, Workspace, is_valid};
 
 const AWS_ENV: [(&str, &str); 3] = [
     ("AWS_ACCESS_KEY_ID", "testing"),
@@ -113,33 +112,7 @@ async fn forward(
 }
 
 async fn tw(config: &std::path::Path, args: &[&str]) -> Run {
-    let mut all = vec!["--config".to_string(), config.display().to_string()];
-    all.extend(args.iter().map(|s| s.to_string()));
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = all.iter().map(String::as_str).collect();
-        run_with_stdin(&args, &AWS_ENV, None)
-    })
-    .await
-    .unwrap()
-}
-
-async fn is_valid(sb: &Sandbox, token: &str) -> bool {
-    let proof =
-        tokenwarden::secret::appsecret_proof(&Secret::new(sb.app_secret()), &sb.app_token());
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/v25.0/debug_token", sb.base_url()))
-        .query(&[
-            ("input_token", token),
-            ("access_token", &sb.app_token()),
-            ("appsecret_proof", &proof),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["data"]["is_valid"].as_bool().unwrap()
+    crate::util::tw(config, args, &AWS_ENV, None).await
 }
 
 async fn current(id: &str) -> String {

@@ -2,37 +2,19 @@
 //! `rollback`, for each source, against the Graph sandbox and both stores. With the
 //! `failpoints` feature, the crash tests stop the process after every step and run it again.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tokenwarden::sandbox::{self, Sandbox, Scenario, TokenSpec};
 use tokenwarden::secret::Secret;
 use tokenwarden::store::SecretStore;
 use tokenwarden::store::file::FileStore;
 
-use crate::util::{Run, TokenEntry, Workspace, assert_no_leak, run_with_stdin};
+use crate::util::{TokenEntry, Workspace, assert_no_leak, is_valid, tw};
 
 async fn sandbox() -> Sandbox {
     Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
         .await
         .unwrap()
-}
-
-/// Runs the binary off the async runtime (the sandbox serves on it meanwhile).
-async fn tw(config: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
-    let mut all = vec!["--config".to_string(), config.to_str().unwrap().to_string()];
-    all.extend(args.iter().map(|s| s.to_string()));
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let stdin = stdin.map(str::to_string);
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = all.iter().map(String::as_str).collect();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        run_with_stdin(&args, &env, stdin.as_deref())
-    })
-    .await
-    .unwrap()
 }
 
 fn dir_of(ws: &Workspace) -> PathBuf {
@@ -46,30 +28,6 @@ async fn current(ws: &Workspace, name: &str) -> String {
         .unwrap()
         .expose()
         .to_string()
-}
-
-async fn is_valid(sb: &Sandbox, token: &str) -> bool {
-    let c = reqwest::Client::new();
-    let body: serde_json::Value = c
-        .get(format!("{}/v25.0/debug_token", sb.base_url()))
-        .query(&[
-            ("input_token", token),
-            ("access_token", &sb.app_token()),
-            (
-                "appsecret_proof",
-                &tokenwarden::secret::appsecret_proof(
-                    &Secret::new(sb.app_secret()),
-                    &sb.app_token(),
-                ),
-            ),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["data"]["is_valid"].as_bool().unwrap()
 }
 
 /// A workspace whose token `prod` is minted for the demo system user by an admin token kept

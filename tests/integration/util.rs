@@ -397,3 +397,42 @@ pub fn test_ca() -> &'static TestCa {
         }
     })
 }
+
+/// Runs the binary with `--config config args...` off the async runtime (a sandbox in this
+/// process keeps serving meanwhile).
+pub async fn tw(config: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+    let mut all = vec!["--config".to_string(), config.display().to_string()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let stdin = stdin.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_with_stdin(&args, &env, stdin.as_deref())
+    })
+    .await
+    .unwrap()
+}
+
+/// Whether the sandbox's `debug_token` calls `token` valid now.
+pub async fn is_valid(sb: &Sandbox, token: &str) -> bool {
+    let proof =
+        tokenwarden::secret::appsecret_proof(&Secret::new(sb.app_secret()), &sb.app_token());
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v25.0/debug_token", sb.base_url()))
+        .query(&[
+            ("input_token", token),
+            ("access_token", &sb.app_token()),
+            ("appsecret_proof", &proof),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["data"]["is_valid"].as_bool().unwrap()
+}
