@@ -330,7 +330,7 @@ impl Daemon {
             .snap
             .tokens
             .get(&t.name)
-            .and_then(|ts| rotation_reason(t, ts, last.as_ref(), now));
+            .and_then(|ts| crate::rotation::start_reason(t, ts, last.as_ref(), now));
         if !active && start.is_none() {
             return false;
         }
@@ -634,7 +634,7 @@ pub fn facts_of(token: &Secret, info: &graph::TokenInfo) -> TokenFacts {
 /// What tokenwarden does on its own about `t`, for emails.
 fn rotation_plan(t: &TokenConfig, facts: Option<&TokenFacts>) -> String {
     let due = facts
-        .and_then(|f| crate::rotation::run::due_at(t, f))
+        .and_then(|f| crate::rotation::due_at(t, f))
         .map(|at| format!(" (due {})", crate::timefmt::utc(at)))
         .unwrap_or_default();
     match &t.rotation.source {
@@ -649,44 +649,6 @@ fn rotation_plan(t: &TokenConfig, facts: Option<&TokenFacts>) -> String {
             }
         ),
     }
-}
-
-/// Why a rotation of `t` should start now, or `None`. Due when the token is dead or unusable
-/// (a successor is the fix), or when its rotation time has come. Never on a failed check, a
-/// store problem or tokenwarden's own credentials: those are not the token's fault. After an
-/// automatic rotation failed, the next attempt waits `repeat_interval` (a staged source needs
-/// no wait: the rejected candidate was unstaged, so only a new one starts a rotation).
-pub fn rotation_reason(
-    t: &TokenConfig,
-    ts: &crate::state::TokenState,
-    last: Option<&crate::rotation::Rotation>,
-    now: Timestamp,
-) -> Option<String> {
-    use crate::rotation::Outcome;
-    let facts = ts.facts.as_ref()?;
-    let reason = match ts.verdict.as_ref()? {
-        Verdict::Dead { reason, .. } => format!("the current token is no longer valid ({reason})"),
-        Verdict::Unusable { reason } => format!("the current token is unusable ({reason})"),
-        Verdict::Healthy => {
-            let at = crate::rotation::run::due_at(t, facts)?;
-            if at > now {
-                return None;
-            }
-            format!("its rotation time {} has come", crate::timefmt::utc(at))
-        }
-        _ => return None,
-    };
-    if let Some(l) = last
-        && matches!(
-            l.outcome,
-            Some(Outcome::Failed { .. } | Outcome::Rejected { .. })
-        )
-        && t.rotation.source != config::Source::Staged
-        && now.as_second() < l.updated.as_second() + t.policy.repeat_interval.as_secs() as i64
-    {
-        return None;
-    }
-    Some(reason)
 }
 
 /// Reads, inspects and proves one token; returns the verdict and, when Graph answered, facts.

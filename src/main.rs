@@ -445,7 +445,7 @@ fn config_check(flag: Option<PathBuf>) -> anyhow::Result<()> {
             .iter()
             .filter_map(|t| {
                 let facts = snap.tokens.get(&t.name).and_then(|s| s.facts.as_ref());
-                rotation::run::source_conflict(t, facts)
+                rotation::source_conflict(t, facts)
             })
             .collect();
         if !conflicts.is_empty() {

@@ -233,7 +233,7 @@ pub async fn dry_run(
     };
     match &facts {
         Some(f) => {
-            let due = run::due_at(t, f);
+            let due = super::due_at(t, f);
             out.push_str(&format!(
                 "  Current: version {cur_v}, fingerprint {}, {}; rotation due {}\n",
                 f.fingerprint,
@@ -269,7 +269,7 @@ pub async fn dry_run(
         }
         (None, Source::Refresh) => {
             out.push_str("refresh the current token through Meta's API (`oauth/access_token`, fb_exchange_token), and stage the answer\n");
-            if let Some(why) = run::source_conflict(t, facts.as_ref()) {
+            if let Some(why) = super::source_conflict(t, facts.as_ref()) {
                 out.push_str(&format!("     refused: {why}\n"));
                 code = 1;
             } else if facts.is_none() {
@@ -526,7 +526,7 @@ pub async fn stage(
         version: v.0.clone(),
         fingerprint: value.fingerprint(),
     };
-    let when = match facts.as_ref().and_then(|f| run::due_at(t, f)) {
+    let when = match facts.as_ref().and_then(|f| super::due_at(t, f)) {
         Some(d) if d > now => format!("when the rotation is due at {}", timefmt::utc(d)),
         _ => "on the daemon's next check (the rotation is due now)".into(),
     };

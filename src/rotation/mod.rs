@@ -52,6 +52,68 @@ pub fn rotate_at(
         .unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
+/// When a rotation of a token with these facts becomes due, or `None` when it never does.
+pub fn due_at(t: &crate::config::TokenConfig, facts: &TokenFacts) -> Option<Timestamp> {
+    let eff = effective_expiry(facts, t.policy.max_age)?;
+    Some(rotate_at(&eff, facts.issued_at, t.rotation.rotate_before))
+}
+
+/// Whether the token's last known facts make its configured source impossible: refreshing a
+/// non-expiring token would trade it for a 60-day one. Returns the problem in words.
+pub fn source_conflict(
+    t: &crate::config::TokenConfig,
+    facts: Option<&TokenFacts>,
+) -> Option<String> {
+    match (&t.rotation.source, facts.map(|f| f.expires)) {
+        (crate::config::Source::Refresh, Some(Expires::Never)) => Some(format!(
+            "token `{}` never expires (last check), but source = \"refresh\" would trade it for a 60-day token; use source = \"mint\" with lifetime = \"never\", or source = \"staged\"",
+            t.name
+        )),
+        _ => None,
+    }
+}
+
+/// Why a rotation of `t` should start now, or `None`. Due when the token is dead or unusable
+/// (a successor is the fix), or when its rotation time has come. Never on a failed check, a
+/// store problem or tokenwarden's own credentials: those are not the token's fault. After an
+/// automatic rotation failed, the next attempt waits `repeat_interval` (a staged source needs
+/// no wait: the rejected candidate was unstaged, so only a new one starts a rotation).
+pub fn start_reason(
+    t: &crate::config::TokenConfig,
+    ts: &crate::state::TokenState,
+    last: Option<&Rotation>,
+    now: Timestamp,
+) -> Option<String> {
+    let facts = ts.facts.as_ref()?;
+    let reason = match ts.verdict.as_ref()? {
+        crate::policy::Verdict::Dead { reason, .. } => {
+            format!("the current token is no longer valid ({reason})")
+        }
+        crate::policy::Verdict::Unusable { reason } => {
+            format!("the current token is unusable ({reason})")
+        }
+        crate::policy::Verdict::Healthy => {
+            let at = due_at(t, facts)?;
+            if at > now {
+                return None;
+            }
+            format!("its rotation time {} has come", crate::timefmt::utc(at))
+        }
+        _ => return None,
+    };
+    if let Some(l) = last
+        && matches!(
+            l.outcome,
+            Some(Outcome::Failed { .. } | Outcome::Rejected { .. })
+        )
+        && t.rotation.source != crate::config::Source::Staged
+        && now.as_second() < l.updated.as_second() + t.policy.repeat_interval.as_secs() as i64
+    {
+        return None;
+    }
+    Some(reason)
+}
+
 /// One step of a rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -918,25 +918,3 @@ pub fn store_hint(t: &TokenConfig) -> String {
         t.name
     )
 }
-
-/// Whether the token's last known facts make its configured source impossible: refreshing a
-/// non-expiring token would trade it for a 60-day one. Returns the problem in words.
-pub fn source_conflict(t: &TokenConfig, facts: Option<&TokenFacts>) -> Option<String> {
-    match (&t.rotation.source, facts.map(|f| f.expires)) {
-        (Source::Refresh, Some(Expires::Never)) => Some(format!(
-            "token `{}` never expires (last check), but source = \"refresh\" would trade it for a 60-day token; use source = \"mint\" with lifetime = \"never\", or source = \"staged\"",
-            t.name
-        )),
-        _ => None,
-    }
-}
-
-/// When a rotation of a token with these facts becomes due, or `None` when it never does.
-pub fn due_at(t: &TokenConfig, facts: &TokenFacts) -> Option<Timestamp> {
-    let eff = crate::policy::effective_expiry(facts, t.policy.max_age)?;
-    Some(super::rotate_at(
-        &eff,
-        facts.issued_at,
-        t.rotation.rotate_before,
-    ))
-}
