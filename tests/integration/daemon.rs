@@ -694,15 +694,8 @@ async fn at_its_rotation_time_a_minted_successor_takes_over_and_the_old_token_is
     let sink = SmtpSink::start(&SinkOpts::default());
     let expires = expiry_of(&sb);
     let old = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
-    let admin = sb.issue_token(TokenSpec::system_user_never());
     let dir = tempfile::tempdir().unwrap();
-    let admin_file = dir.path().join("admin");
-    crate::util::write_private(&admin_file, &admin);
-    let extra = format!(
-        "source = \"mint\"\nmint = {{ system_user_id = \"{}\", admin_token = {{ file = \"{}\" }} }}\n",
-        sandbox::DEMO_SYSTEM_USER_ID,
-        admin_file.display()
-    );
+    let (extra, admin) = crate::util::mint_source(&sb, dir.path(), sandbox::DEMO_SYSTEM_USER_ID);
     let ws = Workspace::with_meta(
         &sb,
         &[TokenEntry {
@@ -779,16 +772,10 @@ async fn a_refused_mint_sends_one_failure_email_and_waits_before_trying_again() 
     let sink = SmtpSink::start(&SinkOpts::default());
     let expires = expiry_of(&sb);
     let old = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
-    let admin = sb.issue_token(TokenSpec::system_user_never());
-    let dir = tempfile::tempdir().unwrap();
-    let admin_file = dir.path().join("admin");
-    crate::util::write_private(&admin_file, &admin);
     // The system user does not have the app installed: Meta refuses every mint.
-    let extra = format!(
-        "source = \"mint\"\nmint = {{ system_user_id = \"{}\", admin_token = {{ file = \"{}\" }} }}\n",
-        sandbox::UNINSTALLED_SYSTEM_USER_ID,
-        admin_file.display()
-    );
+    let dir = tempfile::tempdir().unwrap();
+    let (extra, admin) =
+        crate::util::mint_source(&sb, dir.path(), sandbox::UNINSTALLED_SYSTEM_USER_ID);
     let ws = Workspace::with_meta(
         &sb,
         &[TokenEntry {

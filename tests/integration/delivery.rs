@@ -12,14 +12,11 @@ use tokenwarden::sandbox::{self, Sandbox, Scenario, TokenSpec};
 use tokenwarden::secret::Secret;
 use tokenwarden::target::webhook;
 
-use crate::util::{Run, SinkOpts, SmtpSink, TokenEntry, Workspace, assert_no_leak, is_valid};
+use crate::util::{
+    AWS_ENV, Run, SinkOpts, SmtpSink, TokenEntry, Workspace, assert_no_leak, is_valid,
+};
 
 const HOOK_SECRET: &str = "whsec_deliverycanarySECRET";
-const AWS_ENV: [(&str, &str); 3] = [
-    ("AWS_ACCESS_KEY_ID", "testing"),
-    ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
 
 /// A loopback receiver: POSTs are checked with `webhook::verify` and their bodies kept; GET
 /// `/health` answers 200 (a verify URL).
@@ -112,14 +109,8 @@ impl Apps {
 }
 
 fn mint_entry(sb: &Sandbox, dir: &Path, extra: &str) -> String {
-    let admin = sb.issue_token(TokenSpec::system_user_never());
-    let admin_file = dir.join("admin-token");
-    crate::util::write_private(&admin_file, &admin);
-    format!(
-        "source = \"mint\"\nmint = {{ system_user_id = \"{}\", admin_token = {{ file = \"{}\" }} }}\n{extra}",
-        sandbox::DEMO_SYSTEM_USER_ID,
-        admin_file.display()
-    )
+    let (mint, _) = crate::util::mint_source(sb, dir, sandbox::DEMO_SYSTEM_USER_ID);
+    format!("{mint}{extra}")
 }
 
 fn sixty_day_token(sb: &Sandbox) -> String {

@@ -11,13 +11,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use tokenwarden::sandbox::{self, Sandbox, Scenario, TokenSpec};
 
-use crate::util::{Run, TokenEntry, Workspace, is_valid};
-
-const AWS_ENV: [(&str, &str); 3] = [
-    ("AWS_ACCESS_KEY_ID", "testing"),
-    ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
+use crate::util::{AWS_ENV, Run, TokenEntry, Workspace, is_valid};
 
 /// A proxy in front of moto that answers the next `budget` calls of one Secrets Manager
 /// operation with a fault instead of passing them on.
@@ -135,7 +129,6 @@ async fn secrets_manager_down_mid_promotion_stalls_then_resumes_with_one_mint() 
         .await
         .unwrap();
     let old = sb.issue_token(TokenSpec::system_user_60d().issued_ago(45 * 86_400));
-    let admin = sb.issue_token(TokenSpec::system_user_never());
     let id = crate::util::unique("tw-faults");
     crate::util::moto_client()
         .await
@@ -147,13 +140,10 @@ async fn secrets_manager_down_mid_promotion_stalls_then_resumes_with_one_mint() 
         .unwrap();
     let proxy = FaultyProxy::start("UpdateSecretVersionStage").await;
     let dir = tempfile::tempdir().unwrap();
-    let admin_file = dir.path().join("admin");
-    crate::util::write_private(&admin_file, &admin);
+    let (mint, _) = crate::util::mint_source(&sb, dir.path(), sandbox::DEMO_SYSTEM_USER_ID);
     let extra = format!(
-        "store = {{ kind = \"aws\", secret_id = \"{id}\", region = \"us-east-1\", endpoint = \"http://127.0.0.1:{}\" }}\nsource = \"mint\"\nmint = {{ system_user_id = \"{}\", admin_token = {{ file = \"{}\" }} }}\nrevoke_after = \"0s\"\n",
+        "store = {{ kind = \"aws\", secret_id = \"{id}\", region = \"us-east-1\", endpoint = \"http://127.0.0.1:{}\" }}\n{mint}revoke_after = \"0s\"\n",
         proxy.port,
-        sandbox::DEMO_SYSTEM_USER_ID,
-        admin_file.display()
     );
     let ws = Workspace::new(
         &sb,
@@ -185,19 +175,15 @@ async fn a_target_hanging_past_its_timeout_is_rolled_back_and_retried() {
         .await
         .unwrap();
     let old = sb.issue_token(TokenSpec::system_user_60d().issued_ago(45 * 86_400));
-    let admin = sb.issue_token(TokenSpec::system_user_never());
     let dir = tempfile::tempdir().unwrap();
-    let admin_file = dir.path().join("admin");
-    crate::util::write_private(&admin_file, &admin);
+    let (mint, _) = crate::util::mint_source(&sb, dir.path(), sandbox::DEMO_SYSTEM_USER_ID);
     let env = dir.path().join(".env");
     crate::util::write_private(&env, &format!("WHATSAPP_ACCESS_TOKEN={old}\n"));
     let hang = dir.path().join("hang");
     std::fs::write(&hang, "").unwrap();
     // The worker hangs while the file `hang` exists.
     let extra = format!(
-        r#"source = "mint"
-mint = {{ system_user_id = "{su}", admin_token = {{ file = "{admin}" }} }}
-revoke_after = "0s"
+        r#"{mint}revoke_after = "0s"
 [[token.target]]
 name = "env"
 kind = "dotenv"
@@ -209,8 +195,6 @@ kind = "exec"
 timeout = "1s"
 command = ["/bin/sh", "-c", "cat >/dev/null; while [ -e {hang} ]; do sleep 0.1; done"]
 "#,
-        su = sandbox::DEMO_SYSTEM_USER_ID,
-        admin = admin_file.display(),
         env = env.display(),
         hang = hang.display(),
     );

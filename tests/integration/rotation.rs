@@ -9,7 +9,7 @@ use tokenwarden::secret::Secret;
 use tokenwarden::store::SecretStore;
 use tokenwarden::store::file::FileStore;
 
-use crate::util::{TokenEntry, Workspace, assert_no_leak, is_valid, tw};
+use crate::util::{AWS_ENV, TokenEntry, Workspace, assert_no_leak, is_valid, tw};
 
 async fn sandbox() -> Sandbox {
     Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
@@ -33,15 +33,9 @@ async fn current(ws: &Workspace, name: &str) -> String {
 /// A workspace whose token `prod` is minted for the demo system user by an admin token kept
 /// in a file; `extra` adds lines to the `[[token]]`.
 fn mint_workspace(sb: &Sandbox, current: &str, extra: &str) -> (Workspace, String) {
-    let admin = sb.issue_token(TokenSpec::system_user_never());
     let dir = tempfile::tempdir().unwrap().keep();
-    let admin_file = dir.join("admin-token");
-    crate::util::write_private(&admin_file, &admin);
-    let entry = format!(
-        "source = \"mint\"\nmint = {{ system_user_id = \"{}\", admin_token = {{ file = \"{}\" }} }}\n{extra}",
-        sandbox::DEMO_SYSTEM_USER_ID,
-        admin_file.display()
-    );
+    let (mint, admin) = crate::util::mint_source(sb, &dir, sandbox::DEMO_SYSTEM_USER_ID);
+    let entry = format!("{mint}{extra}");
     let ws = Workspace::new(
         sb,
         &[TokenEntry {
@@ -498,12 +492,6 @@ async fn a_rotation_killed_after_any_step_resumes_to_the_same_end() {
     assert_eq!(survived, CRASH_POINTS.len());
     println!("{} crash points, {survived} survived", CRASH_POINTS.len());
 }
-
-const AWS_ENV: [(&str, &str); 3] = [
-    ("AWS_ACCESS_KEY_ID", "testing"),
-    ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
 
 /// A mint workspace whose token lives in key `WHATSAPP_ACCESS_TOKEN` of a JSON secret in
 /// moto, beside a key that must survive; returns the workspace and the secret id.

@@ -436,3 +436,23 @@ pub async fn is_valid(sb: &Sandbox, token: &str) -> bool {
         .unwrap();
     body["data"]["is_valid"].as_bool().unwrap()
 }
+
+/// Static credentials for the tokenwarden binary talking to moto.
+pub const AWS_ENV: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// `[[token]]` lines that mint new tokens for `system_user_id` with a fresh admin token of the
+/// sandbox, kept in a private file in `dir`; returns the lines and the admin token.
+pub fn mint_source(sb: &Sandbox, dir: &Path, system_user_id: &str) -> (String, String) {
+    let admin = sb.issue_token(sandbox::TokenSpec::system_user_never());
+    let admin_file = dir.join("admin-token");
+    write_private(&admin_file, &admin);
+    let lines = format!(
+        "source = \"mint\"\nmint = {{ system_user_id = \"{system_user_id}\", admin_token = {{ file = \"{}\" }} }}\n",
+        admin_file.display()
+    );
+    (lines, admin)
+}
