@@ -10,6 +10,7 @@ mod cli;
 mod daemon;
 mod delivery;
 mod doctor;
+mod fuzz_corpus;
 mod graph_client;
 mod notify;
 mod rotation;
