@@ -13,6 +13,7 @@ mod daemon;
 mod delivery;
 mod doctor;
 mod faults;
+mod fuzz_corpus;
 mod graph_client;
 mod notify;
 mod rotation;
