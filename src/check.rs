@@ -41,12 +41,23 @@ pub async fn run(
     now: Timestamp,
 ) -> Vec<Line> {
     let mut out = Vec::new();
-    for t in cfg
+    let tokens: Vec<crate::config::TokenConfig> = cfg
         .tokens
         .iter()
         .filter(|t| only.is_none_or(|n| n == t.name))
-    {
-        let (verdict, facts) = observe(cfg, t, graph).await;
+        .cloned()
+        .collect();
+    // One token: the plain calls (fewest round trips); many: Graph batch requests.
+    let observed = if tokens.len() == 1 {
+        vec![observe(cfg, &tokens[0], graph).await]
+    } else {
+        crate::daemon::observe_many(cfg, &tokens, graph, crate::daemon::BATCHES_IN_FLIGHT)
+            .await
+            .into_iter()
+            .map(|o| (o.verdict, o.facts))
+            .collect()
+    };
+    for (t, (verdict, facts)) in tokens.iter().zip(observed) {
         // A single transient failure in a one-shot check is UNKNOWN: it has nothing older.
         let since = matches!(verdict, Verdict::Unreachable { .. }).then_some(now);
         let a = policy::assess(&verdict, facts.as_ref(), since, &t.policy, now);

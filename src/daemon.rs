@@ -108,6 +108,32 @@ pub struct Daemon {
     next_fire: BTreeMap<String, Timestamp>,
     telemetry: Arc<Telemetry>,
     audit: crate::audit::Audit,
+    /// The `[[token]]`s; `cfg.tokens` is these followed by the groups' members.
+    statics: Vec<TokenConfig>,
+    /// What the last listing of each group found.
+    discovery: crate::discover::Discovery,
+    /// Slices of a group's scheduled check still to run, each at its time (the spread).
+    queue: std::collections::VecDeque<Slice>,
+    /// Whether the state changed since it was last saved.
+    dirty: bool,
+}
+
+/// Part of a group's scheduled check: one Graph batch worth of tokens, due at a moment within
+/// the group's spread.
+#[derive(Debug)]
+struct Slice {
+    due: Timestamp,
+    group: String,
+    tokens: Vec<String>,
+}
+
+/// What a cron job asks for when it fires.
+#[derive(Debug)]
+enum Fire {
+    /// Check this `[[token]]`.
+    Token(String),
+    /// List this group again and check its members over its spread.
+    Group(String),
 }
 
 impl Daemon {
@@ -137,8 +163,13 @@ impl Daemon {
             path: cfg.state_dir.join("outbox"),
             source,
         })?;
+        let statics = cfg.tokens.clone();
         Ok(Daemon {
             cfg,
+            statics,
+            discovery: crate::discover::Discovery::default(),
+            queue: std::collections::VecDeque::new(),
+            dirty: false,
             graph,
             mailer,
             outbox,
@@ -156,11 +187,84 @@ impl Daemon {
         &self.cfg
     }
 
-    /// Checks every token, then sends what is due.
+    /// Lists every group again (or only `only`) and rebuilds the token list.
+    pub async fn refresh_groups(&mut self, only: Option<&str>) {
+        let before: std::collections::HashSet<String> =
+            self.cfg.tokens.iter().map(|t| t.name.clone()).collect();
+        // The first listing is the start, not a change of membership.
+        let first = self.discovery.members.is_empty() && self.discovery.failed.is_empty();
+        self.discovery.skipped.clear();
+        for g in self.cfg.groups.clone() {
+            if only.is_some_and(|o| o != g.name) {
+                continue;
+            }
+            crate::discover::refresh_group(&g, &self.cfg.state_dir, &mut self.discovery).await;
+            if let Some(e) = self.discovery.failed.get(&g.name) {
+                tracing::warn!(group = %g.name, error = %e, "cannot list the group's tokens; checking its last known members");
+            }
+        }
+        crate::discover::apply(&mut self.cfg, &self.statics, &mut self.discovery);
+        for s in &self.discovery.skipped {
+            tracing::warn!("{s}");
+        }
+        let now = self.clock.now();
+        let after: std::collections::HashSet<String> =
+            self.cfg.tokens.iter().map(|t| t.name.clone()).collect();
+        let joined: Vec<&String> = after.difference(&before).collect();
+        let left: Vec<&String> = before.difference(&after).collect();
+        if !first && (!joined.is_empty() || !left.is_empty()) {
+            tracing::info!(
+                joined = joined.len(),
+                left = left.len(),
+                "group membership changed"
+            );
+            self.audit.record(
+                now,
+                "groups",
+                serde_json::json!({"joined": joined, "left": left}),
+            );
+        }
+        *self.telemetry.tokens.write().expect("not poisoned") =
+            self.cfg.tokens.iter().map(|t| t.name.clone()).collect();
+        let mut groups = self.telemetry.groups.write().expect("not poisoned");
+        groups.clear();
+        for g in &self.cfg.groups {
+            let n = self.discovery.members.get(&g.name).map_or(0, Vec::len);
+            groups.insert(
+                g.name.clone(),
+                (n, !self.discovery.failed.contains_key(&g.name)),
+            );
+        }
+    }
+
+    /// The members of `group` now, by token name.
+    fn members_of(&self, group: &str) -> Vec<String> {
+        let Some(g) = self.cfg.groups.iter().find(|g| g.name == group) else {
+            return Vec::new();
+        };
+        let statics: std::collections::HashSet<&str> =
+            self.statics.iter().map(|t| t.name.as_str()).collect();
+        self.discovery
+            .members
+            .get(group)
+            .into_iter()
+            .flatten()
+            .map(|m| crate::discover::token_name(&g.name, &m.member))
+            .filter(|n| !statics.contains(n.as_str()))
+            .collect()
+    }
+
+    /// Checks every token (groups listed again, their members through Graph batches), then
+    /// sends what is due.
     pub async fn check_all(&mut self) {
-        let names: Vec<String> = self.cfg.tokens.iter().map(|t| t.name.clone()).collect();
-        for name in names {
+        self.refresh_groups(None).await;
+        let statics: Vec<String> = self.statics.iter().map(|t| t.name.clone()).collect();
+        for name in statics {
             self.check(&name).await;
+        }
+        for g in self.cfg.groups.clone() {
+            let members = self.members_of(&g.name);
+            self.check_many(&members).await;
         }
         self.flush().await;
     }
@@ -172,6 +276,44 @@ impl Daemon {
         };
         let (verdict, facts) = observe(&self.cfg, &t, &self.graph).await;
         crate::failpoint::hit("daemon.after_observe");
+        let alerted = self.note(&t, verdict, facts);
+        self.save_state();
+        if alerted {
+            crate::failpoint::hit("daemon.after_save");
+        }
+        self.follow_up(&t, None).await;
+    }
+
+    /// Checks many tokens with Graph batch requests (the caller flushes). The state is saved
+    /// once for all of them rather than once per token.
+    pub async fn check_many(&mut self, names: &[String]) {
+        let tokens: Vec<TokenConfig> = names
+            .iter()
+            .filter_map(|n| self.cfg.token(n).cloned())
+            .collect();
+        if tokens.is_empty() {
+            return;
+        }
+        let observed = observe_many(&self.cfg, &tokens, &self.graph, BATCHES_IN_FLIGHT).await;
+        crate::failpoint::hit("daemon.after_observe");
+        let mut alerted = false;
+        let mut values = Vec::with_capacity(tokens.len());
+        for (t, o) in tokens.iter().zip(observed) {
+            alerted |= self.note(t, o.verdict, o.facts);
+            values.push(o.token);
+        }
+        self.save_state();
+        if alerted {
+            crate::failpoint::hit("daemon.after_save");
+        }
+        for (t, value) in tokens.iter().zip(values) {
+            self.follow_up(t, value).await;
+        }
+    }
+
+    /// Records what a check saw in the state and settles the token's alerts (the caller saves
+    /// the state). Returns whether an email was decided.
+    fn note(&mut self, t: &TokenConfig, verdict: Verdict, facts: Option<TokenFacts>) -> bool {
         let now = self.clock.now();
         self.telemetry.beat(now.as_second());
         self.audit.record(
@@ -205,19 +347,36 @@ impl Daemon {
             ts.facts = facts;
         }
         ts.verdict = Some(verdict);
-        self.settle(&t, now);
-        if self.rotate(&t).await {
+        self.dirty = true;
+        self.settle(t, now)
+    }
+
+    /// After a check: resumes or starts the token's rotation, then repairs its targets.
+    /// `current` is the value the check read from the store, when it has it.
+    async fn follow_up(&mut self, t: &TokenConfig, current: Option<Secret>) {
+        if self.rotate(t).await {
             // The store's current token changed: look at the new one at once, so state,
             // metrics and alerts describe what is now in use.
-            Box::pin(self.check(name)).await;
+            Box::pin(self.check(&t.name)).await;
             return;
         }
-        self.reconcile(&t).await;
+        self.reconcile(t, current).await;
+    }
+
+    /// Writes the state when it changed since the last write.
+    fn save_state(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        match self.state.save(&self.snap) {
+            Ok(()) => self.dirty = false,
+            Err(e) => tracing::error!(error = %e, "cannot save state"),
+        }
     }
 
     /// The drift check: every target should hold the store's current token. Skipped while a
     /// rotation is between obtaining and promoting (targets may rightly hold the candidate).
-    async fn reconcile(&mut self, t: &TokenConfig) {
+    async fn reconcile(&mut self, t: &TokenConfig, current: Option<Secret>) {
         use crate::rotation::Step;
         if t.targets.is_empty() {
             return;
@@ -235,11 +394,12 @@ impl Daemon {
         {
             return;
         }
-        let Ok(store) = Store::open(&t.store, &t.name, &self.cfg.state_dir).await else {
-            return;
-        };
-        let Ok(current) = store.current().await else {
-            return;
+        let current = match current {
+            Some(c) => c,
+            None => match read_current(&t.store, &t.name, &self.cfg.state_dir).await {
+                Ok(c) => c,
+                Err(_) => return,
+            },
         };
         let targets = match crate::rotation::run::open_targets(t).await {
             Ok(x) => x,
@@ -250,6 +410,7 @@ impl Daemon {
         };
         let tlog = crate::delivery::TargetLog::new(&self.cfg.state_dir);
         let mut records = tlog.load(&t.name).unwrap_or_default();
+        let before = records.clone();
         let now = self.clock.now();
         let expires_at = self
             .snap
@@ -273,7 +434,11 @@ impl Daemon {
             self.cfg.delivery.parallelism,
         )
         .await;
-        if let Err(e) = tlog.save(&t.name, &records) {
+        // Unchanged records are not written again: a fleet's drift checks would otherwise
+        // sync thousands of files every run.
+        if records != before
+            && let Err(e) = tlog.save(&t.name, &records)
+        {
             tracing::error!(token = %t.name, error = %e, "cannot save the target records");
         }
         for (name, found) in &out.drifted {
@@ -383,19 +548,27 @@ impl Daemon {
     /// Re-assesses every token from what is known, without network, and sends what is due.
     pub async fn evaluate_all(&mut self) {
         let now = self.clock.now();
-        for t in self.cfg.tokens.clone() {
-            self.settle(&t, now);
+        let tokens = std::mem::take(&mut self.cfg.tokens);
+        let mut alerted = false;
+        for t in &tokens {
+            alerted |= self.settle(t, now);
+        }
+        self.cfg.tokens = tokens;
+        self.save_state();
+        if alerted {
+            crate::failpoint::hit("daemon.after_save");
         }
         self.flush().await;
     }
 
-    /// Assess, decide, queue, record: the order that makes a crash harmless.
-    fn settle(&mut self, t: &TokenConfig, now: Timestamp) {
+    /// Assess, decide, queue, then record in the state (which the caller saves): the order that
+    /// makes a crash harmless. Returns whether an email was decided.
+    fn settle(&mut self, t: &TokenConfig, now: Timestamp) -> bool {
         let Some(ts) = self.snap.tokens.get_mut(&t.name) else {
-            return;
+            return false;
         };
         let Some(verdict) = ts.verdict.clone() else {
-            return;
+            return false;
         };
         let a = policy::assess(
             &verdict,
@@ -458,18 +631,18 @@ impl Daemon {
         if !notices.is_empty() {
             crate::failpoint::hit("daemon.after_enqueue");
         }
+        let changed = (queued && ts.ledger != ledger)
+            || ts.state != Some(a.state)
+            || ts.effective != a.effective
+            || ts.next_check != next_check;
         if queued {
             ts.ledger = ledger;
         }
         ts.state = Some(a.state);
         ts.effective = a.effective;
         ts.next_check = next_check;
-        if let Err(e) = self.state.save(&self.snap) {
-            tracing::error!(error = %e, "cannot save state");
-        }
-        if !notices.is_empty() {
-            crate::failpoint::hit("daemon.after_save");
-        }
+        self.dirty |= changed || !notices.is_empty();
+        !notices.is_empty()
     }
 
     /// Sends what is due from the outbox.
@@ -503,11 +676,62 @@ impl Daemon {
         }
     }
 
-    /// When the loop should wake next without a cron job: the nearest policy change or outbox
-    /// retry, capped so the clock is re-read (and the loop beats) at least every minute.
+    /// Queues a group's scheduled check as slices of one Graph batch each, spread evenly over
+    /// the group's `spread` (all at once when it is zero). A slice still queued from the
+    /// group's previous firing is replaced.
+    fn spread(&mut self, group: &str) {
+        let Some(g) = self.cfg.groups.iter().find(|g| g.name == group) else {
+            return;
+        };
+        let spread = g.spread;
+        let members = self.members_of(group);
+        self.queue.retain(|s| s.group != group);
+        let now = self.clock.now();
+        let chunk = if spread.is_zero() {
+            members.len().max(1)
+        } else {
+            graph::BATCH_SIZE
+        };
+        let slices: Vec<Vec<String>> = members.chunks(chunk).map(<[String]>::to_vec).collect();
+        let n = slices.len().max(1) as u128;
+        for (i, tokens) in slices.into_iter().enumerate() {
+            let offset_ms = (spread.as_millis() * i as u128 / n) as i64;
+            let due = now
+                .checked_add(jiff::SignedDuration::from_millis(offset_ms))
+                .unwrap_or(now);
+            self.queue.push_back(Slice {
+                due,
+                group: group.to_string(),
+                tokens,
+            });
+        }
+        self.queue.make_contiguous().sort_by_key(|s| s.due);
+    }
+
+    /// Runs the queued slices whose time has come. Returns whether any ran.
+    async fn run_due_slices(&mut self) -> bool {
+        let mut ran = false;
+        while self
+            .queue
+            .front()
+            .is_some_and(|s| s.due <= self.clock.now())
+        {
+            let slice = self.queue.pop_front().expect("checked above");
+            self.check_many(&slice.tokens).await;
+            ran = true;
+        }
+        ran
+    }
+
+    /// When the loop should wake next without a cron job: the next slice of a group's check,
+    /// the nearest policy change or outbox retry, capped so the clock is re-read (and the loop
+    /// beats) at least every minute.
     fn next_wake(&self) -> Duration {
         let now = self.clock.now();
         let mut next: Option<Timestamp> = self.outbox.next_due();
+        if let Some(s) = self.queue.front() {
+            next = Some(next.map_or(s.due, |n| n.min(s.due)));
+        }
         for t in &self.cfg.tokens {
             if let Some(ts) = self.snap.tokens.get(&t.name) {
                 let c = policy::next_change(
@@ -540,6 +764,9 @@ impl Daemon {
         let mut fresh = Daemon::new(cfg, self.clock.clone())?;
         fresh.telemetry = self.telemetry.clone();
         self.cfg = fresh.cfg;
+        self.statics = fresh.statics;
+        self.discovery = fresh.discovery;
+        self.queue.clear();
         self.graph = fresh.graph;
         self.mailer = fresh.mailer;
         self.outbox = fresh.outbox;
@@ -657,37 +884,141 @@ pub async fn observe(
     t: &TokenConfig,
     graph: &GraphClient,
 ) -> (Verdict, Option<TokenFacts>) {
-    let store = match Store::open(&t.store, &t.name, &cfg.state_dir).await {
-        Ok(s) => s,
-        Err(e) => {
-            return (
-                Verdict::StoreProblem {
-                    detail: e.to_string(),
-                },
-                None,
-            );
-        }
-    };
-    let token = match store.current().await {
+    let token = match read_current(&t.store, &t.name, &cfg.state_dir).await {
         Ok(v) => v,
-        Err(e @ StoreError::Unavailable { .. }) => {
-            return (
-                Verdict::Unreachable {
-                    detail: e.to_string(),
-                },
-                None,
-            );
-        }
-        Err(e) => {
-            return (
-                Verdict::StoreProblem {
-                    detail: e.to_string(),
-                },
-                None,
-            );
-        }
+        Err(v) => return (v, None),
     };
-    let info = match graph.debug_token(&token).await {
+    let info = graph.debug_token(&token).await;
+    judge(t, &token, info, graph).await
+}
+
+/// Graph batch requests in flight during a daemon's check of many tokens.
+pub const BATCHES_IN_FLIGHT: usize = 4;
+
+/// How many store reads (and phone reads) a batched check runs at once.
+const READS_IN_FLIGHT: usize = 16;
+
+/// [`observe`] for many tokens: the stores read a few at a time, `debug_token` through Graph
+/// batch requests ([`GraphClient::debug_tokens`], `in_flight` batches at a time), the phone
+/// reads a few at a time. Answers in the order of `tokens`.
+pub async fn observe_many(
+    cfg: &Config,
+    tokens: &[TokenConfig],
+    graph: &GraphClient,
+    in_flight: usize,
+) -> Vec<Observed> {
+    let reads = bounded(
+        tokens
+            .iter()
+            .map(|t| {
+                let (store, name, dir) = (t.store.clone(), t.name.clone(), cfg.state_dir.clone());
+                async move { read_current(&store, &name, &dir).await }
+            })
+            .collect(),
+    )
+    .await;
+    let (ok, secrets): (Vec<usize>, Vec<Secret>) = reads
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().ok().map(|s| (i, s.clone())))
+        .unzip();
+    let mut infos = graph.debug_tokens(&secrets, in_flight).await.into_iter();
+    let mut judged: Vec<Option<(Verdict, Option<TokenFacts>)>> = vec![None; tokens.len()];
+    let mut pending = Vec::new();
+    for (k, i) in ok.iter().enumerate() {
+        let info = infos.next().expect("one answer per token");
+        let (t, token, graph) = (tokens[*i].clone(), secrets[k].clone(), graph.clone());
+        pending.push((*i, async move { judge(&t, &token, info, &graph).await }));
+    }
+    let (idx, futs): (Vec<usize>, Vec<_>) = pending.into_iter().unzip();
+    for (i, v) in idx.into_iter().zip(bounded(futs).await) {
+        judged[i] = Some(v);
+    }
+    reads
+        .into_iter()
+        .zip(judged)
+        .map(|(r, j)| match (r, j) {
+            (Ok(token), Some((verdict, facts))) => Observed {
+                verdict,
+                facts,
+                token: Some(token),
+            },
+            (Err(verdict), _) => Observed {
+                verdict,
+                facts: None,
+                token: None,
+            },
+            (Ok(_), None) => unreachable!("every token read was judged"),
+        })
+        .collect()
+}
+
+/// What checking one token found.
+#[derive(Debug)]
+pub struct Observed {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// What Graph said about it, when it answered.
+    pub facts: Option<TokenFacts>,
+    /// The value read from the store.
+    pub token: Option<Secret>,
+}
+
+/// Runs `futs` at most [`READS_IN_FLIGHT`] at a time; results in input order.
+async fn bounded<F>(futs: Vec<F>) -> Vec<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let n = futs.len();
+    let mut out: Vec<Option<F::Output>> = (0..n).map(|_| None).collect();
+    let mut set = tokio::task::JoinSet::new();
+    let mut queue = futs.into_iter().enumerate();
+    loop {
+        while set.len() < READS_IN_FLIGHT {
+            let Some((i, f)) = queue.next() else { break };
+            set.spawn(async move { (i, f.await) });
+        }
+        match set.join_next().await {
+            Some(Ok((i, v))) => out[i] = Some(v),
+            Some(Err(e)) => std::panic::resume_unwind(e.into_panic()),
+            None => break,
+        }
+    }
+    out.into_iter()
+        .map(|v| v.expect("every task answered"))
+        .collect()
+}
+
+/// The token's current value, or the verdict that says why there is none.
+async fn read_current(
+    store: &StoreConfig,
+    name: &str,
+    state_dir: &std::path::Path,
+) -> Result<Secret, Verdict> {
+    let store = Store::open(store, name, state_dir)
+        .await
+        .map_err(|e| Verdict::StoreProblem {
+            detail: e.to_string(),
+        })?;
+    store.current().await.map_err(|e| match e {
+        e @ StoreError::Unavailable { .. } => Verdict::Unreachable {
+            detail: e.to_string(),
+        },
+        e => Verdict::StoreProblem {
+            detail: e.to_string(),
+        },
+    })
+}
+
+/// Turns `debug_token`'s answer into a verdict, reading the phone number when it is valid.
+async fn judge(
+    t: &TokenConfig,
+    token: &Secret,
+    info: Result<graph::TokenInfo, GraphError>,
+    graph: &GraphClient,
+) -> (Verdict, Option<TokenFacts>) {
+    let info = match info {
         Ok(i) => i,
         Err(GraphError::Transient(e)) => {
             return (
@@ -707,7 +1038,7 @@ pub async fn observe(
             );
         }
     };
-    let facts = facts_of(&token, &info);
+    let facts = facts_of(token, &info);
     if !info.is_valid {
         let api = info.invalid_reason().expect("the token is invalid here");
         let expired = api.subcode == Some(463);
@@ -740,7 +1071,7 @@ pub async fn observe(
     }
     let verdict = match &t.phone_number_id {
         None => Verdict::Healthy,
-        Some(p) => match graph.phone_number(&token, p).await {
+        Some(p) => match graph.phone_number(token, p).await {
             Ok(_) => Verdict::Healthy,
             Err(GraphError::TokenDead(api)) => Verdict::Dead {
                 reason: graph::dead_reason(&api),
@@ -763,7 +1094,7 @@ pub async fn observe(
 /// The running cron jobs and the offsets their time zones had when they were made.
 struct Scheduler {
     inner: JobScheduler,
-    jobs: Vec<(uuid::Uuid, Vec<String>)>,
+    jobs: Vec<(uuid::Uuid, Vec<String>, Vec<String>)>,
     offsets: BTreeMap<String, i32>,
 }
 
@@ -774,26 +1105,38 @@ fn offset_secs(tz: &str, now: Timestamp) -> i32 {
 }
 
 impl Scheduler {
-    /// One job per distinct schedule; each sends its tokens' names down `tx` when it fires.
+    /// One job per distinct schedule; each sends its `[[token]]`s' names and its groups'
+    /// names down `tx` when it fires.
     async fn start(
-        cfg: &Config,
-        tx: mpsc::Sender<String>,
+        statics: &[TokenConfig],
+        groups: &[config::GroupConfig],
+        tx: mpsc::Sender<Fire>,
         now: Timestamp,
     ) -> Result<Scheduler, DaemonError> {
         let err =
             |e: tokio_cron_scheduler::JobSchedulerError| DaemonError::Scheduler(e.to_string());
         let inner = JobScheduler::new().await.map_err(err)?;
-        let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-        for t in &cfg.tokens {
+        type Names = (Vec<String>, Vec<String>);
+        let mut by_schedule: BTreeMap<(String, String), Names> = BTreeMap::new();
+        for t in statics {
             let Schedule { cron, timezone } = &t.schedule;
-            groups
+            by_schedule
                 .entry((cron.clone(), timezone.clone()))
                 .or_default()
+                .0
                 .push(t.name.clone());
+        }
+        for g in groups {
+            let Schedule { cron, timezone } = &g.template.schedule;
+            by_schedule
+                .entry((cron.clone(), timezone.clone()))
+                .or_default()
+                .1
+                .push(g.name.clone());
         }
         let mut jobs = Vec::new();
         let mut offsets = BTreeMap::new();
-        for ((cron, tz), names) in groups {
+        for ((cron, tz), (names, group_names)) in by_schedule {
             // tokio-cron-scheduler freezes a zone's offset when the job is made; the loop
             // rebuilds the jobs when the offset changes, which is how DST is followed.
             let secs = offset_secs(&tz, now);
@@ -801,19 +1144,22 @@ impl Scheduler {
             let offset = chrono::FixedOffset::east_opt(secs)
                 .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"));
             let tx = tx.clone();
-            let fire = names.clone();
+            let (fire, fire_groups) = (names.clone(), group_names.clone());
             let job = Job::new_async_tz(cron.as_str(), offset, move |_id, _lock| {
                 let tx = tx.clone();
-                let names = fire.clone();
+                let (names, groups) = (fire.clone(), fire_groups.clone());
                 Box::pin(async move {
                     for n in names {
-                        let _ = tx.send(n).await;
+                        let _ = tx.send(Fire::Token(n)).await;
+                    }
+                    for g in groups {
+                        let _ = tx.send(Fire::Group(g)).await;
                     }
                 })
             })
             .map_err(err)?;
             let id = inner.add(job).await.map_err(err)?;
-            jobs.push((id, names));
+            jobs.push((id, names, group_names));
         }
         inner.start().await.map_err(err)?;
         Ok(Scheduler {
@@ -830,15 +1176,20 @@ impl Scheduler {
             .any(|(tz, secs)| offset_secs(tz, now) != *secs)
     }
 
-    /// Next fire time per token name.
-    async fn next_fires(&mut self) -> BTreeMap<String, Timestamp> {
+    /// Next fire time per token name (a group member's check may come up to the group's
+    /// spread later).
+    async fn next_fires(&mut self, d: &Daemon) -> BTreeMap<String, Timestamp> {
         let mut out = BTreeMap::new();
-        for (id, names) in &self.jobs {
+        for (id, names, groups) in &self.jobs {
             if let Ok(Some(t)) = self.inner.next_tick_for_job(*id).await
                 && let Ok(ts) = Timestamp::from_second(t.timestamp())
             {
-                for n in names {
-                    out.insert(n.clone(), ts);
+                for n in names
+                    .iter()
+                    .cloned()
+                    .chain(groups.iter().flat_map(|g| d.members_of(g)))
+                {
+                    out.insert(n, ts);
                 }
             }
         }
@@ -873,20 +1224,18 @@ pub async fn run(
                 .await
                 .map_err(|e| DaemonError::Config(format!("`metrics.listen` {}: {e}", m.listen)))?;
             tracing::info!(listen = %m.listen, "serving /metrics and /healthz");
-            let names = d.cfg.tokens.iter().map(|t| t.name.clone()).collect();
             Some(tokio::spawn(crate::metrics::serve(
                 listener,
                 d.cfg.state_dir.clone(),
-                names,
                 d.telemetry.clone(),
                 m.stall_after,
             )))
         }
         None => None,
     };
-    let (tx, mut rx) = mpsc::channel::<String>(1024);
-    let mut sched = Scheduler::start(&d.cfg, tx.clone(), clock.now()).await?;
-    d.next_fire = sched.next_fires().await;
+    let (tx, mut rx) = mpsc::channel::<Fire>(1024);
+    let mut sched = Scheduler::start(&d.statics, &d.cfg.groups, tx.clone(), clock.now()).await?;
+    d.next_fire = sched.next_fires(&d).await;
     tracing::info!(
         tokens = d.cfg.tokens.len(),
         email = d
@@ -897,6 +1246,7 @@ pub async fn run(
         "tokenwarden started"
     );
     d.check_all().await;
+    d.next_fire = sched.next_fires(&d).await;
     // READY once the config is loaded and the first check ran (a unit ordered after us can
     // rely on tokenwarden having looked at every token).
     let notifier = crate::sdnotify::Notifier::from_env();
@@ -931,9 +1281,9 @@ pub async fn run(
                         Ok(()) => {
                             tracing::info!("configuration reloaded");
                             sched.stop().await;
-                            sched = Scheduler::start(&d.cfg, tx.clone(), clock.now()).await?;
-                            d.next_fire = sched.next_fires().await;
+                            sched = Scheduler::start(&d.statics, &d.cfg.groups, tx.clone(), clock.now()).await?;
                             d.check_all().await;
+                            d.next_fire = sched.next_fires(&d).await;
                         }
                         Err(e) => tracing::error!("reload refused, the previous configuration keeps running: {e}"),
                     }
@@ -942,23 +1292,39 @@ pub async fn run(
                     }
                 }
             },
-            Some(name) = rx.recv() => {
-                d.next_fire = sched.next_fires().await;
-                d.check(&name).await;
-                // Drain the rest of this firing so a group is flushed once.
+            Some(fire) = rx.recv() => {
+                // Drain the rest of this firing so it is flushed once.
+                let mut fired = vec![fire];
                 while let Ok(more) = rx.try_recv() {
-                    d.check(&more).await;
+                    fired.push(more);
                 }
+                for f in &fired {
+                    if let Fire::Group(g) = f {
+                        d.refresh_groups(Some(g)).await;
+                        d.spread(g);
+                    }
+                }
+                d.next_fire = sched.next_fires(&d).await;
+                for f in fired {
+                    if let Fire::Token(name) = f {
+                        d.check(&name).await;
+                    }
+                }
+                d.run_due_slices().await;
                 d.flush().await;
             }
             _ = tokio::time::sleep(sleep) => {
                 if sched.offsets_changed(clock.now()) {
                     tracing::info!("time-zone offset changed (daylight saving): rescheduling");
                     sched.stop().await;
-                    sched = Scheduler::start(&d.cfg, tx.clone(), clock.now()).await?;
-                    d.next_fire = sched.next_fires().await;
+                    sched = Scheduler::start(&d.statics, &d.cfg.groups, tx.clone(), clock.now()).await?;
+                    d.next_fire = sched.next_fires(&d).await;
                 }
-                d.evaluate_all().await;
+                if d.run_due_slices().await {
+                    d.flush().await;
+                } else {
+                    d.evaluate_all().await;
+                }
             }
         }
     }

@@ -34,6 +34,7 @@ pub mod config;
 pub mod daemon;
 pub mod delivery;
 pub mod demo;
+pub mod discover;
 pub mod doctor;
 pub mod failpoint;
 pub mod fsutil;

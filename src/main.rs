@@ -225,7 +225,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run => run_daemon(cli.config).await,
         Command::Check { token, json } => {
-            let cfg = load_config(cli.config)?;
+            let cfg = load_expanded(cli.config).await?;
             check_token_name(&cfg, token.as_deref())?;
             let client = graph_client(&cfg)?;
             let lines =
@@ -242,7 +242,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Status { json } => {
-            let cfg = load_config(cli.config)?;
+            let mut cfg = load_config(cli.config)?;
+            // Offline: the groups' members as their last listing found them.
+            tokenwarden::discover::expand_offline(&mut cfg);
             let snap = tokenwarden::state::StateStore::new(&cfg.state_dir).load()?;
             let rows = tokenwarden::check::status(&cfg, &snap);
             if json {
@@ -264,7 +266,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         } => config_check(cli.config),
         Command::Import { token } => import(cli.config, &token).await,
         Command::Rotate { token, dry_run } => {
-            let cfg = load_config(cli.config)?;
+            let cfg = load_expanded(cli.config).await?;
             let t = token_config(&cfg, &token)?;
             let client = graph_client(&cfg)?;
             let done = if dry_run {
@@ -275,13 +277,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             finish(done)
         }
         Command::Rollback { token } => {
-            let cfg = load_config(cli.config)?;
+            let cfg = load_expanded(cli.config).await?;
             let t = token_config(&cfg, &token)?;
             let client = graph_client(&cfg)?;
             finish(rotation::command::rollback(&cfg, &client, t, jiff::Timestamp::now()).await)
         }
         Command::Stage { token } => {
-            let cfg = load_config(cli.config)?;
+            let cfg = load_expanded(cli.config).await?;
             let t = token_config(&cfg, &token)?;
             let client = graph_client(&cfg)?;
             let value = read_token_from_stdin()?;
@@ -294,7 +296,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             template,
             language,
         } => {
-            let cfg = load_config(cli.config)?;
+            let cfg = load_expanded(cli.config).await?;
             check_token_name(&cfg, token.as_deref())?;
             let client = graph_client(&cfg)?;
             let opts = doctor::Options {
@@ -395,6 +397,43 @@ async fn run_daemon(flag: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// Loads the config, printing every error and exiting 78 when it is invalid.
+/// The config with every group's members listed from their stores and added to the tokens.
+async fn load_expanded(flag: Option<PathBuf>) -> anyhow::Result<Config> {
+    let mut cfg = load_config(flag)?;
+    if !cfg.groups.is_empty() {
+        tokenwarden::discover::expand_config(&mut cfg).await;
+    }
+    Ok(cfg)
+}
+
+fn describe_discover(d: &config::DiscoverConfig) -> String {
+    match d {
+        config::DiscoverConfig::File { path, key_prefix } => format!(
+            "the file store {} (entries starting with `{key_prefix}`)",
+            path.as_deref()
+                .map_or("in the state directory".into(), |p| p.display().to_string())
+        ),
+        config::DiscoverConfig::Aws {
+            name_prefix,
+            tag_key,
+            tag_value,
+            ..
+        } => {
+            let mut parts = Vec::new();
+            if let Some(p) = name_prefix {
+                parts.push(format!("named `{p}*`"));
+            }
+            if let Some(k) = tag_key {
+                parts.push(match tag_value {
+                    Some(v) => format!("tagged `{k}={v}`"),
+                    None => format!("tagged `{k}`"),
+                });
+            }
+            format!("AWS Secrets Manager (secrets {})", parts.join(" and "))
+        }
+    }
+}
+
 fn load_config(flag: Option<PathBuf>) -> anyhow::Result<Config> {
     let path = config::resolve_path(flag);
     match config::load(&path) {
@@ -465,6 +504,14 @@ fn config_check(flag: Option<PathBuf>) -> anyhow::Result<()> {
         names.len(),
         names.join(", ")
     );
+    for g in &cfg.groups {
+        // Listing the members needs the store: `tokenwarden check` does it.
+        println!(
+            "group {}: members found on each run in {}",
+            g.name,
+            describe_discover(&g.discover)
+        );
+    }
     Ok(())
 }
 

@@ -40,6 +40,10 @@ pub struct Telemetry {
     pub rotations_failed: AtomicU64,
     /// Rotations another process or a person superseded.
     pub rotations_superseded: AtomicU64,
+    /// The tokens managed now (a group's members change from run to run).
+    pub tokens: std::sync::RwLock<Vec<String>>,
+    /// Per group: its members now, and whether its last listing succeeded.
+    pub groups: std::sync::RwLock<std::collections::BTreeMap<String, (usize, bool)>>,
 }
 
 impl Telemetry {
@@ -64,7 +68,6 @@ impl Telemetry {
 #[derive(Clone)]
 struct Shared {
     state: StateStore,
-    tokens: Arc<Vec<String>>,
     telemetry: Arc<Telemetry>,
     stall_after: Duration,
 }
@@ -73,13 +76,11 @@ struct Shared {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state_dir: PathBuf,
-    tokens: Vec<String>,
     telemetry: Arc<Telemetry>,
     stall_after: Duration,
 ) -> std::io::Result<()> {
     let shared = Shared {
         state: StateStore::new(&state_dir),
-        tokens: Arc::new(tokens),
         telemetry,
         stall_after,
     };
@@ -130,12 +131,13 @@ fn state_label(s: State) -> &'static str {
 
 async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
     let snap = s.state.load().unwrap_or_default();
+    let names = s.telemetry.tokens.read().expect("not poisoned").clone();
     let mut out = String::new();
     let mut expiry = String::new();
     let mut state = String::new();
     let mut success = String::new();
     let mut errors = String::new();
-    for name in s.tokens.iter() {
+    for name in &names {
         let Some(t) = snap.tokens.get(name) else {
             continue;
         };
@@ -200,7 +202,7 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
     let targets = crate::delivery::TargetLog::new(s.state.dir());
     let mut pushed = String::new();
     let mut push_ok = String::new();
-    for name in s.tokens.iter() {
+    for name in &names {
         for (target, rec) in targets.load(name).unwrap_or_default() {
             if let Some(at) = rec.last_push {
                 let labels = format!("token=\"{name}\",target=\"{target}\"");
@@ -272,6 +274,31 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
             "tokenwarden_rotations_total{{result=\"{result}\"}} {}",
             c.load(Ordering::SeqCst)
         );
+    }
+    let groups = t.groups.read().expect("not poisoned").clone();
+    if !groups.is_empty() {
+        family(
+            &mut out,
+            "tokenwarden_group_members",
+            "gauge",
+            "Tokens a group manages now.",
+        );
+        for (g, (n, _)) in &groups {
+            let _ = writeln!(out, "tokenwarden_group_members{{group=\"{g}\"}} {n}");
+        }
+        family(
+            &mut out,
+            "tokenwarden_group_discovery_success",
+            "gauge",
+            "1 when the group's last listing succeeded, 0 when its last good list is in use.",
+        );
+        for (g, (_, ok)) in &groups {
+            let _ = writeln!(
+                out,
+                "tokenwarden_group_discovery_success{{group=\"{g}\"}} {}",
+                u8::from(*ok)
+            );
+        }
     }
     family(
         &mut out,

@@ -40,8 +40,11 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The Meta app and Graph API settings.
     pub meta: MetaConfig,
-    /// The managed tokens, in file order.
+    /// The managed tokens: the `[[token]]`s in file order, then (once
+    /// [`crate::discover`] has expanded them) the members of each group.
     pub tokens: Vec<TokenConfig>,
+    /// Token groups, whose members are found in a store on each run.
+    pub groups: Vec<GroupConfig>,
     /// Where on-call email goes; without it alerts are only logged.
     pub email: Option<EmailConfig>,
     /// The optional `/metrics` and `/healthz` listener.
@@ -111,6 +114,53 @@ pub struct TokenConfig {
     pub rotation: RotationConfig,
     /// The environments the token is delivered to.
     pub targets: Vec<TargetConfig>,
+}
+
+/// A `[[group]]`: every token found in a store (secrets under a name prefix or with a tag),
+/// each managed with the group's settings.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// Unique name; each member's token name is `<group>.<member>`.
+    pub name: String,
+    /// Where the members are found.
+    pub discover: DiscoverConfig,
+    /// A scheduled check of the group is spread over this long (in batches of 50) rather
+    /// than sent all at once: Meta's rate limits are per hour, and bursts hit them.
+    pub spread: Duration,
+    /// The settings every member inherits. Its name is the group's; its store and ids are
+    /// replaced per member, and `{token}` / `{member}` in its targets are filled in.
+    pub template: TokenConfig,
+}
+
+/// Default of a group's `spread`.
+pub const DEFAULT_SPREAD: Duration = Duration::from_secs(5 * 60);
+
+/// Where a group's tokens are found (`discover` in a `[[group]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DiscoverConfig {
+    /// The entries of a file store whose key starts with `key_prefix`.
+    File {
+        /// The file; default `<state_dir>/tokens.json`.
+        path: Option<PathBuf>,
+        /// The entries' common prefix (the rest names the member).
+        key_prefix: String,
+    },
+    /// Secrets Manager secrets (`ListSecrets`, paged) under a name prefix, with a tag, or both.
+    Aws {
+        /// The secrets' common name prefix (the rest names the member).
+        name_prefix: Option<String>,
+        /// Only secrets carrying this tag key...
+        tag_key: Option<String>,
+        /// ...with this value.
+        tag_value: Option<String>,
+        /// Region; default from the AWS default chain.
+        region: Option<String>,
+        /// Endpoint override (a VPC endpoint, or a test server).
+        endpoint: Option<String>,
+        /// When the secrets are JSON objects, the key holding the token.
+        json_key: Option<String>,
+    },
 }
 
 /// How a token is rotated.
@@ -183,7 +233,7 @@ struct RawMint {
 }
 
 /// A secret store holding a token's versions.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StoreConfig {
     /// A JSON file of mode 0600 on this machine: the embedded default.
@@ -218,6 +268,49 @@ struct RawConfig {
     delivery: Option<targets::RawDelivery>,
     #[serde(default)]
     token: Vec<Spanned<RawToken>>,
+    #[serde(default)]
+    group: Vec<Spanned<RawGroup>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: Option<Spanned<String>>,
+    discover: Option<Spanned<DiscoverConfig>>,
+    spread: Option<Spanned<String>>,
+    cron: Option<Spanned<String>>,
+    thresholds: Option<Spanned<Vec<String>>>,
+    repeat_interval: Option<Spanned<String>>,
+    cannot_check_after: Option<Spanned<String>>,
+    max_age: Option<Spanned<String>>,
+    source: Option<Spanned<String>>,
+    rotate_before: Option<Spanned<String>>,
+    revoke_after: Option<Spanned<String>>,
+    mint: Option<Spanned<RawMint>>,
+    #[serde(default)]
+    target: Vec<Spanned<targets::RawTarget>>,
+}
+
+impl RawGroup {
+    /// The template's fields as a token's (the store and ids come from each member).
+    fn into_token(self) -> RawToken {
+        RawToken {
+            name: None,
+            phone_number_id: None,
+            waba_id: None,
+            store: None,
+            cron: self.cron,
+            thresholds: self.thresholds,
+            repeat_interval: self.repeat_interval,
+            cannot_check_after: self.cannot_check_after,
+            max_age: self.max_age,
+            source: self.source,
+            rotate_before: self.rotate_before,
+            revoke_after: self.revoke_after,
+            mint: self.mint,
+            target: self.target,
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -501,7 +594,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
     for (i, t) in raw.token.into_iter().enumerate() {
         let field = |f: &str| format!("token[{i}].{f}");
         let t_at = t.span().start;
-        let mut t = t.into_inner();
+        let t = t.into_inner();
         let Some(name_v) = &t.name else {
             diags.push(map.at(
                 t_at,
@@ -521,68 +614,94 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
                 format!("duplicate token name {name:?}: names must be unique"),
             ));
         }
-        for (f, v) in [
-            ("phone_number_id", &t.phone_number_id),
-            ("waba_id", &t.waba_id),
-        ] {
-            if let Some(v) = v {
-                check_id(map, &mut diags, &field(f), v);
-            }
-        }
-        let rotation = rotation_fields(map, &mut diags, &field, &t);
-        let token_targets = targets::targets(
+        let defaults = Defaults {
+            cron: &default_cron,
+            timezone: &timezone,
+            policy: &default_policy,
+        };
+        tokens.push(token_settings(
             map,
             &mut diags,
             &mut warnings,
             &format!("token[{i}]"),
-            std::mem::take(&mut t.target),
-        );
-        let store = match t.store {
-            None => StoreConfig::File {
-                path: None,
-                key: None,
-            },
-            Some(s) => {
-                check_store(map, &mut diags, &field("store"), &s);
-                s.into_inner()
+            name,
+            t,
+            &defaults,
+        ));
+    }
+    let mut groups = Vec::new();
+    let mut group_names = HashSet::new();
+    for (i, g) in raw.group.into_iter().enumerate() {
+        let prefix = format!("group[{i}]");
+        let g_at = g.span().start;
+        let g = g.into_inner();
+        let name = match &g.name {
+            None => {
+                diags.push(map.at(
+                    g_at,
+                    format!("{prefix}.name"),
+                    "missing field: every [[group]] needs a unique `name` (it prefixes its tokens' names)",
+                ));
+                continue;
+            }
+            Some(n) => {
+                let name = n.get_ref().clone();
+                if !valid_name(&name) || name.len() > 32 {
+                    diags.push(map.at(n.span().start, format!("{prefix}.name"), format!(
+                        "expected 1-32 letters, digits, `-`, `_` or `.` (it prefixes its tokens' names), found {name:?}")));
+                } else if !group_names.insert(name.clone()) {
+                    diags.push(map.at(
+                        n.span().start,
+                        format!("{prefix}.name"),
+                        format!("duplicate group name {name:?}: names must be unique"),
+                    ));
+                }
+                name
             }
         };
-        let cron = match &t.cron {
-            None => default_cron.clone(),
-            Some(c) => cron_field(map, &mut diags, &field("cron"), c),
+        let discover = match &g.discover {
+            None => {
+                diags.push(map.at(g_at, format!("{prefix}.discover"), "missing field: where the group's tokens are found, such as { kind = \"aws\", name_prefix = \"whatsapp/\" }"));
+                continue;
+            }
+            Some(d) => {
+                check_discover(map, &mut diags, &format!("{prefix}.discover"), d);
+                d.get_ref().clone()
+            }
         };
-        let overrides = RawAlerts {
-            thresholds: t.thresholds.clone(),
-            repeat_interval: t.repeat_interval.clone(),
-            cannot_check_after: t.cannot_check_after.clone(),
-            max_age: t.max_age.clone(),
-        };
-        let policy = policy_fields(
+        let spread = duration_field(
             map,
             &mut diags,
-            &format!("token[{i}]"),
-            &overrides,
-            &default_policy,
+            &format!("{prefix}.spread"),
+            g.spread.as_ref(),
+            DEFAULT_SPREAD,
         );
-        tokens.push(TokenConfig {
+        let defaults = Defaults {
+            cron: &default_cron,
+            timezone: &timezone,
+            policy: &default_policy,
+        };
+        let template = token_settings(
+            map,
+            &mut diags,
+            &mut warnings,
+            &prefix,
+            name.clone(),
+            g.into_token(),
+            &defaults,
+        );
+        groups.push(GroupConfig {
             name,
-            phone_number_id: t.phone_number_id.map(Spanned::into_inner),
-            waba_id: t.waba_id.map(Spanned::into_inner),
-            store,
-            schedule: Schedule {
-                cron,
-                timezone: timezone.clone(),
-            },
-            policy,
-            rotation,
-            targets: token_targets,
+            discover,
+            spread,
+            template,
         });
     }
-    if tokens.is_empty() && diags.is_empty() {
+    if tokens.is_empty() && groups.is_empty() && diags.is_empty() {
         diags.push(map.at(
             0,
             "token",
-            "no token configured: add at least one [[token]] with a `name`",
+            "no token configured: add at least one [[token]] with a `name` (or a [[group]])",
         ));
     }
     if !diags.is_empty() {
@@ -602,11 +721,77 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
             retry_delay,
         },
         tokens,
+        groups,
         email: raw.email.map(Spanned::into_inner),
         metrics,
         delivery,
         warnings,
     })
+}
+
+/// What a `[[token]]` or `[[group]]` inherits from the top of the file.
+struct Defaults<'a> {
+    cron: &'a str,
+    timezone: &'a str,
+    policy: &'a Policy,
+}
+
+/// Everything of a token but its name's checks, from a `[[token]]` (or a group's template,
+/// whose store and ids are filled per member).
+fn token_settings(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<String>,
+    prefix: &str,
+    name: String,
+    mut t: RawToken,
+    defaults: &Defaults<'_>,
+) -> TokenConfig {
+    let field = |f: &str| format!("{prefix}.{f}");
+    for (f, v) in [
+        ("phone_number_id", &t.phone_number_id),
+        ("waba_id", &t.waba_id),
+    ] {
+        if let Some(v) = v {
+            check_id(map, diags, &field(f), v);
+        }
+    }
+    let rotation = rotation_fields(map, diags, &field, &t);
+    let targets = targets::targets(map, diags, warnings, prefix, std::mem::take(&mut t.target));
+    let store = match t.store {
+        None => StoreConfig::File {
+            path: None,
+            key: None,
+        },
+        Some(s) => {
+            check_store(map, diags, &field("store"), &s);
+            s.into_inner()
+        }
+    };
+    let cron = match &t.cron {
+        None => defaults.cron.to_string(),
+        Some(c) => cron_field(map, diags, &field("cron"), c),
+    };
+    let overrides = RawAlerts {
+        thresholds: t.thresholds.clone(),
+        repeat_interval: t.repeat_interval.clone(),
+        cannot_check_after: t.cannot_check_after.clone(),
+        max_age: t.max_age.clone(),
+    };
+    let policy = policy_fields(map, diags, prefix, &overrides, defaults.policy);
+    TokenConfig {
+        name,
+        phone_number_id: t.phone_number_id.map(Spanned::into_inner),
+        waba_id: t.waba_id.map(Spanned::into_inner),
+        store,
+        schedule: Schedule {
+            cron,
+            timezone: defaults.timezone.to_string(),
+        },
+        policy,
+        rotation,
+        targets,
+    }
 }
 
 fn map_path(map: &SourceMap<'_>) -> PathBuf {
@@ -674,6 +859,65 @@ fn check_store(
             }
         }
         StoreConfig::File { .. } => {}
+    }
+}
+
+fn check_discover(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    field: &str,
+    d: &Spanned<DiscoverConfig>,
+) {
+    let at = d.span().start;
+    let mut problem = |f: &str, p: &str| diags.push(map.at(at, format!("{field}.{f}"), p));
+    match d.get_ref() {
+        DiscoverConfig::File { key_prefix, .. } => {
+            if key_prefix.is_empty() {
+                problem(
+                    "key_prefix",
+                    "must not be empty (it would take every entry of the file)",
+                );
+            }
+        }
+        DiscoverConfig::Aws {
+            name_prefix,
+            tag_key,
+            tag_value,
+            region,
+            endpoint,
+            json_key,
+        } => {
+            if name_prefix.as_deref().unwrap_or("").is_empty()
+                && tag_key.as_deref().unwrap_or("").is_empty()
+            {
+                problem(
+                    "name_prefix",
+                    "set `name_prefix`, `tag_key` or both: without either the group would take every secret of the account",
+                );
+            }
+            if tag_value.is_some() && tag_key.is_none() {
+                problem("tag_value", "needs `tag_key`");
+            }
+            for (f, v) in [
+                ("name_prefix", name_prefix),
+                ("tag_key", tag_key),
+                ("tag_value", tag_value),
+                ("region", region),
+                ("json_key", json_key),
+            ] {
+                if v.as_deref() == Some("") {
+                    problem(f, "must not be empty");
+                }
+            }
+            if let Some(e) = endpoint
+                && !matches!(reqwest::Url::parse(e), Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)))
+            {
+                problem(
+                    "endpoint",
+                    &format!("expected an https URL (http only to loopback), found {e:?}"),
+                );
+            }
+        }
     }
 }
 

@@ -35,6 +35,63 @@ pub struct TargetConfig {
     pub kind: TargetKind,
 }
 
+impl TargetConfig {
+    /// This target for one member of a group: `{token}` (the token's name) and `{member}`
+    /// (the member's part of it) filled in wherever a path, a secret id, a URL or a command
+    /// argument can name them. The dotenv variable name is taken as written.
+    pub fn for_member(&self, token: &str, member: &str) -> TargetConfig {
+        let fill = |s: &str| {
+            s.replace("{token}", token)
+                .replace("%7Btoken%7D", token)
+                .replace("{member}", member)
+                .replace("%7Bmember%7D", member)
+        };
+        let fill_url =
+            |u: &reqwest::Url| reqwest::Url::parse(&fill(u.as_str())).unwrap_or_else(|_| u.clone());
+        let fill_argv = |argv: &[String]| argv.iter().map(|a| fill(a)).collect::<Vec<_>>();
+        let kind = match &self.kind {
+            TargetKind::Dotenv { path, key, reload } => TargetKind::Dotenv {
+                path: PathBuf::from(fill(&path.to_string_lossy())),
+                key: key.clone(),
+                reload: reload.as_deref().map(fill_argv),
+            },
+            TargetKind::AwsSecret {
+                secret_id,
+                region,
+                endpoint,
+                json_key,
+            } => TargetKind::AwsSecret {
+                secret_id: fill(secret_id),
+                region: region.clone(),
+                endpoint: endpoint.clone(),
+                json_key: json_key.as_deref().map(fill),
+            },
+            TargetKind::Webhook {
+                url,
+                secret,
+                header,
+            } => TargetKind::Webhook {
+                url: fill_url(url),
+                secret: secret.clone(),
+                header: header.clone(),
+            },
+            TargetKind::Exec { command } => TargetKind::Exec {
+                command: fill_argv(command),
+            },
+        };
+        TargetConfig {
+            name: self.name.clone(),
+            wave: self.wave,
+            timeout: self.timeout,
+            verify: self.verify.as_ref().map(|v| match v {
+                VerifyConfig::Url(u) => VerifyConfig::Url(fill_url(u)),
+                VerifyConfig::Command(c) => VerifyConfig::Command(fill_argv(c)),
+            }),
+            kind,
+        }
+    }
+}
+
 /// A target's check that the app runs on the new token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyConfig {

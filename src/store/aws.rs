@@ -38,15 +38,118 @@ impl AwsStore {
         endpoint: Option<&str>,
         json_key: Option<String>,
     ) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(r) = region {
-            loader = loader.region(aws_config::Region::new(r.to_string()));
-        }
-        if let Some(e) = endpoint {
-            loader = loader.endpoint_url(e);
-        }
-        let conf = loader.load().await;
+        let conf = sdk_config(region, endpoint).await;
         Self::from_sdk_config(&conf, secret_id, json_key)
+    }
+
+    /// The secrets under `name_prefix` and/or carrying the tag `tag_key` (= `tag_value`), every
+    /// page of `ListSecrets`; secrets scheduled for deletion are left out.
+    ///
+    /// # Errors
+    /// As reading a secret: [`StoreError::Unavailable`] (retry) or [`StoreError::Broken`].
+    pub async fn list(
+        region: Option<&str>,
+        endpoint: Option<&str>,
+        name_prefix: Option<&str>,
+        tag: Option<(&str, Option<&str>)>,
+    ) -> Result<Vec<Listed>, StoreError> {
+        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+        let conf = sdk_config(region, endpoint).await;
+        let client = Client::new(&conf);
+        // For error messages only, so they name what was being listed.
+        let what = AwsStore {
+            client: client.clone(),
+            secret_id: format!(
+                "list of secrets{}{}",
+                name_prefix
+                    .map(|p| format!(" under `{p}`"))
+                    .unwrap_or_default(),
+                tag.map(|(k, v)| format!(
+                    " tagged `{k}`{}",
+                    v.map(|v| format!("=`{v}`")).unwrap_or_default()
+                ))
+                .unwrap_or_default()
+            ),
+            json_key: None,
+        };
+        let mut filters = Vec::new();
+        if let Some(p) = name_prefix {
+            filters.push(
+                Filter::builder()
+                    .key(FilterNameStringType::Name)
+                    .values(p)
+                    .build(),
+            );
+        }
+        if let Some((k, v)) = tag {
+            filters.push(
+                Filter::builder()
+                    .key(FilterNameStringType::TagKey)
+                    .values(k)
+                    .build(),
+            );
+            if let Some(v) = v {
+                filters.push(
+                    Filter::builder()
+                        .key(FilterNameStringType::TagValue)
+                        .values(v)
+                        .build(),
+                );
+            }
+        }
+        let mut out = Vec::new();
+        let mut next = None;
+        loop {
+            let page = client
+                .list_secrets()
+                .set_filters(Some(filters.clone()))
+                .max_results(100)
+                .set_next_token(next)
+                .send()
+                .await
+                .map_err(|e| what.map_err(e))?;
+            for e in page.secret_list() {
+                let Some(name) = e.name() else { continue };
+                if e.deleted_date().is_some() {
+                    continue;
+                }
+                // The service's filters are looser than what was asked (a name filter is
+                // case-insensitive, and a key and a value may match on different tags).
+                if name_prefix.is_some_and(|p| !name.starts_with(p)) {
+                    continue;
+                }
+                let tags: Vec<(String, String)> = e
+                    .tags()
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.key().unwrap_or_default().to_string(),
+                            t.value().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect();
+                if let Some((k, v)) = tag
+                    && !tags
+                        .iter()
+                        .any(|(tk, tv)| tk == k && v.is_none_or(|v| v == tv))
+                {
+                    continue;
+                }
+                out.push(Listed {
+                    name: name.to_string(),
+                    tags,
+                });
+            }
+            // moto answers the last page with an empty token rather than none.
+            next = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if next.is_none() {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// A store using an already loaded SDK configuration (explicit credentials, shared clients).
@@ -259,6 +362,43 @@ impl AwsStore {
             },
         }
     }
+}
+
+/// One secret found by [`AwsStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The secret's name.
+    pub name: String,
+    /// Its tags, key and value.
+    pub tags: Vec<(String, String)>,
+}
+
+/// The SDK configuration for a region and endpoint, loaded once per process: loading walks the
+/// credential chain (files, environment, instance metadata), which thousands of tokens in one
+/// account must not repeat.
+async fn sdk_config(region: Option<&str>, endpoint: Option<&str>) -> aws_config::SdkConfig {
+    type Cache = std::sync::Mutex<
+        std::collections::HashMap<(Option<String>, Option<String>), aws_config::SdkConfig>,
+    >;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let key = (region.map(str::to_string), endpoint.map(str::to_string));
+    let cache = CACHE.get_or_init(Cache::default);
+    if let Some(c) = cache.lock().expect("not poisoned").get(&key) {
+        return c.clone();
+    }
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(r) = region {
+        loader = loader.region(aws_config::Region::new(r.to_string()));
+    }
+    if let Some(e) = endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    let conf = loader.load().await;
+    cache
+        .lock()
+        .expect("not poisoned")
+        .insert(key, conf.clone());
+    conf
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -15,9 +15,9 @@ use crate::util::{AWS_ENV, Run, TokenEntry, Workspace, is_valid};
 
 /// A proxy in front of moto that answers the next `budget` calls of one Secrets Manager
 /// operation with a fault instead of passing them on.
-struct FaultyProxy {
-    port: u16,
-    budget: Arc<AtomicU32>,
+pub(crate) struct FaultyProxy {
+    pub(crate) port: u16,
+    pub(crate) budget: Arc<AtomicU32>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -30,7 +30,7 @@ struct ProxyState {
 }
 
 impl FaultyProxy {
-    async fn start(operation: &'static str) -> FaultyProxy {
+    pub(crate) async fn start(operation: &'static str) -> FaultyProxy {
         let budget = Arc::new(AtomicU32::new(0));
         let st = ProxyState {
             upstream: crate::util::moto().endpoint.clone(),

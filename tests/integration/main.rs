@@ -15,6 +15,7 @@ mod doctor;
 mod faults;
 mod fuzz_corpus;
 mod graph_client;
+mod groups;
 mod notify;
 mod rotation;
 mod sandbox;
