@@ -1539,8 +1539,8 @@ mod example_tests {
             .collect();
         assert_eq!(
             blocks.len(),
-            3,
-            "the token config, the daemon sections, the delivery example"
+            4,
+            "the token config, the daemon sections, the group example, the delivery example"
         );
         let cfg = super::parse(&path, blocks[0]).unwrap_or_else(|d| panic!("{d:#?}"));
         assert_eq!(cfg.tokens.len(), 2);
@@ -1552,7 +1552,11 @@ mod example_tests {
             cfg.email,
             Some(crate::notify::EmailConfig::Smtp { .. })
         ));
-        let with_targets = format!("{head}\n{}", blocks[2]);
+        let with_group = format!("{head}\n{}", blocks[2]);
+        let cfg = super::parse(&path, &with_group).unwrap_or_else(|d| panic!("{d:#?}"));
+        assert_eq!(cfg.groups.len(), 1);
+        assert_eq!(cfg.groups[0].template.targets.len(), 1);
+        let with_targets = format!("{head}\n{}", blocks[3]);
         let cfg = super::parse(&path, &with_targets).unwrap_or_else(|d| panic!("{d:#?}"));
         let kinds: Vec<&str> = cfg.tokens[0]
             .targets
@@ -1573,12 +1577,57 @@ mod deploy_kit_tests {
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         for st in v["Statement"].as_array().unwrap() {
-            assert_ne!(st["Resource"], "*");
-            for a in st["Action"].as_array().unwrap() {
-                let a = a.as_str().unwrap();
+            let actions: Vec<&str> = st["Action"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            // ListSecrets (token groups) has no resource-level permission: AWS requires "*",
+            // and it reveals names and tags, never values.
+            if actions != ["secretsmanager:ListSecrets"] {
+                assert_ne!(st["Resource"], "*");
+            }
+            for a in actions {
                 assert!(a.starts_with("secretsmanager:") && !a.contains('*'), "{a}");
             }
         }
+    }
+
+    #[test]
+    fn group_mistakes_are_each_reported_with_their_field() {
+        let head = "[meta]\napp_id = \"1\"\napp_secret = { env = \"S\" }\n";
+        let e = crate::config::parse(std::path::Path::new("t.toml"), &format!(
+            "{head}[[group]]\nname = \"a\"\n\n[[group]]\nname = \"b\"\ndiscover = {{ kind = \"aws\", tag_value = \"x\" }}\n\n[[group]]\nname = \"c/d\"\ndiscover = {{ kind = \"file\", key_prefix = \"\" }}\nspread = \"soon\"\n\n[[group]]\nname = \"b\"\ndiscover = {{ kind = \"aws\", name_prefix = \"p/\", endpoint = \"http://example.com\" }}\n"
+        ))
+        .unwrap_err();
+        let fields: Vec<&str> = e.iter().map(|d| d.field.as_str()).collect();
+        for f in [
+            "group[0].discover",
+            "group[1].discover.name_prefix",
+            "group[1].discover.tag_value",
+            "group[2].name",
+            "group[2].discover.key_prefix",
+            "group[2].spread",
+            "group[3].name",
+            "group[3].discover.endpoint",
+        ] {
+            assert!(fields.contains(&f), "{f} not in {e:#?}");
+        }
+        assert!(e.iter().all(|d| d.line > 3), "{e:#?}");
+        let every_secret = e
+            .iter()
+            .find(|d| d.field == "group[1].discover.name_prefix")
+            .unwrap();
+        assert!(every_secret.message.contains("every secret of the account"));
+        // A config of groups alone is complete.
+        let ok = crate::config::parse(
+            std::path::Path::new("t.toml"),
+            &format!("{head}[[group]]\nname = \"g\"\ndiscover = {{ kind = \"file\", key_prefix = \"c-\" }}\n"),
+        )
+        .unwrap();
+        assert_eq!(ok.groups[0].spread, crate::config::DEFAULT_SPREAD);
+        assert!(ok.tokens.is_empty());
     }
 
     /// Every metric an alert rule uses is one tokenwarden exports.
