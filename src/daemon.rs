@@ -689,6 +689,10 @@ pub async fn observe(
     };
     let info = match graph.debug_token(&token).await {
         Ok(i) => i,
+        // A rate limit lands here too, at once when Meta asks for more than a few seconds
+        // (`graph::MAX_RATE_LIMIT_WAIT`): it says nothing about the token, and waiting it out
+        // would stall every other token's check. The next scheduled check tries again, and
+        // only a failure lasting `cannot_check_after` is emailed.
         Err(GraphError::Transient(e)) => {
             return (
                 Verdict::Unreachable {
