@@ -1035,3 +1035,104 @@ async fn the_check_and_email_path_killed_at_each_step_alerts_once() {
         points.len()
     );
 }
+
+/// Issue #7: Meta rate-limits a check and asks to wait a minute. The daemon does not sit the
+/// wait out (that would hold every other token's check and its emails): the check ends at once
+/// as "cannot check" with Meta's wait in the verdict, the token is not called dead, one
+/// occurrence emails nobody, the other token is checked in the same run, and the next check
+/// succeeds once the limit is lifted.
+#[tokio::test]
+async fn a_long_rate_limit_ends_the_check_at_once_never_alerts_and_the_next_check_succeeds() {
+    use std::time::{Duration, Instant};
+    use tokenwarden::policy::{State, Verdict};
+
+    const RETRY_AFTER: u64 = 60;
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let spec = || TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]);
+    let prod = sb.issue_token(spec());
+    let other = sb.issue_token(spec());
+    // Retries allowed, so the test shows the wait is not sat out even when a retry would be.
+    let meta =
+        sections(sink.port, "").replace("attempts = 1\n", "attempts = 3\nretry_delay = \"10ms\"\n");
+    assert!(meta.contains("attempts = 3"));
+    let ws = Workspace::with_meta(
+        &sb,
+        &[
+            TokenEntry::new("prod", &prod),
+            TokenEntry::new("other", &other),
+        ],
+        &meta,
+    );
+    let state = tokenwarden::state::StateStore::new(&state_dir(&ws.config));
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    d.check_now().await;
+    let mut figures = Vec::new();
+    // An app-level limit on the inspecting call, then WhatsApp's throughput limit on the
+    // phone-number read; each hits `prod`, checked first, once.
+    for (endpoint, code) in [(Endpoint::DebugToken, 4), (Endpoint::Phone, 130429)] {
+        sb.add_fault(Fault::RateLimit {
+            endpoint,
+            count: 1,
+            code,
+            retry_after_secs: RETRY_AFTER,
+        });
+        let requests = sb.stats().requests_for(endpoint);
+        let started = Instant::now();
+        d.check_now().await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(RETRY_AFTER / 4),
+            "{endpoint:?}: the check of both tokens took {took:?}, Retry-After {RETRY_AFTER}s"
+        );
+        assert_eq!(
+            sb.stats().requests_for(endpoint) - requests,
+            2,
+            "{endpoint:?}: the limited call is not sent again within the run"
+        );
+        let snap = state.load().unwrap();
+        let p = &snap.tokens["prod"];
+        match &p.verdict {
+            Some(Verdict::Unreachable { detail }) => assert!(
+                detail.contains("rate limited")
+                    && detail.contains(&format!("Meta asks to wait {RETRY_AFTER}s")),
+                "{detail}"
+            ),
+            other => panic!("{endpoint:?}: {other:?}"),
+        }
+        assert!(
+            !matches!(p.state, Some(State::Invalid | State::Expired)),
+            "{:?}",
+            p.state
+        );
+        assert_eq!(p.check_errors, 1);
+        let o = &snap.tokens["other"];
+        assert_eq!(
+            o.verdict,
+            Some(Verdict::Healthy),
+            "the other token is checked"
+        );
+        assert_eq!(o.last_check, p.last_check);
+        d.evaluate().await;
+        assert!(sink.messages().is_empty(), "{:#?}", subjects(&sink));
+
+        // The limit is lifted (the fault was for one request); the next check succeeds.
+        sb.advance_clock(900);
+        clock.advance(900);
+        d.check_now().await;
+        let snap = state.load().unwrap();
+        let p = &snap.tokens["prod"];
+        assert_eq!(p.verdict, Some(Verdict::Healthy));
+        assert_eq!(p.check_errors, 0);
+        assert!(sink.messages().is_empty(), "{:#?}", subjects(&sink));
+        figures.push(format!("{endpoint:?} code {code}: {} ms", took.as_millis()));
+    }
+    println!(
+        "rate limited with Retry-After {RETRY_AFTER}s: a check of two tokens returned in {}; no email; next check healthy",
+        figures.join(", ")
+    );
+    d.stop().await;
+}
