@@ -485,9 +485,6 @@ impl Daemon {
         self.telemetry
             .emails_failed
             .fetch_add(report.failed.len() as u64, Ordering::SeqCst);
-        self.telemetry
-            .emails_queued
-            .store(report.remaining as u64, Ordering::SeqCst);
         let now = self.clock.now();
         for id in &report.sent {
             self.audit
