@@ -1094,7 +1094,7 @@ fn message_ids(sink: &SmtpSink) -> Vec<String> {
         .collect()
 }
 
-/// One scrape of `/metrics`, parsed: the value of a sample without labels, if present.
+/// One scrape of `/metrics`, parsed with the reference parser.
 async fn scrape(port: u16) -> Vec<serde_json::Value> {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
@@ -1105,6 +1105,7 @@ async fn scrape(port: u16) -> Vec<serde_json::Value> {
     parse_metrics(&text)
 }
 
+/// The value of the first sample named `name`, if any.
 fn sample(samples: &[serde_json::Value], name: &str) -> Option<f64> {
     samples
         .iter()
