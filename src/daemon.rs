@@ -658,9 +658,6 @@ impl Daemon {
         self.telemetry
             .emails_failed
             .fetch_add(report.failed.len() as u64, Ordering::SeqCst);
-        self.telemetry
-            .emails_queued
-            .store(report.remaining as u64, Ordering::SeqCst);
         let now = self.clock.now();
         for id in &report.sent {
             self.audit
@@ -1020,6 +1017,10 @@ async fn judge(
 ) -> (Verdict, Option<TokenFacts>) {
     let info = match info {
         Ok(i) => i,
+        // A rate limit lands here too, at once when Meta asks for more than a few seconds
+        // (`graph::MAX_RATE_LIMIT_WAIT`): it says nothing about the token, and waiting it out
+        // would stall every other token's check. The next scheduled check tries again, and
+        // only a failure lasting `cannot_check_after` is emailed.
         Err(GraphError::Transient(e)) => {
             return (
                 Verdict::Unreachable {

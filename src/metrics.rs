@@ -2,7 +2,8 @@
 //!
 //! Per token: the effective expiry as an absolute timestamp (as expiry exporters do, so alert
 //! rules compute time left themselves), the state, the last successful check, consecutive check
-//! errors. Emails sent, failed and queued. `/healthz` answers 503 once the daemon's loop has not
+//! errors. Emails sent and failed, and the outbox's backlog (how many wait, since when, read
+//! from the outbox at each scrape so it is right even between flushes). `/healthz` answers 503 once the daemon's loop has not
 //! beaten for `stall_after`: a stuck scheduler is a failure even if the process is alive.
 //! Everything is read from the state file and a few counters: no token is ever in reach here.
 
@@ -30,8 +31,6 @@ pub struct Telemetry {
     pub emails_sent: AtomicU64,
     /// Delivery attempts that failed.
     pub emails_failed: AtomicU64,
-    /// Emails waiting in the outbox.
-    pub emails_queued: AtomicU64,
     /// Rotations that completed.
     pub rotations_completed: AtomicU64,
     /// Rotations whose candidate was rejected.
@@ -68,6 +67,7 @@ impl Telemetry {
 #[derive(Clone)]
 struct Shared {
     state: StateStore,
+    outbox: Arc<crate::notify::Outbox>,
     telemetry: Arc<Telemetry>,
     stall_after: Duration,
 }
@@ -80,6 +80,7 @@ pub async fn serve(
     stall_after: Duration,
 ) -> std::io::Result<()> {
     let shared = Shared {
+        outbox: Arc::new(crate::notify::Outbox::open(&state_dir)?),
         state: StateStore::new(&state_dir),
         telemetry,
         stall_after,
@@ -247,15 +248,38 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
             "Email delivery attempts that failed.",
             t.emails_failed.load(Ordering::SeqCst),
         ),
-        (
-            "tokenwarden_emails_queued",
-            "gauge",
-            "Emails waiting in the outbox.",
-            t.emails_queued.load(Ordering::SeqCst),
-        ),
     ] {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {v}");
+    }
+    // Read at each scrape, not at the last flush: another process (`tokenwarden rotate`) may
+    // have queued or sent meanwhile. An unreadable outbox leaves both out rather than say 0.
+    match s.outbox.backlog() {
+        Ok(b) => {
+            family(
+                &mut out,
+                "tokenwarden_emails_queued",
+                "gauge",
+                "Emails waiting in the outbox (never dropped; retried at least hourly).",
+            );
+            let _ = writeln!(out, "tokenwarden_emails_queued {}", b.pending);
+            family(
+                &mut out,
+                "tokenwarden_outbox_oldest_queued_timestamp_seconds",
+                "gauge",
+                "When the oldest email still waiting in the outbox was queued, unix seconds; absent when none waits.",
+            );
+            if let Some(t) = b.oldest_queued {
+                let _ = writeln!(
+                    out,
+                    "tokenwarden_outbox_oldest_queued_timestamp_seconds {}",
+                    t.as_second()
+                );
+            }
+        }
+        Err(e) => {
+            tracing::error!(dir = %s.outbox.dir().display(), error = %e, "cannot read the outbox for /metrics")
+        }
     }
     family(
         &mut out,

@@ -82,8 +82,9 @@ pub enum Transient {
         /// "an HTML page", "an empty body", "a truncated or invalid JSON body".
         what: &'static str,
     },
-    /// A rate limit: wait at least `retry_after` when known.
-    #[error("rate limited: {api}")]
+    /// A rate limit: wait at least `retry_after` when known. The wait is in the message, so a
+    /// check's verdict tells on-call when Meta will answer again.
+    #[error("rate limited: {api}{}", wait_note(.retry_after))]
     RateLimited {
         /// The envelope.
         api: ApiError,
@@ -93,6 +94,14 @@ pub enum Transient {
     /// A Meta error that Meta documents as temporary.
     #[error("{0}")]
     Api(ApiError),
+}
+
+/// `; Meta asks to wait 60s` when Meta said how long, else nothing.
+fn wait_note(retry_after: &Option<Duration>) -> String {
+    match retry_after {
+        Some(w) => format!("; Meta asks to wait {}s", w.as_secs()),
+        None => String::new(),
+    }
 }
 
 /// The call being classified: the same code means different things depending on whose

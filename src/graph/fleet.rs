@@ -16,7 +16,7 @@
 //! - a transient item (a rate limit, a temporary error, a `null` Meta did not get to, a body
 //!   that does not parse) goes into a later batch after a backoff, without touching the other
 //!   items; like a single call it has `attempts` tries in all, and a rate limit asking for
-//!   more than a minute ends it as transient;
+//!   more than [`MAX_RATE_LIMIT_WAIT`] (a few seconds) ends it as rate limited at once;
 //! - a batch that fails as a whole (connection, timeout, 5xx, an HTML page) is sent again by
 //!   the client's usual retry policy; if it still fails, each of its tokens gets that error.
 

@@ -6,8 +6,9 @@
 //! Meta wants them in the query string (`debug_token`'s `input_token`, and `oauth/access_token`
 //! and `oauth/revoke`, which also carry the app secret there), which is why no request URL is
 //! ever logged or put into an error (reqwest errors are stripped of their URL). Transient
-//! failures are retried with exponential backoff and jitter; rate limits wait as long as Meta
-//! asks, within a budget. Calls that create a token (refresh, mint) are sent again only when
+//! failures are retried with exponential backoff and jitter; a rate limit is waited out only
+//! when Meta asks for a few seconds at most ([`MAX_RATE_LIMIT_WAIT`]), otherwise the call ends
+//! at once as rate limited, carrying Meta's wait. Calls that create a token (refresh, mint) are sent again only when
 //! Meta cannot have acted on them: see [`GraphClient::mint_token`].
 
 mod error;
@@ -36,9 +37,13 @@ pub const WHATSAPP_SCOPES: [&str; 2] = [
     "whatsapp_business_messaging",
 ];
 
-/// Longest wait a rate limit may impose inside one call; beyond it the call gives up as
-/// transient and the caller tries again on its next run.
-const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+/// Longest wait a rate limit may impose inside one call; beyond it the call ends at once as
+/// [`Transient::RateLimited`], with Meta's wait in `retry_after`, and the caller tries again on
+/// its next run. Short: the daemon checks its tokens one after another, so a wait sat out here
+/// stalls every other token's check, its emails and the loop's heartbeat (`/healthz`) for as
+/// long. A few seconds rides out a momentary throttle; Meta's usual "wait a minute" (the
+/// default `Retry-After` of an app-level limit) is not worth holding the loop for.
+pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(5);
 
 /// What `debug_token` says about a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -640,6 +645,9 @@ impl GraphClient {
             } = t
             {
                 if *wait > MAX_RATE_LIMIT_WAIT {
+                    // Sitting it out would hold up the caller (the daemon's loop) for as long;
+                    // the caller tries again on its next run, and the error carries the wait.
+                    tracing::debug!(wait_s = wait.as_secs(), error = %err, "rate limited for longer than one call waits; giving up for now");
                     return Err(err);
                 }
                 delay = delay.max(*wait);

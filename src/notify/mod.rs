@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::SecretRef;
 
 pub use folder::FolderMailer;
-pub use outbox::{BACKOFF_BASE, BACKOFF_CAP, FlushReport, Outbox, OutboxEntry, SENT_RETENTION};
+pub use outbox::{
+    BACKOFF_BASE, BACKOFF_CAP, Backlog, FlushReport, Outbox, OutboxEntry, SENT_RETENTION,
+};
 pub use smtp::SmtpMailer;
 
 /// One email, fully rendered by the caller.

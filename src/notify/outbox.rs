@@ -9,6 +9,13 @@
 //!   flush interrupted between the marker and the removal finish without sending twice.
 //!
 //! The only window for a duplicate is a crash between the server's 250 and the marker write.
+//!
+//! An entry is never given up on: no limit on attempts or age. A warning that arrives a day
+//! late still tells on-call what to do, and an outbox that silently emptied itself would hide
+//! the outage. The backoff is capped ([`BACKOFF_CAP`]) so that once the server is back every
+//! waiting email goes out within one cap, however long the outage was; [`Outbox::backlog`]
+//! shows the queue meanwhile (`tokenwarden_emails_queued` and
+//! `tokenwarden_outbox_oldest_queued_timestamp_seconds` in `/metrics`).
 
 use std::hash::{BuildHasher, Hasher};
 use std::os::unix::fs::PermissionsExt;
@@ -23,7 +30,8 @@ use crate::fsutil::write_atomic;
 
 /// First retry delay after a transient failure; doubles with each attempt.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
-/// Longest delay between attempts, and the delay after a permanent refusal.
+/// Longest delay between attempts, and the delay after a permanent refusal: the most a
+/// returned server waits for the outbox to try again.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(3600);
 /// How long a delivered id is remembered, so enqueueing it again sends nothing.
 pub const SENT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
@@ -62,6 +70,15 @@ pub struct FlushReport {
     pub failed: Vec<(String, NotifyError)>,
     /// Entries still queued after the flush (failed ones and ones not yet due).
     pub remaining: usize,
+}
+
+/// What on-call can see of the outbox while mail is not getting through (`/metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Emails waiting for the server.
+    pub pending: usize,
+    /// When the oldest waiting email was queued; `None` when nothing waits.
+    pub oldest_queued: Option<Timestamp>,
 }
 
 /// The persistent outbox in `<state_dir>/outbox/`. One process owns a state directory.
@@ -187,6 +204,20 @@ impl Outbox {
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+
+    /// How many emails wait, and since when. Entries are never
+    /// dropped for their age or their number of attempts (an alert that is late is still worth
+    /// more than none), so this is how a long SMTP outage shows.
+    ///
+    /// # Errors
+    /// The directory cannot be read.
+    pub fn backlog(&self) -> std::io::Result<Backlog> {
+        let pending = self.pending()?;
+        Ok(Backlog {
+            pending: pending.len(),
+            oldest_queued: pending.iter().map(|e| e.enqueued_at).min(),
+        })
     }
 
     /// How many emails are queued (0 if the directory cannot be read).
@@ -454,6 +485,31 @@ mod tests {
         let r = ob.flush(&mailer, now).await;
         assert_eq!(r.sent, vec!["prod-1".to_string()]);
         assert_eq!(std::fs::read_dir(&mail_dir).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn backlog_counts_waiting_emails_and_names_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(dir.path()).unwrap();
+        assert_eq!(ob.backlog().unwrap(), Backlog::default());
+        let email = |id: &str| Email {
+            id: id.into(),
+            token: "t".into(),
+            subject: "s".into(),
+            text: "x".into(),
+            html: "x".into(),
+        };
+        let early: Timestamp = "2026-01-02T03:04:05Z".parse().unwrap();
+        let late: Timestamp = "2026-01-03T03:04:05Z".parse().unwrap();
+        ob.enqueue(&email("b"), late).unwrap();
+        ob.enqueue(&email("a"), early).unwrap();
+        assert_eq!(
+            ob.backlog().unwrap(),
+            Backlog {
+                pending: 2,
+                oldest_queued: Some(early),
+            }
+        );
     }
 
     #[test]

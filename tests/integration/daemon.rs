@@ -1035,3 +1035,377 @@ async fn the_check_and_email_path_killed_at_each_step_alerts_once() {
         points.len()
     );
 }
+
+/// An SMTP relay that is down: its port stays held, so no other test's server can take it, and
+/// every connection is closed before the greeting (a relay stopped behind its load balancer).
+/// It fails fast, unlike a port that never answers, so a day of retries costs no real time.
+struct SmtpDown {
+    port: u16,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl SmtpDown {
+    fn start() -> SmtpDown {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, s) = (connections.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        drop(conn);
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+        });
+        SmtpDown {
+            port,
+            connections,
+            stop,
+            thread,
+        }
+    }
+
+    /// Frees the port (the listener goes with the thread) and says how many connections came.
+    fn stop(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap();
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Every `Message-ID` the sink received, in arrival order.
+fn message_ids(sink: &SmtpSink) -> Vec<String> {
+    sink.messages()
+        .iter()
+        .filter_map(|(_, raw)| {
+            raw.lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+                .map(|l| l.to_string())
+        })
+        .collect()
+}
+
+/// One scrape of `/metrics`, parsed with the reference parser.
+async fn scrape(port: u16) -> Vec<serde_json::Value> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    parse_metrics(&text)
+}
+
+/// The value of the first sample named `name`, if any.
+fn sample(samples: &[serde_json::Value], name: &str) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s["name"] == name)
+        .and_then(|s| s["value"].as_f64())
+}
+
+/// Issue #7: SMTP unreachable for a whole day while the daemon keeps checking. Every email
+/// decided meanwhile stays in the outbox (none dropped, no give-up), retries back off but
+/// never wait longer than the cap, `/metrics` shows the backlog and its age, and once a real
+/// server is back every email arrives exactly once within one cap.
+#[tokio::test]
+async fn smtp_down_for_a_day_keeps_every_email_and_delivers_each_once_within_the_cap() {
+    use std::collections::BTreeMap;
+    use tokenwarden::daemon::Clock;
+    use tokenwarden::notify::{BACKOFF_CAP, Outbox};
+
+    const HOUR: i64 = 3600;
+    const STEP: i64 = 600;
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let down = SmtpDown::start();
+    let smtp_port = down.port;
+    let spec = || TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]);
+    // During the day: `a` crosses 3 days left (hour 6.5), `b` 1 day left (hour 18.5), `c` is
+    // invalidated by Meta (hour 12). At the start `a` and `b` are already past 7 and 3 days.
+    let a = sb.issue_token(spec().expiring_in(3 * DAY + 6 * HOUR + HOUR / 2));
+    let b = sb.issue_token(spec().expiring_in(DAY + 18 * HOUR + HOUR / 2));
+    let c = sb.issue_token(spec());
+    let metrics_port = crate::util::free_port();
+    let meta = format!(
+        "{}[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+        sections(smtp_port, "")
+    );
+    let ws = Workspace::with_meta(
+        &sb,
+        &[
+            TokenEntry::new("a", &a),
+            TokenEntry::new("b", &b),
+            TokenEntry::new("c", &c),
+        ],
+        &meta,
+    );
+    let outbox = Outbox::open(&state_dir(&ws.config)).unwrap();
+    let clock = OffsetClock::default();
+    let advance = |secs: i64| {
+        sb.advance_clock(secs);
+        clock.advance(secs);
+    };
+    let d = Running::start(&ws.config, &clock);
+    d.check_now().await;
+    let start = clock.now();
+
+    // The day: a check every hour, the loop's own wake-ups every 10 minutes in between.
+    let mut queued: BTreeMap<String, String> = BTreeMap::new(); // id -> subject
+    let mut tries: BTreeMap<String, Vec<i64>> = BTreeMap::new(); // id -> when attempts grew
+    let mut last_attempts: BTreeMap<String, u32> = BTreeMap::new();
+    let mut farthest_retry = 0; // the longest a queued email was told to wait, seconds
+    let mut last_error = String::new();
+    for step in 1..=(DAY / STEP) {
+        advance(STEP);
+        if step * STEP == 12 * HOUR {
+            sb.invalidate(&c, 460);
+        }
+        if step % (HOUR / STEP) == 0 {
+            d.check_now().await;
+        } else {
+            d.evaluate().await;
+        }
+        let now = clock.now();
+        let pending = outbox.pending().unwrap();
+        for e in &pending {
+            queued
+                .entry(e.email.id.clone())
+                .or_insert_with(|| e.email.subject.clone());
+            let before = last_attempts.insert(e.email.id.clone(), e.attempts);
+            if before != Some(e.attempts) && e.attempts > 0 {
+                tries
+                    .entry(e.email.id.clone())
+                    .or_default()
+                    .push(now.as_second() - start.as_second());
+            }
+            if let Some(next) = e.next_attempt {
+                farthest_retry = farthest_retry.max(next.as_second() - now.as_second());
+            }
+            if let Some(err) = &e.last_error {
+                last_error = err.clone();
+            }
+        }
+        // Nothing ever leaves the outbox while the server is down.
+        assert_eq!(
+            pending.len(),
+            queued.len(),
+            "hour {}: an email left the outbox undelivered",
+            step * STEP / HOUR
+        );
+    }
+    let subjects_queued: Vec<&String> = queued.values().collect();
+    assert!(
+        queued.len() >= 5,
+        "7-day and 3-day warnings at the start, the 3-day and 1-day crossings, the invalidation: {subjects_queued:#?}"
+    );
+    for want in ["WARNING a", "WARNING b", "CRITICAL b", "INVALID c"] {
+        assert!(
+            subjects_queued.iter().any(|s| s.contains(want)),
+            "{want}: {subjects_queued:#?}"
+        );
+    }
+    // Backoff, capped: the retry is never further away than the cap, and the first email was
+    // not tried at every wake-up (144) but about once an hour after the first doublings.
+    assert!(
+        farthest_retry <= BACKOFF_CAP.as_secs() as i64,
+        "{farthest_retry}s"
+    );
+    let oldest_id = outbox.pending().unwrap()[0].email.id.clone();
+    let first = &tries[&oldest_id];
+    let gaps: Vec<i64> = first.windows(2).map(|w| w[1] - w[0]).collect();
+    let longest_gap = gaps.iter().copied().max().unwrap_or(0);
+    assert!(
+        (20..=40).contains(&first.len()),
+        "attempts of the oldest email over the day: {first:?}"
+    );
+    assert!(
+        longest_gap <= BACKOFF_CAP.as_secs() as i64 + STEP,
+        "gaps {gaps:?}"
+    );
+    assert!(
+        gaps.iter().take(3).all(|g| *g < 1800) && longest_gap >= 2700,
+        "short gaps first, then about an hour: {gaps:?}"
+    );
+
+    // What on-call sees: the backlog and its age.
+    let m = scrape(metrics_port).await;
+    assert_eq!(
+        sample(&m, "tokenwarden_emails_queued"),
+        Some(queued.len() as f64)
+    );
+    let oldest = sample(&m, "tokenwarden_outbox_oldest_queued_timestamp_seconds")
+        .expect("the oldest email's time is exported") as i64;
+    let backlog_age = clock.now().as_second() - oldest;
+    assert!(backlog_age >= DAY, "{backlog_age}s");
+    assert!(
+        sample(&m, "tokenwarden_emails_sent_total") == Some(0.0),
+        "nothing sent during the outage"
+    );
+
+    // SMTP comes back on the same port: every email within one cap, each once.
+    let connections = down.stop();
+    let sink = SmtpSink::start(&SinkOpts {
+        port: Some(smtp_port),
+        ..SinkOpts::default()
+    });
+    let mut waited = 0;
+    while sink.messages().len() < queued.len() && waited < BACKOFF_CAP.as_secs() as i64 {
+        advance(60);
+        waited += 60;
+        d.evaluate().await;
+    }
+    assert_eq!(
+        sink.messages().len(),
+        queued.len(),
+        "all delivered within {waited}s of SMTP's return: {:#?}",
+        subjects(&sink)
+    );
+    // More checks and wake-ups send nothing again.
+    for _ in 0..3 {
+        advance(HOUR);
+        d.check_now().await;
+        d.evaluate().await;
+    }
+    let mut got = subjects(&sink);
+    let mut want: Vec<String> = queued.values().cloned().collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "each queued email once, nothing else");
+    let ids = message_ids(&sink);
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "{ids:#?}");
+    assert!(outbox.is_empty());
+    let m = scrape(metrics_port).await;
+    assert_eq!(sample(&m, "tokenwarden_emails_queued"), Some(0.0));
+    assert_eq!(
+        sample(&m, "tokenwarden_outbox_oldest_queued_timestamp_seconds"),
+        None
+    );
+    assert_eq!(
+        sample(&m, "tokenwarden_emails_sent_total"),
+        Some(queued.len() as f64)
+    );
+    println!(
+        "SMTP down for {}h: {} emails queued, none dropped; the oldest tried {} times (gaps {}s .. {}s, retry never set further than {}s), {connections} connections to the dead relay; backlog age in /metrics {}h; after SMTP returned all delivered within {waited}s, each once; last error: {last_error}",
+        DAY / HOUR,
+        queued.len(),
+        first.len(),
+        gaps.iter().min().unwrap_or(&0),
+        longest_gap,
+        farthest_retry,
+        backlog_age / HOUR,
+    );
+    d.stop().await;
+}
+
+/// Issue #7: Meta rate-limits a check and asks to wait a minute. The daemon does not sit the
+/// wait out (that would hold every other token's check and its emails): the check ends at once
+/// as "cannot check" with Meta's wait in the verdict, the token is not called dead, one
+/// occurrence emails nobody, the other token is checked in the same run, and the next check
+/// succeeds once the limit is lifted.
+#[tokio::test]
+async fn a_long_rate_limit_ends_the_check_at_once_never_alerts_and_the_next_check_succeeds() {
+    use std::time::{Duration, Instant};
+    use tokenwarden::policy::{State, Verdict};
+
+    const RETRY_AFTER: u64 = 60;
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let spec = || TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]);
+    let prod = sb.issue_token(spec());
+    let other = sb.issue_token(spec());
+    // Retries allowed, so the test shows the wait is not sat out even when a retry would be.
+    let meta =
+        sections(sink.port, "").replace("attempts = 1\n", "attempts = 3\nretry_delay = \"10ms\"\n");
+    assert!(meta.contains("attempts = 3"));
+    let ws = Workspace::with_meta(
+        &sb,
+        &[
+            TokenEntry::new("prod", &prod),
+            TokenEntry::new("other", &other),
+        ],
+        &meta,
+    );
+    let state = tokenwarden::state::StateStore::new(&state_dir(&ws.config));
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    d.check_now().await;
+    let mut figures = Vec::new();
+    // An app-level limit on the inspecting call, then WhatsApp's throughput limit on the
+    // phone-number read; each hits `prod`, checked first, once.
+    for (endpoint, code) in [(Endpoint::DebugToken, 4), (Endpoint::Phone, 130429)] {
+        sb.add_fault(Fault::RateLimit {
+            endpoint,
+            count: 1,
+            code,
+            retry_after_secs: RETRY_AFTER,
+        });
+        let requests = sb.stats().requests_for(endpoint);
+        let started = Instant::now();
+        d.check_now().await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(RETRY_AFTER / 4),
+            "{endpoint:?}: the check of both tokens took {took:?}, Retry-After {RETRY_AFTER}s"
+        );
+        assert_eq!(
+            sb.stats().requests_for(endpoint) - requests,
+            2,
+            "{endpoint:?}: the limited call is not sent again within the run"
+        );
+        let snap = state.load().unwrap();
+        let p = &snap.tokens["prod"];
+        match &p.verdict {
+            Some(Verdict::Unreachable { detail }) => assert!(
+                detail.contains("rate limited")
+                    && detail.contains(&format!("Meta asks to wait {RETRY_AFTER}s")),
+                "{detail}"
+            ),
+            other => panic!("{endpoint:?}: {other:?}"),
+        }
+        assert!(
+            !matches!(p.state, Some(State::Invalid | State::Expired)),
+            "{:?}",
+            p.state
+        );
+        assert_eq!(p.check_errors, 1);
+        let o = &snap.tokens["other"];
+        assert_eq!(
+            o.verdict,
+            Some(Verdict::Healthy),
+            "the other token is checked"
+        );
+        assert_eq!(o.last_check, p.last_check);
+        d.evaluate().await;
+        assert!(sink.messages().is_empty(), "{:#?}", subjects(&sink));
+
+        // The limit is lifted (the fault was for one request); the next check succeeds.
+        sb.advance_clock(900);
+        clock.advance(900);
+        d.check_now().await;
+        let snap = state.load().unwrap();
+        let p = &snap.tokens["prod"];
+        assert_eq!(p.verdict, Some(Verdict::Healthy));
+        assert_eq!(p.check_errors, 0);
+        assert!(sink.messages().is_empty(), "{:#?}", subjects(&sink));
+        figures.push(format!("{endpoint:?} code {code}: {} ms", took.as_millis()));
+    }
+    println!(
+        "rate limited with Retry-After {RETRY_AFTER}s: a check of two tokens returned in {}; no email; next check healthy",
+        figures.join(", ")
+    );
+    d.stop().await;
+}
