@@ -582,11 +582,19 @@ impl Daemon {
         if a.state != ts.state.unwrap_or(policy::State::Ok) || ts.state.is_none() {
             tracing::info!(token = %t.name, state = a.state.word(), "state");
         }
-        let store_desc = store_description(t, &self.cfg);
-        let hint = store_hint(t);
-        let rotation_plan = rotation_plan(t, ts.facts.as_ref());
         let next_check = self.next_fire.get(&t.name).copied();
         let mut queued = true;
+        // Built only for an email: the daemon re-assesses every token on each wake, and a
+        // fleet's idle loop should not format thousands of texts nobody reads.
+        let (store_desc, hint, rotation_plan) = if notices.is_empty() {
+            Default::default()
+        } else {
+            (
+                store_description(t, &self.cfg),
+                store_hint(t),
+                rotation_plan(t, ts.facts.as_ref()),
+            )
+        };
         for n in &notices {
             let ctx = alert::Context {
                 token: &t.name,

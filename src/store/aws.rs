@@ -373,6 +373,13 @@ pub struct Listed {
     pub tags: Vec<(String, String)>,
 }
 
+/// How long connecting to Secrets Manager may take.
+pub const STORE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long one attempt of a Secrets Manager call may take (the SDK retries a timed-out one).
+pub const STORE_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a Secrets Manager call may take in all, retries included.
+pub const STORE_OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The SDK configuration for a region and endpoint, loaded once per process: loading walks the
 /// credential chain (files, environment, instance metadata), which thousands of tokens in one
 /// account must not repeat.
@@ -386,7 +393,15 @@ async fn sdk_config(region: Option<&str>, endpoint: Option<&str>) -> aws_config:
     if let Some(c) = cache.lock().expect("not poisoned").get(&key) {
         return c.clone();
     }
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    // The SDK sets no read timeout by default: a server that accepts the connection and never
+    // answers would hold a check (and the daemon's loop, and its shutdown) forever.
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(STORE_CONNECT_TIMEOUT)
+        .operation_attempt_timeout(STORE_ATTEMPT_TIMEOUT)
+        .operation_timeout(STORE_OPERATION_TIMEOUT)
+        .build();
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
     if let Some(r) = region {
         loader = loader.region(aws_config::Region::new(r.to_string()));
     }

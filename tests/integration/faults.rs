@@ -229,3 +229,39 @@ command = ["/bin/sh", "-c", "cat >/dev/null; while [ -e {hang} ]; do sleep 0.1; 
     );
     assert!(!is_valid(&sb, &old).await);
 }
+
+/// Secrets Manager accepts the connection and never answers (a hung proxy, a black-holed VPC
+/// endpoint). The SDK sets no read timeout of its own; without one this check, and a daemon's
+/// loop with its shutdown, would wait forever.
+#[tokio::test]
+async fn a_secrets_manager_that_never_answers_ends_the_check_within_the_store_timeout() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    // Never accepted: the kernel completes the handshake and the request waits unanswered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let extra = format!(
+        "store = {{ kind = \"aws\", secret_id = \"never/answers\", region = \"us-east-1\", endpoint = \"http://127.0.0.1:{port}\" }}\n"
+    );
+    let ws = Workspace::new(
+        &sb,
+        &[TokenEntry {
+            name: "prod",
+            value: None,
+            extra: &extra,
+        }],
+    );
+    let started = std::time::Instant::now();
+    let r = tw(&ws.config, &["check"]).await;
+    let took = started.elapsed();
+    let bound =
+        tokenwarden::store::aws::STORE_OPERATION_TIMEOUT + std::time::Duration::from_secs(10);
+    assert!(took < bound, "the check took {took:?}");
+    assert_eq!(
+        r.code, 3,
+        "UNKNOWN, to be retried, never a verdict on the token: {r:?}"
+    );
+    assert!(r.stdout.contains("unavailable"), "{r:?}");
+    drop(silent);
+}

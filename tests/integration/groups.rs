@@ -41,6 +41,17 @@ async fn delete(name: &str) {
 
 const MANAGED: (&str, &str) = ("tokenwarden", "managed");
 
+/// A daemon that must not outlive a failed test (it would go on checking, and a later test's
+/// server could take its ports).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Appends a `[[group]]` over `prefix` (tag `tokenwarden=managed`) to the workspace config.
 fn add_group(config: &Path, endpoint: &str, prefix: &str, extra: &str) {
     let mut text = std::fs::read_to_string(config).unwrap();
@@ -219,14 +230,16 @@ async fn the_daemon_spreads_a_group_and_delivers_to_templated_targets() {
     );
     // The log goes to a file: a pipe nobody reads while the daemon runs could fill and block it.
     let log = ws.config.parent().unwrap().join("daemon.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
-        .args(["--config", ws.config.to_str().unwrap(), "run"])
-        .envs(AWS_ENV)
-        .env("TOKENWARDEN_LOG", "tokenwarden=info,warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+            .args(["--config", ws.config.to_str().unwrap(), "run"])
+            .envs(AWS_ENV)
+            .env("TOKENWARDEN_LOG", "tokenwarden=info,warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let metrics = |port: u16| async move {
         reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
             .await
@@ -307,10 +320,10 @@ async fn the_daemon_spreads_a_group_and_delivers_to_templated_targets() {
     );
 
     std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success());
     let stderr = std::fs::read_to_string(&log).unwrap();
     for t in tokens.iter().chain([&newcomer]) {

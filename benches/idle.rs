@@ -1,0 +1,336 @@
+//! The idle daemon with many tokens: its resident memory and the CPU it uses between checks,
+//! against the same daemon managing one token, measured in the same run (see
+//! `docs/performance.md`).
+//!
+//! ```text
+//! cargo bench --bench idle -- [--tokens N] [--idle-secs S] [--latency-ms L]
+//! ```
+//!
+//! Each daemon is the real binary (`tokenwarden run`, the one cargo built next to this bench)
+//! with one `[[group]]` over a file store of N tokens, a schedule that does not fire during the
+//! run, and `/metrics` to tell when its first check of every token is done. Then it is left
+//! alone for S seconds (at least two of the loop's one-minute wakes by default) while this
+//! bench reads `/proc/<pid>/stat` and `/proc/<pid>/status`: CPU time used while idle, resident
+//! memory at the end, and the peak (which the first check sets). The Graph sandbox runs in this
+//! process, adding L ms to every HTTP request.
+//!
+//! Under `cargo test --all-targets` (no `--bench` flag) it makes a small smoke run instead: 200
+//! tokens, 2 s idle, so the harness itself stays tested.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokenwarden::sandbox::{self, Sandbox, Scenario, TokenSpec, UsageModel};
+use tokenwarden::store::file::{Entry, StoreFile, Version};
+
+const USAGE: &str =
+    "usage: cargo bench --bench idle -- [--tokens N] [--idle-secs S] [--latency-ms L]";
+
+struct Args {
+    smoke: bool,
+    tokens: usize,
+    idle_secs: u64,
+    latency_ms: u64,
+}
+
+impl Args {
+    fn parse() -> Args {
+        let smoke = !std::env::args().any(|a| a == "--bench");
+        let mut a = if smoke {
+            Args {
+                smoke,
+                tokens: 200,
+                idle_secs: 2,
+                latency_ms: 0,
+            }
+        } else {
+            Args {
+                smoke,
+                tokens: 10_000,
+                idle_secs: 150,
+                latency_ms: 50,
+            }
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            if flag == "--bench" || !flag.starts_with("--") {
+                continue;
+            }
+            let Some(v) = it.next().and_then(|v| v.parse::<u64>().ok()) else {
+                eprintln!("{flag} needs a number\n{USAGE}");
+                std::process::exit(2);
+            };
+            match flag.as_str() {
+                "--tokens" => a.tokens = v.max(1) as usize,
+                "--idle-secs" => a.idle_secs = v,
+                "--latency-ms" => a.latency_ms = v,
+                _ => {
+                    eprintln!("unknown option {flag}\n{USAGE}");
+                    std::process::exit(2);
+                }
+            }
+        }
+        a
+    }
+}
+
+/// What one daemon measured.
+struct Measured {
+    first_check: Duration,
+    rss_kib: u64,
+    peak_kib: u64,
+    idle_cpu: Duration,
+}
+
+fn main() {
+    let a = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(a));
+}
+
+async fn run(a: Args) {
+    println!(
+        "idle daemon: {} tokens against 1, idle {} s each",
+        a.tokens, a.idle_secs
+    );
+    if a.smoke {
+        println!("  smoke run (no --bench flag, as under `cargo test`): not a measurement;");
+        println!("  run `cargo bench --bench idle` for the figures");
+    }
+    let mut scenario = Scenario::demo();
+    scenario.latency_ms = a.latency_ms;
+    scenario.usage = UsageModel {
+        window_secs: 3600,
+        call_limit: u64::MAX / 200,
+    };
+    let sb = Sandbox::start("127.0.0.1:0".parse().expect("address"), scenario)
+        .await
+        .expect("sandbox");
+    let base = measure(&sb, 1, &a).await;
+    let many = measure(&sb, a.tokens, &a).await;
+    sb.shutdown().await;
+
+    let mib = |k: u64| k as f64 / 1024.0;
+    let row = |what: &str, one: String, n: String, ratio: String| {
+        println!("  {what:<44} {one:>12} {n:>12} {ratio:>9}");
+    };
+    println!();
+    row(
+        "",
+        "1 token".into(),
+        format!("{} tokens", a.tokens),
+        "ratio".into(),
+    );
+    row(
+        "first check of every token (wall)",
+        format!("{:.2} s", base.first_check.as_secs_f64()),
+        format!("{:.2} s", many.first_check.as_secs_f64()),
+        format!(
+            "{:.1}x",
+            many.first_check.as_secs_f64() / base.first_check.as_secs_f64()
+        ),
+    );
+    row(
+        "resident memory when idle",
+        format!("{:.1} MiB", mib(base.rss_kib)),
+        format!("{:.1} MiB", mib(many.rss_kib)),
+        format!("{:.2}x", many.rss_kib as f64 / base.rss_kib as f64),
+    );
+    row(
+        "peak resident memory (the first check)",
+        format!("{:.1} MiB", mib(base.peak_kib)),
+        format!("{:.1} MiB", mib(many.peak_kib)),
+        format!("{:.2}x", many.peak_kib as f64 / base.peak_kib as f64),
+    );
+    let pct = |d: Duration| 100.0 * d.as_secs_f64() / a.idle_secs.max(1) as f64;
+    row(
+        &format!("CPU while idle for {} s", a.idle_secs),
+        format!("{} ms", base.idle_cpu.as_millis()),
+        format!("{} ms", many.idle_cpu.as_millis()),
+        format!("{:.3}%", pct(many.idle_cpu)),
+    );
+    println!();
+    let goal = 64.0;
+    println!(
+        "  goal: under {goal} MiB resident with {} tokens: {} ({:.1} MiB; peak {:.1} MiB)",
+        a.tokens,
+        if mib(many.rss_kib) < goal {
+            "met"
+        } else {
+            "MISSED"
+        },
+        mib(many.rss_kib),
+        mib(many.peak_kib)
+    );
+    println!(
+        "  goal: no CPU between checks: {} ms over {} s ({:.3}% of one core; 1 token: {} ms)",
+        many.idle_cpu.as_millis(),
+        a.idle_secs,
+        pct(many.idle_cpu),
+        base.idle_cpu.as_millis()
+    );
+}
+
+/// Starts a daemon managing `n` sandbox tokens, waits for its first check, leaves it idle.
+async fn measure(sb: &Sandbox, n: usize, a: &Args) -> Measured {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = StoreFile {
+        format: 1,
+        secrets: (0..n)
+            .map(|i| {
+                let token = sb.issue_token(TokenSpec::system_user_60d());
+                let entry = Entry {
+                    versions: vec![Version {
+                        id: format!("v-{i}"),
+                        value: token,
+                        stages: vec!["AWSCURRENT".into()],
+                        created_at: jiff::Timestamp::now().to_string(),
+                        request_token: None,
+                    }],
+                };
+                (format!("c-{i:05}"), entry)
+            })
+            .collect(),
+    };
+    write_private(
+        &dir.path().join("tokens.json"),
+        &serde_json::to_vec(&store).expect("json"),
+    );
+    let secret = dir.path().join("app-secret");
+    write_private(&secret, sandbox::DEMO_APP_SECRET.as_bytes());
+    let port = free_port();
+    let config = dir.path().join("tokenwarden.toml");
+    write_private(
+        &config,
+        format!(
+            "state_dir = \"{dir}\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{port}\"\n\
+             [schedule]\ncron = \"0 0 0 1 1 *\"\n\
+             [meta]\napp_id = \"{app}\"\napp_secret = {{ file = \"{secret}\" }}\nbase_url = \"{base}\"\ntimeout = \"30s\"\n\
+             [[group]]\nname = \"c\"\ndiscover = {{ kind = \"file\", key_prefix = \"c-\" }}\nspread = \"0s\"\n",
+            dir = dir.path().display(),
+            app = sandbox::DEMO_APP_ID,
+            secret = secret.display(),
+            base = sb.base_url(),
+        )
+        .as_bytes(),
+    );
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+        .args(["--config", config.to_str().expect("utf-8"), "run"])
+        .env("TOKENWARDEN_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("daemon.log")).expect("log"))
+        .spawn()
+        .expect("start the daemon");
+    let pid = child.id();
+    let mut child = KillOnDrop(child);
+    let done = format!(
+        "\ntokenwarden_token_last_success_timestamp_seconds{{token=\"c.{:05}\"}}",
+        n - 1
+    );
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Some(m) = metrics(port).await
+            && m.contains(&done)
+            && m.matches("tokenwarden_token_last_success_timestamp_seconds{")
+                .count()
+                == n
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && child.0.try_wait().expect("wait").is_none(),
+            "the daemon did not check {n} tokens: {}",
+            std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first_check = started.elapsed();
+    // Let the allocator settle after the check before the idle window starts.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu0 = cpu(pid);
+    tokio::time::sleep(Duration::from_secs(a.idle_secs)).await;
+    let idle_cpu = cpu(pid).saturating_sub(cpu0);
+    let rss_kib = status(pid, "VmRSS:");
+    let peak_kib = status(pid, "VmHWM:");
+    stop(&mut child.0);
+    Measured {
+        first_check,
+        rss_kib,
+        peak_kib,
+        idle_cpu,
+    }
+}
+
+/// A daemon that must not outlive a failed run.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "the daemon stopped with {status}");
+}
+
+async fn metrics(port: u16) -> Option<String> {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
+/// User plus system CPU time of `pid`, from `/proc/<pid>/stat` (in clock ticks of 10 ms).
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+    Duration::from_millis(ticks * 10)
+}
+
+fn status(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("field")
+}
+
+fn write_private(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .expect("write");
+    f.write_all(bytes).expect("write");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
