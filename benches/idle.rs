@@ -7,8 +7,9 @@
 //! ```
 //!
 //! Each daemon is the real binary (`tokenwarden run`, the one cargo built next to this bench)
-//! with one `[[group]]` over a file store of N tokens, a schedule that does not fire during the
-//! run, and `/metrics` to tell when its first check of every token is done. Then it is left
+//! with one `[[group]]` over a file store of N tokens and a schedule that does not fire during
+//! the run; its `READY=1` (systemd's notify protocol, on a socket of this bench's) says when
+//! the first check of every token is done. Then it is left
 //! alone for S seconds (at least two of the loop's one-minute wakes by default) while this
 //! bench reads `/proc/<pid>/stat` and `/proc/<pid>/status`: CPU time used while idle, resident
 //! memory at the end, and the peak (which the first check sets). The Graph sandbox runs in this
@@ -81,6 +82,8 @@ struct Measured {
     rss_kib: u64,
     peak_kib: u64,
     idle_cpu: Duration,
+    state_bytes: u64,
+    scraped_kib: u64,
 }
 
 fn main() {
@@ -146,6 +149,18 @@ async fn run(a: Args) {
         format!("{:.1} MiB", mib(base.peak_kib)),
         format!("{:.1} MiB", mib(many.peak_kib)),
         format!("{:.2}x", many.peak_kib as f64 / base.peak_kib as f64),
+    );
+    row(
+        "resident memory after one /metrics scrape",
+        format!("{:.1} MiB", mib(base.scraped_kib)),
+        format!("{:.1} MiB", mib(many.scraped_kib)),
+        format!("{:.2}x", many.scraped_kib as f64 / base.scraped_kib as f64),
+    );
+    row(
+        "state.json",
+        format!("{:.1} KiB", base.state_bytes as f64 / 1024.0),
+        format!("{:.1} MiB", many.state_bytes as f64 / 1048576.0),
+        format!("{:.0} B/token", many.state_bytes as f64 / a.tokens as f64),
     );
     let pct = |d: Duration| 100.0 * d.as_secs_f64() / a.idle_secs.max(1) as f64;
     row(
@@ -220,36 +235,39 @@ async fn measure(sb: &Sandbox, n: usize, a: &Args) -> Measured {
         )
         .as_bytes(),
     );
+    // READY=1 comes once every token was checked (as systemd sees it): waiting on it, rather
+    // than polling /metrics, keeps scrapes out of the measurement.
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
     let started = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
         .args(["--config", config.to_str().expect("utf-8"), "run"])
         .env("TOKENWARDEN_LOG", "warn")
+        .env("NOTIFY_SOCKET", &notify_path)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("daemon.log")).expect("log"))
         .spawn()
         .expect("start the daemon");
     let pid = child.id();
     let mut child = KillOnDrop(child);
-    let done = format!(
-        "\ntokenwarden_token_last_success_timestamp_seconds{{token=\"c.{:05}\"}}",
-        n - 1
-    );
     let deadline = Instant::now() + Duration::from_secs(600);
+    let mut buf = [0u8; 512];
     loop {
-        if let Some(m) = metrics(port).await
-            && m.contains(&done)
-            && m.matches("tokenwarden_token_last_success_timestamp_seconds{")
-                .count()
-                == n
+        if let Ok(n) = notify.recv(&mut buf)
+            && String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
         {
             break;
         }
         assert!(
             Instant::now() < deadline && child.0.try_wait().expect("wait").is_none(),
-            "the daemon did not check {n} tokens: {}",
+            "the daemon did not get ready with {n} tokens: {}",
             std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let first_check = started.elapsed();
     // Let the allocator settle after the check before the idle window starts.
@@ -258,6 +276,16 @@ async fn measure(sb: &Sandbox, n: usize, a: &Args) -> Measured {
     tokio::time::sleep(Duration::from_secs(a.idle_secs)).await;
     let idle_cpu = cpu(pid).saturating_sub(cpu0);
     let rss_kib = status(pid, "VmRSS:");
+    // Every token is in the metrics: the first check really covered them all.
+    let m = metrics(port).await.expect("metrics");
+    assert_eq!(
+        m.matches("tokenwarden_token_last_success_timestamp_seconds{")
+            .count(),
+        n,
+        "not every token was checked"
+    );
+    let scraped_kib = status(pid, "VmRSS:");
+    let state_bytes = std::fs::metadata(dir.path().join("state.json")).map_or(0, |m| m.len());
     let peak_kib = status(pid, "VmHWM:");
     stop(&mut child.0);
     Measured {
@@ -265,6 +293,8 @@ async fn measure(sb: &Sandbox, n: usize, a: &Args) -> Measured {
         rss_kib,
         peak_kib,
         idle_cpu,
+        state_bytes,
+        scraped_kib,
     }
 }
 

@@ -12,6 +12,19 @@ use std::path::Path;
 /// # Errors
 /// Any IO error; on error the original file is untouched and the temp file removed.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    write_atomic_with(path, mode, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] for content written piece by piece (a large state serialized straight
+/// into the file, with no copy of it in memory).
+///
+/// # Errors
+/// Any IO error, `write`'s included; on error the original file is untouched.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -25,7 +38,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         std::process::id()
     ));
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
@@ -33,7 +46,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
             .open(&tmp)?;
         // `mode` above is filtered by the umask; set it exactly.
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.write_all(bytes)?;
+        let mut buffered = std::io::BufWriter::new(f);
+        write(&mut buffered)?;
+        let f = buffered
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         std::fs::File::open(dir)?.sync_all()

@@ -121,6 +121,33 @@ impl StateStore {
         }
     }
 
+    /// Reads only part of each token's state, `V` (a type with the fields wanted, which serde
+    /// fills from the file and ignores the rest): for readers such as `/metrics` that need a
+    /// few fields of thousands of tokens and not a copy of everything.
+    ///
+    /// # Errors
+    /// As [`StateStore::load`].
+    pub fn load_view<V: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<BTreeMap<String, V>, StateError> {
+        #[derive(Deserialize)]
+        struct View<V> {
+            #[serde(default = "BTreeMap::new")]
+            tokens: BTreeMap<String, V>,
+        }
+        let path = self.path();
+        match std::fs::File::open(&path) {
+            Ok(f) => serde_json::from_reader::<_, View<V>>(std::io::BufReader::new(f))
+                .map(|v| v.tokens)
+                .map_err(|e| StateError::Corrupt {
+                    path,
+                    reason: format!("line {} column {}", e.line(), e.column()),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+
     /// Writes the state atomically, mode 0600.
     ///
     /// # Errors
@@ -135,8 +162,12 @@ impl StateStore {
                 path: self.dir.clone(),
                 source,
             })?;
-        let bytes = serde_json::to_vec_pretty(snap).expect("state serializes");
-        crate::fsutil::write_atomic(&self.path(), &bytes, 0o600).map_err(|source| StateError::Io {
+        // Compact and streamed into the file: with thousands of tokens the state is megabytes,
+        // and a copy in memory per save is what an allocator keeps afterwards.
+        crate::fsutil::write_atomic_with(&self.path(), 0o600, |w| {
+            serde_json::to_writer(w, snap).map_err(std::io::Error::other)
+        })
+        .map_err(|source| StateError::Io {
             path: self.path(),
             source,
         })

@@ -252,6 +252,22 @@ impl FileStore {
         }
     }
 
+    /// This entry's current version in a file already read (a check of many entries of one
+    /// file reads it once, not once per entry).
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`] when the entry has no current version.
+    pub fn current_in(&self, file: &StoreFile) -> Result<(VersionId, Secret), StoreError> {
+        match file
+            .secrets
+            .get(&self.key)
+            .and_then(|e| labelled(e, AWSCURRENT))
+        {
+            Some(v) => Ok((VersionId(v.id.clone()), Secret::new(v.value.clone()))),
+            None => Err(self.no_current()),
+        }
+    }
+
     fn no_current(&self) -> StoreError {
         StoreError::Missing {
             store: self.describe(),
@@ -284,15 +300,7 @@ impl SecretStore for FileStore {
     }
 
     async fn current_version(&self) -> Result<(VersionId, Secret), StoreError> {
-        let file = self.read()?;
-        match file
-            .secrets
-            .get(&self.key)
-            .and_then(|e| labelled(e, AWSCURRENT))
-        {
-            Some(v) => Ok((VersionId(v.id.clone()), Secret::new(v.value.clone()))),
-            None => Err(self.no_current()),
-        }
+        self.current_in(&self.read()?)
     }
 
     async fn pending(&self) -> Result<Option<(VersionId, Secret)>, StoreError> {

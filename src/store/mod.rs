@@ -60,7 +60,7 @@ pub(crate) fn check_request_token(store: &str, request_token: &str) -> Result<()
 }
 
 /// Why a store could not give a token.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store holds no current token: someone must put one there.
     #[error("{store} holds no current token; {hint}")]
