@@ -272,6 +272,9 @@ struct RawConfig {
     group: Vec<Spanned<RawGroup>>,
 }
 
+/// A `[[group]]`: `RawToken`'s settings without `name`'s meaning, `store` and the ids, plus
+/// `discover` and `spread`. The shared fields are spelled out again rather than flattened,
+/// because serde cannot refuse unknown keys (`deny_unknown_fields`) through `flatten`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGroup {
