@@ -11,6 +11,11 @@
 //! persistent outbox *before* recording them as sent in the state, then flush the outbox. A
 //! crash between the two writes re-decides the same emails with the same ids, which the outbox
 //! ignores, so nothing is lost and nothing is sent twice.
+//!
+//! A `[[group]]`'s job lists the group's store again, then queues its members in slices of one
+//! Graph batch, due evenly over the group's `spread`; the loop runs each slice when it falls
+//! due (a wake like any other), checking its tokens together ([`observe_many`]) and saving the
+//! state once for the slice.
 
 use std::collections::BTreeMap;
 use std::future::Future;
