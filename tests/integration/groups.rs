@@ -299,8 +299,9 @@ async fn the_daemon_spreads_a_group_and_delivers_to_templated_targets() {
     // Each firing checks slices of 50 in name order, due at 0, 1 and 2 s (a 3 s spread):
     // shop000 opens the first slice, shop050 the second, shop100 the third. Their checks are
     // recorded as each slice's Graph batch returns, so without the spread all three would
-    // come within milliseconds (as they do in the start-up check, which is not spread). Load
-    // can only delay a slice, never bring it forward.
+    // come within milliseconds (as they do in the start-up check, which is not spread). Each
+    // time is taken when its slice's Graph batch returned, and load can delay the first slice's
+    // batch more than a later one's: the bounds leave half a slice's spacing for that.
     let at = |name: &str| -> Vec<jiff::Timestamp> {
         checks
             .iter()
@@ -313,7 +314,7 @@ async fn the_daemon_spreads_a_group_and_delivers_to_templated_targets() {
     let (first, second) = (before("cust.shop000"), before("cust.shop050"));
     let ms = |a: jiff::Timestamp, b: jiff::Timestamp| b.duration_since(a).as_millis();
     assert!(
-        ms(first, second) >= 950 && ms(first, third) >= 1950,
+        ms(first, second) >= 500 && ms(first, third) >= 1500,
         "slices started {} ms and {} ms after the first: not spread over the 3 s window",
         ms(first, second),
         ms(first, third)
