@@ -198,20 +198,7 @@ impl Daemon {
             self.cfg.tokens.iter().map(|t| t.name.clone()).collect();
         // The first listing is the start, not a change of membership.
         let first = self.discovery.members.is_empty() && self.discovery.failed.is_empty();
-        self.discovery.skipped.clear();
-        for g in self.cfg.groups.clone() {
-            if only.is_some_and(|o| o != g.name) {
-                continue;
-            }
-            crate::discover::refresh_group(&g, &self.cfg.state_dir, &mut self.discovery).await;
-            if let Some(e) = self.discovery.failed.get(&g.name) {
-                tracing::warn!(group = %g.name, error = %e, "cannot list the group's tokens; checking its last known members");
-            }
-        }
-        crate::discover::apply(&mut self.cfg, &self.statics, &mut self.discovery);
-        for s in &self.discovery.skipped {
-            tracing::warn!("{s}");
-        }
+        crate::discover::refresh(&mut self.cfg, &self.statics, &mut self.discovery, only).await;
         let now = self.clock.now();
         let after: std::collections::HashSet<String> =
             self.cfg.tokens.iter().map(|t| t.name.clone()).collect();
@@ -924,82 +911,82 @@ pub async fn observe_many(
     in_flight: usize,
 ) -> Vec<Observed> {
     // Entries of a file store are taken from one read of each file: reading a 10,000-entry
-    // file once per entry made a fleet's check quadratic.
+    // file once per entry made a fleet's check quadratic. Other stores are read a few at a
+    // time, each opened once.
     let mut files: BTreeMap<PathBuf, Result<crate::store::file::StoreFile, StoreError>> =
         BTreeMap::new();
-    let mut reads: Vec<Option<Result<Secret, Verdict>>> = Vec::with_capacity(tokens.len());
+    let mut from_files: Vec<Option<Result<Secret, Verdict>>> = Vec::with_capacity(tokens.len());
     for t in tokens {
-        let read = match Store::open(&t.store, &t.name, &cfg.state_dir).await {
-            Ok(Store::File(fs)) => {
-                let file = files
-                    .entry(fs.path().to_path_buf())
-                    .or_insert_with(|| fs.read());
-                Some(
-                    file.as_ref()
-                        .map_err(Clone::clone)
-                        .and_then(|f| fs.current_in(f))
-                        .map(|(_, token)| token)
-                        .map_err(store_verdict),
-                )
+        let read = match &t.store {
+            StoreConfig::File { .. } => {
+                match Store::open(&t.store, &t.name, &cfg.state_dir).await {
+                    Ok(Store::File(fs)) => {
+                        let file = files
+                            .entry(fs.path().to_path_buf())
+                            .or_insert_with(|| fs.read());
+                        Some(
+                            file.as_ref()
+                                .map_err(Clone::clone)
+                                .and_then(|f| fs.current_in(f))
+                                .map(|(_, token)| token)
+                                .map_err(store_verdict),
+                        )
+                    }
+                    _ => None,
+                }
             }
-            _ => None,
+            StoreConfig::Aws { .. } => None,
         };
-        reads.push(read);
+        from_files.push(read);
     }
     drop(files);
-    let remote: Vec<usize> = (0..tokens.len()).filter(|i| reads[*i].is_none()).collect();
-    let fetched = bounded(
-        remote
+    let reads = bounded(
+        tokens
             .iter()
-            .map(|i| {
-                let t = &tokens[*i];
+            .zip(from_files)
+            .map(|(t, done)| {
                 let (store, name, dir) = (t.store.clone(), t.name.clone(), cfg.state_dir.clone());
-                async move { read_current(&store, &name, &dir).await }
+                async move {
+                    match done {
+                        Some(read) => read,
+                        None => read_current(&store, &name, &dir).await,
+                    }
+                }
             })
             .collect(),
     )
     .await;
-    for (i, r) in remote.into_iter().zip(fetched) {
-        reads[i] = Some(r);
-    }
-    let reads: Vec<Result<Secret, Verdict>> = reads
-        .into_iter()
-        .map(|r| r.expect("every token read"))
-        .collect();
-    let (ok, secrets): (Vec<usize>, Vec<Secret>) = reads
+    let secrets: Vec<Secret> = reads
         .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.as_ref().ok().map(|s| (i, s.clone())))
-        .unzip();
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
     let mut infos = graph.debug_tokens(&secrets, in_flight).await.into_iter();
-    let mut judged: Vec<Option<(Verdict, Option<TokenFacts>)>> = vec![None; tokens.len()];
-    let mut pending = Vec::new();
-    for (k, i) in ok.iter().enumerate() {
-        let info = infos.next().expect("one answer per token");
-        let (t, token, graph) = (tokens[*i].clone(), secrets[k].clone(), graph.clone());
-        pending.push((*i, async move { judge(&t, &token, info, &graph).await }));
-    }
-    let (idx, futs): (Vec<usize>, Vec<_>) = pending.into_iter().unzip();
-    for (i, v) in idx.into_iter().zip(bounded(futs).await) {
-        judged[i] = Some(v);
-    }
-    reads
-        .into_iter()
-        .zip(judged)
-        .map(|(r, j)| match (r, j) {
-            (Ok(token), Some((verdict, facts))) => Observed {
-                verdict,
-                facts,
-                token: Some(token),
-            },
-            (Err(verdict), _) => Observed {
-                verdict,
-                facts: None,
-                token: None,
-            },
-            (Ok(_), None) => unreachable!("every token read was judged"),
+    let jobs = tokens
+        .iter()
+        .zip(reads)
+        .map(|(t, read)| {
+            let read = read.map(|token| (token, infos.next().expect("one answer per token read")));
+            let (t, graph) = (t.clone(), graph.clone());
+            async move {
+                match read {
+                    Ok((token, info)) => {
+                        let (verdict, facts) = judge(&t, &token, info, &graph).await;
+                        Observed {
+                            verdict,
+                            facts,
+                            token: Some(token),
+                        }
+                    }
+                    Err(verdict) => Observed {
+                        verdict,
+                        facts: None,
+                        token: None,
+                    },
+                }
+            }
         })
-        .collect()
+        .collect();
+    bounded(jobs).await
 }
 
 /// What checking one token found.

@@ -252,7 +252,7 @@ pub struct Discovery {
 
 /// Lists one group, saving a good list and falling back to the last one when the store
 /// cannot be listed.
-pub async fn refresh_group(group: &GroupConfig, state_dir: &Path, out: &mut Discovery) {
+async fn refresh_group(group: &GroupConfig, state_dir: &Path, out: &mut Discovery) {
     let log = GroupLog::new(state_dir);
     match members(group, state_dir).await {
         Ok(found) => {
@@ -303,21 +303,37 @@ pub fn apply(cfg: &mut Config, statics: &[TokenConfig], d: &mut Discovery) {
     cfg.tokens = tokens;
 }
 
-/// Lists every group and adds its members to `cfg.tokens` (the commands other than `run`,
-/// which keeps its [`Discovery`] between runs).
-pub async fn expand_config(cfg: &mut Config) -> Discovery {
-    let mut d = Discovery::default();
-    for g in &cfg.groups {
-        refresh_group(g, &cfg.state_dir, &mut d).await;
+/// Lists every group again (or only `only`) and rebuilds `cfg.tokens` from the `[[token]]`s
+/// (`statics`) and every group's members, warning about groups that could not be listed and
+/// secrets left out. Shared by the commands and the daemon, which keeps `d` between runs.
+pub async fn refresh(
+    cfg: &mut Config,
+    statics: &[TokenConfig],
+    d: &mut Discovery,
+    only: Option<&str>,
+) {
+    d.skipped.clear();
+    for g in cfg
+        .groups
+        .iter()
+        .filter(|g| only.is_none_or(|o| o == g.name))
+    {
+        refresh_group(g, &cfg.state_dir, d).await;
+        if let Some(e) = d.failed.get(&g.name) {
+            tracing::warn!(group = %g.name, error = %e, "cannot list the group's tokens; checking its last known members");
+        }
     }
-    let statics = cfg.tokens.clone();
-    apply(cfg, &statics, &mut d);
-    for (g, e) in &d.failed {
-        tracing::warn!(group = %g, error = %e, "cannot list the group's tokens; using the last list");
-    }
+    apply(cfg, statics, d);
     for s in &d.skipped {
         tracing::warn!("{s}");
     }
+}
+
+/// Lists every group and adds its members to `cfg.tokens` (the commands other than `run`).
+pub async fn expand_config(cfg: &mut Config) -> Discovery {
+    let mut d = Discovery::default();
+    let statics = cfg.tokens.clone();
+    refresh(cfg, &statics, &mut d, None).await;
     d
 }
 
