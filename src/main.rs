@@ -396,7 +396,6 @@ async fn run_daemon(flag: Option<PathBuf>) -> anyhow::Result<()> {
     }
 }
 
-/// Loads the config, printing every error and exiting 78 when it is invalid.
 /// The config with every group's members listed from their stores and added to the tokens.
 async fn load_expanded(flag: Option<PathBuf>) -> anyhow::Result<Config> {
     let mut cfg = load_config(flag)?;
@@ -406,6 +405,7 @@ async fn load_expanded(flag: Option<PathBuf>) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// Where a group's members are found, in words for `config check`.
 fn describe_discover(d: &config::DiscoverConfig) -> String {
     match d {
         config::DiscoverConfig::File { path, key_prefix } => format!(
@@ -434,6 +434,7 @@ fn describe_discover(d: &config::DiscoverConfig) -> String {
     }
 }
 
+/// Loads the config, printing every error and exiting 78 when it is invalid.
 fn load_config(flag: Option<PathBuf>) -> anyhow::Result<Config> {
     let path = config::resolve_path(flag);
     match config::load(&path) {

@@ -3,8 +3,9 @@
 //! Per token: the effective expiry as an absolute timestamp (as expiry exporters do, so alert
 //! rules compute time left themselves), the state, the last successful check, consecutive check
 //! errors. Emails sent and failed, and the outbox's backlog (how many wait, since when, read
-//! from the outbox at each scrape so it is right even between flushes). `/healthz` answers 503 once the daemon's loop has not
-//! beaten for `stall_after`: a stuck scheduler is a failure even if the process is alive.
+//! from the outbox at each scrape so it is right even between flushes). Per group: members and
+//! whether the last listing worked. `/healthz` answers 503 once the daemon's loop has not beaten
+//! for `stall_after`: a stuck scheduler is a failure even if the process is alive.
 //! Everything is read from the state file and a few counters: no token is ever in reach here.
 
 use std::fmt::Write;
