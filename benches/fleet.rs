@@ -150,6 +150,7 @@ fn client(sb: &Sandbox) -> GraphClient {
         timeout: Duration::from_secs(60),
         attempts: 4,
         retry_delay: Duration::from_millis(200),
+        proxy: None,
     };
     GraphClient::new(&meta, Secret::new(sandbox::DEMO_APP_SECRET)).expect("client")
 }

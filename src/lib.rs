@@ -16,6 +16,7 @@
 //! - [`timefmt`]: times in UTC and Meta's Pacific time.
 //! - [`secret`]: the `Secret` type that cannot leak, fingerprints, `appsecret_proof`.
 //! - [`fsutil`]: atomic file writes.
+//! - [`scrub`]: known secrets taken out of text that came from outside (Graph errors, SMTP).
 //! - [`demo`]: `tokenwarden demo`, the sandbox and doctor on two throw-away tokens.
 //! - [`metrics`]: `/metrics` (Prometheus) and `/healthz` for the daemon.
 //! - [`audit`]: the append-only JSON-lines audit log.
@@ -48,6 +49,7 @@ pub mod policy;
 pub mod rotation;
 pub mod sandbox;
 pub mod scan;
+pub mod scrub;
 pub mod sdnotify;
 pub mod secret;
 pub mod state;

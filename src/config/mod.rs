@@ -93,6 +93,9 @@ pub struct MetaConfig {
     pub attempts: u32,
     /// First backoff delay; doubles each attempt, with jitter.
     pub retry_delay: Duration,
+    /// The proxy for Graph requests (`[meta] proxy`): https, or plain http only to a loopback
+    /// proxy. Never taken from the environment; loopback Graph URLs never use it.
+    pub proxy: Option<reqwest::Url>,
 }
 
 /// One managed token.
@@ -349,6 +352,7 @@ struct RawMeta {
     timeout: Option<Spanned<String>>,
     attempts: Option<Spanned<u32>>,
     retry_delay: Option<Spanned<String>>,
+    proxy: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -514,6 +518,26 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
             }
         },
     };
+    let proxy = m.proxy.as_ref().and_then(|p| match reqwest::Url::parse(p.get_ref()) {
+        Ok(url)
+            if url.host().is_some()
+                && (url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url))) =>
+        {
+            Some(url)
+        }
+        Ok(url) if url.scheme() == "http" => {
+            diags.push(map.at(p.span().start, "meta.proxy", format!(
+                "a plain http proxy would see the app secret in clear text: allowed only on loopback; use an https proxy for {:?}",
+                place(&url))));
+            None
+        }
+        _ => {
+            diags.push(map.at(p.span().start, "meta.proxy", format!(
+                "expected an https proxy URL such as \"https://proxy.internal:3128\" (plain http only to loopback), found {:?}",
+                reqwest::Url::parse(p.get_ref()).map(|u| place(&u)).unwrap_or_else(|_| "an unreadable URL".into()))));
+            None
+        }
+    });
     let timeout = duration_field(
         map,
         &mut diags,
@@ -722,6 +746,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
             timeout,
             attempts,
             retry_delay,
+            proxy,
         },
         tokens,
         groups,
@@ -1149,6 +1174,16 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Whether `url` points at this machine (plain http is allowed only there).
+/// A URL as errors show it: scheme, host and port, never the user, password, path or query
+/// (a proxy URL may carry credentials).
+fn place(url: &reqwest::Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{}://{h}:{p}", url.scheme()),
+        (Some(h), None) => format!("{}://{h}", url.scheme()),
+        (None, _) => format!("{}:", url.scheme()),
+    }
+}
+
 pub(crate) fn is_loopback(url: &reqwest::Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d == "localhost",

@@ -94,6 +94,25 @@ pub enum Transient {
     /// A Meta error that Meta documents as temporary.
     #[error("{0}")]
     Api(ApiError),
+    /// A 3xx: something between tokenwarden and Graph (a gateway, a captive portal) sent the
+    /// request elsewhere. Never followed: the request carries the app secret and tokens.
+    #[error(
+        "HTTP {status} redirecting to {host}; redirects are not followed (a gateway or captive portal between here and Graph?)"
+    )]
+    Redirected {
+        /// HTTP status.
+        status: u16,
+        /// The host of the `Location`, never its path or query.
+        host: String,
+    },
+    /// A body larger than any Graph answer: read up to the limit, then dropped.
+    #[error("HTTP {status} with a body larger than {} MiB, not read further", .limit / (1024 * 1024))]
+    TooLarge {
+        /// HTTP status.
+        status: u16,
+        /// The limit, in bytes.
+        limit: usize,
+    },
 }
 
 /// `; Meta asks to wait 60s` when Meta said how long, else nothing.

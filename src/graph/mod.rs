@@ -219,10 +219,20 @@ impl GraphClient {
     /// # Errors
     /// When the HTTP client cannot be built (no TLS roots, for example).
     pub fn new(meta: &MetaConfig, app_secret: Secret) -> Result<Self, GraphError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(meta.timeout)
             .connect_timeout(meta.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("tokenwarden/", env!("CARGO_PKG_VERSION")))
+            // Requests carry the app secret and tokens (query and headers): a redirect would
+            // hand them to whatever host it names, so a 3xx is an error (see `receive`).
+            .redirect(reqwest::redirect::Policy::none())
+            // `http_proxy`/`https_proxy`/`all_proxy` from the environment would route the
+            // app secret through a proxy nobody configured for it, loopback included.
+            .no_proxy();
+        if let Some(proxy) = &meta.proxy {
+            builder = builder.proxy(graph_proxy(proxy)?);
+        }
+        let http = builder
             .build()
             .map_err(|e| GraphError::Transient(Transient::Network(e.without_url().to_string())))?;
         Ok(GraphClient {
@@ -606,28 +616,34 @@ impl GraphClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let request = build().build().map_err(transport_error)?;
+            // The configured base URL was checked, but the rule is about what is sent.
+            if request.url().scheme() != "https" && !crate::config::is_loopback(request.url()) {
+                return Err(GraphError::Misconfigured(local_error(
+                    "refusing to send a Graph request over plain http to a host other than loopback",
+                )));
+            }
+            let scrubber = request_secrets(&request, &self.app.app_secret);
             // True only when the request cannot have reached Meta.
             let mut unsent = false;
-            let err = match build().send().await {
+            let err = match self.http.execute(request).await {
                 Err(e) => {
                     unsent = e.is_connect();
                     transport_error(e)
                 }
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let headers = resp.headers().clone();
-                    match resp.bytes().await {
-                        Err(e) => transport_error(e),
-                        Ok(body) if (200..300).contains(&status) => {
-                            match parse(status, &headers, &body) {
-                                Ok(parsed) => return Ok(parsed),
-                                Err(e) => e,
-                            }
-                        }
-                        Ok(body) => classify(call, status, &body, retry_after(&headers)),
-                    }
-                }
+                Ok(resp) => match receive(call, resp, &scrubber).await {
+                    Received::Answer {
+                        status,
+                        headers,
+                        body,
+                    } => match parse(status, &headers, &body) {
+                        Ok(parsed) => return Ok(parsed),
+                        Err(e) => e,
+                    },
+                    Received::Failed(e) => e,
+                },
             };
+            let err = scrub_error(err, &scrubber);
             let GraphError::Transient(t) = &err else {
                 return Err(err);
             };
@@ -655,6 +671,204 @@ impl GraphClient {
             tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, error = %err, "transient Graph failure, retrying");
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+/// Longest Graph answer read. Meta's largest answers (a batch of 50 `debug_token`s, a page of
+/// phone numbers) are tens of kilobytes; a body beyond this is not Graph talking, and reading
+/// it would let whoever sent it fill the daemon's memory.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// The query and form parameters of Graph requests that hold a token or the app secret.
+const SECRET_PARAMS: [&str; 5] = [
+    "input_token",
+    "access_token",
+    "client_secret",
+    "fb_exchange_token",
+    "revoke_token",
+];
+
+/// The `[meta] proxy` for every Graph request but those to loopback, which never go through a
+/// proxy (a sandbox, a local test).
+fn graph_proxy(url: &reqwest::Url) -> Result<reqwest::Proxy, GraphError> {
+    let proxy = reqwest::Proxy::all(url.clone()).map_err(|e| {
+        GraphError::Misconfigured(local_error(&format!(
+            "meta.proxy: {}",
+            error_chain(e.without_url())
+        )))
+    })?;
+    Ok(proxy.no_proxy(reqwest::NoProxy::from_string("localhost,127.0.0.0/8,::1")))
+}
+
+/// Every secret `request` carries, for [`crate::scrub`]: the app secret, the `Authorization`
+/// credential, and the [`SECRET_PARAMS`] of its query and form body (a batch's items
+/// included, whose `relative_url`s carry `input_token`).
+fn request_secrets(request: &reqwest::Request, app_secret: &Secret) -> crate::scrub::Scrubber {
+    let mut scrubber = crate::scrub::Scrubber::new();
+    scrubber.add(app_secret.expose());
+    if let Some(auth) = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        scrubber.add(
+            auth.split_once(' ')
+                .map_or(auth, |(_, credential)| credential),
+        );
+    }
+    fn params(scrubber: &mut crate::scrub::Scrubber, pairs: &[u8]) {
+        for (k, v) in url::form_urlencoded::parse(pairs) {
+            if SECRET_PARAMS.contains(&k.as_ref()) {
+                scrubber.add(&v);
+            } else if k == "batch"
+                && let Ok(items) = serde_json::from_str::<Vec<serde_json::Value>>(&v)
+            {
+                for item in &items {
+                    for field in ["relative_url", "body"] {
+                        if let Some(text) = item.get(field).and_then(|u| u.as_str()) {
+                            let query = text.split_once('?').map_or(text, |(_, q)| q);
+                            params(scrubber, query.as_bytes());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(query) = request.url().query() {
+        params(&mut scrubber, query.as_bytes());
+    }
+    if let Some(body) = request.body().and_then(reqwest::Body::as_bytes) {
+        params(&mut scrubber, body);
+    }
+    scrubber
+}
+
+/// A response, read.
+enum Received {
+    /// A 2xx answer, its body read in full (and scrubbed, but for the `oauth/*` calls).
+    Answer {
+        status: u16,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    },
+    /// Anything else, classified.
+    Failed(GraphError),
+}
+
+/// Reads a response: a 3xx is an error naming where it pointed (host only, never followed),
+/// a body is read up to [`MAX_BODY`], and every secret the request carried is taken out of
+/// the body before anything reads it, so Graph's error text (which may echo
+/// `input_token=...` or the `Authorization` header) reaches no message, state or email.
+///
+/// A 2xx answer to an `oauth/*` call ([`CallKind::WithAppSecret`]) is not scrubbed: a
+/// refresh may answer with the very token it was given, and no text of those answers is
+/// kept (the token, or revoke's `success`).
+async fn receive(
+    call: CallKind,
+    resp: reqwest::Response,
+    scrubber: &crate::scrub::Scrubber,
+) -> Received {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    if resp.status().is_redirection() {
+        let host = location_host(resp.url(), &headers);
+        return Received::Failed(GraphError::Transient(Transient::Redirected {
+            status,
+            host: scrubber.scrub(&host),
+        }));
+    }
+    let body = match read_capped(resp, MAX_BODY).await {
+        Ok(body) => body,
+        Err(Capped::Transport(e)) => return Received::Failed(transport_error(e)),
+        Err(Capped::TooLarge) => {
+            return Received::Failed(GraphError::Transient(Transient::TooLarge {
+                status,
+                limit: MAX_BODY,
+            }));
+        }
+    };
+    if (200..300).contains(&status) {
+        let body = if call == CallKind::WithAppSecret {
+            body
+        } else {
+            scrubber.scrub_bytes(&body)
+        };
+        Received::Answer {
+            status,
+            headers,
+            body,
+        }
+    } else {
+        let body = scrubber.scrub_bytes(&body);
+        Received::Failed(classify(call, status, &body, retry_after(&headers)))
+    }
+}
+
+/// The host a redirect's `Location` names (resolved against the request's URL), never its
+/// path or query, which may carry a secret of the redirecting server's choosing.
+pub(crate) fn location_host(base: &reqwest::Url, headers: &HeaderMap) -> String {
+    headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| base.join(l).ok())
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| "(no readable Location)".to_string())
+}
+
+/// Why a body was not read to its end.
+pub(crate) enum Capped {
+    /// The connection failed or timed out.
+    Transport(reqwest::Error),
+    /// It grew past the cap.
+    TooLarge,
+}
+
+/// Reads `resp`'s body a chunk at a time and stops as soon as it passes `cap` bytes: a
+/// `Content-Length` above the cap is refused before reading, and an endless chunked body
+/// costs at most `cap` bytes of memory.
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, Capped> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(Capped::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Capped::Transport)? {
+        if body.len() + chunk.len() > cap {
+            return Err(Capped::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `err` with every known secret taken out of the text that came from outside (Meta's
+/// message, user title and message, details, trace id; a transport error's words).
+fn scrub_error(err: GraphError, scrubber: &crate::scrub::Scrubber) -> GraphError {
+    let api = |mut a: ApiError| {
+        a.message = scrubber.scrub(&a.message);
+        a.details = a.details.map(|d| scrubber.scrub(&d));
+        a.fbtrace_id = a.fbtrace_id.map(|t| scrubber.scrub(&t));
+        a.kind = a.kind.map(|k| scrubber.scrub(&k));
+        a
+    };
+    match err {
+        GraphError::TokenDead(a) => GraphError::TokenDead(api(a)),
+        GraphError::Misconfigured(a) => GraphError::Misconfigured(api(a)),
+        GraphError::OwnCredentials(a) => GraphError::OwnCredentials(api(a)),
+        GraphError::Transient(t) => GraphError::Transient(match t {
+            Transient::Network(text) => Transient::Network(scrubber.scrub(&text)),
+            Transient::RateLimited {
+                api: a,
+                retry_after,
+            } => Transient::RateLimited {
+                api: api(a),
+                retry_after,
+            },
+            Transient::Api(a) => Transient::Api(api(a)),
+            other => other,
+        }),
     }
 }
 

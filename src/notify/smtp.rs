@@ -22,6 +22,9 @@ pub struct SmtpMailer {
     username: Option<String>,
     /// Kept only to scrub it from any error text a server might echo back.
     password: Option<Secret>,
+    /// The password in every form a server may echo it in (base64 inside `AUTH PLAIN`'s
+    /// `\0user\0password`, or alone after `AUTH LOGIN`).
+    scrubber: crate::scrub::Scrubber,
     from: Mailbox,
     to: Vec<Mailbox>,
     builder: AsyncSmtpTransportBuilder,
@@ -135,12 +138,17 @@ impl SmtpMailer {
                 .unwrap_or_default();
             builder = builder.credentials(Credentials::new(user.clone(), pw));
         }
+        let mut scrubber = crate::scrub::Scrubber::new();
+        if let Some(p) = &password {
+            scrubber.add(p.expose());
+        }
         Ok(SmtpMailer {
             host,
             port,
             tls: *tls,
             username: username.clone(),
             password,
+            scrubber,
             from,
             to,
             builder,
@@ -237,10 +245,13 @@ impl SmtpMailer {
         }
     }
 
-    /// Removes the password from text that came from the network, in case a server echoes it.
+    /// Removes the password from text that came from the network, in case a server echoes it:
+    /// as is, URL-encoded or base64 ([`crate::scrub`]), and a password too short for that
+    /// module's forms as is.
     fn scrub(&self, text: String) -> String {
+        let text = self.scrubber.scrub(&text);
         match &self.password {
-            Some(p) if !p.is_empty() => text.replace(p.expose(), "[redacted]"),
+            Some(p) if !p.is_empty() => text.replace(p.expose(), crate::scrub::REDACTED),
             _ => text,
         }
     }

@@ -647,10 +647,14 @@ pub async fn open_targets(
     Ok(out)
 }
 
-/// An HTTP client for verify URLs.
+/// An HTTP client for verify URLs. It follows no redirect and uses no proxy from the
+/// environment: a verify URL's query may hold a secret of its own, which goes only where the
+/// config says (a 3xx is the last answer, a refusal).
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(concat!("tokenwarden/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
         .build()
         .unwrap_or_default()
 }

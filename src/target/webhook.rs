@@ -134,6 +134,9 @@ impl Webhook {
             .connect_timeout(Duration::from_secs(10))
             // A redirect would carry the token to a place the config does not name.
             .redirect(reqwest::redirect::Policy::none())
+            // Nor may a proxy from the environment (`https_proxy`) see it: the receiver is
+            // reached directly, as configured.
+            .no_proxy()
             .user_agent(concat!("tokenwarden/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| {
@@ -248,7 +251,15 @@ impl Webhook {
                 why: transport_error(e, self.timeout),
                 retry_after: None,
             })?;
-        classify(resp.status(), resp.headers())
+        // The body is never read (the status says everything), so a huge or endless answer
+        // costs nothing: dropping the response closes the connection.
+        classify(resp.status(), resp.headers()).map_err(|f| match f {
+            Failure::Refused(why) if resp.status().is_redirection() => Failure::Refused(format!(
+                "{why} (it pointed to {})",
+                crate::graph::location_host(resp.url(), resp.headers())
+            )),
+            other => other,
+        })
     }
 }
 

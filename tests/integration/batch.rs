@@ -27,6 +27,7 @@ fn client_for(base: &str, secret: &str, attempts: u32) -> GraphClient {
         timeout: Duration::from_secs(10),
         attempts,
         retry_delay: Duration::from_millis(5),
+        proxy: None,
     };
     GraphClient::new(&meta, Secret::new(secret)).unwrap()
 }

@@ -25,6 +25,7 @@ fn client_for(base: &str, secret: &str, attempts: u32, timeout: Duration) -> Gra
         timeout,
         attempts,
         retry_delay: Duration::from_millis(5),
+        proxy: None,
     };
     GraphClient::new(&meta, Secret::new(secret)).unwrap()
 }

@@ -1,0 +1,430 @@
+//! A hostile network, on loopback: servers that redirect, echo secrets, send endless bodies,
+//! keep paging, hold connections open. Each answers what a captive portal, a broken gateway
+//! or an attacker on the path could, and the tests check what tokenwarden does with it
+//! (issue 14, points 1, 5, 7, 9, 10, 11, 12).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use tokenwarden::config::{MetaConfig, SecretRef};
+use tokenwarden::graph::version::DEFAULT_VERSION;
+use tokenwarden::graph::{GraphClient, GraphError, Transient};
+use tokenwarden::sandbox;
+use tokenwarden::secret::Secret;
+
+/// What a hostile server answers to one request.
+pub enum Reply {
+    /// A complete answer.
+    Fixed {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// A 200 with a chunked body of `n` bytes (no `Content-Length`, so only reading tells).
+    Chunked(usize),
+    /// A 200 with a chunked body that never ends.
+    Endless,
+}
+
+impl Reply {
+    /// A JSON answer.
+    pub fn json(status: u16, body: &str) -> Reply {
+        Reply::Fixed {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// A request as the server read it: the head (request line and headers) and the body.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub head: String,
+    pub body: String,
+}
+
+/// A loopback HTTP/1.1 server answering every request with `reply(request)`.
+pub struct Hostile {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Hostile {
+    /// `http://ADDR/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// The requests it got so far.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Starts a server on `ip` (a loopback address) and a free port.
+pub async fn serve(ip: &str, reply: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Hostile {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let reply = Arc::new(reply);
+    let log = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (log, reply) = (log.clone(), reply.clone());
+            tokio::spawn(async move {
+                let _ = answer(stream, &log, &*reply).await;
+            });
+        }
+    });
+    Hostile { addr, seen, task }
+}
+
+async fn answer(
+    mut stream: TcpStream,
+    log: &Mutex<Vec<Seen>>,
+    reply: &(dyn Fn(&Seen) -> Reply + Send + Sync),
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let seen = Seen {
+        head,
+        body: String::from_utf8_lossy(&buf[head_end..]).into_owned(),
+    };
+    log.lock().unwrap().push(seen.clone());
+    match reply(&seen) {
+        Reply::Fixed {
+            status,
+            headers,
+            body,
+        } => {
+            let mut out = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                body.len()
+            );
+            for (k, v) in headers {
+                out.push_str(&format!("{k}: {v}\r\n"));
+            }
+            out.push_str("\r\n");
+            stream.write_all(out.as_bytes()).await?;
+            stream.write_all(&body).await?;
+        }
+        Reply::Chunked(n) => {
+            stream.write_all(CHUNKED_HEAD).await?;
+            let block = vec![b' '; 64 * 1024];
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(block.len());
+                write_chunk(&mut stream, &block[..k]).await?;
+                left -= k;
+            }
+            stream.write_all(b"0\r\n\r\n").await?;
+        }
+        Reply::Endless => {
+            stream.write_all(CHUNKED_HEAD).await?;
+            let block = vec![b' '; 64 * 1024];
+            loop {
+                write_chunk(&mut stream, &block).await?;
+            }
+        }
+    }
+    stream.shutdown().await
+}
+
+const CHUNKED_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+
+async fn write_chunk(stream: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
+    stream
+        .write_all(format!("{:x}\r\n", data.len()).as_bytes())
+        .await?;
+    stream.write_all(data).await?;
+    stream.write_all(b"\r\n").await
+}
+
+/// Base64 (standard, padded), written out here so the tests do not trust the code they check.
+pub fn b64(input: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * k)) & 0x3f) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `secret` as is, form-encoded and base64: the forms a server may echo.
+pub fn forms(secret: &str) -> Vec<String> {
+    let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let b = b64(secret.as_bytes());
+    // The padding and the last characters depend on what follows; the head does not.
+    vec![secret.to_string(), encoded, b[..b.len() - 4].to_string()]
+}
+
+/// Asserts that no form of any of `secrets` is in `text`.
+pub fn assert_clean(text: &str, secrets: &[&str], what: &str) {
+    for s in secrets {
+        for f in forms(s) {
+            assert!(
+                !text.contains(&f),
+                "{what} holds a secret ({f:.12}...):\n{text}"
+            );
+        }
+    }
+}
+
+/// A Graph client for `base`, the demo app secret, one attempt.
+pub fn graph(base: &str, proxy: Option<&str>) -> GraphClient {
+    let meta = MetaConfig {
+        app_id: sandbox::DEMO_APP_ID.into(),
+        app_secret: SecretRef::Env("UNUSED".into()),
+        api_version: DEFAULT_VERSION,
+        base_url: base.parse().unwrap(),
+        timeout: Duration::from_secs(5),
+        attempts: 1,
+        retry_delay: Duration::from_millis(5),
+        proxy: proxy.map(|p| p.parse().unwrap()),
+    };
+    GraphClient::new(&meta, Secret::new(sandbox::DEMO_APP_SECRET)).unwrap()
+}
+
+/// A token shaped like Meta's, unique to the test.
+fn token(tag: &str) -> String {
+    format!("EAAG{tag}ZCanaryZB{}", "x".repeat(150))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Point 1: redirects.
+
+#[tokio::test]
+async fn graph_never_follows_a_redirect_and_names_only_its_host() {
+    // Where the redirect points: another loopback address, which must receive nothing.
+    let thief = serve("127.0.0.2", |_| Reply::json(200, r#"{"data":{}}"#)).await;
+    let location = format!("http://{}/steal?session=abc", thief.addr);
+    for status in [301u16, 302, 303, 307, 308] {
+        let location = location.clone();
+        let portal = serve("127.0.0.1", move |_| Reply::Fixed {
+            status,
+            headers: vec![("Location".into(), location.clone())],
+            body: Vec::new(),
+        })
+        .await;
+        let c = graph(&portal.url(), None);
+        let t = Secret::new(token("redir"));
+        let errors = [
+            c.debug_token(&t).await.map(drop),
+            c.refresh_token(&t).await.map(drop),
+            c.revoke_token(&t, &t).await,
+            c.mint_token(&t, "4242", true).await.map(drop),
+            c.phone_number(&t, "106540352242922").await.map(drop),
+        ];
+        for e in errors {
+            let e = e.expect_err("a redirect is an error");
+            assert!(
+                matches!(&e, GraphError::Transient(Transient::Redirected { status: s, host }) if *s == status && host == "127.0.0.2"),
+                "{e:?}"
+            );
+            let text = format!("{e} {e:?}");
+            assert!(text.contains("127.0.0.2"), "{text}");
+            assert!(
+                !text.contains("steal") && !text.contains("session"),
+                "{text}"
+            );
+        }
+        assert_eq!(portal.requests().len(), 5);
+    }
+    assert!(
+        thief.requests().is_empty(),
+        "a redirect was followed: {:?}",
+        thief.requests()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Point 10: body caps.
+
+#[tokio::test]
+async fn graph_stops_reading_an_endless_or_huge_body_at_the_cap() {
+    for (what, reply) in [
+        ("endless", 0usize),
+        ("100 MB", 100 * 1024 * 1024),
+        ("just over the cap", tokenwarden::graph::MAX_BODY + 1),
+    ] {
+        let server = serve("127.0.0.1", move |_| {
+            if reply == 0 {
+                Reply::Endless
+            } else {
+                Reply::Chunked(reply)
+            }
+        })
+        .await;
+        let c = graph(&server.url(), None);
+        let started = Instant::now();
+        let e = c
+            .debug_token(&Secret::new(token("cap")))
+            .await
+            .expect_err(what);
+        assert!(
+            matches!(
+                e,
+                GraphError::Transient(Transient::TooLarge { status: 200, limit }) if limit == tokenwarden::graph::MAX_BODY
+            ),
+            "{what}: {e:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{what}: {:?}",
+            started.elapsed()
+        );
+    }
+    // Below the cap, a body is read (and, here, is not Graph JSON).
+    let server = serve("127.0.0.1", |_| Reply::Chunked(1024 * 1024)).await;
+    let e = graph(&server.url(), None)
+        .debug_token(&Secret::new(token("cap")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, GraphError::Transient(Transient::BadBody { .. })),
+        "{e:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Point 5: Graph error text that echoes the request.
+
+/// An error envelope that quotes everything the request carried: its request line (the query
+/// with `input_token`, `client_secret`, ...), its `Authorization` header, and its body, as is,
+/// in the user message, and in the details.
+fn echo_envelope(seen: &Seen, status: u16, code: i64) -> Reply {
+    let auth = seen
+        .head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+        .unwrap_or("")
+        .to_string();
+    let request_line = seen.head.lines().next().unwrap_or("").to_string();
+    let decoded: String = url::form_urlencoded::parse(request_line.as_bytes())
+        .map(|(k, v)| format!("{k}={v} "))
+        .collect();
+    let envelope = serde_json::json!({"error": {
+        "message": format!("Invalid request {request_line} with {auth}"),
+        "type": "OAuthException",
+        "code": code,
+        "error_user_title": format!("Body {}", seen.body),
+        "error_user_msg": format!("decoded {decoded} / {}", b64(auth.as_bytes())),
+        "error_data": {"details": format!("auth in base64 {}", b64(auth.split_once(' ').map_or("", |p| p.1).trim().as_bytes()))},
+        "fbtrace_id": format!("{}", b64(seen.body.as_bytes())),
+    }});
+    Reply::json(status, &envelope.to_string())
+}
+
+#[tokio::test]
+async fn graph_errors_that_echo_the_request_carry_no_secret() {
+    let admin = token("admin");
+    let managed = token("managed");
+    let secrets = [managed.as_str(), admin.as_str(), sandbox::DEMO_APP_SECRET];
+    for (status, code) in [(400u16, 100i64), (400, 190), (500, 2), (403, 200), (429, 4)] {
+        let server = serve("127.0.0.1", move |seen| echo_envelope(seen, status, code)).await;
+        let c = graph(&server.url(), None);
+        let t = Secret::new(managed.clone());
+        let a = Secret::new(admin.clone());
+        let errors = [
+            c.debug_token(&t).await.map(drop),
+            c.refresh_token(&t).await.map(drop),
+            c.revoke_token(&t, &a).await,
+            c.mint_token(&a, "4242", true).await.map(drop),
+            c.phone_number(&t, "106540352242922").await.map(drop),
+            c.send_text(&t, "106540352242922", "15550001111", "hi")
+                .await
+                .map(drop),
+        ];
+        let mut text = String::new();
+        for e in errors {
+            let e = e.expect_err("an error envelope");
+            text.push_str(&format!("{e}\n{e:?}\n"));
+        }
+        // The echo did arrive (the server quoted the request), and was scrubbed.
+        assert!(text.contains("[redacted]"), "{text}");
+        assert_clean(&text, &secrets, "a Graph error");
+        // The batch path: every item of a batch answers with the same echo.
+        let results = c.debug_tokens(&[t.clone(), a.clone()], 1).await;
+        let batch: String = results.iter().map(|r| format!("{r:?}\n")).collect();
+        assert_clean(&batch, &secrets, "a batched Graph error");
+    }
+}
+
+#[tokio::test]
+async fn debug_token_data_error_that_echoes_the_token_is_scrubbed() {
+    let managed = token("dataerr");
+    let server = serve("127.0.0.1", |seen| {
+        let line = seen.head.lines().next().unwrap_or("").to_string();
+        let body = serde_json::json!({"data": {
+            "is_valid": false, "scopes": [],
+            "error": {"code": 190, "subcode": 463, "message": format!("Session expired for {line}")}
+        }});
+        Reply::json(200, &body.to_string())
+    })
+    .await;
+    let info = graph(&server.url(), None)
+        .debug_token(&Secret::new(managed.clone()))
+        .await
+        .unwrap();
+    let text = format!("{info:?} {}", info.invalid_reason().unwrap());
+    assert!(text.contains("[redacted]"), "{text}");
+    assert_clean(
+        &text,
+        &[managed.as_str(), sandbox::DEMO_APP_SECRET],
+        "debug_token's data.error",
+    );
+    assert_eq!(info.invalid_reason().unwrap().subcode, Some(463));
+}
