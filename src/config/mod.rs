@@ -1224,11 +1224,46 @@ store = { kind = "aws", secret_id = "staging/whatsapp", region = "ap-south-1", j
     }
 
     #[test]
+    fn meta_proxy_is_https_or_a_loopback_http_proxy() {
+        for ok in [
+            "https://proxy.internal:3128",
+            "http://127.0.0.1:3128",
+            "http://localhost:8080",
+        ] {
+            let text = GOOD.replacen("[meta]\n", &format!("[meta]\nproxy = \"{ok}\"\n"), 1);
+            let c = parse(Path::new("t.toml"), &text).unwrap_or_else(|e| panic!("{ok}: {e:?}"));
+            assert_eq!(
+                c.meta
+                    .proxy
+                    .as_ref()
+                    .map(|u| u.host_str().unwrap().to_string()),
+                Some(
+                    reqwest::Url::parse(ok)
+                        .unwrap()
+                        .host_str()
+                        .unwrap()
+                        .to_string()
+                )
+            );
+        }
+        // A refused proxy URL is quoted without its credentials.
+        let text = GOOD.replacen(
+            "[meta]\n",
+            "[meta]\nproxy = \"http://user:pw-canary@proxy.example:3128/x\"\n",
+            1,
+        );
+        let e = format!("{:?}", parse(Path::new("t.toml"), &text).unwrap_err());
+        assert!(e.contains("http://proxy.example:3128"), "{e}");
+        assert!(!e.contains("pw-canary"), "{e}");
+    }
+
+    #[test]
     fn a_good_config_parses_with_defaults() {
         let c = parse(Path::new("t.toml"), GOOD).unwrap();
         assert_eq!(c.tokens.len(), 2);
         assert_eq!(c.meta.api_version, DEFAULT_VERSION);
         assert_eq!(c.meta.base_url.as_str(), "https://graph.facebook.com/");
+        assert_eq!(c.meta.proxy, None, "no proxy unless configured");
         assert_eq!(
             c.tokens[0].store,
             StoreConfig::File {
@@ -1293,6 +1328,22 @@ store = { kind = "aws", secret_id = "staging/whatsapp", region = "ap-south-1", j
                 &format!("{head}base_url = \"http://example.com\"\n[[token]]\nname = \"a\"\n"),
                 "meta.base_url",
                 "only to loopback",
+                4,
+            ),
+            (
+                &format!(
+                    "{head}proxy = \"http://user:pw-canary@proxy.example:3128\"\n[[token]]\nname = \"a\"\n"
+                ),
+                "meta.proxy",
+                "allowed only on loopback",
+                4,
+            ),
+            (
+                &format!(
+                    "{head}proxy = \"socks5://proxy.example:1080\"\n[[token]]\nname = \"a\"\n"
+                ),
+                "meta.proxy",
+                "expected an https proxy URL",
                 4,
             ),
             (

@@ -428,3 +428,175 @@ async fn debug_token_data_error_that_echoes_the_token_is_scrubbed() {
     );
     assert_eq!(info.invalid_reason().unwrap().subcode, Some(463));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Point 9: proxies.
+
+#[tokio::test]
+async fn meta_proxy_carries_graph_requests_but_never_loopback_ones() {
+    // An http proxy on loopback that refuses every tunnel: what it is asked is the proof.
+    let proxy = serve("127.0.0.1", |_| Reply::Fixed {
+        status: 403,
+        headers: Vec::new(),
+        body: Vec::new(),
+    })
+    .await;
+    let proxy_url = proxy.url();
+    let c = graph("https://graph.facebook.com/", Some(&proxy_url));
+    let e = c
+        .debug_token(&Secret::new(token("proxy")))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, GraphError::Transient(_)), "{e:?}");
+    let asked = proxy.requests();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0].head.starts_with("CONNECT graph.facebook.com:443 "),
+        "{asked:?}"
+    );
+    // The tunnel request names the host only: the secrets travel inside TLS.
+    assert_clean(
+        &format!("{asked:?}"),
+        &[&token("proxy"), sandbox::DEMO_APP_SECRET],
+        "the proxy's view",
+    );
+
+    // A loopback Graph (a sandbox) is reached directly even with a proxy configured.
+    let sb = sandbox::Sandbox::start("127.0.0.1:0".parse().unwrap(), sandbox::Scenario::demo())
+        .await
+        .unwrap();
+    let t = sb.issue_token(sandbox::TokenSpec::system_user_60d());
+    let info = graph(&sb.base_url(), Some(&proxy_url))
+        .debug_token(&Secret::new(t))
+        .await
+        .unwrap();
+    assert!(info.is_valid);
+    assert_eq!(proxy.requests().len(), 1, "loopback went through the proxy");
+}
+
+/// `http_proxy`, `https_proxy` and `all_proxy` (both cases) pointing at `proxy`.
+fn proxy_env(proxy: &str) -> Vec<(&'static str, String)> {
+    [
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+    ]
+    .into_iter()
+    .map(|k| (k, proxy.to_string()))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_from_the_environment_are_ignored_by_graph_webhooks_and_verify_urls() {
+    use crate::util::{TokenEntry, Workspace, tw};
+    // A proxy that would see everything: it answers 502, so using it fails the run.
+    let proxy = serve("127.0.0.1", |_| Reply::Fixed {
+        status: 502,
+        headers: Vec::new(),
+        body: Vec::new(),
+    })
+    .await;
+    let hook = serve("127.0.0.1", |_| Reply::json(200, "{}")).await;
+    let sb = sandbox::Sandbox::start("127.0.0.1:0".parse().unwrap(), sandbox::Scenario::demo())
+        .await
+        .unwrap();
+    let old = sb.issue_token(sandbox::TokenSpec::system_user_60d().issued_ago(45 * 86_400));
+    let admin = sb.issue_token(sandbox::TokenSpec::system_user_never());
+    let secrets = tempfile::tempdir().unwrap();
+    let admin_file = secrets.path().join("admin");
+    crate::util::write_private(&admin_file, &admin);
+    let hook_file = secrets.path().join("hook");
+    crate::util::write_private(&hook_file, "whsec_proxy_test_1234");
+    let extra = format!(
+        r#"source = "mint"
+mint = {{ system_user_id = "{su}", admin_token = {{ file = "{admin}" }} }}
+revoke_after = "0s"
+[[token.target]]
+name = "pos"
+kind = "webhook"
+url = "{hook}hook"
+secret = {{ file = "{hook_secret}" }}
+verify_url = "{hook}health"
+"#,
+        su = sandbox::DEMO_SYSTEM_USER_ID,
+        admin = admin_file.display(),
+        hook = hook.url(),
+        hook_secret = hook_file.display(),
+    );
+    let ws = Workspace::new(
+        &sb,
+        &[TokenEntry {
+            name: "prod",
+            value: Some(&old),
+            extra: &extra,
+        }],
+    );
+    let env = proxy_env(&proxy.url());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = tw(&ws.config, &["check"], &env, None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = tw(&ws.config, &["rotate", "--token", "prod"], &env, None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let heads: Vec<String> = hook.requests().into_iter().map(|s| s.head).collect();
+    assert!(
+        heads.iter().any(|h| h.starts_with("POST /hook "))
+            && heads.iter().any(|h| h.starts_with("GET /health ")),
+        "{heads:?}"
+    );
+    assert!(
+        proxy.requests().is_empty(),
+        "the environment's proxy was used: {:?}",
+        proxy.requests()
+    );
+}
+
+#[tokio::test]
+async fn webhook_redirect_is_refused_naming_only_the_host_and_an_endless_answer_is_not_read() {
+    use tokenwarden::target::TargetError;
+    use tokenwarden::target::webhook::{Delivery, Webhook};
+    let thief = serve("127.0.0.2", |_| Reply::json(200, "{}")).await;
+    let location = format!("https://{}/steal?session=abc", thief.addr);
+    let portal = serve("127.0.0.1", move |_| Reply::Fixed {
+        status: 307,
+        headers: vec![("Location".into(), location.clone())],
+        body: Vec::new(),
+    })
+    .await;
+    let t = Secret::new(token("hook"));
+    let d = Delivery {
+        token_name: "prod",
+        token: &t,
+        expires_at: None,
+        event: "rotation",
+    };
+    let hook = |url: String| {
+        Webhook::new(url.parse().unwrap(), Secret::new("whsec_hostile_1234"))
+            .unwrap()
+            .with_timeout(Duration::from_secs(5))
+            .with_retries(1, Duration::from_millis(5))
+    };
+    let e = hook(format!("{}hook", portal.url()))
+        .push(&d, jiff::Timestamp::now())
+        .await
+        .unwrap_err();
+    let text = format!("{e} {e:?}");
+    assert!(matches!(e, TargetError::Refused(_)), "{text}");
+    assert!(text.contains("307") && text.contains("127.0.0.2"), "{text}");
+    assert!(
+        !text.contains("steal") && !text.contains("session"),
+        "{text}"
+    );
+    assert!(thief.requests().is_empty());
+
+    // A 200 whose body never ends: the status is the answer, the body is never read.
+    let endless = serve("127.0.0.1", |_| Reply::Endless).await;
+    let started = Instant::now();
+    hook(format!("{}hook", endless.url()))
+        .push(&d, jiff::Timestamp::now())
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
