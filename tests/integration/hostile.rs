@@ -600,3 +600,94 @@ async fn webhook_redirect_is_refused_naming_only_the_host_and_an_endless_answer_
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Point 7: an SMTP server that echoes the AUTH argument.
+
+/// A loopback SMTP server that offers `mechanism` and answers every login with a 535 that
+/// quotes what the client sent. Returns its port.
+async fn echoing_smtp(mechanism: &'static str) -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncBufReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut lines = tokio::io::BufReader::new(r).lines();
+                w.write_all(b"220 hostile ESMTP\r\n").await.ok()?;
+                let mut said = Vec::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let upper = line.to_ascii_uppercase();
+                    let reply = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                        format!("250-hostile\r\n250 AUTH {mechanism}\r\n")
+                    } else if upper == "AUTH LOGIN" {
+                        "334 VXNlcm5hbWU6\r\n".to_string()
+                    } else if upper.starts_with("AUTH PLAIN ") || said.len() == 1 {
+                        // PLAIN's one line, or LOGIN's password after its user name.
+                        said.push(line.clone());
+                        format!("535 5.7.8 authentication failed for {}\r\n", said.join(" "))
+                    } else if upper == "QUIT" {
+                        w.write_all(b"221 bye\r\n").await.ok()?;
+                        return Some(());
+                    } else if said.is_empty() && mechanism == "LOGIN" {
+                        // LOGIN's user name, after `334 Username:`.
+                        said.push(line.clone());
+                        "334 UGFzc3dvcmQ6\r\n".to_string()
+                    } else {
+                        "250 ok\r\n".to_string()
+                    };
+                    w.write_all(reply.as_bytes()).await.ok()?;
+                }
+                Some(())
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn an_smtp_server_echoing_auth_never_puts_the_password_in_an_error() {
+    use tokenwarden::notify::{Email, EmailConfig, Mailer};
+    const PASSWORD: &str = "smtp-Canary-pass-42";
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("smtp-password");
+    crate::util::write_private(&pw, PASSWORD);
+    for mechanism in ["PLAIN", "LOGIN"] {
+        let (port, task) = echoing_smtp(mechanism).await;
+        #[derive(serde::Deserialize)]
+        struct File {
+            email: EmailConfig,
+        }
+        let cfg = toml::from_str::<File>(&format!(
+            "[email]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+             username = \"mailer@example.com\"\npassword = {{ file = \"{}\" }}\n\
+             from = \"tw@example.com\"\nto = [\"oncall@example.com\"]\ntimeout = \"5s\"",
+            pw.display()
+        ))
+        .unwrap()
+        .email;
+        let mailer = Mailer::new(&cfg).unwrap();
+        let e = mailer
+            .send(&Email {
+                id: "w-1".into(),
+                token: "prod".into(),
+                subject: "s".into(),
+                text: "t".into(),
+                html: "<p>h</p>".into(),
+            })
+            .await
+            .unwrap_err();
+        let text = format!("{e}\n{e:?}");
+        // The server did echo the argument, and it was scrubbed.
+        assert!(text.contains("authentication failed for"), "{text}");
+        assert!(text.contains("[redacted]"), "{mechanism}: {text}");
+        let plain = b64(format!("\0mailer@example.com\0{PASSWORD}").as_bytes());
+        assert!(
+            !text.contains(&plain[12..plain.len() - 4]),
+            "{mechanism}: {text}"
+        );
+        assert_clean(&text, &[PASSWORD], "an SMTP error");
+        task.abort();
+    }
+}
