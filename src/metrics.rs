@@ -7,6 +7,12 @@
 //! whether the last listing worked. `/healthz` answers 503 once the daemon's loop has not beaten
 //! for `stall_after`: a stuck scheduler is a failure even if the process is alive.
 //! Everything is read from the state file and a few counters: no token is ever in reach here.
+//!
+//! The listener must never starve the daemon: it serves at most [`connection_limit`]
+//! connections at once (a share of the process's file-descriptor limit, the rest kept for
+//! state, audit, outbox and Graph), waits [`HEADER_TIMEOUT`] for a request's head, serves one
+//! request per connection and drops any connection after [`CONNECTION_LIFETIME`]. Connections
+//! beyond the limit wait in the kernel's backlog, where they cost the daemon no descriptor.
 
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -90,7 +96,67 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(shared);
-    axum::serve(listener, app).await
+    let limit = connection_limit(open_files_limit());
+    tracing::debug!(connections = limit, "metrics listener limits");
+    let permits = Arc::new(tokio::sync::Semaphore::new(limit));
+    loop {
+        // The permit comes first: at the limit, nothing is accepted, so a flood of idle
+        // connections waits in the backlog instead of taking the daemon's descriptors.
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE and the like: the daemon's own work comes first; try again shortly.
+                tracing::debug!(error = %e, "metrics listener could not accept");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            // A client that reads the answer slowly (or never) is dropped too.
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+        });
+    }
+}
+
+/// How long a client may take to send a request's head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a connection is kept, answer included (an answer is a few kilobytes).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Most connections served at once, whatever the descriptor limit: a Prometheus server or
+/// two, a health probe and a person with curl need a handful.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// Connections served at once for a process allowed `open_files` descriptors (`None` when
+/// unknown): an eighth of them, between 1 and [`MAX_CONNECTIONS`], so seven eighths stay
+/// with the daemon's own work however many clients connect.
+pub fn connection_limit(open_files: Option<u64>) -> usize {
+    let share = open_files.map_or(MAX_CONNECTIONS as u64, |n| n / 8);
+    share.clamp(1, MAX_CONNECTIONS as u64) as usize
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (no `unsafe` for `getrlimit`).
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Binds the listener (so a bad address fails at start, not later).
@@ -353,4 +419,19 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
         )],
         out,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listener_takes_an_eighth_of_the_descriptors_at_most() {
+        assert_eq!(connection_limit(Some(1024)), MAX_CONNECTIONS);
+        assert_eq!(connection_limit(Some(128)), 16);
+        assert_eq!(connection_limit(Some(20)), 2);
+        assert_eq!(connection_limit(Some(3)), 1);
+        assert_eq!(connection_limit(None), MAX_CONNECTIONS);
+        assert!(open_files_limit().is_some_and(|n| n > 0));
+    }
 }

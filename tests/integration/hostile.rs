@@ -691,3 +691,116 @@ async fn an_smtp_server_echoing_auth_never_puts_the_password_in_an_error() {
         task.abort();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Point 11: a flood of idle connections to /metrics.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_metrics_connections_do_not_starve_the_daemon() {
+    use crate::util::{TokenEntry, Workspace};
+    const FILES: u32 = 128;
+    const IDLE: usize = 300;
+    let sb = sandbox::Sandbox::start("127.0.0.1:0".parse().unwrap(), sandbox::Scenario::demo())
+        .await
+        .unwrap();
+    let token =
+        sb.issue_token(sandbox::TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let mail = tempfile::tempdir().unwrap();
+    let port = crate::util::free_port();
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry::new("prod", &token)],
+        &format!(
+            "attempts = 1\ntimeout = \"2s\"\n[schedule]\ncron = \"* * * * * *\"\n\
+             [email]\nkind = \"folder\"\npath = \"{}\"\nfrom = \"tw@example.com\"\nto = [\"oncall@example.com\"]\n\
+             [metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            mail.path().display()
+        ),
+    );
+    let state = ws.config.parent().unwrap().join("state.json");
+    // The daemon under a small descriptor limit, as a shared host's might be.
+    let mut child = std::process::Command::new("/bin/sh")
+        .args([
+            "-c",
+            &format!("ulimit -n {FILES} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_tokenwarden"),
+            "--config",
+            ws.config.to_str().unwrap(),
+            "run",
+        ])
+        .env("TOKENWARDEN_LOG", "tokenwarden=info,warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"prod\"")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no first check"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let emails = || std::fs::read_dir(mail.path()).map_or(0, |d| d.count());
+    assert_eq!(emails(), 0, "a healthy token: no email yet");
+
+    // More idle connections than the daemon has descriptors, held open and silent. Once the
+    // kernel's queue is full, further connects wait in SYN retries: they are attempted all at
+    // once, and held for as long as the test runs.
+    let (release, held) = tokio::sync::watch::channel(false);
+    let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..IDLE {
+        let (mut held, connected) = (held.clone(), connected.clone());
+        tokio::spawn(async move {
+            if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)).await {
+                connected.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = held.wait_for(|done| *done).await;
+                drop(stream);
+            }
+        });
+    }
+    let opened = Instant::now();
+    // The kernel queues a couple of hundred beyond what is accepted; more than the daemon has
+    // descriptors is the point.
+    while connected.load(std::sync::atomic::Ordering::SeqCst) <= FILES as usize + 16 {
+        assert!(
+            opened.elapsed() < Duration::from_secs(10),
+            "{connected:?} connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The token dies: the next checks must record it and queue the email.
+    sb.invalidate(&token, 460);
+    let started = Instant::now();
+    while !(std::fs::read_to_string(&state).is_ok_and(|s| s.contains("invalid")) && emails() > 0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the daemon did not record the dead token or queue its email with {IDLE} idle connections open"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Once the flood goes away, /metrics answers again at once (the closed connections still
+    // in the backlog are accepted and finished without waiting for their header timeout).
+    release.send(true).unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let scrape = tokio::time::timeout(
+        Duration::from_secs(5),
+        client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send(),
+    )
+    .await
+    .expect("a scrape soon after the flood")
+    .unwrap();
+    assert!(scrape.status().is_success());
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status:?}\n{err}");
+    assert!(!err.contains("Too many open files"), "{err}");
+}
