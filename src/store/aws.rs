@@ -99,6 +99,7 @@ impl AwsStore {
         }
         let mut out = Vec::new();
         let mut next = None;
+        let mut pager = Pager::new(MAX_LIST_PAGES);
         loop {
             let page = client
                 .list_secrets()
@@ -140,11 +141,12 @@ impl AwsStore {
                     tags,
                 });
             }
-            // moto answers the last page with an empty token rather than none.
-            next = page
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_string);
+            next = pager
+                .next(page.next_token())
+                .map_err(|cause| StoreError::Unavailable {
+                    store: what.describe(),
+                    cause: format!("ListSecrets {cause}"),
+                })?;
             if next.is_none() {
                 break;
             }
@@ -169,6 +171,7 @@ impl AwsStore {
     async fn versions(&self) -> Result<Vec<SecretVersionsListEntry>, StoreError> {
         let mut out = Vec::new();
         let mut next = None;
+        let mut pager = Pager::new(MAX_VERSION_PAGES);
         loop {
             let page = self
                 .client
@@ -179,11 +182,12 @@ impl AwsStore {
                 .await
                 .map_err(|e| self.map_err(e))?;
             out.extend(page.versions().iter().cloned());
-            // moto answers the last page with an empty token rather than none.
-            next = page
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_string);
+            next = pager
+                .next(page.next_token())
+                .map_err(|cause| StoreError::Unavailable {
+                    store: self.describe(),
+                    cause: format!("ListSecretVersionIds {cause}"),
+                })?;
             if next.is_none() {
                 return Ok(out);
             }
@@ -377,6 +381,55 @@ pub struct Listed {
 pub const STORE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 /// How long one attempt of a Secrets Manager call may take (the SDK retries a timed-out one).
 pub const STORE_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Most pages of `ListSecrets` one listing reads: 100,000 secrets at 100 a page, far beyond a
+/// real group, and a bound on an endpoint that keeps answering with a new `NextToken`.
+pub const MAX_LIST_PAGES: usize = 1000;
+
+/// Most pages of `ListSecretVersionIds` one read walks. Secrets Manager keeps about 100
+/// versions of a secret and lists up to 100 a page (fewer under load), so 20 pages leave
+/// ample room, and a bound on an endpoint that never stops paging.
+pub const MAX_VERSION_PAGES: usize = 20;
+
+/// Follows `NextToken`s: stops at the end, and refuses a token it has already been given (an
+/// endpoint or proxy that would page forever) or a page beyond its bound.
+struct Pager {
+    seen: std::collections::HashSet<String>,
+    pages: usize,
+    max: usize,
+}
+
+impl Pager {
+    fn new(max: usize) -> Pager {
+        Pager {
+            seen: std::collections::HashSet::new(),
+            pages: 0,
+            max,
+        }
+    }
+
+    /// The token for the next page after a page that came with `token`: `None` at the end
+    /// (moto answers the last page with an empty token rather than none).
+    fn next(&mut self, token: Option<&str>) -> Result<Option<String>, String> {
+        self.pages += 1;
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        if !self.seen.insert(token.to_string()) {
+            return Err(format!(
+                "answered page {} with a NextToken it had already sent (a broken endpoint or proxy); stopped paging",
+                self.pages
+            ));
+        }
+        if self.pages >= self.max {
+            return Err(format!(
+                "still had more after {} pages; stopped paging (a broken endpoint, or far more than tokenwarden expects)",
+                self.pages
+            ));
+        }
+        Ok(Some(token.to_string()))
+    }
+}
+
 /// How long a Secrets Manager call may take in all, retries included.
 pub const STORE_OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -654,6 +707,30 @@ pub(crate) fn extract_key(text: &str, key: &str) -> Result<Secret, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paging_stops_at_the_end_on_a_repeated_token_and_at_the_bound() {
+        let mut p = Pager::new(3);
+        assert_eq!(p.next(Some("a")).unwrap().as_deref(), Some("a"));
+        assert_eq!(p.next(Some("b")).unwrap().as_deref(), Some("b"));
+        assert_eq!(p.next(Some("")).unwrap(), None);
+
+        let mut p = Pager::new(100);
+        assert!(p.next(Some("same")).is_ok());
+        let e = p.next(Some("same")).unwrap_err();
+        assert!(e.contains("page 2") && e.contains("already sent"), "{e}");
+
+        let mut p = Pager::new(3);
+        assert!(p.next(Some("1")).is_ok());
+        assert!(p.next(Some("2")).is_ok());
+        let e = p.next(Some("3")).unwrap_err();
+        assert!(e.contains("after 3 pages"), "{e}");
+        // The last allowed page may still be the end.
+        let mut p = Pager::new(3);
+        assert!(p.next(Some("1")).is_ok());
+        assert!(p.next(Some("2")).is_ok());
+        assert_eq!(p.next(None).unwrap(), None);
+    }
 
     #[test]
     fn replace_key_keeps_other_members_verbatim_and_never_quotes_values() {

@@ -804,3 +804,112 @@ async fn idle_metrics_connections_do_not_starve_the_daemon() {
     assert!(status.success(), "{status:?}\n{err}");
     assert!(!err.contains("Too many open files"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Point 12: a Secrets Manager endpoint that never stops paging (moto cannot be made to).
+
+/// A Secrets Manager endpoint (AWS JSON 1.1) whose list answers always carry a `NextToken`:
+/// the same one when `repeat`, a new one each time otherwise.
+async fn paging_forever(repeat: bool) -> Hostile {
+    let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    serve("127.0.0.1", move |seen| {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let next = if repeat {
+            "same-token".to_string()
+        } else {
+            format!("token-{i}")
+        };
+        let target = seen
+            .head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-amz-target: "))
+            .unwrap_or("")
+            .to_string();
+        let body = if target.ends_with("ListSecrets") {
+            serde_json::json!({"SecretList": [{"Name": format!("cust/m{i}"), "ARN": format!("arn:aws:secretsmanager:us-east-1:1:secret:cust/m{i}"),
+                "Tags": [{"Key": "tokenwarden", "Value": "managed"}]}], "NextToken": next})
+        } else {
+            serde_json::json!({"Versions": [{"VersionId": format!("v{i}"), "VersionStages": ["AWSPREVIOUS"]}],
+                "Name": "prod", "ARN": "arn:aws:secretsmanager:us-east-1:1:secret:prod", "NextToken": next})
+        };
+        Reply::Fixed {
+            status: 200,
+            headers: vec![(
+                "Content-Type".into(),
+                "application/x-amz-json-1.1".into(),
+            )],
+            body: body.to_string().into_bytes(),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn secret_versions_paging_stops_on_a_repeated_token_and_after_its_bound() {
+    use aws_config::BehaviorVersion;
+    use aws_sdk_secretsmanager::config::Credentials;
+    use tokenwarden::store::aws::{AwsStore, MAX_VERSION_PAGES};
+    use tokenwarden::store::{SecretStore, StoreError};
+    for repeat in [true, false] {
+        let server = paging_forever(repeat).await;
+        let conf = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(format!("http://{}", server.addr))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "static"))
+            .load()
+            .await;
+        let store = AwsStore::from_sdk_config(&conf, "prod", None);
+        let started = Instant::now();
+        let e = tokio::time::timeout(Duration::from_secs(20), store.previous())
+            .await
+            .expect("paging stopped")
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+        let calls = server.requests().len();
+        if repeat {
+            assert!(e.to_string().contains("already sent"), "{e}");
+            assert_eq!(calls, 2, "{e}");
+        } else {
+            assert!(e.to_string().contains("pages"), "{e}");
+            assert_eq!(calls, MAX_VERSION_PAGES, "{e}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_listing_that_pages_forever_stops_and_the_tokens_are_still_checked() {
+    use crate::util::{AWS_ENV, TokenEntry, Workspace, tw};
+    let sb = sandbox::Sandbox::start("127.0.0.1:0".parse().unwrap(), sandbox::Scenario::demo())
+        .await
+        .unwrap();
+    let token =
+        sb.issue_token(sandbox::TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    for repeat in [true, false] {
+        let server = paging_forever(repeat).await;
+        let ws = Workspace::new(&sb, &[TokenEntry::new("prod", &token)]);
+        let mut text = std::fs::read_to_string(&ws.config).unwrap();
+        text.push_str(&format!(
+            "\n[[group]]\nname = \"cust\"\ndiscover = {{ kind = \"aws\", name_prefix = \"cust/\", region = \"us-east-1\", endpoint = \"http://{}\" }}\n",
+            server.addr
+        ));
+        crate::util::write_private(&ws.config, &text);
+        let started = Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(60),
+            tw(&ws.config, &["check"], &AWS_ENV, None),
+        )
+        .await
+        .expect("check finished");
+        let calls = server.requests().len();
+        assert!(r.all().contains("stopped paging"), "repeat {repeat}: {r:?}");
+        if repeat {
+            assert_eq!(calls, 2, "{r:?}");
+        } else {
+            assert_eq!(calls, tokenwarden::store::aws::MAX_LIST_PAGES, "{r:?}");
+        }
+        // The [[token]] is still checked.
+        assert!(r.stdout.contains("prod"), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
+}
