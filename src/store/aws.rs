@@ -55,7 +55,7 @@ impl AwsStore {
     ) -> Result<Vec<Listed>, StoreError> {
         use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
         let conf = sdk_config(region, endpoint).await;
-        let client = Client::new(&conf);
+        let client = client(&conf);
         // For error messages only, so they name what was being listed.
         let what = AwsStore {
             client: client.clone(),
@@ -161,7 +161,7 @@ impl AwsStore {
         json_key: Option<String>,
     ) -> Self {
         AwsStore {
-            client: Client::new(conf),
+            client: client(conf),
             secret_id: secret_id.to_string(),
             json_key,
         }
@@ -381,6 +381,45 @@ pub struct Listed {
 pub const STORE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 /// How long one attempt of a Secrets Manager call may take (the SDK retries a timed-out one).
 pub const STORE_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest Secrets Manager answer read. A secret value is at most 64 KiB and a page of a
+/// listing a few hundred kilobytes; the SDK itself reads any body whole (an endless one until
+/// the operation timeout: 4 GB in 15 s on loopback), so [`BodyCap`] stops it here.
+pub const MAX_AWS_BODY: usize = 4 * 1024 * 1024;
+
+/// A Secrets Manager client from `conf` whose responses are read through [`BodyCap`].
+fn client(conf: &aws_config::SdkConfig) -> Client {
+    Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(conf)
+            .interceptor(BodyCap)
+            .build(),
+    )
+}
+
+/// Wraps every response body in a limit of [`MAX_AWS_BODY`] bytes before the SDK reads it: an
+/// over-size body fails the read as it passes the limit (a transient error, retried by the
+/// SDK and then reported as `Unavailable`) instead of filling memory.
+#[derive(Debug)]
+struct BodyCap;
+
+impl aws_sdk_secretsmanager::config::Intercept for BodyCap {
+    fn name(&self) -> &'static str {
+        "tokenwarden::BodyCap"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_secretsmanager::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _components: &aws_sdk_secretsmanager::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_secretsmanager::config::ConfigBag,
+    ) -> Result<(), aws_sdk_secretsmanager::error::BoxError> {
+        let body = context.response_mut().take_body();
+        *context.response_mut().body_mut() = aws_smithy_types::body::SdkBody::from_body_1_x(
+            http_body_util::Limited::new(body, MAX_AWS_BODY),
+        );
+        Ok(())
+    }
+}
+
 /// Most pages of `ListSecrets` one listing reads: 100,000 secrets at 100 a page, far beyond a
 /// real group, and a bound on an endpoint that keeps answering with a new `NextToken`.
 pub const MAX_LIST_PAGES: usize = 1000;

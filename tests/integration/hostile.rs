@@ -913,3 +913,41 @@ async fn a_group_listing_that_pages_forever_stops_and_the_tokens_are_still_check
         assert!(started.elapsed() < Duration::from_secs(60));
     }
 }
+
+#[tokio::test]
+async fn a_huge_or_endless_secrets_manager_answer_stops_at_the_cap() {
+    use aws_config::BehaviorVersion;
+    use aws_sdk_secretsmanager::config::Credentials;
+    use tokenwarden::store::aws::AwsStore;
+    use tokenwarden::store::{SecretStore, StoreError};
+    // The 100 MB case first: without a cap it is read whole (and then fails to parse), which
+    // a run without the fix survives; the endless one would be read for the whole timeout.
+    for size in [100 * 1024 * 1024, 0] {
+        let server = serve("127.0.0.1", move |_| {
+            if size == 0 {
+                Reply::Endless
+            } else {
+                Reply::Chunked(size)
+            }
+        })
+        .await;
+        let conf = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(format!("http://{}", server.addr))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "static"))
+            .load()
+            .await;
+        let store = AwsStore::from_sdk_config(&conf, "prod", None);
+        let started = Instant::now();
+        let e = tokio::time::timeout(Duration::from_secs(10), store.current())
+            .await
+            .expect("the read stopped")
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{size}: {e:?}");
+        assert!(
+            e.to_string().contains("length limit exceeded"),
+            "{size}: {e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}
