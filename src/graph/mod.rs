@@ -618,7 +618,7 @@ impl GraphClient {
             attempt += 1;
             let request = build().build().map_err(transport_error)?;
             // The configured base URL was checked, but the rule is about what is sent.
-            if request.url().scheme() != "https" && !crate::config::is_loopback(request.url()) {
+            if !sendable(request.url()) {
                 return Err(GraphError::Misconfigured(local_error(
                     "refusing to send a Graph request over plain http to a host other than loopback",
                 )));
@@ -687,6 +687,11 @@ const SECRET_PARAMS: [&str; 5] = [
     "fb_exchange_token",
     "revoke_token",
 ];
+
+/// Whether a request to `url` may be sent: https, or plain http to loopback (a sandbox).
+fn sendable(url: &reqwest::Url) -> bool {
+    url.scheme() == "https" || (url.scheme() == "http" && crate::config::is_loopback(url))
+}
 
 /// The `[meta] proxy` for every Graph request but those to loopback, which never go through a
 /// proxy (a sandbox, a local test).
@@ -1144,6 +1149,48 @@ pub fn fuzz_parse(status: u16, body: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_https_or_loopback_http_is_sent() {
+        for (url, ok) in [
+            ("https://graph.facebook.com/v25.0/debug_token", true),
+            ("http://127.0.0.1:8080/v25.0/x", true),
+            ("http://localhost/v25.0/x", true),
+            ("http://[::1]:9/x", true),
+            ("http://graph.facebook.com/v25.0/debug_token", false),
+            ("http://10.0.0.1/x", false),
+            ("ftp://127.0.0.1/x", false),
+        ] {
+            assert_eq!(sendable(&url.parse().unwrap()), ok, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_request_carries_its_secrets_to_the_scrubber() {
+        let http = reqwest::Client::new();
+        let app_secret = Secret::new("a3f1c0de5b7e4d2c9f8a6b4c2d0e1f37");
+        let batch =
+            r#"[{"method":"GET","relative_url":"debug_token?input_token=EAAGbatchitemtoken1"}]"#;
+        let req = http
+            .post("https://graph.facebook.com/v25.0/")
+            .query(&[("input_token", "EAAGquerytoken1"), ("fields", "id,name")])
+            .header(AUTHORIZATION, "Bearer EAAGheadertoken1")
+            .form(&[("batch", batch), ("client_secret", "formsecret1")])
+            .build()
+            .unwrap();
+        let s = request_secrets(&req, &app_secret);
+        for secret in [
+            "a3f1c0de5b7e4d2c9f8a6b4c2d0e1f37",
+            "EAAGbatchitemtoken1",
+            "EAAGquerytoken1",
+            "EAAGheadertoken1",
+            "formsecret1",
+        ] {
+            assert!(s.finds(secret.as_bytes()), "{secret}");
+        }
+        // Parameters that are not secrets stay readable.
+        assert_eq!(s.scrub("fields id,name"), "fields id,name");
+    }
 
     #[test]
     fn backoff_grows_and_stays_within_bounds() {
