@@ -243,7 +243,13 @@ async fn read_tail(stream: Option<impl AsyncRead + Unpin>) -> Tail {
 async fn collect(reader: tokio::task::JoinHandle<Tail>, token: Option<&str>) -> String {
     let abort = reader.abort_handle();
     match tokio::time::timeout(Duration::from_secs(1), reader).await {
-        Ok(Ok(tail)) => scrub_tail(&tail.bytes, tail.trimmed, token),
+        Ok(Ok(tail)) => {
+            let text = scrub_tail(&tail.bytes, tail.trimmed, token);
+            // Its encoded forms too (a command that prints it base64 or URL-encoded).
+            let mut scrubber = crate::scrub::Scrubber::new();
+            scrubber.add(token.unwrap_or_default());
+            scrubber.scrub(&text)
+        }
         Ok(Err(_)) => String::new(),
         Err(_) => {
             abort.abort();

@@ -951,3 +951,34 @@ async fn a_huge_or_endless_secrets_manager_answer_stops_at_the_cap() {
         assert!(started.elapsed() < Duration::from_secs(10));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Point 5, the exec side: a command that prints the token encoded.
+
+#[tokio::test]
+async fn a_command_printing_the_token_in_base64_or_url_encoded_is_scrubbed() {
+    use tokenwarden::target::exec;
+    let t = format!("{}/+=x", token("exec"));
+    let secret = Secret::new(t.clone());
+    let e = exec::run(
+        &[
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            "t=$(cat); printf 'b64 %s url %s\\n' \"$(printf '%s' \"$t\" | base64 -w0)\" \
+             \"$(printf '%s' \"$t\" | sed 's#/#%2F#g; s#+#%2B#g; s#=#%3D#g')\" >&2; exit 3"
+                .to_string(),
+        ],
+        Some(&secret),
+        &[],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_err();
+    let text = format!("{e}\n{e:?}");
+    // Both forms were printed (on the line the error quotes), and both scrubbed.
+    assert!(
+        text.contains("b64 [redacted]") && text.contains("url [redacted]"),
+        "{text}"
+    );
+    assert_clean(&text, &[&t], "an exec error");
+}
