@@ -234,6 +234,8 @@ pub enum RotationMail {
     DeliveryFailed,
     /// Copies of the old token remain; the revoke waits.
     CopiesRemain,
+    /// Meta handed back the current token, living longer: nothing else changed.
+    Extended,
 }
 
 impl RotationMail {
@@ -245,6 +247,7 @@ impl RotationMail {
             RotationMail::Failed => "failed",
             RotationMail::DeliveryFailed => "delivery-failed",
             RotationMail::CopiesRemain => "copies",
+            RotationMail::Extended => "extended",
         }
     }
 }
@@ -357,6 +360,17 @@ pub fn render_rotation(
                 todo,
             )
         }
+        (Some(Outcome::Extended { until }), _) => {
+            let until = until.map_or_else(|| "no known expiry".to_string(), when);
+            facts.push(format!("Token valid until: {until}"));
+            (
+                "EXTENDED",
+                format!("same token, now valid until {until}"),
+                format!("Rotating {} asked Meta for a successor, and Meta handed back the current token itself (fingerprint {}) with a later expiry: the token was extended in place. Nothing was delivered, promoted or revoked; every environment keeps working on the token it has.", t.name, r.old.fingerprint),
+                vec!["Keep checking the token on schedule; the next rotation is due from its new expiry.".into()],
+                vec!["Nothing.".into()],
+            )
+        }
         (Some(Outcome::Superseded { detail }), _) => (
             "ROTATION SUPERSEDED",
             detail.clone(),
@@ -401,7 +415,8 @@ fn headline(
         Verdict::Dead { reason, .. } | Verdict::Unusable { reason } => reason.clone(),
         Verdict::OwnCredentials { detail }
         | Verdict::StoreProblem { detail }
-        | Verdict::Unreachable { detail } => detail.clone(),
+        | Verdict::Unreachable { detail }
+        | Verdict::Throttled { detail, .. } => detail.clone(),
         Verdict::Healthy => String::new(),
     };
     match condition {

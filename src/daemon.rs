@@ -30,13 +30,14 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::alert;
 use crate::config::{self, Config, Schedule, StoreConfig, TokenConfig};
-use crate::graph::{self, GraphClient, GraphError};
+use crate::graph::{self, GraphClient, GraphError, Transient};
 use crate::metrics::Telemetry;
 use crate::notify::{Email, Mailer, Outbox};
 use crate::policy::{self, Expires, TokenFacts, Verdict};
 use crate::secret::{Fingerprint, Secret};
 use crate::state::{Snapshot, StateError, StateStore};
 use crate::store::{SecretStore, Store, StoreError};
+use crate::usable::Usability;
 
 /// The longest the loop sleeps without re-reading the clock (and beating for `/healthz`).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -83,7 +84,8 @@ pub enum Control {
     CheckNow(oneshot::Sender<()>),
     /// Re-read the config; a broken one is refused and the old one keeps running.
     Reload(Option<oneshot::Sender<Result<(), String>>>),
-    /// Re-evaluate alerts from what is known, without network (tests).
+    /// Do what a wake of the loop does (tests): run the queued slices that are due (a
+    /// deferred check reads Graph), then re-evaluate alerts from what is known.
     Evaluate(oneshot::Sender<()>),
 }
 
@@ -128,6 +130,7 @@ pub struct Daemon {
 #[derive(Debug)]
 struct Slice {
     due: Timestamp,
+    /// The group it checks; empty for a throttled token's deferred check.
     group: String,
     tokens: Vec<String>,
 }
@@ -264,11 +267,26 @@ impl Daemon {
         self.flush().await;
     }
 
+    /// Whether Meta throttled `name`'s last check and access has not returned yet: its check
+    /// waits (the queued slice at `throttled_until` runs it).
+    fn deferred(&self, name: &str) -> bool {
+        let now = self.clock.now();
+        self.snap
+            .tokens
+            .get(name)
+            .and_then(|ts| ts.throttled_until)
+            .is_some_and(|until| until > now)
+    }
+
     /// Checks one token and settles its alerts (the caller flushes).
     pub async fn check(&mut self, name: &str) {
         let Some(t) = self.cfg.token(name).cloned() else {
             return;
         };
+        if self.deferred(name) {
+            tracing::debug!(token = %name, "check deferred: Meta is throttling it");
+            return;
+        }
         let (verdict, facts) = observe(&self.cfg, &t, &self.graph).await;
         crate::failpoint::hit("daemon.after_observe");
         let alerted = self.note(&t, verdict, facts);
@@ -284,6 +302,7 @@ impl Daemon {
     pub async fn check_many(&mut self, names: &[String]) {
         let tokens: Vec<TokenConfig> = names
             .iter()
+            .filter(|n| !self.deferred(n))
             .filter_map(|n| self.cfg.token(n).cloned())
             .collect();
         if tokens.is_empty() {
@@ -322,7 +341,28 @@ impl Daemon {
         );
         let ts = self.snap.tokens.entry(t.name.clone()).or_default();
         ts.last_check = Some(now);
+        ts.throttled_until = None;
         match &verdict {
+            Verdict::Throttled {
+                retry_after_secs,
+                detail,
+            } => {
+                ts.failing_since.get_or_insert(now);
+                ts.check_errors += 1;
+                // Deferred to when access returns, checked then on its own; with no word
+                // from Meta, the next scheduled check tries again. Never asked in between.
+                ts.throttled_until = retry_after_secs
+                    .and_then(|s| Timestamp::from_second(now.as_second() + s as i64).ok());
+                if let Some(until) = ts.throttled_until {
+                    self.queue.push_back(Slice {
+                        due: until,
+                        group: String::new(),
+                        tokens: vec![t.name.clone()],
+                    });
+                    self.queue.make_contiguous().sort_by_key(|s| s.due);
+                }
+                tracing::warn!(token = %t.name, until = ?ts.throttled_until.map(crate::timefmt::utc), error = %detail, "Meta throttled the check; deferred until access returns");
+            }
             Verdict::Unreachable { detail } => {
                 ts.failing_since.get_or_insert(now);
                 ts.check_errors += 1;
@@ -1061,10 +1101,20 @@ async fn judge(
 ) -> (Verdict, Option<TokenFacts>) {
     let info = match info {
         Ok(i) => i,
-        // A rate limit lands here too, at once when Meta asks for more than a few seconds
-        // (`graph::MAX_RATE_LIMIT_WAIT`): it says nothing about the token, and waiting it out
-        // would stall every other token's check. The next scheduled check tries again, and
-        // only a failure lasting `cannot_check_after` is emailed.
+        // A rate limit, at once when Meta asks for more than a few seconds
+        // (`graph::MAX_RATE_LIMIT_WAIT`): it says nothing about the token, and asking again
+        // before access returns burns more quota. The check is deferred (`Daemon::note`).
+        Err(GraphError::Transient(Transient::RateLimited { api, retry_after })) => {
+            return (
+                Verdict::Throttled {
+                    retry_after_secs: retry_after.map(|d| d.as_secs()),
+                    detail: format!("rate limited: {api}"),
+                },
+                None,
+            );
+        }
+        // The next scheduled check tries again, and only a failure lasting
+        // `cannot_check_after` is emailed.
         Err(GraphError::Transient(e)) => {
             return (
                 Verdict::Unreachable {
@@ -1084,8 +1134,7 @@ async fn judge(
         }
     };
     let facts = facts_of(token, &info);
-    if !info.is_valid {
-        let api = info.invalid_reason().expect("the token is invalid here");
+    if let Some(api) = info.invalid_reason() {
         let expired = api.subcode == Some(463);
         return (
             Verdict::Dead {
@@ -1095,42 +1144,42 @@ async fn judge(
             Some(facts),
         );
     }
-    let missing = info.missing_whatsapp_scopes();
-    if !missing.is_empty() {
-        return (
-            Verdict::Unusable {
-                reason: format!("the token lacks {}", missing.join(" and ")),
-            },
-            Some(facts),
-        );
-    }
-    if let Some(w) = &t.waba_id
-        && !info.targets_waba(w)
-    {
-        return (
-            Verdict::Unusable {
-                reason: format!("WhatsApp Business Account {w} is not among the token's targets"),
-            },
-            Some(facts),
-        );
-    }
-    let verdict = match &t.phone_number_id {
-        None => Verdict::Healthy,
-        Some(p) => match graph.phone_number(token, p).await {
-            Ok(_) => Verdict::Healthy,
-            Err(GraphError::TokenDead(api)) => Verdict::Dead {
-                reason: graph::dead_reason(&api),
-                expired: api.subcode == Some(463),
-            },
-            Err(GraphError::Misconfigured(api)) => Verdict::Unusable {
-                reason: format!("reading phone number {p} failed: {api}"),
-            },
-            Err(GraphError::OwnCredentials(api)) => Verdict::OwnCredentials {
-                detail: api.to_string(),
-            },
-            Err(GraphError::Transient(e)) => Verdict::Unreachable {
-                detail: e.to_string(),
-            },
+    // The one rule of `usable`: scopes, the WABA (its targets, or a read when debug_token
+    // lists none), the phone number.
+    let proof = graph
+        .prove(
+            token,
+            &info,
+            t.waba_id.as_deref(),
+            t.phone_number_id.as_deref(),
+        )
+        .await;
+    let verdict = match crate::usable::decide(
+        &info,
+        t.waba_id.as_deref(),
+        t.phone_number_id.as_deref(),
+        &proof,
+    ) {
+        // An answer without `is_valid` is unknown, not invalid: only a read proves it works.
+        Usability::Usable if info.validity_unknown() && t.phone_number_id.is_none() => {
+            Verdict::Unreachable {
+                detail: "Meta's debug_token answer did not say whether the token is valid, and no phone number is configured to prove it works".into(),
+            }
+        }
+        Usability::Usable => Verdict::Healthy,
+        Usability::Unusable(reason) => Verdict::Unusable { reason },
+        Usability::Dead(api) => Verdict::Dead {
+            reason: graph::dead_reason(&api),
+            expired: api.subcode == Some(463),
+        },
+        Usability::OwnCredentials(detail) => Verdict::OwnCredentials { detail },
+        Usability::Unknown(detail) => Verdict::Unreachable { detail },
+        Usability::Throttled {
+            retry_after,
+            detail,
+        } => Verdict::Throttled {
+            retry_after_secs: retry_after.map(|d| d.as_secs()),
+            detail,
         },
     };
     (verdict, Some(facts))
@@ -1314,6 +1363,9 @@ pub async fn run(
                     let _ = done.send(());
                 }
                 Control::Evaluate(done) => {
+                    // As a wake of the loop would: due slices first (a deferred check, a
+                    // group's next slice), then every token re-assessed.
+                    d.run_due_slices().await;
                     d.evaluate_all().await;
                     let _ = done.send(());
                 }

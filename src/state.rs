@@ -53,6 +53,9 @@ pub struct TokenState {
     pub last_email: Option<(Timestamp, String)>,
     /// When the next scheduled check is due.
     pub next_check: Option<Timestamp>,
+    /// Meta throttled the last check: no check before this time (when access returns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled_until: Option<Timestamp>,
 }
 
 /// Why the state could not be read or written.

@@ -222,6 +222,9 @@ pub struct MintConfig {
     /// A 60-day token (`true`, the default and Meta's recommendation) or a non-expiring one
     /// (for consumers that accept nothing else).
     pub expiring: bool,
+    /// The permissions to ask for. Empty (the default): the current token's, from its
+    /// `debug_token`, so a successor never loses one that a consumer needs.
+    pub scopes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -230,6 +233,7 @@ struct RawMint {
     system_user_id: Option<Spanned<String>>,
     admin_token: Option<SecretRef>,
     lifetime: Option<Spanned<String>>,
+    scopes: Option<Spanned<Vec<String>>>,
 }
 
 /// A secret store holding a token's versions.
@@ -1006,12 +1010,32 @@ fn rotation_fields(
                     true
                 }
             };
+            let scopes = match &m.scopes {
+                None => Vec::new(),
+                Some(s) => {
+                    let list = s.get_ref();
+                    let bad = list.iter().find(|x| {
+                        x.is_empty() || !x.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    });
+                    let missing: Vec<&str> = crate::graph::WHATSAPP_SCOPES
+                        .into_iter()
+                        .filter(|w| !list.iter().any(|x| x == w))
+                        .collect();
+                    if let Some(b) = bad {
+                        diags.push(map.at(s.span().start, field("mint.scopes"), format!("expected permission names such as \"whatsapp_business_messaging\", found {b:?}")));
+                    } else if !missing.is_empty() {
+                        diags.push(map.at(s.span().start, field("mint.scopes"), format!("a WhatsApp token needs {}; add them, or leave `scopes` out to keep the current token's", missing.join(" and "))));
+                    }
+                    list.clone()
+                }
+            };
             match &m.admin_token {
                 Some(admin_token) => {
                     r.source = Source::Mint(MintConfig {
                         system_user_id,
                         admin_token: admin_token.clone(),
                         expiring,
+                        scopes,
                     });
                 }
                 None => diags.push(map.at(at, field("mint.admin_token"), "missing field: a token allowed to mint for the system user, as { env = \"NAME\" }, { file = \"/path\" } or { credential = \"NAME\" }")),

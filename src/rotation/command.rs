@@ -191,6 +191,14 @@ pub fn describe_report(t: &TokenConfig, report: &Report, now: Timestamp) -> Done
             Some(Outcome::Superseded { detail }) => {
                 Done::new(format!("{name}: rotation stopped: {detail}\n"), 1)
             }
+            Some(Outcome::Extended { until }) => Done::new(
+                format!(
+                    "{name}: extended in place: Meta handed back the current token (fingerprint {}) valid until {}; nothing was promoted, delivered or revoked.\n",
+                    r.old.fingerprint,
+                    until.map_or_else(|| "an unknown time".to_string(), timefmt::utc)
+                ),
+                0,
+            ),
             None => Done::new(format!("{name}: rotation {} finished\n", r.id), 0),
         },
     }
@@ -406,7 +414,7 @@ pub async fn rollback(
         ));
     };
     match graph.debug_token(&prev).await {
-        Ok(info) if info.is_valid => {}
+        Ok(info) if info.invalid_reason().is_none() => {}
         Ok(info) => {
             let why = info
                 .invalid_reason()

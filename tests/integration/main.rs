@@ -16,6 +16,7 @@ mod faults;
 mod fuzz_corpus;
 mod graph_client;
 mod groups;
+mod meta_contract;
 mod notify;
 mod rotation;
 mod sandbox;

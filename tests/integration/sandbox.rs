@@ -266,7 +266,8 @@ code = 1
         scenario.usage,
         UsageModel {
             window_secs: 3600,
-            call_limit: 20
+            call_limit: 20,
+            enforce: false
         }
     );
     let sb = start_with(scenario).await;
@@ -595,17 +596,26 @@ async fn revoke_answers_leniently_then_466() {
     let sb = start().await;
     let caller = sb.issue_token(TokenSpec::system_user_never());
     let victim = sb.issue_token(TokenSpec::system_user_60d());
-    let r = get(
-        &sb,
-        "/oauth/revoke",
-        &[
-            ("client_id", DEMO_APP_ID),
-            ("client_secret", DEMO_APP_SECRET),
-            ("revoke_token", &victim),
-            ("access_token", &caller),
-        ],
-    )
-    .await;
+    let revoke = |proof: Option<String>| {
+        let mut q = vec![
+            ("client_id", DEMO_APP_ID.to_string()),
+            ("client_secret", DEMO_APP_SECRET.to_string()),
+            ("revoke_token", victim.clone()),
+            ("access_token", caller.clone()),
+        ];
+        if let Some(p) = proof {
+            q.push(("appsecret_proof", p));
+        }
+        client()
+            .get(format!("{}{V}/oauth/revoke", sb.base_url()))
+            .query(&q)
+    };
+    // "Require App Secret" (on for the demo app): a system-user caller needs its proof.
+    let r = send(revoke(None)).await;
+    assert_eq!(r.code(), 100, "{}", r.text);
+    assert!(r.text.contains("appsecret_proof"), "{}", r.text);
+    assert_eq!(inspect(&sb, &victim).await["is_valid"], true);
+    let r = send(revoke(Some(proof(&caller)))).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text, "{\"success\":\"true\",}");
     assert!(
@@ -849,6 +859,7 @@ async fn a_batch_costs_one_latency_and_each_item_counts_toward_usage() {
     s.usage = UsageModel {
         window_secs: 3600,
         call_limit: 1000,
+        enforce: false,
     };
     let sb = start_with(s).await;
     let t = sb.issue_token(TokenSpec::system_user_60d());
