@@ -66,17 +66,34 @@ async fn a_refresh_that_returns_the_same_token_extends_it_in_place_and_never_rev
     let sb = sandbox().await;
     sb.set_quirks(|q| q.refresh_same_string = true);
     let old = sb.issue_token(due());
-    let ws = Workspace::new(
+    let mail = tempfile::tempdir().unwrap();
+    let ws = Workspace::with_meta(
         &sb,
         &[TokenEntry {
             name: "prod",
             value: Some(&old),
             extra: "source = \"refresh\"\nrevoke_after = \"0s\"\n",
         }],
+        &format!(
+            "attempts = 2\nretry_delay = \"10ms\"\n[email]\nkind = \"folder\"\npath = \"{}\"\nfrom = \"tw@example.com\"\nto = [\"oncall@example.com\"]\n",
+            mail.path().display()
+        ),
     );
     let r = tw(&ws.config, &["rotate", "--token", "prod"], &[], None).await;
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("extended in place"), "{r:?}");
+    // One email, saying so.
+    let emails: Vec<String> = std::fs::read_dir(mail.path())
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .collect();
+    assert_eq!(emails.len(), 1, "{emails:?}");
+    assert!(emails[0].contains("EXTENDED prod"), "{}", emails[0]);
+    let unfolded = emails[0]
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace(['\r', '\n'], " ");
+    assert!(unfolded.contains("extended in place"), "{}", emails[0]);
     assert_eq!(current(&ws, "prod").await, old, "still the current token");
     assert!(is_valid(&sb, &old).await, "never revoked");
     let stats = sb.stats();
