@@ -1450,10 +1450,14 @@ async fn a_throttled_token_is_checked_again_when_access_returns_not_before() {
     let sink = SmtpSink::start(&SinkOpts::default());
     let token = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
     sb.throttle_business(30);
+    let port = crate::util::free_port();
     let ws = Workspace::with_meta(
         &sb,
         &[TokenEntry::new("billbytekot-prod", &token)],
-        &sections(sink.port, ""),
+        &format!(
+            "{}[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            sections(sink.port, "")
+        ),
     );
     let clock = OffsetClock::default();
     let d = Running::start(&ws.config, &clock);
@@ -1473,6 +1477,15 @@ async fn a_throttled_token_is_checked_again_when_access_returns_not_before() {
     let until: jiff::Timestamp = until.parse().unwrap();
     let wait = until.as_second() - tokenwarden::daemon::Clock::now(&clock).as_second();
     assert!((25 * 60..=30 * 60).contains(&wait), "{wait}");
+    let samples = scrape(port).await;
+    assert_eq!(
+        sample(
+            &samples,
+            "tokenwarden_token_throttled_until_timestamp_seconds"
+        ),
+        Some(until.as_second() as f64),
+        "{samples:?}"
+    );
     let status = ws.run(&["status"]);
     assert!(status.stdout.contains("throttled"), "{status:?}");
     assert!(!status.stdout.contains("INVALID"), "{status:?}");
@@ -1493,6 +1506,13 @@ async fn a_throttled_token_is_checked_again_when_access_returns_not_before() {
     let ts = &state["tokens"]["billbytekot-prod"];
     assert_eq!(ts["verdict"]["verdict"], "healthy", "{ts}");
     assert!(ts.get("throttled_until").is_none(), "{ts}");
+    assert_eq!(
+        sample(
+            &scrape(port).await,
+            "tokenwarden_token_throttled_until_timestamp_seconds"
+        ),
+        Some(0.0)
+    );
     d.stop().await;
     assert!(subjects(&sink).is_empty(), "{:?}", subjects(&sink));
 }
