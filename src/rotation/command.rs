@@ -188,9 +188,12 @@ pub fn describe_report(t: &TokenConfig, report: &Report, now: Timestamp) -> Done
                 ),
                 1,
             ),
-            Some(Outcome::Superseded { detail }) => {
-                Done::new(format!("{name}: rotation stopped: {detail}\n"), 1)
-            }
+            // Another process rotated it: try again later (75, EX_TEMPFAIL), when this
+            // instance will see the new token as current.
+            Some(Outcome::Superseded { detail }) => Done::new(
+                format!("{name}: rotation stopped: another process rotated it ({detail})\n"),
+                75,
+            ),
             Some(Outcome::Extended { until }) => Done::new(
                 format!(
                     "{name}: extended in place: Meta handed back the current token (fingerprint {}) valid until {}; nothing was promoted, delivered or revoked.\n",

@@ -456,7 +456,12 @@ async fn obtain(d: &Deps<'_>, r: &mut Rotation) -> Event {
             Err(StoreError::Unavailable { .. }) if tries < 4 => {
                 tokio::time::sleep(Duration::from_millis(500 * tries)).await;
             }
-            Err(e) => return store_event(e),
+            Err(e) => {
+                // Nobody will ever see this token (it exists only here): revoke it now rather
+                // than leave a live token behind that nobody tracks.
+                revoke_own_candidate(d, r, &token).await;
+                return store_event(e);
+            }
         }
     }
 }
@@ -689,19 +694,40 @@ async fn validate(d: &Deps<'_>, r: &mut Rotation) -> Event {
 }
 
 /// Cleans up after a rotation another instance overtook: if this rotation's candidate is still
-/// staged, unstage it, and if this rotation asked Meta for it, revoke it (nobody will use it).
+/// staged, unstage it; if this rotation asked Meta for it, revoke it and confirm (nobody will
+/// use it). The candidate is read by its version id, so it is found even after another
+/// instance moved `AWSPENDING` to its own candidate (the race that used to leave live tokens
+/// nobody tracked). The revoke is refused if the candidate became current after all.
 async fn abandon_candidate(d: &Deps<'_>, r: &Rotation) {
     let Some(new) = &r.new else { return };
-    let Ok(Some((v, token))) = d.store.pending().await else {
-        return;
-    };
-    if v.0 != new.version {
-        return;
-    }
-    revoke_own_candidate(d, r, &token).await;
-    if let Err(e) = d.store.clear_pending().await {
+    if matches!(d.store.pending().await, Ok(Some((v, _))) if v.0 == new.version)
+        && let Err(e) = d.store.clear_pending().await
+    {
         tracing::warn!(token = %d.token.name, error = %e, "cannot unstage the abandoned candidate");
     }
+    if !made_here(r) {
+        return;
+    }
+    match d.store.version(&VersionId(new.version.clone())).await {
+        // Another instance adopted it and made it current: it is in use, keep it.
+        Ok(Some(token)) if matches!(d.store.current().await, Ok(c) if c.fingerprint() == token.fingerprint()) =>
+        {
+            tracing::info!(token = %d.token.name, fingerprint = %token.fingerprint(), "the candidate this rotation made became current through another instance; kept");
+        }
+        Ok(Some(token)) => revoke_own_candidate(d, r, &token).await,
+        Ok(None) => {
+            tracing::warn!(token = %d.token.name, version = %new.version, fingerprint = %new.fingerprint, "the abandoned candidate is gone from the store; it cannot be revoked here and expires on its own")
+        }
+        Err(e) => {
+            tracing::warn!(token = %d.token.name, error = %e, fingerprint = %new.fingerprint, "cannot read the abandoned candidate to revoke it; it expires on its own")
+        }
+    }
+}
+
+/// Whether this rotation's candidate is a token it asked Meta for (mint or refresh), as
+/// opposed to one a person or another instance staged: its version id is the rotation id.
+fn made_here(r: &Rotation) -> bool {
+    r.source != "staged" && r.new.as_ref().is_some_and(|n| n.version == r.id)
 }
 
 /// The recorded candidate and the token it replaces, both still where the rotation left
@@ -723,7 +749,9 @@ async fn candidate_and_current(
 }
 
 /// Revokes a candidate this rotation asked Meta for and will not use (nobody else knows it),
-/// best effort: it expires on its own otherwise. A person's staged token is theirs to keep.
+/// then confirms with `debug_token` that Meta calls it invalid; best effort: it expires on its
+/// own otherwise, and the log and the audit log say so. A person's staged token is theirs to
+/// keep.
 async fn revoke_own_candidate(d: &Deps<'_>, r: &Rotation, token: &Secret) {
     if r.source == "staged" {
         return;
@@ -732,16 +760,24 @@ async fn revoke_own_candidate(d: &Deps<'_>, r: &Rotation, token: &Secret) {
         tracing::warn!(token = %d.token.name, "{why}; the unused candidate is left to expire");
         return;
     }
-    match d.graph.revoke_token(token, token).await {
-        Ok(()) => d.audit.record(
-            (d.now)(),
-            "candidate_revoked",
-            serde_json::json!({"token": d.token.name, "rotation": r.id, "fingerprint": token.fingerprint().to_string()}),
-        ),
+    let revoked = match d.graph.revoke_token(token, token).await {
+        // Already dead: nothing left to revoke.
+        Ok(()) | Err(GraphError::TokenDead(_)) => true,
         Err(e) => {
-            tracing::warn!(token = %d.token.name, error = %e, "cannot revoke an unused candidate; it expires on its own")
+            tracing::warn!(token = %d.token.name, error = %e, fingerprint = %token.fingerprint(), "cannot revoke an unused candidate; it expires on its own");
+            false
         }
+    };
+    let confirmed = revoked
+        && matches!(d.graph.debug_token(token).await, Ok(info) if info.invalid_reason().is_some());
+    if revoked && !confirmed {
+        tracing::warn!(token = %d.token.name, fingerprint = %token.fingerprint(), "Meta does not confirm the unused candidate is revoked; revoke it in Business Manager if it stays valid");
     }
+    d.audit.record(
+        (d.now)(),
+        "candidate_revoked",
+        serde_json::json!({"token": d.token.name, "rotation": r.id, "fingerprint": token.fingerprint().to_string(), "revoked": revoked, "confirmed": confirmed}),
+    );
 }
 
 /// The recorded candidate, still staged; or why this rotation must stop. Another candidate

@@ -21,6 +21,10 @@ use super::{AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretStore, StoreError, Versio
 use crate::secret::Secret;
 
 /// File name of the default store inside the state directory.
+/// Unlabelled versions kept (the newest): enough for the candidates of racing rotations to
+/// be found and revoked by the rotations that made them.
+const KEEP_UNLABELLED: usize = 4;
+
 pub const DEFAULT_FILE: &str = "tokens.json";
 
 /// One entry (one token) of a file store.
@@ -217,9 +221,22 @@ impl FileStore {
         }
         let entry = file.secrets.entry(self.key.clone()).or_default();
         let out = change(entry)?;
-        // A version without labels is unreachable through the store; dropping it keeps
-        // rejected and superseded tokens out of the file.
-        entry.versions.retain(|v| !v.stages.is_empty());
+        // A version without labels is reachable only by its id: a rotation that made it
+        // reads it back to revoke it when another writer moved `AWSPENDING` away (Secrets
+        // Manager keeps such versions too). The newest few are kept for that; older ones are
+        // dropped, so rejected and superseded tokens do not pile up in the file.
+        let mut unlabelled = entry
+            .versions
+            .iter()
+            .filter(|v| v.stages.is_empty())
+            .count();
+        entry.versions.retain(|v| {
+            if !v.stages.is_empty() {
+                return true;
+            }
+            unlabelled -= 1;
+            unlabelled < KEEP_UNLABELLED
+        });
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| self.broken(e.to_string()))?;
         crate::fsutil::write_atomic(&self.path, &bytes, 0o600)
             .map_err(|e| self.broken(format!("cannot write `{}`: {e}", self.path.display())))?;
@@ -320,6 +337,15 @@ impl SecretStore for FileStore {
             .get(&self.key)
             .and_then(|e| labelled(e, AWSPREVIOUS))
             .map(|v| (VersionId(v.id.clone()), Secret::new(v.value.clone()))))
+    }
+
+    async fn version(&self, id: &VersionId) -> Result<Option<Secret>, StoreError> {
+        let file = self.read()?;
+        Ok(file
+            .secrets
+            .get(&self.key)
+            .and_then(|e| e.versions.iter().find(|v| v.id == id.0))
+            .map(|v| Secret::new(v.value.clone())))
     }
 
     async fn put_pending(
