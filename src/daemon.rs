@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -101,6 +101,9 @@ pub enum DaemonError {
     Scheduler(String),
 }
 
+/// The thread (the `token` of an [`Email`]) of alerts about tokenwarden itself.
+const HOST_THREAD: &str = "tokenwarden";
+
 /// The daemon's working set.
 pub struct Daemon {
     cfg: Config,
@@ -161,15 +164,21 @@ impl Daemon {
             }
             None => None,
         };
+        // Whoever can write the state directory can plant files where tokens are written.
+        crate::fsutil::check_private_dir(&cfg.state_dir).map_err(DaemonError::Config)?;
         let state = StateStore::new(&cfg.state_dir);
         let cfg_state_dir = cfg.state_dir.clone();
-        let snap = state.load()?;
+        // Temp files a kill left behind (they can hold a token).
+        for sub in ["", "outbox", "rotations", "targets", "groups"] {
+            crate::fsutil::remove_stale_temps(&cfg.state_dir.join(sub), None);
+        }
+        let (snap, set_aside) = state.load_or_set_aside(clock.now())?;
         let outbox = Outbox::open(&cfg.state_dir).map_err(|source| StateError::Io {
             path: cfg.state_dir.join("outbox"),
             source,
         })?;
         let statics = cfg.tokens.clone();
-        Ok(Daemon {
+        let d = Daemon {
             cfg,
             statics,
             discovery: crate::discover::Discovery::default(),
@@ -184,7 +193,65 @@ impl Daemon {
             next_fire: BTreeMap::new(),
             telemetry: Arc::default(),
             audit: crate::audit::Audit::new(&cfg_state_dir),
-        })
+        };
+        if let Some(aside) = set_aside {
+            d.state_set_aside(&aside);
+        }
+        Ok(d)
+    }
+
+    /// Tells on-call that the state file was corrupt and set aside: the ledger of emails sent
+    /// is gone, so some may come again, and nothing else would say why.
+    fn state_set_aside(&self, aside: &Path) {
+        let now = self.clock.now();
+        self.audit.record(
+            now,
+            "state_set_aside",
+            serde_json::json!({"moved_to": aside.display().to_string()}),
+        );
+        let a = alert::HostAlert {
+            word: "STATE RESET",
+            headline: "the state file was corrupt and was set aside",
+            lead: format!(
+                "tokenwarden found `{}` unreadable at start, moved it to `{}` and started with an empty state.",
+                self.state.path().display(),
+                aside.display()
+            ),
+            facts: vec![
+                "What tokenwarden remembered (last checks, emails already sent) is not in use.".into(),
+                "Tokens, rotations and the outbox are kept in their own files and are not affected.".into(),
+            ],
+            will_do: vec![
+                "Check every token again now; alerts that were already sent may be sent once more.".into(),
+            ],
+            todo: vec![
+                format!("Look at `{}` for the cause (a full disk, a manual edit, a storage fault), then delete it.", aside.display()),
+            ],
+        };
+        self.queue_host_alert(&format!("state-reset-{}", now.as_second()), &a);
+    }
+
+    /// Queues an alert about tokenwarden itself (not one token), or logs it without `[email]`.
+    fn queue_host_alert(&self, key: &str, a: &alert::HostAlert<'_>) -> bool {
+        let r = alert::render_host(a);
+        let email = Email {
+            id: email_id(HOST_THREAD, key),
+            token: HOST_THREAD.into(),
+            subject: r.subject,
+            text: r.text,
+            html: r.html,
+        };
+        if self.mailer.is_none() {
+            tracing::warn!(subject = %email.subject, "host alert (no [email] configured: logged only)");
+            return true;
+        }
+        match self.outbox.enqueue(&email, self.clock.now()) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(subject = %email.subject, error = %e, "cannot queue the alert");
+                false
+            }
+        }
     }
 
     /// The current config.

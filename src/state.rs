@@ -4,6 +4,11 @@
 //! `tokenwarden status` can read it while the daemon runs and a crash loses at most the step
 //! in flight. It holds fingerprints and facts, never a token. The email outbox lives beside it
 //! in `outbox/` (see `notify`).
+//!
+//! A `state.json` that cannot be parsed does not stop the daemon (under `Restart=on-failure`
+//! that is a restart loop and no alert at all): [`StateStore::load_or_set_aside`] renames it to
+//! `state.json.corrupt-<unix seconds>` and starts from an empty state, and the daemon sends one
+//! alert saying so. Commands other than `run` still report it and stop.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -121,6 +126,40 @@ impl StateStore {
         }
     }
 
+    /// [`load`](Self::load), except that a corrupt file is renamed to
+    /// `state.json.corrupt-<now>` and an empty state returned, with the new name of the file
+    /// (for the alert that says so). The rename keeps the file for a person to look at, and
+    /// means the next start finds no corrupt file: one alert, not one per restart.
+    ///
+    /// # Errors
+    /// [`StateError::Io`] when the file cannot be read or moved aside.
+    pub fn load_or_set_aside(
+        &self,
+        now: Timestamp,
+    ) -> Result<(Snapshot, Option<PathBuf>), StateError> {
+        match self.load() {
+            Ok(snap) => Ok((snap, None)),
+            Err(StateError::Corrupt { path, reason }) => {
+                let aside = self
+                    .dir
+                    .join(format!("{STATE_FILE}.corrupt-{}", now.as_second()));
+                std::fs::rename(&path, &aside).map_err(|source| StateError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                tracing::error!(path = %path.display(), moved_to = %aside.display(), %reason, "the state file is corrupt; moved it aside and started with an empty state");
+                Ok((
+                    Snapshot {
+                        format: 1,
+                        tokens: BTreeMap::new(),
+                    },
+                    Some(aside),
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads only part of each token's state, `V` (a type with the fields wanted, which serde
     /// fills from the file and ignores the rest): for readers such as `/metrics` that need a
     /// few fields of thousands of tokens and not a copy of everything.
@@ -153,15 +192,10 @@ impl StateStore {
     /// # Errors
     /// [`StateError::Io`].
     pub fn save(&self, snap: &Snapshot) -> Result<(), StateError> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|source| StateError::Io {
-                path: self.dir.clone(),
-                source,
-            })?;
+        crate::fsutil::create_private_dir(&self.dir).map_err(|source| StateError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
         // Compact and streamed into the file: with thousands of tokens the state is megabytes,
         // and a copy in memory per save is what an allocator keeps afterwards.
         crate::fsutil::write_atomic_with(&self.path(), 0o600, |w| {
@@ -206,5 +240,25 @@ mod tests {
         std::fs::write(store.path(), "{\"format\":1,\"tokens\":{\"x\":").unwrap();
         let e = store.load().unwrap_err();
         assert!(e.to_string().contains("move it aside"), "{e}");
+    }
+
+    #[test]
+    fn a_corrupt_state_is_set_aside_once_and_a_fresh_one_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        std::fs::write(store.path(), "{\"format\":1,\"tokens\":{\"x\":").unwrap();
+        let now = Timestamp::from_second(1_790_000_000).unwrap();
+        let (snap, aside) = store.load_or_set_aside(now).unwrap();
+        assert!(snap.tokens.is_empty());
+        let aside = aside.expect("moved aside");
+        assert_eq!(aside.file_name().unwrap(), "state.json.corrupt-1790000000");
+        assert!(
+            std::fs::read_to_string(&aside)
+                .unwrap()
+                .starts_with("{\"format\"")
+        );
+        assert!(!store.path().exists());
+        // The next start finds no corrupt file: nothing more to report.
+        assert_eq!(store.load_or_set_aside(now).unwrap().1, None);
     }
 }

@@ -6,6 +6,7 @@
 //! makes no network call; `config check` resolves the references separately.
 
 mod diag;
+mod paths;
 mod secret_ref;
 mod targets;
 
@@ -433,6 +434,10 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         }
     }
     let config = parse(path, &text).map_err(ConfigError::Invalid)?;
+    let problems = paths::check(&SourceMap::new(path, &text), &text, &config);
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
     warnings.extend(config.warnings.iter().cloned());
     Ok(Loaded { config, warnings })
 }

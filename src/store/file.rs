@@ -200,7 +200,7 @@ impl FileStore {
         change: impl FnOnce(&mut Entry) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            crate::fsutil::create_private_dir(dir)
                 .map_err(|e| self.broken(format!("cannot create `{}`: {e}", dir.display())))?;
         }
         let _lock = self.lock()?;
