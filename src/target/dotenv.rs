@@ -672,16 +672,26 @@ impl DotenvFile {
                 "`{path}` was replaced while tokenwarden opened it; try again"
             )));
         }
+        // Checked on the opened file, and again while reading: it may grow in between.
+        if opened.len() > MAX_FILE_BYTES {
+            return Err(too_large(&path));
+        }
         let mut text = String::new();
-        file.read_to_string(&mut text).map_err(|e| {
-            if e.kind() == io::ErrorKind::InvalidData {
-                TargetError::Refused(format!(
-                    "`{path}` is not UTF-8 text; save it as UTF-8 (an env file is text)"
-                ))
-            } else {
-                io_error(format!("cannot read `{path}`"), &e)
-            }
-        })?;
+        (&mut file)
+            .take(MAX_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::InvalidData {
+                    TargetError::Refused(format!(
+                        "`{path}` is not UTF-8 text; save it as UTF-8 (an env file is text)"
+                    ))
+                } else {
+                    io_error(format!("cannot read `{path}`"), &e)
+                }
+            })?;
+        if text.len() as u64 > MAX_FILE_BYTES {
+            return Err(too_large(&path));
+        }
         Ok(Some(text))
     }
 
@@ -908,6 +918,17 @@ impl DotenvFile {
             ))
         }
     }
+}
+
+/// The largest env file read: real ones are a few kilobytes, and a 200 MB file used to take
+/// 480 MB of memory (the text, the edit and the copy written).
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+fn too_large(path: &impl fmt::Display) -> TargetError {
+    TargetError::Refused(format!(
+        "`{path}` is larger than {MAX_FILE_BYTES} bytes, far more than an env file; point the \
+         target at the application's env file"
+    ))
 }
 
 /// An IO error as a [`TargetError`]: transient when it may pass by itself, with the fix when
@@ -1840,6 +1861,25 @@ mod tests {
         fs::set_permissions(dir.path(), Permissions::from_mode(0o1777)).unwrap();
         file.set_key(KEY, &Secret::new(NEW)).unwrap();
         fs::set_permissions(dir.path(), Permissions::from_mode(0o700)).unwrap();
+    }
+
+    #[test]
+    fn an_env_file_over_the_cap_is_refused_without_being_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        let mut text = format!("{KEY}=EAAGold0123456789\n");
+        while (text.len() as u64) <= MAX_FILE_BYTES {
+            text.push_str("# padding padding padding padding padding padding padding\n");
+        }
+        std::fs::write(&path, &text).unwrap();
+        let file = DotenvFile::new(&path);
+        let message = refused(file.set_key(KEY, &Secret::new(NEW)));
+        assert!(message.contains("larger than 1048576 bytes"), "{message}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "untouched");
+        // At the cap it is read.
+        text.truncate(MAX_FILE_BYTES as usize);
+        std::fs::write(&path, &text).unwrap();
+        assert!(file.read().unwrap().is_some());
     }
 
     #[test]
