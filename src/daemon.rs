@@ -168,6 +168,7 @@ impl Daemon {
         crate::fsutil::check_private_dir(&cfg.state_dir).map_err(DaemonError::Config)?;
         let state = StateStore::new(&cfg.state_dir);
         let cfg_state_dir = cfg.state_dir.clone();
+        let audit_limits = cfg.audit;
         // Temp files a kill left behind (they can hold a token).
         for sub in ["", "outbox", "rotations", "targets", "groups"] {
             crate::fsutil::remove_stale_temps(&cfg.state_dir.join(sub), None);
@@ -192,7 +193,7 @@ impl Daemon {
             clock,
             next_fire: BTreeMap::new(),
             telemetry: Arc::default(),
-            audit: crate::audit::Audit::new(&cfg_state_dir),
+            audit: crate::audit::Audit::new(&cfg_state_dir).with_limits(audit_limits),
         };
         if let Some(aside) = set_aside {
             d.state_set_aside(&aside);
