@@ -124,6 +124,12 @@ pub struct Daemon {
     queue: std::collections::VecDeque<Slice>,
     /// Whether the state changed since it was last saved.
     dirty: bool,
+    /// Space held back for the "disk full" alert.
+    reserve: crate::state::Reserve,
+    /// A write in the state directory found the disk full since the last save.
+    disk_full_seen: bool,
+    /// When the current full-disk episode began (its alert was queued then).
+    disk_full_since: Option<Timestamp>,
 }
 
 /// Part of a group's scheduled check: one Graph batch worth of tokens, due at a moment within
@@ -179,6 +185,10 @@ impl Daemon {
             source,
         })?;
         let statics = cfg.tokens.clone();
+        let reserve = crate::state::Reserve::new(&cfg.state_dir, crate::state::RESERVE_BYTES);
+        if let Err(e) = reserve.ensure() {
+            tracing::warn!(error = %e, "cannot reserve space in the state directory for a disk-full alert");
+        }
         let d = Daemon {
             cfg,
             statics,
@@ -194,6 +204,9 @@ impl Daemon {
             next_fire: BTreeMap::new(),
             telemetry: Arc::default(),
             audit: crate::audit::Audit::new(&cfg_state_dir).with_limits(audit_limits),
+            reserve,
+            disk_full_seen: false,
+            disk_full_since: None,
         };
         if let Some(aside) = set_aside {
             d.state_set_aside(&aside);
@@ -432,8 +445,77 @@ impl Daemon {
             return;
         }
         match self.state.save(&self.snap) {
-            Ok(()) => self.dirty = false,
-            Err(e) => tracing::error!(error = %e, "cannot save state"),
+            Ok(()) if !self.disk_full_seen => {
+                self.dirty = false;
+                self.disk_recovered();
+            }
+            Ok(()) => {
+                // An email could not be queued: still full for the outbox.
+                self.dirty = false;
+                self.disk_full();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save state");
+                if matches!(&e, StateError::Io { source, .. } if crate::state::is_disk_full(source))
+                    || self.disk_full_seen
+                {
+                    self.disk_full();
+                    // The reserve's room may hold the state too.
+                    if self.state.save(&self.snap).is_ok() {
+                        self.dirty = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The state directory's disk is full: frees the reserve and queues one alert for the
+    /// episode, so on-call hears of it while every other alert waits for room.
+    fn disk_full(&mut self) {
+        self.disk_full_seen = false;
+        if self.disk_full_since.is_some() {
+            return;
+        }
+        let now = self.clock.now();
+        let freed = self.reserve.release();
+        let dir = self.cfg.state_dir.display().to_string();
+        let a = alert::HostAlert {
+            word: "DISK FULL",
+            headline: "the state directory's disk is full; alerts are held back",
+            lead: format!("tokenwarden cannot write to `{dir}`: the disk (or the quota) is full."),
+            facts: vec![
+                "Alerts about tokens cannot be queued and the state cannot be saved until there is room.".into(),
+                if freed {
+                    "tokenwarden freed the space it keeps in reserve to send this email.".into()
+                } else {
+                    "There was no reserved space left to free.".into()
+                },
+            ],
+            will_do: vec![
+                "Keep checking; every alert held back goes out once there is room again (nothing is lost).".into(),
+            ],
+            todo: vec![
+                format!("Free space on the file system of `{dir}` (`df -h {dir}`)."),
+            ],
+        };
+        if self.queue_host_alert(&format!("disk-full-{}", now.as_second()), &a) {
+            self.disk_full_since = Some(now);
+            self.audit.record(
+                now,
+                "disk_full",
+                serde_json::json!({"reserve_freed": freed}),
+            );
+        }
+    }
+
+    /// A save succeeded: after a full disk, the reserve is made again once there is room.
+    fn disk_recovered(&mut self) {
+        if self.disk_full_since.is_none() {
+            return;
+        }
+        if self.reserve.ensure().is_ok() {
+            tracing::info!("the state directory has room again");
+            self.disk_full_since = None;
         }
     }
 
@@ -691,6 +773,7 @@ impl Daemon {
                     Err(e) => {
                         // Not recorded as sent: the next pass decides it again.
                         tracing::error!(token = %t.name, error = %e, "cannot queue alert email");
+                        self.disk_full_seen |= crate::state::is_disk_full(&e);
                         queued = false;
                     }
                 }

@@ -9,8 +9,14 @@
 //! that is a restart loop and no alert at all): [`StateStore::load_or_set_aside`] renames it to
 //! `state.json.corrupt-<unix seconds>` and starts from an empty state, and the daemon sends one
 //! alert saying so. Commands other than `run` still report it and stop.
+//!
+//! [`Reserve`] is a file of [`RESERVE_BYTES`] kept in the state directory while there is room.
+//! When a write there fails because the disk is full, the daemon deletes it, which makes room
+//! for the alert that says so (and the state write that failed), and recreates it once writes
+//! succeed again.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -208,6 +214,75 @@ impl StateStore {
     }
 }
 
+/// The size of the reserve: room for the "disk full" email and a state of some hundred tokens.
+pub const RESERVE_BYTES: u64 = 1024 * 1024;
+/// The reserve's file name in the state directory.
+pub const RESERVE_FILE: &str = ".tokenwarden-reserve";
+
+/// Space held back in the state directory for the moment it fills up.
+#[derive(Debug, Clone)]
+pub struct Reserve {
+    path: PathBuf,
+    bytes: u64,
+}
+
+impl Reserve {
+    /// The reserve of `dir`, of `bytes` bytes.
+    pub fn new(dir: &Path, bytes: u64) -> Reserve {
+        Reserve {
+            path: dir.join(RESERVE_FILE),
+            bytes,
+        }
+    }
+
+    /// Makes sure the reserve exists at its full size, with its blocks allocated (written,
+    /// not a sparse file, which would hold nothing back).
+    ///
+    /// # Errors
+    /// The disk is (still) full, or another IO error.
+    pub fn ensure(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.bytes) {
+            return Ok(());
+        }
+        let result = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(0o600)
+                .open(&self.path)?;
+            let chunk = vec![0x5a_u8; 64 * 1024];
+            let mut left = self.bytes;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                f.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+            f.sync_all()
+        })();
+        if result.is_err() {
+            // Half a reserve is not worth the space it takes from the daemon's own files.
+            let _ = std::fs::remove_file(&self.path);
+        }
+        result
+    }
+
+    /// Deletes the reserve; whether there was one to delete.
+    pub fn release(&self) -> bool {
+        std::fs::remove_file(&self.path).is_ok()
+    }
+}
+
+/// Whether `e` says the disk (or the user's quota) is full.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +306,21 @@ mod tests {
         );
         store.save(&snap).unwrap();
         assert_eq!(store.load().unwrap(), snap);
+    }
+
+    #[test]
+    fn the_reserve_is_allocated_released_and_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Reserve::new(dir.path(), 100_000);
+        r.ensure().unwrap();
+        let meta = std::fs::metadata(dir.path().join(RESERVE_FILE)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.len(), 100_000);
+        assert!(meta.blocks() * 512 >= 100_000, "allocated, not sparse");
+        assert!(r.release());
+        assert!(!r.release());
+        r.ensure().unwrap();
+        assert!(dir.path().join(RESERVE_FILE).exists());
     }
 
     #[test]

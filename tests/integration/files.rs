@@ -276,3 +276,89 @@ async fn targets_on_tokenwardens_own_files_or_twice_on_one_key_are_refused() {
     let r = tokio::task::block_in_place(|| ws.run(&["config", "check"]));
     assert_eq!(r.code, 0, "{r:?}");
 }
+
+/// Unmounts on drop, so a failed assertion leaves no mount behind.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A full disk on the state directory held back every alert, the one saying so included. The
+/// daemon keeps a reserve file there; when a write finds the disk full it frees it, and the
+/// "disk full" alert goes out (once per episode); with room again the reserve comes back.
+/// Runs on a small tmpfs, which needs `mount` (root); without it the test says so and stops.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_state_disk_frees_the_reserve_and_the_disk_full_alert_goes_out() {
+    use std::io::Write;
+    use tokenwarden::daemon::{self, Control, OffsetClock};
+    use tokio::sync::{mpsc, oneshot};
+    let (sb, token) = sandbox_and_token().await;
+    let (ws, state, mail) = workspace(&sb, &token);
+    std::fs::create_dir(&state).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m,mode=0700", "tokenwarden-test"])
+        .arg(&state)
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        eprintln!("cannot mount a tmpfs here: full-disk case not exercised");
+        return;
+    }
+    let _guard = Mounted(state.clone());
+    let reserve = state.join(".tokenwarden-reserve");
+    let disk_full = |mail: &Path| {
+        emails(mail)
+            .iter()
+            .filter(|e| e.contains("DISK FULL"))
+            .count()
+    };
+
+    let clock = OffsetClock::default();
+    let (ctl, rx) = mpsc::channel(8);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(daemon::run(
+        ws.config.clone(),
+        std::sync::Arc::new(clock.clone()),
+        rx,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let check_now = || async {
+        let (tx, rx) = oneshot::channel();
+        ctl.send(Control::CheckNow(tx)).await.unwrap();
+        rx.await.unwrap();
+    };
+    check_now().await;
+    assert!(reserve.exists(), "the reserve is made at start");
+    assert_eq!(disk_full(&mail), 0);
+
+    // Fill the disk.
+    let filler = state.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    drop(f);
+    clock.advance(60);
+    check_now().await;
+    assert_eq!(disk_full(&mail), 1, "the disk-full alert went out");
+    assert!(!reserve.exists(), "freed for it");
+    // Still full: no second alert for the same episode.
+    clock.advance(60);
+    check_now().await;
+    assert_eq!(disk_full(&mail), 1);
+
+    // Room again: the reserve comes back, and the state is saved.
+    std::fs::remove_file(&filler).unwrap();
+    clock.advance(60);
+    check_now().await;
+    assert!(reserve.exists(), "made again");
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
