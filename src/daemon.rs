@@ -179,6 +179,19 @@ impl Daemon {
         for sub in ["", "outbox", "rotations", "targets", "groups"] {
             crate::fsutil::remove_stale_temps(&cfg.state_dir.join(sub), None);
         }
+        // And those of env files, in the applications' directories (only each file's own).
+        for t in &cfg.tokens {
+            for target in &t.targets {
+                if let crate::config::TargetKind::Dotenv { path, .. } = &target.kind
+                    && let Some(name) = path.file_name()
+                {
+                    crate::fsutil::remove_stale_temps(
+                        crate::fsutil::parent_of(path),
+                        Some(&name.to_string_lossy()),
+                    );
+                }
+            }
+        }
         let (snap, set_aside) = state.load_or_set_aside(clock.now())?;
         let outbox = Outbox::open(&cfg.state_dir).map_err(|source| StateError::Io {
             path: cfg.state_dir.join("outbox"),

@@ -362,3 +362,48 @@ async fn a_full_state_disk_frees_the_reserve_and_the_disk_full_alert_goes_out() 
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
+
+/// Temp files a kill left behind were never cleaned, one holding the new token in the
+/// application's directory. At start the daemon removes its own stale ones there and in the
+/// state directory (the env file already holds the token, so no write does it instead), and
+/// leaves a person's files alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_temp_files_are_removed_at_start() {
+    let (sb, token) = sandbox_and_token().await;
+    let apps = tempfile::tempdir().unwrap();
+    let env = apps.path().join(".env");
+    write_private(&env, &format!("WHATSAPP_ACCESS_TOKEN={token}\n"));
+    let (ws, state, _mail) = workspace(&sb, &token);
+    let text = std::fs::read_to_string(&ws.config).unwrap().replacen(
+        "\n[email]",
+        &format!(
+            "\n[[token.target]]\nname = \"env\"\nkind = \"dotenv\"\npath = \"{}\"\nreload = [\"/bin/true\"]\n\n[email]",
+            env.display()
+        ),
+        1,
+    );
+    write_private(&ws.config, &text);
+    std::fs::create_dir(&state).unwrap();
+    let old = |p: &Path| {
+        let f = std::fs::File::options().write(true).open(p).unwrap();
+        f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+    };
+    let left_in_app = apps.path().join("..env.tokenwarden-0123456789ab.tmp");
+    let left_in_state = state.join(".state.json.tokenwarden-0123456789ab.tmp");
+    let persons = apps.path().join(".env.tmp");
+    for p in [&left_in_app, &left_in_state, &persons] {
+        write_private(p, "WHATSAPP_ACCESS_TOKEN=EAAGleftover\n");
+        old(p);
+    }
+    tokio::task::block_in_place(|| {
+        run_until(&ws.config, "077", || state.join("state.json").exists())
+    });
+    assert!(!left_in_app.exists(), "the app directory's leftover");
+    assert!(!left_in_state.exists(), "the state directory's leftover");
+    assert!(persons.exists(), "not tokenwarden's");
+    assert_eq!(
+        std::fs::read_to_string(&env).unwrap(),
+        format!("WHATSAPP_ACCESS_TOKEN={token}\n")
+    );
+}
