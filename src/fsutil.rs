@@ -8,8 +8,9 @@
 //! A temp file is created with `O_EXCL` (so never through a file or symlink someone placed at
 //! its name), under a random name `.<file>.tokenwarden-<random>.tmp`, and locked (`flock`) for as
 //! long as it is being written. A process killed mid-write leaves it behind, unlocked: the
-//! recognisable name lets [`remove_stale_temps`] find and delete it (at start and before every
-//! write), and the lock tells it apart from a temp file another process is writing right now.
+//! recognisable name lets [`remove_stale_temps`] find and delete it (the daemon at start; a
+//! write first sweeps its directory, at most every ten minutes per directory), and the lock
+//! tells it apart from a temp file another process is writing right now.
 //!
 //! Directories tokenwarden creates are mode 0700 whatever the umask ([`create_private_dir`]),
 //! and a state directory that group or others may write is refused ([`check_private_dir`]):
@@ -51,7 +52,7 @@ pub fn write_atomic_with(
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("path has no file name"))?;
-    remove_stale_temps(dir, Some(&name.to_string_lossy()));
+    sweep_now_and_then(dir);
     // Dropped (and so removed) on every error below.
     let tmp = temp_in(dir, &name.to_string_lossy())?;
     // The umask may have narrowed the mode; set it exactly.
@@ -125,6 +126,37 @@ pub fn remove_stale_temps(dir: &Path, name: Option<&str>) -> usize {
         }
     }
     removed
+}
+
+/// How often [`write_atomic`] sweeps one directory for stale temp files. Not at every write:
+/// `targets/` holds a file per token, and listing ten thousand entries before each of ten
+/// thousand writes would cost more than the writes.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// [`remove_stale_temps`] over all of `dir`, when this process has not done it in the last
+/// [`SWEEP_EVERY`]: before a write into `dir`.
+pub fn sweep_now_and_then(dir: &Path) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+    static LAST: Mutex<Option<HashMap<std::path::PathBuf, Instant>>> = Mutex::new(None);
+    let due = {
+        let mut last = LAST
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = last.get_or_insert_with(HashMap::new);
+        let now = Instant::now();
+        match map.get(dir) {
+            Some(at) if now.duration_since(*at) < SWEEP_EVERY => false,
+            _ => {
+                map.insert(dir.to_path_buf(), now);
+                true
+            }
+        }
+    };
+    if due {
+        remove_stale_temps(dir, None);
+    }
 }
 
 /// A regular file older than [`STALE_AFTER`] whose lock nobody holds.

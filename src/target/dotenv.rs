@@ -45,8 +45,8 @@
 //! mode (or 0600 and tokenwarden's own user for a new file), is fsynced, renamed over the file,
 //! and the directory is fsynced. The failpoint `dotenv.before_rename` stops it between the
 //! fsync and the rename. The temp file has a random name marked `.tokenwarden-`; one left by a
-//! kill is removed before the next write (see `fsutil`). A file over [`MAX_FILE_BYTES`] is
-//! refused.
+//! kill is removed at the daemon's start and by a later write (see `fsutil`). A file over
+//! [`MAX_FILE_BYTES`] is refused.
 //!
 //! Others write the file too. [`DotenvFile::set_key`] holds the file's advisory lock
 //! (`flock`; the directory's while the file is missing) from the read to the rename, so another
@@ -929,7 +929,7 @@ impl DotenvFile {
             .to_string_lossy()
             .into_owned();
         // A temp file a kill left here can hold a token, in the application's directory.
-        crate::fsutil::remove_stale_temps(dir, Some(&name));
+        crate::fsutil::sweep_now_and_then(dir);
         // Exclusive, random name: never written through a file or link someone placed there.
         // Removed when dropped, on every error below.
         let tmp = crate::fsutil::temp_in(dir, &name).map_err(|e| {
