@@ -221,6 +221,39 @@ pub fn render_targets(
     }
 }
 
+/// What a host-level alert says: about tokenwarden's own files, not about one token.
+#[derive(Debug, Clone)]
+pub struct HostAlert<'a> {
+    /// The subject's word in capitals (`STATE RESET`, `DISK FULL`).
+    pub word: &'a str,
+    /// The subject's headline.
+    pub headline: &'a str,
+    /// The first paragraph.
+    pub lead: String,
+    /// What happened.
+    pub facts: Vec<String>,
+    /// What tokenwarden does about it.
+    pub will_do: Vec<String>,
+    /// What the person must do, in order.
+    pub todo: Vec<String>,
+}
+
+/// Renders a [`HostAlert`] (a state file set aside, a full disk).
+pub fn render_host(a: &HostAlert<'_>) -> Rendered {
+    let mut doc = Doc {
+        lead: a.lead.clone(),
+        sections: Vec::new(),
+    };
+    doc.section("Facts", a.facts.clone(), false);
+    doc.section("What tokenwarden will do", a.will_do.clone(), false);
+    doc.section("What you must do", a.todo.clone(), true);
+    Rendered {
+        subject: format!("[tokenwarden] {}: {}", a.word, a.headline),
+        text: doc.text(),
+        html: doc.html(),
+    }
+}
+
 /// Which rotation email.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RotationMail {

@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -103,6 +103,9 @@ pub enum DaemonError {
     Scheduler(String),
 }
 
+/// The thread (the `token` of an [`Email`]) of alerts about tokenwarden itself.
+const HOST_THREAD: &str = "tokenwarden";
+
 /// The daemon's working set.
 pub struct Daemon {
     cfg: Config,
@@ -123,6 +126,12 @@ pub struct Daemon {
     queue: std::collections::VecDeque<Slice>,
     /// Whether the state changed since it was last saved.
     dirty: bool,
+    /// Space held back for the "disk full" alert.
+    reserve: crate::state::Reserve,
+    /// A write in the state directory found the disk full since the last save.
+    disk_full_seen: bool,
+    /// When the current full-disk episode began (its alert was queued then).
+    disk_full_since: Option<Timestamp>,
 }
 
 /// Part of a group's scheduled check: one Graph batch worth of tokens, due at a moment within
@@ -164,15 +173,39 @@ impl Daemon {
             }
             None => None,
         };
+        // Whoever can write the state directory can plant files where tokens are written.
+        crate::fsutil::check_private_dir(&cfg.state_dir).map_err(DaemonError::Config)?;
         let state = StateStore::new(&cfg.state_dir);
         let cfg_state_dir = cfg.state_dir.clone();
-        let snap = state.load()?;
+        let audit_limits = cfg.audit;
+        // Temp files a kill left behind (they can hold a token).
+        for sub in ["", "outbox", "rotations", "targets", "groups"] {
+            crate::fsutil::remove_stale_temps(&cfg.state_dir.join(sub), None);
+        }
+        // And those of env files, in the applications' directories (only each file's own).
+        for t in &cfg.tokens {
+            for target in &t.targets {
+                if let crate::config::TargetKind::Dotenv { path, .. } = &target.kind
+                    && let Some(name) = path.file_name()
+                {
+                    crate::fsutil::remove_stale_temps(
+                        crate::fsutil::parent_of(path),
+                        Some(&name.to_string_lossy()),
+                    );
+                }
+            }
+        }
+        let (snap, set_aside) = state.load_or_set_aside(clock.now())?;
         let outbox = Outbox::open(&cfg.state_dir).map_err(|source| StateError::Io {
             path: cfg.state_dir.join("outbox"),
             source,
         })?;
         let statics = cfg.tokens.clone();
-        Ok(Daemon {
+        let reserve = crate::state::Reserve::new(&cfg.state_dir, crate::state::RESERVE_BYTES);
+        if let Err(e) = reserve.ensure() {
+            tracing::warn!(error = %e, "cannot reserve space in the state directory for a disk-full alert");
+        }
+        let d = Daemon {
             cfg,
             statics,
             discovery: crate::discover::Discovery::default(),
@@ -186,8 +219,69 @@ impl Daemon {
             clock,
             next_fire: BTreeMap::new(),
             telemetry: Arc::default(),
-            audit: crate::audit::Audit::new(&cfg_state_dir),
-        })
+            audit: crate::audit::Audit::new(&cfg_state_dir).with_limits(audit_limits),
+            reserve,
+            disk_full_seen: false,
+            disk_full_since: None,
+        };
+        if let Some(aside) = set_aside {
+            d.state_set_aside(&aside);
+        }
+        Ok(d)
+    }
+
+    /// Tells on-call that the state file was corrupt and set aside: the ledger of emails sent
+    /// is gone, so some may come again, and nothing else would say why.
+    fn state_set_aside(&self, aside: &Path) {
+        let now = self.clock.now();
+        self.audit.record(
+            now,
+            "state_set_aside",
+            serde_json::json!({"moved_to": aside.display().to_string()}),
+        );
+        let a = alert::HostAlert {
+            word: "STATE RESET",
+            headline: "the state file was corrupt and was set aside",
+            lead: format!(
+                "tokenwarden found `{}` unreadable at start, moved it to `{}` and started with an empty state.",
+                self.state.path().display(),
+                aside.display()
+            ),
+            facts: vec![
+                "What tokenwarden remembered (last checks, emails already sent) is not in use.".into(),
+                "Tokens, rotations and the outbox are kept in their own files and are not affected.".into(),
+            ],
+            will_do: vec![
+                "Check every token again now; alerts that were already sent may be sent once more.".into(),
+            ],
+            todo: vec![
+                format!("Look at `{}` for the cause (a full disk, a manual edit, a storage fault), then delete it.", aside.display()),
+            ],
+        };
+        self.queue_host_alert(&format!("state-reset-{}", now.as_second()), &a);
+    }
+
+    /// Queues an alert about tokenwarden itself (not one token), or logs it without `[email]`.
+    fn queue_host_alert(&self, key: &str, a: &alert::HostAlert<'_>) -> bool {
+        let r = alert::render_host(a);
+        let email = Email {
+            id: email_id(HOST_THREAD, key),
+            token: HOST_THREAD.into(),
+            subject: r.subject,
+            text: r.text,
+            html: r.html,
+        };
+        if self.mailer.is_none() {
+            tracing::warn!(subject = %email.subject, "host alert (no [email] configured: logged only)");
+            return true;
+        }
+        match self.outbox.enqueue(&email, self.clock.now()) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(subject = %email.subject, error = %e, "cannot queue the alert");
+                false
+            }
+        }
     }
 
     /// The current config.
@@ -404,8 +498,77 @@ impl Daemon {
             return;
         }
         match self.state.save(&self.snap) {
-            Ok(()) => self.dirty = false,
-            Err(e) => tracing::error!(error = %e, "cannot save state"),
+            Ok(()) if !self.disk_full_seen => {
+                self.dirty = false;
+                self.disk_recovered();
+            }
+            Ok(()) => {
+                // An email could not be queued: still full for the outbox.
+                self.dirty = false;
+                self.disk_full();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save state");
+                if matches!(&e, StateError::Io { source, .. } if crate::state::is_disk_full(source))
+                    || self.disk_full_seen
+                {
+                    self.disk_full();
+                    // The reserve's room may hold the state too.
+                    if self.state.save(&self.snap).is_ok() {
+                        self.dirty = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The state directory's disk is full: frees the reserve and queues one alert for the
+    /// episode, so on-call hears of it while every other alert waits for room.
+    fn disk_full(&mut self) {
+        self.disk_full_seen = false;
+        if self.disk_full_since.is_some() {
+            return;
+        }
+        let now = self.clock.now();
+        let freed = self.reserve.release();
+        let dir = self.cfg.state_dir.display().to_string();
+        let a = alert::HostAlert {
+            word: "DISK FULL",
+            headline: "the state directory's disk is full; alerts are held back",
+            lead: format!("tokenwarden cannot write to `{dir}`: the disk (or the quota) is full."),
+            facts: vec![
+                "Alerts about tokens cannot be queued and the state cannot be saved until there is room.".into(),
+                if freed {
+                    "tokenwarden freed the space it keeps in reserve to send this email.".into()
+                } else {
+                    "There was no reserved space left to free.".into()
+                },
+            ],
+            will_do: vec![
+                "Keep checking; every alert held back goes out once there is room again (nothing is lost).".into(),
+            ],
+            todo: vec![
+                format!("Free space on the file system of `{dir}` (`df -h {dir}`)."),
+            ],
+        };
+        if self.queue_host_alert(&format!("disk-full-{}", now.as_second()), &a) {
+            self.disk_full_since = Some(now);
+            self.audit.record(
+                now,
+                "disk_full",
+                serde_json::json!({"reserve_freed": freed}),
+            );
+        }
+    }
+
+    /// A save succeeded: after a full disk, the reserve is made again once there is room.
+    fn disk_recovered(&mut self) {
+        if self.disk_full_since.is_none() {
+            return;
+        }
+        if self.reserve.ensure().is_ok() {
+            tracing::info!("the state directory has room again");
+            self.disk_full_since = None;
         }
     }
 
@@ -663,6 +826,7 @@ impl Daemon {
                     Err(e) => {
                         // Not recorded as sent: the next pass decides it again.
                         tracing::error!(token = %t.name, error = %e, "cannot queue alert email");
+                        self.disk_full_seen |= crate::state::is_disk_full(&e);
                         queued = false;
                     }
                 }

@@ -6,6 +6,7 @@
 //! makes no network call; `config check` resolves the references separately.
 
 mod diag;
+mod paths;
 mod secret_ref;
 mod targets;
 
@@ -51,6 +52,8 @@ pub struct Config {
     pub metrics: Option<MetricsConfig>,
     /// How new tokens reach the environments.
     pub delivery: DeliveryConfig,
+    /// When `audit.jsonl` is rotated and how many old files are kept (`[audit]`).
+    pub audit: crate::audit::AuditLimits,
     /// Things that work but are probably not what was meant, with their positions.
     pub warnings: Vec<String>,
 }
@@ -270,6 +273,7 @@ struct RawConfig {
     email: Option<Spanned<EmailConfig>>,
     metrics: Option<RawMetrics>,
     delivery: Option<targets::RawDelivery>,
+    audit: Option<RawAudit>,
     #[serde(default)]
     token: Vec<Spanned<RawToken>>,
     #[serde(default)]
@@ -318,6 +322,14 @@ impl RawGroup {
             target: self.target,
         }
     }
+}
+
+/// `[audit]`: `max_size_mb` (rotate above it) and `keep` (old files kept).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    max_size_mb: Option<Spanned<u64>>,
+    keep: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -437,6 +449,10 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         }
     }
     let config = parse(path, &text).map_err(ConfigError::Invalid)?;
+    let problems = paths::check(&SourceMap::new(path, &text), &text, &config);
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
     warnings.extend(config.warnings.iter().cloned());
     Ok(Loaded { config, warnings })
 }
@@ -551,6 +567,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
         }
     }
     let delivery = targets::delivery(map, &mut diags, raw.delivery);
+    let audit = audit_limits(map, &mut diags, raw.audit.unwrap_or_default());
     let metrics = raw.metrics.map(|m| {
         let listen = match &m.listen {
             None => "127.0.0.1:9877".parse().expect("constant address"),
@@ -732,8 +749,43 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
         email: raw.email.map(Spanned::into_inner),
         metrics,
         delivery,
+        audit,
         warnings,
     })
+}
+
+/// `[audit]`, checked: 1 to 4096 MB, 1 to 100 old files.
+fn audit_limits(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    raw: RawAudit,
+) -> crate::audit::AuditLimits {
+    let default = crate::audit::AuditLimits::default();
+    let max_bytes = match raw.max_size_mb {
+        Some(m) if !(1..=4096).contains(m.get_ref()) => {
+            diags.push(map.at(
+                m.span().start,
+                "audit.max_size_mb",
+                format!("expected 1 to 4096 (megabytes), found {}", m.get_ref()),
+            ));
+            default.max_bytes
+        }
+        Some(m) => m.get_ref() * 1024 * 1024,
+        None => default.max_bytes,
+    };
+    let keep = match raw.keep {
+        Some(k) if !(1..=100).contains(k.get_ref()) => {
+            diags.push(map.at(
+                k.span().start,
+                "audit.keep",
+                format!("expected 1 to 100 old files, found {}", k.get_ref()),
+            ));
+            default.keep
+        }
+        Some(k) => *k.get_ref(),
+        None => default.keep,
+    };
+    crate::audit::AuditLimits { max_bytes, keep }
 }
 
 /// What a `[[token]]` or `[[group]]` inherits from the top of the file.
@@ -1210,6 +1262,23 @@ store = { kind = "aws", secret_id = "staging/whatsapp", region = "ap-south-1", j
 
     fn errors(text: &str) -> Vec<Diagnostic> {
         parse(Path::new("t.toml"), text).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn audit_limits_default_parse_and_are_bounded() {
+        let c = parse(Path::new("t.toml"), GOOD).unwrap();
+        assert_eq!(c.audit, crate::audit::AuditLimits::default());
+        let c = parse(
+            Path::new("t.toml"),
+            &format!("[audit]\nmax_size_mb = 2\nkeep = 9\n{GOOD}"),
+        )
+        .unwrap();
+        assert_eq!(c.audit.max_bytes, 2 * 1024 * 1024);
+        assert_eq!(c.audit.keep, 9);
+        let e = errors(&format!("[audit]\nmax_size_mb = 0\nkeep = 0\n{GOOD}"));
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert_eq!((e[0].field.as_str(), e[0].line), ("audit.max_size_mb", 2));
+        assert_eq!((e[1].field.as_str(), e[1].line), ("audit.keep", 3));
     }
 
     #[test]

@@ -77,7 +77,7 @@ async fn setup(cfg: &Config, t: &TokenConfig) -> Result<Setup, CommandError> {
     Ok(Setup {
         store,
         log: RotationLog::new(&cfg.state_dir),
-        audit: Audit::new(&cfg.state_dir),
+        audit: Audit::new(&cfg.state_dir).with_limits(cfg.audit),
         outbox,
     })
 }
@@ -528,7 +528,7 @@ pub async fn stage(
     }
     let request = uuid::Uuid::new_v4().to_string();
     let v = store.put_pending(value, &request).await?;
-    Audit::new(&cfg.state_dir).record(
+    Audit::new(&cfg.state_dir).with_limits(cfg.audit).record(
         now,
         "staged",
         serde_json::json!({"token": name, "version": v.0, "fingerprint": value.fingerprint().to_string()}),

@@ -13,6 +13,7 @@ mod daemon;
 mod delivery;
 mod doctor;
 mod faults;
+mod files;
 mod fuzz_corpus;
 mod graph_client;
 mod groups;
