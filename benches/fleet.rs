@@ -443,7 +443,12 @@ async fn check_process(sb: &Sandbox, token: &Secret, a: &Args) {
         "one `tokenwarden check --token NAME`, whole process ({} runs, medians)",
         a.check_runs
     );
-    println!("  binary: {exe}");
+    // Relative to the project: a figure names the command that made it, not a machine's path.
+    let shown = std::path::Path::new(&exe)
+        .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "the tokenwarden binary of this build".into());
+    println!("  binary: {shown} (cargo bench --bench fleet)");
     println!("  | {:<48} | {:>12} |", "measure", "value");
     println!("  |{}|{}|", "-".repeat(50), "-".repeat(14));
     let row = |name: &str, value: String| println!("  | {name:<48} | {value:>12} |");
