@@ -190,6 +190,11 @@ pub async fn drive(d: &Deps<'_>, start: Option<String>) -> Result<Report, Rotate
     };
     let revoke_after = d.token.rotation.revoke_after;
     loop {
+        // In the daemon, a SIGTERM stops the rotation here, between steps: the step in
+        // progress finished and was saved above, and the next start resumes at the next one.
+        if crate::liveness::before_step() {
+            return Ok(Report::Waiting(r));
+        }
         let now = (d.now)();
         let step = match super::next(&r, now) {
             Action::Done => return Ok(Report::Finished(r)),
