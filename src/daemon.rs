@@ -464,6 +464,8 @@ impl Daemon {
             event: "sync".into(),
             request_id: format!("sync-{}", now.as_second() / 86_400),
             now,
+            reloads: None,
+            hide: Vec::new(),
         };
         let out = crate::delivery::reconcile(
             &targets,

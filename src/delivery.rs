@@ -143,7 +143,8 @@ async fn push_and_verify(
     let timeout = t.cfg.timeout;
     let work = async {
         let changed = t.push(&token, &ctx).await?;
-        t.verify(token.fingerprint(), &http, timeout).await?;
+        let hide: Vec<&Secret> = std::iter::once(&token).chain(ctx.hide.iter()).collect();
+        t.verify(token.fingerprint(), &http, timeout, &hide).await?;
         Ok(changed)
     };
     match tokio::time::timeout(timeout, work).await {
@@ -233,8 +234,13 @@ pub async fn roll_out(
             crate::failpoint::hit("delivery.after_wave");
         }
         if let Some((target, reason)) = failure {
+            // The rollback's commands may print the candidate as well: hide it too.
+            let rctx = PushContext {
+                hide: ctx.hide.iter().cloned().chain([new.clone()]).collect(),
+                ..ctx.clone()
+            };
             let (restored, restore_failed) = match old {
-                Some(old) => restore(&touched, old, ctx, http, parallelism).await,
+                Some(old) => restore(&touched, old, &rctx, http, parallelism).await,
                 None => (Vec::new(), Vec::new()),
             };
             return Rollout::Failed {

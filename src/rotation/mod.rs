@@ -227,6 +227,21 @@ pub struct Rotation {
     pub last_error: Option<String>,
     /// Set when finished.
     pub outcome: Option<Outcome>,
+    /// The dotenv `reload` commands this rotation ran, by target, saved before each starts
+    /// and again when it exits. A reload that started and never finished (the process was
+    /// killed while the command ran) runs again, with its verify, when the rotation resumes:
+    /// the file already holds the candidate, but the application may not have read it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub reloads: std::collections::BTreeMap<String, ReloadMark>,
+}
+
+/// One target's `reload` in a rotation record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadMark {
+    /// When the command was started (last time).
+    pub started: Timestamp,
+    /// When it exited (whatever its status); `None` while it runs or after a kill.
+    pub finished: Option<Timestamp>,
 }
 
 impl Rotation {
@@ -257,6 +272,7 @@ impl Rotation {
             attempts: 0,
             last_error: None,
             outcome: None,
+            reloads: Default::default(),
         }
     }
 
