@@ -39,7 +39,8 @@ pub struct TargetRecord {
     pub ok: bool,
     /// The last failure, in words.
     pub error: Option<String>,
-    /// The token the target holds as far as tokenwarden knows (after the last good push).
+    /// The token the target holds as far as tokenwarden knows (after the last good push, or
+    /// as a drift check read it back).
     pub fingerprint: Option<Fingerprint>,
 }
 
@@ -338,7 +339,19 @@ pub async fn reconcile(
         let rec = records.get(&t.cfg.name);
         if t.readable() {
             match t.read_back().await {
-                Ok(Some(found)) if found == fp => continue,
+                Ok(Some(found)) if found == fp => {
+                    // Found current without a push (it held the token before tokenwarden
+                    // looked): remember it, so a later change reads as drift and gets its
+                    // email rather than passing for a first sync.
+                    if !rec.is_some_and(|r| r.ok && r.fingerprint == Some(fp)) {
+                        let rec = records.entry(t.cfg.name.clone()).or_default();
+                        rec.kind = t.cfg.kind.word().to_string();
+                        rec.ok = true;
+                        rec.error = None;
+                        rec.fingerprint = Some(fp);
+                    }
+                    continue;
+                }
                 Ok(found) => {
                     // Drift only when tokenwarden had delivered the current token before;
                     // otherwise this is the first sync of a new target.

@@ -1517,3 +1517,55 @@ async fn a_stop_during_a_rotation_finishes_the_step_in_progress_and_the_next_sta
     assert_eq!(current().await, delivered.trim());
     assert_eq!(sb.stats().minted, 1);
 }
+
+/// Issue 14, point 28: a target that already held the current token when the daemon first
+/// checked it (nothing to push, so no record was written) and was then restored from an old
+/// backup was "synced" with only an INFO line. A first sync may be silent; a change after a
+/// check that found the target current is drift, and gets its email.
+#[tokio::test]
+async fn drift_after_a_check_that_found_the_target_current_is_emailed() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let token = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join(".env");
+    let current = format!("# backend\nWHATSAPP_ACCESS_TOKEN={token}\nPORT=8080\n");
+    crate::util::write_private(&env, &current);
+    let extra = format!(
+        "[[token.target]]\nname = \"backend-env\"\nkind = \"dotenv\"\npath = \"{}\"\nreload = [\"/bin/true\"]\n",
+        env.display()
+    );
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry {
+            name: "billbytekot-prod",
+            value: Some(&token),
+            extra: &extra,
+        }],
+        &sections(sink.port, ""),
+    );
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    d.check_now().await;
+    assert_eq!(std::fs::read_to_string(&env).unwrap(), current);
+    assert!(subjects(&sink).is_empty(), "{:?}", subjects(&sink));
+    // Someone restores an old backup.
+    crate::util::write_private(
+        &env,
+        "# backend\nWHATSAPP_ACCESS_TOKEN=EAAGrestoredfrombackup\nPORT=8080\n",
+    );
+    d.check_now().await;
+    d.stop().await;
+    assert_eq!(std::fs::read_to_string(&env).unwrap(), current, "repaired");
+    let subjects = subjects(&sink);
+    assert_eq!(subjects.len(), 1, "{subjects:?}");
+    assert!(
+        subjects[0].contains("DRIFT billbytekot-prod"),
+        "{subjects:?}"
+    );
+    for (_, raw) in sink.messages() {
+        assert_no_leak(&raw, &[&token], "drift email");
+    }
+}
