@@ -268,9 +268,24 @@ async fn restore(
         event: "rollback".into(),
         ..ctx.clone()
     };
+    // Only targets that may hold the new token are put back. One that reads back the old
+    // token never changed; one that refuses even to be read (a symlink, a file that is not
+    // UTF-8) refused the push the same way, before any change: pushing to it again would
+    // only fail again and report a confusing "putting it back failed".
+    let mut changed = Vec::new();
+    for t in touched {
+        if t.readable() {
+            match t.read_back().await {
+                Ok(Some(found)) if found == old.fingerprint() => continue,
+                Err(TargetError::Refused(_)) => continue,
+                _ => {}
+            }
+        }
+        changed.push(t.clone());
+    }
     let mut ok = Vec::new();
     let mut failed = Vec::new();
-    for r in run_wave(touched, old, &ctx, http, parallelism).await {
+    for r in run_wave(&changed, old, &ctx, http, parallelism).await {
         match r.outcome {
             Ok(_) => ok.push(r.name),
             Err(e) => failed.push((r.name, e.to_string())),

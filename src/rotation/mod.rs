@@ -225,6 +225,11 @@ pub struct Rotation {
     pub attempts: u32,
     /// The last failure, in words.
     pub last_error: Option<String>,
+    /// Whether the last failure was a target refusing for good (a symlink, a file that is not
+    /// UTF-8, a command exiting 1): retrying alone will not help, someone must fix the target
+    /// (`rotate` exits 1 rather than 75). The rotation still resumes once it is fixed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_fix: bool,
     /// Set when finished.
     pub outcome: Option<Outcome>,
     /// The dotenv `reload` commands this rotation ran, by target, saved before each starts
@@ -271,6 +276,7 @@ impl Rotation {
             revoke_at: None,
             attempts: 0,
             last_error: None,
+            needs_fix: false,
             outcome: None,
             reloads: Default::default(),
         }

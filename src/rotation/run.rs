@@ -749,6 +749,16 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
     .await;
     drop(ctx);
     r.reloads = journal.record.lock().expect("not poisoned").reloads.clone();
+    // A target that refused (rather than failed for now) needs a person; say so.
+    r.needs_fix = match &rollout {
+        crate::delivery::Rollout::Failed {
+            target, results, ..
+        } => results.iter().any(|res| {
+            &res.name == target
+                && matches!(res.outcome, Err(crate::target::TargetError::Refused(_)))
+        }),
+        crate::delivery::Rollout::Delivered(_) => false,
+    };
     let log = crate::delivery::TargetLog::new(&d.cfg.state_dir);
     let mut records = log.load(&d.token.name).unwrap_or_default();
     let now = (d.now)();

@@ -933,3 +933,46 @@ async fn reload_and_verify_output_is_scrubbed_of_both_tokens() {
         }
     }
 }
+
+/// Issue 14, point 24: a target that refuses for good (a symlink, a file that is not UTF-8)
+/// read as a temporary failure (exit 75) with a confusing "putting it back failed". A
+/// permanent refusal exits 1 and says what to fix; the target it refused was never changed,
+/// so nothing is "put back" there.
+#[tokio::test]
+async fn a_target_refusing_for_good_exits_1_and_says_what_to_fix() {
+    for case in ["symlink", "not-utf8"] {
+        let sb = sandbox().await;
+        let old = sb.issue_token(good());
+        let apps = tempfile::tempdir().unwrap();
+        let real = apps.path().join("real.env");
+        let env = apps.path().join(".env");
+        match case {
+            "symlink" => {
+                crate::util::write_private(&real, &format!("WHATSAPP_ACCESS_TOKEN={old}\n"));
+                std::os::unix::fs::symlink(&real, &env).unwrap();
+            }
+            _ => {
+                let mut bytes = format!("WHATSAPP_ACCESS_TOKEN={old}\nNAME=caf").into_bytes();
+                bytes.extend_from_slice(&[0xe9, b'\n']);
+                std::fs::write(&env, bytes).unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+        }
+        let targets = format!(
+            "[[token.target]]\nname = \"app\"\nkind = \"dotenv\"\npath = \"{}\"\nreload = [\"/bin/true\"]\n",
+            env.display()
+        );
+        let (ws, _) = mint_workspace(&sb, &old, &targets);
+        let r = tw(&ws.config, &["rotate", "--token", "prod"], &[], None).await;
+        assert_eq!(r.code, 1, "{case}: {r:?}");
+        let all = r.all();
+        assert!(!all.contains("putting it back failed"), "{case}: {r:?}");
+        assert!(all.contains("fix"), "{case}: says what to fix: {r:?}");
+        assert_eq!(
+            current(&ws, "prod").await,
+            old,
+            "{case}: the old token stays current"
+        );
+    }
+}
