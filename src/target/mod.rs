@@ -6,6 +6,8 @@
 
 pub mod aws_secret;
 pub mod dotenv;
+#[cfg(test)]
+mod dotenv_parsers;
 pub mod exec;
 pub mod verify;
 pub mod webhook;
