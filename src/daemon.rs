@@ -261,7 +261,7 @@ impl Daemon {
     /// sends what is due.
     pub async fn check_all(&mut self) {
         self.live
-            .busy(self.budget.listing * self.cfg.groups.len() as u32);
+            .busy(self.budget.listing * self.cfg.groups.len() as u32 + self.budget.token_check);
         self.refresh_groups(None).await;
         let statics: Vec<String> = self.statics.iter().map(|t| t.name.clone()).collect();
         for name in statics {
