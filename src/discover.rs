@@ -247,7 +247,7 @@ impl GroupLog {
     /// # Errors
     /// A failed write.
     pub fn save(&self, group: &str, members: &[Member]) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+        crate::fsutil::create_private_dir(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(members).map_err(std::io::Error::other)?;
         crate::fsutil::write_atomic(&self.dir.join(format!("{group}.json")), &bytes, 0o600)
     }

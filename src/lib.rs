@@ -10,6 +10,8 @@
 //! - [`check`]: `tokenwarden check` (one pass, plugin exit codes) and `status`.
 //! - [`doctor`]: the runbook's manual checks as a checklist (observe, then a pure evaluation).
 //! - [`policy`]: effective expiry, states, and which email to send when (pure).
+//! - [`usable`]: whether a token can do the WhatsApp job, the one rule for the check, `doctor`
+//!   and a candidate's validation (pure).
 //! - [`alert`]: the words of on-call email (pure).
 //! - [`state`]: the state directory, written atomically after every change.
 //! - [`lint`]: recognising a wrongly pasted token value.
@@ -56,3 +58,4 @@ pub mod state;
 pub mod store;
 pub mod target;
 pub mod timefmt;
+pub mod usable;

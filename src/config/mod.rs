@@ -6,6 +6,7 @@
 //! makes no network call; `config check` resolves the references separately.
 
 mod diag;
+mod paths;
 mod secret_ref;
 mod targets;
 
@@ -51,6 +52,8 @@ pub struct Config {
     pub metrics: Option<MetricsConfig>,
     /// How new tokens reach the environments.
     pub delivery: DeliveryConfig,
+    /// When `audit.jsonl` is rotated and how many old files are kept (`[audit]`).
+    pub audit: crate::audit::AuditLimits,
     /// Things that work but are probably not what was meant, with their positions.
     pub warnings: Vec<String>,
 }
@@ -222,6 +225,9 @@ pub struct MintConfig {
     /// A 60-day token (`true`, the default and Meta's recommendation) or a non-expiring one
     /// (for consumers that accept nothing else).
     pub expiring: bool,
+    /// The permissions to ask for. Empty (the default): the current token's, from its
+    /// `debug_token`, so a successor never loses one that a consumer needs.
+    pub scopes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -230,6 +236,7 @@ struct RawMint {
     system_user_id: Option<Spanned<String>>,
     admin_token: Option<SecretRef>,
     lifetime: Option<Spanned<String>>,
+    scopes: Option<Spanned<Vec<String>>>,
 }
 
 /// A secret store holding a token's versions.
@@ -266,6 +273,7 @@ struct RawConfig {
     email: Option<Spanned<EmailConfig>>,
     metrics: Option<RawMetrics>,
     delivery: Option<targets::RawDelivery>,
+    audit: Option<RawAudit>,
     #[serde(default)]
     token: Vec<Spanned<RawToken>>,
     #[serde(default)]
@@ -314,6 +322,14 @@ impl RawGroup {
             target: self.target,
         }
     }
+}
+
+/// `[audit]`: `max_size_mb` (rotate above it) and `keep` (old files kept).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    max_size_mb: Option<Spanned<u64>>,
+    keep: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -433,6 +449,10 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         }
     }
     let config = parse(path, &text).map_err(ConfigError::Invalid)?;
+    let problems = paths::check(&SourceMap::new(path, &text), &text, &config);
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
     warnings.extend(config.warnings.iter().cloned());
     Ok(Loaded { config, warnings })
 }
@@ -560,6 +580,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
         }
     }
     let delivery = targets::delivery(map, &mut diags, raw.delivery);
+    let audit = audit_limits(map, &mut diags, raw.audit.unwrap_or_default());
     let metrics = raw.metrics.map(|m| {
         let listen = match &m.listen {
             None => "127.0.0.1:9877".parse().expect("constant address"),
@@ -741,8 +762,43 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
         email: raw.email.map(Spanned::into_inner),
         metrics,
         delivery,
+        audit,
         warnings,
     })
+}
+
+/// `[audit]`, checked: 1 to 4096 MB, 1 to 100 old files.
+fn audit_limits(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    raw: RawAudit,
+) -> crate::audit::AuditLimits {
+    let default = crate::audit::AuditLimits::default();
+    let max_bytes = match raw.max_size_mb {
+        Some(m) if !(1..=4096).contains(m.get_ref()) => {
+            diags.push(map.at(
+                m.span().start,
+                "audit.max_size_mb",
+                format!("expected 1 to 4096 (megabytes), found {}", m.get_ref()),
+            ));
+            default.max_bytes
+        }
+        Some(m) => m.get_ref() * 1024 * 1024,
+        None => default.max_bytes,
+    };
+    let keep = match raw.keep {
+        Some(k) if !(1..=100).contains(k.get_ref()) => {
+            diags.push(map.at(
+                k.span().start,
+                "audit.keep",
+                format!("expected 1 to 100 old files, found {}", k.get_ref()),
+            ));
+            default.keep
+        }
+        Some(k) => *k.get_ref(),
+        None => default.keep,
+    };
+    crate::audit::AuditLimits { max_bytes, keep }
 }
 
 /// What a `[[token]]` or `[[group]]` inherits from the top of the file.
@@ -1087,12 +1143,32 @@ fn rotation_fields(
                     true
                 }
             };
+            let scopes = match &m.scopes {
+                None => Vec::new(),
+                Some(s) => {
+                    let list = s.get_ref();
+                    let bad = list.iter().find(|x| {
+                        x.is_empty() || !x.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    });
+                    let missing: Vec<&str> = crate::graph::WHATSAPP_SCOPES
+                        .into_iter()
+                        .filter(|w| !list.iter().any(|x| x == w))
+                        .collect();
+                    if let Some(b) = bad {
+                        diags.push(map.at(s.span().start, field("mint.scopes"), format!("expected permission names such as \"whatsapp_business_messaging\", found {b:?}")));
+                    } else if !missing.is_empty() {
+                        diags.push(map.at(s.span().start, field("mint.scopes"), format!("a WhatsApp token needs {}; add them, or leave `scopes` out to keep the current token's", missing.join(" and "))));
+                    }
+                    list.clone()
+                }
+            };
             match &m.admin_token {
                 Some(admin_token) => {
                     r.source = Source::Mint(MintConfig {
                         system_user_id,
                         admin_token: admin_token.clone(),
                         expiring,
+                        scopes,
                     });
                 }
                 None => diags.push(map.at(at, field("mint.admin_token"), "missing field: a token allowed to mint for the system user, as { env = \"NAME\" }, { file = \"/path\" } or { credential = \"NAME\" }")),
@@ -1267,6 +1343,23 @@ store = { kind = "aws", secret_id = "staging/whatsapp", region = "ap-south-1", j
 
     fn errors(text: &str) -> Vec<Diagnostic> {
         parse(Path::new("t.toml"), text).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn audit_limits_default_parse_and_are_bounded() {
+        let c = parse(Path::new("t.toml"), GOOD).unwrap();
+        assert_eq!(c.audit, crate::audit::AuditLimits::default());
+        let c = parse(
+            Path::new("t.toml"),
+            &format!("[audit]\nmax_size_mb = 2\nkeep = 9\n{GOOD}"),
+        )
+        .unwrap();
+        assert_eq!(c.audit.max_bytes, 2 * 1024 * 1024);
+        assert_eq!(c.audit.keep, 9);
+        let e = errors(&format!("[audit]\nmax_size_mb = 0\nkeep = 0\n{GOOD}"));
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert_eq!((e[0].field.as_str(), e[0].line), ("audit.max_size_mb", 2));
+        assert_eq!((e[1].field.as_str(), e[1].line), ("audit.keep", 3));
     }
 
     #[test]

@@ -1401,11 +1401,14 @@ async fn a_long_rate_limit_ends_the_check_at_once_never_alerts_and_the_next_chec
         );
         let snap = state.load().unwrap();
         let p = &snap.tokens["prod"];
+        // Throttled (issue 13, point 7): deferred by Meta's wait, never a verdict on the token.
         match &p.verdict {
-            Some(Verdict::Unreachable { detail }) => assert!(
-                detail.contains("rate limited")
-                    && detail.contains(&format!("Meta asks to wait {RETRY_AFTER}s")),
-                "{detail}"
+            Some(Verdict::Throttled {
+                detail,
+                retry_after_secs,
+            }) => assert!(
+                detail.contains("rate limited") && *retry_after_secs == Some(RETRY_AFTER),
+                "{detail} {retry_after_secs:?}"
             ),
             other => panic!("{endpoint:?}: {other:?}"),
         }
@@ -1441,6 +1444,86 @@ async fn a_long_rate_limit_ends_the_check_at_once_never_alerts_and_the_next_chec
         figures.join(", ")
     );
     d.stop().await;
+}
+
+/// Issue 13, point 7: Meta's business-use-case throttle (code 80008, access back in 30
+/// minutes by `estimated_time_to_regain_access`, no Retry-After). The daemon defers the
+/// token's check until then: no call in between however often it is asked, no alert, never
+/// "invalid"; `status` and `/metrics`' state show the throttle; at the time Meta gave, the
+/// deferred check runs by itself and the token is healthy.
+#[tokio::test]
+async fn a_throttled_token_is_checked_again_when_access_returns_not_before() {
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let token = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    sb.throttle_business(30);
+    let port = crate::util::free_port();
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry::new("billbytekot-prod", &token)],
+        &format!(
+            "{}[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            sections(sink.port, "")
+        ),
+    );
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    d.check_now().await;
+    d.check_now().await;
+    assert_eq!(
+        sb.stats().requests_for(Endpoint::Phone),
+        1,
+        "asked once, then deferred"
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state_dir(&ws.config).join("state.json")).unwrap())
+            .unwrap();
+    let ts = &state["tokens"]["billbytekot-prod"];
+    assert_eq!(ts["verdict"]["verdict"], "throttled", "{ts}");
+    let until = ts["throttled_until"].as_str().expect("deferred until");
+    let until: jiff::Timestamp = until.parse().unwrap();
+    let wait = until.as_second() - tokenwarden::daemon::Clock::now(&clock).as_second();
+    assert!((25 * 60..=30 * 60).contains(&wait), "{wait}");
+    let samples = scrape(port).await;
+    assert_eq!(
+        sample(
+            &samples,
+            "tokenwarden_token_throttled_until_timestamp_seconds"
+        ),
+        Some(until.as_second() as f64),
+        "{samples:?}"
+    );
+    let status = ws.run(&["status"]);
+    assert!(status.stdout.contains("throttled"), "{status:?}");
+    assert!(!status.stdout.contains("INVALID"), "{status:?}");
+
+    // Just before access returns: still nothing sent.
+    sb.advance_clock(25 * 60);
+    clock.advance(25 * 60);
+    d.evaluate().await;
+    assert_eq!(sb.stats().requests_for(Endpoint::Phone), 1);
+    // When it returns, the deferred check runs on its own.
+    sb.advance_clock(6 * 60);
+    clock.advance(6 * 60);
+    d.evaluate().await;
+    assert_eq!(sb.stats().requests_for(Endpoint::Phone), 2);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state_dir(&ws.config).join("state.json")).unwrap())
+            .unwrap();
+    let ts = &state["tokens"]["billbytekot-prod"];
+    assert_eq!(ts["verdict"]["verdict"], "healthy", "{ts}");
+    assert!(ts.get("throttled_until").is_none(), "{ts}");
+    assert_eq!(
+        sample(
+            &scrape(port).await,
+            "tokenwarden_token_throttled_until_timestamp_seconds"
+        ),
+        Some(0.0)
+    );
+    d.stop().await;
+    assert!(subjects(&sink).is_empty(), "{:?}", subjects(&sink));
 }
 
 /// Issue 14, point 2: a stop during a rotation finishes the step in progress (here the

@@ -773,6 +773,72 @@ async fn two_minting_instances_end_on_one_current_token_and_the_old_one_revoked(
     }
 }
 
+/// Issue 14, point 29: four instances told to mint for one Secrets Manager secret at once.
+/// One candidate becomes current; every other token they minted is revoked and confirmed
+/// dead (no live token left that nobody tracks), and an overtaken instance exits 75 ("another
+/// process rotated it"), not 1.
+#[tokio::test]
+async fn racing_minting_instances_leave_no_live_token_behind() {
+    let sb = sandbox().await;
+    let old = sb.issue_token(good());
+    let id = crate::util::unique("tw-quads");
+    crate::util::moto_client()
+        .await
+        .create_secret()
+        .name(&id)
+        .secret_string(&old)
+        .send()
+        .await
+        .unwrap();
+    let (a, b) = twin_workspaces(&sb, &id, true, "revoke_after = \"0s\"\n").await;
+    let (c, e) = twin_workspaces(&sb, &id, true, "revoke_after = \"0s\"\n").await;
+    let (ra, rb, rc, re) = tokio::join!(
+        tw(&a.config, &["rotate", "--token", "prod"], &AWS_ENV, None),
+        tw(&b.config, &["rotate", "--token", "prod"], &AWS_ENV, None),
+        tw(&c.config, &["rotate", "--token", "prod"], &AWS_ENV, None),
+        tw(&e.config, &["rotate", "--token", "prod"], &AWS_ENV, None),
+    );
+    let runs = [&ra, &rb, &rc, &re];
+    let end = aws_plain_current(&id).await;
+    assert_ne!(end, old, "{runs:?}");
+    assert!(is_valid(&sb, &end).await);
+    for r in runs {
+        assert!(
+            r.code == 0
+                || (r.code == 75 && r.stdout.contains("another process rotated it"))
+                || r.stdout.contains("rejected"),
+            "{r:?}"
+        );
+    }
+    // Every token the sandbox minted is either the current one or dead.
+    let state: serde_json::Value = reqwest::get(format!("{}/_sandbox/state", sb.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let end_fp = Secret::new(&end).fingerprint().to_string();
+    let minted = sb.stats().minted;
+    let live_orphans: Vec<&serde_json::Value> = state["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        // Minted tokens are 60-day system-user tokens issued during the test; the admin
+        // tokens never expire, and the old one was issued 45 days ago.
+        .filter(|t| t["expires_at"].as_i64() != Some(0))
+        .filter(|t| t["issued_at"].as_i64().unwrap() > sb.now() - 3600)
+        .filter(|t| t["fingerprint"] != end_fp.as_str() && t["status"] == "valid")
+        .collect();
+    assert!(minted >= 1, "{runs:?}");
+    assert!(
+        live_orphans.is_empty(),
+        "{} of {minted} minted tokens left live: {live_orphans:?}\n{runs:?}",
+        live_orphans.len()
+    );
+    assert!(!is_valid(&sb, &old).await, "the replaced token is revoked");
+    println!("4 racing instances: {minted} minted, 1 current, 0 left live");
+}
+
 /// Issue 14, point 3: killed while a dotenv `reload` runs (a cgroup stop kills the command
 /// too), the resumed rotation found the file already on the candidate, skipped the reload,
 /// promoted and revoked the old token the application still ran on. The record now says
