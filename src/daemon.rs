@@ -4,7 +4,9 @@
 //! schedule), a control message (SIGHUP reload, or a test asking for a check), the next moment
 //! policy could change its mind (a threshold crossing, a repeat falling due, capped at a minute
 //! so a suspended host or a clock jump cannot swallow a warning), or shutdown. Only the *waiting*
-//! races shutdown: once a check starts, it finishes and its state is saved.
+//! races shutdown. A SIGTERM during work sets the stop flag ([`crate::liveness::Stop`]): a
+//! check in progress is abandoned (it only reads; nothing of it is recorded), a rotation
+//! finishes the step in progress and is saved, and nothing new starts.
 //!
 //! Each check: read the token from its store, inspect it, read the phone number, turn that into
 //! a [`Verdict`] and facts, then settle: assess, decide which emails are due, queue them in the
@@ -126,6 +128,10 @@ pub struct Daemon {
     queue: std::collections::VecDeque<Slice>,
     /// Whether the state changed since it was last saved.
     dirty: bool,
+    /// The loop's promise to the watchdog, renewed before every piece of work.
+    live: Arc<crate::liveness::Liveness>,
+    /// The worst cases of this config's work.
+    budget: crate::liveness::Budget,
     /// Space held back for the "disk full" alert.
     reserve: crate::state::Reserve,
     /// A write in the state directory found the disk full since the last save.
@@ -201,11 +207,16 @@ impl Daemon {
             source,
         })?;
         let statics = cfg.tokens.clone();
+        let budget = crate::liveness::Budget::of(&cfg);
+        let live = Arc::new(crate::liveness::Liveness::default());
+        live.set_step(budget.rotation_step);
         let reserve = crate::state::Reserve::new(&cfg.state_dir, crate::state::RESERVE_BYTES);
         if let Err(e) = reserve.ensure() {
             tracing::warn!(error = %e, "cannot reserve space in the state directory for a disk-full alert");
         }
         let d = Daemon {
+            live,
+            budget,
             cfg,
             statics,
             discovery: crate::discover::Discovery::default(),
@@ -346,15 +357,23 @@ impl Daemon {
     /// Checks every token (groups listed again, their members through Graph batches), then
     /// sends what is due.
     pub async fn check_all(&mut self) {
+        self.live
+            .busy(self.budget.listing * self.cfg.groups.len() as u32 + self.budget.token_check);
         self.refresh_groups(None).await;
         let statics: Vec<String> = self.statics.iter().map(|t| t.name.clone()).collect();
         for name in statics {
+            if crate::liveness::requested() {
+                return;
+            }
             self.check(&name).await;
         }
         for g in self.cfg.groups.clone() {
             // A thousand at a time (20 Graph batches, 5 rounds at 4 in flight): as fast as
             // all at once, and a fleet's answers are never all in memory together.
             for chunk in self.members_of(&g.name).chunks(CHECK_CHUNK) {
+                if crate::liveness::requested() {
+                    return;
+                }
                 self.check_many(chunk).await;
             }
         }
@@ -381,7 +400,13 @@ impl Daemon {
             tracing::debug!(token = %name, "check deferred: Meta is throttling it");
             return;
         }
-        let (verdict, facts) = observe(&self.cfg, &t, &self.graph).await;
+        self.live.busy(self.budget.token_check);
+        // Abandoned on SIGTERM: a hanging Graph must not hold up a stop (nothing is recorded).
+        let Some((verdict, facts)) =
+            crate::liveness::abandon_on_stop(observe(&self.cfg, &t, &self.graph)).await
+        else {
+            return;
+        };
         crate::failpoint::hit("daemon.after_observe");
         let alerted = self.note(&t, verdict, facts);
         self.save_state();
@@ -402,7 +427,22 @@ impl Daemon {
         if tokens.is_empty() {
             return;
         }
-        let observed = observe_many(&self.cfg, &tokens, &self.graph, BATCHES_IN_FLIGHT).await;
+        self.live.busy(self.budget.many(
+            &self.cfg.meta,
+            tokens.len(),
+            READS_IN_FLIGHT,
+            BATCHES_IN_FLIGHT,
+        ));
+        let Some(observed) = crate::liveness::abandon_on_stop(observe_many(
+            &self.cfg,
+            &tokens,
+            &self.graph,
+            BATCHES_IN_FLIGHT,
+        ))
+        .await
+        else {
+            return;
+        };
         crate::failpoint::hit("daemon.after_observe");
         let mut alerted = false;
         let mut values = Vec::with_capacity(tokens.len());
@@ -483,6 +523,10 @@ impl Daemon {
     /// After a check: resumes or starts the token's rotation, then repairs its targets.
     /// `current` is the value the check read from the store, when it has it.
     async fn follow_up(&mut self, t: &TokenConfig, current: Option<Secret>) {
+        // Nothing new starts once a stop is requested.
+        if crate::liveness::requested() {
+            return;
+        }
         if self.rotate(t).await {
             // The store's current token changed: look at the new one at once, so state,
             // metrics and alerts describe what is now in use.
@@ -576,9 +620,10 @@ impl Daemon {
     /// rotation is between obtaining and promoting (targets may rightly hold the candidate).
     async fn reconcile(&mut self, t: &TokenConfig, current: Option<Secret>) {
         use crate::rotation::Step;
-        if t.targets.is_empty() {
+        if t.targets.is_empty() || crate::liveness::requested() {
             return;
         }
+        self.live.busy(self.budget.repair);
         let log = crate::rotation::run::RotationLog::new(&self.cfg.state_dir);
         let Ok(Some(_lock)) = log.try_lock(&t.name) else {
             return;
@@ -622,6 +667,8 @@ impl Daemon {
             event: "sync".into(),
             request_id: format!("sync-{}", now.as_second() / 86_400),
             now,
+            reloads: None,
+            hide: Vec::new(),
         };
         let out = crate::delivery::reconcile(
             &targets,
@@ -855,9 +902,13 @@ impl Daemon {
     /// Sends what is due from the outbox.
     pub async fn flush(&mut self) {
         let Some(mailer) = &self.mailer else { return };
-        if self.outbox.is_empty() {
+        // The outbox keeps what is not sent: the next start sends it.
+        if self.outbox.is_empty() || crate::liveness::requested() {
             return;
         }
+        // Each email within the SMTP timeout, connection included.
+        self.live
+            .busy(self.budget.email * (self.outbox.len() as u32 + 1));
         let report = self.outbox.flush(mailer, self.clock.now()).await;
         self.telemetry
             .emails_sent
@@ -920,6 +971,9 @@ impl Daemon {
             .front()
             .is_some_and(|s| s.due <= self.clock.now())
         {
+            if crate::liveness::requested() {
+                break;
+            }
             let slice = self.queue.pop_front().expect("checked above");
             self.check_many(&slice.tokens).await;
             ran = true;
@@ -967,6 +1021,9 @@ impl Daemon {
     pub fn reconfigure(&mut self, cfg: Config) -> Result<(), DaemonError> {
         let mut fresh = Daemon::new(cfg, self.clock.clone())?;
         fresh.telemetry = self.telemetry.clone();
+        // The watchdog task holds this one.
+        self.live.set_step(fresh.budget.rotation_step);
+        self.budget = fresh.budget;
         self.cfg = fresh.cfg;
         self.statics = fresh.statics;
         self.discovery = fresh.discovery;
@@ -1503,99 +1560,205 @@ pub async fn run(
             .unwrap_or_else(|| "none (alerts are logged only)".into()),
         "tokenwarden started"
     );
-    d.check_all().await;
-    d.next_fire = sched.next_fires(&d).await;
-    // READY once the config is loaded and the first check ran (a unit ordered after us can
-    // rely on tokenwarden having looked at every token).
+    // READY once the config and the state are loaded, before any network: a Graph that
+    // accepts connections and never answers must not hold the start past systemd's
+    // TimeoutStartSec (the first check runs in the loop below, where a stop can end it).
     let notifier = crate::sdnotify::Notifier::from_env();
     notifier.notify("READY=1");
-    let mut watchdog = crate::sdnotify::Notifier::watchdog_interval().map(tokio::time::interval);
+    // Pinged from a task of its own while the loop keeps within the worst case it announced
+    // for its current work (`liveness`): a long check on a hanging Graph keeps the pings
+    // going, a loop stuck past its bound stops them and systemd restarts the daemon.
+    let watchdog = crate::sdnotify::Notifier::watchdog_interval().map(|period| {
+        crate::liveness::spawn_watchdog(
+            d.live.clone(),
+            crate::sdnotify::Notifier::from_env(),
+            period,
+        )
+    });
+    let stop = crate::liveness::Stop::default();
     tokio::pin!(shutdown);
-    loop {
-        d.telemetry.beat(clock.now().as_second());
-        let sleep = d.next_wake();
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            // Pinged from the loop itself, so a stuck loop stops the pings and systemd restarts it.
-            _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
-                notifier.notify("WATCHDOG=1");
-            }
-            Some(c) = control.recv() => match c {
-                Control::CheckNow(done) => {
-                    d.check_all().await;
-                    let _ = done.send(());
-                }
-                Control::Evaluate(done) => {
-                    // As a wake of the loop would: due slices first (a deferred check, a
-                    // group's next slice), then every token re-assessed.
-                    d.run_due_slices().await;
-                    d.evaluate_all().await;
-                    let _ = done.send(());
-                }
-                Control::Reload(done) => {
-                    let outcome = match config::load(&config_path) {
-                        Err(e) => Err(e.to_string()),
-                        Ok(l) => d.reconfigure(l.config).map_err(|e| e.to_string()),
-                    };
-                    match &outcome {
-                        Ok(()) => {
-                            tracing::info!("configuration reloaded");
-                            sched.stop().await;
-                            sched = Scheduler::start(&d.statics, &d.cfg.groups, tx.clone(), clock.now()).await?;
-                            d.check_all().await;
-                            d.next_fire = sched.next_fires(&d).await;
+    let live = d.live.clone();
+    // Boxed: the loop's future is deep enough to overflow the compiler's layout queries.
+    let ended = stop
+        .scope(
+            live.clone(),
+            Box::pin(async {
+                // Set once SIGTERM/SIGINT arrived: the work in hand stopped, the loop ends.
+                let mut signalled = false;
+                let mut first = true;
+                loop {
+                    d.telemetry.beat(clock.now().as_second());
+                    if first {
+                        first = false;
+                        until_stopped(d.check_all(), shutdown.as_mut(), &mut signalled, &stop)
+                            .await;
+                        if signalled {
+                            break;
                         }
-                        Err(e) => tracing::error!("reload refused, the previous configuration keeps running: {e}"),
+                        d.next_fire = sched.next_fires(&d).await;
+                        continue;
                     }
-                    if let Some(done) = done {
-                        let _ = done.send(outcome);
+                    let sleep = d.next_wake();
+                    live.idle(sleep);
+                    let wake = tokio::select! {
+                        biased;
+                        _ = &mut shutdown => break,
+                        Some(c) = control.recv() => Wake::Control(c),
+                        Some(fire) = rx.recv() => Wake::Fire(fire),
+                        _ = tokio::time::sleep(sleep) => Wake::Sleep,
+                    };
+                    match wake {
+                        Wake::Control(Control::CheckNow(done)) => {
+                            until_stopped(d.check_all(), shutdown.as_mut(), &mut signalled, &stop)
+                                .await;
+                            let _ = done.send(());
+                        }
+                        Wake::Control(Control::Evaluate(done)) => {
+                            // As a wake of the loop would: due slices first (a deferred check, a
+                            // group's next slice), then every token re-assessed.
+                            let work = async {
+                                d.run_due_slices().await;
+                                d.evaluate_all().await;
+                            };
+                            until_stopped(work, shutdown.as_mut(), &mut signalled, &stop).await;
+                            let _ = done.send(());
+                        }
+                        Wake::Control(Control::Reload(done)) => {
+                            let outcome = match config::load(&config_path) {
+                                Err(e) => Err(e.to_string()),
+                                Ok(l) => d.reconfigure(l.config).map_err(|e| e.to_string()),
+                            };
+                            match &outcome {
+                                Ok(()) => {
+                                    tracing::info!("configuration reloaded");
+                                    sched.stop().await;
+                                    sched = Scheduler::start(
+                                        &d.statics,
+                                        &d.cfg.groups,
+                                        tx.clone(),
+                                        clock.now(),
+                                    )
+                                    .await?;
+                                    until_stopped(
+                                        d.check_all(),
+                                        shutdown.as_mut(),
+                                        &mut signalled,
+                                        &stop,
+                                    )
+                                    .await;
+                                    d.next_fire = sched.next_fires(&d).await;
+                                }
+                                Err(e) => tracing::error!(
+                                    "reload refused, the previous configuration keeps running: {e}"
+                                ),
+                            }
+                            if let Some(done) = done {
+                                let _ = done.send(outcome);
+                            }
+                        }
+                        Wake::Fire(fire) => {
+                            // Drain the rest of this firing so it is flushed once.
+                            let mut fired = vec![fire];
+                            while let Ok(more) = rx.try_recv() {
+                                fired.push(more);
+                            }
+                            let work = async {
+                                for f in &fired {
+                                    if let Fire::Group(g) = f {
+                                        d.live.busy(d.budget.listing);
+                                        d.refresh_groups(Some(g)).await;
+                                        d.spread(g);
+                                    }
+                                }
+                                d.next_fire = sched.next_fires(&d).await;
+                                for f in fired {
+                                    if let Fire::Token(name) = f {
+                                        d.check(&name).await;
+                                    }
+                                }
+                                d.run_due_slices().await;
+                                d.flush().await;
+                            };
+                            until_stopped(work, shutdown.as_mut(), &mut signalled, &stop).await;
+                        }
+                        Wake::Sleep => {
+                            if sched.offsets_changed(clock.now()) {
+                                tracing::info!(
+                                    "time-zone offset changed (daylight saving): rescheduling"
+                                );
+                                sched.stop().await;
+                                sched = Scheduler::start(
+                                    &d.statics,
+                                    &d.cfg.groups,
+                                    tx.clone(),
+                                    clock.now(),
+                                )
+                                .await?;
+                                d.next_fire = sched.next_fires(&d).await;
+                            }
+                            let work = async {
+                                if d.run_due_slices().await {
+                                    d.flush().await;
+                                } else {
+                                    d.evaluate_all().await;
+                                }
+                            };
+                            until_stopped(work, shutdown.as_mut(), &mut signalled, &stop).await;
+                        }
+                    }
+                    if signalled {
+                        break;
                     }
                 }
-            },
-            Some(fire) = rx.recv() => {
-                // Drain the rest of this firing so it is flushed once.
-                let mut fired = vec![fire];
-                while let Ok(more) = rx.try_recv() {
-                    fired.push(more);
-                }
-                for f in &fired {
-                    if let Fire::Group(g) = f {
-                        d.refresh_groups(Some(g)).await;
-                        d.spread(g);
-                    }
-                }
-                d.next_fire = sched.next_fires(&d).await;
-                for f in fired {
-                    if let Fire::Token(name) = f {
-                        d.check(&name).await;
-                    }
-                }
-                d.run_due_slices().await;
-                d.flush().await;
-            }
-            _ = tokio::time::sleep(sleep) => {
-                if sched.offsets_changed(clock.now()) {
-                    tracing::info!("time-zone offset changed (daylight saving): rescheduling");
-                    sched.stop().await;
-                    sched = Scheduler::start(&d.statics, &d.cfg.groups, tx.clone(), clock.now()).await?;
-                    d.next_fire = sched.next_fires(&d).await;
-                }
-                if d.run_due_slices().await {
-                    d.flush().await;
-                } else {
-                    d.evaluate_all().await;
-                }
-            }
-        }
-    }
+                Ok::<Scheduler, DaemonError>(sched)
+            }),
+        )
+        .await;
+    let sched = ended?;
     tracing::info!("shutting down");
     notifier.notify("STOPPING=1");
     sched.stop().await;
     if let Some(t) = metrics_task {
         t.abort();
     }
+    if let Some(t) = watchdog {
+        t.abort();
+    }
     Ok(())
+}
+
+/// What woke the loop.
+enum Wake {
+    Control(Control),
+    Fire(Fire),
+    Sleep,
+}
+
+/// Runs `work` to its end. A shutdown arriving meanwhile sets the stop flag, which the work
+/// reads: a check is abandoned, a rotation finishes the step in progress, nothing new
+/// starts. `signalled` says afterwards whether the loop should end.
+async fn until_stopped<W, S>(
+    work: W,
+    shutdown: std::pin::Pin<&mut S>,
+    signalled: &mut bool,
+    stop: &crate::liveness::Stop,
+) where
+    W: Future<Output = ()>,
+    S: Future<Output = ()>,
+{
+    tokio::pin!(work);
+    if !*signalled {
+        tokio::select! {
+            biased;
+            () = &mut work => return,
+            () = shutdown => {
+                *signalled = true;
+                tracing::info!("stop requested: abandoning the check in progress, finishing any rotation step in progress");
+                stop.set();
+            }
+        }
+    }
+    work.await;
 }
 
 #[cfg(test)]

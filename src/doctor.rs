@@ -700,6 +700,11 @@ fn send_check(id: &'static str, r: &Result<String, GraphError>, what: &str) -> C
 }
 
 /// The report as the checklist people read.
+///
+/// Every string is passed through [`terminal_safe`]: details quote what Graph sent (the
+/// application's name, a phone number's verified name, error messages), and an ANSI escape
+/// or a carriage return in them would rewrite the operator's terminal or forge a ✓ line.
+/// Only this rendering is filtered; the JSON output escapes control characters itself.
 pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
     for t in &report.tokens {
@@ -707,24 +712,28 @@ pub fn render_text(report: &Report) -> String {
             .fingerprint
             .map(|f| format!("  (fingerprint {f})"))
             .unwrap_or_default();
-        out.push_str(&format!("{}{fp}\n", t.token));
+        out.push_str(&format!("{}{fp}\n", terminal_safe(&t.token)));
         for c in &t.checks {
             out.push_str(&format!(
                 "  {} {:<13} {}\n",
                 c.mark.symbol(),
                 c.id,
-                c.detail
+                terminal_safe(&c.detail)
             ));
             if let Some(fix) = &c.fix {
-                out.push_str(&format!("  {:<15} fix: {fix}\n", ""));
+                out.push_str(&format!("  {:<15} fix: {}\n", "", terminal_safe(fix)));
             }
         }
         out.push('\n');
     }
     let g = &report.graph_version;
-    out.push_str(&format!("{} {}\n", g.mark.symbol(), g.detail));
+    out.push_str(&format!(
+        "{} {}\n",
+        g.mark.symbol(),
+        terminal_safe(&g.detail)
+    ));
     if let Some(fix) = &g.fix {
-        out.push_str(&format!("  fix: {fix}\n"));
+        out.push_str(&format!("  fix: {}\n", terminal_safe(fix)));
     }
     let bad = report.tokens.iter().filter(|t| !t.healthy()).count();
     out.push_str(&format!(
@@ -736,6 +745,56 @@ pub fn render_text(report: &Report) -> String {
     out
 }
 
+/// `s` without what a terminal would act on: ANSI escape sequences (CSI `ESC [ ... final`,
+/// OSC `ESC ] ... BEL/ST`, two-byte `ESC x`), other C0 and C1 control characters (a line
+/// break or tab becomes a space, so one check stays one line), and the bidirectional
+/// overrides that reorder what is shown.
+pub fn terminal_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                // CSI: parameters and intermediates up to a final byte in @..~.
+                Some('[') => {
+                    for n in chars.by_ref() {
+                        if ('@'..='~').contains(&n) {
+                            break;
+                        }
+                    }
+                }
+                // OSC, DCS, SOS, PM, APC: a string ended by BEL or ST (`ESC \`).
+                Some(']' | 'P' | 'X' | '^' | '_') => {
+                    while let Some(n) = chars.next() {
+                        if n == '\u{7}' || n == '\u{9c}' {
+                            break;
+                        }
+                        if n == '\u{1b}' {
+                            chars.next_if_eq(&'\\');
+                            break;
+                        }
+                    }
+                }
+                // A two-byte sequence (`ESC c` resets the terminal) or a lone ESC.
+                _ => {}
+            },
+            // The 8-bit CSI introduces a sequence as ESC [ does.
+            '\u{9b}' => {
+                for n in chars.by_ref() {
+                    if ('@'..='~').contains(&n) {
+                        break;
+                    }
+                }
+            }
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() => {}
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -744,6 +803,29 @@ mod tests {
 
     const WABA: &str = "102290129340398";
     const NOW: i64 = 1_780_000_000;
+
+    #[test]
+    fn terminal_safe_drops_escapes_and_controls_and_keeps_text() {
+        let cases = [
+            ("BillByteKOT", "BillByteKOT"),
+            ("\u{1b}[31mred\u{1b}[0m", "red"),
+            ("a\u{1b}]0;owned\u{7}b", "ab"),
+            (
+                "a\u{1b}]8;;http://x\u{1b}\\link\u{1b}]8;;\u{1b}\\b",
+                "alinkb",
+            ),
+            ("x\u{1b}cy", "xy"),
+            ("x\u{9b}2Jy", "xy"),
+            ("ok\r✓ valid forged", "ok ✓ valid forged"),
+            ("a\nb\tc\u{0}d\u{7f}e\u{85}f", "a b cdef"),
+            ("abc\u{202e}fed", "abcfed"),
+            ("Café 東京", "Café 東京"),
+            ("trailing\u{1b}", "trailing"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(terminal_safe(input), want, "{input:?}");
+        }
+    }
 
     fn cfg() -> TokenConfig {
         TokenConfig {

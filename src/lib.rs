@@ -22,6 +22,7 @@
 //! - [`metrics`]: `/metrics` (Prometheus) and `/healthz` for the daemon.
 //! - [`audit`]: the append-only JSON-lines audit log.
 //! - [`sdnotify`]: systemd's READY/STOPPING/WATCHDOG notifications.
+//! - [`liveness`]: worst cases from the config, the watchdog's proof of a live loop, stopping.
 //! - [`sandbox`]: a Graph API simulator on loopback for tests, the demo and trying a config.
 //! - `fuzzing` (hidden): the checks the fuzz targets in `fuzz/` and their corpus replay run.
 #![forbid(unsafe_code)]
@@ -44,6 +45,7 @@ pub mod fsutil;
 pub mod fuzzing;
 pub mod graph;
 pub mod lint;
+pub mod liveness;
 pub mod metrics;
 pub mod notify;
 pub mod policy;

@@ -266,7 +266,7 @@ pub enum StoreConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    state_dir: Option<String>,
+    state_dir: Option<Spanned<String>>,
     meta: Option<Spanned<RawMeta>>,
     schedule: Option<RawSchedule>,
     alerts: Option<RawAlerts>,
@@ -478,8 +478,21 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
 fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let mut warnings = Vec::new();
+    // An empty `state_dir` would put the state, the token store and the outbox in whatever
+    // directory the daemon was started from (issue 14, point 21).
+    if let Some(d) = &raw.state_dir
+        && d.get_ref().trim().is_empty()
+    {
+        diags.push(map.at(
+            d.span().start,
+            "state_dir",
+            "must not be empty: name the directory for state, such as \"/var/lib/tokenwarden\" (or leave the key out)",
+        ));
+    }
     let state_dir = raw
         .state_dir
+        .map(Spanned::into_inner)
+        .filter(|d| !d.trim().is_empty())
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("STATE_DIRECTORY")
@@ -534,7 +547,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
             }
         },
     };
-    let timeout = duration_field(
+    let timeout = positive_duration_field(
         map,
         &mut diags,
         "meta.timeout",
@@ -583,7 +596,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
                 "127.0.0.1:9877".parse().expect("constant address")
             }),
         };
-        let stall_after = duration_field(
+        let stall_after = positive_duration_field(
             map,
             &mut diags,
             "metrics.stall_after",
@@ -863,6 +876,13 @@ fn check_id(map: &SourceMap<'_>, diags: &mut Vec<Diagnostic>, field: &str, v: &S
     let s = v.get_ref();
     let problem = if s.is_empty() {
         Some("must not be empty".to_string())
+    } else if looks_secret(s) {
+        // `config check` runs in the unit's `ExecStartPre`: quoting the value would put a
+        // token pasted into the wrong field into the journal.
+        Some(format!(
+            "expected a numeric Meta id (digits only), found {}: this looks like an access token or secret pasted into the wrong field; put the token in its store and the id here",
+            quote_unsafe(s)
+        ))
     } else if s.starts_with('+') {
         Some(format!(
             "found {s:?}, which looks like a display phone number; use the numeric id Meta shows under WhatsApp > API Setup (`tokenwarden doctor` finds it)"
@@ -877,6 +897,24 @@ fn check_id(map: &SourceMap<'_>, diags: &mut Vec<Diagnostic>, field: &str, v: &S
     if let Some(p) = problem {
         diags.push(map.at(v.span().start, field, p));
     }
+}
+
+/// Whether a value that should be a Meta id looks like a token or secret instead: Meta ids
+/// are at most 20 digits, while tokens start with `EAA` and run to 100+ characters, app
+/// secrets are 32 hex characters and app tokens are `digits|secret`.
+fn looks_secret(s: &str) -> bool {
+    !s.bytes().all(|b| b.is_ascii_digit())
+        && (s.len() >= 24 || s.starts_with("EAA") || s.contains('|'))
+}
+
+/// How an error names a value that may be a secret: its length and fingerprint, never the
+/// value.
+fn quote_unsafe(s: &str) -> String {
+    format!(
+        "a value of {} characters (fingerprint {})",
+        s.chars().count(),
+        crate::secret::Fingerprint::of(s)
+    )
 }
 
 fn check_store(
@@ -997,6 +1035,32 @@ fn duration_field(
     }
 }
 
+/// [`duration_field`] for a timeout or deadline, where zero would make every attempt fail
+/// at once (a `0s` Graph timeout turns every check into "cannot check").
+fn positive_duration_field(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    field: &str,
+    v: Option<&Spanned<String>>,
+    default: Duration,
+) -> Duration {
+    let d = duration_field(map, diags, field, v, default);
+    match v {
+        Some(v) if d.is_zero() => {
+            diags.push(map.at(
+                v.span().start,
+                field,
+                format!(
+                    "expected a positive duration such as \"15s\", found {:?}: zero would end every attempt at once",
+                    v.get_ref()
+                ),
+            ));
+            default
+        }
+        _ => d,
+    }
+}
+
 /// Normalises and checks a cron expression: five fields (the familiar form) gain a leading
 /// `0` seconds field; six or seven fields are taken as they are.
 fn cron_field(
@@ -1015,13 +1079,30 @@ fn cron_field(
             return DEFAULT_CRON.to_string();
         }
     };
-    if tokio_cron_scheduler::Job::new_async(expr.as_str(), |_, _| Box::pin(async {})).is_err() {
-        diags.push(map.at(
-            v.span().start,
-            field,
-            format!("invalid cron expression {:?}", v.get_ref()),
-        ));
-        return DEFAULT_CRON.to_string();
+    match tokio_cron_scheduler::Job::new_async(expr.as_str(), |_, _| Box::pin(async {})) {
+        Err(_) => {
+            diags.push(map.at(
+                v.span().start,
+                field,
+                format!("invalid cron expression {:?}", v.get_ref()),
+            ));
+            return DEFAULT_CRON.to_string();
+        }
+        // The scheduler accepts a date that never comes (`0 0 0 30 2 *`, the 30th of
+        // February) and then never fires: the token would never be checked. A job with no next
+        // occurrence has a next tick of 0.
+        Ok(job) if job.clone().job_data().is_ok_and(|d| d.next_tick == 0) => {
+            diags.push(map.at(
+                v.span().start,
+                field,
+                format!(
+                    "the cron expression {:?} never fires (no such date ever comes); checks would never run",
+                    v.get_ref()
+                ),
+            ));
+            return DEFAULT_CRON.to_string();
+        }
+        Ok(_) => {}
     }
     expr
 }
@@ -1462,6 +1543,129 @@ store = { kind = "aws", secret_id = "staging/whatsapp", region = "ap-south-1", j
             assert_eq!(d.file, Path::new("t.toml"));
             assert!(d.column >= 1);
         }
+    }
+
+    /// Issue 14, point 21: settings that parse but would break every check.
+    #[test]
+    fn settings_that_would_break_checking_are_refused() {
+        let head = "[meta]\napp_id = \"1\"\napp_secret = { env = \"S\" }\n";
+        let tok = "[[token]]\nname = \"a\"\n";
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                format!("{head}timeout = \"0s\"\n{tok}"),
+                "meta.timeout",
+                "positive",
+            ),
+            (
+                format!("{head}timeout = \"0ms\"\n{tok}"),
+                "meta.timeout",
+                "positive",
+            ),
+            (
+                format!("{head}[metrics]\nstall_after = \"0s\"\n{tok}"),
+                "metrics.stall_after",
+                "positive",
+            ),
+            (
+                format!("{head}[schedule]\ncron = \"0 0 0 30 2 *\"\n{tok}"),
+                "schedule.cron",
+                "never fires",
+            ),
+            (
+                format!("{head}{tok}cron = \"0 0 31 4 *\"\n"),
+                "token[0].cron",
+                "never fires",
+            ),
+            (
+                format!("state_dir = \"\"\n{head}{tok}"),
+                "state_dir",
+                "must not be empty",
+            ),
+            (
+                format!(
+                    "{head}{tok}[[token.target]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"https://pos.example.com/h\"\nsecret = {{ env = \"W\" }}\nheader = \"X-Sig\\r\\nX-Evil: 1\"\n"
+                ),
+                "token[0].target[0].header",
+                "header name",
+            ),
+            (
+                format!(
+                    "{head}{tok}[[token.target]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"https://pos.example.com/h\"\nsecret = {{ env = \"W\" }}\nheader = \"X-Sig\\n\"\n"
+                ),
+                "token[0].target[0].header",
+                "header name",
+            ),
+        ];
+        for (text, field, words) in &cases {
+            let errs = errors(text);
+            assert!(
+                errs.iter()
+                    .any(|d| d.field == *field && d.message.contains(words)),
+                "no `{field}` error containing {words:?} for:\n{text}\ngot: {errs:#?}"
+            );
+        }
+        // What is still fine: a cron that fires only on leap days, a non-zero timeout, the
+        // default state directory, a plain header name.
+        for ok in [
+            format!("{head}timeout = \"1s\"\n[schedule]\ncron = \"0 0 29 2 *\"\n{tok}"),
+            format!(
+                "{head}{tok}[[token.target]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"https://pos.example.com/h\"\nsecret = {{ env = \"W\" }}\nheader = \"X-Sig\"\n"
+            ),
+        ] {
+            let parsed = parse(Path::new("t.toml"), &ok);
+            assert!(parsed.is_ok(), "{ok}: {:#?}", parsed.err());
+        }
+    }
+
+    /// Issue 14, point 8: `config check` runs in `ExecStartPre`, so its errors reach the
+    /// journal; a token pasted into an id field is named by fingerprint, never quoted.
+    #[test]
+    fn a_token_pasted_into_an_id_field_is_named_by_fingerprint_only() {
+        let token = "EAAGm0PX4ZCpsBAKZCanaryTokenValue1234567890abcdefZZ";
+        let secret32 = "0123456789abcdef0123456789abcdef";
+        let app_token = "634974688087057|s3cr3t";
+        let fields = [
+            ("phone_number_id", token),
+            ("waba_id", secret32),
+            ("phone_number_id", app_token),
+        ];
+        for (f, value) in fields {
+            let text = format!(
+                "[meta]\napp_id = \"1\"\napp_secret = {{ env = \"S\" }}\n[[token]]\nname = \"a\"\n{f} = \"{value}\"\n"
+            );
+            let errs = errors(&text);
+            let d = errs
+                .iter()
+                .find(|d| d.field == format!("token[0].{f}"))
+                .unwrap_or_else(|| panic!("{errs:#?}"));
+            let shown = d.to_string();
+            assert!(!shown.contains(value), "{shown}");
+            assert!(!shown.contains(&value[..12]), "{shown}");
+            assert!(
+                shown.contains(&crate::secret::Fingerprint::of(value).to_string()),
+                "{shown}"
+            );
+        }
+        for (f, value) in [("app_id", token), ("system_user_id", token)] {
+            let text = if f == "app_id" {
+                format!(
+                    "[meta]\napp_id = \"{value}\"\napp_secret = {{ env = \"S\" }}\n[[token]]\nname = \"a\"\n"
+                )
+            } else {
+                format!(
+                    "[meta]\napp_id = \"1\"\napp_secret = {{ env = \"S\" }}\n[[token]]\nname = \"a\"\nsource = \"mint\"\nmint = {{ system_user_id = \"{value}\", admin_token = {{ env = \"A\" }} }}\n"
+                )
+            };
+            let errs = errors(&text);
+            let all = format!("{errs:?}");
+            assert!(all.contains(f), "{all}");
+            assert!(!all.contains(&value[..12]), "{all}");
+        }
+        // A short mistake is still quoted, since it helps and cannot be a token.
+        let errs = errors(
+            "[meta]\napp_id = \"1\"\napp_secret = { env = \"S\" }\n[[token]]\nname = \"a\"\nwaba_id = \"12-34\"\n",
+        );
+        assert!(format!("{errs:?}").contains("12-34"));
     }
 
     #[test]

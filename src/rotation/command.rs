@@ -125,6 +125,15 @@ pub fn describe_report(t: &TokenConfig, report: &Report, now: Timestamp) -> Done
             ),
             EXIT_TEMPFAIL,
         ),
+        Report::Stalled(r) if r.needs_fix => Done::new(
+            format!(
+                "{name}: rotation {} stopped at step {}: a target refused the new token: {}\nFix that target as the message says; the old token stays current meanwhile. The rotation resumes on the next run after the fix (the daemon's schedule, or `tokenwarden rotate --token {name}`).\n",
+                r.id,
+                r.step.word(),
+                r.last_error.as_deref().unwrap_or("unknown")
+            ),
+            1,
+        ),
         Report::Stalled(r) => Done::new(
             format!(
                 "{name}: rotation {} stopped at step {} after a temporary failure: {}\nIt resumes on the next run (the daemon's schedule, or `tokenwarden rotate --token {name}`).\n",

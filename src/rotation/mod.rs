@@ -252,12 +252,32 @@ pub struct Rotation {
     pub attempts: u32,
     /// The last failure, in words.
     pub last_error: Option<String>,
+    /// Whether the last failure was a target refusing for good (a symlink, a file that is not
+    /// UTF-8, a command exiting 1): retrying alone will not help, someone must fix the target
+    /// (`rotate` exits 1 rather than 75). The rotation still resumes once it is fixed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_fix: bool,
     /// Set when finished.
     pub outcome: Option<Outcome>,
     /// Set when the failure can only be fixed in the config: the [`settings_key`] it failed
     /// with. No automatic rotation starts again until the settings differ.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs_config_change: Option<String>,
+    /// The dotenv `reload` commands this rotation ran, by target, saved before each starts
+    /// and again when it exits. A reload that started and never finished (the process was
+    /// killed while the command ran) runs again, with its verify, when the rotation resumes:
+    /// the file already holds the candidate, but the application may not have read it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub reloads: std::collections::BTreeMap<String, ReloadMark>,
+}
+
+/// One target's `reload` in a rotation record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadMark {
+    /// When the command was started (last time).
+    pub started: Timestamp,
+    /// When it exited (whatever its status); `None` while it runs or after a kill.
+    pub finished: Option<Timestamp>,
 }
 
 impl Rotation {
@@ -288,7 +308,9 @@ impl Rotation {
             revoke_at: None,
             attempts: 0,
             last_error: None,
+            needs_fix: false,
             outcome: None,
+            reloads: Default::default(),
         }
     }
 

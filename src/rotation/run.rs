@@ -190,6 +190,11 @@ pub async fn drive(d: &Deps<'_>, start: Option<String>) -> Result<Report, Rotate
     };
     let revoke_after = d.token.rotation.revoke_after;
     loop {
+        // In the daemon, a SIGTERM stops the rotation here, between steps: the step in
+        // progress finished and was saved above, and the next start resumes at the next one.
+        if crate::liveness::before_step() {
+            return Ok(Report::Waiting(r));
+        }
         let now = (d.now)();
         let step = match super::next(&r, now) {
             Action::Done => return Ok(Report::Finished(r)),
@@ -831,6 +836,50 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// The rotation record as the [`crate::target::ReloadJournal`] of its delivery: each mark is
+/// saved to `rotations/<token>.json` at once (the rotation's lock is held by `drive`), so a
+/// kill while a reload runs leaves "started" without "finished" for the resume to see.
+#[derive(Debug)]
+struct RecordedReloads {
+    record: std::sync::Mutex<Rotation>,
+    log: RotationLog,
+}
+
+impl crate::target::ReloadJournal for RecordedReloads {
+    fn unfinished(&self, target: &str) -> bool {
+        let r = self.record.lock().expect("not poisoned");
+        r.reloads.get(target).is_some_and(|m| m.finished.is_none())
+    }
+
+    fn started(&self, target: &str) -> Result<(), crate::target::TargetError> {
+        let mut r = self.record.lock().expect("not poisoned");
+        r.reloads.insert(
+            target.to_string(),
+            super::ReloadMark {
+                started: jiff::Timestamp::now(),
+                finished: None,
+            },
+        );
+        self.log.save(&r).map_err(|e| {
+            crate::target::TargetError::Transient(format!(
+                "cannot record that the reload starts: {e}"
+            ))
+        })?;
+        Ok(())
+    }
+
+    fn finished(&self, target: &str) {
+        let mut r = self.record.lock().expect("not poisoned");
+        if let Some(m) = r.reloads.get_mut(target) {
+            m.finished = Some(jiff::Timestamp::now());
+        }
+        if let Err(e) = self.log.save(&r) {
+            // The reload ran; at worst a resume runs it once more.
+            tracing::warn!(target = %target, error = %e, "cannot record that the reload finished");
+        }
+    }
+}
+
 async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
     if d.token.targets.is_empty() {
         return Event::Delivered;
@@ -851,12 +900,18 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
         .as_ref()
         .and_then(|f| crate::policy::effective_expiry(f, None))
         .map(|e| e.at);
+    let journal = std::sync::Arc::new(RecordedReloads {
+        record: std::sync::Mutex::new(r.clone()),
+        log: d.log.clone(),
+    });
     let ctx = crate::target::PushContext {
         token_name: d.token.name.clone(),
         expires_at,
         event: "rotation".into(),
         request_id: r.id.clone(),
         now: (d.now)(),
+        reloads: Some(journal.clone()),
+        hide: vec![old.clone()],
     };
     let http = http_client();
     let rollout = crate::delivery::roll_out(
@@ -868,6 +923,18 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
         d.cfg.delivery.parallelism,
     )
     .await;
+    drop(ctx);
+    r.reloads = journal.record.lock().expect("not poisoned").reloads.clone();
+    // A target that refused (rather than failed for now) needs a person; say so.
+    r.needs_fix = match &rollout {
+        crate::delivery::Rollout::Failed {
+            target, results, ..
+        } => results.iter().any(|res| {
+            &res.name == target
+                && matches!(res.outcome, Err(crate::target::TargetError::Refused(_)))
+        }),
+        crate::delivery::Rollout::Delivered(_) => false,
+    };
     let log = crate::delivery::TargetLog::new(&d.cfg.state_dir);
     let mut records = log.load(&d.token.name).unwrap_or_default();
     let now = (d.now)();

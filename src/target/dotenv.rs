@@ -18,6 +18,24 @@
 //! - Line endings per line: a CRLF line stays CRLF; an appended line uses the file's dominant
 //!   ending; a file without a final newline keeps lacking one.
 //!
+//! # Agreeing with the loaders applications use
+//! python-dotenv, Node's `dotenv` and the `dotenvy` crate must all read the new value and
+//! every other key as before (`target/dotenv_parsers.rs` runs the fixtures and the fuzz corpus
+//! through the three). Where they part ways the editor takes the strictest reading:
+//! - Back quotes are never written (python-dotenv and `dotenvy` keep them as part of the
+//!   value): a backquoted line is rewritten unquoted, else in single or double quotes.
+//! - A carriage return that does not end a line is refused: python-dotenv and Node's `dotenv`
+//!   read it as a line break, `dotenvy` does not.
+//! - A line with the key alone (`KEY`, `export KEY`) is rewritten `KEY=value`: python-dotenv
+//!   reads it as the key without a value, which wins when it comes later.
+//! - `KEY: value` is a line holding the key: Node's `dotenv` reads it, and a later one wins.
+//! - Names are python-dotenv's (any characters but `=`, `#` and white space), so a quote opened
+//!   by `1='x` or `NÉB='x` counts as open.
+//! - In single quotes python-dotenv (and Node's `dotenv`) take `\'` as an escaped quote: after
+//!   `A='it\'s`, python-dotenv reads every line up to the next `'` as part of `A`. The key on
+//!   such a line is refused (with the line of the quote), and no `'` is written after a quote
+//!   python-dotenv never sees closed.
+//!
 //! # What it writes
 //! - Every line holding the key gets the value: a later duplicate wins in most loaders, and a
 //!   stale copy of an old token must not linger. A missing key is appended as `KEY=value`.
@@ -163,6 +181,7 @@ pub enum DotenvError {
 pub fn set(text: &str, key: &str, value: &str) -> Result<Edited, DotenvError> {
     check_key(key)?;
     check_value(key, value)?;
+    check_line_breaks(text)?;
     let lines = split_lines(text);
     let Scan { hits, dangling } = scan(&lines, key)?;
     // Sized up front so the buffer holding the token is not reallocated (leaving copies behind).
@@ -174,6 +193,9 @@ pub fn set(text: &str, key: &str, value: &str) -> Result<Edited, DotenvError> {
             Some(hit) => {
                 let style = style_for(key, value, hit.style, open_before(&dangling, hit.index))?;
                 out.push_str(&line.content[..hit.start]);
+                if hit.bare {
+                    out.push('=');
+                }
                 push_value(&mut out, style, value);
                 out.push_str(&line.content[hit.end..]);
             }
@@ -217,6 +239,26 @@ fn lookup(text: &str, key: &str) -> Result<Option<String>, DotenvError> {
     let lines = split_lines(text);
     let hits = scan(&lines, key)?.hits;
     Ok(hits.last().map(|hit| decode(hit.style, hit.raw)))
+}
+
+/// Refuses a carriage return that does not end a line. python-dotenv (Python's universal
+/// newlines) and Node's `dotenv` (which turns `\r` into `\n`) read it as a line break, `dotenvy`
+/// and the shell do not: the loaders would disagree about which lines hold which key, and an
+/// edit could remove what one of them reads as a line of its own.
+fn check_line_breaks(text: &str) -> Result<(), DotenvError> {
+    let lone = text
+        .match_indices('\r')
+        .find(|(i, _)| !text[i + 1..].starts_with('\n'));
+    match lone {
+        Some((i, _)) => Err(DotenvError::Unparsable {
+            line: text[..i].matches('\n').count() + 1,
+            problem: "a carriage return that does not end the line (python-dotenv and Node's \
+                      dotenv read it as a line break, other loaders do not); remove it or end \
+                      the line there"
+                .into(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// A key must be a variable name the shell and every loader accept.
@@ -270,6 +312,13 @@ fn style_for(
     found: Style,
     open: &[Dangling],
 ) -> Result<Style, DotenvError> {
+    // Never back quotes: python-dotenv and `dotenvy` read them as part of the value (only
+    // Node's `dotenv` strips them), so a backquoted line is rewritten unquoted when it can be.
+    let found = if found == Style::Backtick {
+        Style::Bare
+    } else {
+        found
+    };
     let safe: Vec<Style> = [found, Style::Single, Style::Double]
         .into_iter()
         .filter(|style| style.can_hold(value))
@@ -473,6 +522,12 @@ fn is_blank(c: char) -> bool {
     c == ' ' || c == '\t'
 }
 
+/// White space as Python's `\s` sees it (Unicode white space and the separators
+/// `\x1c`-`\x1f`): where python-dotenv's names end.
+fn is_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
 /// Recognises `[blanks][export blanks]NAME[blanks]=[blanks]value[blanks][# comment]`.
 fn parse_assignment(line: &str) -> Option<Assignment<'_>> {
     let mut i = line.len() - line.trim_start_matches(is_blank).len();
@@ -481,21 +536,35 @@ fn parse_assignment(line: &str) -> Option<Assignment<'_>> {
     {
         i = line.len() - after.trim_start_matches(is_blank).len();
     }
-    // Names as loaders accept them (`.` and `-` appear in some files); the key itself is
-    // stricter (`check_key`).
+    // Names as the most lenient loader accepts them: python-dotenv takes any run of
+    // characters but `=`, `#` and white space, so `1='x` and `NÉB='x` open quotes it honours
+    // (a value written later must not close them). The key itself is stricter (`check_key`).
     let name_len = line[i..]
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-'))
+        .find(|c: char| c == '=' || c == '#' || is_space(c))
         .unwrap_or(line.len() - i);
-    let first = *line.as_bytes().get(i)?;
-    if name_len == 0 || !(first.is_ascii_alphabetic() || first == b'_') {
+    if name_len == 0 {
         return None;
     }
-    let name = &line[i..i + name_len];
+    let mut name = &line[i..i + name_len];
     let after_name = &line[i + name_len..];
-    let blanks_before_eq = after_name.len() - after_name.trim_start_matches(is_blank).len();
-    let eq = i + name_len + blanks_before_eq;
+    let mut blanks_before_eq = after_name.len() - after_name.trim_start_matches(is_blank).len();
+    let mut eq = i + name_len + blanks_before_eq;
     if !line[eq..].starts_with('=') {
-        return None;
+        // Node's `dotenv` also takes `NAME: value` (a colon right after a name of word
+        // characters, `.` and `-`, then a blank): a later such line would win there.
+        let colon = name.strip_suffix(':').filter(|n| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        });
+        match colon {
+            Some(n) if after_name.starts_with(is_blank) => {
+                name = n;
+                blanks_before_eq = 0;
+                eq = i + n.len();
+            }
+            _ => return None,
+        }
     }
     let rest_start = eq + 1;
     let rest = &line[rest_start..];
@@ -564,6 +633,10 @@ fn is_trailer(tail: &str) -> bool {
 /// A line holding the key, where its value sits.
 struct Hit<'a> {
     index: usize,
+    /// The line names the key without a value (`KEY`, `export KEY # c`): python-dotenv reads
+    /// it as the key set to nothing, which would win over an earlier line, so it is rewritten
+    /// as `KEY=value` (`=` inserted at `start`).
+    bare: bool,
     style: Style,
     start: usize,
     end: usize,
@@ -590,13 +663,35 @@ struct Scan<'a> {
 fn scan<'a>(lines: &[Line<'a>], key: &str) -> Result<Scan<'a>, DotenvError> {
     let mut hits = Vec::new();
     let mut dangling = Vec::new();
+    // Lines python-dotenv reads as part of an earlier single-quoted value while the editor
+    // (and the shell) do not: (the line the quote opens on, the last line it takes).
+    let mut disputed: Option<(usize, usize)> = None;
     let mut index = 0;
     while index < lines.len() {
         let content = lines[index].content;
+        let in_dispute = disputed.filter(|&(_, last)| index <= last);
         let Some(a) = parse_assignment(content) else {
+            if let Some(start) = bare_key(content, key) {
+                if let Some((open, _)) = in_dispute {
+                    return Err(folded(open, index, key));
+                }
+                hits.push(Hit {
+                    index,
+                    bare: true,
+                    style: Style::Bare,
+                    start,
+                    end: start,
+                    raw: "",
+                });
+            }
             index += 1;
             continue;
         };
+        if a.name == key
+            && let Some((open, _)) = in_dispute
+        {
+            return Err(folded(open, index, key));
+        }
         match a.end {
             Some(end) if a.name == key => {
                 if a.style != Style::Bare && !is_trailer(&content[end..]) {
@@ -610,13 +705,18 @@ fn scan<'a>(lines: &[Line<'a>], key: &str) -> Result<Scan<'a>, DotenvError> {
                 }
                 hits.push(Hit {
                     index,
+                    bare: false,
                     style: a.style,
                     start: a.start,
                     end,
                     raw: a.raw,
                 });
             }
-            Some(_) => {}
+            Some(_) => {
+                if a.style == Style::Single {
+                    python_dispute(lines, index, index, &a, &mut disputed, &mut dangling);
+                }
+            }
             None if a.name == key => {
                 return Err(DotenvError::Unparsable {
                     line: index + 1,
@@ -632,7 +732,12 @@ fn scan<'a>(lines: &[Line<'a>], key: &str) -> Result<Scan<'a>, DotenvError> {
                 match (index + 1..lines.len())
                     .find(|&j| a.style.find_close(lines[j].content).is_some())
                 {
-                    Some(last) => index = last,
+                    Some(last) => {
+                        if a.style == Style::Single {
+                            python_dispute(lines, index, last, &a, &mut disputed, &mut dangling);
+                        }
+                        index = last;
+                    }
                     None => dangling.push(Dangling {
                         index,
                         style: a.style,
@@ -644,6 +749,103 @@ fn scan<'a>(lines: &[Line<'a>], key: &str) -> Result<Scan<'a>, DotenvError> {
         index += 1;
     }
     Ok(Scan { hits, dangling })
+}
+
+/// Where a line names `key` without a value (`KEY`, `export KEY`, either with a comment):
+/// the offset just past the name, where `=value` goes.
+fn bare_key(line: &str, key: &str) -> Option<usize> {
+    let mut i = line.len() - line.trim_start_matches(is_blank).len();
+    if let Some(after) = line[i..].strip_prefix("export")
+        && after.starts_with(is_blank)
+    {
+        i = line.len() - after.trim_start_matches(is_blank).len();
+    }
+    let end = i + key.len();
+    let rest = line[i..].strip_prefix(key)?;
+    let after = rest.trim_start_matches(is_blank);
+    let ends = after.is_empty() || (after.starts_with('#') && after.len() < rest.len());
+    ends.then_some(end)
+}
+
+/// How python-dotenv's reading of a single-quoted value differs from the editor's.
+enum PythonEnd {
+    /// It ends on the same line.
+    Same,
+    /// python-dotenv takes the lines up to this one too.
+    Line(usize),
+}
+
+/// python-dotenv (like Node's `dotenv`) reads `\'` inside single quotes as an escaped quote,
+/// where the editor, the shell and `dotenvy` see a backslash and the closing quote: with
+/// `A='it\'s` above, python-dotenv folds every line up to the next `'` into `A` (issue 14,
+/// point 20). The value of `a` opens on line `open` and ends, for the editor, on line `end`.
+/// Lines python-dotenv takes beyond `end` become `disputed` (the key may not be there); when
+/// python-dotenv finds no closing quote at all, the quote is `dangling`, so no `'` is written
+/// after it.
+fn python_dispute<'a>(
+    lines: &[Line<'a>],
+    open: usize,
+    end: usize,
+    a: &Assignment<'a>,
+    disputed: &mut Option<(usize, usize)>,
+    dangling: &mut Vec<Dangling<'a>>,
+) {
+    let first = &lines[open].content[a.start + 1..];
+    let mut prev = '\0';
+    let mut last_escaped = None;
+    let mut found = None;
+    'lines: for (j, text) in
+        std::iter::once((open, first)).chain((open + 1..lines.len()).map(|j| (j, lines[j].content)))
+    {
+        if j > open {
+            prev = '\n';
+        }
+        for c in text.chars() {
+            if c == '\'' {
+                if prev == '\\' {
+                    last_escaped = Some(j);
+                } else {
+                    found = Some(j);
+                    break 'lines;
+                }
+            }
+            prev = c;
+        }
+    }
+    let reach = match found {
+        Some(j) => PythonEnd::Line(j),
+        None => {
+            // No closing quote: its regular expression backs up to the last `\'` instead, and
+            // any `'` written later would become the close.
+            dangling.push(Dangling {
+                index: open,
+                style: Style::Single,
+                name: a.name,
+            });
+            last_escaped.map_or(PythonEnd::Same, PythonEnd::Line)
+        }
+    };
+    if let PythonEnd::Line(last) = reach
+        && last > end
+    {
+        *disputed = Some(match *disputed {
+            Some((o, l)) if l >= last => (o, l),
+            _ => (open, last),
+        });
+    }
+}
+
+/// The error for the key on line `index`, inside the value python-dotenv folds from `open`.
+fn folded(open: usize, index: usize, key: &str) -> DotenvError {
+    DotenvError::Unparsable {
+        line: index + 1,
+        problem: format!(
+            "python-dotenv reads this line as part of the single-quoted value opened on line \
+             {} (it takes `\\'` there as an escaped quote), so it would never see `{key}` here; \
+             remove the backslash before that quote or close the value",
+            open + 1
+        ),
+    }
 }
 
 /// The env file of a `dotenv` target.
@@ -1288,14 +1490,14 @@ fn io_error(what: String, e: &io::Error) -> TargetError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::target) mod tests {
     use super::*;
 
     const KEY: &str = DEFAULT_KEY;
     const NEW: &str = "EAAGnew0123456789";
 
     /// Real-world files: (what, before, after, occurrences, appended).
-    const FILES: &[(&str, &str, &str, usize, bool)] = &[
+    pub(in crate::target) const FILES: &[(&str, &str, &str, usize, bool)] = &[
         (
             "plain",
             "A=1\nWHATSAPP_ACCESS_TOKEN=old\nB=2\n",
@@ -1332,10 +1534,28 @@ mod tests {
             false,
         ),
         (
+            // Unquoted: python-dotenv and `dotenvy` keep back quotes as part of the value.
             "backquotes",
             "WHATSAPP_ACCESS_TOKEN=`old`\n",
-            "WHATSAPP_ACCESS_TOKEN=`EAAGnew0123456789`\n",
+            "WHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\n",
             1,
+            false,
+        ),
+        (
+            // python-dotenv reads a bare key as the key without a value, and the later line
+            // wins there: it is rewritten as an assignment.
+            "the key alone after its assignment",
+            "WHATSAPP_ACCESS_TOKEN=old\nexport WHATSAPP_ACCESS_TOKEN # kept\n",
+            "WHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\nexport WHATSAPP_ACCESS_TOKEN=EAAGnew0123456789 # kept\n",
+            2,
+            false,
+        ),
+        (
+            // Node's `dotenv` reads `KEY: value`, and the later line wins there.
+            "a yaml-style line",
+            "WHATSAPP_ACCESS_TOKEN=old\nWHATSAPP_ACCESS_TOKEN: yaml\n",
+            "WHATSAPP_ACCESS_TOKEN=EAAGnew0123456789\nWHATSAPP_ACCESS_TOKEN: EAAGnew0123456789\n",
+            2,
             false,
         ),
         (
@@ -1561,7 +1781,7 @@ mod tests {
     }
 
     /// (what, before, value, after): a value unsafe in the line's style moves to a safe one.
-    const STYLE_SWITCHES: &[(&str, &str, &str, &str)] = &[
+    pub(in crate::target) const STYLE_SWITCHES: &[(&str, &str, &str, &str)] = &[
         (
             "bare to single for a blank",
             "WHATSAPP_ACCESS_TOKEN=old # c\n",
@@ -1750,6 +1970,30 @@ mod tests {
         }
     }
 
+    /// Issue 14, point 20: the rules python-dotenv and Node's `dotenv` force (see the module
+    /// docs); the three real parsers check them in `target/dotenv_parsers.rs`.
+    #[test]
+    fn shapes_the_loaders_read_differently_are_refused_or_rewritten_for_all() {
+        // python-dotenv folds the key's line into `A`: refused, naming both lines.
+        let e = set("A='it\\'s\nWHATSAPP_ACCESS_TOKEN=old\nB='x'\n", KEY, NEW).unwrap_err();
+        assert!(
+            matches!(&e, DotenvError::Unparsable { line: 2, problem } if problem.contains("line 1")),
+            "{e}"
+        );
+        // Never closed for python-dotenv: no single quote may follow it.
+        let e = set("A='it\\'s\nWHATSAPP_ACCESS_TOKEN=old\n", KEY, "a b").unwrap();
+        assert_eq!(e.text, "A='it\\'s\nWHATSAPP_ACCESS_TOKEN=\"a b\"\n");
+        // Closed on its own line for every loader: nothing to dispute.
+        assert!(set("A='it\\'s'\nWHATSAPP_ACCESS_TOKEN=old\n", KEY, NEW).is_ok());
+        // A lone carriage return.
+        let e = set("A=1\rWHATSAPP_ACCESS_TOKEN=old\n", KEY, NEW).unwrap_err();
+        assert!(matches!(e, DotenvError::Unparsable { line: 1, .. }), "{e}");
+        assert!(set("A=1\r\nWHATSAPP_ACCESS_TOKEN=old\r\n", KEY, NEW).is_ok());
+        // A name python-dotenv accepts opens a quote the new value must not close.
+        let e = set("1='on\n", KEY, "a b").unwrap();
+        assert_eq!(e.text, "1='on\nWHATSAPP_ACCESS_TOKEN=\"a b\"\n");
+    }
+
     #[test]
     fn keys_that_are_not_variable_names_are_refused() {
         for key in ["", "1ABC", "A-B", "A.B", "A B", "A=B", "ÄB"] {
@@ -1842,8 +2086,6 @@ mod tests {
         &["EMPTY="],
         &["app.name=demo"],
         &["export PATH"],
-        &["WHATSAPP_ACCESS_TOKEN"],
-        &["WHATSAPP_ACCESS_TOKEN: yaml-style"],
         &[
             "CERT=\"-----BEGIN",
             "WHATSAPP_ACCESS_TOKEN=inside",
@@ -1868,6 +2110,9 @@ mod tests {
         "WHATSAPP_ACCESS_TOKEN=`old`",
         "WHATSAPP_ACCESS_TOKEN=a=b#c",
         "WHATSAPP_ACCESS_TOKEN=\"it's\"",
+        // python-dotenv: the key without a value; Node's `dotenv`: an assignment.
+        "WHATSAPP_ACCESS_TOKEN",
+        "WHATSAPP_ACCESS_TOKEN: yaml-style",
     ];
 
     /// A random file as its lines (with endings), each marked whether it holds the key.
