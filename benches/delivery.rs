@@ -64,6 +64,8 @@ async fn time(t: &[Arc<Configured>], parallelism: usize, rounds: u64) -> Duratio
             event: "rotation".into(),
             request_id: format!("bench-{r}"),
             now: jiff::Timestamp::now(),
+            reloads: None,
+            hide: Vec::new(),
         };
         let started = Instant::now();
         let out = roll_out(t, &token, None, &ctx, &http, parallelism).await;

@@ -110,6 +110,7 @@ async fn run(a: Args) {
     scenario.usage = UsageModel {
         window_secs: 3600,
         call_limit: u64::MAX / 200,
+        enforce: false,
     };
     let sb = Sandbox::start("127.0.0.1:0".parse().expect("address"), scenario)
         .await

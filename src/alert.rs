@@ -221,6 +221,39 @@ pub fn render_targets(
     }
 }
 
+/// What a host-level alert says: about tokenwarden's own files, not about one token.
+#[derive(Debug, Clone)]
+pub struct HostAlert<'a> {
+    /// The subject's word in capitals (`STATE RESET`, `DISK FULL`).
+    pub word: &'a str,
+    /// The subject's headline.
+    pub headline: &'a str,
+    /// The first paragraph.
+    pub lead: String,
+    /// What happened.
+    pub facts: Vec<String>,
+    /// What tokenwarden does about it.
+    pub will_do: Vec<String>,
+    /// What the person must do, in order.
+    pub todo: Vec<String>,
+}
+
+/// Renders a [`HostAlert`] (a state file set aside, a full disk).
+pub fn render_host(a: &HostAlert<'_>) -> Rendered {
+    let mut doc = Doc {
+        lead: a.lead.clone(),
+        sections: Vec::new(),
+    };
+    doc.section("Facts", a.facts.clone(), false);
+    doc.section("What tokenwarden will do", a.will_do.clone(), false);
+    doc.section("What you must do", a.todo.clone(), true);
+    Rendered {
+        subject: format!("[tokenwarden] {}: {}", a.word, a.headline),
+        text: doc.text(),
+        html: doc.html(),
+    }
+}
+
 /// Which rotation email.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RotationMail {
@@ -234,6 +267,8 @@ pub enum RotationMail {
     DeliveryFailed,
     /// Copies of the old token remain; the revoke waits.
     CopiesRemain,
+    /// Meta handed back the current token, living longer: nothing else changed.
+    Extended,
 }
 
 impl RotationMail {
@@ -245,6 +280,7 @@ impl RotationMail {
             RotationMail::Failed => "failed",
             RotationMail::DeliveryFailed => "delivery-failed",
             RotationMail::CopiesRemain => "copies",
+            RotationMail::Extended => "extended",
         }
     }
 }
@@ -357,6 +393,17 @@ pub fn render_rotation(
                 todo,
             )
         }
+        (Some(Outcome::Extended { until }), _) => {
+            let until = until.map_or_else(|| "no known expiry".to_string(), when);
+            facts.push(format!("Token valid until: {until}"));
+            (
+                "EXTENDED",
+                format!("same token, now valid until {until}"),
+                format!("Rotating {} asked Meta for a successor, and Meta handed back the current token itself (fingerprint {}) with a later expiry: the token was extended in place. Nothing was delivered, promoted or revoked; every environment keeps working on the token it has.", t.name, r.old.fingerprint),
+                vec!["Keep checking the token on schedule; the next rotation is due from its new expiry.".into()],
+                vec!["Nothing.".into()],
+            )
+        }
         (Some(Outcome::Superseded { detail }), _) => (
             "ROTATION SUPERSEDED",
             detail.clone(),
@@ -401,7 +448,8 @@ fn headline(
         Verdict::Dead { reason, .. } | Verdict::Unusable { reason } => reason.clone(),
         Verdict::OwnCredentials { detail }
         | Verdict::StoreProblem { detail }
-        | Verdict::Unreachable { detail } => detail.clone(),
+        | Verdict::Unreachable { detail }
+        | Verdict::Throttled { detail, .. } => detail.clone(),
         Verdict::Healthy => String::new(),
     };
     match condition {

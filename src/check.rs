@@ -59,10 +59,14 @@ pub async fn run(
     };
     for (t, (verdict, facts)) in tokens.iter().zip(observed) {
         // A single transient failure in a one-shot check is UNKNOWN: it has nothing older.
-        let since = matches!(verdict, Verdict::Unreachable { .. }).then_some(now);
+        let unknown = matches!(
+            verdict,
+            Verdict::Unreachable { .. } | Verdict::Throttled { .. }
+        );
+        let since = unknown.then_some(now);
         let a = policy::assess(&verdict, facts.as_ref(), since, &t.policy, now);
         let state = match verdict {
-            Verdict::Unreachable { .. } => State::Unknown,
+            Verdict::Unreachable { .. } | Verdict::Throttled { .. } => State::Unknown,
             _ => a.state,
         };
         out.push(Line {
@@ -101,6 +105,19 @@ fn summary(verdict: &Verdict, deadline: Option<Timestamp>, now: Timestamp) -> St
         }
         Verdict::StoreProblem { detail } => detail.clone(),
         Verdict::Unreachable { detail } => format!("cannot check: {detail}"),
+        Verdict::Throttled {
+            retry_after_secs,
+            detail,
+        } => format!(
+            "throttled by Meta{} (not a token problem): {detail}",
+            retry_after_secs
+                .map(|s| format!(
+                    ", access returns in about {} ({})",
+                    timefmt::span(s as i64),
+                    timefmt::utc(Timestamp::from_second(now.as_second() + s as i64).unwrap_or(now))
+                ))
+                .unwrap_or_default()
+        ),
     }
     .replace('\n', " ")
 }
@@ -199,6 +216,16 @@ pub fn render_status(rows: &[StatusRow], now: Timestamp) -> String {
         if let Some(n) = s.next_check {
             out.push_str(&format!("  next check   {}\n", timefmt::utc(n)));
         }
+        if let Some(crate::policy::Verdict::Throttled { detail, .. }) = &s.verdict {
+            let until = s
+                .throttled_until
+                .filter(|u| *u > now)
+                .map(|u| format!("until {}", timefmt::utc(u)))
+                .unwrap_or_else(|| "until its next scheduled check".into());
+            out.push_str(&format!(
+                "  throttled    by Meta, check deferred {until}: {detail}\n"
+            ));
+        }
         if let Some((t, subject)) = &s.last_email {
             out.push_str(&format!("  last email   {}: {subject}\n", ago(*t)));
         }
@@ -269,6 +296,11 @@ fn rotation_line(r: &crate::rotation::Rotation, now: Timestamp) -> String {
         (Some(Outcome::Superseded { detail }), _) => {
             format!("stopped {}: {detail}", when(r.updated))
         }
+        (Some(Outcome::Extended { until }), _) => format!(
+            "extended in place {} (Meta handed back the same token, valid until {})",
+            when(r.updated),
+            until.map_or_else(|| "an unknown time".to_string(), timefmt::utc)
+        ),
     }
 }
 

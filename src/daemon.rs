@@ -4,7 +4,9 @@
 //! schedule), a control message (SIGHUP reload, or a test asking for a check), the next moment
 //! policy could change its mind (a threshold crossing, a repeat falling due, capped at a minute
 //! so a suspended host or a clock jump cannot swallow a warning), or shutdown. Only the *waiting*
-//! races shutdown: once a check starts, it finishes and its state is saved.
+//! races shutdown. A SIGTERM during work sets the stop flag ([`crate::liveness::Stop`]): a
+//! check in progress is abandoned (it only reads; nothing of it is recorded), a rotation
+//! finishes the step in progress and is saved, and nothing new starts.
 //!
 //! Each check: read the token from its store, inspect it, read the phone number, turn that into
 //! a [`Verdict`] and facts, then settle: assess, decide which emails are due, queue them in the
@@ -19,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -30,13 +32,14 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::alert;
 use crate::config::{self, Config, Schedule, StoreConfig, TokenConfig};
-use crate::graph::{self, GraphClient, GraphError};
+use crate::graph::{self, GraphClient, GraphError, Transient};
 use crate::metrics::Telemetry;
 use crate::notify::{Email, Mailer, Outbox};
 use crate::policy::{self, Expires, TokenFacts, Verdict};
 use crate::secret::{Fingerprint, Secret};
 use crate::state::{Snapshot, StateError, StateStore};
 use crate::store::{SecretStore, Store, StoreError};
+use crate::usable::Usability;
 
 /// The longest the loop sleeps without re-reading the clock (and beating for `/healthz`).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -83,7 +86,8 @@ pub enum Control {
     CheckNow(oneshot::Sender<()>),
     /// Re-read the config; a broken one is refused and the old one keeps running.
     Reload(Option<oneshot::Sender<Result<(), String>>>),
-    /// Re-evaluate alerts from what is known, without network (tests).
+    /// Do what a wake of the loop does (tests): run the queued slices that are due (a
+    /// deferred check reads Graph), then re-evaluate alerts from what is known.
     Evaluate(oneshot::Sender<()>),
 }
 
@@ -100,6 +104,9 @@ pub enum DaemonError {
     #[error("scheduler: {0}")]
     Scheduler(String),
 }
+
+/// The thread (the `token` of an [`Email`]) of alerts about tokenwarden itself.
+const HOST_THREAD: &str = "tokenwarden";
 
 /// The daemon's working set.
 pub struct Daemon {
@@ -121,6 +128,16 @@ pub struct Daemon {
     queue: std::collections::VecDeque<Slice>,
     /// Whether the state changed since it was last saved.
     dirty: bool,
+    /// The loop's promise to the watchdog, renewed before every piece of work.
+    live: Arc<crate::liveness::Liveness>,
+    /// The worst cases of this config's work.
+    budget: crate::liveness::Budget,
+    /// Space held back for the "disk full" alert.
+    reserve: crate::state::Reserve,
+    /// A write in the state directory found the disk full since the last save.
+    disk_full_seen: bool,
+    /// When the current full-disk episode began (its alert was queued then).
+    disk_full_since: Option<Timestamp>,
 }
 
 /// Part of a group's scheduled check: one Graph batch worth of tokens, due at a moment within
@@ -128,6 +145,7 @@ pub struct Daemon {
 #[derive(Debug)]
 struct Slice {
     due: Timestamp,
+    /// The group it checks; empty for a throttled token's deferred check.
     group: String,
     tokens: Vec<String>,
 }
@@ -161,15 +179,44 @@ impl Daemon {
             }
             None => None,
         };
+        // Whoever can write the state directory can plant files where tokens are written.
+        crate::fsutil::check_private_dir(&cfg.state_dir).map_err(DaemonError::Config)?;
         let state = StateStore::new(&cfg.state_dir);
         let cfg_state_dir = cfg.state_dir.clone();
-        let snap = state.load()?;
+        let audit_limits = cfg.audit;
+        // Temp files a kill left behind (they can hold a token).
+        for sub in ["", "outbox", "rotations", "targets", "groups"] {
+            crate::fsutil::remove_stale_temps(&cfg.state_dir.join(sub), None);
+        }
+        // And those of env files, in the applications' directories (only each file's own).
+        for t in &cfg.tokens {
+            for target in &t.targets {
+                if let crate::config::TargetKind::Dotenv { path, .. } = &target.kind
+                    && let Some(name) = path.file_name()
+                {
+                    crate::fsutil::remove_stale_temps(
+                        crate::fsutil::parent_of(path),
+                        Some(&name.to_string_lossy()),
+                    );
+                }
+            }
+        }
+        let (snap, set_aside) = state.load_or_set_aside(clock.now())?;
         let outbox = Outbox::open(&cfg.state_dir).map_err(|source| StateError::Io {
             path: cfg.state_dir.join("outbox"),
             source,
         })?;
         let statics = cfg.tokens.clone();
-        Ok(Daemon {
+        let budget = crate::liveness::Budget::of(&cfg);
+        let live = Arc::new(crate::liveness::Liveness::default());
+        live.set_step(budget.rotation_step);
+        let reserve = crate::state::Reserve::new(&cfg.state_dir, crate::state::RESERVE_BYTES);
+        if let Err(e) = reserve.ensure() {
+            tracing::warn!(error = %e, "cannot reserve space in the state directory for a disk-full alert");
+        }
+        let d = Daemon {
+            live,
+            budget,
             cfg,
             statics,
             discovery: crate::discover::Discovery::default(),
@@ -183,8 +230,69 @@ impl Daemon {
             clock,
             next_fire: BTreeMap::new(),
             telemetry: Arc::default(),
-            audit: crate::audit::Audit::new(&cfg_state_dir),
-        })
+            audit: crate::audit::Audit::new(&cfg_state_dir).with_limits(audit_limits),
+            reserve,
+            disk_full_seen: false,
+            disk_full_since: None,
+        };
+        if let Some(aside) = set_aside {
+            d.state_set_aside(&aside);
+        }
+        Ok(d)
+    }
+
+    /// Tells on-call that the state file was corrupt and set aside: the ledger of emails sent
+    /// is gone, so some may come again, and nothing else would say why.
+    fn state_set_aside(&self, aside: &Path) {
+        let now = self.clock.now();
+        self.audit.record(
+            now,
+            "state_set_aside",
+            serde_json::json!({"moved_to": aside.display().to_string()}),
+        );
+        let a = alert::HostAlert {
+            word: "STATE RESET",
+            headline: "the state file was corrupt and was set aside",
+            lead: format!(
+                "tokenwarden found `{}` unreadable at start, moved it to `{}` and started with an empty state.",
+                self.state.path().display(),
+                aside.display()
+            ),
+            facts: vec![
+                "What tokenwarden remembered (last checks, emails already sent) is not in use.".into(),
+                "Tokens, rotations and the outbox are kept in their own files and are not affected.".into(),
+            ],
+            will_do: vec![
+                "Check every token again now; alerts that were already sent may be sent once more.".into(),
+            ],
+            todo: vec![
+                format!("Look at `{}` for the cause (a full disk, a manual edit, a storage fault), then delete it.", aside.display()),
+            ],
+        };
+        self.queue_host_alert(&format!("state-reset-{}", now.as_second()), &a);
+    }
+
+    /// Queues an alert about tokenwarden itself (not one token), or logs it without `[email]`.
+    fn queue_host_alert(&self, key: &str, a: &alert::HostAlert<'_>) -> bool {
+        let r = alert::render_host(a);
+        let email = Email {
+            id: email_id(HOST_THREAD, key),
+            token: HOST_THREAD.into(),
+            subject: r.subject,
+            text: r.text,
+            html: r.html,
+        };
+        if self.mailer.is_none() {
+            tracing::warn!(subject = %email.subject, "host alert (no [email] configured: logged only)");
+            return true;
+        }
+        match self.outbox.enqueue(&email, self.clock.now()) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(subject = %email.subject, error = %e, "cannot queue the alert");
+                false
+            }
+        }
     }
 
     /// The current config.
@@ -249,19 +357,38 @@ impl Daemon {
     /// Checks every token (groups listed again, their members through Graph batches), then
     /// sends what is due.
     pub async fn check_all(&mut self) {
+        self.live
+            .busy(self.budget.listing * self.cfg.groups.len() as u32 + self.budget.token_check);
         self.refresh_groups(None).await;
         let statics: Vec<String> = self.statics.iter().map(|t| t.name.clone()).collect();
         for name in statics {
+            if crate::liveness::requested() {
+                return;
+            }
             self.check(&name).await;
         }
         for g in self.cfg.groups.clone() {
             // A thousand at a time (20 Graph batches, 5 rounds at 4 in flight): as fast as
             // all at once, and a fleet's answers are never all in memory together.
             for chunk in self.members_of(&g.name).chunks(CHECK_CHUNK) {
+                if crate::liveness::requested() {
+                    return;
+                }
                 self.check_many(chunk).await;
             }
         }
         self.flush().await;
+    }
+
+    /// Whether Meta throttled `name`'s last check and access has not returned yet: its check
+    /// waits (the queued slice at `throttled_until` runs it).
+    fn deferred(&self, name: &str) -> bool {
+        let now = self.clock.now();
+        self.snap
+            .tokens
+            .get(name)
+            .and_then(|ts| ts.throttled_until)
+            .is_some_and(|until| until > now)
     }
 
     /// Checks one token and settles its alerts (the caller flushes).
@@ -269,7 +396,17 @@ impl Daemon {
         let Some(t) = self.cfg.token(name).cloned() else {
             return;
         };
-        let (verdict, facts) = observe(&self.cfg, &t, &self.graph).await;
+        if self.deferred(name) {
+            tracing::debug!(token = %name, "check deferred: Meta is throttling it");
+            return;
+        }
+        self.live.busy(self.budget.token_check);
+        // Abandoned on SIGTERM: a hanging Graph must not hold up a stop (nothing is recorded).
+        let Some((verdict, facts)) =
+            crate::liveness::abandon_on_stop(observe(&self.cfg, &t, &self.graph)).await
+        else {
+            return;
+        };
         crate::failpoint::hit("daemon.after_observe");
         let alerted = self.note(&t, verdict, facts);
         self.save_state();
@@ -284,12 +421,28 @@ impl Daemon {
     pub async fn check_many(&mut self, names: &[String]) {
         let tokens: Vec<TokenConfig> = names
             .iter()
+            .filter(|n| !self.deferred(n))
             .filter_map(|n| self.cfg.token(n).cloned())
             .collect();
         if tokens.is_empty() {
             return;
         }
-        let observed = observe_many(&self.cfg, &tokens, &self.graph, BATCHES_IN_FLIGHT).await;
+        self.live.busy(self.budget.many(
+            &self.cfg.meta,
+            tokens.len(),
+            READS_IN_FLIGHT,
+            BATCHES_IN_FLIGHT,
+        ));
+        let Some(observed) = crate::liveness::abandon_on_stop(observe_many(
+            &self.cfg,
+            &tokens,
+            &self.graph,
+            BATCHES_IN_FLIGHT,
+        ))
+        .await
+        else {
+            return;
+        };
         crate::failpoint::hit("daemon.after_observe");
         let mut alerted = false;
         let mut values = Vec::with_capacity(tokens.len());
@@ -322,7 +475,28 @@ impl Daemon {
         );
         let ts = self.snap.tokens.entry(t.name.clone()).or_default();
         ts.last_check = Some(now);
+        ts.throttled_until = None;
         match &verdict {
+            Verdict::Throttled {
+                retry_after_secs,
+                detail,
+            } => {
+                ts.failing_since.get_or_insert(now);
+                ts.check_errors += 1;
+                // Deferred to when access returns, checked then on its own; with no word
+                // from Meta, the next scheduled check tries again. Never asked in between.
+                ts.throttled_until = retry_after_secs
+                    .and_then(|s| Timestamp::from_second(now.as_second() + s as i64).ok());
+                if let Some(until) = ts.throttled_until {
+                    self.queue.push_back(Slice {
+                        due: until,
+                        group: String::new(),
+                        tokens: vec![t.name.clone()],
+                    });
+                    self.queue.make_contiguous().sort_by_key(|s| s.due);
+                }
+                tracing::warn!(token = %t.name, until = ?ts.throttled_until.map(crate::timefmt::utc), error = %detail, "Meta throttled the check; deferred until access returns");
+            }
             Verdict::Unreachable { detail } => {
                 ts.failing_since.get_or_insert(now);
                 ts.check_errors += 1;
@@ -349,6 +523,10 @@ impl Daemon {
     /// After a check: resumes or starts the token's rotation, then repairs its targets.
     /// `current` is the value the check read from the store, when it has it.
     async fn follow_up(&mut self, t: &TokenConfig, current: Option<Secret>) {
+        // Nothing new starts once a stop is requested.
+        if crate::liveness::requested() {
+            return;
+        }
         if self.rotate(t).await {
             // The store's current token changed: look at the new one at once, so state,
             // metrics and alerts describe what is now in use.
@@ -364,8 +542,77 @@ impl Daemon {
             return;
         }
         match self.state.save(&self.snap) {
-            Ok(()) => self.dirty = false,
-            Err(e) => tracing::error!(error = %e, "cannot save state"),
+            Ok(()) if !self.disk_full_seen => {
+                self.dirty = false;
+                self.disk_recovered();
+            }
+            Ok(()) => {
+                // An email could not be queued: still full for the outbox.
+                self.dirty = false;
+                self.disk_full();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save state");
+                if matches!(&e, StateError::Io { source, .. } if crate::state::is_disk_full(source))
+                    || self.disk_full_seen
+                {
+                    self.disk_full();
+                    // The reserve's room may hold the state too.
+                    if self.state.save(&self.snap).is_ok() {
+                        self.dirty = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The state directory's disk is full: frees the reserve and queues one alert for the
+    /// episode, so on-call hears of it while every other alert waits for room.
+    fn disk_full(&mut self) {
+        self.disk_full_seen = false;
+        if self.disk_full_since.is_some() {
+            return;
+        }
+        let now = self.clock.now();
+        let freed = self.reserve.release();
+        let dir = self.cfg.state_dir.display().to_string();
+        let a = alert::HostAlert {
+            word: "DISK FULL",
+            headline: "the state directory's disk is full; alerts are held back",
+            lead: format!("tokenwarden cannot write to `{dir}`: the disk (or the quota) is full."),
+            facts: vec![
+                "Alerts about tokens cannot be queued and the state cannot be saved until there is room.".into(),
+                if freed {
+                    "tokenwarden freed the space it keeps in reserve to send this email.".into()
+                } else {
+                    "There was no reserved space left to free.".into()
+                },
+            ],
+            will_do: vec![
+                "Keep checking; every alert held back goes out once there is room again (nothing is lost).".into(),
+            ],
+            todo: vec![
+                format!("Free space on the file system of `{dir}` (`df -h {dir}`)."),
+            ],
+        };
+        if self.queue_host_alert(&format!("disk-full-{}", now.as_second()), &a) {
+            self.disk_full_since = Some(now);
+            self.audit.record(
+                now,
+                "disk_full",
+                serde_json::json!({"reserve_freed": freed}),
+            );
+        }
+    }
+
+    /// A save succeeded: after a full disk, the reserve is made again once there is room.
+    fn disk_recovered(&mut self) {
+        if self.disk_full_since.is_none() {
+            return;
+        }
+        if self.reserve.ensure().is_ok() {
+            tracing::info!("the state directory has room again");
+            self.disk_full_since = None;
         }
     }
 
@@ -373,9 +620,10 @@ impl Daemon {
     /// rotation is between obtaining and promoting (targets may rightly hold the candidate).
     async fn reconcile(&mut self, t: &TokenConfig, current: Option<Secret>) {
         use crate::rotation::Step;
-        if t.targets.is_empty() {
+        if t.targets.is_empty() || crate::liveness::requested() {
             return;
         }
+        self.live.busy(self.budget.repair);
         let log = crate::rotation::run::RotationLog::new(&self.cfg.state_dir);
         let Ok(Some(_lock)) = log.try_lock(&t.name) else {
             return;
@@ -419,6 +667,8 @@ impl Daemon {
             event: "sync".into(),
             request_id: format!("sync-{}", now.as_second() / 86_400),
             now,
+            reloads: None,
+            hide: Vec::new(),
         };
         let out = crate::delivery::reconcile(
             &targets,
@@ -623,6 +873,7 @@ impl Daemon {
                     Err(e) => {
                         // Not recorded as sent: the next pass decides it again.
                         tracing::error!(token = %t.name, error = %e, "cannot queue alert email");
+                        self.disk_full_seen |= crate::state::is_disk_full(&e);
                         queued = false;
                     }
                 }
@@ -651,9 +902,13 @@ impl Daemon {
     /// Sends what is due from the outbox.
     pub async fn flush(&mut self) {
         let Some(mailer) = &self.mailer else { return };
-        if self.outbox.is_empty() {
+        // The outbox keeps what is not sent: the next start sends it.
+        if self.outbox.is_empty() || crate::liveness::requested() {
             return;
         }
+        // Each email within the SMTP timeout, connection included.
+        self.live
+            .busy(self.budget.email * (self.outbox.len() as u32 + 1));
         let report = self.outbox.flush(mailer, self.clock.now()).await;
         self.telemetry
             .emails_sent
@@ -716,6 +971,9 @@ impl Daemon {
             .front()
             .is_some_and(|s| s.due <= self.clock.now())
         {
+            if crate::liveness::requested() {
+                break;
+            }
             let slice = self.queue.pop_front().expect("checked above");
             self.check_many(&slice.tokens).await;
             ran = true;
@@ -763,6 +1021,9 @@ impl Daemon {
     pub fn reconfigure(&mut self, cfg: Config) -> Result<(), DaemonError> {
         let mut fresh = Daemon::new(cfg, self.clock.clone())?;
         fresh.telemetry = self.telemetry.clone();
+        // The watchdog task holds this one.
+        self.live.set_step(fresh.budget.rotation_step);
+        self.budget = fresh.budget;
         self.cfg = fresh.cfg;
         self.statics = fresh.statics;
         self.discovery = fresh.discovery;
@@ -1061,10 +1322,20 @@ async fn judge(
 ) -> (Verdict, Option<TokenFacts>) {
     let info = match info {
         Ok(i) => i,
-        // A rate limit lands here too, at once when Meta asks for more than a few seconds
-        // (`graph::MAX_RATE_LIMIT_WAIT`): it says nothing about the token, and waiting it out
-        // would stall every other token's check. The next scheduled check tries again, and
-        // only a failure lasting `cannot_check_after` is emailed.
+        // A rate limit, at once when Meta asks for more than a few seconds
+        // (`graph::MAX_RATE_LIMIT_WAIT`): it says nothing about the token, and asking again
+        // before access returns burns more quota. The check is deferred (`Daemon::note`).
+        Err(GraphError::Transient(Transient::RateLimited { api, retry_after })) => {
+            return (
+                Verdict::Throttled {
+                    retry_after_secs: retry_after.map(|d| d.as_secs()),
+                    detail: format!("rate limited: {api}"),
+                },
+                None,
+            );
+        }
+        // The next scheduled check tries again, and only a failure lasting
+        // `cannot_check_after` is emailed.
         Err(GraphError::Transient(e)) => {
             return (
                 Verdict::Unreachable {
@@ -1084,8 +1355,7 @@ async fn judge(
         }
     };
     let facts = facts_of(token, &info);
-    if !info.is_valid {
-        let api = info.invalid_reason().expect("the token is invalid here");
+    if let Some(api) = info.invalid_reason() {
         let expired = api.subcode == Some(463);
         return (
             Verdict::Dead {
@@ -1095,42 +1365,42 @@ async fn judge(
             Some(facts),
         );
     }
-    let missing = info.missing_whatsapp_scopes();
-    if !missing.is_empty() {
-        return (
-            Verdict::Unusable {
-                reason: format!("the token lacks {}", missing.join(" and ")),
-            },
-            Some(facts),
-        );
-    }
-    if let Some(w) = &t.waba_id
-        && !info.targets_waba(w)
-    {
-        return (
-            Verdict::Unusable {
-                reason: format!("WhatsApp Business Account {w} is not among the token's targets"),
-            },
-            Some(facts),
-        );
-    }
-    let verdict = match &t.phone_number_id {
-        None => Verdict::Healthy,
-        Some(p) => match graph.phone_number(token, p).await {
-            Ok(_) => Verdict::Healthy,
-            Err(GraphError::TokenDead(api)) => Verdict::Dead {
-                reason: graph::dead_reason(&api),
-                expired: api.subcode == Some(463),
-            },
-            Err(GraphError::Misconfigured(api)) => Verdict::Unusable {
-                reason: format!("reading phone number {p} failed: {api}"),
-            },
-            Err(GraphError::OwnCredentials(api)) => Verdict::OwnCredentials {
-                detail: api.to_string(),
-            },
-            Err(GraphError::Transient(e)) => Verdict::Unreachable {
-                detail: e.to_string(),
-            },
+    // The one rule of `usable`: scopes, the WABA (its targets, or a read when debug_token
+    // lists none), the phone number.
+    let proof = graph
+        .prove(
+            token,
+            &info,
+            t.waba_id.as_deref(),
+            t.phone_number_id.as_deref(),
+        )
+        .await;
+    let verdict = match crate::usable::decide(
+        &info,
+        t.waba_id.as_deref(),
+        t.phone_number_id.as_deref(),
+        &proof,
+    ) {
+        // An answer without `is_valid` is unknown, not invalid: only a read proves it works.
+        Usability::Usable if info.validity_unknown() && t.phone_number_id.is_none() => {
+            Verdict::Unreachable {
+                detail: "Meta's debug_token answer did not say whether the token is valid, and no phone number is configured to prove it works".into(),
+            }
+        }
+        Usability::Usable => Verdict::Healthy,
+        Usability::Unusable(reason) => Verdict::Unusable { reason },
+        Usability::Dead(api) => Verdict::Dead {
+            reason: graph::dead_reason(&api),
+            expired: api.subcode == Some(463),
+        },
+        Usability::OwnCredentials(detail) => Verdict::OwnCredentials { detail },
+        Usability::Unknown(detail) => Verdict::Unreachable { detail },
+        Usability::Throttled {
+            retry_after,
+            detail,
+        } => Verdict::Throttled {
+            retry_after_secs: retry_after.map(|d| d.as_secs()),
+            detail,
         },
     };
     (verdict, Some(facts))
@@ -1290,96 +1560,205 @@ pub async fn run(
             .unwrap_or_else(|| "none (alerts are logged only)".into()),
         "tokenwarden started"
     );
-    d.check_all().await;
-    d.next_fire = sched.next_fires(&d).await;
-    // READY once the config is loaded and the first check ran (a unit ordered after us can
-    // rely on tokenwarden having looked at every token).
+    // READY once the config and the state are loaded, before any network: a Graph that
+    // accepts connections and never answers must not hold the start past systemd's
+    // TimeoutStartSec (the first check runs in the loop below, where a stop can end it).
     let notifier = crate::sdnotify::Notifier::from_env();
     notifier.notify("READY=1");
-    let mut watchdog = crate::sdnotify::Notifier::watchdog_interval().map(tokio::time::interval);
+    // Pinged from a task of its own while the loop keeps within the worst case it announced
+    // for its current work (`liveness`): a long check on a hanging Graph keeps the pings
+    // going, a loop stuck past its bound stops them and systemd restarts the daemon.
+    let watchdog = crate::sdnotify::Notifier::watchdog_interval().map(|period| {
+        crate::liveness::spawn_watchdog(
+            d.live.clone(),
+            crate::sdnotify::Notifier::from_env(),
+            period,
+        )
+    });
+    let stop = crate::liveness::Stop::default();
     tokio::pin!(shutdown);
-    loop {
-        d.telemetry.beat(clock.now().as_second());
-        let sleep = d.next_wake();
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            // Pinged from the loop itself, so a stuck loop stops the pings and systemd restarts it.
-            _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
-                notifier.notify("WATCHDOG=1");
-            }
-            Some(c) = control.recv() => match c {
-                Control::CheckNow(done) => {
-                    d.check_all().await;
-                    let _ = done.send(());
-                }
-                Control::Evaluate(done) => {
-                    d.evaluate_all().await;
-                    let _ = done.send(());
-                }
-                Control::Reload(done) => {
-                    let outcome = match config::load(&config_path) {
-                        Err(e) => Err(e.to_string()),
-                        Ok(l) => d.reconfigure(l.config).map_err(|e| e.to_string()),
-                    };
-                    match &outcome {
-                        Ok(()) => {
-                            tracing::info!("configuration reloaded");
-                            sched.stop().await;
-                            sched = Scheduler::start(&d.statics, &d.cfg.groups, tx.clone(), clock.now()).await?;
-                            d.check_all().await;
-                            d.next_fire = sched.next_fires(&d).await;
+    let live = d.live.clone();
+    // Boxed: the loop's future is deep enough to overflow the compiler's layout queries.
+    let ended = stop
+        .scope(
+            live.clone(),
+            Box::pin(async {
+                // Set once SIGTERM/SIGINT arrived: the work in hand stopped, the loop ends.
+                let mut signalled = false;
+                let mut first = true;
+                loop {
+                    d.telemetry.beat(clock.now().as_second());
+                    if first {
+                        first = false;
+                        until_stopped(d.check_all(), shutdown.as_mut(), &mut signalled, &stop)
+                            .await;
+                        if signalled {
+                            break;
                         }
-                        Err(e) => tracing::error!("reload refused, the previous configuration keeps running: {e}"),
+                        d.next_fire = sched.next_fires(&d).await;
+                        continue;
                     }
-                    if let Some(done) = done {
-                        let _ = done.send(outcome);
+                    let sleep = d.next_wake();
+                    live.idle(sleep);
+                    let wake = tokio::select! {
+                        biased;
+                        _ = &mut shutdown => break,
+                        Some(c) = control.recv() => Wake::Control(c),
+                        Some(fire) = rx.recv() => Wake::Fire(fire),
+                        _ = tokio::time::sleep(sleep) => Wake::Sleep,
+                    };
+                    match wake {
+                        Wake::Control(Control::CheckNow(done)) => {
+                            until_stopped(d.check_all(), shutdown.as_mut(), &mut signalled, &stop)
+                                .await;
+                            let _ = done.send(());
+                        }
+                        Wake::Control(Control::Evaluate(done)) => {
+                            // As a wake of the loop would: due slices first (a deferred check, a
+                            // group's next slice), then every token re-assessed.
+                            let work = async {
+                                d.run_due_slices().await;
+                                d.evaluate_all().await;
+                            };
+                            until_stopped(work, shutdown.as_mut(), &mut signalled, &stop).await;
+                            let _ = done.send(());
+                        }
+                        Wake::Control(Control::Reload(done)) => {
+                            let outcome = match config::load(&config_path) {
+                                Err(e) => Err(e.to_string()),
+                                Ok(l) => d.reconfigure(l.config).map_err(|e| e.to_string()),
+                            };
+                            match &outcome {
+                                Ok(()) => {
+                                    tracing::info!("configuration reloaded");
+                                    sched.stop().await;
+                                    sched = Scheduler::start(
+                                        &d.statics,
+                                        &d.cfg.groups,
+                                        tx.clone(),
+                                        clock.now(),
+                                    )
+                                    .await?;
+                                    until_stopped(
+                                        d.check_all(),
+                                        shutdown.as_mut(),
+                                        &mut signalled,
+                                        &stop,
+                                    )
+                                    .await;
+                                    d.next_fire = sched.next_fires(&d).await;
+                                }
+                                Err(e) => tracing::error!(
+                                    "reload refused, the previous configuration keeps running: {e}"
+                                ),
+                            }
+                            if let Some(done) = done {
+                                let _ = done.send(outcome);
+                            }
+                        }
+                        Wake::Fire(fire) => {
+                            // Drain the rest of this firing so it is flushed once.
+                            let mut fired = vec![fire];
+                            while let Ok(more) = rx.try_recv() {
+                                fired.push(more);
+                            }
+                            let work = async {
+                                for f in &fired {
+                                    if let Fire::Group(g) = f {
+                                        d.live.busy(d.budget.listing);
+                                        d.refresh_groups(Some(g)).await;
+                                        d.spread(g);
+                                    }
+                                }
+                                d.next_fire = sched.next_fires(&d).await;
+                                for f in fired {
+                                    if let Fire::Token(name) = f {
+                                        d.check(&name).await;
+                                    }
+                                }
+                                d.run_due_slices().await;
+                                d.flush().await;
+                            };
+                            until_stopped(work, shutdown.as_mut(), &mut signalled, &stop).await;
+                        }
+                        Wake::Sleep => {
+                            if sched.offsets_changed(clock.now()) {
+                                tracing::info!(
+                                    "time-zone offset changed (daylight saving): rescheduling"
+                                );
+                                sched.stop().await;
+                                sched = Scheduler::start(
+                                    &d.statics,
+                                    &d.cfg.groups,
+                                    tx.clone(),
+                                    clock.now(),
+                                )
+                                .await?;
+                                d.next_fire = sched.next_fires(&d).await;
+                            }
+                            let work = async {
+                                if d.run_due_slices().await {
+                                    d.flush().await;
+                                } else {
+                                    d.evaluate_all().await;
+                                }
+                            };
+                            until_stopped(work, shutdown.as_mut(), &mut signalled, &stop).await;
+                        }
+                    }
+                    if signalled {
+                        break;
                     }
                 }
-            },
-            Some(fire) = rx.recv() => {
-                // Drain the rest of this firing so it is flushed once.
-                let mut fired = vec![fire];
-                while let Ok(more) = rx.try_recv() {
-                    fired.push(more);
-                }
-                for f in &fired {
-                    if let Fire::Group(g) = f {
-                        d.refresh_groups(Some(g)).await;
-                        d.spread(g);
-                    }
-                }
-                d.next_fire = sched.next_fires(&d).await;
-                for f in fired {
-                    if let Fire::Token(name) = f {
-                        d.check(&name).await;
-                    }
-                }
-                d.run_due_slices().await;
-                d.flush().await;
-            }
-            _ = tokio::time::sleep(sleep) => {
-                if sched.offsets_changed(clock.now()) {
-                    tracing::info!("time-zone offset changed (daylight saving): rescheduling");
-                    sched.stop().await;
-                    sched = Scheduler::start(&d.statics, &d.cfg.groups, tx.clone(), clock.now()).await?;
-                    d.next_fire = sched.next_fires(&d).await;
-                }
-                if d.run_due_slices().await {
-                    d.flush().await;
-                } else {
-                    d.evaluate_all().await;
-                }
-            }
-        }
-    }
+                Ok::<Scheduler, DaemonError>(sched)
+            }),
+        )
+        .await;
+    let sched = ended?;
     tracing::info!("shutting down");
     notifier.notify("STOPPING=1");
     sched.stop().await;
     if let Some(t) = metrics_task {
         t.abort();
     }
+    if let Some(t) = watchdog {
+        t.abort();
+    }
     Ok(())
+}
+
+/// What woke the loop.
+enum Wake {
+    Control(Control),
+    Fire(Fire),
+    Sleep,
+}
+
+/// Runs `work` to its end. A shutdown arriving meanwhile sets the stop flag, which the work
+/// reads: a check is abandoned, a rotation finishes the step in progress, nothing new
+/// starts. `signalled` says afterwards whether the loop should end.
+async fn until_stopped<W, S>(
+    work: W,
+    shutdown: std::pin::Pin<&mut S>,
+    signalled: &mut bool,
+    stop: &crate::liveness::Stop,
+) where
+    W: Future<Output = ()>,
+    S: Future<Output = ()>,
+{
+    tokio::pin!(work);
+    if !*signalled {
+        tokio::select! {
+            biased;
+            () = &mut work => return,
+            () = shutdown => {
+                *signalled = true;
+                tracing::info!("stop requested: abandoning the check in progress, finishing any rotation step in progress");
+                stop.set();
+            }
+        }
+    }
+    work.await;
 }
 
 #[cfg(test)]

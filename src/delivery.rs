@@ -39,7 +39,8 @@ pub struct TargetRecord {
     pub ok: bool,
     /// The last failure, in words.
     pub error: Option<String>,
-    /// The token the target holds as far as tokenwarden knows (after the last good push).
+    /// The token the target holds as far as tokenwarden knows (after the last good push, or
+    /// as a drift check read it back).
     pub fingerprint: Option<Fingerprint>,
 }
 
@@ -143,7 +144,8 @@ async fn push_and_verify(
     let timeout = t.cfg.timeout;
     let work = async {
         let changed = t.push(&token, &ctx).await?;
-        t.verify(token.fingerprint(), &http, timeout).await?;
+        let hide: Vec<&Secret> = std::iter::once(&token).chain(ctx.hide.iter()).collect();
+        t.verify(token.fingerprint(), &http, timeout, &hide).await?;
         Ok(changed)
     };
     match tokio::time::timeout(timeout, work).await {
@@ -233,8 +235,13 @@ pub async fn roll_out(
             crate::failpoint::hit("delivery.after_wave");
         }
         if let Some((target, reason)) = failure {
+            // The rollback's commands may print the candidate as well: hide it too.
+            let rctx = PushContext {
+                hide: ctx.hide.iter().cloned().chain([new.clone()]).collect(),
+                ..ctx.clone()
+            };
             let (restored, restore_failed) = match old {
-                Some(old) => restore(&touched, old, ctx, http, parallelism).await,
+                Some(old) => restore(&touched, old, &rctx, http, parallelism).await,
                 None => (Vec::new(), Vec::new()),
             };
             return Rollout::Failed {
@@ -261,9 +268,24 @@ async fn restore(
         event: "rollback".into(),
         ..ctx.clone()
     };
+    // Only targets that may hold the new token are put back. One that reads back the old
+    // token never changed; one that refuses even to be read (a symlink, a file that is not
+    // UTF-8) refused the push the same way, before any change: pushing to it again would
+    // only fail again and report a confusing "putting it back failed".
+    let mut changed = Vec::new();
+    for t in touched {
+        if t.readable() {
+            match t.read_back().await {
+                Ok(Some(found)) if found == old.fingerprint() => continue,
+                Err(TargetError::Refused(_)) => continue,
+                _ => {}
+            }
+        }
+        changed.push(t.clone());
+    }
     let mut ok = Vec::new();
     let mut failed = Vec::new();
-    for r in run_wave(touched, old, &ctx, http, parallelism).await {
+    for r in run_wave(&changed, old, &ctx, http, parallelism).await {
         match r.outcome {
             Ok(_) => ok.push(r.name),
             Err(e) => failed.push((r.name, e.to_string())),
@@ -332,7 +354,19 @@ pub async fn reconcile(
         let rec = records.get(&t.cfg.name);
         if t.readable() {
             match t.read_back().await {
-                Ok(Some(found)) if found == fp => continue,
+                Ok(Some(found)) if found == fp => {
+                    // Found current without a push (it held the token before tokenwarden
+                    // looked): remember it, so a later change reads as drift and gets its
+                    // email rather than passing for a first sync.
+                    if !rec.is_some_and(|r| r.ok && r.fingerprint == Some(fp)) {
+                        let rec = records.entry(t.cfg.name.clone()).or_default();
+                        rec.kind = t.cfg.kind.word().to_string();
+                        rec.ok = true;
+                        rec.error = None;
+                        rec.fingerprint = Some(fp);
+                    }
+                    continue;
+                }
                 Ok(found) => {
                     // Drift only when tokenwarden had delivered the current token before;
                     // otherwise this is the first sync of a new target.

@@ -107,7 +107,8 @@ async fn run_in(sb: &Sandbox, dir: &Path) -> Result<(), DemoError> {
 
     let secret_path = dir.join("app-secret");
     crate::fsutil::write_atomic(&secret_path, sandbox::DEMO_APP_SECRET.as_bytes(), 0o600)?;
-    let store_path = dir.join("tokens.json");
+    // The state directory is a directory of its own: the apps' env files must not be inside it.
+    let store_path = dir.join("state").join("tokens.json");
     let now = jiff::Timestamp::now();
     for (name, value) in [("billbytekot-prod", prod), ("billbytekot-staging", staging)] {
         FileStore::new(store_path.clone(), name.to_string())
@@ -117,7 +118,7 @@ async fn run_in(sb: &Sandbox, dir: &Path) -> Result<(), DemoError> {
     let config_path = dir.join("tokenwarden.toml");
     let text = format!(
         r#"# A throw-away config written by `tokenwarden demo`.
-state_dir = "{dir}"
+state_dir = "{dir}/state"
 
 [meta]
 app_id = "{app}"

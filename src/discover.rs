@@ -65,6 +65,13 @@ pub fn member_name(rest: &str) -> Result<String, String> {
     if name.is_empty() || name.starts_with('.') {
         return Err(format!("{rest:?} leaves no usable member name"));
     }
+    // A member name reaches a target's argv through `{member}` (a dotenv `reload`, an
+    // `exec` command): `cust---force` would have run `reload.sh --force`.
+    if name.starts_with('-') {
+        return Err(format!(
+            "{rest:?}: a member name must not start with `-` (it would read as an option in a command's arguments)"
+        ));
+    }
     Ok(name)
 }
 
@@ -225,7 +232,14 @@ impl GroupLog {
     /// The last list saved for `group` (none when never listed or unreadable).
     pub fn load(&self, group: &str) -> Option<Vec<Member>> {
         let bytes = std::fs::read(self.dir.join(format!("{group}.json"))).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        let members: Vec<Member> = serde_json::from_slice(&bytes).ok()?;
+        // A list saved before names starting with `-` were refused must not bring them back.
+        Some(
+            members
+                .into_iter()
+                .filter(|m| member_name(&m.member).as_deref() == Ok(m.member.as_str()))
+                .collect(),
+        )
     }
 
     /// Saves `members` as the last good list of `group`.
@@ -233,7 +247,7 @@ impl GroupLog {
     /// # Errors
     /// A failed write.
     pub fn save(&self, group: &str, members: &[Member]) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+        crate::fsutil::create_private_dir(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(members).map_err(std::io::Error::other)?;
         crate::fsutil::write_atomic(&self.dir.join(format!("{group}.json")), &bytes, 0o600)
     }
@@ -402,6 +416,48 @@ mod tests {
         );
         assert!(found.skipped.iter().any(|s| s.contains("longer than 64")));
         assert!(found.skipped.iter().any(|s| s.contains("+1 555")));
+    }
+
+    /// Issue 14, point 22: `cust---force` under the prefix `cust-` ran `reload.sh --force`.
+    #[test]
+    fn member_names_starting_with_a_dash_are_left_out() {
+        assert!(member_name("--force").is_err());
+        assert!(member_name("-x").is_err());
+        assert!(member_name("a-b").is_ok());
+        let found = collect(
+            "cust",
+            [
+                ("--force".to_string(), aws("cust---force"), vec![]),
+                ("ok".to_string(), aws("cust-ok"), vec![]),
+            ],
+        );
+        let names: Vec<&str> = found.members.iter().map(|m| m.member.as_str()).collect();
+        assert_eq!(names, ["ok"]);
+        assert!(
+            found
+                .skipped
+                .iter()
+                .any(|s| s.contains("must not start with `-`")),
+            "{:?}",
+            found.skipped
+        );
+        // A last good list written before the rule does not bring the name back.
+        let dir = tempfile::tempdir().unwrap();
+        let log = GroupLog::new(dir.path());
+        let bad = Member {
+            member: "--force".into(),
+            store: aws("cust---force"),
+            phone_number_id: None,
+            waba_id: None,
+        };
+        log.save("cust", &[bad, found.members[0].clone()]).unwrap();
+        let names: Vec<String> = log
+            .load("cust")
+            .unwrap()
+            .into_iter()
+            .map(|m| m.member)
+            .collect();
+        assert_eq!(names, ["ok"]);
     }
 
     #[test]

@@ -11,11 +11,12 @@ use serde::Serialize;
 
 use crate::config::{Config, TokenConfig};
 use crate::graph::version::{ApiVersion, VersionStatus};
-use crate::graph::{self, Expiry, GraphClient, GraphError, PhoneNumber, TokenInfo};
+use crate::graph::{self, Expiry, GraphClient, GraphError, PhoneNumber, TokenInfo, Transient};
 use crate::lint;
 use crate::secret::{Fingerprint, Secret};
 use crate::store::{SecretStore, Store, StoreError};
 use crate::timefmt;
+use crate::usable::{self, WabaFinding};
 
 /// A check's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -124,6 +125,8 @@ pub struct Observation {
     pub info: Option<Result<TokenInfo, GraphError>>,
     /// The configured phone number read with the token.
     pub phone: Option<Result<PhoneNumber, GraphError>>,
+    /// The configured WABA read with the token, made when `debug_token` lists no targets.
+    pub waba: Option<Result<(), GraphError>>,
     /// The WABA's phone numbers, read to explain a phone failure or a missing id.
     pub waba_numbers: Option<Result<Vec<PhoneNumber>, GraphError>>,
     /// Results of `--send-test`: (text, template).
@@ -163,19 +166,31 @@ pub async fn observe(
         value,
         info: None,
         phone: None,
+        waba: None,
         waba_numbers: None,
         sends: None,
     };
     let Ok(token) = &obs.value else { return obs };
-    let info = graph.debug_token(token).await;
-    let usable = matches!(&info, Ok(i) if i.is_valid);
-    obs.info = Some(info);
-    if !usable {
-        return obs;
-    }
-    if let Some(phone_id) = &t.phone_number_id {
-        obs.phone = Some(graph.phone_number(token, phone_id).await);
-    }
+    let info = match graph.debug_token(token).await {
+        Ok(i) if i.invalid_reason().is_none() => i,
+        other => {
+            obs.info = Some(other);
+            return obs;
+        }
+    };
+    // The same reads as the daemon's check (`usable`): the WABA when debug_token lists no
+    // targets, and the phone number.
+    let proof = graph
+        .prove(
+            token,
+            &info,
+            t.waba_id.as_deref(),
+            t.phone_number_id.as_deref(),
+        )
+        .await;
+    obs.info = Some(Ok(info));
+    obs.waba = proof.waba;
+    obs.phone = proof.phone;
     let phone_failed = matches!(&obs.phone, Some(Err(GraphError::Misconfigured(_))));
     if phone_failed || t.phone_number_id.is_none() {
         // To explain a wrong id (or suggest one), list the numbers of the configured WABA,
@@ -286,8 +301,8 @@ pub fn evaluate(t: &TokenConfig, app_id: &str, obs: &Observation, now: Timestamp
             };
         }
     };
-    evaluate_info(t, app_id, info, now, &mut checks);
-    if info.is_valid {
+    evaluate_info(t, app_id, info, obs, now, &mut checks);
+    if info.invalid_reason().is_none() {
         evaluate_phone(t, info, obs, &mut checks);
         if let Some((text, template)) = &obs.sends {
             checks.push(send_check("send_text", text, "text message"));
@@ -313,6 +328,17 @@ fn graph_failure(id: &'static str, e: &GraphError) -> Check {
             format!("cannot inspect the token: Meta refused tokenwarden's own app credentials ({api}); this says nothing about the token itself"),
             Some("check `app_id` and `app_secret` in [meta]: the secret may have been reset in the app dashboard (App settings > Basic), or the token belongs to another app".into()),
         ),
+        GraphError::Transient(Transient::RateLimited { api, retry_after }) => check(
+            id,
+            Mark::Warn,
+            format!(
+                "throttled by Meta ({api}){}; this is not the token's fault",
+                retry_after
+                    .map(|w| format!(", access returns in about {}", timefmt::span(w.as_secs() as i64)))
+                    .unwrap_or_default()
+            ),
+            Some("wait until access returns (the daemon defers its checks until then); if it happens often, spread the checks (`[schedule]`, a group's `spread`) or ask Meta for a higher limit".into()),
+        ),
         GraphError::Transient(t) => check(
             id,
             Mark::Fail,
@@ -328,10 +354,18 @@ fn evaluate_info(
     t: &TokenConfig,
     app_id: &str,
     info: &TokenInfo,
+    obs: &Observation,
     now: Timestamp,
     checks: &mut Vec<Check>,
 ) {
-    if info.is_valid {
+    if info.validity_unknown() {
+        checks.push(check(
+            "valid",
+            Mark::Warn,
+            "Meta's answer did not say whether the token is valid (no `is_valid`); the reads below decide",
+            None,
+        ));
+    } else if info.valid() {
         let app = info
             .application
             .as_deref()
@@ -372,7 +406,7 @@ fn evaluate_info(
             Some("use a token of the configured app, or set `app_id` and `app_secret` in [meta] to the token's app".into()),
         ));
     }
-    if !info.is_valid {
+    if info.invalid_reason().is_some() {
         return;
     }
 
@@ -397,7 +431,7 @@ fn evaluate_info(
 
     checks.push(expiry_check(info, now));
 
-    let missing = info.missing_whatsapp_scopes();
+    let missing = usable::missing_scopes(&info.scopes);
     if missing.is_empty() {
         checks.push(check(
             "scopes",
@@ -422,24 +456,84 @@ fn evaluate_info(
     }
 
     let wabas = info.waba_ids();
-    match &t.waba_id {
-        Some(w) if info.targets_waba(w) => checks.push(check("waba", Mark::Pass, format!("WhatsApp Business Account {w} is among the token's targets"), None)),
-        Some(w) => checks.push(check(
+    let reaches = |ids: &[String]| {
+        if ids.is_empty() {
+            "none".to_string()
+        } else {
+            ids.join(", ")
+        }
+    };
+    let assign = format!(
+        "assign the WhatsApp Business Account to the system user with full control, then generate a new token (old tokens do not gain new assets): {NEW_TOKEN_STEPS}"
+    );
+    let proof = graph::Proof {
+        waba: obs.waba.clone(),
+        phone: None,
+    };
+    let w = t.waba_id.as_deref().unwrap_or_default();
+    // The same finding the daemon's check and a candidate's validation use (`usable`), with
+    // the way it was decided spelled out.
+    let waba = match usable::waba_finding(info, t.waba_id.as_deref(), &proof) {
+        WabaFinding::AmongTargets => check(
+            "waba",
+            Mark::Pass,
+            format!(
+                "WhatsApp Business Account {w} is among the token's targets (decided by debug_token's target_ids)"
+            ),
+            None,
+        ),
+        WabaFinding::ReadSucceeded => check(
+            "waba",
+            Mark::Pass,
+            format!(
+                "WhatsApp Business Account {w}: debug_token lists no target_ids (the permission was granted in general), and reading the account with the token succeeded (decided by the read)"
+            ),
+            None,
+        ),
+        WabaFinding::NotAmongTargets { reaches: ids } => check(
             "waba",
             Mark::Fail,
             format!(
                 "WhatsApp Business Account {w} is not among the token's targets (it reaches: {}); this is the runbook's \"business account not found\"",
-                if wabas.is_empty() { "none".to_string() } else { wabas.join(", ") }
+                reaches(&ids)
             ),
-            Some(format!("assign the WhatsApp Business Account to the system user with full control, then generate a new token (old tokens do not gain new assets): {NEW_TOKEN_STEPS}")),
-        )),
-        None => checks.push(check(
+            Some(assign),
+        ),
+        WabaFinding::ReadFailed(GraphError::Misconfigured(api)) => check(
+            "waba",
+            Mark::Fail,
+            format!(
+                "WhatsApp Business Account {w}: debug_token lists no target_ids, and reading the account with the token was refused ({api})"
+            ),
+            Some(assign),
+        ),
+        WabaFinding::ReadFailed(e) => {
+            let mut c = graph_failure("waba", &e);
+            c.detail = format!(
+                "WhatsApp Business Account {w}: debug_token lists no target_ids, and reading the account failed: {}",
+                c.detail
+            );
+            c
+        }
+        WabaFinding::NotRead => check(
             "waba",
             Mark::Skip,
-            format!("`waba_id` not configured; the token reaches: {}", if wabas.is_empty() { "none".to_string() } else { wabas.join(", ") }),
+            format!(
+                "WhatsApp Business Account {w}: debug_token lists no target_ids and the account was not read"
+            ),
             None,
-        )),
-    }
+        ),
+        WabaFinding::NotConfigured => check(
+            "waba",
+            Mark::Skip,
+            format!(
+                "`waba_id` not configured; the token reaches: {}",
+                reaches(&wabas)
+            ),
+            None,
+        ),
+    };
+    checks.push(waba);
 }
 
 fn expiry_check(info: &TokenInfo, now: Timestamp) -> Check {
@@ -606,6 +700,11 @@ fn send_check(id: &'static str, r: &Result<String, GraphError>, what: &str) -> C
 }
 
 /// The report as the checklist people read.
+///
+/// Every string is passed through [`terminal_safe`]: details quote what Graph sent (the
+/// application's name, a phone number's verified name, error messages), and an ANSI escape
+/// or a carriage return in them would rewrite the operator's terminal or forge a ✓ line.
+/// Only this rendering is filtered; the JSON output escapes control characters itself.
 pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
     for t in &report.tokens {
@@ -613,24 +712,28 @@ pub fn render_text(report: &Report) -> String {
             .fingerprint
             .map(|f| format!("  (fingerprint {f})"))
             .unwrap_or_default();
-        out.push_str(&format!("{}{fp}\n", t.token));
+        out.push_str(&format!("{}{fp}\n", terminal_safe(&t.token)));
         for c in &t.checks {
             out.push_str(&format!(
                 "  {} {:<13} {}\n",
                 c.mark.symbol(),
                 c.id,
-                c.detail
+                terminal_safe(&c.detail)
             ));
             if let Some(fix) = &c.fix {
-                out.push_str(&format!("  {:<15} fix: {fix}\n", ""));
+                out.push_str(&format!("  {:<15} fix: {}\n", "", terminal_safe(fix)));
             }
         }
         out.push('\n');
     }
     let g = &report.graph_version;
-    out.push_str(&format!("{} {}\n", g.mark.symbol(), g.detail));
+    out.push_str(&format!(
+        "{} {}\n",
+        g.mark.symbol(),
+        terminal_safe(&g.detail)
+    ));
     if let Some(fix) = &g.fix {
-        out.push_str(&format!("  fix: {fix}\n"));
+        out.push_str(&format!("  fix: {}\n", terminal_safe(fix)));
     }
     let bad = report.tokens.iter().filter(|t| !t.healthy()).count();
     out.push_str(&format!(
@@ -642,6 +745,56 @@ pub fn render_text(report: &Report) -> String {
     out
 }
 
+/// `s` without what a terminal would act on: ANSI escape sequences (CSI `ESC [ ... final`,
+/// OSC `ESC ] ... BEL/ST`, two-byte `ESC x`), other C0 and C1 control characters (a line
+/// break or tab becomes a space, so one check stays one line), and the bidirectional
+/// overrides that reorder what is shown.
+pub fn terminal_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                // CSI: parameters and intermediates up to a final byte in @..~.
+                Some('[') => {
+                    for n in chars.by_ref() {
+                        if ('@'..='~').contains(&n) {
+                            break;
+                        }
+                    }
+                }
+                // OSC, DCS, SOS, PM, APC: a string ended by BEL or ST (`ESC \`).
+                Some(']' | 'P' | 'X' | '^' | '_') => {
+                    while let Some(n) = chars.next() {
+                        if n == '\u{7}' || n == '\u{9c}' {
+                            break;
+                        }
+                        if n == '\u{1b}' {
+                            chars.next_if_eq(&'\\');
+                            break;
+                        }
+                    }
+                }
+                // A two-byte sequence (`ESC c` resets the terminal) or a lone ESC.
+                _ => {}
+            },
+            // The 8-bit CSI introduces a sequence as ESC [ does.
+            '\u{9b}' => {
+                for n in chars.by_ref() {
+                    if ('@'..='~').contains(&n) {
+                        break;
+                    }
+                }
+            }
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() => {}
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,6 +803,29 @@ mod tests {
 
     const WABA: &str = "102290129340398";
     const NOW: i64 = 1_780_000_000;
+
+    #[test]
+    fn terminal_safe_drops_escapes_and_controls_and_keeps_text() {
+        let cases = [
+            ("BillByteKOT", "BillByteKOT"),
+            ("\u{1b}[31mred\u{1b}[0m", "red"),
+            ("a\u{1b}]0;owned\u{7}b", "ab"),
+            (
+                "a\u{1b}]8;;http://x\u{1b}\\link\u{1b}]8;;\u{1b}\\b",
+                "alinkb",
+            ),
+            ("x\u{1b}cy", "xy"),
+            ("x\u{9b}2Jy", "xy"),
+            ("ok\r✓ valid forged", "ok ✓ valid forged"),
+            ("a\nb\tc\u{0}d\u{7f}e\u{85}f", "a b cdef"),
+            ("abc\u{202e}fed", "abcfed"),
+            ("Café 東京", "Café 東京"),
+            ("trailing\u{1b}", "trailing"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(terminal_safe(input), want, "{input:?}");
+        }
+    }
 
     fn cfg() -> TokenConfig {
         TokenConfig {
@@ -676,7 +852,7 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         TokenInfo {
-            is_valid: true,
+            is_valid: Some(true),
             app_id: Some("1".into()),
             token_type: Some("SYSTEM_USER".into()),
             application: Some("A".into()),
@@ -716,6 +892,7 @@ mod tests {
             value: Ok(Secret::new(format!("EAAG{}", "x".repeat(100)))),
             info: Some(info),
             phone,
+            waba: None,
             waba_numbers: None,
             sends: None,
         }
@@ -771,7 +948,7 @@ mod tests {
     #[test]
     fn expired_revoked_and_scopeless_tokens_fail_with_a_fix() {
         let mut expired = info();
-        expired.is_valid = false;
+        expired.is_valid = Some(false);
         expired.error = Some(api(190, Some(463)));
         let r = evaluate(&cfg(), "1", &obs(Ok(expired), None), now());
         let valid = r.checks.iter().find(|c| c.id == "valid").unwrap();
@@ -782,7 +959,7 @@ mod tests {
         );
 
         let mut revoked = info();
-        revoked.is_valid = false;
+        revoked.is_valid = Some(false);
         revoked.error = Some(api(190, Some(466)));
         let r = evaluate(&cfg(), "1", &obs(Ok(revoked), None), now());
         assert!(
@@ -794,12 +971,18 @@ mod tests {
         let mut scopeless = info();
         scopeless.scopes = vec!["business_management".into()];
         scopeless.granular_scopes.clear();
-        let r = evaluate(
-            &cfg(),
-            "1",
-            &obs(Ok(scopeless), Some(Ok(phone("106540352242922", "+1")))),
-            now(),
-        );
+        // No WhatsApp scopes means no target_ids: the WABA read decides, and was refused.
+        let mut o = obs(Ok(scopeless), Some(Ok(phone("106540352242922", "+1"))));
+        o.waba = Some(Err(GraphError::Misconfigured(crate::graph::ApiError {
+            status: 400,
+            code: 200,
+            subcode: None,
+            kind: None,
+            message: "(#200) Permissions error".into(),
+            details: None,
+            fbtrace_id: None,
+        })));
+        let r = evaluate(&cfg(), "1", &o, now());
         let s = r.checks.iter().find(|c| c.id == "scopes").unwrap();
         assert_eq!(s.mark, Mark::Fail);
         assert!(
@@ -808,9 +991,41 @@ mod tests {
             "{}",
             s.detail
         );
+        assert!(
+            r.checks
+                .iter()
+                .any(|c| c.id == "waba" && c.mark == Mark::Fail && c.detail.contains("refused"))
+        );
+
+        // Another WABA in the targets: not among them, the runbook's words.
+        let mut elsewhere = info();
+        for g in &mut elsewhere.granular_scopes {
+            g.target_ids = vec!["5".into()];
+        }
+        let r = evaluate(&cfg(), "1", &obs(Ok(elsewhere), None), now());
         assert!(r.checks.iter().any(|c| c.id == "waba"
             && c.mark == Mark::Fail
             && c.detail.contains("business account not found")));
+    }
+
+    /// Issue 13, point 2: Meta's own SYSTEM_USER example has no target_ids; doctor says the
+    /// WABA was decided by reading it, and passes.
+    #[test]
+    fn a_waba_without_target_ids_is_decided_by_the_read_and_doctor_says_so() {
+        let mut general = info();
+        for g in &mut general.granular_scopes {
+            g.target_ids.clear();
+        }
+        let mut o = obs(Ok(general), Some(Ok(phone("106540352242922", "+1"))));
+        o.waba = Some(Ok(()));
+        let r = evaluate(&cfg(), "1", &o, now());
+        let w = r.checks.iter().find(|c| c.id == "waba").unwrap();
+        assert_eq!(w.mark, Mark::Pass, "{}", w.detail);
+        assert!(w.detail.contains("decided by the read"), "{}", w.detail);
+        assert!(r.healthy());
+        let listed = evaluate(&cfg(), "1", &obs(Ok(info()), None), now());
+        let w = listed.checks.iter().find(|c| c.id == "waba").unwrap();
+        assert!(w.detail.contains("decided by debug_token"), "{}", w.detail);
     }
 
     #[test]

@@ -76,6 +76,21 @@ const KEYS: &[&str] = &[
 /// The value used when the input holds no separator: a token as Graph issues them.
 const TOKEN: &str = "EAAGfuzz0123456789abcdefXYZ";
 
+/// The (key, value, file text) a `dotenv` fuzz input stands for (see [`dotenv`]); `None` for
+/// an empty input. The parser-agreement test replays the corpus through it too.
+pub fn dotenv_case(data: &[u8]) -> Option<(&'static str, String, String)> {
+    let (&choice, rest) = data.split_first()?;
+    let key = KEYS[usize::from(choice) % KEYS.len()];
+    let (value, text) = match rest.iter().position(|&b| b == 0xFF) {
+        Some(i) => (
+            String::from_utf8_lossy(&rest[..i]).into_owned(),
+            String::from_utf8_lossy(&rest[i + 1..]).into_owned(),
+        ),
+        None => (TOKEN.into(), String::from_utf8_lossy(rest).into_owned()),
+    };
+    Some((key, value, text))
+}
+
 /// `[key choice: 1 byte] value 0xFF file text` (0xFF never occurs in UTF-8, so it cannot be
 /// part of either). Without 0xFF, the rest is the file and the value is a plain token.
 ///
@@ -86,18 +101,10 @@ const TOKEN: &str = "EAAGfuzz0123456789abcdefXYZ";
 /// nothing. Values with a line break, carriage return or NUL, empty values and keys that are not
 /// variable names are always refused.
 pub fn dotenv(data: &[u8]) {
-    let Some((&choice, rest)) = data.split_first() else {
+    let Some((key, value, text)) = dotenv_case(data) else {
         return;
     };
-    let key = KEYS[usize::from(choice) % KEYS.len()];
-    let (value, text) = match rest.iter().position(|&b| b == 0xFF) {
-        Some(i) => (
-            String::from_utf8_lossy(&rest[..i]),
-            String::from_utf8_lossy(&rest[i + 1..]),
-        ),
-        None => (TOKEN.into(), String::from_utf8_lossy(rest)),
-    };
-    let (value, text) = (value.as_ref(), text.as_ref());
+    let (value, text) = (value.as_str(), text.as_str());
     let _ = dotenv::get(text, key);
 
     let result = dotenv::set(text, key, value);
@@ -226,8 +233,19 @@ fn assigns(line: &str, key: &str) -> Option<usize> {
         candidates.push(after.trim_start_matches(blank));
     }
     candidates.into_iter().find_map(|c| {
-        let rest = c.strip_prefix(key)?.trim_start_matches(blank);
-        rest.starts_with('=').then(|| line.len() - rest.len())
+        let after_key = c.strip_prefix(key)?;
+        let rest = after_key.trim_start_matches(blank);
+        if rest.starts_with('=') {
+            return Some(line.len() - rest.len());
+        }
+        // Node's `dotenv` reads `KEY: value` too.
+        if after_key.starts_with(':') && after_key[1..].starts_with(blank) {
+            return Some(line.len() - after_key.len());
+        }
+        // A bare `KEY` (python-dotenv: the key without a value) becomes `KEY=value`: the text
+        // is kept up to the key's last character.
+        (rest.is_empty() || (rest.starts_with('#') && rest.len() < after_key.len()))
+            .then(|| line.len() - after_key.len() - 1)
     })
 }
 

@@ -10,6 +10,8 @@
 //! - [`check`]: `tokenwarden check` (one pass, plugin exit codes) and `status`.
 //! - [`doctor`]: the runbook's manual checks as a checklist (observe, then a pure evaluation).
 //! - [`policy`]: effective expiry, states, and which email to send when (pure).
+//! - [`usable`]: whether a token can do the WhatsApp job, the one rule for the check, `doctor`
+//!   and a candidate's validation (pure).
 //! - [`alert`]: the words of on-call email (pure).
 //! - [`state`]: the state directory, written atomically after every change.
 //! - [`lint`]: recognising a wrongly pasted token value.
@@ -21,6 +23,7 @@
 //! - [`metrics`]: `/metrics` (Prometheus) and `/healthz` for the daemon.
 //! - [`audit`]: the append-only JSON-lines audit log.
 //! - [`sdnotify`]: systemd's READY/STOPPING/WATCHDOG notifications.
+//! - [`liveness`]: worst cases from the config, the watchdog's proof of a live loop, stopping.
 //! - [`sandbox`]: a Graph API simulator on loopback for tests, the demo and trying a config.
 //! - `fuzzing` (hidden): the checks the fuzz targets in `fuzz/` and their corpus replay run.
 #![forbid(unsafe_code)]
@@ -43,6 +46,7 @@ pub mod fsutil;
 pub mod fuzzing;
 pub mod graph;
 pub mod lint;
+pub mod liveness;
 pub mod metrics;
 pub mod notify;
 pub mod policy;
@@ -56,3 +60,4 @@ pub mod state;
 pub mod store;
 pub mod target;
 pub mod timefmt;
+pub mod usable;

@@ -498,6 +498,10 @@ fn config_check(flag: Option<PathBuf>) -> anyhow::Result<()> {
     if cfg.email.is_none() {
         tracing::warn!("no [email] section: `tokenwarden run` will only log its alerts");
     }
+    // The shipped unit's stop timeout must cover the slowest step that is finished on a stop.
+    for w in tokenwarden::liveness::unit_warnings(&cfg, &tokenwarden::liveness::SHIPPED_UNIT) {
+        tracing::warn!("{w}");
+    }
     let names: Vec<&str> = cfg.tokens.iter().map(|t| t.name.as_str()).collect();
     println!(
         "{}: OK, {} token(s): {}",

@@ -46,6 +46,8 @@ pub struct Telemetry {
     pub rotations_failed: AtomicU64,
     /// Rotations another process or a person superseded.
     pub rotations_superseded: AtomicU64,
+    /// Rotations that found Meta handed back the current token, living longer.
+    pub rotations_extended: AtomicU64,
     /// The tokens managed now (a group's members change from run to run).
     pub tokens: std::sync::RwLock<Vec<String>>,
     /// Per group: its members now, and whether its last listing succeeded.
@@ -61,6 +63,7 @@ impl Telemetry {
             Some(Outcome::Rejected { .. }) => &self.rotations_rejected,
             Some(Outcome::Failed { .. }) => &self.rotations_failed,
             Some(Outcome::Superseded { .. }) => &self.rotations_superseded,
+            Some(Outcome::Extended { .. }) => &self.rotations_extended,
         };
         counter.fetch_add(1, Ordering::SeqCst);
     }
@@ -205,6 +208,7 @@ struct TokenView {
     effective: Option<crate::policy::Effective>,
     last_success: Option<jiff::Timestamp>,
     check_errors: u64,
+    throttled_until: Option<jiff::Timestamp>,
 }
 
 async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
@@ -215,6 +219,7 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
     let mut state = String::new();
     let mut success = String::new();
     let mut errors = String::new();
+    let mut throttled = String::new();
     for name in &names {
         let Some(t) = tokens.get(name) else {
             continue;
@@ -247,6 +252,12 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
             "tokenwarden_token_check_errors{{token=\"{name}\"}} {}",
             t.check_errors
         );
+        // 0 when not throttled; else when Meta said access returns (the check waits for it).
+        let _ = writeln!(
+            throttled,
+            "tokenwarden_token_throttled_until_timestamp_seconds{{token=\"{name}\"}} {}",
+            t.throttled_until.map_or(0, |u| u.as_second())
+        );
     }
     family(
         &mut out,
@@ -276,6 +287,13 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
         "Consecutive failed checks of the token.",
     );
     out.push_str(&errors);
+    family(
+        &mut out,
+        "tokenwarden_token_throttled_until_timestamp_seconds",
+        "gauge",
+        "When Meta's throttling of the token's checks ends (unix seconds); 0 when not throttled.",
+    );
+    out.push_str(&throttled);
     // Per target: what the last push did, from the records the pushes write.
     let targets = crate::delivery::TargetLog::new(s.state.dir());
     let mut pushed = String::new();
@@ -369,6 +387,7 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
         ("rejected", &t.rotations_rejected),
         ("failed", &t.rotations_failed),
         ("superseded", &t.rotations_superseded),
+        ("extended", &t.rotations_extended),
     ] {
         let _ = writeln!(
             out,

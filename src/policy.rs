@@ -176,6 +176,16 @@ pub enum Verdict {
         /// What failed.
         detail: String,
     },
+    /// Meta throttled the calls (an app quota, a business-use-case limit): nothing is known
+    /// about the token, and asking again before access returns only burns more quota. The
+    /// daemon defers the token's check by `retry_after_secs` (Meta's
+    /// `estimated_time_to_regain_access`), or to its next scheduled check when Meta gave none.
+    Throttled {
+        /// How long Meta said access takes to return.
+        retry_after_secs: Option<u64>,
+        /// Meta's answer.
+        detail: String,
+    },
 }
 
 /// A token's state as `status` shows it and as the subject line names it.
@@ -345,7 +355,7 @@ pub fn assess(
             conditions.extend(level_cond);
             worst(State::Unknown, level)
         }
-        Verdict::Unreachable { .. } => {
+        Verdict::Unreachable { .. } | Verdict::Throttled { .. } => {
             let persisted = failing_since.is_some_and(|s| {
                 now.as_second() - s.as_second() >= policy.cannot_check_after.as_secs() as i64
             });

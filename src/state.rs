@@ -4,8 +4,19 @@
 //! `tokenwarden status` can read it while the daemon runs and a crash loses at most the step
 //! in flight. It holds fingerprints and facts, never a token. The email outbox lives beside it
 //! in `outbox/` (see `notify`).
+//!
+//! A `state.json` that cannot be parsed does not stop the daemon (under `Restart=on-failure`
+//! that is a restart loop and no alert at all): [`StateStore::load_or_set_aside`] renames it to
+//! `state.json.corrupt-<unix seconds>` and starts from an empty state, and the daemon sends one
+//! alert saying so. Commands other than `run` still report it and stop.
+//!
+//! [`Reserve`] is a file of [`RESERVE_BYTES`] kept in the state directory while there is room.
+//! When a write there fails because the disk is full, the daemon deletes it, which makes room
+//! for the alert that says so (and the state write that failed), and recreates it once writes
+//! succeed again.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -53,6 +64,9 @@ pub struct TokenState {
     pub last_email: Option<(Timestamp, String)>,
     /// When the next scheduled check is due.
     pub next_check: Option<Timestamp>,
+    /// Meta throttled the last check: no check before this time (when access returns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled_until: Option<Timestamp>,
 }
 
 /// Why the state could not be read or written.
@@ -121,6 +135,40 @@ impl StateStore {
         }
     }
 
+    /// [`load`](Self::load), except that a corrupt file is renamed to
+    /// `state.json.corrupt-<now>` and an empty state returned, with the new name of the file
+    /// (for the alert that says so). The rename keeps the file for a person to look at, and
+    /// means the next start finds no corrupt file: one alert, not one per restart.
+    ///
+    /// # Errors
+    /// [`StateError::Io`] when the file cannot be read or moved aside.
+    pub fn load_or_set_aside(
+        &self,
+        now: Timestamp,
+    ) -> Result<(Snapshot, Option<PathBuf>), StateError> {
+        match self.load() {
+            Ok(snap) => Ok((snap, None)),
+            Err(StateError::Corrupt { path, reason }) => {
+                let aside = self
+                    .dir
+                    .join(format!("{STATE_FILE}.corrupt-{}", now.as_second()));
+                std::fs::rename(&path, &aside).map_err(|source| StateError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                tracing::error!(path = %path.display(), moved_to = %aside.display(), %reason, "the state file is corrupt; moved it aside and started with an empty state");
+                Ok((
+                    Snapshot {
+                        format: 1,
+                        tokens: BTreeMap::new(),
+                    },
+                    Some(aside),
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads only part of each token's state, `V` (a type with the fields wanted, which serde
     /// fills from the file and ignores the rest): for readers such as `/metrics` that need a
     /// few fields of thousands of tokens and not a copy of everything.
@@ -153,15 +201,10 @@ impl StateStore {
     /// # Errors
     /// [`StateError::Io`].
     pub fn save(&self, snap: &Snapshot) -> Result<(), StateError> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|source| StateError::Io {
-                path: self.dir.clone(),
-                source,
-            })?;
+        crate::fsutil::create_private_dir(&self.dir).map_err(|source| StateError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
         // Compact and streamed into the file: with thousands of tokens the state is megabytes,
         // and a copy in memory per save is what an allocator keeps afterwards.
         crate::fsutil::write_atomic_with(&self.path(), 0o600, |w| {
@@ -172,6 +215,75 @@ impl StateStore {
             source,
         })
     }
+}
+
+/// The size of the reserve: room for the "disk full" email and a state of some hundred tokens.
+pub const RESERVE_BYTES: u64 = 1024 * 1024;
+/// The reserve's file name in the state directory.
+pub const RESERVE_FILE: &str = ".tokenwarden-reserve";
+
+/// Space held back in the state directory for the moment it fills up.
+#[derive(Debug, Clone)]
+pub struct Reserve {
+    path: PathBuf,
+    bytes: u64,
+}
+
+impl Reserve {
+    /// The reserve of `dir`, of `bytes` bytes.
+    pub fn new(dir: &Path, bytes: u64) -> Reserve {
+        Reserve {
+            path: dir.join(RESERVE_FILE),
+            bytes,
+        }
+    }
+
+    /// Makes sure the reserve exists at its full size, with its blocks allocated (written,
+    /// not a sparse file, which would hold nothing back).
+    ///
+    /// # Errors
+    /// The disk is (still) full, or another IO error.
+    pub fn ensure(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.bytes) {
+            return Ok(());
+        }
+        let result = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(0o600)
+                .open(&self.path)?;
+            let chunk = vec![0x5a_u8; 64 * 1024];
+            let mut left = self.bytes;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                f.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+            f.sync_all()
+        })();
+        if result.is_err() {
+            // Half a reserve is not worth the space it takes from the daemon's own files.
+            let _ = std::fs::remove_file(&self.path);
+        }
+        result
+    }
+
+    /// Deletes the reserve; whether there was one to delete.
+    pub fn release(&self) -> bool {
+        std::fs::remove_file(&self.path).is_ok()
+    }
+}
+
+/// Whether `e` says the disk (or the user's quota) is full.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 #[cfg(test)]
@@ -200,11 +312,46 @@ mod tests {
     }
 
     #[test]
+    fn the_reserve_is_allocated_released_and_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Reserve::new(dir.path(), 100_000);
+        r.ensure().unwrap();
+        let meta = std::fs::metadata(dir.path().join(RESERVE_FILE)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.len(), 100_000);
+        assert!(meta.blocks() * 512 >= 100_000, "allocated, not sparse");
+        assert!(r.release());
+        assert!(!r.release());
+        r.ensure().unwrap();
+        assert!(dir.path().join(RESERVE_FILE).exists());
+    }
+
+    #[test]
     fn corrupt_state_is_an_error_that_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path());
         std::fs::write(store.path(), "{\"format\":1,\"tokens\":{\"x\":").unwrap();
         let e = store.load().unwrap_err();
         assert!(e.to_string().contains("move it aside"), "{e}");
+    }
+
+    #[test]
+    fn a_corrupt_state_is_set_aside_once_and_a_fresh_one_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        std::fs::write(store.path(), "{\"format\":1,\"tokens\":{\"x\":").unwrap();
+        let now = Timestamp::from_second(1_790_000_000).unwrap();
+        let (snap, aside) = store.load_or_set_aside(now).unwrap();
+        assert!(snap.tokens.is_empty());
+        let aside = aside.expect("moved aside");
+        assert_eq!(aside.file_name().unwrap(), "state.json.corrupt-1790000000");
+        assert!(
+            std::fs::read_to_string(&aside)
+                .unwrap()
+                .starts_with("{\"format\"")
+        );
+        assert!(!store.path().exists());
+        // The next start finds no corrupt file: nothing more to report.
+        assert_eq!(store.load_or_set_aside(now).unwrap().1, None);
     }
 }

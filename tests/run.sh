@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs every tokenwarden test on a fresh machine: installs what the tests need (moto's AWS
-# emulator and the aiosmtpd SMTP server, into .venv; systemd-analyze if missing), then lints and
-# runs the test suite.
+# emulator, the aiosmtpd SMTP server and python-dotenv, into .venv; Node's dotenv, into
+# tests/support/node_modules; systemd-analyze if missing), then lints and runs the test suite.
 # The tests start those servers themselves, on loopback, and stop them when they end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=".venv"
-want="moto[server]==5.2.5 aiosmtpd==1.4.6 prometheus-client==0.21.1"
+# python-dotenv: one of the three real parsers the dotenv editor is checked against
+# (src/target/dotenv_parsers.rs); moto's own dependencies need 1.2.2 or later.
+want="moto[server]==5.2.5 aiosmtpd==1.4.6 prometheus-client==0.21.1 python-dotenv==1.2.4"
 stamp="$venv/.tokenwarden-deps"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "==> installing test servers into $venv: $want"
@@ -17,6 +19,18 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     echo "$want" > "$stamp"
 fi
 export TOKENWARDEN_TEST_VENV="$PWD/$venv"
+
+# Node's dotenv, the second real parser, pinned by tests/support/package-lock.json.
+if ! command -v npm >/dev/null 2>&1; then
+    echo "==> installing Node.js and npm (for Node's dotenv)"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; else sudo apt-get update -qq && sudo apt-get install -y -qq nodejs npm >/dev/null; fi
+fi
+node_want="$(node -p "require('./tests/support/package.json').dependencies.dotenv")"
+node_have="$(node -p "try { require('./tests/support/node_modules/dotenv/package.json').version } catch (e) { '' }")"
+if [ "$node_have" != "$node_want" ]; then
+    echo "==> installing Node's dotenv into tests/support/node_modules"
+    npm ci --prefix tests/support --no-audit --no-fund --silent
+fi
 
 # The unit-file tests need systemd-analyze (it works offline; systemd need not be running).
 if ! command -v systemd-analyze >/dev/null 2>&1; then

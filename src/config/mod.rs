@@ -6,6 +6,7 @@
 //! makes no network call; `config check` resolves the references separately.
 
 mod diag;
+mod paths;
 mod secret_ref;
 mod targets;
 
@@ -51,6 +52,8 @@ pub struct Config {
     pub metrics: Option<MetricsConfig>,
     /// How new tokens reach the environments.
     pub delivery: DeliveryConfig,
+    /// When `audit.jsonl` is rotated and how many old files are kept (`[audit]`).
+    pub audit: crate::audit::AuditLimits,
     /// Things that work but are probably not what was meant, with their positions.
     pub warnings: Vec<String>,
 }
@@ -225,6 +228,9 @@ pub struct MintConfig {
     /// A 60-day token (`true`, the default and Meta's recommendation) or a non-expiring one
     /// (for consumers that accept nothing else).
     pub expiring: bool,
+    /// The permissions to ask for. Empty (the default): the current token's, from its
+    /// `debug_token`, so a successor never loses one that a consumer needs.
+    pub scopes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -233,6 +239,7 @@ struct RawMint {
     system_user_id: Option<Spanned<String>>,
     admin_token: Option<SecretRef>,
     lifetime: Option<Spanned<String>>,
+    scopes: Option<Spanned<Vec<String>>>,
 }
 
 /// A secret store holding a token's versions.
@@ -262,13 +269,14 @@ pub enum StoreConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    state_dir: Option<String>,
+    state_dir: Option<Spanned<String>>,
     meta: Option<Spanned<RawMeta>>,
     schedule: Option<RawSchedule>,
     alerts: Option<RawAlerts>,
     email: Option<Spanned<EmailConfig>>,
     metrics: Option<RawMetrics>,
     delivery: Option<targets::RawDelivery>,
+    audit: Option<RawAudit>,
     #[serde(default)]
     token: Vec<Spanned<RawToken>>,
     #[serde(default)]
@@ -317,6 +325,14 @@ impl RawGroup {
             target: self.target,
         }
     }
+}
+
+/// `[audit]`: `max_size_mb` (rotate above it) and `keep` (old files kept).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    max_size_mb: Option<Spanned<u64>>,
+    keep: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -437,6 +453,10 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         }
     }
     let config = parse(path, &text).map_err(ConfigError::Invalid)?;
+    let problems = paths::check(&SourceMap::new(path, &text), &text, &config);
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
     warnings.extend(config.warnings.iter().cloned());
     Ok(Loaded { config, warnings })
 }
@@ -462,8 +482,21 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
 fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let mut warnings = Vec::new();
+    // An empty `state_dir` would put the state, the token store and the outbox in whatever
+    // directory the daemon was started from (issue 14, point 21).
+    if let Some(d) = &raw.state_dir
+        && d.get_ref().trim().is_empty()
+    {
+        diags.push(map.at(
+            d.span().start,
+            "state_dir",
+            "must not be empty: name the directory for state, such as \"/var/lib/tokenwarden\" (or leave the key out)",
+        ));
+    }
     let state_dir = raw
         .state_dir
+        .map(Spanned::into_inner)
+        .filter(|d| !d.trim().is_empty())
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("STATE_DIRECTORY")
@@ -538,7 +571,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
             None
         }
     });
-    let timeout = duration_field(
+    let timeout = positive_duration_field(
         map,
         &mut diags,
         "meta.timeout",
@@ -571,6 +604,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
         }
     }
     let delivery = targets::delivery(map, &mut diags, raw.delivery);
+    let audit = audit_limits(map, &mut diags, raw.audit.unwrap_or_default());
     let metrics = raw.metrics.map(|m| {
         let listen = match &m.listen {
             None => "127.0.0.1:9877".parse().expect("constant address"),
@@ -586,7 +620,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
                 "127.0.0.1:9877".parse().expect("constant address")
             }),
         };
-        let stall_after = duration_field(
+        let stall_after = positive_duration_field(
             map,
             &mut diags,
             "metrics.stall_after",
@@ -753,8 +787,43 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
         email: raw.email.map(Spanned::into_inner),
         metrics,
         delivery,
+        audit,
         warnings,
     })
+}
+
+/// `[audit]`, checked: 1 to 4096 MB, 1 to 100 old files.
+fn audit_limits(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    raw: RawAudit,
+) -> crate::audit::AuditLimits {
+    let default = crate::audit::AuditLimits::default();
+    let max_bytes = match raw.max_size_mb {
+        Some(m) if !(1..=4096).contains(m.get_ref()) => {
+            diags.push(map.at(
+                m.span().start,
+                "audit.max_size_mb",
+                format!("expected 1 to 4096 (megabytes), found {}", m.get_ref()),
+            ));
+            default.max_bytes
+        }
+        Some(m) => m.get_ref() * 1024 * 1024,
+        None => default.max_bytes,
+    };
+    let keep = match raw.keep {
+        Some(k) if !(1..=100).contains(k.get_ref()) => {
+            diags.push(map.at(
+                k.span().start,
+                "audit.keep",
+                format!("expected 1 to 100 old files, found {}", k.get_ref()),
+            ));
+            default.keep
+        }
+        Some(k) => *k.get_ref(),
+        None => default.keep,
+    };
+    crate::audit::AuditLimits { max_bytes, keep }
 }
 
 /// What a `[[token]]` or `[[group]]` inherits from the top of the file.
@@ -832,6 +901,13 @@ fn check_id(map: &SourceMap<'_>, diags: &mut Vec<Diagnostic>, field: &str, v: &S
     let s = v.get_ref();
     let problem = if s.is_empty() {
         Some("must not be empty".to_string())
+    } else if looks_secret(s) {
+        // `config check` runs in the unit's `ExecStartPre`: quoting the value would put a
+        // token pasted into the wrong field into the journal.
+        Some(format!(
+            "expected a numeric Meta id (digits only), found {}: this looks like an access token or secret pasted into the wrong field; put the token in its store and the id here",
+            quote_unsafe(s)
+        ))
     } else if s.starts_with('+') {
         Some(format!(
             "found {s:?}, which looks like a display phone number; use the numeric id Meta shows under WhatsApp > API Setup (`tokenwarden doctor` finds it)"
@@ -846,6 +922,24 @@ fn check_id(map: &SourceMap<'_>, diags: &mut Vec<Diagnostic>, field: &str, v: &S
     if let Some(p) = problem {
         diags.push(map.at(v.span().start, field, p));
     }
+}
+
+/// Whether a value that should be a Meta id looks like a token or secret instead: Meta ids
+/// are at most 20 digits, while tokens start with `EAA` and run to 100+ characters, app
+/// secrets are 32 hex characters and app tokens are `digits|secret`.
+fn looks_secret(s: &str) -> bool {
+    !s.bytes().all(|b| b.is_ascii_digit())
+        && (s.len() >= 24 || s.starts_with("EAA") || s.contains('|'))
+}
+
+/// How an error names a value that may be a secret: its length and fingerprint, never the
+/// value.
+fn quote_unsafe(s: &str) -> String {
+    format!(
+        "a value of {} characters (fingerprint {})",
+        s.chars().count(),
+        crate::secret::Fingerprint::of(s)
+    )
 }
 
 fn check_store(
@@ -966,6 +1060,32 @@ fn duration_field(
     }
 }
 
+/// [`duration_field`] for a timeout or deadline, where zero would make every attempt fail
+/// at once (a `0s` Graph timeout turns every check into "cannot check").
+fn positive_duration_field(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    field: &str,
+    v: Option<&Spanned<String>>,
+    default: Duration,
+) -> Duration {
+    let d = duration_field(map, diags, field, v, default);
+    match v {
+        Some(v) if d.is_zero() => {
+            diags.push(map.at(
+                v.span().start,
+                field,
+                format!(
+                    "expected a positive duration such as \"15s\", found {:?}: zero would end every attempt at once",
+                    v.get_ref()
+                ),
+            ));
+            default
+        }
+        _ => d,
+    }
+}
+
 /// Normalises and checks a cron expression: five fields (the familiar form) gain a leading
 /// `0` seconds field; six or seven fields are taken as they are.
 fn cron_field(
@@ -984,13 +1104,30 @@ fn cron_field(
             return DEFAULT_CRON.to_string();
         }
     };
-    if tokio_cron_scheduler::Job::new_async(expr.as_str(), |_, _| Box::pin(async {})).is_err() {
-        diags.push(map.at(
-            v.span().start,
-            field,
-            format!("invalid cron expression {:?}", v.get_ref()),
-        ));
-        return DEFAULT_CRON.to_string();
+    match tokio_cron_scheduler::Job::new_async(expr.as_str(), |_, _| Box::pin(async {})) {
+        Err(_) => {
+            diags.push(map.at(
+                v.span().start,
+                field,
+                format!("invalid cron expression {:?}", v.get_ref()),
+            ));
+            return DEFAULT_CRON.to_string();
+        }
+        // The scheduler accepts a date that never comes (`0 0 0 30 2 *`, the 30th of
+        // February) and then never fires: the token would never be checked. A job with no next
+        // occurrence has a next tick of 0.
+        Ok(job) if job.clone().job_data().is_ok_and(|d| d.next_tick == 0) => {
+            diags.push(map.at(
+                v.span().start,
+                field,
+                format!(
+                    "the cron expression {:?} never fires (no such date ever comes); checks would never run",
+                    v.get_ref()
+                ),
+            ));
+            return DEFAULT_CRON.to_string();
+        }
+        Ok(_) => {}
     }
     expr
 }
@@ -1031,12 +1168,32 @@ fn rotation_fields(
                     true
                 }
             };
+            let scopes = match &m.scopes {
+                None => Vec::new(),
+                Some(s) => {
+                    let list = s.get_ref();
+                    let bad = list.iter().find(|x| {
+                        x.is_empty() || !x.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    });
+                    let missing: Vec<&str> = crate::graph::WHATSAPP_SCOPES
+                        .into_iter()
+                        .filter(|w| !list.iter().any(|x| x == w))
+                        .collect();
+                    if let Some(b) = bad {
+                        diags.push(map.at(s.span().start, field("mint.scopes"), format!("expected permission names such as \"whatsapp_business_messaging\", found {b:?}")));
+                    } else if !missing.is_empty() {
+                        diags.push(map.at(s.span().start, field("mint.scopes"), format!("a WhatsApp token needs {}; add them, or leave `scopes` out to keep the current token's", missing.join(" and "))));
+                    }
+                    list.clone()
+                }
+            };
             match &m.admin_token {
                 Some(admin_token) => {
                     r.source = Source::Mint(MintConfig {
                         system_user_id,
                         admin_token: admin_token.clone(),
                         expiring,
+                        scopes,
                     });
                 }
                 None => diags.push(map.at(at, field("mint.admin_token"), "missing field: a token allowed to mint for the system user, as { env = \"NAME\" }, { file = \"/path\" } or { credential = \"NAME\" }")),
@@ -1258,6 +1415,23 @@ store = { kind = "aws", secret_id = "staging/whatsapp", region = "ap-south-1", j
     }
 
     #[test]
+    fn audit_limits_default_parse_and_are_bounded() {
+        let c = parse(Path::new("t.toml"), GOOD).unwrap();
+        assert_eq!(c.audit, crate::audit::AuditLimits::default());
+        let c = parse(
+            Path::new("t.toml"),
+            &format!("[audit]\nmax_size_mb = 2\nkeep = 9\n{GOOD}"),
+        )
+        .unwrap();
+        assert_eq!(c.audit.max_bytes, 2 * 1024 * 1024);
+        assert_eq!(c.audit.keep, 9);
+        let e = errors(&format!("[audit]\nmax_size_mb = 0\nkeep = 0\n{GOOD}"));
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert_eq!((e[0].field.as_str(), e[0].line), ("audit.max_size_mb", 2));
+        assert_eq!((e[1].field.as_str(), e[1].line), ("audit.keep", 3));
+    }
+
+    #[test]
     fn a_good_config_parses_with_defaults() {
         let c = parse(Path::new("t.toml"), GOOD).unwrap();
         assert_eq!(c.tokens.len(), 2);
@@ -1455,6 +1629,129 @@ store = { kind = "aws", secret_id = "staging/whatsapp", region = "ap-south-1", j
             assert_eq!(d.file, Path::new("t.toml"));
             assert!(d.column >= 1);
         }
+    }
+
+    /// Issue 14, point 21: settings that parse but would break every check.
+    #[test]
+    fn settings_that_would_break_checking_are_refused() {
+        let head = "[meta]\napp_id = \"1\"\napp_secret = { env = \"S\" }\n";
+        let tok = "[[token]]\nname = \"a\"\n";
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                format!("{head}timeout = \"0s\"\n{tok}"),
+                "meta.timeout",
+                "positive",
+            ),
+            (
+                format!("{head}timeout = \"0ms\"\n{tok}"),
+                "meta.timeout",
+                "positive",
+            ),
+            (
+                format!("{head}[metrics]\nstall_after = \"0s\"\n{tok}"),
+                "metrics.stall_after",
+                "positive",
+            ),
+            (
+                format!("{head}[schedule]\ncron = \"0 0 0 30 2 *\"\n{tok}"),
+                "schedule.cron",
+                "never fires",
+            ),
+            (
+                format!("{head}{tok}cron = \"0 0 31 4 *\"\n"),
+                "token[0].cron",
+                "never fires",
+            ),
+            (
+                format!("state_dir = \"\"\n{head}{tok}"),
+                "state_dir",
+                "must not be empty",
+            ),
+            (
+                format!(
+                    "{head}{tok}[[token.target]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"https://pos.example.com/h\"\nsecret = {{ env = \"W\" }}\nheader = \"X-Sig\\r\\nX-Evil: 1\"\n"
+                ),
+                "token[0].target[0].header",
+                "header name",
+            ),
+            (
+                format!(
+                    "{head}{tok}[[token.target]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"https://pos.example.com/h\"\nsecret = {{ env = \"W\" }}\nheader = \"X-Sig\\n\"\n"
+                ),
+                "token[0].target[0].header",
+                "header name",
+            ),
+        ];
+        for (text, field, words) in &cases {
+            let errs = errors(text);
+            assert!(
+                errs.iter()
+                    .any(|d| d.field == *field && d.message.contains(words)),
+                "no `{field}` error containing {words:?} for:\n{text}\ngot: {errs:#?}"
+            );
+        }
+        // What is still fine: a cron that fires only on leap days, a non-zero timeout, the
+        // default state directory, a plain header name.
+        for ok in [
+            format!("{head}timeout = \"1s\"\n[schedule]\ncron = \"0 0 29 2 *\"\n{tok}"),
+            format!(
+                "{head}{tok}[[token.target]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"https://pos.example.com/h\"\nsecret = {{ env = \"W\" }}\nheader = \"X-Sig\"\n"
+            ),
+        ] {
+            let parsed = parse(Path::new("t.toml"), &ok);
+            assert!(parsed.is_ok(), "{ok}: {:#?}", parsed.err());
+        }
+    }
+
+    /// Issue 14, point 8: `config check` runs in `ExecStartPre`, so its errors reach the
+    /// journal; a token pasted into an id field is named by fingerprint, never quoted.
+    #[test]
+    fn a_token_pasted_into_an_id_field_is_named_by_fingerprint_only() {
+        let token = "EAAGm0PX4ZCpsBAKZCanaryTokenValue1234567890abcdefZZ";
+        let secret32 = "0123456789abcdef0123456789abcdef";
+        let app_token = "634974688087057|s3cr3t";
+        let fields = [
+            ("phone_number_id", token),
+            ("waba_id", secret32),
+            ("phone_number_id", app_token),
+        ];
+        for (f, value) in fields {
+            let text = format!(
+                "[meta]\napp_id = \"1\"\napp_secret = {{ env = \"S\" }}\n[[token]]\nname = \"a\"\n{f} = \"{value}\"\n"
+            );
+            let errs = errors(&text);
+            let d = errs
+                .iter()
+                .find(|d| d.field == format!("token[0].{f}"))
+                .unwrap_or_else(|| panic!("{errs:#?}"));
+            let shown = d.to_string();
+            assert!(!shown.contains(value), "{shown}");
+            assert!(!shown.contains(&value[..12]), "{shown}");
+            assert!(
+                shown.contains(&crate::secret::Fingerprint::of(value).to_string()),
+                "{shown}"
+            );
+        }
+        for (f, value) in [("app_id", token), ("system_user_id", token)] {
+            let text = if f == "app_id" {
+                format!(
+                    "[meta]\napp_id = \"{value}\"\napp_secret = {{ env = \"S\" }}\n[[token]]\nname = \"a\"\n"
+                )
+            } else {
+                format!(
+                    "[meta]\napp_id = \"1\"\napp_secret = {{ env = \"S\" }}\n[[token]]\nname = \"a\"\nsource = \"mint\"\nmint = {{ system_user_id = \"{value}\", admin_token = {{ env = \"A\" }} }}\n"
+                )
+            };
+            let errs = errors(&text);
+            let all = format!("{errs:?}");
+            assert!(all.contains(f), "{all}");
+            assert!(!all.contains(&value[..12]), "{all}");
+        }
+        // A short mistake is still quoted, since it helps and cannot be a token.
+        let errs = errors(
+            "[meta]\napp_id = \"1\"\napp_secret = { env = \"S\" }\n[[token]]\nname = \"a\"\nwaba_id = \"12-34\"\n",
+        );
+        assert!(format!("{errs:?}").contains("12-34"));
     }
 
     #[test]

@@ -4,9 +4,17 @@
 //! credential (`LoadCredential=`, read from `$CREDENTIALS_DIRECTORY/NAME`). A plain string in
 //! the config is refused with an error that shows the three allowed forms, because a secret in a
 //! config file ends up in backups, diffs and support tickets.
+//!
+//! A secret file is read only when it is a regular file of at most [`MAX_SECRET_BYTES`], and
+//! within [`READ_TIMEOUT`]: a FIFO used to block the reload forever (SIGTERM ignored), and
+//! `/dev/zero` was read until memory ran out. The open itself never blocks (`O_NONBLOCK`, so a
+//! FIFO without a writer is seen for what it is).
 
 use std::fmt;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::de::{self, MapAccess, Visitor};
 
@@ -40,6 +48,21 @@ pub enum SecretRefError {
     /// The file is empty.
     #[error("secret file `{0}` is empty")]
     FileEmpty(PathBuf),
+    /// Not a regular file (a FIFO, a device, a directory).
+    #[error(
+        "secret file `{0}` is not a regular file (a FIFO, a device or a directory); point the reference at a file holding only the secret"
+    )]
+    NotRegular(PathBuf),
+    /// Larger than any secret.
+    #[error(
+        "secret file `{0}` is larger than {MAX_SECRET_BYTES} bytes, far more than any secret; point the reference at a file holding only the secret"
+    )]
+    TooLarge(PathBuf),
+    /// The read did not finish in time (a hung network file system).
+    #[error(
+        "reading secret file `{0}` took longer than {READ_TIMEOUT:?}; is its file system hung?"
+    )]
+    Timeout(PathBuf),
     /// No systemd credentials directory.
     #[error(
         "credential `{0}` needs $CREDENTIALS_DIRECTORY, which systemd sets for a unit with LoadCredential=; \
@@ -69,11 +92,23 @@ impl SecretRef {
     }
 }
 
+/// The largest secret file read: tokens, app secrets and passwords are a few hundred bytes.
+pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
+/// How long reading one secret file may take.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn read_file(path: PathBuf) -> Result<Secret, SecretRefError> {
-    let mut text = std::fs::read_to_string(&path).map_err(|source| SecretRefError::File {
-        path: path.clone(),
-        source,
-    })?;
+    // In a thread, so a read that never returns (a hung NFS server) costs a thread, not the
+    // daemon's reload.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(read_capped(&p));
+    });
+    let mut text = match rx.recv_timeout(READ_TIMEOUT) {
+        Ok(r) => r?,
+        Err(_) => return Err(SecretRefError::Timeout(path)),
+    };
     // Editors add a final newline; the secret never ends with one.
     if text.ends_with('\n') {
         text.pop();
@@ -85,6 +120,35 @@ fn read_file(path: PathBuf) -> Result<Secret, SecretRefError> {
         return Err(SecretRefError::FileEmpty(path));
     }
     Ok(Secret::new(text))
+}
+
+/// The whole file, when it is a regular file of at most [`MAX_SECRET_BYTES`].
+fn read_capped(path: &std::path::Path) -> Result<String, SecretRefError> {
+    let io = |source| SecretRefError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(SecretRefError::NotRegular(path.to_path_buf()));
+    }
+    if meta.len() > MAX_SECRET_BYTES {
+        return Err(SecretRefError::TooLarge(path.to_path_buf()));
+    }
+    let mut text = String::new();
+    // The cap again while reading: the file may grow after the fstat.
+    file.take(MAX_SECRET_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    if text.len() as u64 > MAX_SECRET_BYTES {
+        return Err(SecretRefError::TooLarge(path.to_path_buf()));
+    }
+    Ok(text)
 }
 
 impl fmt::Display for SecretRef {
@@ -165,6 +229,49 @@ mod tests {
             SecretRef::File(p).resolve(),
             Err(SecretRefError::FileEmpty(_))
         ));
+    }
+
+    /// A FIFO used to block the read forever, and `/dev/zero` to be read until memory ran
+    /// out. Each is refused at once now (the whole test is bounded, so a regression fails it
+    /// rather than hanging the suite).
+    #[test]
+    fn fifos_devices_and_huge_files_are_refused_quickly() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let huge = dir.path().join("huge");
+        std::fs::write(&huge, vec![b'a'; MAX_SECRET_BYTES as usize + 1]).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let results: Vec<String> = [fifo, PathBuf::from("/dev/zero"), huge]
+                .into_iter()
+                .map(|p| match SecretRef::File(p).resolve() {
+                    Ok(_) => "read".to_string(),
+                    Err(e) => e.to_string(),
+                })
+                .collect();
+            let _ = tx.send(results);
+        });
+        let results = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("every read returns");
+        assert!(results[0].contains("not a regular file"), "{results:?}");
+        assert!(results[1].contains("not a regular file"), "{results:?}");
+        assert!(
+            results[2].contains("larger than 65536 bytes"),
+            "{results:?}"
+        );
+        // A secret of the largest size still reads.
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; MAX_SECRET_BYTES as usize]).unwrap();
+        assert_eq!(
+            SecretRef::File(big).resolve().unwrap().expose().len(),
+            MAX_SECRET_BYTES as usize
+        );
     }
 
     #[test]

@@ -458,6 +458,21 @@ pub(super) fn targets(
                         "the signing key shared with the receiver, as { env = \"NAME\" }, { file = \"/path\" } or { credential = \"NAME\" }",
                     );
                 }
+                // Checked here as the client will at run time: a CR or LF (or any byte that is
+                // not a header-name character) would otherwise be refused only when the first
+                // rotation delivers, after the token was obtained.
+                if let Some(h) = &t.header
+                    && reqwest::header::HeaderName::from_bytes(h.get_ref().as_bytes()).is_err()
+                {
+                    diags.push(map.at(
+                        h.span().start,
+                        f("header"),
+                        format!(
+                            "expected an HTTP header name (letters, digits and `-`, no spaces, CR or LF), such as \"X-Tokenwarden-Signature\", found {:?}",
+                            h.get_ref()
+                        ),
+                    ));
+                }
                 match (url, t.secret.clone()) {
                     (Some(url), Some(secret)) => Some(TargetKind::Webhook {
                         url,

@@ -3,9 +3,11 @@
 //! headers approach their limits.
 //!
 //! One batch is `POST /{version}/` with the form fields `batch` (a JSON array of
-//! `{"method":"GET","relative_url":"debug_token?input_token=..."}`), `include_headers=false`
-//! and `appsecret_proof`, authenticated with the app token as `Authorization: Bearer`. The
-//! tokens travel in the form body, never in the URL. Meta answers in order with
+//! `{"method":"GET","relative_url":"debug_token?input_token=..."}`), `include_headers=false`,
+//! and the app token as `access_token` with its `appsecret_proof`: Meta's "Batch requests"
+//! page says "You must include an access token as a top level parameter", and "Login
+//! security" sends both as form fields, so no `Authorization` header is relied on. The
+//! tokens, the app token included, travel in the form body, never in the URL. Meta answers in order with
 //! `[{"code":200,"body":"<JSON as a string>"}, ...]` and counts each item against its rate
 //! limits separately, so every item is judged on its own:
 //!
@@ -18,13 +20,18 @@
 //!   items; like a single call it has `attempts` tries in all, and a rate limit asking for
 //!   more than [`MAX_RATE_LIMIT_WAIT`] (a few seconds) ends it as rate limited at once;
 //! - a batch that fails as a whole (connection, timeout, 5xx, an HTML page) is sent again by
-//!   the client's usual retry policy; if it still fails, each of its tokens gets that error.
+//!   the client's usual retry policy; if it still fails, each of its tokens gets that error;
+//! - a rate limit while `X-App-Usage` says the app's quota is spent (Meta's hourly quota has
+//!   no `Retry-After`, and each item counts against it), or a whole batch refused with a
+//!   rate limit longer than a call waits, stops the pass: no further batch is sent, nothing
+//!   is sent again, and every token not answered yet gets that rate limit, to be checked when
+//!   access returns. Sending the rest would only be refused and spend more of the quota.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -87,12 +94,24 @@ impl GraphClient {
         let mut set: JoinSet<Result<Answer, GraphError>> = JoinSet::new();
 
         let app_token = self.app_token();
-        let auth = Arc::new(Secret::new(format!("Bearer {}", app_token.expose())));
         let proof = appsecret_proof(&self.app.app_secret, app_token.expose());
         let client = Arc::new(self.clone());
         let mut next_start = Instant::now();
+        // The rate limit that stopped the pass, once one did.
+        let mut halted: Option<GraphError> = None;
 
         loop {
+            if let Some(e) = &halted {
+                // Nothing more is sent: what is not answered yet keeps the rate limit.
+                for i in fresh.by_ref().chain(ready.drain(..)) {
+                    results[i] = Some(Err(e.clone()));
+                }
+                for (_, group) in waiting.drain(..) {
+                    for i in group {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
             // Start batches while the throttle allows and work is ready.
             while set.len() < throttle.in_flight() && Instant::now() >= next_start {
                 let now = Instant::now();
@@ -117,11 +136,10 @@ impl GraphClient {
                 for &i in &batch {
                     tries[i] += 1;
                 }
-                let body = batch_body(tokens, &batch, &proof);
-                let (client, auth) = (client.clone(), auth.clone());
+                let body = batch_body(tokens, &batch, &app_token, &proof);
+                let client = client.clone();
                 let expected = batch.len();
-                let handle =
-                    set.spawn(async move { client.send_batch(&body, &auth, expected).await });
+                let handle = set.spawn(async move { client.send_batch(&body, expected).await });
                 running.insert(handle.id(), batch);
                 next_start = now + throttle.pause();
             }
@@ -156,11 +174,24 @@ impl GraphClient {
                             if let Some(u) = answer.usage {
                                 throttle.observe(u);
                             }
-                            self.settle(&batch, answer.items, &tries, &mut results, &mut waiting);
+                            let limited =
+                                self.settle(&batch, answer.items, &tries, &mut results, &mut waiting);
+                            // Refused while the headers say the app's quota is spent: the
+                            // rest of the pass would be refused too.
+                            if let Some(e) = limited
+                                && answer.usage.is_some_and(|u| u >= 100)
+                            {
+                                halted.get_or_insert(e);
+                            }
                         }
                         Err(e) => {
-                            if matches!(e, GraphError::Transient(Transient::RateLimited { .. })) {
+                            if let GraphError::Transient(Transient::RateLimited { retry_after, .. }) = &e {
                                 throttle.observe(100);
+                                // The whole batch refused, for longer than a call waits (or
+                                // without a word on how long): the app's limit.
+                                if retry_after.is_none_or(|w| w > MAX_RATE_LIMIT_WAIT) {
+                                    halted.get_or_insert(e.clone());
+                                }
                             }
                             for &i in &batch {
                                 results[i] = Some(Err(e.clone()));
@@ -190,7 +221,8 @@ impl GraphClient {
     }
 
     /// Records the final items of one answer and queues the others for another batch, all
-    /// after one wait (so they travel together).
+    /// after one wait (so they travel together). Returns a rate limit among the items, if
+    /// any: with the usage headers at 100 % it stops the pass.
     fn settle(
         &self,
         batch: &[usize],
@@ -198,9 +230,10 @@ impl GraphClient {
         tries: &[u32],
         results: &mut [Option<Result<TokenInfo, GraphError>>],
         waiting: &mut Vec<(Instant, Vec<usize>)>,
-    ) {
+    ) -> Option<GraphError> {
         let mut again = Vec::new();
         let mut wait = Duration::ZERO;
+        let mut halt = None;
         for (&i, item) in batch.iter().zip(items) {
             match item {
                 Item::Done(r) => results[i] = Some(r),
@@ -211,6 +244,9 @@ impl GraphClient {
                         }
                         _ => None,
                     };
+                    if matches!(e, GraphError::Transient(Transient::RateLimited { .. })) {
+                        halt.get_or_insert(e.clone());
+                    }
                     let too_long = asked.is_some_and(|w| w > MAX_RATE_LIMIT_WAIT);
                     if tries[i] >= self.retry.attempts || too_long {
                         results[i] = Some(Err(e));
@@ -231,15 +267,11 @@ impl GraphClient {
             );
             waiting.push((Instant::now() + wait, again));
         }
+        halt
     }
 
     /// Sends one batch (retried as a whole by the usual policy) and reads its items.
-    async fn send_batch(
-        &self,
-        body: &Secret,
-        auth: &Secret,
-        expected: usize,
-    ) -> Result<Answer, GraphError> {
+    async fn send_batch(&self, body: &Secret, expected: usize) -> Result<Answer, GraphError> {
         // `/{version}/`: the batch endpoint is the version root.
         let url = self.url(&[""]);
         self.send_parsed(
@@ -248,7 +280,6 @@ impl GraphClient {
             || {
                 self.http
                     .post(url.clone())
-                    .header(AUTHORIZATION, auth.expose())
                     .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
                     .body(body.expose().to_owned())
             },
@@ -269,13 +300,14 @@ impl GraphClient {
     }
 }
 
-/// The form body of one batch: `batch`, `include_headers=false`, `appsecret_proof`.
+/// The form body of one batch: `batch`, `include_headers=false`, the app token as
+/// `access_token` and its `appsecret_proof`.
 ///
 /// Written directly rather than through `serde_json` and `url`'s serializer: this is the one
 /// piece of a pass that runs on the scheduling task for every token (a tenth of a 10,000-token
 /// pass's CPU went here with the generic route). A percent-encoded token is plain ASCII
 /// without quotes or backslashes, so it needs no JSON escaping.
-fn batch_body(tokens: &[Secret], batch: &[usize], proof: &str) -> Secret {
+fn batch_body(tokens: &[Secret], batch: &[usize], app_token: &Secret, proof: &str) -> Secret {
     const ITEM: &str = r#"{"method":"GET","relative_url":"debug_token?input_token="#;
     // Room for everything up front: a buffer that grows leaves unzeroed copies behind.
     let room = 2 + batch
@@ -293,10 +325,13 @@ fn batch_body(tokens: &[Secret], batch: &[usize], proof: &str) -> Secret {
         json.push_str("\"}");
     }
     json.push(']');
-    let mut body = String::with_capacity(3 * json.len() + 64 + 3 * proof.len());
+    let room = 3 * json.len() + 96 + 3 * (proof.len() + app_token.expose().len());
+    let mut body = String::with_capacity(room);
     body.push_str("batch=");
     form_encode(&mut body, &json);
-    body.push_str("&include_headers=false&appsecret_proof=");
+    body.push_str("&include_headers=false&access_token=");
+    form_encode(&mut body, app_token.expose());
+    body.push_str("&appsecret_proof=");
     form_encode(&mut body, proof);
     Secret::new(body)
 }
@@ -387,7 +422,7 @@ mod tests {
 
     fn kind(i: &Item) -> String {
         match i {
-            Item::Done(Ok(info)) => format!("valid={}", info.is_valid),
+            Item::Done(Ok(info)) => format!("valid={}", info.valid()),
             Item::Done(Err(GraphError::OwnCredentials(a))) => format!("own {}", a.code),
             Item::Done(Err(e)) => format!("done {e}"),
             Item::Again(GraphError::Transient(Transient::RateLimited { api, .. })) => {
@@ -520,12 +555,14 @@ mod tests {
             Secret::new("123|s e&c=r+t"),
             Secret::new("EAAthree"),
         ];
-        let body = batch_body(&tokens, &[2, 1], "proof");
+        let body = batch_body(&tokens, &[2, 1], &Secret::new("42|app secret"), "proof");
         let pairs: HashMap<String, String> = url::form_urlencoded::parse(body.expose().as_bytes())
             .into_owned()
             .collect();
         assert_eq!(pairs["include_headers"], "false");
         assert_eq!(pairs["appsecret_proof"], "proof");
+        // Meta's batch page: the token as a top-level parameter (issue 13, point 4).
+        assert_eq!(pairs["access_token"], "42|app secret");
         let batch: Vec<serde_json::Value> = serde_json::from_str(&pairs["batch"]).unwrap();
         assert_eq!(batch.len(), 2);
         assert_eq!(batch[0]["method"], "GET");

@@ -48,8 +48,10 @@ pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(5);
 /// What `debug_token` says about a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {
-    /// Meta's verdict.
-    pub is_valid: bool,
+    /// Meta's verdict; `None` when `data` did not say (every field but `scopes` may be
+    /// absent: unknown, never taken as "invalid"). Use [`TokenInfo::valid`] and
+    /// [`TokenInfo::invalid_reason`].
+    pub is_valid: Option<bool>,
     /// The app the token belongs to (absent for unparseable tokens).
     pub app_id: Option<String>,
     /// `SYSTEM_USER`, `USER`, `PAGE`, `APP`.
@@ -93,21 +95,34 @@ pub struct GranularScope {
 }
 
 impl TokenInfo {
+    /// Whether Meta said `is_valid: true`.
+    pub fn valid(&self) -> bool {
+        self.is_valid == Some(true)
+    }
+
+    /// Whether Meta said nothing either way: no `is_valid` and no `error` in `data`. The
+    /// token's validity is then decided by what it can read ([`crate::usable`]).
+    pub fn validity_unknown(&self) -> bool {
+        self.is_valid.is_none() && self.error.is_none()
+    }
+
     /// Meta's reason when the token is invalid: `data.error`, or a bare code 190 when Meta
-    /// gave none. `None` for a valid token.
+    /// said `is_valid: false` without one. `None` for a valid token, and when Meta said
+    /// nothing (an absent `is_valid` is unknown, not invalid; an `error` still counts).
     pub fn invalid_reason(&self) -> Option<ApiError> {
-        if self.is_valid {
-            return None;
+        match self.is_valid {
+            Some(true) => None,
+            None => self.error.clone(),
+            Some(false) => Some(self.error.clone().unwrap_or(ApiError {
+                status: 200,
+                code: 190,
+                subcode: None,
+                kind: None,
+                message: String::new(),
+                details: None,
+                fbtrace_id: None,
+            })),
         }
-        Some(self.error.clone().unwrap_or(ApiError {
-            status: 200,
-            code: 190,
-            subcode: None,
-            kind: None,
-            message: String::new(),
-            details: None,
-            fbtrace_id: None,
-        }))
     }
 
     /// Whether `scope` is granted.
@@ -137,6 +152,24 @@ impl TokenInfo {
         ids
     }
 
+    /// The WABAs the WhatsApp scopes are limited to, or `None` when at least one of them has
+    /// no `target_ids` (or no `granular_scopes` entry): Meta omits them when the permission
+    /// was granted in general (its own `SYSTEM_USER` example on "WhatsApp permissions"), so
+    /// debug_token alone cannot say whether a WABA is reachable; a read decides
+    /// ([`crate::usable`]).
+    pub fn waba_targets(&self) -> Option<Vec<String>> {
+        let listed = WHATSAPP_SCOPES.iter().all(|scope| {
+            let mut entries = self.granular_scopes.iter().filter(|g| g.scope == *scope);
+            let mut any = false;
+            let all = entries.all(|g| {
+                any = true;
+                !g.target_ids.is_empty()
+            });
+            any && all
+        });
+        listed.then(|| self.waba_ids())
+    }
+
     /// Whether both WhatsApp scopes list `waba` among their targets. Membership, never position.
     pub fn targets_waba(&self, waba: &str) -> bool {
         WHATSAPP_SCOPES.iter().all(|scope| {
@@ -162,6 +195,15 @@ pub struct PhoneNumber {
     pub code_verification_status: Option<String>,
     /// Display-name review status, when asked for.
     pub name_status: Option<String>,
+}
+
+/// What [`GraphClient::prove`] read with a token; `None` where nothing was read.
+#[derive(Debug, Clone, Default)]
+pub struct Proof {
+    /// The WABA read, made when `debug_token` listed no targets.
+    pub waba: Option<Result<(), GraphError>>,
+    /// The phone-number read.
+    pub phone: Option<Result<PhoneNumber, GraphError>>,
 }
 
 /// A token from [`GraphClient::refresh_token`].
@@ -365,6 +407,52 @@ impl GraphClient {
         Ok(out)
     }
 
+    /// Reads a WhatsApp Business Account with `token` (`GET /{waba_id}?fields=id,name`): the
+    /// proof that the token reaches it when `debug_token` lists no `target_ids`.
+    ///
+    /// # Errors
+    /// Classified [`GraphError`]: code 200 (no access to the asset) and 100 (no such object,
+    /// or not readable) are [`GraphError::Misconfigured`].
+    pub async fn read_waba(&self, token: &Secret, waba_id: &str) -> Result<(), GraphError> {
+        if waba_id.is_empty() {
+            return Err(GraphError::Misconfigured(local_error(
+                "the WABA id is empty",
+            )));
+        }
+        let url = self.url(&[waba_id]);
+        let _: wire::Node = self
+            .send_with(token, CallKind::WithToken, || {
+                self.http.get(url.clone()).query(&[("fields", "id,name")])
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The reads that prove `token` works for WhatsApp, given what `debug_token` said: the
+    /// WABA (only when configured and `info` lists no targets for the WhatsApp scopes, so
+    /// the targets cannot decide) and the phone number (when configured). Nothing is read
+    /// for a token Meta called invalid. [`crate::usable::decide`] judges the result.
+    pub async fn prove(
+        &self,
+        token: &Secret,
+        info: &TokenInfo,
+        waba_id: Option<&str>,
+        phone_number_id: Option<&str>,
+    ) -> Proof {
+        if info.invalid_reason().is_some() {
+            return Proof::default();
+        }
+        let waba = match waba_id {
+            Some(w) if info.waba_targets().is_none() => Some(self.read_waba(token, w).await),
+            _ => None,
+        };
+        let phone = match phone_number_id {
+            Some(p) => Some(self.phone_number(token, p).await),
+            None => None,
+        };
+        Proof { waba, phone }
+    }
+
     /// Sends a text message from `phone_number_id` to `to` (the runbook's test send).
     /// Returns the message id.
     ///
@@ -447,8 +535,9 @@ impl GraphClient {
     }
 
     /// Makes a new system-user token: `POST /{system_user_id}/access_tokens` for this app with
-    /// both WhatsApp scopes, authenticated by `admin_token` (an admin's or a system user's token
-    /// of the same business, sent as `Authorization: Bearer` with its `appsecret_proof`).
+    /// `scopes` (both WhatsApp scopes when empty), authenticated by `admin_token` (an admin
+    /// system user's token of the same business, sent as `Authorization: Bearer` with its
+    /// `appsecret_proof`).
     /// `expiring` asks for a 60-day token, otherwise a non-expiring one. Meta answers with the
     /// token only: inspect it with [`GraphClient::debug_token`] for its expiry and assets.
     ///
@@ -469,6 +558,7 @@ impl GraphClient {
         admin_token: &Secret,
         system_user_id: &str,
         expiring: bool,
+        scopes: &[String],
     ) -> Result<Secret, GraphError> {
         // An empty id would post to `/access_tokens` of nothing: refuse it here.
         if system_user_id.is_empty() {
@@ -478,7 +568,11 @@ impl GraphClient {
         }
         let url = self.url(&[system_user_id, "access_tokens"]);
         let proof = appsecret_proof(&self.app.app_secret, admin_token.expose());
-        let scope = WHATSAPP_SCOPES.join(",");
+        let scope = if scopes.is_empty() {
+            WHATSAPP_SCOPES.join(",")
+        } else {
+            scopes.join(",")
+        };
         let sixty_days = if expiring { "true" } else { "false" };
         let parsed: wire::MintResponse = self
             .send_json(CallKind::WithToken, Replay::IfNotActedOn, || {
@@ -512,6 +606,9 @@ impl GraphClient {
     /// or answered `"success": false` (the token is still live; try again later).
     pub async fn revoke_token(&self, old: &Secret, caller: &Secret) -> Result<(), GraphError> {
         let url = self.url(&["oauth", "revoke"]);
+        // "Require App Secret" refuses any call made with a user or system-user token that
+        // lacks its proof (code 100), revoke included: without it the old token stays alive.
+        let proof = appsecret_proof(&self.app.app_secret, caller.expose());
         self.send_parsed(
             CallKind::WithAppSecret,
             Replay::Always,
@@ -521,6 +618,7 @@ impl GraphClient {
                     ("client_secret", self.app.app_secret.expose()),
                     ("revoke_token", old.expose()),
                     ("access_token", caller.expose()),
+                    ("appsecret_proof", proof.as_str()),
                 ])
             },
             |status, _headers, body| match revoke_outcome(body) {
@@ -1063,7 +1161,10 @@ pub fn fuzz_parse(status: u16, body: &[u8]) {
         if let Some(reason) = info.invalid_reason() {
             let _ = write!(sink, "{reason} {}", dead_reason(&reason));
         }
-        assert_eq!(info.invalid_reason().is_none(), info.is_valid);
+        assert_eq!(
+            info.invalid_reason().is_none(),
+            info.valid() || info.validity_unknown()
+        );
         let _ = info.missing_whatsapp_scopes();
         let wabas = info.waba_ids();
         assert!(
@@ -1249,7 +1350,7 @@ mod tests {
                 .unwrap()
                 .data,
         );
-        assert!(info.is_valid);
+        assert!(info.valid());
         assert_eq!(info.expires_at, Expiry::Never);
         assert_eq!(info.data_access_expires_at, None);
         assert!(info.missing_whatsapp_scopes().is_empty());
@@ -1269,7 +1370,7 @@ mod tests {
                 .unwrap()
                 .data,
         );
-        assert!(!info.is_valid);
+        assert!(!info.valid());
         assert_eq!(
             info.error.as_ref().map(|e| (e.code, e.subcode)),
             Some((190, Some(463)))

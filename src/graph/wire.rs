@@ -25,7 +25,7 @@ pub(super) struct DebugTokenData {
     #[serde(default, deserialize_with = "loose_int")]
     pub issued_at: Option<i64>,
     #[serde(default)]
-    pub is_valid: bool,
+    pub is_valid: Option<bool>,
     #[serde(default)]
     pub scopes: Vec<String>,
     #[serde(default)]
@@ -61,6 +61,14 @@ pub(super) struct PhoneNumberWire {
     pub quality_rating: Option<String>,
     pub code_verification_status: Option<String>,
     pub name_status: Option<String>,
+}
+
+/// Any node read with `fields=id,...`: only the id matters.
+#[derive(Deserialize)]
+pub(super) struct Node {
+    #[allow(dead_code)]
+    #[serde(deserialize_with = "loose_string_req")]
+    pub id: String,
 }
 
 #[derive(Deserialize)]

@@ -53,7 +53,7 @@ impl FolderMailer {
         // Blocking file IO off the async worker; the same id overwrites the same file, so a
         // repeated send leaves one email.
         let written = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir)?;
+            crate::fsutil::create_private_dir(&dir)?;
             crate::fsutil::write_atomic(&file, &bytes, 0o600)
         })
         .await

@@ -99,8 +99,9 @@ impl Outbox {
         let dir = state_dir.join("outbox");
         let sent_dir = dir.join("sent");
         for d in [&dir, &sent_dir] {
-            std::fs::create_dir_all(d)?;
-            // Emails name tokens and their troubles: not for other local users.
+            // Emails name tokens and their troubles: not for other local users. Created 0700
+            // (never wider for a moment, whatever the umask), and an older one narrowed.
+            crate::fsutil::create_private_dir(d)?;
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
         }
         Ok(Outbox {

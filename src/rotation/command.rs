@@ -77,7 +77,7 @@ async fn setup(cfg: &Config, t: &TokenConfig) -> Result<Setup, CommandError> {
     Ok(Setup {
         store,
         log: RotationLog::new(&cfg.state_dir),
-        audit: Audit::new(&cfg.state_dir),
+        audit: Audit::new(&cfg.state_dir).with_limits(cfg.audit),
         outbox,
     })
 }
@@ -124,6 +124,15 @@ pub fn describe_report(t: &TokenConfig, report: &Report, now: Timestamp) -> Done
                 "{name}: another tokenwarden process is rotating this token right now; try again in a minute\n"
             ),
             EXIT_TEMPFAIL,
+        ),
+        Report::Stalled(r) if r.needs_fix => Done::new(
+            format!(
+                "{name}: rotation {} stopped at step {}: a target refused the new token: {}\nFix that target as the message says; the old token stays current meanwhile. The rotation resumes on the next run after the fix (the daemon's schedule, or `tokenwarden rotate --token {name}`).\n",
+                r.id,
+                r.step.word(),
+                r.last_error.as_deref().unwrap_or("unknown")
+            ),
+            1,
         ),
         Report::Stalled(r) => Done::new(
             format!(
@@ -188,9 +197,20 @@ pub fn describe_report(t: &TokenConfig, report: &Report, now: Timestamp) -> Done
                 ),
                 1,
             ),
-            Some(Outcome::Superseded { detail }) => {
-                Done::new(format!("{name}: rotation stopped: {detail}\n"), 1)
-            }
+            // Another process rotated it: try again later (75, EX_TEMPFAIL), when this
+            // instance will see the new token as current.
+            Some(Outcome::Superseded { detail }) => Done::new(
+                format!("{name}: rotation stopped: another process rotated it ({detail})\n"),
+                75,
+            ),
+            Some(Outcome::Extended { until }) => Done::new(
+                format!(
+                    "{name}: extended in place: Meta handed back the current token (fingerprint {}) valid until {}; nothing was promoted, delivered or revoked.\n",
+                    r.old.fingerprint,
+                    until.map_or_else(|| "an unknown time".to_string(), timefmt::utc)
+                ),
+                0,
+            ),
             None => Done::new(format!("{name}: rotation {} finished\n", r.id), 0),
         },
     }
@@ -406,7 +426,7 @@ pub async fn rollback(
         ));
     };
     match graph.debug_token(&prev).await {
-        Ok(info) if info.is_valid => {}
+        Ok(info) if info.invalid_reason().is_none() => {}
         Ok(info) => {
             let why = info
                 .invalid_reason()
@@ -517,7 +537,7 @@ pub async fn stage(
     }
     let request = uuid::Uuid::new_v4().to_string();
     let v = store.put_pending(value, &request).await?;
-    Audit::new(&cfg.state_dir).record(
+    Audit::new(&cfg.state_dir).with_limits(cfg.audit).record(
         now,
         "staged",
         serde_json::json!({"token": name, "version": v.0, "fingerprint": value.fingerprint().to_string()}),

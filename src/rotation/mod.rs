@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{Effective, Expires, TokenFacts, effective_expiry};
 use crate::secret::Fingerprint;
+use crate::usable::Usability;
 
 /// How long before the effective expiry a rotation is due at the latest.
 pub const MIN_LEAD: Duration = Duration::from_secs(7 * 86_400);
@@ -56,6 +57,20 @@ pub fn rotate_at(
 pub fn due_at(t: &crate::config::TokenConfig, facts: &TokenFacts) -> Option<Timestamp> {
     let eff = effective_expiry(facts, t.policy.max_age)?;
     Some(rotate_at(&eff, facts.issued_at, t.rotation.rotate_before))
+}
+
+/// The rotation settings of `t` that decide how a successor is obtained (source, and for
+/// minting the system user, lifetime and scopes), as one comparable string without secrets.
+pub fn settings_key(t: &crate::config::TokenConfig) -> String {
+    match &t.rotation.source {
+        crate::config::Source::Mint(m) => format!(
+            "mint/{}/{}/{}",
+            m.system_user_id,
+            if m.expiring { "60d" } else { "never" },
+            m.scopes.join(",")
+        ),
+        s => s.word().to_string(),
+    }
 }
 
 /// Whether the token's last known facts make its configured source impossible: refreshing a
@@ -101,6 +116,12 @@ pub fn start_reason(
         }
         _ => return None,
     };
+    // A failure only the config can fix (a business that refuses non-expiring tokens) is
+    // not tried again, every `repeat_interval`, until the rotation settings change.
+    // Once they have changed, the operator's fix is tried at once.
+    if let Some(needs) = last.and_then(|l| l.needs_config_change.as_deref()) {
+        return (needs != settings_key(t)).then_some(reason);
+    }
     if let Some(l) = last
         && matches!(
             l.outcome,
@@ -178,6 +199,12 @@ pub enum Outcome {
         /// What was found.
         detail: String,
     },
+    /// Meta handed back the current token itself, living longer (a refresh can return the
+    /// same string): nothing to promote, deliver or revoke; the token stays current.
+    Extended {
+        /// The token's new expiry, when Meta said (`None`: never, or unknown).
+        until: Option<Timestamp>,
+    },
 }
 
 /// One side of a rotation: a store version and its fingerprint (never the value).
@@ -225,8 +252,32 @@ pub struct Rotation {
     pub attempts: u32,
     /// The last failure, in words.
     pub last_error: Option<String>,
+    /// Whether the last failure was a target refusing for good (a symlink, a file that is not
+    /// UTF-8, a command exiting 1): retrying alone will not help, someone must fix the target
+    /// (`rotate` exits 1 rather than 75). The rotation still resumes once it is fixed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_fix: bool,
     /// Set when finished.
     pub outcome: Option<Outcome>,
+    /// Set when the failure can only be fixed in the config: the [`settings_key`] it failed
+    /// with. No automatic rotation starts again until the settings differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_config_change: Option<String>,
+    /// The dotenv `reload` commands this rotation ran, by target, saved before each starts
+    /// and again when it exits. A reload that started and never finished (the process was
+    /// killed while the command ran) runs again, with its verify, when the rotation resumes:
+    /// the file already holds the candidate, but the application may not have read it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub reloads: std::collections::BTreeMap<String, ReloadMark>,
+}
+
+/// One target's `reload` in a rotation record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadMark {
+    /// When the command was started (last time).
+    pub started: Timestamp,
+    /// When it exited (whatever its status); `None` while it runs or after a kill.
+    pub finished: Option<Timestamp>,
 }
 
 impl Rotation {
@@ -252,11 +303,14 @@ impl Rotation {
             new_facts: None,
             step: Step::Obtain,
             obtain_sent: false,
+            needs_config_change: None,
             promoted_at: None,
             revoke_at: None,
             attempts: 0,
             last_error: None,
+            needs_fix: false,
             outcome: None,
+            reloads: Default::default(),
         }
     }
 
@@ -317,6 +371,8 @@ pub enum Event {
     CopiesRemain(String),
     /// The step failed for good.
     Failed(String),
+    /// The successor Meta gave is the current token itself, with this new expiry.
+    Extended(Option<Timestamp>),
 }
 
 /// Moves `r` on after `event`. `revoke_after` is the grace period set at promotion.
@@ -356,6 +412,7 @@ pub fn apply(r: &mut Rotation, event: Event, revoke_after: Option<Duration>, now
         Event::Rejected(check) => finish(r, Outcome::Rejected { check }),
         Event::Superseded(detail) => finish(r, Outcome::Superseded { detail }),
         Event::Failed(reason) => finish(r, Outcome::Failed { step, reason }),
+        Event::Extended(until) => finish(r, Outcome::Extended { until }),
         Event::Transient(reason) | Event::DeliveryFailed(reason) | Event::CopiesRemain(reason) => {
             r.attempts += 1;
             r.last_error = Some(reason);
@@ -374,29 +431,30 @@ fn finish(r: &mut Rotation, outcome: Outcome) {
 pub struct Expectations<'a> {
     /// The configured app.
     pub app_id: &'a str,
-    /// The configured WABA, when set.
-    pub waba_id: Option<&'a str>,
     /// The current token's facts, when known (for its type and lifetime).
     pub current: Option<&'a TokenFacts>,
     /// The policy's `max_age`, so "lives longer" compares effective expiries.
     pub max_age: Option<Duration>,
 }
 
-/// What Meta said about a candidate: `debug_token`'s verdict and facts, and the phone read.
+/// What Meta said about a candidate: `debug_token`'s verdict and facts, and what the one
+/// usability rule ([`crate::usable::decide`]) made of its reads.
 #[derive(Debug, Clone)]
 pub struct CandidateReport {
     /// Why `debug_token` called it invalid, when it did.
     pub invalid: Option<String>,
     /// Its facts.
     pub facts: TokenFacts,
-    /// Why reading the configured phone number with it failed, when it did.
-    pub phone_failed: Option<String>,
+    /// Whether it can do the WhatsApp job (scopes, the WABA, the phone number), by the same
+    /// rule as the daemon's check and `doctor`.
+    pub usability: Usability,
 }
 
 /// Whether a candidate may replace the current token: valid, same app, a system-user token
-/// (or the current token's type), both WhatsApp scopes, the configured WABA among its targets,
-/// the phone number readable, and a later effective expiry than the current token. Returns the
-/// first failed check in words, for the on-call email.
+/// (or the current token's type), usable for WhatsApp by the one rule of [`crate::usable`]
+/// (scopes, the WABA, the phone number), no scope of the current token lost, and a later
+/// effective expiry than the current token. Returns the first failed check in words, for the
+/// on-call email.
 pub fn judge(c: &CandidateReport, e: &Expectations<'_>) -> Result<(), String> {
     let f = &c.facts;
     if let Some(why) = &c.invalid {
@@ -421,24 +479,36 @@ pub fn judge(c: &CandidateReport, e: &Expectations<'_>) -> Result<(), String> {
             "the candidate is a {kind} token; a system-user token is expected (Business Manager > Users > System users > Generate new token)"
         ));
     }
-    let missing: Vec<&str> = crate::graph::WHATSAPP_SCOPES
-        .into_iter()
-        .filter(|s| !f.scopes.iter().any(|x| x == s))
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!("the candidate lacks {}", missing.join(" and ")));
+    match &c.usability {
+        Usability::Usable => {}
+        Usability::Unusable(why) => return Err(format!("the candidate cannot be used: {why}")),
+        Usability::Dead(api) => {
+            return Err(format!(
+                "Meta says the candidate is dead: {}",
+                crate::graph::dead_reason(api)
+            ));
+        }
+        Usability::Unknown(why)
+        | Usability::OwnCredentials(why)
+        | Usability::Throttled { detail: why, .. } => {
+            return Err(format!("the candidate could not be proven to work: {why}"));
+        }
     }
-    if let Some(w) = e.waba_id
-        && !f.wabas.iter().any(|x| x == w)
-    {
-        return Err(format!(
-            "WhatsApp Business Account {w} is not among the candidate's targets"
-        ));
-    }
-    if let Some(why) = &c.phone_failed {
-        return Err(format!(
-            "reading the phone number with the candidate failed: {why}"
-        ));
+    // A consumer may need any scope the current token has (`business_management`,
+    // `whatsapp_business_manage_events`, ...): a successor that lost one breaks it silently.
+    if let Some(cur) = e.current {
+        let lost: Vec<&str> = cur
+            .scopes
+            .iter()
+            .filter(|s| !f.scopes.contains(s))
+            .map(String::as_str)
+            .collect();
+        if !lost.is_empty() {
+            return Err(format!(
+                "the candidate lacks {}, which the current token has",
+                lost.join(", ")
+            ));
+        }
     }
     let end = |facts: &TokenFacts| -> Option<Timestamp> {
         match (facts.expires, effective_expiry(facts, e.max_age)) {
@@ -546,6 +616,66 @@ mod tests {
         )
     }
 
+    fn mint_token_config(expiring: bool) -> crate::config::TokenConfig {
+        let rotation = crate::config::RotationConfig {
+            source: crate::config::Source::Mint(crate::config::MintConfig {
+                system_user_id: "104169029247128".into(),
+                admin_token: crate::config::SecretRef::Env("ADMIN".into()),
+                expiring,
+                scopes: Vec::new(),
+            }),
+            ..Default::default()
+        };
+        crate::config::TokenConfig {
+            name: "prod".into(),
+            phone_number_id: None,
+            waba_id: None,
+            store: crate::config::StoreConfig::File {
+                path: None,
+                key: None,
+            },
+            schedule: crate::config::Schedule {
+                cron: crate::config::DEFAULT_CRON.into(),
+                timezone: "UTC".into(),
+            },
+            policy: crate::policy::Policy::default(),
+            rotation,
+            targets: Vec::new(),
+        }
+    }
+
+    /// Issue 13, point 9: a mint refused because the business must use expiring tokens is
+    /// not tried again every `repeat_interval`; it waits for the settings to change.
+    #[test]
+    fn a_failure_only_the_config_fixes_waits_for_a_config_change() {
+        let never = mint_token_config(false);
+        let state = crate::state::TokenState {
+            facts: Some(facts(
+                "cur",
+                SYSTEM_USER,
+                Expires::At(ts(NOW + DAY)),
+                NOW - 59 * DAY,
+            )),
+            verdict: Some(crate::policy::Verdict::Healthy),
+            ..Default::default()
+        };
+        let mut last = rotation();
+        last.outcome = Some(Outcome::Failed {
+            step: Step::Obtain,
+            reason: "refused".into(),
+        });
+        last.needs_config_change = Some(settings_key(&never));
+        let much_later = ts(NOW + 30 * DAY);
+        assert_eq!(start_reason(&never, &state, Some(&last), much_later), None);
+        // The operator sets lifetime = "60d": the rotation starts at once.
+        let sixty = mint_token_config(true);
+        assert_ne!(settings_key(&sixty), settings_key(&never));
+        assert!(start_reason(&sixty, &state, Some(&last), ts(NOW)).is_some());
+        // An ordinary failure waits repeat_interval only.
+        last.needs_config_change = None;
+        assert!(start_reason(&never, &state, Some(&last), much_later).is_some());
+    }
+
     #[test]
     fn steps_run_in_order_and_revoke_waits_for_the_grace_period() {
         let grace = Some(Duration::from_secs(DAY as u64));
@@ -641,7 +771,6 @@ mod tests {
     fn expect<'a>(current: Option<&'a TokenFacts>) -> Expectations<'a> {
         Expectations {
             app_id: "634974688087057",
-            waba_id: Some("102290129340398"),
             current,
             max_age: Some(Duration::from_secs(60 * 86_400)),
         }
@@ -651,7 +780,7 @@ mod tests {
         CandidateReport {
             invalid: None,
             facts: f,
-            phone_failed: None,
+            usability: Usability::Usable,
         }
     }
 
@@ -705,27 +834,31 @@ mod tests {
         f.token_type = Some("USER".into());
         assert_eq!(judge(&report(f), &expect(Some(&user_cur))), Ok(()));
 
-        let mut f = good.clone();
-        f.scopes.retain(|s| s != "whatsapp_business_messaging");
-        assert_eq!(
-            judge(&report(f), &expect(Some(&cur))),
-            Err("the candidate lacks whatsapp_business_messaging".into())
-        );
-
-        let mut f = good.clone();
-        f.wabas = vec!["5".into()];
-        assert!(
-            judge(&report(f), &expect(Some(&cur)))
-                .unwrap_err()
-                .contains("102290129340398")
-        );
-
+        // What the one usability rule decided is what validation says.
         let mut c = report(good.clone());
-        c.phone_failed = Some("(#100) Unsupported get request".into());
-        assert!(
-            judge(&c, &expect(Some(&cur)))
-                .unwrap_err()
-                .contains("phone number")
+        c.usability = Usability::Unusable("the token lacks whatsapp_business_messaging".into());
+        assert_eq!(
+            judge(&c, &expect(Some(&cur))),
+            Err("the candidate cannot be used: the token lacks whatsapp_business_messaging".into())
+        );
+        let mut c = report(good.clone());
+        c.usability = Usability::Unknown("reading phone number 1: timeout".into());
+        assert!(judge(&c, &expect(Some(&cur))).is_err());
+
+        // A scope the current token has and the candidate lost is named (issue 13, point 6).
+        let mut rich = cur.clone();
+        rich.scopes.push("business_management".into());
+        assert_eq!(
+            judge(&report(good.clone()), &expect(Some(&rich))),
+            Err("the candidate lacks business_management, which the current token has".into())
+        );
+        let mut f = good.clone();
+        f.scopes.push("business_management".into());
+        f.scopes.push("whatsapp_business_manage_events".into());
+        assert_eq!(
+            judge(&report(f), &expect(Some(&rich))),
+            Ok(()),
+            "more is fine"
         );
 
         // Shorter-lived than the current token: a 1-day candidate for a 5-day current.

@@ -190,6 +190,11 @@ pub async fn drive(d: &Deps<'_>, start: Option<String>) -> Result<Report, Rotate
     };
     let revoke_after = d.token.rotation.revoke_after;
     loop {
+        // In the daemon, a SIGTERM stops the rotation here, between steps: the step in
+        // progress finished and was saved above, and the next start resumes at the next one.
+        if crate::liveness::before_step() {
+            return Ok(Report::Waiting(r));
+        }
         let now = (d.now)();
         let step = match super::next(&r, now) {
             Action::Done => return Ok(Report::Finished(r)),
@@ -252,6 +257,7 @@ fn event_word(e: &Event) -> &'static str {
         Event::DeliveryFailed(_) => "delivery_failed",
         Event::CopiesRemain(_) => "copies_remain",
         Event::Failed(_) => "failed",
+        Event::Extended(_) => "extended_in_place",
     }
 }
 
@@ -371,7 +377,7 @@ async fn obtain(d: &Deps<'_>, r: &mut Rotation) -> Event {
             // back as a 60-day one) and never a dead one (Meta refuses).
             match d.graph.debug_token(&current).await {
                 Err(e) => return graph_event("inspecting the current token", e),
-                Ok(info) if !info.is_valid => {
+                Ok(info) if info.invalid_reason().is_some() => {
                     let why = info
                         .invalid_reason()
                         .map(|a| graph::dead_reason(&a))
@@ -399,13 +405,34 @@ async fn obtain(d: &Deps<'_>, r: &mut Rotation) -> Event {
                 Ok(a) => a,
                 Err(e) => return Event::Failed(format!("`mint.admin_token`: {e}")),
             };
+            // Ask for what the current token has (Meta's access-token page also assigns
+            // `business_management`; teams add others), or what the config says.
+            let scopes = if m.scopes.is_empty() {
+                match d.graph.debug_token(&current).await {
+                    Ok(info) => mint_scopes(&info),
+                    Err(e) => return graph_event("inspecting the current token's scopes", e),
+                }
+            } else {
+                m.scopes.clone()
+            };
             mark_sent(d, r);
             match d
                 .graph
-                .mint_token(&admin, &m.system_user_id, m.expiring)
+                .mint_token(&admin, &m.system_user_id, m.expiring, &scopes)
                 .await
             {
                 Ok(t) => t,
+                Err(GraphError::Misconfigured(api)) if !m.expiring && api.code == 100 => {
+                    // "Some businesses must use expiring tokens ... omitting this parameter
+                    // or setting it to false results in an error" (the code is not
+                    // documented; 100 is what a refused parameter gets). Not retried until
+                    // the config changes (`start_reason`).
+                    r.needs_config_change = Some(rotation_settings(d.token));
+                    return Event::Failed(format!(
+                        "minting a non-expiring token for system user {} was refused ({api}); if this business must use expiring tokens, Meta refuses set_token_expires_in_60_days=false: set lifetime = \"60d\" in the token's `mint` table (no new attempt is made until the config changes)",
+                        m.system_user_id
+                    ));
+                }
                 Err(e) => {
                     return graph_event(
                         &format!("minting a token for system user {}", m.system_user_id),
@@ -415,6 +442,11 @@ async fn obtain(d: &Deps<'_>, r: &mut Rotation) -> Event {
             }
         }
     };
+    // Meta may hand back the current token itself, living longer (seen for refresh): it is
+    // not a successor. Staging it would have it "rejected" and revoked: the live token.
+    if token.fingerprint() == current.fingerprint() {
+        return extended_in_place(d, r, &token).await;
+    }
     // The new token exists only in memory until staged: retry the store a few times here.
     let mut tries = 0;
     loop {
@@ -429,9 +461,93 @@ async fn obtain(d: &Deps<'_>, r: &mut Rotation) -> Event {
             Err(StoreError::Unavailable { .. }) if tries < 4 => {
                 tokio::time::sleep(Duration::from_millis(500 * tries)).await;
             }
-            Err(e) => return store_event(e),
+            Err(e) => {
+                // Nobody will ever see this token (it exists only here): revoke it now rather
+                // than leave a live token behind that nobody tracks.
+                revoke_own_candidate(d, r, &token).await;
+                return store_event(e);
+            }
         }
     }
+}
+
+/// The scopes to mint a successor with: the current token's (from its `debug_token`), so none
+/// a consumer relies on is lost, and the two WhatsApp scopes in any case.
+fn mint_scopes(info: &graph::TokenInfo) -> Vec<String> {
+    let mut scopes: Vec<String> = if info.invalid_reason().is_none() {
+        info.scopes.clone()
+    } else {
+        Vec::new()
+    };
+    for s in graph::WHATSAPP_SCOPES {
+        if !scopes.iter().any(|x| x == s) {
+            scopes.push(s.to_string());
+        }
+    }
+    scopes
+}
+
+/// [`super::settings_key`] of the token being rotated.
+fn rotation_settings(t: &TokenConfig) -> String {
+    super::settings_key(t)
+}
+
+/// Whether `token` is the store's previous version (the token a finished rotation retired).
+async fn is_previous(d: &Deps<'_>, token: &Secret) -> bool {
+    matches!(d.store.previous().await, Ok(Some((_, p))) if p.fingerprint() == token.fingerprint())
+}
+
+/// Finishes a rotation whose "successor" is a token already in use: Meta's refresh handed
+/// back the current token itself, living longer. Nothing is staged, delivered, promoted or
+/// revoked; the new expiry is recorded (the rotation record, the audit log, one email).
+async fn extended_in_place(d: &Deps<'_>, r: &Rotation, token: &Secret) -> Event {
+    let until = match d.graph.debug_token(token).await {
+        Ok(info) => match info.expires_at {
+            graph::Expiry::At(t) => Some(t),
+            _ => None,
+        },
+        // The expiry is only information here: the next check reads it anyway.
+        Err(e) => {
+            tracing::warn!(token = %d.token.name, error = %e, "cannot read the extended token's new expiry");
+            None
+        }
+    };
+    tracing::info!(token = %d.token.name, rotation = %r.id, fingerprint = %token.fingerprint(), until = ?until.map(crate::timefmt::utc), "Meta handed back the current token with a later expiry: extended in place, nothing to promote or revoke");
+    d.audit.record(
+        (d.now)(),
+        "token_extended",
+        serde_json::json!({
+            "token": d.token.name, "rotation": r.id, "fingerprint": token.fingerprint().to_string(),
+            "until": until.map(|t| t.to_string()), "detail": "extended in place",
+        }),
+    );
+    Event::Extended(until)
+}
+
+/// The last line of defence before any revoke: refuses a value equal to the store's current
+/// token, whatever the source and whatever the record says, and says so in the log and the
+/// audit log. Also refuses when the store cannot say what is current.
+async fn revoke_allowed(d: &Deps<'_>, r: &Rotation, token: &Secret) -> Result<(), String> {
+    let why = match d.store.current().await {
+        Ok(current) if current.fingerprint() == token.fingerprint() => format!(
+            "refusing to revoke the token with fingerprint {}: it is the current token in {}",
+            token.fingerprint(),
+            d.store.describe()
+        ),
+        Ok(_) => return Ok(()),
+        Err(e) => format!(
+            "refusing to revoke the token with fingerprint {} while {} cannot say which token is current: {e}",
+            token.fingerprint(),
+            d.store.describe()
+        ),
+    };
+    tracing::error!(token = %d.token.name, rotation = %r.id, "{why}");
+    d.audit.record(
+        (d.now)(),
+        "revoke_refused",
+        serde_json::json!({"token": d.token.name, "rotation": r.id, "fingerprint": token.fingerprint().to_string(), "reason": why}),
+    );
+    Err(why)
 }
 
 /// Records that a refresh or mint call is about to leave, before it does.
@@ -470,27 +586,47 @@ pub async fn inspect_candidate(
                     scopes: Vec::new(),
                     wabas: Vec::new(),
                 },
-                phone_failed: None,
+                usability: crate::usable::Usability::Unusable("it belongs to another app".into()),
             });
         }
         Err(e) => return Err(e),
     };
     let facts = crate::daemon::facts_of(token, &info);
     let invalid = info.invalid_reason().map(|a| graph::dead_reason(&a));
-    let mut phone_failed = None;
-    if invalid.is_none()
-        && let Some(p) = &t.phone_number_id
+    let proof = graph
+        .prove(
+            token,
+            &info,
+            t.waba_id.as_deref(),
+            t.phone_number_id.as_deref(),
+        )
+        .await;
+    // A read that could not be made says nothing about the candidate: try again later
+    // rather than reject it.
+    for read in [
+        proof.waba.as_ref().and_then(|r| r.as_ref().err()),
+        proof.phone.as_ref().and_then(|r| r.as_ref().err()),
+    ]
+    .into_iter()
+    .flatten()
     {
-        match graph.phone_number(token, p).await {
-            Ok(_) => {}
-            Err(e @ GraphError::Transient(_)) => return Err(e),
-            Err(e) => phone_failed = Some(e.to_string()),
+        if matches!(
+            read,
+            GraphError::Transient(_) | GraphError::OwnCredentials(_)
+        ) {
+            return Err(read.clone());
         }
     }
+    let usability = crate::usable::decide(
+        &info,
+        t.waba_id.as_deref(),
+        t.phone_number_id.as_deref(),
+        &proof,
+    );
     Ok(CandidateReport {
         invalid,
         facts,
-        phone_failed,
+        usability,
     })
 }
 
@@ -502,7 +638,6 @@ pub fn expectations<'a>(
 ) -> Expectations<'a> {
     Expectations {
         app_id: &cfg.meta.app_id,
-        waba_id: t.waba_id.as_deref(),
         current,
         max_age: t.policy.max_age,
     }
@@ -515,7 +650,10 @@ pub async fn current_facts(
     token: &Secret,
 ) -> Result<Option<TokenFacts>, GraphError> {
     let info = graph.debug_token(token).await?;
-    Ok(info.is_valid.then(|| crate::daemon::facts_of(token, &info)))
+    Ok(info
+        .invalid_reason()
+        .is_none()
+        .then(|| crate::daemon::facts_of(token, &info)))
 }
 
 async fn validate(d: &Deps<'_>, r: &mut Rotation) -> Event {
@@ -526,6 +664,14 @@ async fn validate(d: &Deps<'_>, r: &mut Rotation) -> Event {
         Ok(pair) => pair,
         Err(ev) => return ev,
     };
+    if candidate.fingerprint() == current.fingerprint() || is_previous(d, &candidate).await {
+        // The "successor" is a token already in use (Meta's refresh handed it back, or it
+        // was staged again): never promote, deliver or revoke it; only unlabel the copy.
+        if let Err(e) = d.store.clear_pending().await {
+            tracing::warn!(token = %d.token.name, error = %e, "cannot unstage the copy of the current token");
+        }
+        return extended_in_place(d, r, &candidate).await;
+    }
     let current = match current_facts(d.graph, &current).await {
         Ok(f) => f,
         Err(e) => return graph_event("inspecting the current token", e),
@@ -553,19 +699,40 @@ async fn validate(d: &Deps<'_>, r: &mut Rotation) -> Event {
 }
 
 /// Cleans up after a rotation another instance overtook: if this rotation's candidate is still
-/// staged, unstage it, and if this rotation asked Meta for it, revoke it (nobody will use it).
+/// staged, unstage it; if this rotation asked Meta for it, revoke it and confirm (nobody will
+/// use it). The candidate is read by its version id, so it is found even after another
+/// instance moved `AWSPENDING` to its own candidate (the race that used to leave live tokens
+/// nobody tracked). The revoke is refused if the candidate became current after all.
 async fn abandon_candidate(d: &Deps<'_>, r: &Rotation) {
     let Some(new) = &r.new else { return };
-    let Ok(Some((v, token))) = d.store.pending().await else {
-        return;
-    };
-    if v.0 != new.version {
-        return;
-    }
-    revoke_own_candidate(d, r, &token).await;
-    if let Err(e) = d.store.clear_pending().await {
+    if matches!(d.store.pending().await, Ok(Some((v, _))) if v.0 == new.version)
+        && let Err(e) = d.store.clear_pending().await
+    {
         tracing::warn!(token = %d.token.name, error = %e, "cannot unstage the abandoned candidate");
     }
+    if !made_here(r) {
+        return;
+    }
+    match d.store.version(&VersionId(new.version.clone())).await {
+        // Another instance adopted it and made it current: it is in use, keep it.
+        Ok(Some(token)) if matches!(d.store.current().await, Ok(c) if c.fingerprint() == token.fingerprint()) =>
+        {
+            tracing::info!(token = %d.token.name, fingerprint = %token.fingerprint(), "the candidate this rotation made became current through another instance; kept");
+        }
+        Ok(Some(token)) => revoke_own_candidate(d, r, &token).await,
+        Ok(None) => {
+            tracing::warn!(token = %d.token.name, version = %new.version, fingerprint = %new.fingerprint, "the abandoned candidate is gone from the store; it cannot be revoked here and expires on its own")
+        }
+        Err(e) => {
+            tracing::warn!(token = %d.token.name, error = %e, fingerprint = %new.fingerprint, "cannot read the abandoned candidate to revoke it; it expires on its own")
+        }
+    }
+}
+
+/// Whether this rotation's candidate is a token it asked Meta for (mint or refresh), as
+/// opposed to one a person or another instance staged: its version id is the rotation id.
+fn made_here(r: &Rotation) -> bool {
+    r.source != "staged" && r.new.as_ref().is_some_and(|n| n.version == r.id)
 }
 
 /// The recorded candidate and the token it replaces, both still where the rotation left
@@ -587,21 +754,35 @@ async fn candidate_and_current(
 }
 
 /// Revokes a candidate this rotation asked Meta for and will not use (nobody else knows it),
-/// best effort: it expires on its own otherwise. A person's staged token is theirs to keep.
+/// then confirms with `debug_token` that Meta calls it invalid; best effort: it expires on its
+/// own otherwise, and the log and the audit log say so. A person's staged token is theirs to
+/// keep.
 async fn revoke_own_candidate(d: &Deps<'_>, r: &Rotation, token: &Secret) {
     if r.source == "staged" {
         return;
     }
-    match d.graph.revoke_token(token, token).await {
-        Ok(()) => d.audit.record(
-            (d.now)(),
-            "candidate_revoked",
-            serde_json::json!({"token": d.token.name, "rotation": r.id, "fingerprint": token.fingerprint().to_string()}),
-        ),
-        Err(e) => {
-            tracing::warn!(token = %d.token.name, error = %e, "cannot revoke an unused candidate; it expires on its own")
-        }
+    if let Err(why) = revoke_allowed(d, r, token).await {
+        tracing::warn!(token = %d.token.name, "{why}; the unused candidate is left to expire");
+        return;
     }
+    let revoked = match d.graph.revoke_token(token, token).await {
+        // Already dead: nothing left to revoke.
+        Ok(()) | Err(GraphError::TokenDead(_)) => true,
+        Err(e) => {
+            tracing::warn!(token = %d.token.name, error = %e, fingerprint = %token.fingerprint(), "cannot revoke an unused candidate; it expires on its own");
+            false
+        }
+    };
+    let confirmed = revoked
+        && matches!(d.graph.debug_token(token).await, Ok(info) if info.invalid_reason().is_some());
+    if revoked && !confirmed {
+        tracing::warn!(token = %d.token.name, fingerprint = %token.fingerprint(), "Meta does not confirm the unused candidate is revoked; revoke it in Business Manager if it stays valid");
+    }
+    d.audit.record(
+        (d.now)(),
+        "candidate_revoked",
+        serde_json::json!({"token": d.token.name, "rotation": r.id, "fingerprint": token.fingerprint().to_string(), "revoked": revoked, "confirmed": confirmed}),
+    );
 }
 
 /// The recorded candidate, still staged; or why this rotation must stop. Another candidate
@@ -659,6 +840,50 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// The rotation record as the [`crate::target::ReloadJournal`] of its delivery: each mark is
+/// saved to `rotations/<token>.json` at once (the rotation's lock is held by `drive`), so a
+/// kill while a reload runs leaves "started" without "finished" for the resume to see.
+#[derive(Debug)]
+struct RecordedReloads {
+    record: std::sync::Mutex<Rotation>,
+    log: RotationLog,
+}
+
+impl crate::target::ReloadJournal for RecordedReloads {
+    fn unfinished(&self, target: &str) -> bool {
+        let r = self.record.lock().expect("not poisoned");
+        r.reloads.get(target).is_some_and(|m| m.finished.is_none())
+    }
+
+    fn started(&self, target: &str) -> Result<(), crate::target::TargetError> {
+        let mut r = self.record.lock().expect("not poisoned");
+        r.reloads.insert(
+            target.to_string(),
+            super::ReloadMark {
+                started: jiff::Timestamp::now(),
+                finished: None,
+            },
+        );
+        self.log.save(&r).map_err(|e| {
+            crate::target::TargetError::Transient(format!(
+                "cannot record that the reload starts: {e}"
+            ))
+        })?;
+        Ok(())
+    }
+
+    fn finished(&self, target: &str) {
+        let mut r = self.record.lock().expect("not poisoned");
+        if let Some(m) = r.reloads.get_mut(target) {
+            m.finished = Some(jiff::Timestamp::now());
+        }
+        if let Err(e) = self.log.save(&r) {
+            // The reload ran; at worst a resume runs it once more.
+            tracing::warn!(target = %target, error = %e, "cannot record that the reload finished");
+        }
+    }
+}
+
 async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
     if d.token.targets.is_empty() {
         return Event::Delivered;
@@ -679,12 +904,18 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
         .as_ref()
         .and_then(|f| crate::policy::effective_expiry(f, None))
         .map(|e| e.at);
+    let journal = std::sync::Arc::new(RecordedReloads {
+        record: std::sync::Mutex::new(r.clone()),
+        log: d.log.clone(),
+    });
     let ctx = crate::target::PushContext {
         token_name: d.token.name.clone(),
         expires_at,
         event: "rotation".into(),
         request_id: r.id.clone(),
         now: (d.now)(),
+        reloads: Some(journal.clone()),
+        hide: vec![old.clone()],
     };
     let http = http_client();
     let rollout = crate::delivery::roll_out(
@@ -696,6 +927,18 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
         d.cfg.delivery.parallelism,
     )
     .await;
+    drop(ctx);
+    r.reloads = journal.record.lock().expect("not poisoned").reloads.clone();
+    // A target that refused (rather than failed for now) needs a person; say so.
+    r.needs_fix = match &rollout {
+        crate::delivery::Rollout::Failed {
+            target, results, ..
+        } => results.iter().any(|res| {
+            &res.name == target
+                && matches!(res.outcome, Err(crate::target::TargetError::Refused(_)))
+        }),
+        crate::delivery::Rollout::Delivered(_) => false,
+    };
     let log = crate::delivery::TargetLog::new(&d.cfg.state_dir);
     let mut records = log.load(&d.token.name).unwrap_or_default();
     let now = (d.now)();
@@ -846,6 +1089,9 @@ async fn revoke(d: &Deps<'_>, r: &mut Rotation) -> Event {
         Ok(s) => s,
         Err(e) => return store_event(e),
     };
+    if let Err(why) = revoke_allowed(d, r, &old).await {
+        return Event::Failed(why);
+    }
     match d.graph.revoke_token(&old, &caller).await {
         Ok(()) => Event::Revoked,
         // Already dead (it expired or was revoked by hand): nothing left to revoke.
@@ -860,7 +1106,7 @@ async fn verify_revoked(d: &Deps<'_>, r: &mut Rotation) -> Event {
         Err(ev) => return ev,
     };
     match d.graph.debug_token(&old).await {
-        Ok(info) if !info.is_valid => Event::RevokeConfirmed,
+        Ok(info) if info.invalid_reason().is_some() => Event::RevokeConfirmed,
         Ok(_) if r.attempts + 1 >= VERIFY_ATTEMPTS => Event::Failed(format!(
             "Meta still calls the old token (fingerprint {}) valid after the revoke; revoke it in Business Manager",
             r.old.fingerprint
@@ -879,6 +1125,7 @@ fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
         (None, Some(Outcome::Completed { .. }), _) if step == Step::Promote => Mail::Promoted,
         (None, Some(Outcome::Rejected { .. }), _) => Mail::Rejected,
         (None, Some(Outcome::Failed { .. }), _) => Mail::Failed,
+        (None, Some(Outcome::Extended { .. }), _) => Mail::Extended,
         _ => return,
     };
     // One email per rotation and kind; for remaining copies, one per set of files found.

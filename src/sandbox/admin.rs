@@ -28,6 +28,9 @@ pub(crate) fn routes() -> Router<Shared> {
             post(add_fault).delete(clear_faults).get(list_faults),
         )
         .route("/_sandbox/messages", get(messages))
+        .route("/_sandbox/quirks", post(set_quirks).get(get_quirks))
+        .route("/_sandbox/usage", post(set_usage))
+        .route("/_sandbox/app_settings", post(app_settings))
 }
 
 fn bad_request(message: String) -> Response {
@@ -163,4 +166,100 @@ async fn list_faults(State(shared): State<Shared>) -> Response {
 async fn messages(State(shared): State<Shared>) -> Response {
     let list: Value = json!(lock(&shared).messages);
     axum::Json(list).into_response()
+}
+
+/// A partial [`super::scenario::Quirks`]: the fields given change, the others stay.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuirksBody {
+    omit_target_ids: Option<bool>,
+    refresh_same_string: Option<bool>,
+    require_expiring_tokens: Option<bool>,
+    /// Throttle the business's assets for this many minutes from now (0 ends it).
+    business_throttle_minutes: Option<i64>,
+    omit_debug_fields: Option<Vec<String>>,
+}
+
+async fn set_quirks(State(shared): State<Shared>, body: Bytes) -> Response {
+    let b: QuirksBody = match parse(&body) {
+        Ok(b) => b,
+        Err(e) => return bad_request(e),
+    };
+    let mut w = lock(&shared);
+    let now = w.now();
+    let q = &mut w.scenario.quirks;
+    if let Some(v) = b.omit_target_ids {
+        q.omit_target_ids = v;
+    }
+    if let Some(v) = b.refresh_same_string {
+        q.refresh_same_string = v;
+    }
+    if let Some(v) = b.require_expiring_tokens {
+        q.require_expiring_tokens = v;
+    }
+    if let Some(m) = b.business_throttle_minutes {
+        q.business_throttle_until = if m > 0 { now + m * 60 } else { 0 };
+    }
+    if let Some(v) = b.omit_debug_fields {
+        q.omit_debug_fields = v;
+    }
+    axum::Json(json!(w.scenario.quirks)).into_response()
+}
+
+async fn get_quirks(State(shared): State<Shared>) -> Response {
+    axum::Json(json!(lock(&shared).scenario.quirks)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageBody {
+    window_secs: Option<i64>,
+    call_limit: Option<u64>,
+    enforce: Option<bool>,
+}
+
+async fn set_usage(State(shared): State<Shared>, body: Bytes) -> Response {
+    let b: UsageBody = match parse(&body) {
+        Ok(b) => b,
+        Err(e) => return bad_request(e),
+    };
+    let mut w = lock(&shared);
+    let u = &mut w.scenario.usage;
+    if let Some(v) = b.window_secs {
+        u.window_secs = v.max(1);
+    }
+    if let Some(v) = b.call_limit {
+        u.call_limit = v.max(1);
+    }
+    if let Some(v) = b.enforce {
+        u.enforce = v;
+    }
+    axum::Json(json!(w.scenario.usage)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppSettingsBody {
+    /// Default: every app.
+    app_id: Option<String>,
+    require_app_secret: bool,
+}
+
+async fn app_settings(State(shared): State<Shared>, body: Bytes) -> Response {
+    let b: AppSettingsBody = match parse(&body) {
+        Ok(b) => b,
+        Err(e) => return bad_request(e),
+    };
+    let mut w = lock(&shared);
+    let mut changed = 0;
+    for app in &mut w.scenario.apps {
+        if b.app_id.as_ref().is_none_or(|id| *id == app.id) {
+            app.require_app_secret = b.require_app_secret;
+            changed += 1;
+        }
+    }
+    if changed == 0 {
+        return bad_request("unknown app_id".into());
+    }
+    axum::Json(json!({ "changed": changed })).into_response()
 }

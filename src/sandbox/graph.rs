@@ -13,6 +13,24 @@ use crate::secret::{Fingerprint, Secret, appsecret_proof};
 
 /// Most items a batch may hold.
 const MAX_BATCH: usize = 50;
+/// Permission names minting accepts; any other is refused as Meta refuses an unknown scope.
+const KNOWN_SCOPES: &[&str] = &[
+    "whatsapp_business_management",
+    "whatsapp_business_messaging",
+    "whatsapp_business_manage_events",
+    "business_management",
+    "ads_management",
+    "ads_read",
+    "catalog_management",
+    "pages_show_list",
+    "pages_read_engagement",
+    "pages_manage_metadata",
+    "pages_messaging",
+    "instagram_basic",
+    "instagram_manage_messages",
+    "email",
+    "public_profile",
+];
 /// How far `appsecret_time` may be from the sandbox clock (reference section 4).
 const PROOF_TIME_WINDOW: i64 = 300;
 const JSON_TYPE: &str = "application/json; charset=UTF-8";
@@ -208,6 +226,8 @@ struct ErrorSpec {
     transient: bool,
     user: Option<(String, String)>,
     details: Option<String>,
+    /// Extra response headers (the usage headers of a throttle).
+    headers: Vec<(&'static str, String)>,
 }
 
 impl GraphError {
@@ -222,6 +242,7 @@ impl GraphError {
             transient: false,
             user: None,
             details: None,
+            headers: Vec::new(),
         }))
     }
     fn method(code: u32, message: impl Into<String>) -> GraphError {
@@ -253,6 +274,10 @@ impl GraphError {
         self.0.user = Some((title.into(), msg));
         self
     }
+    fn header(mut self, name: &'static str, value: String) -> Self {
+        self.0.headers.push((name, value));
+        self
+    }
 
     fn into_reply(self, w: &mut World) -> Reply {
         let this = *self.0;
@@ -282,7 +307,7 @@ impl GraphError {
         // Meta escapes slashes in its JSON; serde_json does not, so clients that match raw
         // text instead of parsing would pass here and fail against Meta.
         let body = json!({ "error": e }).to_string().replace('/', "\\/");
-        let mut headers = Vec::new();
+        let mut headers = this.headers;
         let kind = match this.code {
             190 | 0 => Some("invalid_token"),
             100 => Some("invalid_request"),
@@ -568,6 +593,12 @@ fn debug_token(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
                 return Err(bad_signature());
             }
             check_proof(w, call, &inspector, id, false)?;
+            if w.scenario.usage.enforce && w.usage_percent() > 100 {
+                // Meta's hourly app quota ("Rate limiting"): code 4, no Retry-After.
+                return Err(
+                    GraphError::new(4, "(#4) Application request limit reached").transient()
+                );
+            }
             id.to_string()
         }
         None => {
@@ -611,6 +642,12 @@ fn debug_token(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
     } else {
         invalid_data("Invalid OAuth access token - Cannot parse access token")
     };
+    let mut data = data;
+    if let Value::Object(map) = &mut data {
+        for field in &w.scenario.quirks.omit_debug_fields {
+            map.remove(field);
+        }
+    }
     Ok(Reply::json(200, &json!({ "data": data })))
 }
 
@@ -643,11 +680,14 @@ fn token_data(w: &mut World, rec: &TokenRec) -> Value {
         Status::Valid => {
             d.insert("is_valid".into(), json!(true));
             d.insert("scopes".into(), json!(rec.scopes));
+            // Meta omits `target_ids` when a permission was granted in general (its own
+            // SYSTEM_USER example on "WhatsApp permissions"), switchable as a quirk.
+            let general = w.scenario.quirks.omit_target_ids && rec.kind == TokenKind::SystemUser;
             let granular: Vec<Value> = rec
                 .scopes
                 .iter()
                 .map(|s| {
-                    if s.starts_with("whatsapp_business_") && !rec.wabas.is_empty() {
+                    if s.starts_with("whatsapp_business_") && !rec.wabas.is_empty() && !general {
                         // Meta's order is not stable: clients must test membership.
                         let mut ids = rec.wabas.clone();
                         w.rng.shuffle(&mut ids);
@@ -733,8 +773,33 @@ fn refresh(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
     if let Some(e) = dead_token_error(w, &rec) {
         return Err(e);
     }
-    // Like Meta, a never-expiring token is traded for a 60-day one: the trap clients must avoid.
-    let new = w.reissue_60d(&rec);
+    // Strict: only user and system-user tokens that expire are exchanged ("System users":
+    // refresh is for the 60-day tokens). A client that would send a page token or a
+    // never-expiring one (which a lenient server trades for a 60-day one) fails here first.
+    if matches!(rec.kind, TokenKind::Page | TokenKind::App) {
+        return Err(GraphError::new(
+            100,
+            format!(
+                "(#100) A {} access token cannot be exchanged with fb_exchange_token",
+                rec.kind.as_str().to_ascii_lowercase().replace('_', " ")
+            ),
+        ));
+    }
+    if rec.expires_at == 0 {
+        return Err(GraphError::new(
+            100,
+            "(#100) This access token does not expire and cannot be refreshed",
+        ));
+    }
+    let new = if w.scenario.quirks.refresh_same_string {
+        // Seen in the field for user tokens: the same string comes back, living longer.
+        let now = w.now();
+        let rec = w.tokens.get_mut(old).expect("looked up above");
+        rec.expires_at = super::world::round_up_hour(now + 60 * 86_400);
+        rec.clone()
+    } else {
+        w.reissue_60d(&rec)
+    };
     w.stats.refreshed += 1;
     let expires_in = new.expires_at - w.now();
     Ok(Reply::json(
@@ -743,8 +808,11 @@ fn refresh(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
     ))
 }
 
+/// `oauth/revoke`, strict as its page: `client_id`, the caller's app and the revoked token's
+/// app "must all be the same", and a user or system-user caller needs its `appsecret_proof`
+/// when the app requires one ("Require App Secret").
 fn revoke(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
-    client_app(w, call)?;
+    let app_id = client_app(w, call)?;
     let target = call
         .param("revoke_token")
         .filter(|t| !t.is_empty())
@@ -752,10 +820,17 @@ fn revoke(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
         .to_string();
     if let Some(caller) = call.token() {
         let caller = caller.to_string();
-        if parse_app_token(&caller).is_none() {
-            match w.tokens.get(&caller).cloned() {
+        match parse_app_token(&caller) {
+            Some((id, _)) if id != app_id => return Err(app_mismatch()),
+            Some(_) => {}
+            None => match w.tokens.get(&caller).cloned() {
                 None => return Err(unparseable(&caller, false)),
                 Some(rec) => {
+                    if rec.app_id != app_id {
+                        return Err(app_mismatch());
+                    }
+                    let required = w.app(&rec.app_id).is_some_and(|a| a.require_app_secret);
+                    check_proof(w, call, &caller, &rec.app_id, required)?;
                     if let Some(e) = dead_token_error(w, &rec) {
                         // Revoking a token with itself after it died still fails like Meta.
                         if caller != target {
@@ -763,11 +838,12 @@ fn revoke(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
                         }
                     }
                 }
-            }
+            },
         }
     }
     match w.tokens.get_mut(&target) {
         None => return Err(unparseable(&target, false)),
+        Some(rec) if rec.app_id != app_id => return Err(app_mismatch()),
         Some(rec) => rec.kill = Some(Kill::Revoked),
     }
     w.stats.revoked += 1;
@@ -801,15 +877,15 @@ fn mint(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
     else {
         return Err(unsupported("post", &su_id));
     };
-    // Only an admin (a person) or a system user of the same business may mint.
-    let admin_ok = match caller.kind {
-        TokenKind::User => true,
-        TokenKind::SystemUser => caller
-            .user_id
-            .as_deref()
-            .is_some_and(|id| w.scenario.system_users.iter().any(|u| u.id == id)),
-        TokenKind::Page | TokenKind::App => false,
-    };
+    // Strict: only an admin system user of the same business may mint ("System users:
+    // install apps and generate tokens"); an employee system user, a person or a page may not.
+    let admin_ok = caller.kind == TokenKind::SystemUser
+        && caller.user_id.as_deref().is_some_and(|id| {
+            w.scenario
+                .system_users
+                .iter()
+                .any(|u| u.id == id && u.admin)
+        });
     if !admin_ok {
         return Err(permissions_error());
     }
@@ -843,7 +919,21 @@ fn mint(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
             .map(|s| s.to_string())
             .collect(),
     };
+    if let Some(unknown) = scopes.iter().find(|s| !KNOWN_SCOPES.contains(&s.as_str())) {
+        return Err(GraphError::new(
+            100,
+            format!("(#100) Invalid scope: {unknown}"),
+        ));
+    }
     let sixty = call.param("set_token_expires_in_60_days") == Some("true");
+    if !sixty && w.scenario.quirks.require_expiring_tokens {
+        // "Some businesses must use expiring tokens ... omitting this parameter or setting it
+        // to false results in an error" (the code is not documented: 100 is a guess).
+        return Err(GraphError::new(
+            100,
+            "(#100) This business requires expiring system user access tokens: set set_token_expires_in_60_days to true",
+        ));
+    }
     let spec = super::scenario::TokenSpec {
         kind: TokenKind::SystemUser,
         app_id: Some(app_id),
@@ -899,6 +989,37 @@ fn pick(all: Value, fields: Option<Vec<String>>) -> Value {
     Value::Object(out)
 }
 
+/// Business-use-case throttling (the `business_throttle_until` quirk): calls on the business's
+/// assets made with a user or system-user token are refused with code 80008 and
+/// `X-Business-Use-Case-Usage` giving `estimated_time_to_regain_access` in minutes. No
+/// `Retry-After`: Meta documents none.
+fn business_throttle(w: &World, caller: &Caller) -> Result<(), GraphError> {
+    let until = w.scenario.quirks.business_throttle_until;
+    let now = w.now();
+    if !matches!(caller, Caller::Token(_)) || until <= now {
+        return Ok(());
+    }
+    let minutes = (until - now + 59) / 60;
+    let waba = w
+        .scenario
+        .wabas
+        .first()
+        .map(|x| x.id.clone())
+        .unwrap_or_else(|| "0".into());
+    let usage = json!({ waba: [{
+        "type": "whatsapp_business_management",
+        "call_count": 100,
+        "total_cputime": 12,
+        "total_time": 20,
+        "estimated_time_to_regain_access": minutes,
+    }]});
+    Err(GraphError::new(
+        80008,
+        "(#80008) There have been too many calls to this WhatsApp Business account. Wait a bit and try again.",
+    )
+    .header("x-business-use-case-usage", usage.to_string()))
+}
+
 /// Checks that a caller may use a WABA with `scope`.
 fn check_asset(caller: &Caller, waba: &str, scope: &str) -> Result<(), GraphError> {
     match caller {
@@ -924,6 +1045,7 @@ fn read_object(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
         return Err(unsupported(&call.method.to_ascii_lowercase(), &id));
     }
     let caller = authenticate(w, call, false, false)?;
+    business_throttle(w, &caller)?;
     for waba in &w.scenario.wabas {
         if waba.id == id {
             check_asset(&caller, &waba.id, super::scenario::WHATSAPP_SCOPES[0])?;
@@ -964,6 +1086,7 @@ fn phone_numbers(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
         return Err(unsupported(&call.method.to_ascii_lowercase(), &id));
     }
     let caller = authenticate(w, call, false, false)?;
+    business_throttle(w, &caller)?;
     if w.scenario
         .wabas
         .iter()
@@ -1021,6 +1144,7 @@ fn messages(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
         return Err(unsupported("get", &format!("{phone_id}/messages")));
     }
     let caller = authenticate(w, call, true, false)?;
+    business_throttle(w, &caller)?;
     let Some(waba) = w
         .scenario
         .wabas
@@ -1376,6 +1500,11 @@ fn header_title(name: &str) -> String {
 }
 
 /// Turns a batch item into a call; the top-level token and proof apply unless the item has its own.
+///
+/// Strict as Meta's "Batch requests" page: "You must include an access token as a top level
+/// parameter". Only the top-level *form parameter* counts: an `Authorization` header on the
+/// batch request is not handed down to its items (whether Meta reads it there is not
+/// documented, so a client that relies on it must fail here first).
 fn batch_item(top: &Call, item: &Value) -> Call {
     let method = item
         .get("method")
@@ -1396,7 +1525,6 @@ fn batch_item(top: &Call, item: &Value) -> Call {
             call.params.insert(k.into(), v.clone());
         }
     }
-    call.bearer = top.bearer.clone();
     call
 }
 

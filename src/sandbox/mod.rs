@@ -5,7 +5,13 @@
 //! Tests start it in-process with [`Sandbox::start`]; the CLI (`tokenwarden sandbox`) runs it
 //! with [`serve`]. Either way it can be driven over HTTP through the admin API under
 //! `/_sandbox/` (`GET state`, `POST clock`, `POST tokens`, `POST invalidate`, `POST app_secret`,
-//! `POST`/`GET`/`DELETE faults`, `GET messages`), so a separate process can set up a case too.
+//! `POST`/`GET`/`DELETE faults`, `GET messages`, `POST`/`GET quirks`, `POST usage`,
+//! `POST app_settings`), so a separate process can set up a case too.
+//!
+//! By default it is at least as strict as Meta's documentation (batch items take the token
+//! only from the top-level form parameter, `oauth/revoke` checks that the apps agree and
+//! wants the proof, only an admin system user mints, refresh refuses what cannot be
+//! refreshed); [`Quirks`] switch on what real Meta has been seen to do beyond that.
 //!
 //! Graph endpoints are served under any version prefix (`/v21.0/...`) or none:
 //! `debug_token`, `oauth/access_token`, `oauth/revoke`, `{system-user}/access_tokens`,
@@ -35,8 +41,8 @@ use tokio::task::JoinHandle;
 pub use scenario::{
     AppDef, DEMO_APP_ID, DEMO_APP_SECRET, DEMO_PHONE_NUMBER_ID, DEMO_SYSTEM_USER_ID, DEMO_USER_ID,
     DEMO_WABA_ID, Endpoint, Fault, Lifetime, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_NUMBER_ID,
-    OTHER_WABA_ID, PhoneDef, Scenario, SystemUserDef, TemplateDef, TokenDef, TokenKind, TokenSpec,
-    TokenStatusDef, UNINSTALLED_SYSTEM_USER_ID, UsageModel, WHATSAPP_SCOPES, WabaDef,
+    OTHER_WABA_ID, PhoneDef, Quirks, Scenario, SystemUserDef, TemplateDef, TokenDef, TokenKind,
+    TokenSpec, TokenStatusDef, UNINSTALLED_SYSTEM_USER_ID, UsageModel, WHATSAPP_SCOPES, WabaDef,
 };
 pub use world::{SentMessage, Stats};
 
@@ -147,6 +153,30 @@ impl Sandbox {
     /// Queues a fault.
     pub fn add_fault(&self, fault: Fault) {
         lock(&self.shared).faults.push(fault);
+    }
+
+    /// Changes the quirks (ways real Meta differs from its strict documented default).
+    pub fn set_quirks(&self, change: impl FnOnce(&mut Quirks)) {
+        change(&mut lock(&self.shared).scenario.quirks);
+    }
+
+    /// Throttles the business's assets (code 80008) for `minutes` of sandbox time from now.
+    pub fn throttle_business(&self, minutes: i64) {
+        let mut w = lock(&self.shared);
+        let until = w.now() + minutes * 60;
+        w.scenario.quirks.business_throttle_until = until;
+    }
+
+    /// Changes the usage model (the app's hourly quota, and whether it is enforced).
+    pub fn set_usage(&self, usage: UsageModel) {
+        lock(&self.shared).scenario.usage = usage;
+    }
+
+    /// Turns "Require App Secret" on or off for every app.
+    pub fn set_require_app_secret(&self, on: bool) {
+        for app in &mut lock(&self.shared).scenario.apps {
+            app.require_app_secret = on;
+        }
     }
 
     /// Drops every pending fault.

@@ -66,14 +66,45 @@ pub struct Scenario {
     pub tokens: Vec<TokenDef>,
     /// Faults pending from the start.
     pub faults: Vec<Fault>,
+    /// Ways real Meta differs from the strict documented default (`[quirks]` in a file).
+    pub quirks: Quirks,
+}
+
+/// Behaviours of real Meta that the documentation allows or the field has shown, off by
+/// default (the default is the documentation read strictly). Each one exists because a client
+/// written against the strict default alone would break in production; `docs/meta-contract.md`
+/// names the source of each and the test that needs it.
+///
+/// In a scenario file: `[quirks]`; at run time: `POST /_sandbox/quirks` with any of the fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Quirks {
+    /// `debug_token` lists system-user tokens' `granular_scopes` without `target_ids` (Meta's
+    /// own `SYSTEM_USER` example on "WhatsApp permissions": the permission granted in general).
+    pub omit_target_ids: bool,
+    /// `fb_exchange_token` hands back the same token string with a later expiry (field reports
+    /// for user tokens; nothing in the docs rules it out).
+    pub refresh_same_string: bool,
+    /// The business must use expiring tokens: minting without
+    /// `set_token_expires_in_60_days=true` fails ("System users" page).
+    pub require_expiring_tokens: bool,
+    /// Business-use-case throttling: calls on the business's assets made with a user or
+    /// system-user token are refused (code 80008) until this sandbox unix time, with
+    /// `estimated_time_to_regain_access` in minutes in `X-Business-Use-Case-Usage` and no
+    /// `Retry-After`. 0 = off. The admin API takes `business_throttle_minutes` from now.
+    pub business_throttle_until: i64,
+    /// Fields dropped from every `debug_token` `data` (`is_valid`, `expires_at`, `issued_at`,
+    /// `type`, ...): Meta treats every field but `scopes` as optional.
+    pub omit_debug_fields: Vec<String>,
 }
 
 /// How the sandbox fills `X-App-Usage`, as Meta's app-level rate limit: a rolling window of
 /// sandbox time over which `call_limit` calls make 100 %. Every Graph request counts, and each
-/// item of a batch counts as one more, as at Meta. Usage is reported, never enforced: use a
-/// [`Fault::RateLimit`] to refuse calls.
+/// item of a batch counts as one more, as at Meta. Usage is reported; it is enforced only with
+/// `enforce` (Meta's hourly quota of 200 calls per app user). [`Fault::RateLimit`] refuses
+/// calls regardless.
 ///
-/// In a scenario file: `[usage]` with `window_secs` and `call_limit`.
+/// In a scenario file: `[usage]` with `window_secs`, `call_limit` and `enforce`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UsageModel {
@@ -81,6 +112,9 @@ pub struct UsageModel {
     pub window_secs: i64,
     /// Calls within the window that make 100 % (at least 1).
     pub call_limit: u64,
+    /// Enforce the limit as Meta's hourly app quota does: past 100 %, calls made with the app
+    /// token are refused with code 4 (and no `Retry-After`), each batch item counted.
+    pub enforce: bool,
 }
 
 impl Default for UsageModel {
@@ -89,6 +123,7 @@ impl Default for UsageModel {
         UsageModel {
             window_secs: 3600,
             call_limit: 100_000,
+            enforce: false,
         }
     }
 }
@@ -160,6 +195,9 @@ pub struct SystemUserDef {
     /// WABAs assigned to this system user: a minted token targets exactly these.
     #[serde(default)]
     pub wabas: Vec<String>,
+    /// An admin system user (the default) may mint tokens; an employee one may not.
+    #[serde(default = "yes")]
+    pub admin: bool,
 }
 
 /// An approved message template.
@@ -694,6 +732,7 @@ struct ScenarioFile {
     recipients: Option<Vec<String>>,
     token: Vec<TokenDef>,
     fault: Vec<Fault>,
+    quirks: Option<Quirks>,
 }
 
 /// Replaces the entry with the same id, or appends.
@@ -734,6 +773,9 @@ impl From<ScenarioFile> for Scenario {
         }
         merge_by(&mut s.tokens, file.token, |t| t.value.clone());
         s.faults.extend(file.fault);
+        if let Some(q) = file.quirks {
+            s.quirks = q;
+        }
         s
     }
 }
@@ -758,6 +800,7 @@ impl Scenario {
             recipients: Vec::new(),
             tokens: Vec::new(),
             faults: Vec::new(),
+            quirks: Quirks::default(),
         }
     }
 
@@ -818,12 +861,14 @@ impl Scenario {
                     name: "tokenwarden".into(),
                     apps: vec![DEMO_APP_ID.into()],
                     wabas: vec![DEMO_WABA_ID.into()],
+                    admin: true,
                 },
                 SystemUserDef {
                     id: UNINSTALLED_SYSTEM_USER_ID.into(),
                     name: "reporting".into(),
                     apps: Vec::new(),
                     wabas: vec![DEMO_WABA_ID.into()],
+                    admin: true,
                 },
             ],
             templates: vec![TemplateDef {
@@ -833,6 +878,7 @@ impl Scenario {
             recipients: vec!["15550001111".into(), "15550002222".into()],
             tokens: Vec::new(),
             faults: Vec::new(),
+            quirks: Quirks::default(),
         }
     }
 

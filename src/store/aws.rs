@@ -559,6 +559,28 @@ impl SecretStore for AwsStore {
         self.labelled_version(AWSPREVIOUS, false).await
     }
 
+    async fn version(&self, id: &VersionId) -> Result<Option<Secret>, StoreError> {
+        match self
+            .client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .version_id(&id.0)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(
+                self.token_of(Secret::new(out.secret_string().unwrap_or_default()))?,
+            )),
+            Err(e)
+                if e.as_service_error().and_then(|se| se.code())
+                    == Some("ResourceNotFoundException") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
     async fn put_pending(
         &self,
         token: &Secret,

@@ -4,7 +4,8 @@
 //! same rotation logic serves both:
 //! `{"format":1,"secrets":{"NAME":{"versions":[{"id","value","stages":["AWSCURRENT"],"created_at"}]}}}`.
 //! A file readable by group or others is refused, as ssh refuses a loose private key: the file
-//! holds live tokens.
+//! holds live tokens. So is a file owned by another user than tokenwarden's: its owner can
+//! change it whatever its mode.
 //!
 //! Every write is a read-modify-write of the whole file under an exclusive lock on its
 //! directory, so two tokenwarden processes (a daemon and a manual `import`) cannot interleave,
@@ -12,7 +13,7 @@
 //! a rejected or superseded token should not linger in the file.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,10 @@ use super::{AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretStore, StoreError, Versio
 use crate::secret::Secret;
 
 /// File name of the default store inside the state directory.
+/// Unlabelled versions kept (the newest): enough for the candidates of racing rotations to
+/// be found and revoked by the rotations that made them.
+const KEEP_UNLABELLED: usize = 4;
+
 pub const DEFAULT_FILE: &str = "tokens.json";
 
 /// One entry (one token) of a file store.
@@ -139,6 +144,18 @@ impl FileStore {
                 self.path.display()
             )));
         }
+        // Owned by another user, the file is that user's to change: they could put a token of
+        // their choosing in it (or read the tokens, whatever the mode says to others).
+        if let Some(euid) = crate::fsutil::current_uid()
+            && meta.uid() != euid
+        {
+            return Err(self.broken(format!(
+                "`{}` holds tokens but belongs to uid {}, and tokenwarden runs as uid {euid}; run `chown {euid} {}`",
+                self.path.display(),
+                meta.uid(),
+                self.path.display()
+            )));
+        }
         let text = std::fs::read(&self.path)
             .map_err(|e| self.broken(format!("cannot read `{}`: {e}", self.path.display())))?;
         // Only the position and category of a JSON error: its full text can quote a value,
@@ -200,7 +217,7 @@ impl FileStore {
         change: impl FnOnce(&mut Entry) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            crate::fsutil::create_private_dir(dir)
                 .map_err(|e| self.broken(format!("cannot create `{}`: {e}", dir.display())))?;
         }
         let _lock = self.lock()?;
@@ -217,9 +234,22 @@ impl FileStore {
         }
         let entry = file.secrets.entry(self.key.clone()).or_default();
         let out = change(entry)?;
-        // A version without labels is unreachable through the store; dropping it keeps
-        // rejected and superseded tokens out of the file.
-        entry.versions.retain(|v| !v.stages.is_empty());
+        // A version without labels is reachable only by its id: a rotation that made it
+        // reads it back to revoke it when another writer moved `AWSPENDING` away (Secrets
+        // Manager keeps such versions too). The newest few are kept for that; older ones are
+        // dropped, so rejected and superseded tokens do not pile up in the file.
+        let mut unlabelled = entry
+            .versions
+            .iter()
+            .filter(|v| v.stages.is_empty())
+            .count();
+        entry.versions.retain(|v| {
+            if !v.stages.is_empty() {
+                return true;
+            }
+            unlabelled -= 1;
+            unlabelled < KEEP_UNLABELLED
+        });
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| self.broken(e.to_string()))?;
         crate::fsutil::write_atomic(&self.path, &bytes, 0o600)
             .map_err(|e| self.broken(format!("cannot write `{}`: {e}", self.path.display())))?;
@@ -320,6 +350,15 @@ impl SecretStore for FileStore {
             .get(&self.key)
             .and_then(|e| labelled(e, AWSPREVIOUS))
             .map(|v| (VersionId(v.id.clone()), Secret::new(v.value.clone()))))
+    }
+
+    async fn version(&self, id: &VersionId) -> Result<Option<Secret>, StoreError> {
+        let file = self.read()?;
+        Ok(file
+            .secrets
+            .get(&self.key)
+            .and_then(|e| e.versions.iter().find(|v| v.id == id.0))
+            .map(|v| Secret::new(v.value.clone())))
     }
 
     async fn put_pending(
@@ -481,6 +520,31 @@ mod tests {
             std::fs::metadata(s.path()).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    /// A store another user owns used to be read like tokenwarden's own (point 26). The test
+    /// gives the file away, so it needs root (or CAP_CHOWN); without it, it says so and passes
+    /// only the part it can check.
+    #[tokio::test]
+    async fn a_store_owned_by_another_user_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        s.import_current(
+            &Secret::new("EAAcanary"),
+            jiff::Timestamp::from_second(1).unwrap(),
+        )
+        .unwrap();
+        assert!(s.current().await.is_ok());
+        if std::os::unix::fs::chown(s.path(), Some(54_321), None).is_err() {
+            eprintln!("cannot chown as this user: ownership check not exercised");
+            return;
+        }
+        let e = s.current().await.unwrap_err();
+        assert!(matches!(e, StoreError::Broken { .. }), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("belongs to uid 54321"), "{text}");
+        assert!(text.contains("chown"), "{text}");
+        assert!(!text.contains("EAAcanary"));
     }
 
     #[tokio::test]

@@ -120,6 +120,13 @@ pub trait SecretStore {
         &self,
     ) -> impl Future<Output = Result<Option<(VersionId, Secret)>, StoreError>> + Send;
 
+    /// The version `id`, labelled or not (a candidate whose `AWSPENDING` another instance
+    /// moved away is still there by its id), or `None` when the store no longer has it.
+    fn version(
+        &self,
+        id: &VersionId,
+    ) -> impl Future<Output = Result<Option<Secret>, StoreError>> + Send;
+
     /// Stages `token` as [`AWSPENDING`]. `request_token` (a UUID-like string of 32 to 64
     /// characters the caller derives deterministically, e.g. from the rotation id) makes it
     /// idempotent: a retry with the same request token and value creates no second version; the
@@ -225,6 +232,13 @@ impl SecretStore for Store {
         match self {
             Store::File(s) => s.previous().await,
             Store::Aws(s) => s.previous().await,
+        }
+    }
+
+    async fn version(&self, id: &VersionId) -> Result<Option<Secret>, StoreError> {
+        match self {
+            Store::File(s) => s.version(id).await,
+            Store::Aws(s) => s.version(id).await,
         }
     }
 

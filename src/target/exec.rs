@@ -62,6 +62,22 @@ pub async fn run(
     env: &[(String, String)],
     timeout: Duration,
 ) -> Result<CommandOutput, TargetError> {
+    run_hiding(argv, stdin, env, timeout, &[]).await
+}
+
+/// [`run`], with `hide` scrubbed from the output as well as the token on standard input: a
+/// dotenv `reload` or a `verify_command` gets no token on its input, yet a script that prints
+/// the `.env` file prints the token it holds (and, during a rotation, the other side's).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_hiding(
+    argv: &[String],
+    stdin: Option<&Secret>,
+    env: &[(String, String)],
+    timeout: Duration,
+    hide: &[&Secret],
+) -> Result<CommandOutput, TargetError> {
     let Some((program, args)) = argv.split_first() else {
         return Err(TargetError::Refused("the command is empty".into()));
     };
@@ -88,6 +104,11 @@ pub async fn run(
     // Killed on every way out of this function, a dropped future included.
     let group = GroupKill(child.id());
     let token = stdin.map(Secret::expose);
+    let needles: Vec<&str> = token
+        .into_iter()
+        .chain(hide.iter().map(|s| s.expose()))
+        .filter(|t| !t.is_empty())
+        .collect();
     let out = tokio::spawn(read_tail(child.stdout.take()));
     let err = tokio::spawn(read_tail(child.stderr.take()));
 
@@ -116,8 +137,8 @@ pub async fn run(
     };
     // The group is gone, so the pipes close; a process that left the group (setsid) may still
     // hold them, so the reading is bounded too.
-    let stdout = collect(out, token).await;
-    let stderr = collect(err, token).await;
+    let stdout = collect(out, &needles).await;
+    let stderr = collect(err, &needles).await;
     let status = status
         .map_err(|e| TargetError::Transient(format!("waiting for {program:?} failed: {e}")))?;
     if status.success() {
@@ -240,14 +261,16 @@ async fn read_tail(stream: Option<impl AsyncRead + Unpin>) -> Tail {
 }
 
 /// Waits briefly for a reader and scrubs what it kept.
-async fn collect(reader: tokio::task::JoinHandle<Tail>, token: Option<&str>) -> String {
+async fn collect(reader: tokio::task::JoinHandle<Tail>, secrets: &[&str]) -> String {
     let abort = reader.abort_handle();
     match tokio::time::timeout(Duration::from_secs(1), reader).await {
         Ok(Ok(tail)) => {
-            let text = scrub_tail(&tail.bytes, tail.trimmed, token);
-            // Its encoded forms too (a command that prints it base64 or URL-encoded).
+            let text = scrub_tail(&tail.bytes, tail.trimmed, secrets);
+            // Their encoded forms too (a command that prints one base64 or URL-encoded).
             let mut scrubber = crate::scrub::Scrubber::new();
-            scrubber.add(token.unwrap_or_default());
+            for s in secrets {
+                scrubber.add(s);
+            }
             scrubber.scrub(&text)
         }
         Ok(Err(_)) => String::new(),
@@ -258,25 +281,29 @@ async fn collect(reader: tokio::task::JoinHandle<Tail>, token: Option<&str>) -> 
     }
 }
 
-/// The last [`OUTPUT_TAIL`] bytes of `bytes` as text, each occurrence of `token` replaced by
-/// `[token]`.
+/// The last [`OUTPUT_TAIL`] bytes of `bytes` as text, each occurrence of any of `secrets`
+/// replaced by `[token]`.
 ///
 /// `bytes` is a stream's tail; when `trimmed`, its start was cut, possibly through a token.
-/// The kept part then starts at least a token's length in, so a cut piece of a token (shorter
-/// than the token, at offset 0) is always dropped, and a token that reaches into the kept part
-/// is whole in `bytes` and scrubbed.
-fn scrub_tail(bytes: &[u8], trimmed: bool, token: Option<&str>) -> String {
-    let token = token.map(str::as_bytes).filter(|t| !t.is_empty());
+/// The kept part then starts at least the longest secret's length in, so a cut piece of a
+/// token (shorter than the token, at offset 0) is always dropped, and a token that reaches
+/// into the kept part is whole in `bytes` and scrubbed.
+fn scrub_tail(bytes: &[u8], trimmed: bool, secrets: &[&str]) -> String {
+    let mut secrets: Vec<&[u8]> = secrets
+        .iter()
+        .map(|s| s.as_bytes())
+        .filter(|t| !t.is_empty())
+        .collect();
+    // Longest first, so a token that contains another is replaced whole.
+    secrets.sort_by_key(|t| std::cmp::Reverse(t.len()));
     let mut start = bytes.len().saturating_sub(OUTPUT_TAIL);
     if trimmed {
-        start = start.max(token.map_or(0, <[u8]>::len));
+        start = start.max(secrets.first().map_or(0, |t| t.len()));
     }
     let mut out = Vec::with_capacity(bytes.len().saturating_sub(start));
     let mut i = 0;
     while i < bytes.len() {
-        if let Some(t) = token
-            && bytes[i..].starts_with(t)
-        {
+        if let Some(t) = secrets.iter().find(|t| bytes[i..].starts_with(t)) {
             if i + t.len() > start {
                 out.extend_from_slice(b"[token]");
             }
@@ -318,13 +345,22 @@ mod tests {
 
     #[test]
     fn scrub_replaces_every_token_and_keeps_the_tail() {
-        let t = Some("EAAGsecret");
+        let t: &[&str] = &["EAAGsecret"];
         assert_eq!(
             scrub_tail(b"got EAAGsecret and EAAGsecret\n", false, t),
             "got [token] and [token]\n"
         );
-        assert_eq!(scrub_tail(b"plain", false, None), "plain");
-        assert_eq!(scrub_tail(b"plain", false, Some("")), "plain");
+        assert_eq!(scrub_tail(b"plain", false, &[]), "plain");
+        assert_eq!(scrub_tail(b"plain", false, &[""]), "plain");
+        // Several secrets (a rotation's two tokens), one inside the other.
+        assert_eq!(
+            scrub_tail(
+                b"OLD=EAAGold NEW=EAAGoldXYZ\n",
+                false,
+                &["EAAGold", "EAAGoldXYZ"]
+            ),
+            "OLD=[token] NEW=[token]\n"
+        );
 
         // A long stream: only the last OUTPUT_TAIL bytes remain, the token scrubbed even where
         // it straddles the cut.
@@ -340,10 +376,10 @@ mod tests {
     #[test]
     fn scrub_drops_a_cut_token_at_a_trimmed_start() {
         // The reader cut the stream inside a token: the fragment "secret" must not survive.
-        let s = scrub_tail(b"secret, then the rest\n", true, Some("EAAGsecret"));
+        let s = scrub_tail(b"secret, then the rest\n", true, &["EAAGsecret"]);
         assert_eq!(s, "en the rest\n");
         // Untrimmed, a piece of a token is output the command wrote itself: kept as written.
-        assert_eq!(scrub_tail(b"secret", false, Some("EAAGsecret")), "secret");
+        assert_eq!(scrub_tail(b"secret", false, &["EAAGsecret"]), "secret");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 pub mod aws_secret;
 pub mod dotenv;
+#[cfg(test)]
+mod dotenv_parsers;
 pub mod exec;
 pub mod verify;
 pub mod webhook;
@@ -26,6 +28,21 @@ use jiff::Timestamp;
 use crate::config::{TargetConfig, TargetKind, VerifyConfig};
 use crate::secret::{Fingerprint, Secret};
 
+/// Where a dotenv target notes its `reload` command starting and finishing, so that a run
+/// killed while the command runs (a cgroup stop) runs it again when it resumes, instead of
+/// seeing the file already on the new token and skipping it. The rotation record keeps it.
+pub trait ReloadJournal: Send + Sync + std::fmt::Debug {
+    /// Whether a reload of `target` started and never finished.
+    fn unfinished(&self, target: &str) -> bool;
+    /// Notes that the reload of `target` starts; saved before the command runs.
+    ///
+    /// # Errors
+    /// [`TargetError::Transient`] when the note cannot be saved (the command is not run).
+    fn started(&self, target: &str) -> Result<(), TargetError>;
+    /// Notes that the reload of `target` exited (whatever its status).
+    fn finished(&self, target: &str);
+}
+
 /// What a push is about, for bodies, request tokens and records.
 #[derive(Debug, Clone)]
 pub struct PushContext {
@@ -39,6 +56,11 @@ pub struct PushContext {
     pub request_id: String,
     /// When the push happens.
     pub now: Timestamp,
+    /// Where `reload` commands are recorded (a rotation's record), if anywhere.
+    pub reloads: Option<std::sync::Arc<dyn ReloadJournal>>,
+    /// Other secrets to scrub from a `reload`'s or a verify command's output besides the token
+    /// pushed (the other side of a rotation: a script that prints the `.env` may show both).
+    pub hide: Vec<Secret>,
 }
 
 /// A target built from its config, ready to push.
@@ -150,12 +172,26 @@ impl Configured {
         match &self.target {
             Target::Dotenv { file, key, reload } => {
                 let summary = file.set_key(key, token)?;
-                if summary.changed
+                let journal = ctx.reloads.as_deref();
+                // An unchanged file still needs its reload when the last one was cut short:
+                // the file took the token, the application may never have read it.
+                let unfinished = journal.is_some_and(|j| j.unfinished(&self.cfg.name));
+                if (summary.changed || unfinished)
                     && let Some(argv) = reload
                 {
-                    exec::run(argv, None, &[], self.cfg.timeout)
-                        .await
-                        .map_err(|e| prefix("reload", e))?;
+                    if unfinished && !summary.changed {
+                        tracing::warn!(target = %self.cfg.name, "the last reload was interrupted; running it again");
+                    }
+                    if let Some(j) = journal {
+                        j.started(&self.cfg.name)?;
+                    }
+                    let hide: Vec<&Secret> =
+                        std::iter::once(token).chain(ctx.hide.iter()).collect();
+                    let ran = exec::run_hiding(argv, None, &[], self.cfg.timeout, &hide).await;
+                    if let Some(j) = journal {
+                        j.finished(&self.cfg.name);
+                    }
+                    ran.map_err(|e| prefix("reload", e))?;
                 }
                 Ok(summary.changed)
             }
@@ -209,7 +245,7 @@ impl Configured {
     }
 
     /// Verifies the target holds the token `fp` (read back where possible) and passes its
-    /// configured verify within `within`.
+    /// configured verify within `within`; `hide` is scrubbed from a verify command's output.
     ///
     /// # Errors
     /// [`TargetError`] naming what did not match or the verify's failure.
@@ -218,6 +254,7 @@ impl Configured {
         fp: Fingerprint,
         http: &reqwest::Client,
         within: std::time::Duration,
+        hide: &[&Secret],
     ) -> Result<(), TargetError> {
         if self.readable() {
             match self.read_back().await? {
@@ -232,7 +269,10 @@ impl Configured {
             }
         }
         match &self.verify {
-            Some(v) => v.check(http, within).await.map_err(|e| prefix("verify", e)),
+            Some(v) => v
+                .check_hiding(http, within, hide)
+                .await
+                .map_err(|e| prefix("verify", e)),
             None => Ok(()),
         }
     }

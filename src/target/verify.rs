@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::TargetError;
 use super::exec::{self, human};
 use super::webhook::{error_chain, place};
+use crate::secret::Secret;
 
 /// How often a URL is asked again.
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -53,9 +54,25 @@ impl Verify {
         client: &reqwest::Client,
         within: Duration,
     ) -> Result<(), TargetError> {
+        self.check_hiding(client, within, &[]).await
+    }
+
+    /// [`Verify::check`], with `hide` scrubbed from a command's output (the command gets no
+    /// token, yet may print one it reads from the application's files).
+    ///
+    /// # Errors
+    /// As [`Verify::check`].
+    pub async fn check_hiding(
+        &self,
+        client: &reqwest::Client,
+        within: Duration,
+        hide: &[&Secret],
+    ) -> Result<(), TargetError> {
         match self {
             Verify::Url(url) => poll(client, url, within).await,
-            Verify::Command(argv) => exec::run(argv, None, &[], within).await.map(drop),
+            Verify::Command(argv) => exec::run_hiding(argv, None, &[], within, hide)
+                .await
+                .map(drop),
         }
     }
 }

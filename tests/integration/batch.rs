@@ -48,14 +48,14 @@ fn valid_tokens(sb: &Sandbox, n: usize) -> Vec<Secret> {
 fn essence(r: &Result<TokenInfo, GraphError>) -> String {
     match r {
         Ok(i) => {
-            let expiry = if i.is_valid {
+            let expiry = if i.valid() {
                 format!("{:?}", i.expires_at)
             } else {
                 "-".into()
             };
             format!(
                 "ok valid={} app={:?} type={:?} user={:?} scopes={:?} wabas={:?} error={:?} expires={expiry}",
-                i.is_valid,
+                i.valid(),
                 i.app_id,
                 i.token_type,
                 i.user_id,
@@ -128,7 +128,7 @@ async fn batched_answers_come_in_order_and_match_one_by_one() {
     // In order: the position of each answer is its token's.
     for (i, r) in batched.iter().enumerate() {
         match i % 8 {
-            0 | 1 => assert!(r.as_ref().unwrap().is_valid, "token {i}"),
+            0 | 1 => assert!(r.as_ref().unwrap().valid(), "token {i}"),
             2 => {
                 let e = r.as_ref().unwrap().error.clone().unwrap();
                 assert_eq!((e.code, e.subcode), (190, Some(463)), "token {i}");
@@ -142,7 +142,7 @@ async fn batched_answers_come_in_order_and_match_one_by_one() {
                 assert_eq!((e.code, e.subcode), (190, Some(460)), "token {i}");
             }
             5 => assert!(matches!(r, Err(GraphError::OwnCredentials(_))), "token {i}"),
-            6 => assert!(!r.as_ref().unwrap().is_valid, "token {i}"),
+            6 => assert!(!r.as_ref().unwrap().valid(), "token {i}"),
             _ => {}
         }
     }
@@ -166,7 +166,7 @@ async fn rate_limited_items_are_retried_without_touching_the_others() {
     let results = c.debug_tokens(&tokens, 4).await;
     for (i, r) in results.iter().enumerate() {
         assert!(
-            r.as_ref().is_ok_and(|info| info.is_valid),
+            r.as_ref().is_ok_and(|info| info.valid()),
             "token {i}: {r:?}"
         );
     }
@@ -203,7 +203,7 @@ async fn items_still_limited_after_every_attempt_end_transient_alone() {
             );
         } else {
             assert!(
-                r.as_ref().is_ok_and(|info| info.is_valid),
+                r.as_ref().is_ok_and(|info| info.valid()),
                 "token {i}: {r:?}"
             );
         }
@@ -225,7 +225,7 @@ async fn a_failed_batch_is_sent_again_whole_by_the_retry_policy() {
         sb.add_fault(fault.clone());
         let results = client(&sb, 2).debug_tokens(&tokens, 1).await;
         assert!(
-            results.iter().all(|r| r.as_ref().is_ok_and(|i| i.is_valid)),
+            results.iter().all(|r| r.as_ref().is_ok_and(|i| i.valid())),
             "{fault:?}"
         );
         assert_eq!(
@@ -267,6 +267,7 @@ async fn usage_near_the_limit_brings_batches_in_flight_down_to_one() {
     busy.usage = UsageModel {
         window_secs: 3600,
         call_limit: 50,
+        enforce: false,
     };
     let sb = start(busy).await;
     let tokens = valid_tokens(&sb, 600);

@@ -92,7 +92,9 @@ revoke_after = "0s"
 name = "env"
 kind = "dotenv"
 path = "{env}"
-reload = ["/bin/true"]
+# Both print the env file, as careless scripts do (issue 14, point 6).
+reload = ["/bin/sh", "-c", "cat {env}; cat {env} >&2"]
+verify_command = ["/bin/sh", "-c", "cat {env}; cat {env} >&2"]
 [[token.target]]
 name = "pos"
 kind = "webhook"
@@ -194,6 +196,27 @@ command = ["/bin/sh", "-c", "cat >/dev/null; echo \"$0 $*\" > {argv}; env > {env
     for (_, raw) in sink.messages() {
         outputs.push(("email".into(), raw));
     }
+    // `config check` (the unit's `ExecStartPre`, so the journal) on a config with the token
+    // pasted into an id field (issue 14, point 8).
+    let pasted = secrets.path().join("pasted.toml");
+    crate::util::write_private(
+        &pasted,
+        &std::fs::read_to_string(&ws.config).unwrap().replacen(
+            &format!("waba_id = \"{}\"", sandbox::DEMO_WABA_ID),
+            &format!("waba_id = \"{new}\""),
+            1,
+        ),
+    );
+    let check = crate::util::run(
+        &["--config", pasted.to_str().unwrap(), "config", "check"],
+        &[],
+    );
+    assert_eq!(check.code, 78, "{check:?}");
+    assert!(
+        check.all().contains("waba_id") && check.all().contains("fingerprint"),
+        "{check:?}"
+    );
+    outputs.push(("config check".into(), check.all()));
     let holders = [
         ws.store.clone(),
         state_dir.join("app-secret"),

@@ -96,6 +96,42 @@ fn config_check_warns_when_the_pinned_graph_version_is_near_its_end() {
     );
 }
 
+/// Issue 14, points 2 and 8 through the binary: the unit's `ExecStartPre` warns when the
+/// config's worst case would outlast `TimeoutStopSec`, and names a token pasted into an id
+/// field by fingerprint only (the journal keeps what `config check` prints).
+#[test]
+fn config_check_warns_about_the_unit_timeouts_and_never_prints_a_pasted_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    write_private(
+        &cfg,
+        "[meta]\napp_id = \"1\"\napp_secret = { env = \"S\" }\ntimeout = \"60s\"\n[[token]]\nname = \"a\"\n",
+    );
+    let r = run(
+        &["--config", cfg.to_str().unwrap(), "config", "check"],
+        &[("S", "x")],
+    );
+    assert_eq!(r.code, 0, "a warning, not an error: {r:?}");
+    assert!(r.stderr.contains("TimeoutStopSec=360"), "{r:?}");
+    // 4 calls of 4 x 60 s plus three 5 s waits, and 3 store operations of 15 s.
+    assert!(r.stderr.contains("up to 1065 s"), "{r:?}");
+
+    let token = "EAAGm0PX4ZCpsBAKZCanaryPastedIntoTheWrongField0123456789";
+    write_private(
+        &cfg,
+        &format!(
+            "[meta]\napp_id = \"1\"\napp_secret = {{ env = \"S\" }}\n[[token]]\nname = \"a\"\nphone_number_id = \"{token}\"\n"
+        ),
+    );
+    let r = run(
+        &["--config", cfg.to_str().unwrap(), "config", "check"],
+        &[("S", "x")],
+    );
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(r.all().contains("phone_number_id"), "{r:?}");
+    crate::util::assert_no_leak(&r.all(), &[token], "config check output");
+}
+
 #[test]
 fn config_check_fails_78_when_a_secret_reference_cannot_be_read() {
     let dir = tempfile::tempdir().unwrap();

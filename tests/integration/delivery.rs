@@ -310,8 +310,12 @@ command = ["/bin/sh", "-c", "echo worker refused the token >&2; exit 3"]
         ),
     );
     let r = tw(&ws.config, &["rotate", "--token", "prod"], &[]).await;
-    assert_eq!(r.code, 75, "stalled at delivery, retried later: {r:?}");
+    // The worker's command exits non-zero: a refusal, which retrying alone will not cure.
+    // Since issue 14 (point 24) that exits 1 and says to fix the target (it was 75); the
+    // rotation still stalls at delivery and resumes on a later run.
+    assert_eq!(r.code, 1, "stalled at delivery, the target to fix: {r:?}");
     assert!(r.stdout.contains("prod-worker"), "{r:?}");
+    assert!(r.stdout.contains("Fix that target"), "{r:?}");
     for app in ["staging", "prod"] {
         assert_eq!(
             apps.text(app),
@@ -331,7 +335,7 @@ command = ["/bin/sh", "-c", "echo worker refused the token >&2; exit 3"]
     assert!(is_valid(&sb, &old).await);
     // Tried again later: still failing, still one email.
     let again = tw(&ws.config, &["rotate", "--token", "prod"], &[]).await;
-    assert_eq!(again.code, 75, "{again:?}");
+    assert_eq!(again.code, 1, "{again:?}");
     assert_eq!(
         sb.stats().minted,
         1,

@@ -416,3 +416,45 @@ subcode = 460
         "config, app-secret and tokens.json only: {leftovers:?}"
     );
 }
+
+/// Issue 14, point 23: strings Graph sent (the application's name, a phone number's verified
+/// name) reach the terminal without their escapes and control characters, so a hostile or
+/// broken answer can neither recolour nor retitle the terminal nor forge a passing line.
+#[tokio::test]
+async fn strings_from_graph_reach_the_terminal_without_escapes_or_controls() {
+    let mut scenario = sandbox::Scenario::demo();
+    scenario.apps[0].name = "Evil\u{1b}]0;pwned\u{7}App\u{1b}[2J\u{1b}[31m".into();
+    for w in &mut scenario.wabas {
+        for p in &mut w.phones {
+            p.verified_name = "Shop\r  ✓ valid    forged\u{1b}c".into();
+        }
+    }
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), scenario)
+        .await
+        .unwrap();
+    let token = sb.issue_token(prod_spec());
+    let ws = Workspace::new(&sb, &[TokenEntry::new("prod", &token)]);
+    let run = tokio::task::spawn_blocking(move || ws.run(&["doctor"]))
+        .await
+        .unwrap();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        !run.stdout.contains('\u{1b}')
+            && !run.stdout.contains('\r')
+            && !run.stdout.contains('\u{7}'),
+        "{:?}",
+        run.stdout
+    );
+    // The words are still shown, on their own line.
+    assert!(run.stdout.contains("EvilApp"), "{}", run.stdout);
+    assert!(
+        line(&run.stdout, "phone").contains("Shop   ✓ valid    forged"),
+        "{}",
+        run.stdout
+    );
+    assert_no_leak(
+        &run.all(),
+        &[&token, sandbox::DEMO_APP_SECRET],
+        "doctor output",
+    );
+}

@@ -49,7 +49,7 @@ async fn valid_shapes_parse_into_token_info() {
     let c = client(&sb);
     let t = Secret::new(sb.issue_token(prod()));
     let info = c.debug_token(&t).await.unwrap();
-    assert!(info.is_valid);
+    assert!(info.valid());
     assert_eq!(info.token_type.as_deref(), Some("SYSTEM_USER"));
     assert_eq!(info.app_id.as_deref(), Some(sandbox::DEMO_APP_ID));
     assert!(info.missing_whatsapp_scopes().is_empty());
@@ -101,7 +101,7 @@ async fn dead_shapes_come_back_invalid_with_their_subcode() {
     let expired = Secret::new(sb.issue_token(prod()));
     sb.advance_clock(61 * 86_400);
     let info = c.debug_token(&expired).await.unwrap();
-    assert!(!info.is_valid);
+    assert!(!info.valid());
     let e = info.error.unwrap();
     assert_eq!((e.code, e.subcode), (190, Some(463)));
     assert!(
@@ -114,7 +114,7 @@ async fn dead_shapes_come_back_invalid_with_their_subcode() {
         let t = Secret::new(sb.issue_token(prod()));
         sb.invalidate(t.expose(), sub);
         let info = c.debug_token(&t).await.unwrap();
-        assert!(!info.is_valid);
+        assert!(!info.valid());
         assert_eq!(
             info.error.map(|e| (e.code, e.subcode)),
             Some((190, Some(sub as i64))),
@@ -132,7 +132,7 @@ async fn dead_shapes_come_back_invalid_with_their_subcode() {
     ] {
         let info = c.debug_token(&Secret::new(garbage)).await.unwrap();
         assert!(
-            !info.is_valid && info.app_id.is_none() && info.scopes.is_empty(),
+            !info.valid() && info.app_id.is_none() && info.scopes.is_empty(),
             "{info:?}"
         );
     }
@@ -294,7 +294,7 @@ async fn transient_faults_are_retried_until_success() {
     sb.add_fault(Fault::html(Endpoint::DebugToken));
     sb.add_fault(Fault::truncated(Endpoint::DebugToken));
     let before = sb.stats().requests_for(Endpoint::DebugToken);
-    assert!(c.debug_token(&t).await.unwrap().is_valid);
+    assert!(c.debug_token(&t).await.unwrap().valid());
     assert_eq!(
         sb.stats().requests_for(Endpoint::DebugToken) - before,
         4,
@@ -411,7 +411,7 @@ async fn refresh_makes_a_later_token_and_the_old_one_keeps_working() {
         "{secs}"
     );
     let info = c.debug_token(&r.token).await.unwrap();
-    assert!(info.is_valid, "{info:?}");
+    assert!(info.valid(), "{info:?}");
     assert_eq!(info.token_type.as_deref(), Some("SYSTEM_USER"));
     assert!(info.targets_waba(sandbox::DEMO_WABA_ID));
     assert!(
@@ -419,18 +419,18 @@ async fn refresh_makes_a_later_token_and_the_old_one_keeps_working() {
         "the new token lasts longer"
     );
     assert!(
-        c.debug_token(&old).await.unwrap().is_valid,
+        c.debug_token(&old).await.unwrap().valid(),
         "the old token works until its own expiry"
     );
     assert_eq!(sb.stats().refreshed, 1);
 
-    // The trap the caller must avoid: a never-expiring token is traded for a 60-day one.
+    // A never-expiring token cannot be refreshed: the strict sandbox refuses it (a lenient
+    // server would trade it for a 60-day one, the trap the rotation avoids before asking).
     let never =
         Secret::new(sb.issue_token(TokenSpec::system_user_never().wabas(&[sandbox::DEMO_WABA_ID])));
-    let r = c.refresh_token(&never).await.unwrap();
     assert!(matches!(
-        c.debug_token(&r.token).await.unwrap().expires_at,
-        Expiry::At(_)
+        c.refresh_token(&never).await,
+        Err(GraphError::Misconfigured(api)) if api.code == 100
     ));
 }
 
@@ -492,11 +492,11 @@ async fn mint_makes_system_user_tokens_both_ways() {
         Secret::new(sb.issue_token(TokenSpec::system_user_never().wabas(&[sandbox::DEMO_WABA_ID])));
 
     let expiring = c
-        .mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, true)
+        .mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, true, &[])
         .await
         .unwrap();
     let info = c.debug_token(&expiring).await.unwrap();
-    assert!(info.is_valid, "{info:?}");
+    assert!(info.valid(), "{info:?}");
     assert_eq!(info.token_type.as_deref(), Some("SYSTEM_USER"));
     assert_eq!(info.user_id.as_deref(), Some(sandbox::DEMO_SYSTEM_USER_ID));
     assert!(info.missing_whatsapp_scopes().is_empty(), "{info:?}");
@@ -508,12 +508,12 @@ async fn mint_makes_system_user_tokens_both_ways() {
     );
 
     let forever = c
-        .mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, false)
+        .mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, false, &[])
         .await
         .unwrap();
     assert_ne!(forever, expiring);
     let info = c.debug_token(&forever).await.unwrap();
-    assert!(info.is_valid);
+    assert!(info.valid());
     assert_eq!(info.expires_at, Expiry::Never);
     assert_eq!(sb.stats().minted, 2);
 }
@@ -525,7 +525,7 @@ async fn mint_refusals_are_classified() {
     let admin = Secret::new(sb.issue_token(prod()));
 
     let e = c
-        .mint_token(&admin, sandbox::UNINSTALLED_SYSTEM_USER_ID, true)
+        .mint_token(&admin, sandbox::UNINSTALLED_SYSTEM_USER_ID, true, &[])
         .await
         .unwrap_err();
     // Meta's generic "(#100) Invalid parameter" comes with its user title and message.
@@ -538,13 +538,13 @@ async fn mint_refusals_are_classified() {
         matches!(&e, GraphError::Misconfigured(api) if api.code == 100),
         "{e:?}"
     );
-    match c.mint_token(&admin, "999000999000", true).await {
+    match c.mint_token(&admin, "999000999000", true, &[]).await {
         Err(GraphError::Misconfigured(api)) => assert_eq!((api.code, api.subcode), (100, Some(33))),
         other => panic!("{other:?}"),
     }
     let before = sb.stats().requests_for(Endpoint::Any);
     assert!(matches!(
-        c.mint_token(&admin, "", true).await,
+        c.mint_token(&admin, "", true, &[]).await,
         Err(GraphError::Misconfigured(_))
     ));
     assert_eq!(
@@ -556,13 +556,13 @@ async fn mint_refusals_are_classified() {
     // A page token may not mint: Meta's permissions error.
     let page = Secret::new(sb.issue_token(prod().kind(TokenKind::Page)));
     assert!(matches!(
-        c.mint_token(&page, sandbox::DEMO_SYSTEM_USER_ID, true).await,
+        c.mint_token(&page, sandbox::DEMO_SYSTEM_USER_ID, true, &[]).await,
         Err(GraphError::Misconfigured(api)) if api.code == 200
     ));
     // A dead admin token is TokenDead (about the admin token).
     sb.invalidate(admin.expose(), 460);
     assert!(matches!(
-        c.mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, true).await,
+        c.mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, true, &[]).await,
         Err(GraphError::TokenDead(api)) if api.subcode == Some(460)
     ));
     assert_eq!(sb.stats().minted, 0);
@@ -591,7 +591,7 @@ async fn mint_is_never_sent_twice_once_meta_may_have_acted() {
         sb.add_fault(fault.clone());
         let before = mints();
         let e = c
-            .mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, true)
+            .mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, true, &[])
             .await
             .unwrap_err();
         assert!(matches!(e, GraphError::Transient(_)), "{fault:?}: {e:?}");
@@ -618,10 +618,10 @@ async fn mint_is_never_sent_twice_once_meta_may_have_acted() {
         Duration::from_secs(5),
     );
     let t = c
-        .mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, true)
+        .mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, true, &[])
         .await
         .unwrap();
-    assert!(c.debug_token(&t).await.unwrap().is_valid);
+    assert!(c.debug_token(&t).await.unwrap().valid());
     assert_eq!(mints() - before, 2);
     assert_eq!(sb.stats().minted, minted + 1);
 }
@@ -637,12 +637,12 @@ async fn revoke_kills_the_old_token_at_once() {
     c.revoke_token(&old, &new).await.unwrap();
     assert_eq!(sb.stats().revoked, 1);
     let info = c.debug_token(&old).await.unwrap();
-    assert!(!info.is_valid);
+    assert!(!info.valid());
     assert_eq!(
         info.error.map(|e| (e.code, e.subcode)),
         Some((190, Some(466)))
     );
-    assert!(c.debug_token(&new).await.unwrap().is_valid);
+    assert!(c.debug_token(&new).await.unwrap().valid());
     assert!(matches!(
         c.phone_number(&old, sandbox::DEMO_PHONE_NUMBER_ID).await,
         Err(GraphError::TokenDead(api)) if api.subcode == Some(466)
@@ -654,7 +654,7 @@ async fn revoke_kills_the_old_token_at_once() {
     // A token may revoke itself.
     let other = Secret::new(sb.issue_token(prod()));
     c.revoke_token(&other, &other).await.unwrap();
-    assert!(!c.debug_token(&other).await.unwrap().is_valid);
+    assert!(!c.debug_token(&other).await.unwrap().valid());
 }
 
 #[tokio::test]
@@ -692,7 +692,7 @@ async fn revoke_refusals_are_classified_and_faults_retried() {
         Err(GraphError::TokenDead(_))
     ));
     assert_eq!(sb.stats().revoked, 0);
-    assert!(c.debug_token(&old).await.unwrap().is_valid);
+    assert!(c.debug_token(&old).await.unwrap().valid());
 
     // Revoking is idempotent, so faults are retried, including an answer cut short after the
     // revoke happened.
@@ -701,7 +701,7 @@ async fn revoke_refusals_are_classified_and_faults_retried() {
     let before = sb.stats().requests_for(Endpoint::Revoke);
     c.revoke_token(&old, &caller).await.unwrap();
     assert_eq!(sb.stats().requests_for(Endpoint::Revoke) - before, 3);
-    assert!(!c.debug_token(&old).await.unwrap().is_valid);
+    assert!(!c.debug_token(&old).await.unwrap().valid());
 }
 
 #[tokio::test]
@@ -719,7 +719,7 @@ async fn rotation_errors_never_carry_tokens_or_the_secret() {
     );
     shown.push(format!("{e} {e:?}"));
     let e = c
-        .mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, true)
+        .mint_token(&admin, sandbox::DEMO_SYSTEM_USER_ID, true, &[])
         .await
         .unwrap_err();
     shown.push(format!("{e} {e:?}"));
@@ -736,10 +736,10 @@ async fn rotation_errors_never_carry_tokens_or_the_secret() {
         wrong.refresh_token(&tok).await.unwrap_err(),
         wrong.revoke_token(&tok, &tok).await.unwrap_err(),
         wrong
-            .mint_token(&tok, sandbox::DEMO_SYSTEM_USER_ID, true)
+            .mint_token(&tok, sandbox::DEMO_SYSTEM_USER_ID, true, &[])
             .await
             .unwrap_err(),
-        c.mint_token(&tok, sandbox::UNINSTALLED_SYSTEM_USER_ID, true)
+        c.mint_token(&tok, sandbox::UNINSTALLED_SYSTEM_USER_ID, true, &[])
             .await
             .unwrap_err(),
         c.revoke_token(&canary, &tok).await.unwrap_err(),

@@ -207,7 +207,9 @@ async fn the_daemon_spreads_a_group_and_delivers_to_templated_targets() {
         tokens.push(token);
     }
     let ws = Workspace::new(&sb, &[]);
-    let envs = ws.config.parent().unwrap().join("envs");
+    // Outside the state directory (the workspace), where a target may not point.
+    let apps = tempfile::tempdir().unwrap();
+    let envs = apps.path().join("envs");
     std::fs::create_dir(&envs).unwrap();
     let port = crate::util::free_port();
     // A check every 5 s, each spread over 3 s in batches of 50: slices at 0, 1 and 2 s.

@@ -265,7 +265,7 @@ async fn graph_never_follows_a_redirect_and_names_only_its_host() {
             c.debug_token(&t).await.map(drop),
             c.refresh_token(&t).await.map(drop),
             c.revoke_token(&t, &t).await,
-            c.mint_token(&t, "4242", true).await.map(drop),
+            c.mint_token(&t, "4242", true, &[]).await.map(drop),
             c.phone_number(&t, "106540352242922").await.map(drop),
         ];
         for e in errors {
@@ -382,7 +382,7 @@ async fn graph_errors_that_echo_the_request_carry_no_secret() {
             c.debug_token(&t).await.map(drop),
             c.refresh_token(&t).await.map(drop),
             c.revoke_token(&t, &a).await,
-            c.mint_token(&a, "4242", true).await.map(drop),
+            c.mint_token(&a, "4242", true, &[]).await.map(drop),
             c.phone_number(&t, "106540352242922").await.map(drop),
             c.send_text(&t, "106540352242922", "15550001111", "hi")
                 .await
@@ -470,7 +470,7 @@ async fn meta_proxy_carries_graph_requests_but_never_loopback_ones() {
         .debug_token(&Secret::new(t))
         .await
         .unwrap();
-    assert!(info.is_valid);
+    assert!(info.valid());
     assert_eq!(proxy.requests().len(), 1, "loopback went through the proxy");
 }
 

@@ -772,3 +772,273 @@ async fn two_minting_instances_end_on_one_current_token_and_the_old_one_revoked(
         );
     }
 }
+
+/// Issue 14, point 29: four instances told to mint for one Secrets Manager secret at once.
+/// One candidate becomes current; every other token they minted is revoked and confirmed
+/// dead (no live token left that nobody tracks), and an overtaken instance exits 75 ("another
+/// process rotated it"), not 1.
+#[tokio::test]
+async fn racing_minting_instances_leave_no_live_token_behind() {
+    let sb = sandbox().await;
+    let old = sb.issue_token(good());
+    let id = crate::util::unique("tw-quads");
+    crate::util::moto_client()
+        .await
+        .create_secret()
+        .name(&id)
+        .secret_string(&old)
+        .send()
+        .await
+        .unwrap();
+    let (a, b) = twin_workspaces(&sb, &id, true, "revoke_after = \"0s\"\n").await;
+    let (c, e) = twin_workspaces(&sb, &id, true, "revoke_after = \"0s\"\n").await;
+    let (ra, rb, rc, re) = tokio::join!(
+        tw(&a.config, &["rotate", "--token", "prod"], &AWS_ENV, None),
+        tw(&b.config, &["rotate", "--token", "prod"], &AWS_ENV, None),
+        tw(&c.config, &["rotate", "--token", "prod"], &AWS_ENV, None),
+        tw(&e.config, &["rotate", "--token", "prod"], &AWS_ENV, None),
+    );
+    let runs = [&ra, &rb, &rc, &re];
+    let end = aws_plain_current(&id).await;
+    assert_ne!(end, old, "{runs:?}");
+    assert!(is_valid(&sb, &end).await);
+    for r in runs {
+        assert!(
+            r.code == 0
+                || (r.code == 75 && r.stdout.contains("another process rotated it"))
+                || r.stdout.contains("rejected"),
+            "{r:?}"
+        );
+    }
+    // Every token the sandbox minted is either the current one or dead.
+    let state: serde_json::Value = reqwest::get(format!("{}/_sandbox/state", sb.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let end_fp = Secret::new(&end).fingerprint().to_string();
+    let minted = sb.stats().minted;
+    let live_orphans: Vec<&serde_json::Value> = state["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        // Minted tokens are 60-day system-user tokens issued during the test; the admin
+        // tokens never expire, and the old one was issued 45 days ago.
+        .filter(|t| t["expires_at"].as_i64() != Some(0))
+        .filter(|t| t["issued_at"].as_i64().unwrap() > sb.now() - 3600)
+        .filter(|t| t["fingerprint"] != end_fp.as_str() && t["status"] == "valid")
+        .collect();
+    assert!(minted >= 1, "{runs:?}");
+    assert!(
+        live_orphans.is_empty(),
+        "{} of {minted} minted tokens left live: {live_orphans:?}\n{runs:?}",
+        live_orphans.len()
+    );
+    assert!(!is_valid(&sb, &old).await, "the replaced token is revoked");
+    println!("4 racing instances: {minted} minted, 1 current, 0 left live");
+}
+
+/// Issue 14, point 3: killed while a dotenv `reload` runs (a cgroup stop kills the command
+/// too), the resumed rotation found the file already on the candidate, skipped the reload,
+/// promoted and revoked the old token the application still ran on. The record now says
+/// "reload started" and "finished" per target; the resume runs the unfinished reload (and the
+/// verify after it) before promoting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_a_dotenv_reload_runs_the_reload_again_before_promoting() {
+    let sb = sandbox().await;
+    let old = sb.issue_token(good());
+    let apps = tempfile::tempdir().unwrap();
+    let env = apps.path().join(".env");
+    crate::util::write_private(&env, &format!("WHATSAPP_ACCESS_TOKEN={old}\n"));
+    let runs = apps.path().join("runs");
+    let held = apps.path().join("held");
+    // The application's reload: notes each run with the token it would load, and the first
+    // run hangs (until the kill).
+    let reload = format!(
+        "echo $$ $(cut -d= -f2 {env}) >> {runs}; if [ ! -e {held} ]; then touch {held}; exec sleep 60; fi",
+        env = env.display(),
+        runs = runs.display(),
+        held = held.display()
+    );
+    let targets = format!(
+        "revoke_after = \"0s\"\n[[token.target]]\nname = \"app\"\nkind = \"dotenv\"\npath = \"{}\"\nreload = [\"/bin/sh\", \"-c\", {reload:?}]\ntimeout = \"90s\"\nverify_command = [\"/bin/sh\", \"-c\", \"test -s {}\"]\n",
+        env.display(),
+        runs.display()
+    );
+    let (ws, _) = mint_workspace(&sb, &old, &targets);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+        .args([
+            "--config",
+            ws.config.to_str().unwrap(),
+            "rotate",
+            "--token",
+            "prod",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !held.exists() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Kill both, as stopping the unit's cgroup does.
+    let first = std::fs::read_to_string(&runs).unwrap();
+    let reload_pid = first.split_whitespace().next().unwrap().to_string();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &reload_pid])
+        .status();
+    let state = ws.config.parent().unwrap();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("rotations/prod.json")).unwrap()).unwrap();
+    assert!(
+        record["reloads"]["app"]["started"].is_string()
+            && record["reloads"]["app"]["finished"].is_null(),
+        "the record shows the reload started and never finished: {record}"
+    );
+    assert_eq!(current(&ws, "prod").await, old, "not promoted yet");
+
+    let r = tw(&ws.config, &["rotate", "--token", "prod"], &[], None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let new = current(&ws, "prod").await;
+    assert_ne!(new, old);
+    let lines: Vec<String> = std::fs::read_to_string(&runs)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 2, "the reload ran again on resume: {lines:?}");
+    assert!(lines[1].ends_with(&new), "it loaded the new token");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("rotations/prod.json")).unwrap()).unwrap();
+    let started: jiff::Timestamp = record["reloads"]["app"]["started"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let promoted: jiff::Timestamp = record["promoted_at"].as_str().unwrap().parse().unwrap();
+    assert!(record["reloads"]["app"]["finished"].is_string(), "{record}");
+    assert!(started <= promoted, "reloaded before promoting: {record}");
+    assert!(
+        !is_valid(&sb, &old).await,
+        "the old token is revoked only now"
+    );
+    assert_eq!(sb.stats().minted, 1);
+}
+
+/// Issue 14, point 6: a `reload` or `verify_command` that prints the `.env` (and fails, so its
+/// output lands in the error) must not put either token into the output, the rotation record,
+/// the target records or the audit log. Both tokens pass through the file: the candidate on
+/// the push, the old token on the rollback.
+#[tokio::test]
+async fn reload_and_verify_output_is_scrubbed_of_both_tokens() {
+    for (name, reload, verify) in [
+        ("reload", "cat {env} >&2; exit 1", "true"),
+        ("verify", "true", "cat {env} >&2; exit 1"),
+    ] {
+        let sb = sandbox().await;
+        let old = sb.issue_token(good());
+        let apps = tempfile::tempdir().unwrap();
+        let env = apps.path().join(".env");
+        crate::util::write_private(&env, &format!("WHATSAPP_ACCESS_TOKEN={old}\n"));
+        let script = |s: &str| s.replace("{env}", &env.display().to_string());
+        let targets = format!(
+            "[[token.target]]\nname = \"app\"\nkind = \"dotenv\"\npath = \"{}\"\nreload = [\"/bin/sh\", \"-c\", {:?}]\nverify_command = [\"/bin/sh\", \"-c\", {:?}]\n",
+            env.display(),
+            script(reload),
+            script(verify)
+        );
+        let (ws, _) = mint_workspace(&sb, &old, &targets);
+        let r = tw(&ws.config, &["rotate", "--token", "prod"], &[], None).await;
+        assert_ne!(r.code, 0, "{name}: the delivery fails: {r:?}");
+        assert!(
+            r.all().contains("[token]"),
+            "{name}: the output is shown, scrubbed: {r:?}"
+        );
+        let state = ws.config.parent().unwrap();
+        let record = std::fs::read_to_string(state.join("rotations/prod.json")).unwrap_or_default();
+        let new = record
+            .contains("\"new\"")
+            .then(|| {
+                let v: serde_json::Value = serde_json::from_str(&record).unwrap();
+                v["new"]["fingerprint"].as_str().map(String::from)
+            })
+            .flatten();
+        assert!(new.is_some(), "{name}: a candidate was obtained: {record}");
+        let mut texts = vec![("output".to_string(), r.all())];
+        for sub in ["rotations", "targets", "outbox"] {
+            if let Ok(dir) = std::fs::read_dir(state.join(sub)) {
+                for f in dir.flatten() {
+                    texts.push((
+                        f.path().display().to_string(),
+                        std::fs::read_to_string(f.path()).unwrap_or_default(),
+                    ));
+                }
+            }
+        }
+        texts.push((
+            "audit".into(),
+            std::fs::read_to_string(state.join("audit.jsonl")).unwrap_or_default(),
+        ));
+        // The candidate's value, still staged in the store for the next attempt.
+        let candidate = FileStore::new(ws.store.clone(), "prod".into())
+            .pending()
+            .await
+            .unwrap()
+            .expect("the candidate stays staged")
+            .1
+            .expose()
+            .to_string();
+        assert_ne!(candidate, old);
+        for (what, text) in &texts {
+            assert_no_leak(text, &[&old, &candidate], &format!("{name}: {what}"));
+        }
+    }
+}
+
+/// Issue 14, point 24: a target that refuses for good (a symlink, a file that is not UTF-8)
+/// read as a temporary failure (exit 75) with a confusing "putting it back failed". A
+/// permanent refusal exits 1 and says what to fix; the target it refused was never changed,
+/// so nothing is "put back" there.
+#[tokio::test]
+async fn a_target_refusing_for_good_exits_1_and_says_what_to_fix() {
+    for case in ["symlink", "not-utf8"] {
+        let sb = sandbox().await;
+        let old = sb.issue_token(good());
+        let apps = tempfile::tempdir().unwrap();
+        let real = apps.path().join("real.env");
+        let env = apps.path().join(".env");
+        match case {
+            "symlink" => {
+                crate::util::write_private(&real, &format!("WHATSAPP_ACCESS_TOKEN={old}\n"));
+                std::os::unix::fs::symlink(&real, &env).unwrap();
+            }
+            _ => {
+                let mut bytes = format!("WHATSAPP_ACCESS_TOKEN={old}\nNAME=caf").into_bytes();
+                bytes.extend_from_slice(&[0xe9, b'\n']);
+                std::fs::write(&env, bytes).unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+        }
+        let targets = format!(
+            "[[token.target]]\nname = \"app\"\nkind = \"dotenv\"\npath = \"{}\"\nreload = [\"/bin/true\"]\n",
+            env.display()
+        );
+        let (ws, _) = mint_workspace(&sb, &old, &targets);
+        let r = tw(&ws.config, &["rotate", "--token", "prod"], &[], None).await;
+        assert_eq!(r.code, 1, "{case}: {r:?}");
+        let all = r.all();
+        assert!(!all.contains("putting it back failed"), "{case}: {r:?}");
+        assert!(all.contains("fix"), "{case}: says what to fix: {r:?}");
+        assert_eq!(
+            current(&ws, "prod").await,
+            old,
+            "{case}: the old token stays current"
+        );
+    }
+}

@@ -266,7 +266,8 @@ code = 1
         scenario.usage,
         UsageModel {
             window_secs: 3600,
-            call_limit: 20
+            call_limit: 20,
+            enforce: false
         }
     );
     let sb = start_with(scenario).await;
@@ -595,17 +596,26 @@ async fn revoke_answers_leniently_then_466() {
     let sb = start().await;
     let caller = sb.issue_token(TokenSpec::system_user_never());
     let victim = sb.issue_token(TokenSpec::system_user_60d());
-    let r = get(
-        &sb,
-        "/oauth/revoke",
-        &[
-            ("client_id", DEMO_APP_ID),
-            ("client_secret", DEMO_APP_SECRET),
-            ("revoke_token", &victim),
-            ("access_token", &caller),
-        ],
-    )
-    .await;
+    let revoke = |proof: Option<String>| {
+        let mut q = vec![
+            ("client_id", DEMO_APP_ID.to_string()),
+            ("client_secret", DEMO_APP_SECRET.to_string()),
+            ("revoke_token", victim.clone()),
+            ("access_token", caller.clone()),
+        ];
+        if let Some(p) = proof {
+            q.push(("appsecret_proof", p));
+        }
+        client()
+            .get(format!("{}{V}/oauth/revoke", sb.base_url()))
+            .query(&q)
+    };
+    // "Require App Secret" (on for the demo app): a system-user caller needs its proof.
+    let r = send(revoke(None)).await;
+    assert_eq!(r.code(), 100, "{}", r.text);
+    assert!(r.text.contains("appsecret_proof"), "{}", r.text);
+    assert_eq!(inspect(&sb, &victim).await["is_valid"], true);
+    let r = send(revoke(Some(proof(&caller)))).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text, "{\"success\":\"true\",}");
     assert!(
@@ -849,6 +859,7 @@ async fn a_batch_costs_one_latency_and_each_item_counts_toward_usage() {
     s.usage = UsageModel {
         window_secs: 3600,
         call_limit: 1000,
+        enforce: false,
     };
     let sb = start_with(s).await;
     let t = sb.issue_token(TokenSpec::system_user_60d());
@@ -1129,4 +1140,167 @@ async fn scenario_latency_slows_graph_calls_only() {
         started.elapsed() < Duration::from_millis(120),
         "admin calls are not delayed"
     );
+}
+
+/// Issue 13: the sandbox is at least as strict as Meta's documentation by default.
+#[tokio::test]
+async fn strict_by_default_as_metas_documentation() {
+    let sb = start().await;
+    let good = sb.issue_token(TokenSpec::system_user_60d());
+
+    // Batch: the token only as the top-level form parameter ("Batch requests"), never from
+    // an Authorization header of the batch request.
+    let items =
+        json!([{"method": "GET", "relative_url": format!("debug_token?input_token={good}")}]);
+    let r = send(
+        client()
+            .post(format!("{}{V}/", sb.base_url()))
+            .bearer_auth(app_token())
+            .form(&[("batch", items.to_string())]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let item = &r.json()[0];
+    let body: Value = serde_json::from_str(item["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], 104, "{body}");
+
+    // Revoke: client_id, the caller's app and the token's app must agree.
+    let other = sb.issue_token(TokenSpec::system_user_60d().app(OTHER_APP_ID));
+    let r = get(
+        &sb,
+        "/oauth/revoke",
+        &[
+            ("client_id", DEMO_APP_ID),
+            ("client_secret", DEMO_APP_SECRET),
+            ("revoke_token", &other),
+            ("access_token", &app_token()),
+        ],
+    )
+    .await;
+    assert_eq!(r.code(), 100, "{}", r.text);
+    let r = get(
+        &sb,
+        "/debug_token",
+        &[
+            ("input_token", &other),
+            (
+                "access_token",
+                &format!("{OTHER_APP_ID}|{OTHER_APP_SECRET}"),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(r.json()["data"]["is_valid"], true, "not revoked");
+
+    // Mint: only an admin system user of the business, and only known scopes.
+    let person = sb.issue_token(TokenSpec::user());
+    let mint = |token: &str, scope: &str| {
+        client()
+            .post(format!(
+                "{}{V}/{DEMO_SYSTEM_USER_ID}/access_tokens",
+                sb.base_url()
+            ))
+            .bearer_auth(token)
+            .form(&[
+                ("business_app", DEMO_APP_ID.to_string()),
+                ("scope", scope.to_string()),
+                ("appsecret_proof", proof(token)),
+                ("set_token_expires_in_60_days", "true".to_string()),
+            ])
+    };
+    let r = send(mint(&person, "whatsapp_business_messaging")).await;
+    assert_eq!(r.code(), 200, "a person's token may not mint: {}", r.text);
+    let admin = sb.issue_token(TokenSpec::system_user_never());
+    let r = send(mint(&admin, "whatsapp_business_messaging,whatsap_typo")).await;
+    assert_eq!(r.code(), 100, "{}", r.text);
+    assert!(r.text.contains("whatsap_typo"), "{}", r.text);
+    assert_eq!(sb.stats().minted, 0);
+
+    // Refresh: never a page token, an app token or a token that never expires.
+    let refresh = |tok: &str| {
+        client()
+            .get(format!("{}{V}/oauth/access_token", sb.base_url()))
+            .query(&[
+                ("grant_type", "fb_exchange_token"),
+                ("client_id", DEMO_APP_ID),
+                ("client_secret", DEMO_APP_SECRET),
+                ("set_token_expires_in_60_days", "true"),
+                ("fb_exchange_token", tok),
+            ])
+    };
+    let page =
+        sb.issue_token(TokenSpec::system_user_60d().kind(tokenwarden::sandbox::TokenKind::Page));
+    for tok in [page.as_str(), admin.as_str()] {
+        let r = send(refresh(tok)).await;
+        assert_eq!(r.code(), 100, "{}", r.text);
+    }
+    assert_eq!(sb.stats().refreshed, 0);
+}
+
+/// Issue 13: each quirk can be switched by the scenario file and by the admin API.
+#[tokio::test]
+async fn quirks_switch_from_the_scenario_file_and_the_admin_api() {
+    let s = Scenario::from_toml(
+        "[quirks]\nomit_target_ids = true\nrefresh_same_string = true\nrequire_expiring_tokens = true\nomit_debug_fields = [\"issued_at\"]\n[usage]\nenforce = true\ncall_limit = 1000\n",
+    )
+    .unwrap();
+    assert!(s.quirks.omit_target_ids && s.quirks.refresh_same_string);
+    assert!(s.quirks.require_expiring_tokens && s.usage.enforce);
+    let sb = start_with(s).await;
+    let t = sb.issue_token(TokenSpec::system_user_60d());
+    let d = inspect(&sb, &t).await;
+    assert!(d.get("issued_at").is_none(), "{d}");
+    assert!(
+        d["granular_scopes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g.get("target_ids").is_none()),
+        "{d}"
+    );
+
+    let http = client();
+    let r = http
+        .post(format!("{}/_sandbox/quirks", sb.base_url()))
+        .json(&json!({"omit_target_ids": false, "omit_debug_fields": [], "business_throttle_minutes": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let d = inspect(&sb, &t).await;
+    assert!(
+        d.get("issued_at").is_some() && d["granular_scopes"][0]["target_ids"].is_array(),
+        "{d}"
+    );
+    // Throttled for five minutes: the phone read is refused with 80008 and minutes to wait.
+    let r = get_as(&sb, &format!("/{DEMO_PHONE_NUMBER_ID}"), &t, &[]).await;
+    assert_eq!(r.code(), 80008, "{}", r.text);
+    let buc: Value = serde_json::from_str(&r.header("x-business-use-case-usage").unwrap()).unwrap();
+    assert_eq!(buc[DEMO_WABA_ID][0]["estimated_time_to_regain_access"], 5);
+    assert!(
+        r.header("retry-after").is_none(),
+        "Meta documents no Retry-After"
+    );
+
+    let r = http
+        .post(format!("{}/_sandbox/app_settings", sb.base_url()))
+        .json(&json!({"require_app_secret": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .post(format!("{}/_sandbox/usage", sb.base_url()))
+        .json(&json!({"enforce": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .post(format!("{}/_sandbox/quirks", sb.base_url()))
+        .json(&json!({"bogus": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "unknown switches are refused");
 }

@@ -152,3 +152,114 @@ async fn ready_watchdog_and_stopping_arrive_in_order() {
         "{got:?}"
     );
 }
+
+/// Issue 14, point 2: Graph accepts every connection and never answers. Under the shipped
+/// unit the daemon must still (a) send `READY=1` well within `TimeoutStartSec`, (b) keep
+/// pinging the watchdog while its check waits on Graph, and (c) stop promptly on SIGTERM.
+/// Three tokens, `meta.timeout = 1s` and 3 attempts make the first check last about 10 s;
+/// SIGTERM comes 6 s after the start. Prints the figures quoted in `docs/reliability.md`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_graph_delays_neither_ready_nor_the_watchdog_nor_a_stop() {
+    use std::time::Instant;
+    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
+        .await
+        .unwrap();
+    let spec = || TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]);
+    let (a, b, c) = (
+        sb.issue_token(spec()),
+        sb.issue_token(spec()),
+        sb.issue_token(spec()),
+    );
+    // Every Graph request is held for ten minutes: the connection is accepted, no answer.
+    sb.add_fault(sandbox::Fault::Delay {
+        endpoint: sandbox::Endpoint::Any,
+        count: 0,
+        ms: 600_000,
+    });
+    let ws = Workspace::with_meta(
+        &sb,
+        &[
+            TokenEntry::new("a", &a),
+            TokenEntry::new("b", &b),
+            TokenEntry::new("c", &c),
+        ],
+        "timeout = \"1s\"\nattempts = 3\nretry_delay = \"100ms\"\n[schedule]\ncron = \"0 0 0 1 1 *\"\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+        .args(["--config", ws.config.to_str().unwrap(), "run"])
+        .env("NOTIFY_SOCKET", &sock_path)
+        // Pings every 0.5 s when the loop is alive.
+        .env("WATCHDOG_USEC", "1000000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let term_at = Duration::from_secs(6);
+    let mut got: Vec<(Duration, String)> = Vec::new();
+    let mut buf = [0u8; 256];
+    let (mut termed, mut exited) = (None, None);
+    tokio::task::block_in_place(|| {
+        loop {
+            if let Ok(n) = sock.recv(&mut buf) {
+                got.push((
+                    start.elapsed(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                ));
+            }
+            if termed.is_none() && start.elapsed() >= term_at {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                termed = Some(start.elapsed());
+            }
+            if termed.is_some()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                exited = Some((start.elapsed(), status));
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "{got:?}");
+        }
+    });
+    let (termed, (exited, status)) = (termed.unwrap(), exited.unwrap());
+    let ready = got.iter().find(|(_, m)| m == "READY=1").map(|(t, _)| *t);
+    // The gaps between READY and the pings that follow it, up to SIGTERM.
+    let mut times: Vec<Duration> = got
+        .iter()
+        .filter(|(t, m)| (m == "READY=1" || m == "WATCHDOG=1") && *t <= termed)
+        .map(|(t, _)| *t)
+        .collect();
+    times.push(termed);
+    let longest_gap = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or(termed);
+    let stop = exited - termed;
+    eprintln!(
+        "hang figures: READY after {:?}, longest gap between watchdog pings {longest_gap:?} ({} pings before SIGTERM), stop {stop:?} after SIGTERM",
+        ready,
+        got.iter()
+            .filter(|(t, m)| m == "WATCHDOG=1" && *t <= termed)
+            .count()
+    );
+    assert_eq!(status.code(), Some(0), "{got:?}");
+    let ready = ready.unwrap_or_else(|| panic!("no READY=1: {got:?}"));
+    assert!(ready < Duration::from_secs(2), "READY after {ready:?}");
+    assert!(
+        longest_gap < Duration::from_secs(2),
+        "longest gap {longest_gap:?}: {got:?}"
+    );
+    assert!(stop < Duration::from_secs(3), "stop took {stop:?}");
+    assert_eq!(
+        got.last().map(|(_, m)| m.as_str()),
+        Some("STOPPING=1"),
+        "{got:?}"
+    );
+}

@@ -350,6 +350,31 @@ async fn clear_pending_removes_only_the_candidate() {
     }
 }
 
+/// Issue 14, point 29: a candidate whose `AWSPENDING` another writer moved away is still
+/// readable by its version id, so the rotation that made it can revoke it.
+#[tokio::test]
+async fn a_version_is_found_by_its_id_after_its_label_moved() {
+    for fx in Fixture::each().await {
+        let k = fx.kind;
+        let a = fx
+            .store
+            .put_pending(&secret("EAAGmineFirst"), RT_A)
+            .await
+            .unwrap();
+        fx.other_writer()
+            .await
+            .put_pending(&secret("EAAGtheirsSecond"), RT_B)
+            .await
+            .unwrap();
+        let (pending, _) = fx.store.pending().await.unwrap().unwrap();
+        assert_ne!(pending, a, "{k}: the label moved");
+        let mine = fx.store.version(&a).await.unwrap().expect("still there");
+        assert_eq!(mine.expose(), "EAAGmineFirst", "{k}");
+        let gone = VersionId("0c0c0c0c-3333-4333-8333-000000000003".into());
+        assert!(fx.store.version(&gone).await.unwrap().is_none(), "{k}");
+    }
+}
+
 #[tokio::test]
 async fn aws_json_secret_keeps_its_other_keys_through_a_promote() {
     let body = r#"{"DB_PASSWORD":"pw-keep-1","WHATSAPP_ACCESS_TOKEN":"EAAGjsonOld","n":1.50,"o":{"x":[1, 2]}}"#;

@@ -1,0 +1,373 @@
+//! Whether a token can do the WhatsApp job: the one rule, used by the daemon's check,
+//! `doctor` and the validation of a rotation's candidate alike. Pure: it judges what
+//! `debug_token` said and what [`GraphClient::prove`](crate::graph::GraphClient::prove) read;
+//! it makes no call itself.
+//!
+//! The rule, in order (`docs/meta-contract.md` gives the sources):
+//! 1. **Scopes**: both `whatsapp_business_management` and `whatsapp_business_messaging`.
+//! 2. **The WABA** (when `waba_id` is configured): when `debug_token` lists `target_ids` for
+//!    the WhatsApp scopes, the WABA must be among them. When it lists none, which Meta does
+//!    for a permission granted in general (its own `SYSTEM_USER` example; an admin system
+//!    user reaches every WABA of the business), debug_token cannot decide: a read of the
+//!    WABA with the token does. Only a refused read makes the token unusable.
+//! 3. **The phone number** (when configured): a read with the token must succeed.
+//!
+//! A read that fails transiently leaves the answer unknown, never "unusable"; a read answered
+//! with code 190 means the token is dead, whatever `debug_token` said.
+
+use crate::graph::{ApiError, GraphError, Proof, TokenInfo, Transient, WHATSAPP_SCOPES};
+
+/// How the WABA check was decided, for `doctor` and the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WabaFinding {
+    /// No `waba_id` configured.
+    NotConfigured,
+    /// Among the WhatsApp scopes' `target_ids`.
+    AmongTargets,
+    /// `debug_token` lists no targets (granted in general), and reading the WABA succeeded.
+    ReadSucceeded,
+    /// `target_ids` are listed and the WABA is not among them; `reaches` are the listed ones.
+    NotAmongTargets {
+        /// The WABAs the token's targets list.
+        reaches: Vec<String>,
+    },
+    /// No targets listed, and reading the WABA with the token failed with this error.
+    ReadFailed(GraphError),
+    /// No targets listed and no read was made (a caller's bug, or the scopes failed first).
+    NotRead,
+}
+
+/// The verdict of the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Usability {
+    /// The token can send messages from the configured number.
+    Usable,
+    /// It cannot, and only a person (or a new token) fixes it: the reason in words.
+    Unusable(String),
+    /// A read with the token said it is dead (code 190).
+    Dead(ApiError),
+    /// A read failed transiently: nothing is known; ask again later.
+    Unknown(String),
+    /// A read was throttled by Meta: nothing is known; ask again when access returns
+    /// (`retry_after`, Meta's `estimated_time_to_regain_access`, when it said).
+    Throttled {
+        /// How long Meta said access takes to return.
+        retry_after: Option<std::time::Duration>,
+        /// Meta's answer.
+        detail: String,
+    },
+    /// A read was refused because of tokenwarden's own app credentials.
+    OwnCredentials(String),
+}
+
+/// The WhatsApp scopes missing from `scopes`.
+pub fn missing_scopes(scopes: &[String]) -> Vec<&'static str> {
+    WHATSAPP_SCOPES
+        .into_iter()
+        .filter(|s| !scopes.iter().any(|x| x == s))
+        .collect()
+}
+
+/// The WABA part of the rule.
+pub fn waba_finding(info: &TokenInfo, waba_id: Option<&str>, proof: &Proof) -> WabaFinding {
+    let Some(waba) = waba_id else {
+        return WabaFinding::NotConfigured;
+    };
+    match info.waba_targets() {
+        Some(ids) if ids.iter().any(|t| t == waba) => WabaFinding::AmongTargets,
+        Some(reaches) => WabaFinding::NotAmongTargets { reaches },
+        None => match &proof.waba {
+            Some(Ok(())) => WabaFinding::ReadSucceeded,
+            Some(Err(e)) => WabaFinding::ReadFailed(e.clone()),
+            None => WabaFinding::NotRead,
+        },
+    }
+}
+
+/// Judges a token Meta did not call invalid: scopes, then the WABA, then the phone number.
+/// `waba_id` and `phone_number_id` are the configured ids.
+pub fn decide(
+    info: &TokenInfo,
+    waba_id: Option<&str>,
+    phone_number_id: Option<&str>,
+    proof: &Proof,
+) -> Usability {
+    let missing = missing_scopes(&info.scopes);
+    if !missing.is_empty() {
+        return Usability::Unusable(format!("the token lacks {}", missing.join(" and ")));
+    }
+    let waba = waba_id.unwrap_or_default();
+    match waba_finding(info, waba_id, proof) {
+        WabaFinding::NotConfigured | WabaFinding::AmongTargets | WabaFinding::ReadSucceeded => {}
+        WabaFinding::NotAmongTargets { .. } => {
+            return Usability::Unusable(format!(
+                "WhatsApp Business Account {waba} is not among the token's targets"
+            ));
+        }
+        WabaFinding::ReadFailed(e) => {
+            return read_failure(&format!("reading WhatsApp Business Account {waba}"), e);
+        }
+        WabaFinding::NotRead => {
+            return Usability::Unknown(format!(
+                "debug_token lists no targets and WhatsApp Business Account {waba} was not read"
+            ));
+        }
+    }
+    match (&proof.phone, phone_number_id) {
+        (Some(Err(e)), Some(p)) => read_failure(&format!("reading phone number {p}"), e.clone()),
+        (None, Some(p)) => Usability::Unknown(format!("phone number {p} was not read")),
+        _ => Usability::Usable,
+    }
+}
+
+/// What a failed read means: refused is unusable, 190 is dead, transient is unknown.
+fn read_failure(what: &str, e: GraphError) -> Usability {
+    match e {
+        GraphError::TokenDead(api) => Usability::Dead(api),
+        GraphError::Misconfigured(api) => Usability::Unusable(format!("{what} failed: {api}")),
+        GraphError::OwnCredentials(api) => Usability::OwnCredentials(api.to_string()),
+        GraphError::Transient(Transient::RateLimited { api, retry_after }) => {
+            Usability::Throttled {
+                retry_after,
+                detail: format!("{what}: rate limited: {api}"),
+            }
+        }
+        GraphError::Transient(t) => Usability::Unknown(format!("{what}: {t}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{Expiry, GranularScope, PhoneNumber};
+
+    const WABA: &str = "102290129340398";
+    const PHONE: &str = "106540352242922";
+
+    fn api(code: i64) -> ApiError {
+        ApiError {
+            status: 400,
+            code,
+            subcode: None,
+            kind: None,
+            message: format!("(#{code}) refused"),
+            details: None,
+            fbtrace_id: None,
+        }
+    }
+
+    /// A valid token with `scopes`; `targets`: `None` = no `target_ids`, `Some(ids)` = listed.
+    fn info(scopes: &[&str], targets: Option<&[&str]>) -> TokenInfo {
+        TokenInfo {
+            is_valid: Some(true),
+            app_id: Some("634974688087057".into()),
+            token_type: Some("SYSTEM_USER".into()),
+            application: None,
+            expires_at: Expiry::Never,
+            data_access_expires_at: None,
+            issued_at: None,
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            granular_scopes: scopes
+                .iter()
+                .map(|s| GranularScope {
+                    scope: s.to_string(),
+                    target_ids: targets
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|t| t.to_string())
+                        .collect(),
+                })
+                .collect(),
+            user_id: None,
+            error: None,
+        }
+    }
+
+    fn phone_ok() -> Option<Result<PhoneNumber, GraphError>> {
+        Some(Ok(PhoneNumber {
+            id: PHONE.into(),
+            display_phone_number: None,
+            verified_name: None,
+            quality_rating: None,
+            code_verification_status: None,
+            name_status: None,
+        }))
+    }
+
+    /// The table of issue 13, point 3: scopes present/absent, `target_ids`
+    /// present/absent/another WABA, WABA and phone reads ok/refused/unknown.
+    #[test]
+    fn one_rule_for_every_combination() {
+        let both = &WHATSAPP_SCOPES[..];
+        let one = &WHATSAPP_SCOPES[..1];
+        let refused = || Some(Err(GraphError::Misconfigured(api(200))));
+        let unknown = || Some(Err(GraphError::Transient(Transient::Timeout)));
+        let dead = || Some(Err(GraphError::TokenDead(api(190))));
+        type Row = (
+            &'static str,
+            TokenInfo,
+            Option<Result<(), GraphError>>,
+            Option<Result<PhoneNumber, GraphError>>,
+            &'static str,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "targets list the WABA",
+                info(both, Some(&[WABA])),
+                None,
+                phone_ok(),
+                "usable",
+            ),
+            (
+                "targets list the WABA among others",
+                info(both, Some(&["1", WABA])),
+                None,
+                phone_ok(),
+                "usable",
+            ),
+            (
+                "targets list another WABA",
+                info(both, Some(&["1"])),
+                None,
+                phone_ok(),
+                "unusable",
+            ),
+            (
+                "no targets, WABA read ok",
+                info(both, None),
+                Some(Ok(())),
+                phone_ok(),
+                "usable",
+            ),
+            (
+                "no targets, WABA read refused",
+                info(both, None),
+                refused(),
+                phone_ok(),
+                "unusable",
+            ),
+            (
+                "no targets, WABA read unknown",
+                info(both, None),
+                unknown(),
+                phone_ok(),
+                "unknown",
+            ),
+            (
+                "no targets, WABA not read",
+                info(both, None),
+                None,
+                phone_ok(),
+                "unknown",
+            ),
+            (
+                "no targets, WABA read says dead",
+                info(both, None),
+                dead(),
+                phone_ok(),
+                "dead",
+            ),
+            (
+                "one scope missing",
+                info(one, Some(&[WABA])),
+                None,
+                phone_ok(),
+                "unusable",
+            ),
+            (
+                "one scope missing, no targets",
+                info(one, None),
+                Some(Ok(())),
+                phone_ok(),
+                "unusable",
+            ),
+            (
+                "no scopes",
+                info(&[], None),
+                Some(Ok(())),
+                phone_ok(),
+                "unusable",
+            ),
+            (
+                "phone refused",
+                info(both, Some(&[WABA])),
+                None,
+                refused_phone(),
+                "unusable",
+            ),
+            (
+                "phone unknown",
+                info(both, Some(&[WABA])),
+                None,
+                unknown_phone(),
+                "unknown",
+            ),
+            (
+                "phone says dead",
+                info(both, None),
+                Some(Ok(())),
+                dead_phone(),
+                "dead",
+            ),
+            (
+                "phone not read",
+                info(both, Some(&[WABA])),
+                None,
+                None,
+                "unknown",
+            ),
+        ];
+        for (name, info, waba, phone, want) in rows {
+            let proof = Proof { waba, phone };
+            let got = match decide(&info, Some(WABA), Some(PHONE), &proof) {
+                Usability::Usable => "usable",
+                Usability::Unusable(_) => "unusable",
+                Usability::Dead(_) => "dead",
+                Usability::Unknown(_) | Usability::Throttled { .. } => "unknown",
+                Usability::OwnCredentials(_) => "own",
+            };
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    fn refused_phone() -> Option<Result<PhoneNumber, GraphError>> {
+        Some(Err(GraphError::Misconfigured(api(100))))
+    }
+    fn unknown_phone() -> Option<Result<PhoneNumber, GraphError>> {
+        Some(Err(GraphError::Transient(Transient::Timeout)))
+    }
+    fn dead_phone() -> Option<Result<PhoneNumber, GraphError>> {
+        Some(Err(GraphError::TokenDead(api(190))))
+    }
+
+    #[test]
+    fn nothing_configured_needs_only_the_scopes() {
+        let proof = Proof::default();
+        let i = info(&WHATSAPP_SCOPES, None);
+        assert_eq!(decide(&i, None, None, &proof), Usability::Usable);
+        assert_eq!(waba_finding(&i, None, &proof), WabaFinding::NotConfigured);
+    }
+
+    #[test]
+    fn targets_on_one_scope_only_mean_the_other_was_granted_in_general() {
+        let mut i = info(&WHATSAPP_SCOPES, Some(&[WABA]));
+        i.granular_scopes[1].target_ids.clear();
+        assert_eq!(
+            i.waba_targets(),
+            None,
+            "one scope without targets: read to decide"
+        );
+        let proof = Proof {
+            waba: Some(Ok(())),
+            phone: phone_ok(),
+        };
+        assert_eq!(
+            waba_finding(&i, Some(WABA), &proof),
+            WabaFinding::ReadSucceeded
+        );
+        assert_eq!(
+            decide(&i, Some(WABA), Some(PHONE), &proof),
+            Usability::Usable
+        );
+    }
+}
