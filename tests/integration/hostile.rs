@@ -982,3 +982,45 @@ async fn a_command_printing_the_token_in_base64_or_url_encoded_is_scrubbed() {
     );
     assert_clean(&text, &[&t], "an exec error");
 }
+
+#[tokio::test]
+async fn batch_items_that_echo_their_tokens_carry_no_secret() {
+    // A batch answer whose every item is an error quoting that item's request.
+    let server = serve("127.0.0.1", |seen| {
+        let form: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(seen.body.as_bytes())
+                .into_owned()
+                .collect();
+        let items: Vec<serde_json::Value> =
+            serde_json::from_str(form.get("batch").map_or("[]", String::as_str))
+                .unwrap_or_default();
+        let answers: Vec<serde_json::Value> = items
+            .iter()
+            .map(|item| {
+                let url = item["relative_url"].as_str().unwrap_or("");
+                let envelope = serde_json::json!({"error": {
+                    "message": format!("Malformed access token in {url}"),
+                    "type": "OAuthException", "code": 190,
+                    "error_user_msg": b64(url.as_bytes()),
+                }});
+                serde_json::json!({"code": 400, "body": envelope.to_string()})
+            })
+            .collect();
+        Reply::json(200, &serde_json::Value::Array(answers).to_string())
+    })
+    .await;
+    let tokens: Vec<String> = (0..3).map(|i| token(&format!("batch{i}"))).collect();
+    let secrets: Vec<Secret> = tokens.iter().map(|t| Secret::new(t.clone())).collect();
+    let results = graph(&server.url(), None).debug_tokens(&secrets, 1).await;
+    let text: String = results.iter().map(|r| format!("{r:?}\n")).collect();
+    assert_eq!(results.len(), 3);
+    // Each item's echo arrived (as the item's error), and was scrubbed.
+    assert_eq!(text.matches("Malformed access token").count(), 3, "{text}");
+    assert!(text.contains("[redacted]"), "{text}");
+    let all: Vec<&str> = tokens
+        .iter()
+        .map(String::as_str)
+        .chain([sandbox::DEMO_APP_SECRET])
+        .collect();
+    assert_clean(&text, &all, "batched Graph errors");
+}
