@@ -360,12 +360,31 @@ impl AwsStore {
                 store,
                 problem: error_chain(&e),
             },
+            _ if over_size(&e) => StoreError::Unavailable {
+                store,
+                cause: format!(
+                    "an answer larger than {} MiB, not read further (is the endpoint Secrets Manager?)",
+                    MAX_AWS_BODY / (1024 * 1024)
+                ),
+            },
             _ => StoreError::Unavailable {
                 store,
                 cause: error_chain(&e),
             },
         }
     }
+}
+
+/// Whether `e` is [`BodyCap`]'s limit: a body that grew past [`MAX_AWS_BODY`].
+fn over_size(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// One secret found by [`AwsStore::list`].
