@@ -1251,6 +1251,8 @@ enum Pre {
     Normal,
     Truncate,
     Answer(Reply),
+    /// An error that quotes the request ([`Fault::Echo`]): built from the call.
+    Echo(u32),
 }
 
 /// Counts the call and applies the next matching fault (sleeping for delays).
@@ -1269,6 +1271,7 @@ async fn pre(shared: &Shared, endpoint: Endpoint) -> Pre {
             Pre::Normal
         }
         (Some(Fault::Truncated { .. }), None) => Pre::Truncate,
+        (Some(Fault::Echo { code, .. }), None) => Pre::Echo(code),
         _ => Pre::Normal,
     }
 }
@@ -1345,8 +1348,34 @@ fn fault_reply(w: &mut World, fault: &Fault) -> Option<Reply> {
             .details("We were unable to authenticate the app user.")
             .status(401)
             .into_reply(w),
-        Fault::Delay { .. } | Fault::Truncated { .. } => return None,
+        Fault::Delay { .. } | Fault::Truncated { .. } | Fault::Echo { .. } => return None,
     })
+}
+
+/// [`Fault::Echo`]'s answer: an envelope that quotes the whole request back.
+fn echo(w: &mut World, call: &Call, code: u32) -> Reply {
+    let mut params: Vec<String> = call
+        .params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    params.sort();
+    let bearer = call.bearer.clone().unwrap_or_default();
+    let encoded: String = url::form_urlencoded::byte_serialize(bearer.as_bytes()).collect();
+    let quoted = format!(
+        "{} /{}?{} Authorization: Bearer {bearer} ({encoded}, {})",
+        call.method,
+        call.segments.join("/"),
+        params.join("&"),
+        crate::scrub::base64(bearer.as_bytes())
+    );
+    let mut e = GraphError::new(code, format!("(#{code}) Invalid request: {quoted}"))
+        .user("Request rejected", quoted.clone())
+        .details(quoted);
+    if code == 2 {
+        e = e.transient();
+    }
+    e.into_reply(w)
 }
 
 fn truncate(mut r: Reply) -> Reply {
@@ -1360,6 +1389,7 @@ fn truncate(mut r: Reply) -> Reply {
 async fn handle_one(shared: &Shared, call: &Call) -> Reply {
     match pre(shared, call.endpoint()).await {
         Pre::Answer(r) => r,
+        Pre::Echo(code) => echo(&mut lock(shared), call, code),
         Pre::Normal => dispatch(&mut lock(shared), call),
         Pre::Truncate => truncate(dispatch(&mut lock(shared), call)),
     }
@@ -1392,6 +1422,7 @@ pub(crate) async fn handle(shared: &Shared, call: Call) -> Reply {
     let reply = if call.endpoint() == Endpoint::Batch {
         match pre(shared, Endpoint::Batch).await {
             Pre::Answer(r) => r,
+            Pre::Echo(code) => echo(&mut lock(shared), &call, code),
             Pre::Normal => batch(shared, &call).await,
             Pre::Truncate => truncate(batch(shared, &call).await),
         }

@@ -565,6 +565,21 @@ pub enum Fault {
         #[serde(default = "one")]
         count: u32,
     },
+    /// An error envelope with Meta `code` whose message, user message and details quote the
+    /// request back: every parameter (tokens, secrets, proofs), the `Authorization` header, and
+    /// the bearer token URL-encoded and in base64. Meta does not do this; a proxy, a gateway or
+    /// a future Meta message might, and nothing of it may reach an output.
+    Echo {
+        /// Matched endpoint.
+        #[serde(default)]
+        endpoint: Endpoint,
+        /// Requests affected; 0 = until cleared.
+        #[serde(default = "one")]
+        count: u32,
+        /// Meta error code (100: a refusal that ends in a verdict; 2: transient).
+        #[serde(default = "code_100")]
+        code: u32,
+    },
 }
 
 impl Fault {
@@ -577,7 +592,8 @@ impl Fault {
             | Fault::Truncated { endpoint, .. }
             | Fault::Delay { endpoint, .. }
             | Fault::RateLimit { endpoint, .. }
-            | Fault::AuthException { endpoint, .. } => *endpoint,
+            | Fault::AuthException { endpoint, .. }
+            | Fault::Echo { endpoint, .. } => *endpoint,
         }
     }
 
@@ -590,7 +606,8 @@ impl Fault {
             | Fault::Truncated { count, .. }
             | Fault::Delay { count, .. }
             | Fault::RateLimit { count, .. }
-            | Fault::AuthException { count, .. } => *count,
+            | Fault::AuthException { count, .. }
+            | Fault::Echo { count, .. } => *count,
         }
     }
 
@@ -603,7 +620,8 @@ impl Fault {
             | Fault::Truncated { count, .. }
             | Fault::Delay { count, .. }
             | Fault::RateLimit { count, .. }
-            | Fault::AuthException { count, .. } => *count = n,
+            | Fault::AuthException { count, .. }
+            | Fault::Echo { count, .. } => *count = n,
         }
         self
     }
@@ -679,6 +697,9 @@ fn code_2() -> u32 {
 }
 fn code_4() -> u32 {
     4
+}
+fn code_100() -> u32 {
+    100
 }
 fn sixty() -> u64 {
     60

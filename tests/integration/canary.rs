@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
-use tokenwarden::sandbox::{self, Sandbox, Scenario, TokenSpec};
+use tokenwarden::sandbox::{self, Endpoint, Fault, Sandbox, Scenario, TokenSpec};
 use tokenwarden::store::SecretStore;
 
 use crate::util::{SinkOpts, SmtpSink, TokenEntry, Workspace};
@@ -122,6 +122,15 @@ command = ["/bin/sh", "-c", "cat >/dev/null; echo \"$0 $*\" > {argv}; env > {env
         &tail,
     );
     let state_dir = ws.config.parent().unwrap().to_path_buf();
+    // The first phone read is refused by an error that quotes the whole request back (token,
+    // proof, Authorization, encoded forms): it becomes the verdict, the state, the audit
+    // record and the CRITICAL email's reason, each of which must carry none of it
+    // (issue 14, point 5). The rotation that follows reads the phone normally.
+    sb.add_fault(Fault::Echo {
+        endpoint: Endpoint::Phone,
+        count: 1,
+        code: 100,
+    });
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
         .args(["--config", ws.config.to_str().unwrap(), "run"])
         .env("TOKENWARDEN_LOG", "tokenwarden=trace,debug")
@@ -217,11 +226,59 @@ command = ["/bin/sh", "-c", "cat >/dev/null; echo \"$0 $*\" > {argv}; env > {env
         "{check:?}"
     );
     outputs.push(("config check".into(), check.all()));
+    let audit_text = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        audit_text.contains("Invalid request"),
+        "the echoing error was met and recorded: {audit_text}"
+    );
+
+    // An SMTP server that answers AUTH by quoting it back (the password in base64 and as is),
+    // met by a second rotation's email (issue 14, point 7): the error, the log and the
+    // outbox's record of it carry none of it.
+    let echo = SmtpSink::start(&SinkOpts {
+        starttls: Some((ca.cert.clone(), ca.key.clone())),
+        auth: Some(("alice".into(), SMTP_PASSWORD.into())),
+        echo_auth: true,
+        ..SinkOpts::default()
+    });
+    let echo_config = secrets.path().join("echo.toml");
+    crate::util::write_private(
+        &echo_config,
+        &std::fs::read_to_string(&ws.config).unwrap().replacen(
+            &format!("port = {}", sink.port),
+            &format!("port = {}", echo.port),
+            1,
+        ),
+    );
+    let again = crate::util::run_with_stdin(
+        &[
+            "--config",
+            echo_config.to_str().unwrap(),
+            "rotate",
+            "--token",
+            "prod",
+        ],
+        &[("TOKENWARDEN_LOG", "tokenwarden=trace,debug")],
+        None,
+    );
+    assert!(echo.messages().is_empty(), "AUTH was refused: {again:?}");
+    assert!(
+        again.all().contains("535"),
+        "the refusal was met and reported: {again:?}"
+    );
+    outputs.push(("rotate with an AUTH-echoing server".into(), again.all()));
+    let newer = tokenwarden::store::file::FileStore::new(ws.store.clone(), "prod".into())
+        .current()
+        .await
+        .unwrap()
+        .expose()
+        .to_string();
     let holders = [
         ws.store.clone(),
         state_dir.join("app-secret"),
         ws.config.clone(),
     ];
+    let smtp_b64 = tokenwarden::scrub::base64(format!("\0alice\0{SMTP_PASSWORD}").as_bytes());
     for (path, text) in files(&state_dir) {
         if !holders.contains(&path) {
             outputs.push((path.display().to_string(), text));
@@ -230,7 +287,9 @@ command = ["/bin/sh", "-c", "cat >/dev/null; echo \"$0 $*\" > {argv}; env > {env
     let canaries = [
         old.as_str(),
         new.as_str(),
+        newer.as_str(),
         admin.as_str(),
+        smtp_b64.as_str(),
         sandbox::DEMO_APP_SECRET,
         SMTP_PASSWORD,
         HOOK_SECRET,

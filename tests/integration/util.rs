@@ -265,6 +265,8 @@ pub struct SinkOpts {
     pub auth: Option<(String, String)>,
     /// Answer every DATA with this code.
     pub reject: Option<u16>,
+    /// Refuse every AUTH with a 535 that quotes what the client sent (base64 and plain).
+    pub echo_auth: bool,
 }
 
 /// An aiosmtpd server on loopback that stores what it accepts; killed on drop.
@@ -299,6 +301,9 @@ impl SmtpSink {
         }
         if let Some(code) = opts.reject {
             cmd.arg("--reject").arg(code.to_string());
+        }
+        if opts.echo_auth {
+            cmd.arg("--echo-auth");
         }
         let (child, port) = spawn_server(&mut cmd);
         SmtpSink {

@@ -1,7 +1,7 @@
 """An SMTP server for tokenwarden's tests: stores every message it accepts.
 
 Usage: smtp_sink.py DIR [--port N] [--starttls CERT KEY | --implicit CERT KEY]
-                        [--auth USER PASS] [--reject CODE]
+                        [--auth USER PASS] [--reject CODE] [--echo-auth]
 
 Listens on 127.0.0.1 (a free port unless --port), prints "port N" once ready, and serves
 until standard input closes, so it dies with the test process that started it. Message n is
@@ -10,7 +10,9 @@ stored as DIR/<n>.eml plus DIR/<n>.json: {"mail_from", "rcpt_tos", "tls", "auth_
 --starttls: STARTTLS offered and required before MAIL. --implicit: TLS from the first byte.
 --auth: AUTH PLAIN/LOGIN required, only this user and password accepted; offered only under
 TLS, except without any TLS option (plain text to loopback). --reject: every DATA is
-answered with CODE (a 5xx or 4xx) and nothing is stored.
+answered with CODE (a 5xx or 4xx) and nothing is stored. --echo-auth: every AUTH is refused
+with a 535 that quotes what the client sent (the AUTH PLAIN argument in base64, the user and
+the password), as a hostile or careless server may.
 """
 import argparse
 import asyncio
@@ -32,6 +34,7 @@ def main():
     p.add_argument("--implicit", nargs=2, metavar=("CERT", "KEY"))
     p.add_argument("--auth", nargs=2, metavar=("USER", "PASS"))
     p.add_argument("--reject", type=int)
+    p.add_argument("--echo-auth", action="store_true")
     args = p.parse_args()
 
     counter = itertools.count(1)
@@ -58,6 +61,17 @@ def main():
             return "250 OK stored"
 
     def authenticator(server, session, envelope, mechanism, auth_data):
+        if args.echo_auth and isinstance(auth_data, LoginPassword):
+            import base64
+
+            plain = b"\0" + auth_data.login + b"\0" + auth_data.password
+            quoted = base64.b64encode(plain).decode()
+            return AuthResult(
+                success=False,
+                handled=False,
+                message=f"535 5.7.8 refused AUTH {mechanism} {quoted} "
+                f"(user {auth_data.login.decode()}, password {auth_data.password.decode()})",
+            )
         ok = (
             isinstance(auth_data, LoginPassword)
             and args.auth is not None
