@@ -13,14 +13,14 @@
 //! deliver the current token (a failed push is retried on later runs).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::{Fingerprint, Secret};
-use crate::state::StateError;
+use crate::state::{Layout, RecordStore, StateError};
 use crate::target::{Configured, PushContext, TargetError};
 
 /// Directory inside the state directory with one file per token.
@@ -44,22 +44,19 @@ pub struct TargetRecord {
     pub fingerprint: Option<Fingerprint>,
 }
 
-/// The target records of one state directory.
+/// The target records of one state directory: `targets/<token>.json`, through the state
+/// directory's [`RecordStore`].
 #[derive(Debug, Clone)]
 pub struct TargetLog {
-    dir: PathBuf,
+    records: RecordStore,
 }
 
 impl TargetLog {
     /// The records under `state_dir`.
     pub fn new(state_dir: &Path) -> TargetLog {
         TargetLog {
-            dir: state_dir.join(TARGETS_DIR),
+            records: RecordStore::new(state_dir.join(TARGETS_DIR), Layout::Pretty),
         }
-    }
-
-    fn path(&self, token: &str) -> PathBuf {
-        self.dir.join(format!("{token}.json"))
     }
 
     /// The records of `token`'s targets, by name (empty when none were pushed yet).
@@ -67,15 +64,7 @@ impl TargetLog {
     /// # Errors
     /// [`StateError`] when the file exists but cannot be read or parsed.
     pub fn load(&self, token: &str) -> Result<BTreeMap<String, TargetRecord>, StateError> {
-        let path = self.path(token);
-        match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| StateError::Corrupt {
-                path,
-                reason: format!("line {} column {}", e.line(), e.column()),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(source) => Err(StateError::Io { path, source }),
-        }
+        Ok(self.records.load(token)?.unwrap_or_default())
     }
 
     /// Saves `records` for `token` atomically.
@@ -87,19 +76,7 @@ impl TargetLog {
         token: &str,
         records: &BTreeMap<String, TargetRecord>,
     ) -> Result<(), StateError> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|source| StateError::Io {
-                path: self.dir.clone(),
-                source,
-            })?;
-        let path = self.path(token);
-        let bytes = serde_json::to_vec_pretty(records).expect("records serialize");
-        crate::fsutil::write_atomic(&path, &bytes, 0o600)
-            .map_err(|source| StateError::Io { path, source })
+        self.records.save(token, records)
     }
 }
 

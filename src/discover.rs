@@ -9,14 +9,16 @@
 //!
 //! The last good list of each group is kept in `groups/<group>.json` in the state directory, so
 //! a store that cannot be listed this run (or at start) keeps the known members checked instead
-//! of silently dropping them.
+//! of silently dropping them. A list file that cannot be parsed is reported (logged, and named
+//! in the group's listing failure) and treated as no list.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DiscoverConfig, GroupConfig, StoreConfig, TokenConfig};
+use crate::state::{Layout, RecordStore, StateError};
 use crate::store::StoreError;
 
 /// Secret tag holding a member's WhatsApp phone-number id.
@@ -215,41 +217,61 @@ pub fn expand(group: &GroupConfig, members: &[Member]) -> Vec<TokenConfig> {
         .collect()
 }
 
-/// The last good member list of each group, kept in `groups/<group>.json`.
+/// Directory inside the state directory with one last good list per group.
+pub const GROUPS_DIR: &str = "groups";
+
+/// The last good member list of each group, kept in `groups/<group>.json` through the state
+/// directory's [`RecordStore`].
 #[derive(Debug, Clone)]
 pub struct GroupLog {
-    dir: PathBuf,
+    records: RecordStore,
 }
 
 impl GroupLog {
     /// The log under `state_dir`.
     pub fn new(state_dir: &Path) -> Self {
         GroupLog {
-            dir: state_dir.join("groups"),
+            records: RecordStore::new(state_dir.join(GROUPS_DIR), Layout::Pretty),
         }
     }
 
-    /// The last list saved for `group` (none when never listed or unreadable).
-    pub fn load(&self, group: &str) -> Option<Vec<Member>> {
-        let bytes = std::fs::read(self.dir.join(format!("{group}.json"))).ok()?;
-        let members: Vec<Member> = serde_json::from_slice(&bytes).ok()?;
+    /// The last list saved for `group`; `None` when it was never listed.
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] when the file does not parse, [`StateError::Io`] when it cannot
+    /// be read.
+    pub fn load(&self, group: &str) -> Result<Option<Vec<Member>>, StateError> {
+        let Some(members) = self.records.load::<Vec<Member>>(group)? else {
+            return Ok(None);
+        };
         // A list saved before names starting with `-` were refused must not bring them back.
-        Some(
+        Ok(Some(
             members
                 .into_iter()
                 .filter(|m| member_name(&m.member).as_deref() == Ok(m.member.as_str()))
                 .collect(),
-        )
+        ))
+    }
+
+    /// The last list saved for `group`, for use when the store cannot be listed: empty when
+    /// there is none, and when the file is corrupt or unreadable, which is logged and
+    /// returned as the second value (a corrupt list is treated as no list, never guessed at).
+    pub fn last_good(&self, group: &str) -> (Vec<Member>, Option<StateError>) {
+        match self.load(group) {
+            Ok(members) => (members.unwrap_or_default(), None),
+            Err(e) => {
+                tracing::error!(group = %group, error = %e, "the group's last good member list cannot be read; treated as no list");
+                (Vec::new(), Some(e))
+            }
+        }
     }
 
     /// Saves `members` as the last good list of `group`.
     ///
     /// # Errors
     /// A failed write.
-    pub fn save(&self, group: &str, members: &[Member]) -> std::io::Result<()> {
-        crate::fsutil::create_private_dir(&self.dir)?;
-        let bytes = serde_json::to_vec_pretty(members).map_err(std::io::Error::other)?;
-        crate::fsutil::write_atomic(&self.dir.join(format!("{group}.json")), &bytes, 0o600)
+    pub fn save(&self, group: &str, members: &[Member]) -> Result<(), StateError> {
+        self.records.save(group, members)
     }
 }
 
@@ -283,13 +305,15 @@ async fn refresh_group(group: &GroupConfig, state_dir: &Path, out: &mut Discover
             out.members.insert(group.name.clone(), found.members);
         }
         Err(e) => {
-            out.failed.insert(group.name.clone(), e.to_string());
+            let mut why = e.to_string();
             if !out.members.contains_key(&group.name) {
-                out.members.insert(
-                    group.name.clone(),
-                    log.load(&group.name).unwrap_or_default(),
-                );
+                let (members, unusable) = log.last_good(&group.name);
+                if let Some(u) = unusable {
+                    why.push_str(&format!("; and its last good list is unusable: {u}"));
+                }
+                out.members.insert(group.name.clone(), members);
             }
+            out.failed.insert(group.name.clone(), why);
         }
     }
 }
@@ -356,8 +380,7 @@ pub fn expand_offline(cfg: &mut Config) {
     let mut d = Discovery::default();
     let log = GroupLog::new(&cfg.state_dir);
     for g in &cfg.groups {
-        d.members
-            .insert(g.name.clone(), log.load(&g.name).unwrap_or_default());
+        d.members.insert(g.name.clone(), log.last_good(&g.name).0);
     }
     let statics = cfg.tokens.clone();
     apply(cfg, &statics, &mut d);
@@ -453,6 +476,7 @@ mod tests {
         log.save("cust", &[bad, found.members[0].clone()]).unwrap();
         let names: Vec<String> = log
             .load("cust")
+            .unwrap()
             .unwrap()
             .into_iter()
             .map(|m| m.member)
@@ -563,5 +587,59 @@ verify_url = "https://{member}.example.com/health"
             "{:?}",
             d.skipped
         );
+    }
+
+    /// A corrupt `groups/<group>.json` used to be read as no list without a word: the
+    /// group's members silently vanished while its store could not be listed. It is now
+    /// reported (in the group's listing failure, with the file and position) and still
+    /// treated as no list; a good list keeps being used.
+    #[tokio::test]
+    async fn a_corrupt_last_good_list_is_reported_and_treated_as_no_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let cfg = crate::config::parse(
+            Path::new("t.toml"),
+            &format!(
+                r#"
+[meta]
+app_id = "1"
+app_secret = {{ env = "S" }}
+
+[[group]]
+name = "customers"
+discover = {{ kind = "file", path = "{}", key_prefix = "wa/" }}
+"#,
+                dir.path().join("missing-store.json").display()
+            ),
+        )
+        .unwrap();
+        let g = &cfg.groups[0];
+        let log = GroupLog::new(&state);
+        let bistro = Member {
+            member: "bistro".into(),
+            store: aws("wa/bistro"),
+            phone_number_id: None,
+            waba_id: None,
+        };
+        // A good list is used while the store cannot be listed.
+        log.save(&g.name, std::slice::from_ref(&bistro)).unwrap();
+        let mut d = Discovery::default();
+        refresh_group(g, &state, &mut d).await;
+        assert_eq!(d.members[&g.name], vec![bistro]);
+        assert!(!d.failed[&g.name].contains("last good list"), "{d:?}");
+
+        let file = state.join(GROUPS_DIR).join("customers.json");
+        std::fs::write(&file, "[{\"member\":").unwrap();
+        let mut d = Discovery::default();
+        refresh_group(g, &state, &mut d).await;
+        assert_eq!(d.members[&g.name], Vec::<Member>::new(), "no list");
+        let why = &d.failed[&g.name];
+        assert!(why.contains("last good list is unusable"), "{why}");
+        assert!(why.contains(&file.display().to_string()), "{why}");
+        assert!(why.contains("is corrupt (line 1 column"), "{why}");
+        assert!(matches!(log.load(&g.name), Err(StateError::Corrupt { .. })));
+        assert_eq!(log.last_good(&g.name).0, Vec::<Member>::new());
+        // The file is left for a person to look at.
+        assert!(file.exists());
     }
 }

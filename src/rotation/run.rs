@@ -8,7 +8,7 @@
 //! promotion decides. Emails go into the outbox, with ids derived from the rotation id, so a
 //! resumed rotation never mails twice.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -21,7 +21,7 @@ use crate::graph::{self, GraphClient, GraphError};
 use crate::notify::{Email, Outbox};
 use crate::policy::{Expires, TokenFacts};
 use crate::secret::Secret;
-use crate::state::StateError;
+use crate::state::{Layout, RecordLock, RecordStore, StateError};
 use crate::store::{SecretStore, Store, StoreError, VersionId};
 
 /// Directory inside the state directory holding one record per token.
@@ -31,32 +31,21 @@ pub const ROTATIONS_DIR: &str = "rotations";
 /// gives up on confirming the revoke and tells on-call.
 const VERIFY_ATTEMPTS: u32 = 5;
 
-/// The rotation records of one state directory.
+/// The rotation records of one state directory: `rotations/<token>.json`, each beside its
+/// lock `rotations/<token>.lock`, through the state directory's [`RecordStore`].
 #[derive(Debug, Clone)]
 pub struct RotationLog {
-    dir: PathBuf,
+    records: RecordStore,
 }
 
 /// Holds a token's rotation lock until dropped.
-#[derive(Debug)]
-pub struct RotationLock(#[allow(dead_code)] std::fs::File);
+pub type RotationLock = RecordLock;
 
 impl RotationLog {
     /// The records under `state_dir`.
     pub fn new(state_dir: &Path) -> RotationLog {
         RotationLog {
-            dir: state_dir.join(ROTATIONS_DIR),
-        }
-    }
-
-    fn path(&self, token: &str) -> PathBuf {
-        self.dir.join(format!("{token}.json"))
-    }
-
-    fn io(&self, path: &Path, source: std::io::Error) -> StateError {
-        StateError::Io {
-            path: path.to_path_buf(),
-            source,
+            records: RecordStore::new(state_dir.join(ROTATIONS_DIR), Layout::Pretty),
         }
     }
 
@@ -65,17 +54,7 @@ impl RotationLog {
     /// # Errors
     /// [`StateError`] when the record cannot be read or parsed.
     pub fn load(&self, token: &str) -> Result<Option<Rotation>, StateError> {
-        let path = self.path(token);
-        match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| StateError::Corrupt {
-                    path,
-                    reason: format!("line {} column {}", e.line(), e.column()),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.io(&path, e)),
-        }
+        self.records.load(token)
     }
 
     /// Saves `r` atomically (mode 0600).
@@ -83,19 +62,7 @@ impl RotationLog {
     /// # Errors
     /// [`StateError::Io`].
     pub fn save(&self, r: &Rotation) -> Result<(), StateError> {
-        self.ensure_dir()?;
-        let path = self.path(&r.token);
-        let bytes = serde_json::to_vec_pretty(r).expect("a rotation serializes");
-        crate::fsutil::write_atomic(&path, &bytes, 0o600).map_err(|e| self.io(&path, e))
-    }
-
-    fn ensure_dir(&self) -> Result<(), StateError> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|e| self.io(&self.dir, e))
+        self.records.save(&r.token, r)
     }
 
     /// Takes `token`'s lock without waiting; `None` when another process holds it.
@@ -103,19 +70,7 @@ impl RotationLog {
     /// # Errors
     /// [`StateError::Io`] when the lock file cannot be opened.
     pub fn try_lock(&self, token: &str) -> Result<Option<RotationLock>, StateError> {
-        self.ensure_dir()?;
-        let path = self.dir.join(format!("{token}.lock"));
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| self.io(&path, e))?;
-        match f.try_lock() {
-            Ok(()) => Ok(Some(RotationLock(f))),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(self.io(&path, e)),
-        }
+        self.records.try_lock(token)
     }
 }
 

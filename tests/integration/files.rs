@@ -407,3 +407,29 @@ async fn stale_temp_files_are_removed_at_start() {
         format!("WHATSAPP_ACCESS_TOKEN={token}\n")
     );
 }
+
+/// `groups/` (a group's last good member list) is made by the daemon the first time it lists
+/// a group; under umask 000 it, like every directory of the state directory, is 0700 and its
+/// list 0600: every record file goes through the one record store.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_groups_directory_is_created_0700_under_umask_000() {
+    let (sb, token) = sandbox_and_token().await;
+    let (ws, state, _mail) = workspace(&sb, &token);
+    let text = std::fs::read_to_string(&ws.config).unwrap();
+    write_private(
+        &ws.config,
+        &format!(
+            "{text}\n[[group]]\nname = \"cust\"\ndiscover = {{ kind = \"file\", path = \"{}\", key_prefix = \"cust/\" }}\n",
+            ws.store.display()
+        ),
+    );
+    let list = state.join("groups/cust.json");
+    let stderr = tokio::task::block_in_place(|| {
+        run_until(&ws.config, "000", || {
+            list.exists() && state.join("state.json").exists()
+        })
+    });
+    assert_eq!(mode(&state.join("groups")), 0o700, "{stderr}");
+    assert_eq!(mode(&list), 0o600, "{stderr}");
+    assert_eq!(std::fs::read_to_string(&list).unwrap(), "[]");
+}

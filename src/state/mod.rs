@@ -10,10 +10,18 @@
 //! `state.json.corrupt-<unix seconds>` and starts from an empty state, and the daemon sends one
 //! alert saying so. Commands other than `run` still report it and stop.
 //!
+//! Every record file of the state directory (this one, `rotations/`, `targets/`, `groups/`) is
+//! read, written and locked through [`RecordStore`] (`records.rs`): one directory rule, one
+//! atomic write, one lock, one way to report a corrupt file.
+//!
 //! [`Reserve`] is a file of [`RESERVE_BYTES`] kept in the state directory while there is room.
 //! When a write there fails because the disk is full, the daemon deletes it, which makes room
 //! for the alert that says so (and the state write that failed), and recreates it once writes
 //! succeed again.
+
+pub mod records;
+
+pub use records::{Layout, RecordLock, RecordStore};
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
@@ -26,6 +34,8 @@ use crate::policy::{Effective, Ledger, State, TokenFacts, Verdict};
 
 /// File name inside the state directory.
 pub const STATE_FILE: &str = "state.json";
+/// [`STATE_FILE`]'s record name in the state directory's [`RecordStore`].
+const STATE_RECORD: &str = "state";
 
 /// Everything tokenwarden remembers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -96,6 +106,7 @@ pub enum StateError {
 #[derive(Debug, Clone)]
 pub struct StateStore {
     dir: PathBuf,
+    records: RecordStore,
 }
 
 impl StateStore {
@@ -103,6 +114,8 @@ impl StateStore {
     pub fn new(dir: &Path) -> Self {
         StateStore {
             dir: dir.to_path_buf(),
+            // Compact: with thousands of tokens the state is megabytes.
+            records: RecordStore::new(dir.to_path_buf(), Layout::Compact),
         }
     }
 
@@ -113,7 +126,7 @@ impl StateStore {
 
     /// The state file.
     pub fn path(&self) -> PathBuf {
-        self.dir.join(STATE_FILE)
+        self.records.path(STATE_RECORD)
     }
 
     /// Reads the state; a missing file is an empty state.
@@ -121,18 +134,10 @@ impl StateStore {
     /// # Errors
     /// [`StateError`] when the file cannot be read or parsed.
     pub fn load(&self) -> Result<Snapshot, StateError> {
-        let path = self.path();
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
-                path,
-                reason: format!("line {} column {}", e.line(), e.column()),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Snapshot {
-                format: 1,
-                tokens: BTreeMap::new(),
-            }),
-            Err(source) => Err(StateError::Io { path, source }),
-        }
+        Ok(self.records.load(STATE_RECORD)?.unwrap_or(Snapshot {
+            format: 1,
+            tokens: BTreeMap::new(),
+        }))
     }
 
     /// [`load`](Self::load), except that a corrupt file is renamed to
@@ -183,17 +188,11 @@ impl StateStore {
             #[serde(default = "BTreeMap::new")]
             tokens: BTreeMap<String, V>,
         }
-        let path = self.path();
-        match std::fs::File::open(&path) {
-            Ok(f) => serde_json::from_reader::<_, View<V>>(std::io::BufReader::new(f))
-                .map(|v| v.tokens)
-                .map_err(|e| StateError::Corrupt {
-                    path,
-                    reason: format!("line {} column {}", e.line(), e.column()),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(source) => Err(StateError::Io { path, source }),
-        }
+        Ok(self
+            .records
+            .load_streamed::<View<V>>(STATE_RECORD)?
+            .map(|v| v.tokens)
+            .unwrap_or_default())
     }
 
     /// Writes the state atomically, mode 0600.
@@ -201,19 +200,9 @@ impl StateStore {
     /// # Errors
     /// [`StateError::Io`].
     pub fn save(&self, snap: &Snapshot) -> Result<(), StateError> {
-        crate::fsutil::create_private_dir(&self.dir).map_err(|source| StateError::Io {
-            path: self.dir.clone(),
-            source,
-        })?;
-        // Compact and streamed into the file: with thousands of tokens the state is megabytes,
-        // and a copy in memory per save is what an allocator keeps afterwards.
-        crate::fsutil::write_atomic_with(&self.path(), 0o600, |w| {
-            serde_json::to_writer(w, snap).map_err(std::io::Error::other)
-        })
-        .map_err(|source| StateError::Io {
-            path: self.path(),
-            source,
-        })
+        // Streamed into the file: a copy in memory per save is what an allocator keeps
+        // afterwards.
+        self.records.save(STATE_RECORD, snap)
     }
 }
 
