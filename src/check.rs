@@ -262,10 +262,10 @@ pub fn render_status(rows: &[StatusRow], now: Timestamp) -> String {
 
 /// One line about a rotation: where it stands, or how it ended.
 fn rotation_line(r: &crate::rotation::Rotation, now: Timestamp) -> String {
-    use crate::rotation::{Outcome, Step};
+    use crate::rotation::{Outcome, Progress, Step};
     let when = |t: Timestamp| timefmt::utc(t);
     match (&r.outcome, r.step) {
-        (None, Step::Revoke) => format!(
+        (None, Progress::Next(Step::Revoke)) => format!(
             "switched {} ({}); the old token is to be revoked at {}",
             r.promoted_at.map(when).unwrap_or_default(),
             r.source,

@@ -619,7 +619,7 @@ impl Daemon {
     /// The drift check: every target should hold the store's current token. Skipped while a
     /// rotation is between obtaining and promoting (targets may rightly hold the candidate).
     async fn reconcile(&mut self, t: &TokenConfig, current: Option<Secret>) {
-        use crate::rotation::Step;
+        use crate::rotation::{Progress, Step};
         if t.targets.is_empty() || crate::liveness::requested() {
             return;
         }
@@ -632,7 +632,7 @@ impl Daemon {
             && r.is_active()
             && matches!(
                 r.step,
-                Step::Obtain | Step::Validate | Step::Deliver | Step::Promote
+                Progress::Next(Step::Obtain | Step::Validate | Step::Deliver | Step::Promote)
             )
         {
             return;

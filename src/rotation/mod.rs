@@ -135,7 +135,8 @@ pub fn start_reason(
     Some(reason)
 }
 
-/// One step of a rotation.
+/// One step of a rotation: work still to do. A finished rotation has no step
+/// ([`Progress::Finished`]), so nothing that expects a step to run can be handed "finished".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
@@ -151,8 +152,6 @@ pub enum Step {
     Revoke,
     /// Confirm Meta now calls the old token invalid.
     VerifyRevoked,
-    /// Nothing left to do; see the outcome.
-    Finished,
 }
 
 impl Step {
@@ -165,8 +164,114 @@ impl Step {
             Step::Promote => "promote",
             Step::Revoke => "revoke",
             Step::VerifyRevoked => "verify_revoked",
-            Step::Finished => "finished",
         }
+    }
+}
+
+/// Where a rotation stands: a step to run next, or finished (see the outcome). Saved in the
+/// record's `step` field as the step's word, or `"finished"`, as before there was this type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StepWord", into = "StepWord")]
+pub enum Progress {
+    /// This step runs next.
+    Next(Step),
+    /// Nothing left to do; see the outcome.
+    Finished,
+}
+
+impl Progress {
+    /// The word in logs and the audit log: the step's, or `finished`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Progress::Next(s) => s.word(),
+            Progress::Finished => "finished",
+        }
+    }
+}
+
+impl From<Step> for Progress {
+    fn from(s: Step) -> Progress {
+        Progress::Next(s)
+    }
+}
+
+/// [`Progress`] as written in a record: one word.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StepWord {
+    Obtain,
+    Validate,
+    Deliver,
+    Promote,
+    Revoke,
+    VerifyRevoked,
+    Finished,
+}
+
+impl From<StepWord> for Progress {
+    fn from(w: StepWord) -> Progress {
+        match w {
+            StepWord::Obtain => Step::Obtain.into(),
+            StepWord::Validate => Step::Validate.into(),
+            StepWord::Deliver => Step::Deliver.into(),
+            StepWord::Promote => Step::Promote.into(),
+            StepWord::Revoke => Step::Revoke.into(),
+            StepWord::VerifyRevoked => Step::VerifyRevoked.into(),
+            StepWord::Finished => Progress::Finished,
+        }
+    }
+}
+
+impl From<Progress> for StepWord {
+    fn from(p: Progress) -> StepWord {
+        match p {
+            Progress::Next(Step::Obtain) => StepWord::Obtain,
+            Progress::Next(Step::Validate) => StepWord::Validate,
+            Progress::Next(Step::Deliver) => StepWord::Deliver,
+            Progress::Next(Step::Promote) => StepWord::Promote,
+            Progress::Next(Step::Revoke) => StepWord::Revoke,
+            Progress::Next(Step::VerifyRevoked) => StepWord::VerifyRevoked,
+            Progress::Finished => StepWord::Finished,
+        }
+    }
+}
+
+/// Where a rotation's candidate came from. Saved as `staged`, `refresh` or `mint`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// A person (or another instance) staged it in the store.
+    Staged,
+    /// Refreshed through Meta from the current token.
+    Refresh,
+    /// Minted for the system user.
+    Mint,
+}
+
+impl Origin {
+    /// The word in the record, logs, the audit log and emails.
+    pub fn word(self) -> &'static str {
+        match self {
+            Origin::Staged => "staged",
+            Origin::Refresh => "refresh",
+            Origin::Mint => "mint",
+        }
+    }
+}
+
+impl From<&crate::config::Source> for Origin {
+    fn from(s: &crate::config::Source) -> Origin {
+        match s {
+            crate::config::Source::Staged => Origin::Staged,
+            crate::config::Source::Refresh => Origin::Refresh,
+            crate::config::Source::Mint(_) => Origin::Mint,
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.word())
     }
 }
 
@@ -223,8 +328,8 @@ pub struct Rotation {
     pub id: String,
     /// The token's name.
     pub token: String,
-    /// `staged`, `refresh` or `mint`.
-    pub source: String,
+    /// Where the candidate came from.
+    pub source: Origin,
     /// Why it started, in words.
     pub reason: String,
     /// When it started.
@@ -237,8 +342,8 @@ pub struct Rotation {
     pub new: Option<Side>,
     /// What Meta said about the candidate, once validated.
     pub new_facts: Option<TokenFacts>,
-    /// The step to run next.
-    pub step: Step,
+    /// The step to run next, or finished.
+    pub step: Progress,
     /// Whether a refresh or mint call was sent for this rotation (a crash right after it may
     /// have left an unrecorded token at Meta; see ARCHITECTURE.md).
     #[serde(default)]
@@ -286,7 +391,7 @@ impl Rotation {
     pub fn begin(
         id: String,
         token: &str,
-        source: &str,
+        source: Origin,
         reason: String,
         old: Side,
         now: Timestamp,
@@ -294,14 +399,14 @@ impl Rotation {
         Rotation {
             id,
             token: token.to_string(),
-            source: source.to_string(),
+            source,
             reason,
             started: now,
             updated: now,
             old,
             new: None,
             new_facts: None,
-            step: Step::Obtain,
+            step: Progress::Next(Step::Obtain),
             obtain_sent: false,
             needs_config_change: None,
             promoted_at: None,
@@ -316,7 +421,7 @@ impl Rotation {
 
     /// Whether the rotation still has work to do.
     pub fn is_active(&self) -> bool {
-        self.step != Step::Finished
+        self.step != Progress::Finished
     }
 }
 
@@ -334,12 +439,12 @@ pub enum Action {
 /// What to do with `r` at `now`.
 pub fn next(r: &Rotation, now: Timestamp) -> Action {
     match r.step {
-        Step::Finished => Action::Done,
-        Step::Revoke => match r.revoke_at {
+        Progress::Finished => Action::Done,
+        Progress::Next(Step::Revoke) => match r.revoke_at {
             Some(at) if now < at => Action::WaitUntil(at),
             _ => Action::Run(Step::Revoke),
         },
-        s => Action::Run(s),
+        Progress::Next(s) => Action::Run(s),
     }
 }
 
@@ -377,10 +482,13 @@ pub enum Event {
 
 /// Moves `r` on after `event`. `revoke_after` is the grace period set at promotion.
 pub fn apply(r: &mut Rotation, event: Event, revoke_after: Option<Duration>, now: Timestamp) {
+    // A finished rotation runs no step, so no event can come from one.
+    let Progress::Next(step) = r.step else {
+        return;
+    };
     r.updated = now;
-    let step = r.step;
     let advance = |r: &mut Rotation, to: Step| {
-        r.step = to;
+        r.step = Progress::Next(to);
         r.attempts = 0;
         r.last_error = None;
     };
@@ -421,7 +529,7 @@ pub fn apply(r: &mut Rotation, event: Event, revoke_after: Option<Duration>, now
 }
 
 fn finish(r: &mut Rotation, outcome: Outcome) {
-    r.step = Step::Finished;
+    r.step = Progress::Finished;
     r.outcome = Some(outcome);
     r.attempts = 0;
 }
@@ -606,7 +714,7 @@ mod tests {
         Rotation::begin(
             "0b6f3d4e-2a51-4c8e-9f7a-1d2c3b4a5e6f".into(),
             "prod",
-            "mint",
+            Origin::Mint,
             "due".into(),
             Side {
                 version: "v1".into(),
@@ -713,7 +821,7 @@ mod tests {
         assert_eq!(r.attempts, 1);
         assert_eq!(
             r.step,
-            Step::Revoke,
+            Progress::Next(Step::Revoke),
             "a transient failure stays on its step"
         );
         apply(&mut r, Event::Revoked, grace, ts(NOW + DAY + 30));
@@ -731,7 +839,7 @@ mod tests {
     #[test]
     fn never_revoking_finishes_at_promotion_and_failures_name_their_step() {
         let mut r = rotation();
-        r.step = Step::Promote;
+        r.step = Step::Promote.into();
         apply(&mut r, Event::Promoted, None, ts(NOW));
         assert_eq!(r.outcome, Some(Outcome::Completed { revoked: false }));
         assert_eq!(r.revoke_at, None);
@@ -746,7 +854,7 @@ mod tests {
             })
         );
         let mut r = rotation();
-        r.step = Step::Validate;
+        r.step = Step::Validate.into();
         apply(&mut r, Event::Rejected("lacks x".into()), None, ts(NOW));
         assert_eq!(
             r.outcome,
@@ -766,6 +874,69 @@ mod tests {
         apply(&mut r, Event::Obtained(side), None, ts(NOW));
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Rotation>(&text).unwrap(), r);
+    }
+
+    /// The step and the source became types; the record keeps the words it always had, so a
+    /// record written before loads, and `rotations/<token>.json` reads the same.
+    #[test]
+    fn step_and_source_keep_their_words_in_the_record() {
+        let old = r#"{"id":"0b6f3d4e-2a51-4c8e-9f7a-1d2c3b4a5e6f","token":"prod","source":"staged","reason":"due","started":"2026-09-21T13:46:40Z","updated":"2026-09-21T13:46:40Z","old":{"version":"v1","fingerprint":"ba7816bf"},"new":null,"new_facts":null,"step":"finished","obtain_sent":false,"promoted_at":null,"revoke_at":null,"attempts":0,"last_error":null,"outcome":{"outcome":"failed","step":"verify_revoked","reason":"x"}}"#;
+        let r: Rotation = serde_json::from_str(old).unwrap();
+        assert_eq!(r.source, Origin::Staged);
+        assert_eq!(r.step, Progress::Finished);
+        assert!(!r.is_active());
+        assert_eq!(
+            r.outcome,
+            Some(Outcome::Failed {
+                step: Step::VerifyRevoked,
+                reason: "x".into()
+            })
+        );
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            old,
+            "written back unchanged"
+        );
+
+        let mut r = rotation();
+        for (p, word) in [
+            (Step::Obtain.into(), "obtain"),
+            (Step::Validate.into(), "validate"),
+            (Step::Deliver.into(), "deliver"),
+            (Step::Promote.into(), "promote"),
+            (Step::Revoke.into(), "revoke"),
+            (Step::VerifyRevoked.into(), "verify_revoked"),
+            (Progress::Finished, "finished"),
+        ] {
+            r.step = p;
+            let v = serde_json::to_value(&r).unwrap();
+            assert_eq!(v["step"], word);
+            assert_eq!(p.word(), word);
+            assert_eq!(serde_json::from_value::<Rotation>(v).unwrap().step, p);
+        }
+        for (o, word) in [
+            (Origin::Staged, "staged"),
+            (Origin::Refresh, "refresh"),
+            (Origin::Mint, "mint"),
+        ] {
+            r.source = o;
+            assert_eq!(serde_json::to_value(&r).unwrap()["source"], word);
+            assert_eq!(o.to_string(), word);
+        }
+        assert!(
+            serde_json::from_str::<Rotation>(&old.replace("\"staged\"", "\"minted\"")).is_err()
+        );
+    }
+
+    /// A finished rotation has no step to run: `next` says done, and no event moves it.
+    #[test]
+    fn a_finished_rotation_is_not_moved_by_an_event() {
+        let mut r = rotation();
+        apply(&mut r, Event::Failed("mint refused".into()), None, ts(NOW));
+        let finished = r.clone();
+        assert_eq!(next(&r, ts(NOW + 1)), Action::Done);
+        apply(&mut r, Event::Delivered, None, ts(NOW + 1));
+        assert_eq!(r, finished);
     }
 
     fn expect<'a>(current: Option<&'a TokenFacts>) -> Expectations<'a> {

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{Action, CandidateReport, Event, Expectations, Outcome, Rotation, Side, Step};
+use super::{
+    Action, CandidateReport, Event, Expectations, Origin, Outcome, Progress, Rotation, Side, Step,
+};
 use crate::alert::RotationMail as Mail;
 use crate::audit::Audit;
 use crate::config::{Config, Source, TokenConfig};
@@ -229,7 +231,7 @@ async fn begin(d: &Deps<'_>, reason: String) -> Result<Result<Rotation, String>,
     let mut r = Rotation::begin(
         id,
         &d.token.name,
-        d.token.rotation.source.word(),
+        Origin::from(&d.token.rotation.source),
         reason,
         old,
         now,
@@ -241,7 +243,7 @@ async fn begin(d: &Deps<'_>, reason: String) -> Result<Result<Rotation, String>,
                 version: v.0,
                 fingerprint: s.fingerprint(),
             };
-            r.source = "staged".into();
+            r.source = Origin::Staged;
             super::apply(&mut r, Event::Obtained(side), None, now);
         }
         None if d.token.rotation.source == Source::Staged => {
@@ -271,7 +273,6 @@ async fn run_step(d: &Deps<'_>, r: &mut Rotation, step: Step) -> Event {
         Step::Promote => promote(d, r).await,
         Step::Revoke => revoke(d, r).await,
         Step::VerifyRevoked => verify_revoked(d, r).await,
-        Step::Finished => Event::Delivered,
     }
 }
 
@@ -300,7 +301,7 @@ async fn obtain(d: &Deps<'_>, r: &mut Rotation) -> Event {
         Ok(Some((v, s))) => {
             if v.0 != r.id {
                 tracing::info!(token = %d.token.name, version = %v, "a candidate is already staged; using it instead of asking Meta for another");
-                r.source = "staged".into();
+                r.source = Origin::Staged;
             }
             return Event::Obtained(Side {
                 version: v.0,
@@ -687,7 +688,7 @@ async fn abandon_candidate(d: &Deps<'_>, r: &Rotation) {
 /// Whether this rotation's candidate is a token it asked Meta for (mint or refresh), as
 /// opposed to one a person or another instance staged: its version id is the rotation id.
 fn made_here(r: &Rotation) -> bool {
-    r.source != "staged" && r.new.as_ref().is_some_and(|n| n.version == r.id)
+    r.source != Origin::Staged && r.new.as_ref().is_some_and(|n| n.version == r.id)
 }
 
 /// The recorded candidate and the token it replaces, both still where the rotation left
@@ -713,7 +714,7 @@ async fn candidate_and_current(
 /// own otherwise, and the log and the audit log say so. A person's staged token is theirs to
 /// keep.
 async fn revoke_own_candidate(d: &Deps<'_>, r: &Rotation, token: &Secret) {
-    if r.source == "staged" {
+    if r.source == Origin::Staged {
         return;
     }
     if let Err(why) = revoke_allowed(d, r, token).await {
@@ -1076,7 +1077,7 @@ async fn verify_revoked(d: &Deps<'_>, r: &mut Rotation) -> Event {
 fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
     let mail = match (mail, &r.outcome, r.step) {
         (Some(m), _, _) => m,
-        (None, _, Step::Revoke) if step == Step::Promote => Mail::Promoted,
+        (None, _, Progress::Next(Step::Revoke)) if step == Step::Promote => Mail::Promoted,
         (None, Some(Outcome::Completed { .. }), _) if step == Step::Promote => Mail::Promoted,
         (None, Some(Outcome::Rejected { .. }), _) => Mail::Rejected,
         (None, Some(Outcome::Failed { .. }), _) => Mail::Failed,

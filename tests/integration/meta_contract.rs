@@ -150,7 +150,7 @@ async fn the_revoke_step_refuses_the_current_token_whatever_the_record_says() {
     let mut rec = tokenwarden::rotation::Rotation::begin(
         id.into(),
         "prod",
-        "staged",
+        tokenwarden::rotation::Origin::Staged,
         "test".into(),
         tokenwarden::rotation::Side {
             version: v1.0.clone(),
@@ -162,7 +162,7 @@ async fn the_revoke_step_refuses_the_current_token_whatever_the_record_says() {
         version: v2.0.clone(),
         fingerprint: fp,
     });
-    rec.step = tokenwarden::rotation::Step::Revoke;
+    rec.step = tokenwarden::rotation::Step::Revoke.into();
     rec.promoted_at = Some(then);
     rec.revoke_at = Some(then);
     let rotations = dir_of(&ws).join("rotations");
