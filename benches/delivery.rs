@@ -61,7 +61,7 @@ async fn time(t: &[Arc<Configured>], parallelism: usize, rounds: u64) -> Duratio
         let ctx = PushContext {
             token_name: "bench".into(),
             expires_at: None,
-            event: "rotation".into(),
+            event: tokenwarden::target::PushEvent::Rotation,
             request_id: format!("bench-{r}"),
             now: jiff::Timestamp::now(),
             reloads: None,

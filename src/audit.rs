@@ -1,5 +1,6 @@
-//! The audit log: one JSON object per line, appended, never rewritten, for every check, email
-//! and (later) rotation step and push. Fingerprints name tokens; a token never appears.
+//! The audit log: one JSON object per line, appended, never rewritten, for every check, email,
+//! rotation step, push and the rest of [`AuditEvent`]'s kinds (the line's `event`).
+//! Fingerprints name tokens; a token never appears.
 //!
 //! `<state_dir>/audit.jsonl`, mode 0600, opened in append mode for each record so that log
 //! rotation (rename, or copytruncate) needs no signal. A failed write is logged and never stops
@@ -21,6 +22,49 @@ use serde_json::{Value, json};
 
 /// File name inside the state directory.
 pub const AUDIT_FILE: &str = "audit.jsonl";
+
+/// What an audit record is about: its `event` field, written as the variant's snake_case word
+/// (`rotation_step`, `email_queued`, ...), the words the log has always had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditEvent {
+    /// A token was checked (verdict, state, fingerprint).
+    Check,
+    /// An email was put in the outbox.
+    EmailQueued,
+    /// The mail server accepted an email.
+    EmailSent,
+    /// Sending an email failed (it stays queued).
+    EmailFailed,
+    /// A corrupt `state.json` was moved aside.
+    StateSetAside,
+    /// Members joined or left a group.
+    Groups,
+    /// The state disk filled up and the reserve was freed.
+    DiskFull,
+    /// The drift check re-pushed targets or found them failing.
+    Reconcile,
+    /// `tokenwarden rollback` made the previous token current again.
+    Rollback,
+    /// `tokenwarden stage` staged a token.
+    Staged,
+    /// A rotation step ran.
+    RotationStep,
+    /// A rotation started.
+    RotationStarted,
+    /// Meta extended the current token in place instead of issuing a successor.
+    TokenExtended,
+    /// A revoke was refused because the token is (or may be) current.
+    RevokeRefused,
+    /// A candidate that will not be promoted was revoked.
+    CandidateRevoked,
+    /// A token was pushed to a target.
+    Push,
+    /// A failed rollout put the old token back.
+    RollbackPush,
+    /// The search for forgotten copies of an old token ran.
+    Scan,
+}
 
 /// When the audit log rotates and how many old files it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +110,7 @@ impl Audit {
 
     /// Appends `{"ts": now, "event": event, ...fields}`. `fields` must hold no secret: callers
     /// pass fingerprints, names, states and ids only.
-    pub fn record(&self, now: Timestamp, event: &str, fields: Value) {
+    pub fn record(&self, now: Timestamp, event: AuditEvent, fields: Value) {
         let mut line = json!({ "ts": now.to_string(), "event": event });
         if let (Some(obj), Value::Object(extra)) = (line.as_object_mut(), fields) {
             obj.extend(extra);
@@ -137,6 +181,54 @@ impl Audit {
 mod tests {
     use super::*;
 
+    /// The kinds became an enum; each is written as the word the string used to be, so every
+    /// line of `audit.jsonl` is byte for byte what it was.
+    #[test]
+    fn event_kinds_are_written_as_the_words_they_always_were() {
+        use AuditEvent as E;
+        let dir = tempfile::tempdir().unwrap();
+        let a = Audit::new(dir.path());
+        let now = Timestamp::from_second(1_790_000_000).unwrap();
+        let table = [
+            (E::Check, "check"),
+            (E::EmailQueued, "email_queued"),
+            (E::EmailSent, "email_sent"),
+            (E::EmailFailed, "email_failed"),
+            (E::StateSetAside, "state_set_aside"),
+            (E::Groups, "groups"),
+            (E::DiskFull, "disk_full"),
+            (E::Reconcile, "reconcile"),
+            (E::Rollback, "rollback"),
+            (E::Staged, "staged"),
+            (E::RotationStep, "rotation_step"),
+            (E::RotationStarted, "rotation_started"),
+            (E::TokenExtended, "token_extended"),
+            (E::RevokeRefused, "revoke_refused"),
+            (E::CandidateRevoked, "candidate_revoked"),
+            (E::Push, "push"),
+            (E::RollbackPush, "rollback_push"),
+            (E::Scan, "scan"),
+        ];
+        let mut expected = String::new();
+        for (kind, word) in table {
+            a.record(now, kind, json!({"token": "prod", "event_id": 1}));
+            // What `record(now, "<word>", ...)` wrote before the enum.
+            let mut line = json!({ "ts": now.to_string(), "event": word });
+            line.as_object_mut().unwrap().extend(
+                json!({"token": "prod", "event_id": 1})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            );
+            expected.push_str(&line.to_string());
+            expected.push('\n');
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(AUDIT_FILE)).unwrap(),
+            expected
+        );
+    }
+
     /// `audit.jsonl` grew without limit. With a 2 kB limit and 2 old files, 200 records leave
     /// three files, none much past the limit, holding the newest records in order.
     #[test]
@@ -148,7 +240,7 @@ mod tests {
         });
         let now = Timestamp::from_second(1_790_000_000).unwrap();
         for i in 0..200 {
-            a.record(now, "check", json!({"token": "prod", "n": i}));
+            a.record(now, AuditEvent::Check, json!({"token": "prod", "n": i}));
         }
         let mut names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -180,10 +272,14 @@ mod tests {
         let now = Timestamp::from_second(1_790_000_000).unwrap();
         a.record(
             now,
-            "check",
+            AuditEvent::Check,
             json!({"token": "prod", "fingerprint": "abcd1234"}),
         );
-        a.record(now, "email_queued", json!({"token": "prod", "id": "x"}));
+        a.record(
+            now,
+            AuditEvent::EmailQueued,
+            json!({"token": "prod", "id": "x"}),
+        );
         let text = std::fs::read_to_string(dir.path().join(AUDIT_FILE)).unwrap();
         let lines: Vec<Value> = text
             .lines()

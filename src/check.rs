@@ -239,7 +239,7 @@ pub fn render_status(rows: &[StatusRow], now: Timestamp) -> String {
                     format!(
                         "{} ({})",
                         timefmt::utc(p),
-                        t.event.as_deref().unwrap_or("push")
+                        t.event.map_or("push", |e| e.word())
                     )
                 })
                 .unwrap_or_else(|| "never pushed".into());

@@ -247,7 +247,7 @@ impl Daemon {
         let now = self.clock.now();
         self.audit.record(
             now,
-            "state_set_aside",
+            crate::audit::AuditEvent::StateSetAside,
             serde_json::json!({"moved_to": aside.display().to_string()}),
         );
         let a = alert::HostAlert {
@@ -320,7 +320,7 @@ impl Daemon {
             );
             self.audit.record(
                 now,
-                "groups",
+                crate::audit::AuditEvent::Groups,
                 serde_json::json!({"joined": joined, "left": left}),
             );
         }
@@ -466,7 +466,7 @@ impl Daemon {
         self.telemetry.beat(now.as_second());
         self.audit.record(
             now,
-            "check",
+            crate::audit::AuditEvent::Check,
             serde_json::json!({
                 "token": t.name,
                 "fingerprint": facts.as_ref().map(|f| f.fingerprint.to_string()),
@@ -599,7 +599,7 @@ impl Daemon {
             self.disk_full_since = Some(now);
             self.audit.record(
                 now,
-                "disk_full",
+                crate::audit::AuditEvent::DiskFull,
                 serde_json::json!({"reserve_freed": freed}),
             );
         }
@@ -664,7 +664,7 @@ impl Daemon {
         let ctx = crate::target::PushContext {
             token_name: t.name.clone(),
             expires_at,
-            event: "sync".into(),
+            event: crate::target::PushEvent::Sync,
             request_id: format!("sync-{}", now.as_second() / 86_400),
             now,
             reloads: None,
@@ -696,7 +696,7 @@ impl Daemon {
             tracing::warn!(token = %t.name, target = %name, error = %e, "target does not hold the current token; retrying on the next run");
         }
         if !(out.drifted.is_empty() && out.synced.is_empty() && out.failed.is_empty()) {
-            self.audit.record(now, "reconcile", serde_json::json!({"token": t.name, "fingerprint": current.fingerprint().to_string(), "drifted": out.drifted, "synced": out.synced, "failed": out.failed}));
+            self.audit.record(now, crate::audit::AuditEvent::Reconcile, serde_json::json!({"token": t.name, "fingerprint": current.fingerprint().to_string(), "drifted": out.drifted, "synced": out.synced, "failed": out.failed}));
         }
         if out.drifted.is_empty() && out.failed.is_empty() {
             return;
@@ -868,7 +868,7 @@ impl Daemon {
                 match self.outbox.enqueue(&email, now) {
                     Ok(_) => {
                         tracing::info!(token = %t.name, email = %email.id, subject = %email.subject, "alert queued");
-                        self.audit.record(now, "email_queued", serde_json::json!({"token": t.name, "id": email.id, "subject": email.subject}));
+                        self.audit.record(now, crate::audit::AuditEvent::EmailQueued, serde_json::json!({"token": t.name, "id": email.id, "subject": email.subject}));
                     }
                     Err(e) => {
                         // Not recorded as sent: the next pass decides it again.
@@ -918,13 +918,16 @@ impl Daemon {
             .fetch_add(report.failed.len() as u64, Ordering::SeqCst);
         let now = self.clock.now();
         for id in &report.sent {
-            self.audit
-                .record(now, "email_sent", serde_json::json!({ "id": id }));
+            self.audit.record(
+                now,
+                crate::audit::AuditEvent::EmailSent,
+                serde_json::json!({ "id": id }),
+            );
         }
         for (id, e) in &report.failed {
             self.audit.record(
                 now,
-                "email_failed",
+                crate::audit::AuditEvent::EmailFailed,
                 serde_json::json!({ "id": id, "error": e.to_string() }),
             );
             tracing::warn!(email = %id, error = %e, remaining = report.remaining, "email not delivered; kept in the outbox");

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::{Fingerprint, Secret};
 use crate::state::{Layout, RecordStore, StateError};
-use crate::target::{Configured, PushContext, TargetError};
+use crate::target::{Configured, PushContext, PushEvent, TargetError};
 
 /// Directory inside the state directory with one file per token.
 pub const TARGETS_DIR: &str = "targets";
@@ -33,8 +33,8 @@ pub struct TargetRecord {
     pub kind: String,
     /// When tokenwarden last pushed to it.
     pub last_push: Option<Timestamp>,
-    /// Why: `rotation`, `rollback`, `drift` or `sync`.
-    pub event: Option<String>,
+    /// Why it was last pushed.
+    pub event: Option<PushEvent>,
     /// Whether the last push (and its verify) succeeded.
     pub ok: bool,
     /// The last failure, in words.
@@ -242,7 +242,7 @@ async fn restore(
     parallelism: usize,
 ) -> (Vec<String>, Vec<(String, String)>) {
     let ctx = PushContext {
-        event: "rollback".into(),
+        event: PushEvent::Rollback,
         ..ctx.clone()
     };
     // Only targets that may hold the new token are put back. One that reads back the old
@@ -277,7 +277,7 @@ pub fn record(
     targets: &[Arc<Configured>],
     results: &[TargetResult],
     fp: Fingerprint,
-    event: &str,
+    event: PushEvent,
     now: Timestamp,
 ) {
     for r in results {
@@ -289,7 +289,7 @@ pub fn record(
         let rec = records.entry(r.name.clone()).or_default();
         rec.kind = kind;
         rec.last_push = Some(now);
-        rec.event = Some(event.to_string());
+        rec.event = Some(event);
         match &r.outcome {
             Ok(_) => {
                 rec.ok = true;
@@ -372,12 +372,12 @@ pub async fn reconcile(
         return out;
     }
     let event = if out.drifted.is_empty() {
-        "sync"
+        PushEvent::Sync
     } else {
-        "drift"
+        PushEvent::Drift
     };
     let ctx = PushContext {
-        event: event.into(),
+        event,
         ..ctx.clone()
     };
     let results = run_wave(&due, current, &ctx, http, parallelism).await;
@@ -388,4 +388,57 @@ pub async fn reconcile(
     }
     record(records, &due, &results, fp, event, ctx.now);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The push event became a type; `targets/<token>.json` keeps its words, so a log written
+    /// before loads and is written back the same.
+    #[test]
+    fn the_target_log_keeps_the_push_event_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = TargetLog::new(dir.path());
+        let old = r#"{
+  "api": {
+    "kind": "webhook",
+    "last_push": "2026-09-21T13:46:40Z",
+    "event": "drift",
+    "ok": true,
+    "error": null,
+    "fingerprint": "ba7816bf"
+  },
+  "env": {
+    "kind": "dotenv",
+    "last_push": null,
+    "event": null,
+    "ok": false,
+    "error": null,
+    "fingerprint": null
+  }
+}"#;
+        std::fs::create_dir(dir.path().join(TARGETS_DIR)).unwrap();
+        let file = dir.path().join(TARGETS_DIR).join("prod.json");
+        std::fs::write(&file, old).unwrap();
+        let mut records = log.load("prod").unwrap();
+        assert_eq!(records["api"].event, Some(PushEvent::Drift));
+        assert_eq!(records["env"].event, None);
+        log.save("prod", &records).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), old);
+        for (e, word) in [
+            (PushEvent::Rotation, "rotation"),
+            (PushEvent::Rollback, "rollback"),
+            (PushEvent::Drift, "drift"),
+            (PushEvent::Sync, "sync"),
+        ] {
+            records.get_mut("env").unwrap().event = Some(e);
+            log.save("prod", &records).unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+            assert_eq!(v["env"]["event"], word);
+            assert_eq!(e.word(), word);
+            assert_eq!(log.load("prod").unwrap()["env"].event, Some(e));
+        }
+    }
 }

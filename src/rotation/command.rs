@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use super::run::{self, Deps, Report, RotationLog};
 use super::{Outcome, Side};
-use crate::audit::Audit;
+use crate::audit::{Audit, AuditEvent};
 use crate::config::{Config, Source, TokenConfig};
 use crate::graph::{GraphClient, GraphError};
 use crate::notify::{Mailer, Outbox};
@@ -463,7 +463,7 @@ pub async fn rollback(
     }
     s.audit.record(
         now,
-        "rollback",
+        AuditEvent::Rollback,
         serde_json::json!({"token": name, "from": current.fingerprint().to_string(), "to": prev.fingerprint().to_string(), "from_version": cur_v.0, "to_version": back.0}),
     );
     Ok(Done::new(
@@ -539,7 +539,7 @@ pub async fn stage(
     let v = store.put_pending(value, &request).await?;
     Audit::new(&cfg.state_dir).with_limits(cfg.audit).record(
         now,
-        "staged",
+        AuditEvent::Staged,
         serde_json::json!({"token": name, "version": v.0, "fingerprint": value.fingerprint().to_string()}),
     );
     let side = Side {

@@ -17,7 +17,7 @@ use super::{
     Action, CandidateReport, Event, Expectations, Origin, Outcome, Progress, Rotation, Side, Step,
 };
 use crate::alert::RotationMail as Mail;
-use crate::audit::Audit;
+use crate::audit::{Audit, AuditEvent};
 use crate::config::{Config, Source, TokenConfig};
 use crate::graph::{self, GraphClient, GraphError};
 use crate::notify::{Email, Outbox};
@@ -25,6 +25,7 @@ use crate::policy::{Expires, TokenFacts};
 use crate::secret::Secret;
 use crate::state::{Layout, RecordLock, RecordStore, StateError};
 use crate::store::{SecretStore, Store, StoreError, VersionId};
+use crate::target::PushEvent;
 
 /// Directory inside the state directory holding one record per token.
 pub const ROTATIONS_DIR: &str = "rotations";
@@ -176,7 +177,7 @@ pub async fn drive(d: &Deps<'_>, start: Option<String>) -> Result<Report, Rotate
         d.log.save(&r)?;
         d.audit.record(
             (d.now)(),
-            "rotation_step",
+            AuditEvent::RotationStep,
             serde_json::json!({
                 "token": d.token.name, "rotation": r.id, "step": step.word(), "result": summary,
                 "next": r.step.word(), "old": r.old.fingerprint.to_string(),
@@ -257,7 +258,7 @@ async fn begin(d: &Deps<'_>, reason: String) -> Result<Result<Rotation, String>,
     d.log.save(&r)?;
     d.audit.record(
         now,
-        "rotation_started",
+        AuditEvent::RotationStarted,
         serde_json::json!({"token": d.token.name, "rotation": r.id, "source": r.source, "reason": r.reason, "old": r.old.fingerprint.to_string()}),
     );
     tracing::info!(token = %d.token.name, rotation = %r.id, source = %r.source, reason = %r.reason, "rotation started");
@@ -471,7 +472,7 @@ async fn extended_in_place(d: &Deps<'_>, r: &Rotation, token: &Secret) -> Event 
     tracing::info!(token = %d.token.name, rotation = %r.id, fingerprint = %token.fingerprint(), until = ?until.map(crate::timefmt::utc), "Meta handed back the current token with a later expiry: extended in place, nothing to promote or revoke");
     d.audit.record(
         (d.now)(),
-        "token_extended",
+        AuditEvent::TokenExtended,
         serde_json::json!({
             "token": d.token.name, "rotation": r.id, "fingerprint": token.fingerprint().to_string(),
             "until": until.map(|t| t.to_string()), "detail": "extended in place",
@@ -500,7 +501,7 @@ async fn revoke_allowed(d: &Deps<'_>, r: &Rotation, token: &Secret) -> Result<()
     tracing::error!(token = %d.token.name, rotation = %r.id, "{why}");
     d.audit.record(
         (d.now)(),
-        "revoke_refused",
+        AuditEvent::RevokeRefused,
         serde_json::json!({"token": d.token.name, "rotation": r.id, "fingerprint": token.fingerprint().to_string(), "reason": why}),
     );
     Err(why)
@@ -736,7 +737,7 @@ async fn revoke_own_candidate(d: &Deps<'_>, r: &Rotation, token: &Secret) {
     }
     d.audit.record(
         (d.now)(),
-        "candidate_revoked",
+        AuditEvent::CandidateRevoked,
         serde_json::json!({"token": d.token.name, "rotation": r.id, "fingerprint": token.fingerprint().to_string(), "revoked": revoked, "confirmed": confirmed}),
     );
 }
@@ -867,7 +868,7 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
     let ctx = crate::target::PushContext {
         token_name: d.token.name.clone(),
         expires_at,
-        event: "rotation".into(),
+        event: PushEvent::Rotation,
         request_id: r.id.clone(),
         now: (d.now)(),
         reloads: Some(journal.clone()),
@@ -905,11 +906,11 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
                 &targets,
                 results,
                 candidate.fingerprint(),
-                "rotation",
+                PushEvent::Rotation,
                 now,
             );
             for res in results {
-                d.audit.record(now, "push", serde_json::json!({"token": d.token.name, "target": res.name, "wave": res.wave, "fingerprint": candidate.fingerprint().to_string(), "changed": res.outcome.as_ref().ok(), "event": "rotation"}));
+                d.audit.record(now, AuditEvent::Push, serde_json::json!({"token": d.token.name, "target": res.name, "wave": res.wave, "fingerprint": candidate.fingerprint().to_string(), "changed": res.outcome.as_ref().ok(), "event": PushEvent::Rotation}));
             }
             Event::Delivered
         }
@@ -925,19 +926,19 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
                 &targets,
                 results,
                 candidate.fingerprint(),
-                "rotation",
+                PushEvent::Rotation,
                 now,
             );
             for name in restored {
                 if let Some(rec) = records.get_mut(name) {
                     rec.fingerprint = Some(old.fingerprint());
-                    rec.event = Some("rollback".into());
+                    rec.event = Some(PushEvent::Rollback);
                 }
             }
             for res in results {
-                d.audit.record(now, "push", serde_json::json!({"token": d.token.name, "target": res.name, "wave": res.wave, "fingerprint": candidate.fingerprint().to_string(), "error": res.outcome.as_ref().err().map(|e| e.to_string()), "event": "rotation"}));
+                d.audit.record(now, AuditEvent::Push, serde_json::json!({"token": d.token.name, "target": res.name, "wave": res.wave, "fingerprint": candidate.fingerprint().to_string(), "error": res.outcome.as_ref().err().map(|e| e.to_string()), "event": PushEvent::Rotation}));
             }
-            d.audit.record(now, "rollback_push", serde_json::json!({"token": d.token.name, "fingerprint": old.fingerprint().to_string(), "restored": restored, "failed": restore_failed}));
+            d.audit.record(now, AuditEvent::RollbackPush, serde_json::json!({"token": d.token.name, "fingerprint": old.fingerprint().to_string(), "restored": restored, "failed": restore_failed}));
             let mut msg = format!("target {target} failed: {reason}");
             if !restored.is_empty() {
                 msg.push_str(&format!(
@@ -1032,7 +1033,7 @@ async fn revoke(d: &Deps<'_>, r: &mut Rotation) -> Event {
             tokio::task::spawn_blocking(move || crate::scan::find_copies(&scan, &token, &managed))
                 .await
                 .unwrap_or_default();
-        d.audit.record((d.now)(), "scan", serde_json::json!({"token": d.token.name, "fingerprint": r.old.fingerprint.to_string(), "scanned": found.scanned, "copies": found.copies, "truncated": found.truncated}));
+        d.audit.record((d.now)(), AuditEvent::Scan, serde_json::json!({"token": d.token.name, "fingerprint": r.old.fingerprint.to_string(), "scanned": found.scanned, "copies": found.copies, "truncated": found.truncated}));
         if !found.copies.is_empty() {
             return Event::CopiesRemain(format!(
                 "the old token (fingerprint {}) is still in {}",
@@ -1105,7 +1106,7 @@ fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
         Some(o) => match o.enqueue(&email, (d.now)()) {
             Ok(_) => d.audit.record(
                 (d.now)(),
-                "email_queued",
+                AuditEvent::EmailQueued,
                 serde_json::json!({"token": d.token.name, "id": email.id, "subject": email.subject}),
             ),
             Err(e) => {

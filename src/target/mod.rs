@@ -43,6 +43,33 @@ pub trait ReloadJournal: Send + Sync + std::fmt::Debug {
     fn finished(&self, target: &str);
 }
 
+/// Why a token is pushed to a target: in a webhook's body, a push's request token, the target
+/// log (`targets/<token>.json`) and the audit log, always as its word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushEvent {
+    /// A rotation delivers its candidate.
+    Rotation,
+    /// A failed rollout puts the old token back.
+    Rollback,
+    /// The drift check found a target changed behind tokenwarden's back.
+    Drift,
+    /// The drift check brings a target up to the current token (a first push, or a retry).
+    Sync,
+}
+
+impl PushEvent {
+    /// The event's word.
+    pub fn word(self) -> &'static str {
+        match self {
+            PushEvent::Rotation => "rotation",
+            PushEvent::Rollback => "rollback",
+            PushEvent::Drift => "drift",
+            PushEvent::Sync => "sync",
+        }
+    }
+}
+
 /// What a push is about, for bodies, request tokens and records.
 #[derive(Debug, Clone)]
 pub struct PushContext {
@@ -50,8 +77,8 @@ pub struct PushContext {
     pub token_name: String,
     /// When the pushed token expires (for webhook bodies).
     pub expires_at: Option<Timestamp>,
-    /// `rotation`, `rollback`, `drift` or `sync`.
-    pub event: String,
+    /// Why the token is pushed.
+    pub event: PushEvent,
     /// Makes retried writes idempotent (the rotation id, for example).
     pub request_id: String,
     /// When the push happens.
@@ -204,7 +231,7 @@ impl Configured {
                     token_name: &ctx.token_name,
                     token,
                     expires_at: ctx.expires_at,
-                    event: &ctx.event,
+                    event: ctx.event,
                 };
                 w.push(&d, ctx.now).await.map(|()| true)
             }
@@ -293,7 +320,7 @@ fn request_token(ctx: &PushContext, target: &str, token: &Secret) -> String {
     for part in [
         ctx.request_id.as_str(),
         target,
-        &ctx.event,
+        ctx.event.word(),
         &token.fingerprint().to_string(),
     ] {
         h.update(part.as_bytes());

@@ -3,7 +3,7 @@
 //!
 //! The body is JSON:
 //! `{"token_name", "token", "fingerprint", "expires_at" (RFC 3339 or null), "sent_at", "event"}`,
-//! where `event` is `"rotation"`, `"rollback"` or `"drift"`. The signature header (by default
+//! where `event` is `"rotation"`, `"rollback"`, `"drift"` or `"sync"` ([`super::PushEvent`]). The signature header (by default
 //! `X-Tokenwarden-Signature`) follows Stripe's well-known scheme, so receivers can reuse its
 //! examples: `t=<unix seconds>,v1=<lowercase hex HMAC-SHA256(secret, "<t>." + body)>`. The
 //! receiver checks it before it trusts anything in the body (this is [`verify`]):
@@ -63,8 +63,8 @@ pub struct Delivery<'a> {
     pub token: &'a Secret,
     /// When the token expires; `None` for a token that does not (sent as `null`).
     pub expires_at: Option<Timestamp>,
-    /// Why it is sent: `"rotation"`, `"rollback"` or `"drift"`.
-    pub event: &'a str,
+    /// Why it is sent.
+    pub event: super::PushEvent,
 }
 
 /// The JSON body. Field order is the documented order; the token is borrowed, never copied
@@ -76,7 +76,7 @@ struct Body<'a> {
     fingerprint: String,
     expires_at: Option<Timestamp>,
     sent_at: Timestamp,
-    event: &'a str,
+    event: super::PushEvent,
 }
 
 /// A webhook receiver and how to reach it.
@@ -317,7 +317,7 @@ fn body(d: &Delivery<'_>, now: Timestamp) -> Result<Zeroizing<Vec<u8>>, TargetEr
     };
     // Sized up front so that serializing never reallocates and leaves a copy behind.
     let mut buf = Zeroizing::new(Vec::with_capacity(
-        256 + 2 * (d.token.expose().len() + d.token_name.len() + d.event.len()),
+        256 + 2 * (d.token.expose().len() + d.token_name.len() + d.event.word().len()),
     ));
     serde_json::to_writer(&mut *buf, &body)
         .map_err(|_| TargetError::Refused("the webhook body could not be serialized".into()))?;
@@ -641,7 +641,7 @@ mod tests {
             token_name: "prod",
             token: &token,
             expires_at: Some(Timestamp::from_second(T + 86_400).unwrap()),
-            event: "rotation",
+            event: crate::target::PushEvent::Rotation,
         };
         let v: serde_json::Value = serde_json::from_slice(&body(&d, now).unwrap()).unwrap();
         assert_eq!(

@@ -570,7 +570,7 @@ async fn webhook_redirect_is_refused_naming_only_the_host_and_an_endless_answer_
         token_name: "prod",
         token: &t,
         expires_at: None,
-        event: "rotation",
+        event: tokenwarden::target::PushEvent::Rotation,
     };
     let hook = |url: String| {
         Webhook::new(url.parse().unwrap(), Secret::new("whsec_hostile_1234"))

@@ -154,7 +154,7 @@ fn delivery(token: &Secret) -> Delivery<'_> {
         token_name: "prod",
         token,
         expires_at: Some(Timestamp::from_second(1_900_000_000).unwrap()),
-        event: "rotation",
+        event: tokenwarden::target::PushEvent::Rotation,
     }
 }
 
