@@ -2,7 +2,8 @@
 //!
 //! Layout under `<state_dir>/outbox/` (mode 0700):
 //! - `<id>.json` (0600, written atomically): one [`OutboxEntry`], the email plus its delivery
-//!   bookkeeping. It exists from [`Outbox::enqueue`] until the server accepted the email.
+//!   bookkeeping, a record of the state directory's [`RecordStore`] (like the flush lock, on
+//!   the directory). It exists from [`Outbox::enqueue`] until the server accepted the email.
 //! - `sent/<id>`: a marker written right after the server's 250 and before the entry is
 //!   removed, kept for [`SENT_RETENTION`]. It makes a second enqueue of a delivered id a no-op
 //!   (a daemon that crashed before recording that it asked for the email asks again) and lets a
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Email, Mailer, NotifyError};
 use crate::fsutil::write_atomic;
+use crate::state::{Layout, RecordLock, RecordStore, StateError};
 
 /// First retry delay after a transient failure; doubles with each attempt.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
@@ -85,6 +87,7 @@ pub struct Backlog {
 #[derive(Debug)]
 pub struct Outbox {
     dir: PathBuf,
+    entries: RecordStore,
     sent_dir: PathBuf,
     /// Two overlapping flushes in one process would send the same entry twice.
     flush_lock: tokio::sync::Mutex<()>,
@@ -105,6 +108,7 @@ impl Outbox {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
         }
         Ok(Outbox {
+            entries: RecordStore::new(dir.clone(), Layout::Pretty),
             dir,
             sent_dir,
             flush_lock: tokio::sync::Mutex::new(()),
@@ -117,7 +121,7 @@ impl Outbox {
     }
 
     fn entry_path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.json"))
+        self.entries.path(id)
     }
 
     fn sent_path(&self, id: &str) -> PathBuf {
@@ -155,8 +159,9 @@ impl Outbox {
     }
 
     fn save(&self, entry: &OutboxEntry) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(entry).map_err(std::io::Error::other)?;
-        write_atomic(&self.entry_path(&entry.email.id), &bytes, 0o600)
+        self.entries
+            .save(&entry.email.id, entry)
+            .map_err(StateError::into_io)
     }
 
     /// Every queued entry, sorted by `enqueued_at` then id. A file that cannot be parsed is
@@ -177,12 +182,10 @@ impl Outbox {
             if name.starts_with('.') || !item.file_type()?.is_file() {
                 continue;
             }
-            let parsed = std::fs::read(item.path()).and_then(|b| {
-                serde_json::from_slice::<OutboxEntry>(&b)
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-            });
-            match parsed {
-                Ok(entry) if entry.email.id == id => out.push(entry),
+            match self.entries.load::<OutboxEntry>(id) {
+                Ok(Some(entry)) if entry.email.id == id => out.push(entry),
+                // Sent and removed by a flush since the listing.
+                Ok(None) => {}
                 Ok(_) => {
                     tracing::error!(file = %item.path().display(), "outbox entry's id does not match its file name; skipped")
                 }
@@ -197,14 +200,8 @@ impl Outbox {
 
     /// An exclusive lock on the outbox for one flush, across processes; `None` when another
     /// process holds it.
-    fn try_lock_dir(&self) -> std::io::Result<Option<std::fs::File>> {
-        // The directory itself is locked: no lock file among the entries.
-        let f = std::fs::File::open(&self.dir)?;
-        match f.try_lock() {
-            Ok(()) => Ok(Some(f)),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
-        }
+    fn try_lock_dir(&self) -> std::io::Result<Option<RecordLock>> {
+        self.entries.try_lock_dir().map_err(StateError::into_io)
     }
 
     /// How many emails wait, and since when. Entries are never

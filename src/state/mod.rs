@@ -102,6 +102,19 @@ pub enum StateError {
     },
 }
 
+impl StateError {
+    /// The error as an IO error, for callers that report IO errors (the outbox): an IO
+    /// failure as it was (so a full disk is still seen as one), a corrupt file as invalid data.
+    pub fn into_io(self) -> std::io::Error {
+        match self {
+            StateError::Io { source, .. } => source,
+            e @ StateError::Corrupt { .. } => {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+            }
+        }
+    }
+}
+
 /// The state file of one state directory.
 #[derive(Debug, Clone)]
 pub struct StateStore {

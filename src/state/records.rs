@@ -13,10 +13,13 @@
 //!   parse [`StateError::Corrupt`] naming the file and the line and column (never a value);
 //!   what the caller does with a corrupt file is its own rule (the daemon sets `state.json`
 //!   aside, a group's list is reported and treated as no list);
-//! - a lock is `flock` on `<name>.lock` beside the record, taken without waiting.
+//! - a lock is `flock`, taken without waiting: on `<name>.lock` beside one record
+//!   ([`RecordStore::try_lock`]), or on the directory itself for all of them
+//!   ([`RecordStore::try_lock_dir`]).
 //!
-//! The outbox (`outbox/`) is a queue with its own layout and lives in `notify`; the audit log
-//! (`audit.jsonl`) is appended, never rewritten, and lives in `audit`.
+//! The outbox's entries (`outbox/<id>.json`) are records too; the outbox (in `notify`) adds
+//! the queue around them. The audit log (`audit.jsonl`) is appended, never rewritten, and
+//! lives in `audit`.
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -142,10 +145,25 @@ impl RecordStore {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| Self::io(&path, e))?;
+        Self::try_flock(&path, f)
+    }
+
+    /// Takes the lock of the whole directory (the directory itself is locked: no lock file
+    /// among the records) without waiting; `None` when another process holds it.
+    ///
+    /// # Errors
+    /// [`StateError::Io`] when the directory cannot be created or opened.
+    pub fn try_lock_dir(&self) -> Result<Option<RecordLock>, StateError> {
+        self.ensure_dir()?;
+        let f = std::fs::File::open(&self.dir).map_err(|e| Self::io(&self.dir, e))?;
+        Self::try_flock(&self.dir, f)
+    }
+
+    fn try_flock(path: &Path, f: std::fs::File) -> Result<Option<RecordLock>, StateError> {
         match f.try_lock() {
             Ok(()) => Ok(Some(RecordLock(f))),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(Self::io(&path, e)),
+            Err(std::fs::TryLockError::Error(e)) => Err(Self::io(path, e)),
         }
     }
 
@@ -208,5 +226,9 @@ mod tests {
         assert_eq!(mode(&s.dir().join("prod.lock")), 0o600);
         drop(held);
         assert!(s.try_lock("prod").unwrap().is_some(), "released");
+        let all = s.try_lock_dir().unwrap().expect("free");
+        assert!(s.try_lock_dir().unwrap().is_none(), "held");
+        drop(all);
+        assert!(s.try_lock_dir().unwrap().is_some(), "released");
     }
 }
