@@ -185,7 +185,7 @@ impl Daemon {
         let cfg_state_dir = cfg.state_dir.clone();
         let audit_limits = cfg.audit;
         // Temp files a kill left behind (they can hold a token).
-        for sub in ["", "outbox", "rotations", "targets", "groups"] {
+        for sub in crate::state::RECORD_DIRS {
             crate::fsutil::remove_stale_temps(&cfg.state_dir.join(sub), None);
         }
         // And those of env files, in the applications' directories (only each file's own).

@@ -24,7 +24,7 @@ use crate::state::{Layout, RecordStore, StateError};
 use crate::target::{Configured, PushContext, PushEvent, TargetError};
 
 /// Directory inside the state directory with one file per token.
-pub const TARGETS_DIR: &str = "targets";
+pub const TARGETS_DIR: &str = crate::state::TARGETS_DIR;
 
 /// What is known about one target of a token.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

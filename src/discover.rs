@@ -218,7 +218,7 @@ pub fn expand(group: &GroupConfig, members: &[Member]) -> Vec<TokenConfig> {
 }
 
 /// Directory inside the state directory with one last good list per group.
-pub const GROUPS_DIR: &str = "groups";
+pub const GROUPS_DIR: &str = crate::state::GROUPS_DIR;
 
 /// The last good member list of each group, kept in `groups/<group>.json` through the state
 /// directory's [`RecordStore`].

@@ -99,7 +99,7 @@ impl Outbox {
     /// # Errors
     /// The directory cannot be created or its mode set.
     pub fn open(state_dir: &Path) -> std::io::Result<Outbox> {
-        let dir = state_dir.join("outbox");
+        let dir = state_dir.join(crate::state::OUTBOX_DIR);
         let sent_dir = dir.join("sent");
         for d in [&dir, &sent_dir] {
             // Emails name tokens and their troubles: not for other local users. Created 0700

@@ -28,7 +28,7 @@ use crate::store::{SecretStore, Store, StoreError, VersionId};
 use crate::target::PushEvent;
 
 /// Directory inside the state directory holding one record per token.
-pub const ROTATIONS_DIR: &str = "rotations";
+pub const ROTATIONS_DIR: &str = crate::state::ROTATIONS_DIR;
 
 /// How many verification attempts may still see the old token valid before the rotation
 /// gives up on confirming the revoke and tells on-call.

@@ -21,7 +21,10 @@
 
 pub mod records;
 
-pub use records::{Layout, RecordLock, RecordStore};
+pub use records::{
+    GROUPS_DIR, Layout, OUTBOX_DIR, RECORD_DIRS, ROTATIONS_DIR, RecordLock, RecordStore,
+    TARGETS_DIR,
+};
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;

@@ -29,6 +29,18 @@ use serde::de::DeserializeOwned;
 
 use super::StateError;
 
+/// `rotations/`: one rotation record per token (and its lock).
+pub const ROTATIONS_DIR: &str = "rotations";
+/// `targets/`: one target log per token.
+pub const TARGETS_DIR: &str = "targets";
+/// `groups/`: one last good member list per group.
+pub const GROUPS_DIR: &str = "groups";
+/// `outbox/`: one entry per queued email.
+pub const OUTBOX_DIR: &str = "outbox";
+/// Every directory of the state directory that holds records, the state directory itself
+/// (`""`, for `state.json`) first: where temp files a kill left behind are looked for at start.
+pub const RECORD_DIRS: [&str; 5] = ["", OUTBOX_DIR, ROTATIONS_DIR, TARGETS_DIR, GROUPS_DIR];
+
 /// How a record is laid out in its file. Both are read the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
