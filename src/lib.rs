@@ -13,7 +13,8 @@
 //! - [`usable`]: whether a token can do the WhatsApp job, the one rule for the check, `doctor`
 //!   and a candidate's validation (pure).
 //! - [`alert`]: the words of on-call email (pure).
-//! - [`state`]: the state directory, written atomically after every change.
+//! - [`state`]: the state directory: `state.json`, and the one record store every record file
+//!   there (rotations, targets, groups, outbox entries) is read, written and locked through.
 //! - [`lint`]: recognising a wrongly pasted token value.
 //! - [`timefmt`]: times in UTC and Meta's Pacific time.
 //! - [`secret`]: the `Secret` type that cannot leak, fingerprints, `appsecret_proof`.
