@@ -169,9 +169,7 @@ pub fn status(cfg: &Config, snap: &Snapshot) -> Vec<StatusRow> {
                 .load(&t.name)
                 .ok()
                 .flatten(),
-            targets: crate::delivery::TargetLog::new(&cfg.state_dir)
-                .load(&t.name)
-                .unwrap_or_default(),
+            targets: crate::delivery::TargetLog::new(&cfg.state_dir).load_or_empty(&t.name),
         })
         .collect()
 }

@@ -652,7 +652,7 @@ impl Daemon {
             }
         };
         let tlog = crate::delivery::TargetLog::new(&self.cfg.state_dir);
-        let mut records = tlog.load(&t.name).unwrap_or_default();
+        let mut records = tlog.load_or_empty(&t.name);
         let before = records.clone();
         let now = self.clock.now();
         let expires_at = self

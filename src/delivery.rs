@@ -55,7 +55,8 @@ impl TargetLog {
     /// The records under `state_dir`.
     pub fn new(state_dir: &Path) -> TargetLog {
         TargetLog {
-            records: RecordStore::new(state_dir.join(TARGETS_DIR), Layout::Pretty),
+            records: RecordStore::new(state_dir.join(TARGETS_DIR), Layout::Pretty)
+                .aside_loses("targets that cannot be read back then get the current token again at the next drift check"),
         }
     }
 
@@ -65,6 +66,16 @@ impl TargetLog {
     /// [`StateError`] when the file exists but cannot be read or parsed.
     pub fn load(&self, token: &str) -> Result<BTreeMap<String, TargetRecord>, StateError> {
         Ok(self.records.load(token)?.unwrap_or_default())
+    }
+
+    /// [`load`](Self::load) for the paths that go on without the records (a push, the drift
+    /// check, `status`): a file that cannot be read or parsed is logged and treated as no
+    /// records, so the next save replaces it with what is known from then on.
+    pub fn load_or_empty(&self, token: &str) -> BTreeMap<String, TargetRecord> {
+        self.load(token).unwrap_or_else(|e| {
+            tracing::warn!(token = %token, error = %e, "the target log cannot be read; starting it afresh");
+            BTreeMap::new()
+        })
     }
 
     /// Saves `records` for `token` atomically.
@@ -440,5 +451,21 @@ mod tests {
             assert_eq!(e.word(), word);
             assert_eq!(log.load("prod").unwrap()["env"].event, Some(e));
         }
+    }
+
+    /// A corrupt target log used to be read as empty without a word (and then overwritten);
+    /// it is reported, naming the file and what starting afresh means, and treated as empty.
+    #[test]
+    fn a_corrupt_target_log_is_reported_and_treated_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = TargetLog::new(dir.path());
+        std::fs::create_dir(dir.path().join(TARGETS_DIR)).unwrap();
+        let file = dir.path().join(TARGETS_DIR).join("prod.json");
+        std::fs::write(&file, "{\"api\":").unwrap();
+        let e = log.load("prod").unwrap_err().to_string();
+        assert!(e.contains(&file.display().to_string()), "{e}");
+        assert!(e.contains("is corrupt (line 1 column"), "{e}");
+        assert!(e.contains("next drift check"), "{e}");
+        assert!(log.load_or_empty("prod").is_empty());
     }
 }

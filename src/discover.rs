@@ -231,7 +231,8 @@ impl GroupLog {
     /// The log under `state_dir`.
     pub fn new(state_dir: &Path) -> Self {
         GroupLog {
-            records: RecordStore::new(state_dir.join(GROUPS_DIR), Layout::Pretty),
+            records: RecordStore::new(state_dir.join(GROUPS_DIR), Layout::Pretty)
+                .aside_loses("the group's members are then those its next listing finds"),
         }
     }
 

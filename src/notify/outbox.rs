@@ -108,7 +108,8 @@ impl Outbox {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
         }
         Ok(Outbox {
-            entries: RecordStore::new(dir.clone(), Layout::Pretty),
+            entries: RecordStore::new(dir.clone(), Layout::Pretty)
+                .aside_loses("the email it holds is then not sent"),
             dir,
             sent_dir,
             flush_lock: tokio::sync::Mutex::new(()),

@@ -48,7 +48,9 @@ impl RotationLog {
     /// The records under `state_dir`.
     pub fn new(state_dir: &Path) -> RotationLog {
         RotationLog {
-            records: RecordStore::new(state_dir.join(ROTATIONS_DIR), Layout::Pretty),
+            records: RecordStore::new(state_dir.join(ROTATIONS_DIR), Layout::Pretty).aside_loses(
+                "the rotation in progress is then forgotten; the audit log shows where it stood",
+            ),
         }
     }
 
@@ -897,7 +899,7 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
         crate::delivery::Rollout::Delivered(_) => false,
     };
     let log = crate::delivery::TargetLog::new(&d.cfg.state_dir);
-    let mut records = log.load(&d.token.name).unwrap_or_default();
+    let mut records = log.load_or_empty(&d.token.name);
     let now = (d.now)();
     let event = match &rollout {
         crate::delivery::Rollout::Delivered(results) => {

@@ -93,15 +93,15 @@ pub enum StateError {
         /// Why.
         source: std::io::Error,
     },
-    /// The file is not a state tokenwarden wrote.
-    #[error(
-        "`{path}` is corrupt ({reason}); move it aside to start afresh (alerts already sent may then be sent again)"
-    )]
+    /// The file is not a record tokenwarden wrote.
+    #[error("`{path}` is corrupt ({reason}); move it aside to start afresh ({loses})")]
     Corrupt {
         /// The file.
         path: PathBuf,
         /// Position of the problem.
         reason: String,
+        /// What starting afresh without the file means, in words.
+        loses: &'static str,
     },
 }
 
@@ -131,7 +131,8 @@ impl StateStore {
         StateStore {
             dir: dir.to_path_buf(),
             // Compact: with thousands of tokens the state is megabytes.
-            records: RecordStore::new(dir.to_path_buf(), Layout::Compact),
+            records: RecordStore::new(dir.to_path_buf(), Layout::Compact)
+                .aside_loses("alerts already sent may then be sent again"),
         }
     }
 
@@ -169,7 +170,7 @@ impl StateStore {
     ) -> Result<(Snapshot, Option<PathBuf>), StateError> {
         match self.load() {
             Ok(snap) => Ok((snap, None)),
-            Err(StateError::Corrupt { path, reason }) => {
+            Err(StateError::Corrupt { path, reason, .. }) => {
                 let aside = self
                     .dir
                     .join(format!("{STATE_FILE}.corrupt-{}", now.as_second()));
@@ -338,6 +339,11 @@ mod tests {
         std::fs::write(store.path(), "{\"format\":1,\"tokens\":{\"x\":").unwrap();
         let e = store.load().unwrap_err();
         assert!(e.to_string().contains("move it aside"), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("(alerts already sent may then be sent again)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub enum Layout {
 pub struct RecordStore {
     dir: PathBuf,
     layout: Layout,
+    loses: &'static str,
 }
 
 /// Holds a record's lock until dropped.
@@ -64,7 +65,18 @@ pub struct RecordLock(#[allow(dead_code)] std::fs::File);
 impl RecordStore {
     /// The records in `dir` (created 0700 on the first write or lock), written with `layout`.
     pub fn new(dir: PathBuf, layout: Layout) -> RecordStore {
-        RecordStore { dir, layout }
+        RecordStore {
+            dir,
+            layout,
+            loses: "tokenwarden then starts without it",
+        }
+    }
+
+    /// The same store, saying in a corrupt file's error what moving the file aside loses.
+    #[must_use]
+    pub fn aside_loses(mut self, loses: &'static str) -> RecordStore {
+        self.loses = loses;
+        self
     }
 
     /// The directory holding the records.
@@ -84,10 +96,11 @@ impl RecordStore {
         }
     }
 
-    fn corrupt(path: PathBuf, e: &serde_json::Error) -> StateError {
+    fn corrupt(&self, path: PathBuf, e: &serde_json::Error) -> StateError {
         StateError::Corrupt {
             path,
             reason: format!("line {} column {}", e.line(), e.column()),
+            loses: self.loses,
         }
     }
 
@@ -101,7 +114,7 @@ impl RecordStore {
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| Self::corrupt(path, &e)),
+                .map_err(|e| self.corrupt(path, &e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Self::io(&path, e)),
         }
@@ -117,7 +130,7 @@ impl RecordStore {
         match std::fs::File::open(&path) {
             Ok(f) => serde_json::from_reader(std::io::BufReader::new(f))
                 .map(Some)
-                .map_err(|e| Self::corrupt(path, &e)),
+                .map_err(|e| self.corrupt(path, &e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Self::io(&path, e)),
         }
@@ -219,7 +232,7 @@ mod tests {
             s.load_streamed::<Vec<u32>>("g").unwrap_err(),
         ] {
             match e {
-                StateError::Corrupt { path, reason } => {
+                StateError::Corrupt { path, reason, .. } => {
                     assert_eq!(path, s.path("g"));
                     assert!(reason.starts_with("line 1 column"), "{reason}");
                 }
