@@ -41,7 +41,7 @@ pub(super) fn check(map: &SourceMap<'_>, text: &str, cfg: &Config) -> Vec<Diagno
         SecretRef::Env(_) => {}
     };
     secret(&cfg.meta.app_secret, "meta.app_secret".into());
-    if let Some(crate::notify::EmailConfig::Smtp {
+    if let Some(crate::config::EmailConfig::Smtp {
         password: Some(p), ..
     }) = &cfg.email
     {
