@@ -14,10 +14,12 @@ use crate::secret::{Secret, appsecret_proof};
 /// How far `appsecret_time` may be from the sandbox clock (reference section 4).
 const PROOF_TIME_WINDOW: i64 = 300;
 
+/// A call without any access token (code 104).
 pub(super) fn no_token() -> GraphError {
     GraphError::new(104, "An access token is required to request this resource.")
 }
 
+/// A token the sandbox never issued: the wording depends on its shape and the endpoint.
 pub(super) fn unparseable(token: &str, whatsapp: bool) -> GraphError {
     if token.starts_with("EAA") {
         GraphError::new(190, "The access token could not be decrypted")
@@ -32,10 +34,12 @@ pub(super) fn unparseable(token: &str, whatsapp: bool) -> GraphError {
     }
 }
 
+/// An app token with the wrong secret.
 pub(super) fn bad_signature() -> GraphError {
     GraphError::new(190, "Invalid OAuth access token signature.")
 }
 
+/// An app id the world does not have (code 101).
 pub(super) fn bad_app_id() -> GraphError {
     GraphError::new(101, "Error validating application. Invalid application ID.")
 }
@@ -94,6 +98,7 @@ pub(super) fn kill_message(w: &mut World, kill: Kill, app_id: &str) -> (String, 
     (format!("{P}{text}"), sub)
 }
 
+/// The text of code 190/463, with both times in Pacific time as Meta writes them.
 pub(super) fn expired_message(expires_at: i64, now: i64) -> String {
     format!(
         "Error validating access token: Session has expired on {}. The current time is {}.",

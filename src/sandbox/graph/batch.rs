@@ -17,6 +17,7 @@ use crate::sandbox::world::{Shared, lock};
 /// Most items a batch may hold.
 const MAX_BATCH: usize = 50;
 
+/// Answers `POST /` with `batch`: every item in order, each with its own faults and counts.
 pub(super) async fn batch(shared: &Shared, call: &Call) -> Reply {
     let items: Vec<Value> = match call.param("batch").map(serde_json::from_str::<Value>) {
         Some(Ok(Value::Array(items))) => items,

@@ -57,6 +57,7 @@ impl Call {
         }
     }
 
+    /// A query or form parameter.
     pub(super) fn param(&self, name: &str) -> Option<&str> {
         self.params.get(name).map(String::as_str)
     }
@@ -68,6 +69,7 @@ impl Call {
             .filter(|t| !t.is_empty())
     }
 
+    /// Whether the method is `GET`.
     pub(super) fn is_get(&self) -> bool {
         self.method == "GET"
     }

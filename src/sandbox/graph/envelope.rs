@@ -16,13 +16,18 @@ const GRAPH_DOCS: &str = "https://developers.facebook.com/docs/graph-api";
 /// An answer before it becomes an HTTP response (or a batch item).
 #[derive(Clone, Debug)]
 pub(in crate::sandbox) struct Reply {
+    /// HTTP status.
     pub(in crate::sandbox) status: u16,
+    /// `Content-Type`.
     pub(in crate::sandbox) content_type: &'static str,
+    /// Extra headers, lower case (batch items title-case them).
     pub(in crate::sandbox) headers: Vec<(&'static str, String)>,
+    /// The body, as sent.
     pub(in crate::sandbox) body: Vec<u8>,
 }
 
 impl Reply {
+    /// A JSON answer.
     pub(super) fn json(status: u16, value: &Value) -> Reply {
         Reply {
             status,
@@ -32,6 +37,7 @@ impl Reply {
         }
     }
 
+    /// A body sent as is (Meta's odd documented answers, a proxy's page).
     pub(super) fn raw(status: u16, content_type: &'static str, body: &str) -> Reply {
         Reply {
             status,
@@ -64,6 +70,7 @@ struct ErrorSpec {
 }
 
 impl GraphError {
+    /// An `OAuthException` with HTTP 400.
     pub(super) fn new(code: u32, message: impl Into<String>) -> GraphError {
         GraphError(Box::new(ErrorSpec {
             status: 400,
@@ -78,6 +85,7 @@ impl GraphError {
             headers: Vec::new(),
         }))
     }
+    /// A `GraphMethodException` (unsupported request, proof refused).
     pub(super) fn method(code: u32, message: impl Into<String>) -> GraphError {
         let mut e = GraphError::new(code, message);
         e.0.etype = "GraphMethodException";
@@ -89,35 +97,43 @@ impl GraphError {
         e.0.etype = "GraphBatchException";
         e
     }
+    /// Sets `error_subcode`.
     pub(super) fn sub(mut self, s: u32) -> Self {
         self.0.subcode = Some(s);
         self
     }
+    /// Sets the HTTP status.
     pub(super) fn status(mut self, s: u16) -> Self {
         self.0.status = s;
         self
     }
+    /// Drops `fbtrace_id`.
     pub(super) fn bare(mut self) -> Self {
         self.0.bare = true;
         self
     }
+    /// Sets `is_transient: true`.
     pub(super) fn transient(mut self) -> Self {
         self.0.transient = true;
         self
     }
+    /// Sets `error_data.details` (WhatsApp's form).
     pub(super) fn details(mut self, d: impl Into<String>) -> Self {
         self.0.details = Some(d.into());
         self
     }
+    /// Sets `error_user_title` and `error_user_msg`.
     pub(super) fn user(mut self, title: &str, msg: String) -> Self {
         self.0.user = Some((title.into(), msg));
         self
     }
+    /// Adds a response header.
     pub(super) fn header(mut self, name: &'static str, value: String) -> Self {
         self.0.headers.push((name, value));
         self
     }
 
+    /// The answer: slashes escaped as Meta does, `WWW-Authenticate` for codes 190, 0 and 100.
     pub(super) fn into_reply(self, w: &mut World) -> Reply {
         let this = *self.0;
         let mut e = serde_json::Map::new();
@@ -172,10 +188,12 @@ fn trace_id(w: &mut World) -> String {
     format!("A{}", w.rng.alnum(22))
 }
 
+/// Code 200: the caller may not touch this object.
 pub(super) fn permissions_error() -> GraphError {
     GraphError::new(200, "(#200) Permissions error")
 }
 
+/// Code 100/33: no such object, or it does not take this method.
 pub(super) fn unsupported(method: &str, id: &str) -> GraphError {
     GraphError::method(
         100,
@@ -186,6 +204,7 @@ pub(super) fn unsupported(method: &str, id: &str) -> GraphError {
     .sub(33)
 }
 
+/// Code 100: a required parameter is missing.
 pub(super) fn missing_param(name: &str) -> GraphError {
     GraphError::new(100, format!("(#100) The parameter {name} is required"))
 }

@@ -18,8 +18,11 @@ use crate::sandbox::world::{Shared, World, lock};
 
 /// What a pending fault does to a call.
 pub(super) enum Pre {
+    /// No fault (or a delay already slept): answer normally.
     Normal,
+    /// Answer normally, then cut the body in half ([`Fault::Truncated`]).
     Truncate,
+    /// The fault's answer replaces the real one.
     Answer(Reply),
     /// An error that quotes the request ([`Fault::Echo`]): built from the call.
     Echo(u32),
@@ -159,6 +162,7 @@ pub(super) fn truncate(mut r: Reply) -> Reply {
 pub(super) struct InFlight<'a>(&'a Shared);
 
 impl<'a> InFlight<'a> {
+    /// Counts the arrival (and records how many were in flight).
     pub(super) fn enter(shared: &'a Shared) -> InFlight<'a> {
         lock(shared).arrive();
         InFlight(shared)

@@ -48,6 +48,7 @@ fn app_mismatch() -> GraphError {
 // ---------------------------------------------------------------------------------------------
 // debug_token
 
+/// `GET /debug_token`: only an app token (of the token's app) may inspect.
 pub(super) fn debug_token(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
     if !call.is_get() {
         return Err(unsupported(
@@ -199,6 +200,7 @@ fn token_data(w: &mut World, rec: &TokenRec) -> Value {
 // ---------------------------------------------------------------------------------------------
 // oauth: refresh and revoke
 
+/// `oauth/access_token`: an app token for `client_credentials`, a 60-day token for `fb_exchange_token`.
 pub(super) fn refresh(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
     let app_id = client_app(w, call)?;
     match call.param("grant_type") {
@@ -312,6 +314,7 @@ pub(super) fn revoke(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
 // ---------------------------------------------------------------------------------------------
 // minting
 
+/// `POST /{system-user-id}/access_tokens`, by an admin system user of the business only.
 pub(super) fn mint(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
     let su_id = call.segments[0].clone();
     if call.is_get() {

@@ -105,6 +105,7 @@ const PHONE_FIELDS: [&str; 6] = [
     "name_status",
 ];
 
+/// `GET /{id}`: a WABA or phone number (with `fields=`), or an app or system user (id and name).
 pub(super) fn read_object(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
     let id = call.segments.first().cloned().unwrap_or_default();
     if !call.is_get() {
@@ -146,6 +147,7 @@ pub(super) fn read_object(w: &mut World, call: &Call) -> Result<Reply, GraphErro
     Err(unsupported("get", &id))
 }
 
+/// `GET /{waba-id}/phone_numbers`, with paging cursors.
 pub(super) fn phone_numbers(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
     let id = call.segments[0].clone();
     if !call.is_get() {
@@ -204,6 +206,7 @@ fn message_body(call: &Call) -> Value {
     Value::Object(m)
 }
 
+/// `POST /{phone-number-id}/messages`: a text or template message, recorded for the tests.
 pub(super) fn messages(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
     let phone_id = call.segments[0].clone();
     if call.is_get() {
