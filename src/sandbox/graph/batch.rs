@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::call::Call;
 use super::envelope::{GraphError, JSON_TYPE, Reply};
 use super::{dispatch, handle_one};
-use crate::sandbox::scenario::Endpoint;
+use crate::sandbox::fault::Endpoint;
 use crate::sandbox::world::{Shared, lock};
 
 /// Most items a batch may hold.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::sandbox::scenario::Endpoint;
+use crate::sandbox::fault::Endpoint;
 
 /// One Graph call, already parsed: from HTTP or from a batch item.
 #[derive(Clone, Debug, Default)]

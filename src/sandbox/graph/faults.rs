@@ -5,7 +5,7 @@
 //! it ([`truncate`]) or quotes the request back ([`echo`]).
 //!
 //! The quirks are not here: each lives in the file of the endpoint it changes. The `Fault`
-//! type itself (and its TOML/JSON form) is `super::super::fault`.
+//! type itself (and its TOML/JSON form) is in `sandbox/fault.rs`.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::call::Call;
 use super::envelope::{GraphError, JSON_TYPE, Reply};
-use crate::sandbox::scenario::{Endpoint, Fault};
+use crate::sandbox::fault::{Endpoint, Fault};
 use crate::sandbox::world::{Shared, World, lock};
 
 /// What a pending fault does to a call.

@@ -28,7 +28,7 @@ mod whatsapp;
 
 pub(super) use call::Call;
 
-use super::scenario::Endpoint;
+use super::fault::Endpoint;
 use super::world::{Shared, World, lock};
 use envelope::{GraphError, Reply};
 use faults::{InFlight, Pre};
