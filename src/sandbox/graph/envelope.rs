@@ -209,6 +209,26 @@ pub(super) fn missing_param(name: &str) -> GraphError {
     GraphError::new(100, format!("(#100) The parameter {name} is required"))
 }
 
+/// `X-Business-Use-Case-Usage` at 100 % for the world's first WABA (`0` without one), with
+/// `estimated_time_to_regain_access` in `minutes`: a rate-limit fault and the business
+/// throttle both send it, each with its own CPU and time figures.
+pub(super) fn business_use_case_usage(w: &World, minutes: u64, cputime: u32, time: u32) -> String {
+    let waba = w
+        .scenario
+        .wabas
+        .first()
+        .map(|x| x.id.clone())
+        .unwrap_or_else(|| "0".into());
+    json!({ waba: [{
+        "type": "whatsapp_business_management",
+        "call_count": 100,
+        "total_cputime": cputime,
+        "total_time": time,
+        "estimated_time_to_regain_access": minutes,
+    }]})
+    .to_string()
+}
+
 /// Adds the headers every Graph answer carries.
 pub(super) fn finish(shared: &Shared, mut r: Reply) -> Reply {
     let mut w = lock(shared);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::call::Call;
-use super::envelope::{GraphError, JSON_TYPE, Reply};
+use super::envelope::{GraphError, JSON_TYPE, Reply, business_use_case_usage};
 use crate::sandbox::fault::{Endpoint, Fault};
 use crate::sandbox::world::{Shared, World, lock};
 
@@ -92,23 +92,9 @@ fn fault_reply(w: &mut World, fault: &Fault) -> Option<Reply> {
                     .details("Cloud API message throughput has been reached."),
                 c => GraphError::new(c, format!("(#{c}) Rate limit hit")),
             };
-            let waba = w
-                .scenario
-                .wabas
-                .first()
-                .map(|x| x.id.clone())
-                .unwrap_or_else(|| "0".into());
-            let minutes = retry_after_secs.div_ceil(60);
-            let usage = json!({ waba: [{
-                "type": "whatsapp_business_management",
-                "call_count": 100,
-                "total_cputime": 28,
-                "total_time": 36,
-                "estimated_time_to_regain_access": minutes,
-            }]});
+            let usage = business_use_case_usage(w, retry_after_secs.div_ceil(60), 28, 36);
             let mut r = e.into_reply(w);
-            r.headers
-                .push(("x-business-use-case-usage", usage.to_string()));
+            r.headers.push(("x-business-use-case-usage", usage));
             r.headers
                 .push(("retry-after", retry_after_secs.to_string()));
             r.headers.push((

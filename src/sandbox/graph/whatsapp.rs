@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use super::auth::{Caller, authenticate};
 use super::call::Call;
-use super::envelope::{GraphError, Reply, missing_param, permissions_error, unsupported};
+use super::envelope::{
+    GraphError, Reply, business_use_case_usage, missing_param, permissions_error, unsupported,
+};
 use crate::sandbox::scenario::WHATSAPP_SCOPES;
 use crate::sandbox::world::{SentMessage, World};
 use crate::secret::Fingerprint;
@@ -65,25 +67,13 @@ fn business_throttle(w: &World, caller: &Caller) -> Result<(), GraphError> {
     if !matches!(caller, Caller::Token(_)) || until <= now {
         return Ok(());
     }
-    let minutes = (until - now + 59) / 60;
-    let waba = w
-        .scenario
-        .wabas
-        .first()
-        .map(|x| x.id.clone())
-        .unwrap_or_else(|| "0".into());
-    let usage = json!({ waba: [{
-        "type": "whatsapp_business_management",
-        "call_count": 100,
-        "total_cputime": 12,
-        "total_time": 20,
-        "estimated_time_to_regain_access": minutes,
-    }]});
+    let minutes = ((until - now + 59) / 60).unsigned_abs();
+    let usage = business_use_case_usage(w, minutes, 12, 20);
     Err(GraphError::new(
         80008,
         "(#80008) There have been too many calls to this WhatsApp Business account. Wait a bit and try again.",
     )
-    .header("x-business-use-case-usage", usage.to_string()))
+    .header("x-business-use-case-usage", usage))
 }
 
 /// Checks that a caller may use a WABA with `scope`.
@@ -244,46 +234,11 @@ pub(super) fn messages(w: &mut World, call: &Call) -> Result<Reply, GraphError> 
         );
     }
     let kind = s("type").unwrap_or_else(|| "text".into());
-    let (text, template, language) = match kind.as_str() {
-        "text" => {
-            let text = body
-                .pointer("/text/body")
-                .and_then(Value::as_str)
-                .ok_or_else(|| missing_param("text['body']"))?;
-            (Some(text.to_string()), None, None)
-        }
-        "template" => {
-            let name = body
-                .pointer("/template/name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| missing_param("template['name']"))?
-                .to_string();
-            let lang = body
-                .pointer("/template/language/code")
-                .and_then(Value::as_str)
-                .unwrap_or("en_US")
-                .to_string();
-            let known = w
-                .scenario
-                .templates
-                .iter()
-                .any(|t| t.name == name && t.language == lang);
-            if !known {
-                return Err(GraphError::new(
-                    132001,
-                    "(#132001) Template name does not exist in the translation",
-                )
-                .details(format!("template name ({name}) does not exist in {lang}")));
-            }
-            (None, Some(name), Some(lang))
-        }
-        other => {
-            return Err(GraphError::new(
-                100,
-                format!("(#100) Param type must be one of {{text, template}}, got {other}"),
-            ));
-        }
-    };
+    let Content {
+        text,
+        template,
+        language,
+    } = message_content(w, &kind, &body)?;
     let id = format!("wamid.HBgL{}", w.rng.alnum(48));
     let token_fingerprint = call
         .token()
@@ -310,4 +265,62 @@ pub(super) fn messages(w: &mut World, call: &Call) -> Result<Reply, GraphError> 
             "messages": [{"id": id}],
         }),
     ))
+}
+
+/// What a message carries: its text, or a template and its language.
+struct Content {
+    text: Option<String>,
+    template: Option<String>,
+    language: Option<String>,
+}
+
+/// A message's content by its `type`: the text, or a template (which must exist in that
+/// language) and its language.
+fn message_content(w: &World, kind: &str, body: &Value) -> Result<Content, GraphError> {
+    match kind {
+        "text" => {
+            let text = body
+                .pointer("/text/body")
+                .and_then(Value::as_str)
+                .ok_or_else(|| missing_param("text['body']"))?;
+            Ok(Content {
+                text: Some(text.to_string()),
+                template: None,
+                language: None,
+            })
+        }
+        "template" => {
+            let name = body
+                .pointer("/template/name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| missing_param("template['name']"))?
+                .to_string();
+            let lang = body
+                .pointer("/template/language/code")
+                .and_then(Value::as_str)
+                .unwrap_or("en_US")
+                .to_string();
+            let known = w
+                .scenario
+                .templates
+                .iter()
+                .any(|t| t.name == name && t.language == lang);
+            if !known {
+                return Err(GraphError::new(
+                    132001,
+                    "(#132001) Template name does not exist in the translation",
+                )
+                .details(format!("template name ({name}) does not exist in {lang}")));
+            }
+            Ok(Content {
+                text: None,
+                template: Some(name),
+                language: Some(lang),
+            })
+        }
+        other => Err(GraphError::new(
+            100,
+            format!("(#100) Param type must be one of {{text, template}}, got {other}"),
+        )),
+    }
 }
