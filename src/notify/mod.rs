@@ -183,6 +183,14 @@ struct SendFailure {
 mod tests {
     use super::*;
 
+    #[test]
+    fn email_ids_are_safe_and_distinct_for_lookalike_names() {
+        let a = email_id("shop.a", "warn-604800s-abcd1234");
+        let b = email_id("shop-a", "warn-604800s-abcd1234");
+        assert_ne!(a, b);
+        assert!(crate::notify::Email::valid_id(&a), "{a}");
+    }
+
     /// The daemon shares these across tasks and spawns their futures.
     #[test]
     fn mailer_and_outbox_are_shareable_and_their_futures_send() {

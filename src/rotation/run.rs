@@ -713,18 +713,52 @@ async fn abandon_candidate(d: &Deps<'_>, r: &Rotation) {
     if !made_here(r) {
         return;
     }
-    match d.store.version(&VersionId(new.version.clone())).await {
-        // Another instance adopted it and made it current: it is in use, keep it.
-        Ok(Some(token)) if matches!(d.store.current().await, Ok(c) if c.fingerprint() == token.fingerprint()) =>
-        {
-            tracing::info!(token = %d.token.name, fingerprint = %token.fingerprint(), "the candidate this rotation made became current through another instance; kept");
-        }
-        Ok(Some(token)) => revoke_own_candidate(d, r, &token).await,
+    // Another instance may have adopted our candidate and be about to promote it: revoking
+    // it now would kill the token about to become current. Wait until the race is decided
+    // (`AWSCURRENT` moved off the version this rotation replaces); from then on our version
+    // can never become current (a promotion is a compare-and-swap from that version).
+    let decided = race_decided(d, r).await;
+    let token = match d.store.version(&VersionId(new.version.clone())).await {
+        Ok(Some(token)) => token,
         Ok(None) => {
-            tracing::warn!(token = %d.token.name, version = %new.version, fingerprint = %new.fingerprint, "the abandoned candidate is gone from the store; it cannot be revoked here and expires on its own")
+            tracing::warn!(token = %d.token.name, version = %new.version, fingerprint = %new.fingerprint, "the abandoned candidate is gone from the store; it cannot be revoked here and expires on its own");
+            return;
         }
         Err(e) => {
-            tracing::warn!(token = %d.token.name, error = %e, fingerprint = %new.fingerprint, "cannot read the abandoned candidate to revoke it; it expires on its own")
+            tracing::warn!(token = %d.token.name, error = %e, fingerprint = %new.fingerprint, "cannot read the abandoned candidate to revoke it; it expires on its own");
+            return;
+        }
+    };
+    match decided {
+        // Adopted by another instance and made current: in use, kept.
+        Some(current) if current.fingerprint() == token.fingerprint() => {
+            tracing::info!(token = %d.token.name, fingerprint = %token.fingerprint(), "the candidate this rotation made became current through another instance; kept");
+        }
+        Some(_) => revoke_own_candidate(d, r, &token).await,
+        None => {
+            tracing::warn!(token = %d.token.name, fingerprint = %token.fingerprint(), "another rotation of this token is still undecided; the abandoned candidate is not revoked (another instance may promote it) and expires on its own if nobody does");
+            d.audit.record(
+                (d.now)(),
+                "candidate_left",
+                serde_json::json!({"token": d.token.name, "rotation": r.id, "fingerprint": token.fingerprint().to_string()}),
+            );
+        }
+    }
+}
+
+/// How long an overtaken rotation waits for the other one to promote before it decides what
+/// to do with the candidate it made.
+const RACE_WAIT: Duration = Duration::from_secs(20);
+
+/// The store's current token once it is no longer the version `r` replaces (the race between
+/// instances is decided), polling for up to [`RACE_WAIT`]; `None` if it is still undecided.
+async fn race_decided(d: &Deps<'_>, r: &Rotation) -> Option<Secret> {
+    let started = std::time::Instant::now();
+    loop {
+        match d.store.current_version().await {
+            Ok((v, current)) if v.0 != r.old.version => return Some(current),
+            _ if started.elapsed() >= RACE_WAIT => return None,
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
 }

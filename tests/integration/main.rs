@@ -20,6 +20,7 @@ mod groups;
 mod hostile;
 mod meta_contract;
 mod notify;
+mod reload;
 mod rotation;
 mod sandbox;
 mod service;
