@@ -434,3 +434,104 @@ fn logs_are_json_on_request_and_carry_syslog_priorities_under_journald() {
         "{journal:?}"
     );
 }
+
+/// `config check` reads every secret the config references, not only the app secret: a mint's
+/// admin token, a webhook's secret, the SMTP password and a group template's references are
+/// first used at a rotation or an email, long after the unit's `ExecStartPre=` passed. Each
+/// unreadable one is an error at its line and field, and the check exits 78.
+#[test]
+fn config_check_reads_every_secret_reference_and_names_each_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let cfg = dir.path().join("c.toml");
+    write_private(
+        &cfg,
+        &format!(
+            r#"[meta]
+app_id = "634974688087057"
+app_secret = {{ env = "TW_TEST_SECRET" }}
+
+[email]
+kind = "smtp"
+host = "127.0.0.1"
+tls = "none"
+username = "tokenwarden"
+password = {{ env = "TW_TEST_SMTP_PASSWORD" }}
+from = "tokenwarden@example.com"
+to = ["oncall@example.com"]
+
+[[token]]
+name = "prod"
+phone_number_id = "106540352242922"
+source = "mint"
+mint = {{ system_user_id = "104169029247128", admin_token = {{ file = "{d}/admin-token" }} }}
+
+[[token.target]]
+name = "hook"
+kind = "webhook"
+url = "https://hooks.example.com/token"
+secret = {{ file = "{d}/webhook-secret" }}
+
+[[group]]
+name = "fleet"
+discover = {{ kind = "file", key_prefix = "fleet/" }}
+source = "mint"
+mint = {{ system_user_id = "104169029247128", admin_token = {{ env = "TW_TEST_GROUP_ADMIN" }} }}
+"#
+        ),
+    );
+    let c = cfg.to_str().unwrap();
+    let r = run(
+        &["--config", c, "config", "check"],
+        &[("TW_TEST_SECRET", "s3cr3t-canary")],
+    );
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(!r.stdout.contains("OK"), "{r:?}");
+    for (line, field, names) in [
+        (10, "email.password", "TW_TEST_SMTP_PASSWORD".to_string()),
+        (18, "token[0].mint.admin_token", format!("{d}/admin-token")),
+        (
+            24,
+            "token[0].target[0].secret",
+            format!("{d}/webhook-secret"),
+        ),
+        (
+            30,
+            "group[0].mint.admin_token",
+            "TW_TEST_GROUP_ADMIN".to_string(),
+        ),
+    ] {
+        let found = r.stderr.lines().any(|l| {
+            l.starts_with(&format!("error: {c}:{line}:"))
+                && l.contains(&format!("`{field}`"))
+                && l.contains(&names)
+        });
+        assert!(found, "no error for `{field}` at line {line}: {r:?}");
+    }
+    assert!(!r.stderr.contains("meta.app_secret"), "{r:?}");
+
+    // With every secret in place the same config passes, and no value is printed.
+    write_private(&dir.path().join("admin-token"), "admin-canary-value\n");
+    write_private(&dir.path().join("webhook-secret"), "hook-canary-value\n");
+    let r = run(
+        &["--config", c, "config", "check"],
+        &[
+            ("TW_TEST_SECRET", "s3cr3t-canary"),
+            ("TW_TEST_SMTP_PASSWORD", "smtp-canary-value"),
+            ("TW_TEST_GROUP_ADMIN", "group-canary-value"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("OK, 1 token(s): prod"), "{r:?}");
+    crate::util::assert_no_leak(
+        &r.all(),
+        &[
+            "s3cr3t-canary",
+            "admin-canary-value",
+            "hook-canary-value",
+            "smtp-canary-value",
+            "group-canary-value",
+        ],
+        "config check output",
+    );
+}
