@@ -535,3 +535,114 @@ mint = {{ system_user_id = "104169029247128", admin_token = {{ env = "TW_TEST_GR
         "config check output",
     );
 }
+
+/// A config whose mode (0644) makes `config check` log a warning, the log line these tests
+/// look at.
+fn config_that_logs_a_warning(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = dir.join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[meta]\napp_id = \"1\"\napp_secret = { env = \"S\" }\n[[token]]\nname = \"a\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    cfg
+}
+
+/// Runs the binary with standard error on a pseudo-terminal (standard output piped) and
+/// returns its exit code and what it wrote to the terminal.
+fn run_on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two new descriptors into the out-parameters; the name, termios
+    // and window-size pointers may be null. Each descriptor is owned exactly once below.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and are owned by nothing else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenwarden"));
+    cmd.args(args)
+        .env_remove("TOKENWARDEN_CONFIG")
+        .env_remove("NO_COLOR")
+        .env_remove("JOURNAL_STREAM")
+        .env("TOKENWARDEN_LOG", "tokenwarden=debug,warn")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(slave));
+    let mut child = cmd.spawn().expect("run tokenwarden");
+    // The terminal ends (EIO) once no process holds its other side: drop the parent's copy.
+    drop(cmd);
+    let mut terminal = std::fs::File::from(master);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match terminal.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+            Err(e) => panic!("reading the terminal: {e}"),
+        }
+    }
+    let status = child.wait().unwrap();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out).into_owned(),
+    )
+}
+
+/// Logs redirected to a file or a pipe carry no colour codes: they would stay in the file as
+/// text (`^[[33m WARN^[[0m`).
+#[test]
+fn logs_carry_no_colour_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_that_logs_a_warning(dir.path());
+    // An empty NO_COLOR counts as unset (no-color.org): only the redirection may turn colour off.
+    let r = run(
+        &["--config", cfg.to_str().unwrap(), "config", "check"],
+        &[("S", "x"), ("NO_COLOR", "")],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("readable by others"), "{r:?}");
+    assert!(
+        !r.all().contains('\u{1b}'),
+        "ANSI escape in redirected output: {r:?}"
+    );
+}
+
+/// On a terminal logs are coloured, unless `NO_COLOR` is set to anything but the empty string.
+#[test]
+fn logs_are_coloured_on_a_terminal_unless_no_color_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_that_logs_a_warning(dir.path());
+    let args = ["--config", cfg.to_str().unwrap(), "config", "check"];
+    let (code, tty) = run_on_a_terminal(&args, &[("S", "x")]);
+    assert_eq!(code, 0, "{tty}");
+    assert!(tty.contains("readable by others"), "{tty}");
+    assert!(tty.contains('\u{1b}'), "no colour on a terminal: {tty:?}");
+    // An empty NO_COLOR counts as unset.
+    let (_, tty) = run_on_a_terminal(&args, &[("S", "x"), ("NO_COLOR", "")]);
+    assert!(
+        tty.contains('\u{1b}'),
+        "no colour with an empty NO_COLOR: {tty:?}"
+    );
+    for value in ["1", "true"] {
+        let (code, tty) = run_on_a_terminal(&args, &[("S", "x"), ("NO_COLOR", value)]);
+        assert_eq!(code, 0, "{tty}");
+        assert!(tty.contains("readable by others"), "{tty}");
+        assert!(
+            !tty.contains('\u{1b}'),
+            "colour despite NO_COLOR={value}: {tty:?}"
+        );
+    }
+}
