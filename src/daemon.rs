@@ -16,7 +16,7 @@
 //!
 //! A `[[group]]`'s job lists the group's store again, then queues its members in slices of one
 //! Graph batch, due evenly over the group's `spread`; the loop runs each slice when it falls
-//! due (a wake like any other), checking its tokens together ([`observe_many`]) and saving the
+//! due (a wake like any other), checking its tokens together ([`crate::observe::observe_many`]) and saving the
 //! state once for the slice.
 
 use std::collections::BTreeMap;
@@ -32,14 +32,18 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::alert;
 use crate::config::{self, Config, Schedule, StoreConfig, TokenConfig};
-use crate::graph::{self, GraphClient, GraphError, Transient};
+use crate::graph::{self, GraphClient};
 use crate::metrics::Telemetry;
+use crate::notify::email_id;
 use crate::notify::{Email, Mailer, Outbox};
-use crate::policy::{self, Expires, TokenFacts, Verdict};
+use crate::observe::{BATCHES_IN_FLIGHT, READS_IN_FLIGHT, observe, observe_many, read_current};
+use crate::policy::{self, TokenFacts, Verdict};
 use crate::secret::{Fingerprint, Secret};
 use crate::state::{Snapshot, StateError, StateStore};
-use crate::store::{SecretStore, Store, StoreError};
-use crate::usable::Usability;
+use crate::store::Store;
+
+/// Tokens of a group checked together when the whole group is checked at once.
+const CHECK_CHUNK: usize = 1000;
 
 /// The longest the loop sleeps without re-reading the clock (and beating for `/healthz`).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -644,7 +648,7 @@ impl Daemon {
                 Err(_) => return,
             },
         };
-        let targets = match crate::rotation::run::open_targets(t).await {
+        let targets = match crate::target::open_all(t).await {
             Ok(x) => x,
             Err((name, e)) => {
                 tracing::warn!(token = %t.name, target = %name, error = %e, "cannot open target");
@@ -675,7 +679,7 @@ impl Daemon {
             &mut records,
             &current,
             &ctx,
-            &crate::rotation::run::http_client(),
+            &crate::target::http_client(),
             self.cfg.delivery.parallelism,
         )
         .await;
@@ -1037,22 +1041,6 @@ impl Daemon {
     }
 }
 
-/// A stable, filename-safe email id: the token's name made safe plus a short hash of it (two
-/// names that sanitize alike stay apart), then the ledger's key.
-pub fn email_id(token: &str, key: &str) -> String {
-    let safe: String = token
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!("{safe}-{}-{key}", &Fingerprint::of(token).to_string()[..4])
-}
-
 fn store_description(t: &TokenConfig, cfg: &Config) -> String {
     match &t.store {
         StoreConfig::File { path, key } => format!(
@@ -1100,25 +1088,6 @@ fn store_hint(t: &TokenConfig) -> String {
     }
 }
 
-/// The facts worth keeping from `debug_token`'s answer about `token`.
-pub fn facts_of(token: &Secret, info: &graph::TokenInfo) -> TokenFacts {
-    TokenFacts {
-        fingerprint: token.fingerprint(),
-        app_id: info.app_id.clone(),
-        application: info.application.clone(),
-        token_type: info.token_type.clone(),
-        expires: match info.expires_at {
-            graph::Expiry::Never => Expires::Never,
-            graph::Expiry::At(t) => Expires::At(t),
-            graph::Expiry::Unknown => Expires::Unknown,
-        },
-        data_access_expires_at: info.data_access_expires_at,
-        issued_at: info.issued_at,
-        scopes: info.scopes.clone(),
-        wabas: info.waba_ids(),
-    }
-}
-
 /// What tokenwarden does on its own about `t`, for emails.
 fn rotation_plan(t: &TokenConfig, facts: Option<&TokenFacts>) -> String {
     let due = facts
@@ -1137,273 +1106,6 @@ fn rotation_plan(t: &TokenConfig, facts: Option<&TokenFacts>) -> String {
             }
         ),
     }
-}
-
-/// Reads, inspects and proves one token; returns the verdict and, when Graph answered, facts.
-pub async fn observe(
-    cfg: &Config,
-    t: &TokenConfig,
-    graph: &GraphClient,
-) -> (Verdict, Option<TokenFacts>) {
-    let token = match read_current(&t.store, &t.name, &cfg.state_dir).await {
-        Ok(v) => v,
-        Err(v) => return (v, None),
-    };
-    let info = graph.debug_token(&token).await;
-    judge(t, &token, info, graph).await
-}
-
-/// Tokens of a group checked together when the whole group is checked at once.
-const CHECK_CHUNK: usize = 1000;
-
-/// Graph batch requests in flight during a daemon's check of many tokens.
-pub const BATCHES_IN_FLIGHT: usize = 4;
-
-/// How many store reads (and phone reads) a batched check runs at once.
-const READS_IN_FLIGHT: usize = 16;
-
-/// [`observe`] for many tokens: the stores read a few at a time, `debug_token` through Graph
-/// batch requests ([`GraphClient::debug_tokens`], `in_flight` batches at a time), the phone
-/// reads a few at a time. Answers in the order of `tokens`.
-pub async fn observe_many(
-    cfg: &Config,
-    tokens: &[TokenConfig],
-    graph: &GraphClient,
-    in_flight: usize,
-) -> Vec<Observed> {
-    // Entries of a file store are taken from one read of each file: reading a 10,000-entry
-    // file once per entry made a fleet's check quadratic. Other stores are read a few at a
-    // time, each opened once.
-    let mut files: BTreeMap<PathBuf, Result<crate::store::file::StoreFile, StoreError>> =
-        BTreeMap::new();
-    let mut from_files: Vec<Option<Result<Secret, Verdict>>> = Vec::with_capacity(tokens.len());
-    for t in tokens {
-        let read = match &t.store {
-            StoreConfig::File { .. } => {
-                match Store::open(&t.store, &t.name, &cfg.state_dir).await {
-                    Ok(Store::File(fs)) => {
-                        let file = files
-                            .entry(fs.path().to_path_buf())
-                            .or_insert_with(|| fs.read());
-                        Some(
-                            file.as_ref()
-                                .map_err(Clone::clone)
-                                .and_then(|f| fs.current_in(f))
-                                .map(|(_, token)| token)
-                                .map_err(store_verdict),
-                        )
-                    }
-                    _ => None,
-                }
-            }
-            StoreConfig::Aws { .. } => None,
-        };
-        from_files.push(read);
-    }
-    drop(files);
-    let reads = bounded(
-        tokens
-            .iter()
-            .zip(from_files)
-            .map(|(t, done)| {
-                let (store, name, dir) = (t.store.clone(), t.name.clone(), cfg.state_dir.clone());
-                async move {
-                    match done {
-                        Some(read) => read,
-                        None => read_current(&store, &name, &dir).await,
-                    }
-                }
-            })
-            .collect(),
-    )
-    .await;
-    let secrets: Vec<Secret> = reads
-        .iter()
-        .filter_map(|r| r.as_ref().ok().cloned())
-        .collect();
-    let mut infos = graph.debug_tokens(&secrets, in_flight).await.into_iter();
-    let jobs = tokens
-        .iter()
-        .zip(reads)
-        .map(|(t, read)| {
-            let read = read.map(|token| (token, infos.next().expect("one answer per token read")));
-            let (t, graph) = (t.clone(), graph.clone());
-            async move {
-                match read {
-                    Ok((token, info)) => {
-                        let (verdict, facts) = judge(&t, &token, info, &graph).await;
-                        Observed {
-                            verdict,
-                            facts,
-                            token: Some(token),
-                        }
-                    }
-                    Err(verdict) => Observed {
-                        verdict,
-                        facts: None,
-                        token: None,
-                    },
-                }
-            }
-        })
-        .collect();
-    bounded(jobs).await
-}
-
-/// What checking one token found.
-#[derive(Debug)]
-pub struct Observed {
-    /// The verdict.
-    pub verdict: Verdict,
-    /// What Graph said about it, when it answered.
-    pub facts: Option<TokenFacts>,
-    /// The value read from the store.
-    pub token: Option<Secret>,
-}
-
-/// Runs `futs` at most [`READS_IN_FLIGHT`] at a time; results in input order.
-async fn bounded<F>(futs: Vec<F>) -> Vec<F::Output>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let n = futs.len();
-    let mut out: Vec<Option<F::Output>> = (0..n).map(|_| None).collect();
-    let mut set = tokio::task::JoinSet::new();
-    let mut queue = futs.into_iter().enumerate();
-    loop {
-        while set.len() < READS_IN_FLIGHT {
-            let Some((i, f)) = queue.next() else { break };
-            set.spawn(async move { (i, f.await) });
-        }
-        match set.join_next().await {
-            Some(Ok((i, v))) => out[i] = Some(v),
-            Some(Err(e)) => std::panic::resume_unwind(e.into_panic()),
-            None => break,
-        }
-    }
-    out.into_iter()
-        .map(|v| v.expect("every task answered"))
-        .collect()
-}
-
-/// The token's current value, or the verdict that says why there is none.
-async fn read_current(
-    store: &StoreConfig,
-    name: &str,
-    state_dir: &std::path::Path,
-) -> Result<Secret, Verdict> {
-    let store = Store::open(store, name, state_dir)
-        .await
-        .map_err(|e| Verdict::StoreProblem {
-            detail: e.to_string(),
-        })?;
-    store.current().await.map_err(store_verdict)
-}
-
-/// The verdict for a store that could not give the token: retry later, or fix the store.
-fn store_verdict(e: StoreError) -> Verdict {
-    match e {
-        e @ StoreError::Unavailable { .. } => Verdict::Unreachable {
-            detail: e.to_string(),
-        },
-        e => Verdict::StoreProblem {
-            detail: e.to_string(),
-        },
-    }
-}
-
-/// Turns `debug_token`'s answer into a verdict, reading the phone number when it is valid.
-async fn judge(
-    t: &TokenConfig,
-    token: &Secret,
-    info: Result<graph::TokenInfo, GraphError>,
-    graph: &GraphClient,
-) -> (Verdict, Option<TokenFacts>) {
-    let info = match info {
-        Ok(i) => i,
-        // A rate limit, at once when Meta asks for more than a few seconds
-        // (`graph::MAX_RATE_LIMIT_WAIT`): it says nothing about the token, and asking again
-        // before access returns burns more quota. The check is deferred (`Daemon::note`).
-        Err(GraphError::Transient(Transient::RateLimited { api, retry_after })) => {
-            return (
-                Verdict::Throttled {
-                    retry_after_secs: retry_after.map(|d| d.as_secs()),
-                    detail: format!("rate limited: {api}"),
-                },
-                None,
-            );
-        }
-        // The next scheduled check tries again, and only a failure lasting
-        // `cannot_check_after` is emailed.
-        Err(GraphError::Transient(e)) => {
-            return (
-                Verdict::Unreachable {
-                    detail: e.to_string(),
-                },
-                None,
-            );
-        }
-        // Any refusal of the inspecting call is about tokenwarden's credentials (reference §8).
-        Err(e) => {
-            return (
-                Verdict::OwnCredentials {
-                    detail: e.to_string(),
-                },
-                None,
-            );
-        }
-    };
-    let facts = facts_of(token, &info);
-    if let Some(api) = info.invalid_reason() {
-        let expired = api.subcode == Some(463);
-        return (
-            Verdict::Dead {
-                reason: graph::dead_reason(&api),
-                expired,
-            },
-            Some(facts),
-        );
-    }
-    // The one rule of `usable`: scopes, the WABA (its targets, or a read when debug_token
-    // lists none), the phone number.
-    let proof = graph
-        .prove(
-            token,
-            &info,
-            t.waba_id.as_deref(),
-            t.phone_number_id.as_deref(),
-        )
-        .await;
-    let verdict = match crate::usable::decide(
-        &info,
-        t.waba_id.as_deref(),
-        t.phone_number_id.as_deref(),
-        &proof,
-    ) {
-        // An answer without `is_valid` is unknown, not invalid: only a read proves it works.
-        Usability::Usable if info.validity_unknown() && t.phone_number_id.is_none() => {
-            Verdict::Unreachable {
-                detail: "Meta's debug_token answer did not say whether the token is valid, and no phone number is configured to prove it works".into(),
-            }
-        }
-        Usability::Usable => Verdict::Healthy,
-        Usability::Unusable(reason) => Verdict::Unusable { reason },
-        Usability::Dead(api) => Verdict::Dead {
-            reason: graph::dead_reason(&api),
-            expired: api.subcode == Some(463),
-        },
-        Usability::OwnCredentials(detail) => Verdict::OwnCredentials { detail },
-        Usability::Unknown(detail) => Verdict::Unreachable { detail },
-        Usability::Throttled {
-            retry_after,
-            detail,
-        } => Verdict::Throttled {
-            retry_after_secs: retry_after.map(|d| d.as_secs()),
-            detail,
-        },
-    };
-    (verdict, Some(facts))
 }
 
 /// The running cron jobs and the offsets their time zones had when they were made.

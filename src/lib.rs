@@ -8,6 +8,8 @@
 //! - [`store`]: where tokens live (a 0600 JSON file, AWS Secrets Manager).
 //! - [`notify`]: email to on-call: SMTP or a folder of `.eml` files, behind a persistent outbox.
 //! - [`daemon`]: `tokenwarden run`: the schedule, checks, alert decisions, the outbox.
+//! - [`observe`]: the check of a token (store, Graph, the usability rule), below the daemon,
+//!   `check` and rotation.
 //! - [`check`]: `tokenwarden check` (one pass, plugin exit codes) and `status`.
 //! - [`doctor`]: the runbook's manual checks as a checklist (observe, then a pure evaluation).
 //! - [`policy`]: effective expiry, states, and which email to send when (pure).
@@ -51,6 +53,7 @@ pub mod lint;
 pub mod liveness;
 pub mod metrics;
 pub mod notify;
+pub mod observe;
 pub mod policy;
 pub mod rotation;
 pub mod sandbox;

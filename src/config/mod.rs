@@ -6,6 +6,7 @@
 //! makes no network call; `config check` resolves every reference with [`check_secrets`].
 
 mod diag;
+pub mod email;
 mod paths;
 mod secret_ref;
 mod secrets;
@@ -26,8 +27,8 @@ pub use targets::{
 };
 
 use crate::graph::version::{ApiVersion, DEFAULT_VERSION};
-use crate::notify::EmailConfig;
 use crate::policy::Policy;
+pub use email::EmailConfig;
 
 /// Where the config is read from when neither `--config` nor `TOKENWARDEN_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/tokenwarden/tokenwarden.toml";
@@ -1936,10 +1937,7 @@ mod example_tests {
         let (head, tokens) = blocks[0].split_at(blocks[0].find("[[token]]").unwrap());
         let whole = format!("{head}\n{}\n{tokens}", blocks[1]);
         let cfg = super::parse(&path, &whole).unwrap_or_else(|d| panic!("{d:#?}"));
-        assert!(matches!(
-            cfg.email,
-            Some(crate::notify::EmailConfig::Smtp { .. })
-        ));
+        assert!(matches!(cfg.email, Some(super::EmailConfig::Smtp { .. })));
         let with_group = format!("{head}\n{}", blocks[2]);
         let cfg = super::parse(&path, &with_group).unwrap_or_else(|d| panic!("{d:#?}"));
         assert_eq!(cfg.groups.len(), 1);

@@ -13,8 +13,7 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 
 use super::diag::{Diagnostic, SourceMap};
-use super::{Config, SecretRef, Source, TargetKind, TokenConfig};
-use crate::notify::EmailConfig;
+use super::{Config, EmailConfig, SecretRef, Source, TargetKind, TokenConfig};
 
 /// One secret reference of a config and where it is written.
 #[derive(Debug, Clone, PartialEq, Eq)]

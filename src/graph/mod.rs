@@ -206,6 +206,26 @@ pub struct Proof {
     pub phone: Option<Result<PhoneNumber, GraphError>>,
 }
 
+/// The facts worth keeping from `debug_token`'s answer about `token`.
+pub fn facts_of(token: &Secret, info: &TokenInfo) -> crate::policy::TokenFacts {
+    use crate::policy::{Expires, TokenFacts};
+    TokenFacts {
+        fingerprint: token.fingerprint(),
+        app_id: info.app_id.clone(),
+        application: info.application.clone(),
+        token_type: info.token_type.clone(),
+        expires: match info.expires_at {
+            Expiry::Never => Expires::Never,
+            Expiry::At(t) => Expires::At(t),
+            Expiry::Unknown => Expires::Unknown,
+        },
+        data_access_expires_at: info.data_access_expires_at,
+        issued_at: info.issued_at,
+        scopes: info.scopes.clone(),
+        wabas: info.waba_ids(),
+    }
+}
+
 /// A token from [`GraphClient::refresh_token`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refreshed {

@@ -591,7 +591,7 @@ pub async fn inspect_candidate(
         }
         Err(e) => return Err(e),
     };
-    let facts = crate::daemon::facts_of(token, &info);
+    let facts = crate::graph::facts_of(token, &info);
     let invalid = info.invalid_reason().map(|a| graph::dead_reason(&a));
     let proof = graph
         .prove(
@@ -653,7 +653,7 @@ pub async fn current_facts(
     Ok(info
         .invalid_reason()
         .is_none()
-        .then(|| crate::daemon::facts_of(token, &info)))
+        .then(|| crate::graph::facts_of(token, &info)))
 }
 
 async fn validate(d: &Deps<'_>, r: &mut Rotation) -> Event {
@@ -814,32 +814,6 @@ async fn candidate_or_superseded(d: &Deps<'_>, r: &Rotation, new: &Side) -> Resu
     }
 }
 
-/// Opens every target of the token (a target that cannot even be built fails the delivery).
-pub async fn open_targets(
-    t: &TokenConfig,
-) -> Result<Vec<std::sync::Arc<crate::target::Configured>>, (String, crate::target::TargetError)> {
-    let mut out = Vec::new();
-    for cfg in &t.targets {
-        match crate::target::Configured::open(cfg).await {
-            Ok(c) => out.push(std::sync::Arc::new(c)),
-            Err(e) => return Err((cfg.name.clone(), e)),
-        }
-    }
-    Ok(out)
-}
-
-/// An HTTP client for verify URLs. It follows no redirect and uses no proxy from the
-/// environment: a verify URL's query may hold a secret of its own, which goes only where the
-/// config says (a 3xx is the last answer, a refusal).
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("tokenwarden/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .unwrap_or_default()
-}
-
 /// The rotation record as the [`crate::target::ReloadJournal`] of its delivery: each mark is
 /// saved to `rotations/<token>.json` at once (the rotation's lock is held by `drive`), so a
 /// kill while a reload runs leaves "started" without "finished" for the resume to see.
@@ -895,7 +869,7 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
         Ok(pair) => pair,
         Err(ev) => return ev,
     };
-    let targets = match open_targets(d.token).await {
+    let targets = match crate::target::open_all(d.token).await {
         Ok(t) => t,
         Err((name, e)) => return Event::DeliveryFailed(format!("target {name}: {e}")),
     };
@@ -917,7 +891,7 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
         reloads: Some(journal.clone()),
         hide: vec![old.clone()],
     };
-    let http = http_client();
+    let http = crate::target::http_client();
     let rollout = crate::delivery::roll_out(
         &targets,
         &candidate,
@@ -1139,7 +1113,7 @@ fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
     };
     let rendered = crate::alert::render_rotation(d.token, r, &store_hint(d.token), mail);
     let email = Email {
-        id: crate::daemon::email_id(&d.token.name, &format!("rotation-{}-{key}", r.id)),
+        id: crate::notify::email_id(&d.token.name, &format!("rotation-{}-{key}", r.id)),
         token: d.token.name.clone(),
         subject: rendered.subject,
         text: rendered.text,
