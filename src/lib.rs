@@ -2,6 +2,7 @@
 //! tokens) alive: it inspects them, warns on-call before they expire, rotates and delivers them.
 //!
 //! # Layout
+//! - [`cli`]: the `tokenwarden` commands, one file each, and [`cli::Exit`], the exit codes.
 //! - [`config`]: the TOML file, validated into [`config::Config`], every error reported at once.
 //! - [`graph`]: the Graph API client and the classification of its errors.
 //! - [`store`]: where tokens live (a 0600 JSON file, AWS Secrets Manager).
@@ -36,6 +37,7 @@
 pub mod alert;
 pub mod audit;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod delivery;

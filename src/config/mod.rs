@@ -2,13 +2,14 @@
 //!
 //! Two phases, as in ripgrep and vector: serde reads `Raw*` types (unknown keys are errors), then
 //! [`validate`] turns them into typed values (ids checked, durations and URLs parsed, names
-//! unique). Secrets are never in the file, only [`SecretRef`]s. This module reads no secret and
-//! makes no network call; `config check` resolves the references separately.
+//! unique). Secrets are never in the file, only [`SecretRef`]s. Loading reads no secret and
+//! makes no network call; `config check` resolves every reference with [`check_secrets`].
 
 mod diag;
 pub mod email;
 mod paths;
 mod secret_ref;
+mod secrets;
 mod targets;
 
 use std::collections::HashSet;
@@ -20,6 +21,7 @@ use toml::Spanned;
 
 pub use diag::{Diagnostic, SourceMap};
 pub use secret_ref::{SecretRef, SecretRefError};
+pub use secrets::{SecretField, check_secrets};
 pub use targets::{
     DEFAULT_DOTENV_KEY, DeliveryConfig, ScanConfig, TargetConfig, TargetKind, VerifyConfig,
 };

@@ -256,6 +256,17 @@ pub struct AppCredentials {
     pub app_secret: Secret,
 }
 
+/// Why [`GraphClient::from_config`] could not build a client.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `meta.app_secret` cannot be read: fix the reference or the secret (a config error).
+    #[error("`meta.app_secret`: {0}")]
+    AppSecret(crate::config::SecretRefError),
+    /// The HTTP client cannot be built (no TLS roots, a proxy it cannot use): fix the host.
+    #[error("{0}")]
+    Client(GraphError),
+}
+
 /// Retry settings for transient failures.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -310,6 +321,17 @@ impl GraphClient {
                 base_delay: meta.retry_delay,
             },
         })
+    }
+
+    /// A client from the `[meta]` config, reading the app secret from its reference now: the
+    /// one place the app secret is resolved for a client.
+    ///
+    /// # Errors
+    /// [`SetupError::AppSecret`] when the secret cannot be read (fix the reference: the config
+    /// is unusable), [`SetupError::Client`] when the HTTP client cannot be built.
+    pub fn from_config(meta: &MetaConfig) -> Result<Self, SetupError> {
+        let secret = meta.app_secret.resolve().map_err(SetupError::AppSecret)?;
+        GraphClient::new(meta, secret).map_err(SetupError::Client)
     }
 
     /// The pinned version.
