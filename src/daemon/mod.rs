@@ -135,13 +135,8 @@ impl Daemon {
     /// [`DaemonError::Config`] for unreadable secrets or a bad email setup,
     /// [`DaemonError::State`] for an unusable state directory.
     pub fn new(cfg: Config, clock: Arc<dyn Clock>) -> Result<Daemon, DaemonError> {
-        let secret = cfg
-            .meta
-            .app_secret
-            .resolve()
-            .map_err(|e| DaemonError::Config(format!("`meta.app_secret`: {e}")))?;
         let graph =
-            GraphClient::new(&cfg.meta, secret).map_err(|e| DaemonError::Config(e.to_string()))?;
+            GraphClient::from_config(&cfg.meta).map_err(|e| DaemonError::Config(e.to_string()))?;
         let mailer = match &cfg.email {
             Some(e) => {
                 Some(Mailer::new(e).map_err(|e| DaemonError::Config(format!("[email]: {e}")))?)
