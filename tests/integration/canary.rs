@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 use tokenwarden::sandbox::{self, Endpoint, Fault, TokenSpec};
-use tokenwarden::store::SecretStore;
 
 use crate::util::{SinkOpts, SmtpSink, TokenEntry, Workspace, sandbox};
 
@@ -155,12 +154,7 @@ command = ["/bin/sh", "-c", "cat >/dev/null; echo \"$0 $*\" > {argv}; env > {env
     hook.abort();
     assert!(out.status.success(), "{out:?}");
 
-    let new = tokenwarden::store::file::FileStore::new(ws.store.clone(), "prod".into())
-        .current()
-        .await
-        .unwrap()
-        .expose()
-        .to_string();
+    let new = crate::util::current(&ws, "prod").await;
     assert_ne!(new, old, "the run rotated the token");
     assert_eq!(
         std::fs::read_to_string(&env).unwrap(),
@@ -254,12 +248,7 @@ command = ["/bin/sh", "-c", "cat >/dev/null; echo \"$0 $*\" > {argv}; env > {env
         "the refusal was met and reported: {again:?}"
     );
     outputs.push(("rotate with an AUTH-echoing server".into(), again.all()));
-    let newer = tokenwarden::store::file::FileStore::new(ws.store.clone(), "prod".into())
-        .current()
-        .await
-        .unwrap()
-        .expose()
-        .to_string();
+    let newer = crate::util::current(&ws, "prod").await;
     let holders = [
         ws.store.clone(),
         state_dir.join("app-secret"),

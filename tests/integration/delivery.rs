@@ -126,16 +126,11 @@ async fn one_rotation_updates_two_env_files_a_secret_and_a_webhook_each_verified
     let hook_secret = apps.dir.path().join("hook-secret");
     crate::util::write_private(&hook_secret, HOOK_SECRET);
     let secret_id = crate::util::unique("tw-deliver");
-    crate::util::moto_client()
-        .await
-        .create_secret()
-        .name(&secret_id)
-        .secret_string(
-            serde_json::json!({"WHATSAPP_ACCESS_TOKEN": old, "OTHER": "kept"}).to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    crate::util::moto_create(
+        &secret_id,
+        &serde_json::json!({"WHATSAPP_ACCESS_TOKEN": old, "OTHER": "kept"}).to_string(),
+    )
+    .await;
     let reloads = apps.dir.path().join("reloads");
     let targets = format!(
         r#"revoke_after = "0s"

@@ -114,14 +114,7 @@ async fn secrets_manager_down_mid_promotion_stalls_then_resumes_with_one_mint() 
     let sb = sandbox().await;
     let old = sb.issue_token(TokenSpec::system_user_60d().issued_ago(45 * 86_400));
     let id = crate::util::unique("tw-faults");
-    crate::util::moto_client()
-        .await
-        .create_secret()
-        .name(&id)
-        .secret_string(&old)
-        .send()
-        .await
-        .unwrap();
+    crate::util::moto_create(&id, &old).await;
     let proxy = FaultyProxy::start("UpdateSecretVersionStage").await;
     let dir = tempfile::tempdir().unwrap();
     let (mint, _) = crate::util::mint_source(&sb, dir.path(), sandbox::DEMO_SYSTEM_USER_ID);

@@ -479,14 +479,7 @@ async fn a_rotation_killed_after_any_step_resumes_to_the_same_end() {
 async fn aws_mint_workspace(sb: &Sandbox, current: &str, extra: &str) -> (Workspace, String) {
     let id = crate::util::unique("tw-rotate");
     let body = serde_json::json!({ "DB_PASSWORD": "keep-me", "WHATSAPP_ACCESS_TOKEN": current });
-    crate::util::moto_client()
-        .await
-        .create_secret()
-        .name(&id)
-        .secret_string(body.to_string())
-        .send()
-        .await
-        .unwrap();
+    crate::util::moto_create(&id, &body.to_string()).await;
     let store = format!(
         "store = {{ kind = \"aws\", secret_id = \"{id}\", region = \"us-east-1\", endpoint = \"{}\", json_key = \"WHATSAPP_ACCESS_TOKEN\" }}\n{extra}",
         crate::util::moto().endpoint
@@ -623,15 +616,9 @@ async fn two_instances_racing_on_one_staged_candidate_promote_it_once() {
     let old = sb.issue_token(good());
     let candidate = sb.issue_token(TokenSpec::system_user_60d());
     let id = crate::util::unique("tw-twins");
-    let client = crate::util::moto_client().await;
-    client
-        .create_secret()
-        .name(&id)
-        .secret_string(&old)
-        .send()
+    crate::util::moto_create(&id, &old).await;
+    crate::util::moto_client()
         .await
-        .unwrap();
-    client
         .put_secret_value()
         .secret_id(&id)
         .secret_string(&candidate)
