@@ -58,6 +58,9 @@ pub enum AuditEvent {
     RevokeRefused,
     /// A candidate that will not be promoted was revoked.
     CandidateRevoked,
+    /// An overtaken rotation's candidate was left unrevoked (another rotation may still
+    /// promote it).
+    CandidateLeft,
     /// A token was pushed to a target.
     Push,
     /// A failed rollout put the old token back.
@@ -205,6 +208,7 @@ mod tests {
             (E::TokenExtended, "token_extended"),
             (E::RevokeRefused, "revoke_refused"),
             (E::CandidateRevoked, "candidate_revoked"),
+            (E::CandidateLeft, "candidate_left"),
             (E::Push, "push"),
             (E::RollbackPush, "rollback_push"),
             (E::Scan, "scan"),

@@ -9,8 +9,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::daemon::observe;
 use crate::graph::GraphClient;
+use crate::observe::{BATCHES_IN_FLIGHT, observe, observe_many};
 use crate::policy::{self, State, Verdict};
 use crate::state::{Snapshot, TokenState};
 use crate::timefmt;
@@ -51,7 +51,7 @@ pub async fn run(
     let observed = if tokens.len() == 1 {
         vec![observe(cfg, &tokens[0], graph).await]
     } else {
-        crate::daemon::observe_many(cfg, &tokens, graph, crate::daemon::BATCHES_IN_FLIGHT)
+        observe_many(cfg, &tokens, graph, BATCHES_IN_FLIGHT)
             .await
             .into_iter()
             .map(|o| (o.verdict, o.facts))

@@ -197,13 +197,8 @@ revoke_after = "0s"
 
     let loaded = config::load(&config_path).map_err(|e| DemoError::Config(e.to_string()))?;
     let cfg = loaded.config;
-    let secret = cfg
-        .meta
-        .app_secret
-        .resolve()
-        .map_err(|e| DemoError::Config(e.to_string()))?;
     let client =
-        GraphClient::new(&cfg.meta, secret).map_err(|e| DemoError::Config(e.to_string()))?;
+        GraphClient::from_config(&cfg.meta).map_err(|e| DemoError::Config(e.to_string()))?;
     let report = doctor::run(&cfg, &client, &doctor::Options::default(), now).await;
     print!("{}", doctor::render_text(&report));
     rotate_both(sb, &cfg, &client, &config_path).await?;

@@ -2,11 +2,14 @@
 //! tokens) alive: it inspects them, warns on-call before they expire, rotates and delivers them.
 //!
 //! # Layout
+//! - [`cli`]: the `tokenwarden` commands, one file each, and [`cli::Exit`], the exit codes.
 //! - [`config`]: the TOML file, validated into [`config::Config`], every error reported at once.
 //! - [`graph`]: the Graph API client and the classification of its errors.
 //! - [`store`]: where tokens live (a 0600 JSON file, AWS Secrets Manager).
 //! - [`notify`]: email to on-call: SMTP or a folder of `.eml` files, behind a persistent outbox.
 //! - [`daemon`]: `tokenwarden run`: the schedule, checks, alert decisions, the outbox.
+//! - [`observe`]: the check of a token (store, Graph, the usability rule), below the daemon,
+//!   `check` and rotation.
 //! - [`check`]: `tokenwarden check` (one pass, plugin exit codes) and `status`.
 //! - [`doctor`]: the runbook's manual checks as a checklist (observe, then a pure evaluation).
 //! - [`policy`]: effective expiry, states, and which email to send when (pure).
@@ -35,6 +38,7 @@
 pub mod alert;
 pub mod audit;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod delivery;
@@ -50,6 +54,7 @@ pub mod lint;
 pub mod liveness;
 pub mod metrics;
 pub mod notify;
+pub mod observe;
 pub mod policy;
 pub mod rotation;
 pub mod sandbox;

@@ -104,7 +104,7 @@ impl Budget {
             stop: rotation_step.max(repair),
             listing: STORE_OP * LISTING_PAGES,
             email: match &cfg.email {
-                Some(crate::notify::EmailConfig::Smtp {
+                Some(crate::config::EmailConfig::Smtp {
                     timeout: Some(t), ..
                 }) => crate::config::parse_duration(t).unwrap_or(crate::notify::DEFAULT_TIMEOUT),
                 _ => crate::notify::DEFAULT_TIMEOUT,
@@ -112,7 +112,7 @@ impl Budget {
         }
     }
 
-    /// Checking `n` tokens together (`daemon::observe_many`): store reads and phone reads
+    /// Checking `n` tokens together (`observe::observe_many`): store reads and phone reads
     /// `reads` at a time, `debug_token` in batches of 50, `in_flight` batches at a time, each
     /// item tried up to `meta.attempts` times.
     pub fn many(&self, meta: &MetaConfig, n: usize, reads: usize, in_flight: usize) -> Duration {

@@ -2,12 +2,14 @@
 //!
 //! Two phases, as in ripgrep and vector: serde reads `Raw*` types (unknown keys are errors), then
 //! [`validate`] turns them into typed values (ids checked, durations and URLs parsed, names
-//! unique). Secrets are never in the file, only [`SecretRef`]s. This module reads no secret and
-//! makes no network call; `config check` resolves the references separately.
+//! unique). Secrets are never in the file, only [`SecretRef`]s. Loading reads no secret and
+//! makes no network call; `config check` resolves every reference with [`check_secrets`].
 
 mod diag;
+pub mod email;
 mod paths;
 mod secret_ref;
+mod secrets;
 mod targets;
 
 use std::collections::HashSet;
@@ -19,13 +21,14 @@ use toml::Spanned;
 
 pub use diag::{Diagnostic, SourceMap};
 pub use secret_ref::{SecretRef, SecretRefError};
+pub use secrets::{SecretField, check_secrets};
 pub use targets::{
     DEFAULT_DOTENV_KEY, DeliveryConfig, ScanConfig, TargetConfig, TargetKind, VerifyConfig,
 };
 
 use crate::graph::version::{ApiVersion, DEFAULT_VERSION};
-use crate::notify::EmailConfig;
 use crate::policy::Policy;
+pub use email::EmailConfig;
 
 /// Where the config is read from when neither `--config` nor `TOKENWARDEN_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/tokenwarden/tokenwarden.toml";
@@ -1934,10 +1937,7 @@ mod example_tests {
         let (head, tokens) = blocks[0].split_at(blocks[0].find("[[token]]").unwrap());
         let whole = format!("{head}\n{}\n{tokens}", blocks[1]);
         let cfg = super::parse(&path, &whole).unwrap_or_else(|d| panic!("{d:#?}"));
-        assert!(matches!(
-            cfg.email,
-            Some(crate::notify::EmailConfig::Smtp { .. })
-        ));
+        assert!(matches!(cfg.email, Some(super::EmailConfig::Smtp { .. })));
         let with_group = format!("{head}\n{}", blocks[2]);
         let cfg = super::parse(&path, &with_group).unwrap_or_else(|d| panic!("{d:#?}"));
         assert_eq!(cfg.groups.len(), 1);

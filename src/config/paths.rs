@@ -14,7 +14,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::diag::{Diagnostic, SourceMap};
-use super::{Config, DiscoverConfig, SecretRef, Source, StoreConfig, TargetKind, TokenConfig};
+use super::{Config, DiscoverConfig, SecretRef, StoreConfig, TargetKind, TokenConfig};
 
 /// Every problem of `cfg`'s paths; `text` is the config's text, to place them.
 pub(super) fn check(map: &SourceMap<'_>, text: &str, cfg: &Config) -> Vec<Diagnostic> {
@@ -28,24 +28,21 @@ pub(super) fn check(map: &SourceMap<'_>, text: &str, cfg: &Config) -> Vec<Diagno
     // Files a target must never be: (resolved path, what it is).
     let mut protected: Vec<(PathBuf, String)> =
         vec![(resolve(&cfg.path), "this config file".to_string())];
-    let mut secret = |r: &SecretRef, field: String| match r {
-        SecretRef::File(p) => protected.push((resolve(p), format!("the secret file of `{field}`"))),
-        SecretRef::Credential(name) => {
-            if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-                protected.push((
-                    resolve(&Path::new(&dir).join(name)),
-                    format!("the systemd credential of `{field}`"),
-                ));
+    for f in cfg.secret_fields() {
+        match f.reference {
+            SecretRef::File(p) => {
+                protected.push((resolve(p), format!("the secret file of `{}`", f.field)))
             }
+            SecretRef::Credential(name) => {
+                if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+                    protected.push((
+                        resolve(&Path::new(&dir).join(name)),
+                        format!("the systemd credential of `{}`", f.field),
+                    ));
+                }
+            }
+            SecretRef::Env(_) => {}
         }
-        SecretRef::Env(_) => {}
-    };
-    secret(&cfg.meta.app_secret, "meta.app_secret".into());
-    if let Some(crate::notify::EmailConfig::Smtp {
-        password: Some(p), ..
-    }) = &cfg.email
-    {
-        secret(p, "email.password".into());
     }
     let tokens = cfg
         .tokens
@@ -59,16 +56,6 @@ pub(super) fn check(map: &SourceMap<'_>, text: &str, cfg: &Config) -> Vec<Diagno
                 .map(|(i, g)| (format!("group[{i}]"), &g.template)),
         )
         .collect::<Vec<(String, &TokenConfig)>>();
-    for (prefix, t) in &tokens {
-        if let Source::Mint(m) = &t.rotation.source {
-            secret(&m.admin_token, format!("{prefix}.rotation.admin_token"));
-        }
-        for (j, target) in t.targets.iter().enumerate() {
-            if let TargetKind::Webhook { secret: s, .. } = &target.kind {
-                secret(s, format!("{prefix}.target[{j}].secret"));
-            }
-        }
-    }
     for (prefix, t) in &tokens {
         if let StoreConfig::File { path: Some(p), .. } = &t.store {
             protected.push((resolve(p), format!("the token store of `{prefix}`")));

@@ -206,6 +206,26 @@ pub struct Proof {
     pub phone: Option<Result<PhoneNumber, GraphError>>,
 }
 
+/// The facts worth keeping from `debug_token`'s answer about `token`.
+pub fn facts_of(token: &Secret, info: &TokenInfo) -> crate::policy::TokenFacts {
+    use crate::policy::{Expires, TokenFacts};
+    TokenFacts {
+        fingerprint: token.fingerprint(),
+        app_id: info.app_id.clone(),
+        application: info.application.clone(),
+        token_type: info.token_type.clone(),
+        expires: match info.expires_at {
+            Expiry::Never => Expires::Never,
+            Expiry::At(t) => Expires::At(t),
+            Expiry::Unknown => Expires::Unknown,
+        },
+        data_access_expires_at: info.data_access_expires_at,
+        issued_at: info.issued_at,
+        scopes: info.scopes.clone(),
+        wabas: info.waba_ids(),
+    }
+}
+
 /// A token from [`GraphClient::refresh_token`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refreshed {
@@ -234,6 +254,17 @@ pub struct AppCredentials {
     pub app_id: String,
     /// The app secret.
     pub app_secret: Secret,
+}
+
+/// Why [`GraphClient::from_config`] could not build a client.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `meta.app_secret` cannot be read: fix the reference or the secret (a config error).
+    #[error("`meta.app_secret`: {0}")]
+    AppSecret(crate::config::SecretRefError),
+    /// The HTTP client cannot be built (no TLS roots, a proxy it cannot use): fix the host.
+    #[error("{0}")]
+    Client(GraphError),
 }
 
 /// Retry settings for transient failures.
@@ -290,6 +321,17 @@ impl GraphClient {
                 base_delay: meta.retry_delay,
             },
         })
+    }
+
+    /// A client from the `[meta]` config, reading the app secret from its reference now: the
+    /// one place the app secret is resolved for a client.
+    ///
+    /// # Errors
+    /// [`SetupError::AppSecret`] when the secret cannot be read (fix the reference: the config
+    /// is unusable), [`SetupError::Client`] when the HTTP client cannot be built.
+    pub fn from_config(meta: &MetaConfig) -> Result<Self, SetupError> {
+        let secret = meta.app_secret.resolve().map_err(SetupError::AppSecret)?;
+        GraphClient::new(meta, secret).map_err(SetupError::Client)
     }
 
     /// The pinned version.

@@ -10,12 +10,7 @@ use crate::secret::Fingerprint;
 /// The right-hand side of every Message-ID tokenwarden makes.
 const DOMAIN: &str = "tokenwarden";
 
-/// Parses `"Name <a@b>"` or `a@b`, with a message fit for a config check.
-pub(super) fn parse_mailbox(text: &str) -> Result<Mailbox, String> {
-    text.trim()
-        .parse::<Mailbox>()
-        .map_err(|e| format!("{text:?} is not an email address ({e})"))
-}
+pub(super) use crate::config::email::parse_mailbox;
 
 /// `<{id}@tokenwarden>`.
 pub(super) fn message_id(id: &str) -> String {

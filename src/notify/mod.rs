@@ -14,18 +14,34 @@ mod message;
 mod outbox;
 mod smtp;
 
-use std::net::IpAddr;
-use std::path::PathBuf;
-
 use serde::{Deserialize, Serialize};
 
-use crate::config::SecretRef;
+pub use crate::config::email::{DEFAULT_TIMEOUT, EmailConfig, Tls};
 
 pub use folder::FolderMailer;
 pub use outbox::{
     BACKOFF_BASE, BACKOFF_CAP, Backlog, FlushReport, Outbox, OutboxEntry, SENT_RETENTION,
 };
 pub use smtp::SmtpMailer;
+
+/// A stable, filename-safe email id: the token's name made safe plus a short hash of it (two
+/// names that sanitize alike stay apart), then the ledger's key.
+pub fn email_id(token: &str, key: &str) -> String {
+    let safe: String = token
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!(
+        "{safe}-{}-{key}",
+        &crate::secret::Fingerprint::of(token).to_string()[..4]
+    )
+}
 
 /// One email, fully rendered by the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,177 +72,6 @@ impl Email {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     }
-}
-
-/// How the SMTP connection is protected.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Tls {
-    /// Plain connection upgraded with STARTTLS, which is required (port 587 by default).
-    #[default]
-    Starttls,
-    /// TLS from the first byte, "SMTPS" (port 465 by default).
-    Implicit,
-    /// No TLS at all: only allowed to a loopback relay (port 25 by default).
-    None,
-}
-
-impl Tls {
-    /// The usual port for this mode.
-    pub fn default_port(self) -> u16 {
-        match self {
-            Tls::Starttls => 587,
-            Tls::Implicit => 465,
-            Tls::None => 25,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Tls::Starttls => "STARTTLS",
-            Tls::Implicit => "implicit TLS",
-            Tls::None => "no TLS",
-        }
-    }
-}
-
-/// The `[email]` config section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum EmailConfig {
-    /// Deliver through an SMTP server.
-    Smtp {
-        /// Server host name (checked against its certificate) or IP address.
-        host: String,
-        /// Port; default 587 for STARTTLS, 465 for implicit TLS, 25 without TLS.
-        port: Option<u16>,
-        /// `"starttls"` (default), `"implicit"` or `"none"` (loopback only).
-        #[serde(default)]
-        tls: Tls,
-        /// Login name; no authentication when absent.
-        username: Option<String>,
-        /// Where the password lives (never inline).
-        password: Option<SecretRef>,
-        /// The sender, `"tokenwarden <tokenwarden@example.com>"` or a bare address.
-        from: String,
-        /// Recipients, all in one `To` header.
-        to: Vec<String>,
-        /// An extra trusted root certificate (PEM), for a server with a private CA. The
-        /// platform's roots stay trusted.
-        ca_file: Option<PathBuf>,
-        /// The longest one delivery may take, connection included, such as `"30s"`
-        /// (default 30 s).
-        timeout: Option<String>,
-    },
-    /// Write each email as `<id>.eml` into a directory: the demo and dry runs.
-    Folder {
-        /// The directory; created if missing.
-        path: PathBuf,
-        /// The sender.
-        from: String,
-        /// Recipients.
-        to: Vec<String>,
-    },
-}
-
-/// Default SMTP timeout.
-pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-impl EmailConfig {
-    /// Problems a config check must report, as (field relative to `email`, message): plain
-    /// text to a host that is not loopback, a password without a username, no recipients,
-    /// addresses that do not parse, an unreadable `ca_file`, a bad timeout. Reads `ca_file`
-    /// but resolves no secret and opens no connection.
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let (from, to) = match self {
-            EmailConfig::Smtp { from, to, .. } | EmailConfig::Folder { from, to, .. } => (from, to),
-        };
-        if let Err(e) = message::parse_mailbox(from) {
-            out.push(("from".to_string(), e));
-        }
-        if to.is_empty() {
-            out.push((
-                "to".to_string(),
-                "no recipients: list at least one address, e.g. to = [\"oncall@example.com\"]"
-                    .to_string(),
-            ));
-        }
-        for (i, addr) in to.iter().enumerate() {
-            if let Err(e) = message::parse_mailbox(addr) {
-                out.push((format!("to[{i}]"), e));
-            }
-        }
-        match self {
-            EmailConfig::Folder { path, .. } => {
-                if path.as_os_str().is_empty() {
-                    out.push(("path".to_string(), "must not be empty".to_string()));
-                }
-            }
-            EmailConfig::Smtp {
-                host,
-                port,
-                tls,
-                username,
-                password,
-                ca_file,
-                timeout,
-                ..
-            } => {
-                if host.trim().is_empty() {
-                    out.push(("host".to_string(), "must not be empty".to_string()));
-                } else if *tls == Tls::None && !is_loopback_host(host) {
-                    out.push((
-                        "tls".to_string(),
-                        format!(
-                            "tls = \"none\" sends the password and the emails in plain text, \
-                             so it is only allowed to a relay on this machine (localhost, \
-                             127.0.0.1, ::1), not to `{host}`; use \"starttls\" or \"implicit\""
-                        ),
-                    ));
-                }
-                if *port == Some(0) {
-                    out.push(("port".to_string(), "0 is not a port".to_string()));
-                }
-                match username {
-                    Some(u) if u.is_empty() => {
-                        out.push(("username".to_string(), "must not be empty".to_string()))
-                    }
-                    None if password.is_some() => out.push((
-                        "password".to_string(),
-                        "a password without a username is never sent; add `username`".to_string(),
-                    )),
-                    _ => {}
-                }
-                if let Some(path) = ca_file {
-                    if *tls == Tls::None {
-                        out.push((
-                            "ca_file".to_string(),
-                            "has no effect with tls = \"none\"".to_string(),
-                        ));
-                    }
-                    if let Err(e) = smtp::read_ca_file(path) {
-                        out.push(("ca_file".to_string(), e));
-                    }
-                }
-                if let Some(t) = timeout
-                    && crate::config::parse_duration(t).is_none_or(|d| d.is_zero())
-                {
-                    out.push((
-                        "timeout".to_string(),
-                        format!("expected a duration such as \"30s\" or \"2m\", found {t:?}"),
-                    ));
-                }
-            }
-        }
-        out
-    }
-}
-
-/// `localhost`, `127.x.x.x` or `::1` (with or without brackets).
-fn is_loopback_host(host: &str) -> bool {
-    let h = host.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Where emails go.
@@ -338,6 +183,14 @@ struct SendFailure {
 mod tests {
     use super::*;
 
+    #[test]
+    fn email_ids_are_safe_and_distinct_for_lookalike_names() {
+        let a = email_id("shop.a", "warn-604800s-abcd1234");
+        let b = email_id("shop-a", "warn-604800s-abcd1234");
+        assert_ne!(a, b);
+        assert!(crate::notify::Email::valid_id(&a), "{a}");
+    }
+
     /// The daemon shares these across tasks and spawns their futures.
     #[test]
     fn mailer_and_outbox_are_shareable_and_their_futures_send() {
@@ -362,27 +215,5 @@ mod tests {
             html: "x".into(),
         };
         send(&mailer.send(&email));
-    }
-
-    #[test]
-    fn ports_default_by_tls_mode_and_loopback_is_recognised() {
-        assert_eq!(Tls::default(), Tls::Starttls);
-        assert_eq!(
-            [Tls::Starttls, Tls::Implicit, Tls::None].map(Tls::default_port),
-            [587, 465, 25]
-        );
-        for h in [
-            "localhost",
-            "LOCALHOST",
-            "127.0.0.1",
-            "127.9.9.9",
-            "::1",
-            "[::1]",
-        ] {
-            assert!(is_loopback_host(h), "{h}");
-        }
-        for h in ["example.com", "10.0.0.1", "localhost.example.com", "::2"] {
-            assert!(!is_loopback_host(h), "{h}");
-        }
     }
 }

@@ -1,13 +1,12 @@
 //! SMTP delivery through lettre: STARTTLS or implicit TLS (plain text only to loopback),
 //! optional AUTH, an extra trusted root, and errors mapped to what the caller does next.
 
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls as LettreTls, TlsParameters};
+use lettre::transport::smtp::client::{Tls as LettreTls, TlsParameters};
 use lettre::transport::smtp::{AsyncSmtpTransportBuilder, Error as SmtpError};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
@@ -50,18 +49,7 @@ impl std::fmt::Debug for SmtpMailer {
     }
 }
 
-/// Reads a PEM file of one or more certificates.
-pub(super) fn read_ca_file(path: &Path) -> Result<Certificate, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-        return Err(format!(
-            "`{}` holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            path.display()
-        ));
-    }
-    Certificate::from_pem(&pem)
-        .map_err(|e| format!("`{}` is not a valid PEM certificate: {e}", path.display()))
-}
+use crate::config::email::read_ca_file;
 
 impl SmtpMailer {
     /// Builds the mailer from an `EmailConfig::Smtp` whose problems were already checked.

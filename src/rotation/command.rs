@@ -342,7 +342,7 @@ pub async fn dry_run(
         ));
         let mut targets: Vec<_> = t.targets.iter().collect();
         targets.sort_by_key(|x| x.wave);
-        let http = run::http_client();
+        let http = crate::target::http_client();
         for tc in targets {
             let line = match crate::target::Configured::open(tc).await {
                 Err(e) => {

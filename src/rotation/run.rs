@@ -550,7 +550,7 @@ pub async fn inspect_candidate(
         }
         Err(e) => return Err(e),
     };
-    let facts = crate::daemon::facts_of(token, &info);
+    let facts = crate::graph::facts_of(token, &info);
     let invalid = info.invalid_reason().map(|a| graph::dead_reason(&a));
     let proof = graph
         .prove(
@@ -612,7 +612,7 @@ pub async fn current_facts(
     Ok(info
         .invalid_reason()
         .is_none()
-        .then(|| crate::daemon::facts_of(token, &info)))
+        .then(|| crate::graph::facts_of(token, &info)))
 }
 
 async fn validate(d: &Deps<'_>, r: &mut Rotation) -> Event {
@@ -672,18 +672,52 @@ async fn abandon_candidate(d: &Deps<'_>, r: &Rotation) {
     if !made_here(r) {
         return;
     }
-    match d.store.version(&VersionId(new.version.clone())).await {
-        // Another instance adopted it and made it current: it is in use, keep it.
-        Ok(Some(token)) if matches!(d.store.current().await, Ok(c) if c.fingerprint() == token.fingerprint()) =>
-        {
-            tracing::info!(token = %d.token.name, fingerprint = %token.fingerprint(), "the candidate this rotation made became current through another instance; kept");
-        }
-        Ok(Some(token)) => revoke_own_candidate(d, r, &token).await,
+    // Another instance may have adopted our candidate and be about to promote it: revoking
+    // it now would kill the token about to become current. Wait until the race is decided
+    // (`AWSCURRENT` moved off the version this rotation replaces); from then on our version
+    // can never become current (a promotion is a compare-and-swap from that version).
+    let decided = race_decided(d, r).await;
+    let token = match d.store.version(&VersionId(new.version.clone())).await {
+        Ok(Some(token)) => token,
         Ok(None) => {
-            tracing::warn!(token = %d.token.name, version = %new.version, fingerprint = %new.fingerprint, "the abandoned candidate is gone from the store; it cannot be revoked here and expires on its own")
+            tracing::warn!(token = %d.token.name, version = %new.version, fingerprint = %new.fingerprint, "the abandoned candidate is gone from the store; it cannot be revoked here and expires on its own");
+            return;
         }
         Err(e) => {
-            tracing::warn!(token = %d.token.name, error = %e, fingerprint = %new.fingerprint, "cannot read the abandoned candidate to revoke it; it expires on its own")
+            tracing::warn!(token = %d.token.name, error = %e, fingerprint = %new.fingerprint, "cannot read the abandoned candidate to revoke it; it expires on its own");
+            return;
+        }
+    };
+    match decided {
+        // Adopted by another instance and made current: in use, kept.
+        Some(current) if current.fingerprint() == token.fingerprint() => {
+            tracing::info!(token = %d.token.name, fingerprint = %token.fingerprint(), "the candidate this rotation made became current through another instance; kept");
+        }
+        Some(_) => revoke_own_candidate(d, r, &token).await,
+        None => {
+            tracing::warn!(token = %d.token.name, fingerprint = %token.fingerprint(), "another rotation of this token is still undecided; the abandoned candidate is not revoked (another instance may promote it) and expires on its own if nobody does");
+            d.audit.record(
+                (d.now)(),
+                AuditEvent::CandidateLeft,
+                serde_json::json!({"token": d.token.name, "rotation": r.id, "fingerprint": token.fingerprint().to_string()}),
+            );
+        }
+    }
+}
+
+/// How long an overtaken rotation waits for the other one to promote before it decides what
+/// to do with the candidate it made.
+const RACE_WAIT: Duration = Duration::from_secs(20);
+
+/// The store's current token once it is no longer the version `r` replaces (the race between
+/// instances is decided), polling for up to [`RACE_WAIT`]; `None` if it is still undecided.
+async fn race_decided(d: &Deps<'_>, r: &Rotation) -> Option<Secret> {
+    let started = std::time::Instant::now();
+    loop {
+        match d.store.current_version().await {
+            Ok((v, current)) if v.0 != r.old.version => return Some(current),
+            _ if started.elapsed() >= RACE_WAIT => return None,
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
 }
@@ -773,32 +807,6 @@ async fn candidate_or_superseded(d: &Deps<'_>, r: &Rotation, new: &Side) -> Resu
     }
 }
 
-/// Opens every target of the token (a target that cannot even be built fails the delivery).
-pub async fn open_targets(
-    t: &TokenConfig,
-) -> Result<Vec<std::sync::Arc<crate::target::Configured>>, (String, crate::target::TargetError)> {
-    let mut out = Vec::new();
-    for cfg in &t.targets {
-        match crate::target::Configured::open(cfg).await {
-            Ok(c) => out.push(std::sync::Arc::new(c)),
-            Err(e) => return Err((cfg.name.clone(), e)),
-        }
-    }
-    Ok(out)
-}
-
-/// An HTTP client for verify URLs. It follows no redirect and uses no proxy from the
-/// environment: a verify URL's query may hold a secret of its own, which goes only where the
-/// config says (a 3xx is the last answer, a refusal).
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("tokenwarden/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .unwrap_or_default()
-}
-
 /// The rotation record as the [`crate::target::ReloadJournal`] of its delivery: each mark is
 /// saved to `rotations/<token>.json` at once (the rotation's lock is held by `drive`), so a
 /// kill while a reload runs leaves "started" without "finished" for the resume to see.
@@ -854,7 +862,7 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
         Ok(pair) => pair,
         Err(ev) => return ev,
     };
-    let targets = match open_targets(d.token).await {
+    let targets = match crate::target::open_all(d.token).await {
         Ok(t) => t,
         Err((name, e)) => return Event::DeliveryFailed(format!("target {name}: {e}")),
     };
@@ -876,7 +884,7 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
         reloads: Some(journal.clone()),
         hide: vec![old.clone()],
     };
-    let http = http_client();
+    let http = crate::target::http_client();
     let rollout = crate::delivery::roll_out(
         &targets,
         &candidate,
@@ -1098,7 +1106,7 @@ fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
     };
     let rendered = crate::alert::render_rotation(d.token, r, &store_hint(d.token), mail);
     let email = Email {
-        id: crate::daemon::email_id(&d.token.name, &format!("rotation-{}-{key}", r.id)),
+        id: crate::notify::email_id(&d.token.name, &format!("rotation-{}-{key}", r.id)),
         token: d.token.name.clone(),
         subject: rendered.subject,
         text: rendered.text,

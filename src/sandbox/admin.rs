@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::scenario::{Fault, TokenSpec};
+use super::fault::Fault;
+use super::scenario::TokenSpec;
 use super::world::{Shared, lock};
 
 /// The admin routes, to merge into the sandbox router.
@@ -168,7 +169,7 @@ async fn messages(State(shared): State<Shared>) -> Response {
     axum::Json(list).into_response()
 }
 
-/// A partial [`super::scenario::Quirks`]: the fields given change, the others stay.
+/// A partial [`super::quirks::Quirks`]: the fields given change, the others stay.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QuirksBody {

@@ -19,7 +19,9 @@
 //! and batches (`POST /` with `batch`).
 
 mod admin;
+mod fault;
 mod graph;
+mod quirks;
 mod scenario;
 mod world;
 
@@ -38,11 +40,13 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use fault::{Endpoint, Fault};
+pub use quirks::{Quirks, UsageModel};
 pub use scenario::{
     AppDef, DEMO_APP_ID, DEMO_APP_SECRET, DEMO_PHONE_NUMBER_ID, DEMO_SYSTEM_USER_ID, DEMO_USER_ID,
-    DEMO_WABA_ID, Endpoint, Fault, Lifetime, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_NUMBER_ID,
-    OTHER_WABA_ID, PhoneDef, Quirks, Scenario, SystemUserDef, TemplateDef, TokenDef, TokenKind,
-    TokenSpec, TokenStatusDef, UNINSTALLED_SYSTEM_USER_ID, UsageModel, WHATSAPP_SCOPES, WabaDef,
+    DEMO_WABA_ID, Lifetime, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_NUMBER_ID, OTHER_WABA_ID,
+    PhoneDef, Scenario, SystemUserDef, TemplateDef, TokenDef, TokenKind, TokenSpec, TokenStatusDef,
+    UNINSTALLED_SYSTEM_USER_ID, WHATSAPP_SCOPES, WabaDef,
 };
 pub use world::{SentMessage, Stats};
 

@@ -1,6 +1,7 @@
 //! The world a sandbox simulates: apps, WhatsApp Business Accounts, phone numbers, system users,
-//! templates, predefined tokens and faults, plus the shapes used to ask for new tokens
-//! ([`TokenSpec`]) and to inject failures ([`Fault`]).
+//! templates, predefined tokens, pending faults and quirks, plus the shape used to ask for new
+//! tokens ([`TokenSpec`]). What a failure is ([`Fault`]) is defined in `fault.rs`, and the
+//! switches of Meta's behaviour ([`Quirks`], [`UsageModel`]) in `quirks.rs`.
 //!
 //! A scenario file is TOML. It extends the built-in world of [`Scenario::demo`]: an entry with
 //! the id of a built-in one replaces it, any other entry is added. `base = "empty"` starts from
@@ -11,6 +12,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::SandboxError;
+use super::fault::Fault;
+use super::quirks::{Quirks, UsageModel};
 
 /// Id of the built-in app that tokenwarden manages in the demo and the tests.
 pub const DEMO_APP_ID: &str = "634974688087057";
@@ -68,64 +71,6 @@ pub struct Scenario {
     pub faults: Vec<Fault>,
     /// Ways real Meta differs from the strict documented default (`[quirks]` in a file).
     pub quirks: Quirks,
-}
-
-/// Behaviours of real Meta that the documentation allows or the field has shown, off by
-/// default (the default is the documentation read strictly). Each one exists because a client
-/// written against the strict default alone would break in production; `docs/meta-contract.md`
-/// names the source of each and the test that needs it.
-///
-/// In a scenario file: `[quirks]`; at run time: `POST /_sandbox/quirks` with any of the fields.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Quirks {
-    /// `debug_token` lists system-user tokens' `granular_scopes` without `target_ids` (Meta's
-    /// own `SYSTEM_USER` example on "WhatsApp permissions": the permission granted in general).
-    pub omit_target_ids: bool,
-    /// `fb_exchange_token` hands back the same token string with a later expiry (field reports
-    /// for user tokens; nothing in the docs rules it out).
-    pub refresh_same_string: bool,
-    /// The business must use expiring tokens: minting without
-    /// `set_token_expires_in_60_days=true` fails ("System users" page).
-    pub require_expiring_tokens: bool,
-    /// Business-use-case throttling: calls on the business's assets made with a user or
-    /// system-user token are refused (code 80008) until this sandbox unix time, with
-    /// `estimated_time_to_regain_access` in minutes in `X-Business-Use-Case-Usage` and no
-    /// `Retry-After`. 0 = off. The admin API takes `business_throttle_minutes` from now.
-    pub business_throttle_until: i64,
-    /// Fields dropped from every `debug_token` `data` (`is_valid`, `expires_at`, `issued_at`,
-    /// `type`, ...): Meta treats every field but `scopes` as optional.
-    pub omit_debug_fields: Vec<String>,
-}
-
-/// How the sandbox fills `X-App-Usage`, as Meta's app-level rate limit: a rolling window of
-/// sandbox time over which `call_limit` calls make 100 %. Every Graph request counts, and each
-/// item of a batch counts as one more, as at Meta. Usage is reported; it is enforced only with
-/// `enforce` (Meta's hourly quota of 200 calls per app user). [`Fault::RateLimit`] refuses
-/// calls regardless.
-///
-/// In a scenario file: `[usage]` with `window_secs`, `call_limit` and `enforce`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct UsageModel {
-    /// The rolling window, in sandbox seconds (Meta's is an hour).
-    pub window_secs: i64,
-    /// Calls within the window that make 100 % (at least 1).
-    pub call_limit: u64,
-    /// Enforce the limit as Meta's hourly app quota does: past 100 %, calls made with the app
-    /// token are refused with code 4 (and no `Retry-After`), each batch item counted.
-    pub enforce: bool,
-}
-
-impl Default for UsageModel {
-    /// An hour and 100,000 calls: a 10,000-token check reads about 10 %.
-    fn default() -> Self {
-        UsageModel {
-            window_secs: 3600,
-            call_limit: 100_000,
-            enforce: false,
-        }
-    }
 }
 
 /// An app registered with Meta.
@@ -450,259 +395,8 @@ impl TokenDef {
     }
 }
 
-/// Which Graph endpoint a request is for: faults match on it and stats count by it.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Endpoint {
-    /// Matches every endpoint (faults only).
-    #[default]
-    Any,
-    /// `GET /debug_token`.
-    DebugToken,
-    /// `GET /{phone-number-id}` (and other object reads).
-    Phone,
-    /// `GET /{waba-id}/phone_numbers`.
-    PhoneNumbers,
-    /// `POST /{phone-number-id}/messages`.
-    Messages,
-    /// `GET /oauth/access_token`.
-    Refresh,
-    /// `POST /{system-user-id}/access_tokens`.
-    Mint,
-    /// `/oauth/revoke`.
-    Revoke,
-    /// `POST /` with `batch`.
-    Batch,
-    /// Anything else.
-    Other,
-}
-
-/// A failure to inject into the next `count` requests for `endpoint` (0 = until cleared).
-///
-/// As JSON or TOML: `{"kind":"rate_limit","endpoint":"messages","code":130429,"count":2}`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Fault {
-    /// HTTP `status` (5xx) with a Meta code 1 or 2 envelope.
-    ServerError {
-        /// Matched endpoint.
-        #[serde(default)]
-        endpoint: Endpoint,
-        /// Requests affected; 0 = until cleared.
-        #[serde(default = "one")]
-        count: u32,
-        /// HTTP status.
-        #[serde(default = "status_500")]
-        status: u16,
-        /// Meta error code (1 unknown error, 2 service error).
-        #[serde(default = "code_2")]
-        code: u32,
-    },
-    /// A proxy's HTML page: `502 Bad Gateway`, `text/html`.
-    Html {
-        /// Matched endpoint.
-        #[serde(default)]
-        endpoint: Endpoint,
-        /// Requests affected; 0 = until cleared.
-        #[serde(default = "one")]
-        count: u32,
-    },
-    /// An empty body with HTTP `status` (default 200).
-    Empty {
-        /// Matched endpoint.
-        #[serde(default)]
-        endpoint: Endpoint,
-        /// Requests affected; 0 = until cleared.
-        #[serde(default = "one")]
-        count: u32,
-        /// HTTP status.
-        #[serde(default = "status_200")]
-        status: u16,
-    },
-    /// HTTP 200 with the first half of the real answer's body.
-    Truncated {
-        /// Matched endpoint.
-        #[serde(default)]
-        endpoint: Endpoint,
-        /// Requests affected; 0 = until cleared.
-        #[serde(default = "one")]
-        count: u32,
-    },
-    /// Waits `ms` milliseconds, then answers normally.
-    Delay {
-        /// Matched endpoint.
-        #[serde(default)]
-        endpoint: Endpoint,
-        /// Requests affected; 0 = until cleared.
-        #[serde(default = "one")]
-        count: u32,
-        /// The wait.
-        ms: u64,
-    },
-    /// A rate limit (codes 4, 17, 32, 613, 80007, 130429, ...) as HTTP 400 with usage headers.
-    RateLimit {
-        /// Matched endpoint.
-        #[serde(default)]
-        endpoint: Endpoint,
-        /// Requests affected; 0 = until cleared.
-        #[serde(default = "one")]
-        count: u32,
-        /// Meta error code.
-        #[serde(default = "code_4")]
-        code: u32,
-        /// `Retry-After` and `estimated_time_to_regain_access` (in minutes there).
-        #[serde(default = "sixty")]
-        retry_after_secs: u64,
-    },
-    /// WhatsApp's code 0 `AuthException`, HTTP 401.
-    AuthException {
-        /// Matched endpoint.
-        #[serde(default)]
-        endpoint: Endpoint,
-        /// Requests affected; 0 = until cleared.
-        #[serde(default = "one")]
-        count: u32,
-    },
-    /// An error envelope with Meta `code` whose message, user message and details quote the
-    /// request back: every parameter (tokens, secrets, proofs), the `Authorization` header, and
-    /// the bearer token URL-encoded and in base64. Meta does not do this; a proxy, a gateway or
-    /// a future Meta message might, and nothing of it may reach an output.
-    Echo {
-        /// Matched endpoint.
-        #[serde(default)]
-        endpoint: Endpoint,
-        /// Requests affected; 0 = until cleared.
-        #[serde(default = "one")]
-        count: u32,
-        /// Meta error code (100: a refusal that ends in a verdict; 2: transient).
-        #[serde(default = "code_100")]
-        code: u32,
-    },
-}
-
-impl Fault {
-    /// The endpoint this fault matches.
-    pub fn endpoint(&self) -> Endpoint {
-        match self {
-            Fault::ServerError { endpoint, .. }
-            | Fault::Html { endpoint, .. }
-            | Fault::Empty { endpoint, .. }
-            | Fault::Truncated { endpoint, .. }
-            | Fault::Delay { endpoint, .. }
-            | Fault::RateLimit { endpoint, .. }
-            | Fault::AuthException { endpoint, .. }
-            | Fault::Echo { endpoint, .. } => *endpoint,
-        }
-    }
-
-    /// How many more requests it affects (0 = until cleared).
-    pub fn count(&self) -> u32 {
-        match self {
-            Fault::ServerError { count, .. }
-            | Fault::Html { count, .. }
-            | Fault::Empty { count, .. }
-            | Fault::Truncated { count, .. }
-            | Fault::Delay { count, .. }
-            | Fault::RateLimit { count, .. }
-            | Fault::AuthException { count, .. }
-            | Fault::Echo { count, .. } => *count,
-        }
-    }
-
-    /// Sets how many requests it affects (0 = until cleared).
-    pub fn times(mut self, n: u32) -> Fault {
-        match &mut self {
-            Fault::ServerError { count, .. }
-            | Fault::Html { count, .. }
-            | Fault::Empty { count, .. }
-            | Fault::Truncated { count, .. }
-            | Fault::Delay { count, .. }
-            | Fault::RateLimit { count, .. }
-            | Fault::AuthException { count, .. }
-            | Fault::Echo { count, .. } => *count = n,
-        }
-        self
-    }
-
-    /// A 5xx with a Meta code 1 or 2 envelope, once.
-    pub fn server_error(endpoint: Endpoint, status: u16, code: u32) -> Fault {
-        Fault::ServerError {
-            endpoint,
-            count: 1,
-            status,
-            code,
-        }
-    }
-
-    /// A 502 HTML page, once.
-    pub fn html(endpoint: Endpoint) -> Fault {
-        Fault::Html { endpoint, count: 1 }
-    }
-
-    /// An empty HTTP 200 body, once.
-    pub fn empty(endpoint: Endpoint) -> Fault {
-        Fault::Empty {
-            endpoint,
-            count: 1,
-            status: 200,
-        }
-    }
-
-    /// Half of the real body with HTTP 200, once.
-    pub fn truncated(endpoint: Endpoint) -> Fault {
-        Fault::Truncated { endpoint, count: 1 }
-    }
-
-    /// A delay before the normal answer, once.
-    pub fn delay(endpoint: Endpoint, ms: u64) -> Fault {
-        Fault::Delay {
-            endpoint,
-            count: 1,
-            ms,
-        }
-    }
-
-    /// A rate-limit error with `code`, once, asking to retry after 60 seconds.
-    pub fn rate_limit(endpoint: Endpoint, code: u32) -> Fault {
-        Fault::RateLimit {
-            endpoint,
-            count: 1,
-            code,
-            retry_after_secs: 60,
-        }
-    }
-
-    /// WhatsApp's code 0 AuthException (HTTP 401), once.
-    pub fn auth_exception(endpoint: Endpoint) -> Fault {
-        Fault::AuthException { endpoint, count: 1 }
-    }
-}
-
 fn yes() -> bool {
     true
-}
-fn one() -> u32 {
-    1
-}
-fn status_500() -> u16 {
-    500
-}
-fn status_200() -> u16 {
-    200
-}
-fn code_2() -> u32 {
-    2
-}
-fn code_4() -> u32 {
-    4
-}
-fn code_100() -> u32 {
-    100
-}
-fn sixty() -> u64 {
-    60
 }
 fn green() -> String {
     "GREEN".into()
@@ -969,6 +663,7 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::Endpoint;
 
     #[test]
     fn a_file_extends_the_demo_world() {
@@ -1035,15 +730,5 @@ mod tests {
         assert_eq!(s.kind, TokenKind::User);
         assert_eq!(s.lifetime, Lifetime::Never);
         assert_eq!(s.scopes, vec!["email"]);
-    }
-
-    #[test]
-    fn faults_deserialize_with_defaults() {
-        let f: Fault = serde_json::from_str(r#"{"kind":"server_error"}"#).unwrap();
-        assert_eq!(f, Fault::server_error(Endpoint::Any, 500, 2));
-        let f: Fault =
-            serde_json::from_str(r#"{"kind":"delay","ms":250,"endpoint":"debug_token"}"#).unwrap();
-        assert_eq!(f, Fault::delay(Endpoint::DebugToken, 250));
-        assert!(serde_json::from_str::<Fault>(r#"{"kind":"delay"}"#).is_err());
     }
 }

@@ -7,9 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::scenario::{
-    AppDef, Endpoint, Fault, Lifetime, Scenario, TokenDef, TokenKind, TokenSpec, TokenStatusDef,
-};
+use super::fault::{Endpoint, Fault};
+use super::scenario::{AppDef, Lifetime, Scenario, TokenDef, TokenKind, TokenSpec, TokenStatusDef};
 use crate::secret::Fingerprint;
 
 /// Seconds in an hour, a day.

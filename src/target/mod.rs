@@ -328,3 +328,29 @@ fn request_token(ctx: &PushContext, target: &str, token: &Secret) -> String {
     }
     crate::secret::hex(&h.finalize())[..48].to_string()
 }
+
+/// Opens every target of the token (a target that cannot even be built fails the delivery).
+pub async fn open_all(
+    t: &crate::config::TokenConfig,
+) -> Result<Vec<std::sync::Arc<Configured>>, (String, TargetError)> {
+    let mut out = Vec::new();
+    for cfg in &t.targets {
+        match Configured::open(cfg).await {
+            Ok(c) => out.push(std::sync::Arc::new(c)),
+            Err(e) => return Err((cfg.name.clone(), e)),
+        }
+    }
+    Ok(out)
+}
+
+/// An HTTP client for verify URLs. It follows no redirect and uses no proxy from the
+/// environment: a verify URL's query may hold a secret of its own, which goes only where the
+/// config says (a 3xx is the last answer, a refusal).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("tokenwarden/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
+}

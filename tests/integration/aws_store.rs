@@ -3,7 +3,7 @@
 use tokenwarden::store::aws::AwsStore;
 use tokenwarden::store::{SecretStore, StoreError};
 
-use crate::util::{moto_client, moto_sdk_config, unique};
+use crate::util::{moto_client, moto_create, moto_sdk_config, unique};
 
 async fn store(secret_id: &str, json_key: Option<&str>) -> AwsStore {
     AwsStore::from_sdk_config(
@@ -16,14 +16,7 @@ async fn store(secret_id: &str, json_key: Option<&str>) -> AwsStore {
 #[tokio::test]
 async fn reads_the_current_version_of_a_whole_string_secret() {
     let id = unique("whole");
-    moto_client()
-        .await
-        .create_secret()
-        .name(&id)
-        .secret_string("EAAGwholeValue123")
-        .send()
-        .await
-        .unwrap();
+    moto_create(&id, "EAAGwholeValue123").await;
     assert_eq!(
         store(&id, None).await.current().await.unwrap().expose(),
         "EAAGwholeValue123"
@@ -58,14 +51,7 @@ async fn a_pending_version_does_not_change_the_current_token() {
 async fn reads_one_key_of_a_json_secret_and_never_quotes_the_others() {
     let id = unique("json");
     let body = r#"{"DB_PASSWORD":"pw-canary-77","WHATSAPP_ACCESS_TOKEN":"EAAGfromJson"}"#;
-    moto_client()
-        .await
-        .create_secret()
-        .name(&id)
-        .secret_string(body)
-        .send()
-        .await
-        .unwrap();
+    moto_create(&id, body).await;
     assert_eq!(
         store(&id, Some("WHATSAPP_ACCESS_TOKEN"))
             .await

@@ -2,34 +2,16 @@
 
 use std::time::Duration;
 
-use tokenwarden::config::{MetaConfig, SecretRef};
-use tokenwarden::graph::version::DEFAULT_VERSION;
 use tokenwarden::graph::{GraphClient, GraphError, Throttle, TokenInfo, Transient};
 use tokenwarden::sandbox::{
     self, Endpoint, Fault, Sandbox, Scenario, TokenKind, TokenSpec, UsageModel,
 };
 use tokenwarden::secret::Secret;
 
-use crate::util::assert_no_leak;
-
-async fn start(s: Scenario) -> Sandbox {
-    Sandbox::start("127.0.0.1:0".parse().unwrap(), s)
-        .await
-        .unwrap()
-}
+use crate::util::{assert_no_leak, graph_client, sandbox, sandbox_with};
 
 fn client_for(base: &str, secret: &str, attempts: u32) -> GraphClient {
-    let meta = MetaConfig {
-        app_id: sandbox::DEMO_APP_ID.into(),
-        app_secret: SecretRef::Env("UNUSED".into()),
-        api_version: DEFAULT_VERSION,
-        base_url: base.parse().unwrap(),
-        timeout: Duration::from_secs(10),
-        attempts,
-        retry_delay: Duration::from_millis(5),
-        proxy: None,
-    };
-    GraphClient::new(&meta, Secret::new(secret)).unwrap()
+    graph_client(base, secret, attempts, Duration::from_secs(10), None)
 }
 
 fn client(sb: &Sandbox, attempts: u32) -> GraphClient {
@@ -78,7 +60,7 @@ fn essence(r: &Result<TokenInfo, GraphError>) -> String {
 
 #[tokio::test]
 async fn batched_answers_come_in_order_and_match_one_by_one() {
-    let sb = start(Scenario::demo()).await;
+    let sb = sandbox().await;
     let c = client(&sb, 2);
     let mut tokens = Vec::new();
     for i in 0..120 {
@@ -151,7 +133,7 @@ async fn batched_answers_come_in_order_and_match_one_by_one() {
 
 #[tokio::test]
 async fn rate_limited_items_are_retried_without_touching_the_others() {
-    let sb = start(Scenario::demo()).await;
+    let sb = sandbox().await;
     let c = client(&sb, 3);
     let tokens = valid_tokens(&sb, 120);
     // Seven items of the first batch Meta reads are refused: three with code 4, four with 613.
@@ -181,7 +163,7 @@ async fn rate_limited_items_are_retried_without_touching_the_others() {
 
 #[tokio::test]
 async fn items_still_limited_after_every_attempt_end_transient_alone() {
-    let sb = start(Scenario::demo()).await;
+    let sb = sandbox().await;
     let c = client(&sb, 2);
     let tokens = valid_tokens(&sb, 10);
     // The first batch is refused entirely, the second (the retry) for its first five items.
@@ -213,7 +195,7 @@ async fn items_still_limited_after_every_attempt_end_transient_alone() {
 
 #[tokio::test]
 async fn a_failed_batch_is_sent_again_whole_by_the_retry_policy() {
-    let sb = start(Scenario::demo()).await;
+    let sb = sandbox().await;
     let tokens = valid_tokens(&sb, 60);
     for fault in [
         Fault::server_error(Endpoint::Batch, 503, 2),
@@ -250,7 +232,7 @@ async fn usage_near_the_limit_brings_batches_in_flight_down_to_one() {
     // Without pressure: up to four batches at once, never more.
     let mut quiet = Scenario::demo();
     quiet.latency_ms = 100;
-    let sb = start(quiet).await;
+    let sb = sandbox_with(quiet).await;
     let tokens = valid_tokens(&sb, 600);
     let results = client(&sb, 1).debug_tokens(&tokens, 4).await;
     assert!(results.iter().all(|r| r.is_ok()));
@@ -269,7 +251,7 @@ async fn usage_near_the_limit_brings_batches_in_flight_down_to_one() {
         call_limit: 50,
         enforce: false,
     };
-    let sb = start(busy).await;
+    let sb = sandbox_with(busy).await;
     let tokens = valid_tokens(&sb, 600);
     let throttle = Throttle::new(4).with_max_pause(Duration::from_millis(30));
     let started = std::time::Instant::now();
@@ -286,7 +268,7 @@ async fn usage_near_the_limit_brings_batches_in_flight_down_to_one() {
 
 #[tokio::test]
 async fn no_token_secret_or_url_in_any_error() {
-    let sb = start(Scenario::demo()).await;
+    let sb = sandbox().await;
     let mut tokens = valid_tokens(&sb, 55);
     tokens.push(Secret::new(sb.issue_token(
         TokenSpec::system_user_60d().app(sandbox::OTHER_APP_ID),

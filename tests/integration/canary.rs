@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
-use tokenwarden::sandbox::{self, Endpoint, Fault, Sandbox, Scenario, TokenSpec};
-use tokenwarden::store::SecretStore;
+use tokenwarden::sandbox::{self, Endpoint, Fault, TokenSpec};
 
-use crate::util::{SinkOpts, SmtpSink, TokenEntry, Workspace};
+use crate::util::{SinkOpts, SmtpSink, TokenEntry, Workspace, sandbox};
 
 const SMTP_PASSWORD: &str = "smtp-canary-PASSWORD-7f3a";
 const HOOK_SECRET: &str = "whsec_canary_HOOK_91c2";
@@ -35,9 +34,7 @@ fn files(dir: &Path) -> Vec<(PathBuf, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_canary_reaches_any_output() {
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
-        .await
-        .unwrap();
+    let sb = sandbox().await;
     let old = sb.issue_token(TokenSpec::system_user_60d().issued_ago(45 * 86_400));
     let admin = sb.issue_token(TokenSpec::system_user_never());
     let ca = crate::util::test_ca();
@@ -131,11 +128,8 @@ command = ["/bin/sh", "-c", "cat >/dev/null; echo \"$0 $*\" > {argv}; env > {env
         count: 1,
         code: 100,
     });
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
-        .args(["--config", ws.config.to_str().unwrap(), "run"])
+    let child = crate::util::daemon_command(&ws.config)
         .env("TOKENWARDEN_LOG", "tokenwarden=trace,debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // The first check finds the token due, rotates it and revokes the old one.
@@ -152,28 +146,15 @@ command = ["/bin/sh", "-c", "cat >/dev/null; echo \"$0 $*\" > {argv}; env > {env
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let scrape = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let scrape = crate::util::scrape_text(metrics_port).await;
+    crate::util::signal(child.id(), "TERM");
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
     hook.abort();
     assert!(out.status.success(), "{out:?}");
 
-    let new = tokenwarden::store::file::FileStore::new(ws.store.clone(), "prod".into())
-        .current()
-        .await
-        .unwrap()
-        .expose()
-        .to_string();
+    let new = crate::util::current(&ws, "prod").await;
     assert_ne!(new, old, "the run rotated the token");
     assert_eq!(
         std::fs::read_to_string(&env).unwrap(),
@@ -267,12 +248,7 @@ command = ["/bin/sh", "-c", "cat >/dev/null; echo \"$0 $*\" > {argv}; env > {env
         "the refusal was met and reported: {again:?}"
     );
     outputs.push(("rotate with an AUTH-echoing server".into(), again.all()));
-    let newer = tokenwarden::store::file::FileStore::new(ws.store.clone(), "prod".into())
-        .current()
-        .await
-        .unwrap()
-        .expose()
-        .to_string();
+    let newer = crate::util::current(&ws, "prod").await;
     let holders = [
         ws.store.clone(),
         state_dir.join("app-secret"),

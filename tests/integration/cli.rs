@@ -434,3 +434,215 @@ fn logs_are_json_on_request_and_carry_syslog_priorities_under_journald() {
         "{journal:?}"
     );
 }
+
+/// `config check` reads every secret the config references, not only the app secret: a mint's
+/// admin token, a webhook's secret, the SMTP password and a group template's references are
+/// first used at a rotation or an email, long after the unit's `ExecStartPre=` passed. Each
+/// unreadable one is an error at its line and field, and the check exits 78.
+#[test]
+fn config_check_reads_every_secret_reference_and_names_each_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let cfg = dir.path().join("c.toml");
+    write_private(
+        &cfg,
+        &format!(
+            r#"[meta]
+app_id = "634974688087057"
+app_secret = {{ env = "TW_TEST_SECRET" }}
+
+[email]
+kind = "smtp"
+host = "127.0.0.1"
+tls = "none"
+username = "tokenwarden"
+password = {{ env = "TW_TEST_SMTP_PASSWORD" }}
+from = "tokenwarden@example.com"
+to = ["oncall@example.com"]
+
+[[token]]
+name = "prod"
+phone_number_id = "106540352242922"
+source = "mint"
+mint = {{ system_user_id = "104169029247128", admin_token = {{ file = "{d}/admin-token" }} }}
+
+[[token.target]]
+name = "hook"
+kind = "webhook"
+url = "https://hooks.example.com/token"
+secret = {{ file = "{d}/webhook-secret" }}
+
+[[group]]
+name = "fleet"
+discover = {{ kind = "file", key_prefix = "fleet/" }}
+source = "mint"
+mint = {{ system_user_id = "104169029247128", admin_token = {{ env = "TW_TEST_GROUP_ADMIN" }} }}
+"#
+        ),
+    );
+    let c = cfg.to_str().unwrap();
+    let r = run(
+        &["--config", c, "config", "check"],
+        &[("TW_TEST_SECRET", "s3cr3t-canary")],
+    );
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(!r.stdout.contains("OK"), "{r:?}");
+    for (line, field, names) in [
+        (10, "email.password", "TW_TEST_SMTP_PASSWORD".to_string()),
+        (18, "token[0].mint.admin_token", format!("{d}/admin-token")),
+        (
+            24,
+            "token[0].target[0].secret",
+            format!("{d}/webhook-secret"),
+        ),
+        (
+            30,
+            "group[0].mint.admin_token",
+            "TW_TEST_GROUP_ADMIN".to_string(),
+        ),
+    ] {
+        let found = r.stderr.lines().any(|l| {
+            l.starts_with(&format!("error: {c}:{line}:"))
+                && l.contains(&format!("`{field}`"))
+                && l.contains(&names)
+        });
+        assert!(found, "no error for `{field}` at line {line}: {r:?}");
+    }
+    assert!(!r.stderr.contains("meta.app_secret"), "{r:?}");
+
+    // With every secret in place the same config passes, and no value is printed.
+    write_private(&dir.path().join("admin-token"), "admin-canary-value\n");
+    write_private(&dir.path().join("webhook-secret"), "hook-canary-value\n");
+    let r = run(
+        &["--config", c, "config", "check"],
+        &[
+            ("TW_TEST_SECRET", "s3cr3t-canary"),
+            ("TW_TEST_SMTP_PASSWORD", "smtp-canary-value"),
+            ("TW_TEST_GROUP_ADMIN", "group-canary-value"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("OK, 1 token(s): prod"), "{r:?}");
+    crate::util::assert_no_leak(
+        &r.all(),
+        &[
+            "s3cr3t-canary",
+            "admin-canary-value",
+            "hook-canary-value",
+            "smtp-canary-value",
+            "group-canary-value",
+        ],
+        "config check output",
+    );
+}
+
+/// A config whose mode (0644) makes `config check` log a warning, the log line these tests
+/// look at.
+fn config_that_logs_a_warning(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = dir.join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[meta]\napp_id = \"1\"\napp_secret = { env = \"S\" }\n[[token]]\nname = \"a\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    cfg
+}
+
+/// Runs the binary with standard error on a pseudo-terminal (standard output piped) and
+/// returns its exit code and what it wrote to the terminal.
+fn run_on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two new descriptors into the out-parameters; the name, termios
+    // and window-size pointers may be null. Each descriptor is owned exactly once below.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and are owned by nothing else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenwarden"));
+    cmd.args(args)
+        .env_remove("TOKENWARDEN_CONFIG")
+        .env_remove("NO_COLOR")
+        .env_remove("JOURNAL_STREAM")
+        .env("TOKENWARDEN_LOG", "tokenwarden=debug,warn")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(slave));
+    let mut child = cmd.spawn().expect("run tokenwarden");
+    // The terminal ends (EIO) once no process holds its other side: drop the parent's copy.
+    drop(cmd);
+    let mut terminal = std::fs::File::from(master);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match terminal.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+            Err(e) => panic!("reading the terminal: {e}"),
+        }
+    }
+    let status = child.wait().unwrap();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out).into_owned(),
+    )
+}
+
+/// Logs redirected to a file or a pipe carry no colour codes: they would stay in the file as
+/// text (`^[[33m WARN^[[0m`).
+#[test]
+fn logs_carry_no_colour_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_that_logs_a_warning(dir.path());
+    // An empty NO_COLOR counts as unset (no-color.org): only the redirection may turn colour off.
+    let r = run(
+        &["--config", cfg.to_str().unwrap(), "config", "check"],
+        &[("S", "x"), ("NO_COLOR", "")],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("readable by others"), "{r:?}");
+    assert!(
+        !r.all().contains('\u{1b}'),
+        "ANSI escape in redirected output: {r:?}"
+    );
+}
+
+/// On a terminal logs are coloured, unless `NO_COLOR` is set to anything but the empty string.
+#[test]
+fn logs_are_coloured_on_a_terminal_unless_no_color_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_that_logs_a_warning(dir.path());
+    let args = ["--config", cfg.to_str().unwrap(), "config", "check"];
+    let (code, tty) = run_on_a_terminal(&args, &[("S", "x")]);
+    assert_eq!(code, 0, "{tty}");
+    assert!(tty.contains("readable by others"), "{tty}");
+    assert!(tty.contains('\u{1b}'), "no colour on a terminal: {tty:?}");
+    // An empty NO_COLOR counts as unset.
+    let (_, tty) = run_on_a_terminal(&args, &[("S", "x"), ("NO_COLOR", "")]);
+    assert!(
+        tty.contains('\u{1b}'),
+        "no colour with an empty NO_COLOR: {tty:?}"
+    );
+    for value in ["1", "true"] {
+        let (code, tty) = run_on_a_terminal(&args, &[("S", "x"), ("NO_COLOR", value)]);
+        assert_eq!(code, 0, "{tty}");
+        assert!(tty.contains("readable by others"), "{tty}");
+        assert!(
+            !tty.contains('\u{1b}'),
+            "colour despite NO_COLOR={value}: {tty:?}"
+        );
+    }
+}

@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use tokenwarden::sandbox::{self, Sandbox, Scenario, TokenSpec};
+use tokenwarden::sandbox::{self, Sandbox, TokenSpec};
 use tokenwarden::secret::Secret;
 use tokenwarden::target::webhook;
 
 use crate::util::{
-    AWS_ENV, Run, SinkOpts, SmtpSink, TokenEntry, Workspace, assert_no_leak, is_valid,
+    AWS_ENV, Run, SinkOpts, SmtpSink, TokenEntry, Workspace, assert_no_leak, is_valid, sandbox,
 };
 
 const HOOK_SECRET: &str = "whsec_deliverycanarySECRET";
@@ -119,25 +119,18 @@ fn sixty_day_token(sb: &Sandbox) -> String {
 
 #[tokio::test]
 async fn one_rotation_updates_two_env_files_a_secret_and_a_webhook_each_verified() {
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
-        .await
-        .unwrap();
+    let sb = sandbox().await;
     let old = sixty_day_token(&sb);
     let apps = Apps::new(&old);
     let rx = Receiver::start().await;
     let hook_secret = apps.dir.path().join("hook-secret");
     crate::util::write_private(&hook_secret, HOOK_SECRET);
     let secret_id = crate::util::unique("tw-deliver");
-    crate::util::moto_client()
-        .await
-        .create_secret()
-        .name(&secret_id)
-        .secret_string(
-            serde_json::json!({"WHATSAPP_ACCESS_TOKEN": old, "OTHER": "kept"}).to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    crate::util::moto_create(
+        &secret_id,
+        &serde_json::json!({"WHATSAPP_ACCESS_TOKEN": old, "OTHER": "kept"}).to_string(),
+    )
+    .await;
     let reloads = apps.dir.path().join("reloads");
     let targets = format!(
         r#"revoke_after = "0s"
@@ -267,9 +260,7 @@ secret = {{ file = "{hook_secret}" }}
 
 #[tokio::test]
 async fn a_failing_production_target_rolls_staging_back_and_keeps_the_old_token() {
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
-        .await
-        .unwrap();
+    let sb = sandbox().await;
     let sink = SmtpSink::start(&SinkOpts::default());
     let old = sixty_day_token(&sb);
     let apps = Apps::new(&old);
@@ -351,9 +342,7 @@ command = ["/bin/sh", "-c", "echo worker refused the token >&2; exit 3"]
 
 #[tokio::test]
 async fn a_forgotten_copy_holds_the_revoke_until_it_is_removed() {
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
-        .await
-        .unwrap();
+    let sb = sandbox().await;
     let old = sixty_day_token(&sb);
     let apps = Apps::new(&old);
     let other = apps.dir.path().join("worker").join("config.yml");
@@ -402,9 +391,7 @@ async fn a_forgotten_copy_holds_the_revoke_until_it_is_removed() {
 
 #[tokio::test]
 async fn config_check_and_doctor_warn_about_a_dotenv_target_nothing_reloads() {
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
-        .await
-        .unwrap();
+    let sb = sandbox().await;
     let token = sixty_day_token(&sb);
     let apps = Apps::new(&token);
     let extra = format!(

@@ -2,17 +2,9 @@
 
 use tokenwarden::sandbox::{self, Endpoint, Fault, Sandbox, TokenSpec};
 
-use crate::util::{TokenEntry, Workspace, assert_no_leak, moto_client, unique};
-
-async fn sandbox() -> Sandbox {
-    Sandbox::start("127.0.0.1:0".parse().unwrap(), sandbox::Scenario::demo())
-        .await
-        .unwrap()
-}
-
-fn prod_spec() -> TokenSpec {
-    TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID])
-}
+use crate::util::{
+    TokenEntry, Workspace, assert_no_leak, moto_create, prod_spec, sandbox, sandbox_with, unique,
+};
 
 /// The line of check `id` in the text checklist.
 fn line<'a>(out: &'a str, id: &str) -> &'a str {
@@ -278,14 +270,7 @@ async fn a_token_in_aws_secrets_manager_is_read_through_the_default_chain() {
     let id = unique("doctor-aws");
     let body =
         serde_json::json!({ "OTHER": "keep-me", "WHATSAPP_ACCESS_TOKEN": token }).to_string();
-    moto_client()
-        .await
-        .create_secret()
-        .name(&id)
-        .secret_string(body)
-        .send()
-        .await
-        .unwrap();
+    moto_create(&id, &body).await;
     let extra: &'static str = Box::leak(
         format!(
             "store = {{ kind = \"aws\", secret_id = \"{id}\", region = \"us-east-1\", endpoint = \"{}\", json_key = \"WHATSAPP_ACCESS_TOKEN\" }}",
@@ -351,9 +336,7 @@ subcode = 460
         app = sandbox::DEMO_APP_ID
     ))
     .unwrap();
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), scenario)
-        .await
-        .unwrap();
+    let sb = sandbox_with(scenario).await;
     let ws = Workspace::new(
         &sb,
         &[TokenEntry::new("good", GOOD), TokenEntry::new("dead", DEAD)],
@@ -429,9 +412,7 @@ async fn strings_from_graph_reach_the_terminal_without_escapes_or_controls() {
             p.verified_name = "Shop\r  ✓ valid    forged\u{1b}c".into();
         }
     }
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), scenario)
-        .await
-        .unwrap();
+    let sb = sandbox_with(scenario).await;
     let token = sb.issue_token(prod_spec());
     let ws = Workspace::new(&sb, &[TokenEntry::new("prod", &token)]);
     let run = tokio::task::spawn_blocking(move || ws.run(&["doctor"]))

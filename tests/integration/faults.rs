@@ -9,9 +9,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
-use tokenwarden::sandbox::{self, Sandbox, Scenario, TokenSpec};
+use tokenwarden::sandbox::{self, TokenSpec};
 
-use crate::util::{AWS_ENV, Run, TokenEntry, Workspace, is_valid};
+use crate::util::{AWS_ENV, Run, TokenEntry, Workspace, is_valid, moto_current, sandbox};
 
 /// A proxy in front of moto that answers the next `budget` calls of one Secrets Manager
 /// operation with a fault instead of passing them on.
@@ -109,35 +109,12 @@ async fn tw(config: &std::path::Path, args: &[&str]) -> Run {
     crate::util::tw(config, args, &AWS_ENV, None).await
 }
 
-async fn current(id: &str) -> String {
-    crate::util::moto_client()
-        .await
-        .get_secret_value()
-        .secret_id(id)
-        .version_stage("AWSCURRENT")
-        .send()
-        .await
-        .unwrap()
-        .secret_string()
-        .unwrap()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_manager_down_mid_promotion_stalls_then_resumes_with_one_mint() {
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
-        .await
-        .unwrap();
+    let sb = sandbox().await;
     let old = sb.issue_token(TokenSpec::system_user_60d().issued_ago(45 * 86_400));
     let id = crate::util::unique("tw-faults");
-    crate::util::moto_client()
-        .await
-        .create_secret()
-        .name(&id)
-        .secret_string(&old)
-        .send()
-        .await
-        .unwrap();
+    crate::util::moto_create(&id, &old).await;
     let proxy = FaultyProxy::start("UpdateSecretVersionStage").await;
     let dir = tempfile::tempdir().unwrap();
     let (mint, _) = crate::util::mint_source(&sb, dir.path(), sandbox::DEMO_SYSTEM_USER_ID);
@@ -158,22 +135,20 @@ async fn secrets_manager_down_mid_promotion_stalls_then_resumes_with_one_mint() 
     let r = tw(&ws.config, &["rotate", "--token", "prod"]).await;
     assert_eq!(r.code, 75, "stalled at promotion, to resume later: {r:?}");
     assert!(r.stdout.contains("step promote"), "{r:?}");
-    assert_eq!(current(&id).await, old, "the old token stays current");
+    assert_eq!(moto_current(&id).await, old, "the old token stays current");
     assert!(is_valid(&sb, &old).await);
     // Secrets Manager is back: the same rotation resumes and completes, minting nothing new.
     proxy.budget.store(0, Ordering::SeqCst);
     let r = tw(&ws.config, &["rotate", "--token", "prod"]).await;
     assert_eq!(r.code, 0, "{r:?}");
-    assert_ne!(current(&id).await, old);
+    assert_ne!(moto_current(&id).await, old);
     assert_eq!(sb.stats().minted, 1);
     assert!(!is_valid(&sb, &old).await);
 }
 
 #[tokio::test]
 async fn a_target_hanging_past_its_timeout_is_rolled_back_and_retried() {
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
-        .await
-        .unwrap();
+    let sb = sandbox().await;
     let old = sb.issue_token(TokenSpec::system_user_60d().issued_ago(45 * 86_400));
     let dir = tempfile::tempdir().unwrap();
     let (mint, _) = crate::util::mint_source(&sb, dir.path(), sandbox::DEMO_SYSTEM_USER_ID);
@@ -235,9 +210,7 @@ command = ["/bin/sh", "-c", "cat >/dev/null; while [ -e {hang} ]; do sleep 0.1; 
 /// loop with its shutdown, would wait forever.
 #[tokio::test]
 async fn a_secrets_manager_that_never_answers_ends_the_check_within_the_store_timeout() {
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
-        .await
-        .unwrap();
+    let sb = sandbox().await;
     // Never accepted: the kernel completes the handshake and the request waits unanswered.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();

@@ -2,32 +2,14 @@
 
 use std::time::Duration;
 
-use tokenwarden::config::{MetaConfig, SecretRef};
-use tokenwarden::graph::version::DEFAULT_VERSION;
 use tokenwarden::graph::{Expiry, GraphClient, GraphError, Transient};
-use tokenwarden::sandbox::{self, Endpoint, Fault, Sandbox, Scenario, TokenKind, TokenSpec};
+use tokenwarden::sandbox::{self, Endpoint, Fault, Sandbox, TokenKind, TokenSpec};
 use tokenwarden::secret::Secret;
 
-use crate::util::assert_no_leak;
-
-async fn sandbox() -> Sandbox {
-    Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
-        .await
-        .unwrap()
-}
+use crate::util::{DAY, assert_no_leak, graph_client, prod_spec, sandbox};
 
 fn client_for(base: &str, secret: &str, attempts: u32, timeout: Duration) -> GraphClient {
-    let meta = MetaConfig {
-        app_id: sandbox::DEMO_APP_ID.into(),
-        app_secret: SecretRef::Env("UNUSED".into()),
-        api_version: DEFAULT_VERSION,
-        base_url: base.parse().unwrap(),
-        timeout,
-        attempts,
-        retry_delay: Duration::from_millis(5),
-        proxy: None,
-    };
-    GraphClient::new(&meta, Secret::new(secret)).unwrap()
+    graph_client(base, secret, attempts, timeout, None)
 }
 
 fn client(sb: &Sandbox) -> GraphClient {
@@ -39,15 +21,11 @@ fn client(sb: &Sandbox) -> GraphClient {
     )
 }
 
-fn prod() -> TokenSpec {
-    TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID])
-}
-
 #[tokio::test]
 async fn valid_shapes_parse_into_token_info() {
     let sb = sandbox().await;
     let c = client(&sb);
-    let t = Secret::new(sb.issue_token(prod()));
+    let t = Secret::new(sb.issue_token(prod_spec()));
     let info = c.debug_token(&t).await.unwrap();
     assert!(info.valid());
     assert_eq!(info.token_type.as_deref(), Some("SYSTEM_USER"));
@@ -98,7 +76,7 @@ async fn valid_shapes_parse_into_token_info() {
 async fn dead_shapes_come_back_invalid_with_their_subcode() {
     let sb = sandbox().await;
     let c = client(&sb);
-    let expired = Secret::new(sb.issue_token(prod()));
+    let expired = Secret::new(sb.issue_token(prod_spec()));
     sb.advance_clock(61 * 86_400);
     let info = c.debug_token(&expired).await.unwrap();
     assert!(!info.valid());
@@ -111,7 +89,7 @@ async fn dead_shapes_come_back_invalid_with_their_subcode() {
     );
 
     for sub in [458, 460, 466, 467] {
-        let t = Secret::new(sb.issue_token(prod()));
+        let t = Secret::new(sb.issue_token(prod_spec()));
         sb.invalidate(t.expose(), sub);
         let info = c.debug_token(&t).await.unwrap();
         assert!(!info.valid());
@@ -141,7 +119,7 @@ async fn dead_shapes_come_back_invalid_with_their_subcode() {
 #[tokio::test]
 async fn own_credential_errors_are_never_a_dead_token() {
     let sb = sandbox().await;
-    let t = Secret::new(sb.issue_token(prod()));
+    let t = Secret::new(sb.issue_token(prod_spec()));
     let wrong = client_for(
         &sb.base_url(),
         "ffffffffffffffffffffffffffffffff",
@@ -153,7 +131,7 @@ async fn own_credential_errors_are_never_a_dead_token() {
         Err(GraphError::OwnCredentials(_))
     ));
 
-    let other_app = Secret::new(sb.issue_token(prod().app(sandbox::OTHER_APP_ID)));
+    let other_app = Secret::new(sb.issue_token(prod_spec().app(sandbox::OTHER_APP_ID)));
     assert!(matches!(
         client(&sb).debug_token(&other_app).await,
         Err(GraphError::OwnCredentials(_))
@@ -168,7 +146,7 @@ async fn own_credential_errors_are_never_a_dead_token() {
 async fn misconfiguration_is_its_own_outcome() {
     let sb = sandbox().await;
     let c = client(&sb);
-    let t = Secret::new(sb.issue_token(prod()));
+    let t = Secret::new(sb.issue_token(prod_spec()));
     match c.phone_number(&t, "15550104477").await {
         Err(GraphError::Misconfigured(api)) => assert_eq!((api.code, api.subcode), (100, Some(33))),
         other => panic!("{other:?}"),
@@ -237,7 +215,7 @@ async fn every_fault_is_transient_and_named() {
         1,
         Duration::from_millis(300),
     );
-    let t = Secret::new(sb.issue_token(prod()));
+    let t = Secret::new(sb.issue_token(prod_spec()));
     let cases: Vec<(Fault, &str)> = vec![
         (Fault::server_error(Endpoint::DebugToken, 500, 1), "api"),
         (Fault::server_error(Endpoint::DebugToken, 503, 2), "api"),
@@ -289,7 +267,7 @@ async fn transient_faults_are_retried_until_success() {
         4,
         Duration::from_secs(5),
     );
-    let t = Secret::new(sb.issue_token(prod()));
+    let t = Secret::new(sb.issue_token(prod_spec()));
     sb.add_fault(Fault::server_error(Endpoint::DebugToken, 500, 2));
     sb.add_fault(Fault::html(Endpoint::DebugToken));
     sb.add_fault(Fault::truncated(Endpoint::DebugToken));
@@ -343,7 +321,7 @@ async fn dead_tokens_and_misconfiguration_are_never_retried() {
         4,
         Duration::from_secs(5),
     );
-    let t = Secret::new(sb.issue_token(prod()));
+    let t = Secret::new(sb.issue_token(prod_spec()));
     sb.invalidate(t.expose(), 460);
     let before = sb.stats().requests_for(Endpoint::Phone);
     assert!(matches!(
@@ -387,8 +365,6 @@ async fn app_tokens_inspect_as_app_type() {
 // ---------------------------------------------------------------------------------------------
 // Rotation calls: refresh, mint, revoke.
 
-const DAY: i64 = 86_400;
-
 fn expiry_secs(info: &tokenwarden::graph::TokenInfo) -> i64 {
     match info.expires_at {
         Expiry::At(t) => t.as_second(),
@@ -400,7 +376,7 @@ fn expiry_secs(info: &tokenwarden::graph::TokenInfo) -> i64 {
 async fn refresh_makes_a_later_token_and_the_old_one_keeps_working() {
     let sb = sandbox().await;
     let c = client(&sb);
-    let old = Secret::new(sb.issue_token(prod().issued_ago(10 * DAY)));
+    let old = Secret::new(sb.issue_token(prod_spec().issued_ago(10 * DAY)));
     let old_expiry = expiry_secs(&c.debug_token(&old).await.unwrap());
 
     let r = c.refresh_token(&old).await.unwrap();
@@ -437,7 +413,7 @@ async fn refresh_makes_a_later_token_and_the_old_one_keeps_working() {
 #[tokio::test]
 async fn refresh_refusals_are_classified() {
     let sb = sandbox().await;
-    let t = Secret::new(sb.issue_token(prod()));
+    let t = Secret::new(sb.issue_token(prod_spec()));
     let wrong = client_for(
         &sb.base_url(),
         "ffffffffffffffffffffffffffffffff",
@@ -522,7 +498,7 @@ async fn mint_makes_system_user_tokens_both_ways() {
 async fn mint_refusals_are_classified() {
     let sb = sandbox().await;
     let c = client(&sb);
-    let admin = Secret::new(sb.issue_token(prod()));
+    let admin = Secret::new(sb.issue_token(prod_spec()));
 
     let e = c
         .mint_token(&admin, sandbox::UNINSTALLED_SYSTEM_USER_ID, true, &[])
@@ -554,7 +530,7 @@ async fn mint_refusals_are_classified() {
     );
 
     // A page token may not mint: Meta's permissions error.
-    let page = Secret::new(sb.issue_token(prod().kind(TokenKind::Page)));
+    let page = Secret::new(sb.issue_token(prod_spec().kind(TokenKind::Page)));
     assert!(matches!(
         c.mint_token(&page, sandbox::DEMO_SYSTEM_USER_ID, true, &[]).await,
         Err(GraphError::Misconfigured(api)) if api.code == 200
@@ -577,7 +553,7 @@ async fn mint_is_never_sent_twice_once_meta_may_have_acted() {
         3,
         Duration::from_millis(400),
     );
-    let admin = Secret::new(sb.issue_token(prod()));
+    let admin = Secret::new(sb.issue_token(prod_spec()));
     let mints = || sb.stats().requests_for(Endpoint::Mint);
 
     for fault in [
@@ -630,7 +606,7 @@ async fn mint_is_never_sent_twice_once_meta_may_have_acted() {
 async fn revoke_kills_the_old_token_at_once() {
     let sb = sandbox().await;
     let c = client(&sb);
-    let old = Secret::new(sb.issue_token(prod()));
+    let old = Secret::new(sb.issue_token(prod_spec()));
     let new = c.refresh_token(&old).await.unwrap().token;
 
     // The sandbox answers Meta's documented `{"success":"true",}`, trailing comma included.
@@ -652,7 +628,7 @@ async fn revoke_kills_the_old_token_at_once() {
     c.revoke_token(&old, &new).await.unwrap();
     assert_eq!(sb.stats().revoked, 2);
     // A token may revoke itself.
-    let other = Secret::new(sb.issue_token(prod()));
+    let other = Secret::new(sb.issue_token(prod_spec()));
     c.revoke_token(&other, &other).await.unwrap();
     assert!(!c.debug_token(&other).await.unwrap().valid());
 }
@@ -660,8 +636,8 @@ async fn revoke_kills_the_old_token_at_once() {
 #[tokio::test]
 async fn revoke_refusals_are_classified_and_faults_retried() {
     let sb = sandbox().await;
-    let old = Secret::new(sb.issue_token(prod()));
-    let caller = Secret::new(sb.issue_token(prod()));
+    let old = Secret::new(sb.issue_token(prod_spec()));
+    let caller = Secret::new(sb.issue_token(prod_spec()));
     let wrong = client_for(
         &sb.base_url(),
         "ffffffffffffffffffffffffffffffff",
@@ -680,7 +656,7 @@ async fn revoke_refusals_are_classified_and_faults_retried() {
         Duration::from_secs(5),
     );
     // A dead caller: 190, which does not say which of the two tokens it is about.
-    let dead_caller = Secret::new(sb.issue_token(prod()));
+    let dead_caller = Secret::new(sb.issue_token(prod_spec()));
     sb.invalidate(dead_caller.expose(), 460);
     assert!(matches!(
         c.revoke_token(&old, &dead_caller).await,
@@ -728,7 +704,7 @@ async fn rotation_errors_never_carry_tokens_or_the_secret() {
 
     // And Meta's own error messages, from the sandbox.
     let sb = sandbox().await;
-    let t = sb.issue_token(prod());
+    let t = sb.issue_token(prod_spec());
     let tok = Secret::new(t.clone());
     let wrong = client_for(&sb.base_url(), SECRET, 1, Duration::from_secs(5));
     let c = client(&sb);

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokenwarden::sandbox::{self, Sandbox, Scenario, TokenSpec};
+use tokenwarden::sandbox::{self, TokenSpec};
 
 use crate::faults::FaultyProxy;
-use crate::util::{AWS_ENV, Workspace, moto_client, unique};
+use crate::util::{AWS_ENV, Workspace, moto_client, sandbox, unique};
 
 async fn create(name: &str, value: &str, tags: &[(&str, &str)]) {
     let mut req = moto_client()
@@ -79,9 +79,7 @@ fn names(lines: &[serde_json::Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_is_listed_from_secrets_manager_on_every_run() {
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
-        .await
-        .unwrap();
+    let sb = sandbox().await;
     let prefix = format!("{}/", unique("tw-group"));
     // 105 members: more than one page of ListSecrets (100) and three Graph batches (50).
     let mut tokens = Vec::new();
@@ -196,9 +194,7 @@ async fn a_group_is_listed_from_secrets_manager_on_every_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_spreads_a_group_and_delivers_to_templated_targets() {
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
-        .await
-        .unwrap();
+    let sb = sandbox().await;
     let prefix = format!("{}/", unique("tw-group-d"));
     let mut tokens = Vec::new();
     for i in 0..120 {
@@ -233,8 +229,7 @@ async fn the_daemon_spreads_a_group_and_delivers_to_templated_targets() {
     // The log goes to a file: a pipe nobody reads while the daemon runs could fill and block it.
     let log = ws.config.parent().unwrap().join("daemon.log");
     let mut child = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
-            .args(["--config", ws.config.to_str().unwrap(), "run"])
+        crate::util::daemon_command(&ws.config)
             .envs(AWS_ENV)
             .env("TOKENWARDEN_LOG", "tokenwarden=info,warn")
             .stdout(std::process::Stdio::null())
@@ -322,10 +317,7 @@ async fn the_daemon_spreads_a_group_and_delivers_to_templated_targets() {
         ms(first, third)
     );
 
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
+    crate::util::signal(child.0.id(), "TERM");
     let status = child.0.wait().unwrap();
     assert!(status.success());
     let stderr = std::fs::read_to_string(&log).unwrap();

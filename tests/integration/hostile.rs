@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use tokenwarden::config::{MetaConfig, SecretRef};
-use tokenwarden::graph::version::DEFAULT_VERSION;
 use tokenwarden::graph::{GraphClient, GraphError, Transient};
 use tokenwarden::sandbox;
 use tokenwarden::secret::Secret;
@@ -225,17 +223,13 @@ pub fn assert_clean(text: &str, secrets: &[&str], what: &str) {
 
 /// A Graph client for `base`, the demo app secret, one attempt.
 pub fn graph(base: &str, proxy: Option<&str>) -> GraphClient {
-    let meta = MetaConfig {
-        app_id: sandbox::DEMO_APP_ID.into(),
-        app_secret: SecretRef::Env("UNUSED".into()),
-        api_version: DEFAULT_VERSION,
-        base_url: base.parse().unwrap(),
-        timeout: Duration::from_secs(5),
-        attempts: 1,
-        retry_delay: Duration::from_millis(5),
-        proxy: proxy.map(|p| p.parse().unwrap()),
-    };
-    GraphClient::new(&meta, Secret::new(sandbox::DEMO_APP_SECRET)).unwrap()
+    crate::util::graph_client(
+        base,
+        sandbox::DEMO_APP_SECRET,
+        1,
+        Duration::from_secs(5),
+        proxy,
+    )
 }
 
 /// A token shaped like Meta's, unique to the test.
@@ -462,9 +456,7 @@ async fn meta_proxy_carries_graph_requests_but_never_loopback_ones() {
     );
 
     // A loopback Graph (a sandbox) is reached directly even with a proxy configured.
-    let sb = sandbox::Sandbox::start("127.0.0.1:0".parse().unwrap(), sandbox::Scenario::demo())
-        .await
-        .unwrap();
+    let sb = crate::util::sandbox().await;
     let t = sb.issue_token(sandbox::TokenSpec::system_user_60d());
     let info = graph(&sb.base_url(), Some(&proxy_url))
         .debug_token(&Secret::new(t))
@@ -500,9 +492,7 @@ async fn proxies_from_the_environment_are_ignored_by_graph_webhooks_and_verify_u
     })
     .await;
     let hook = serve("127.0.0.1", |_| Reply::json(200, "{}")).await;
-    let sb = sandbox::Sandbox::start("127.0.0.1:0".parse().unwrap(), sandbox::Scenario::demo())
-        .await
-        .unwrap();
+    let sb = crate::util::sandbox().await;
     let old = sb.issue_token(sandbox::TokenSpec::system_user_60d().issued_ago(45 * 86_400));
     let admin = sb.issue_token(sandbox::TokenSpec::system_user_never());
     let secrets = tempfile::tempdir().unwrap();
@@ -700,11 +690,8 @@ async fn idle_metrics_connections_do_not_starve_the_daemon() {
     use crate::util::{TokenEntry, Workspace};
     const FILES: u32 = 128;
     const IDLE: usize = 300;
-    let sb = sandbox::Sandbox::start("127.0.0.1:0".parse().unwrap(), sandbox::Scenario::demo())
-        .await
-        .unwrap();
-    let token =
-        sb.issue_token(sandbox::TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let sb = crate::util::sandbox().await;
+    let token = sb.issue_token(crate::util::prod_spec());
     let mail = tempfile::tempdir().unwrap();
     let port = crate::util::free_port();
     let ws = Workspace::with_meta(
@@ -794,10 +781,7 @@ async fn idle_metrics_connections_do_not_starve_the_daemon() {
     .unwrap();
     assert!(scrape.status().is_success());
 
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    crate::util::signal(child.id(), "TERM");
     let status = child.wait().unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
@@ -880,11 +864,8 @@ async fn secret_versions_paging_stops_on_a_repeated_token_and_after_its_bound() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_listing_that_pages_forever_stops_and_the_tokens_are_still_checked() {
     use crate::util::{AWS_ENV, TokenEntry, Workspace, tw};
-    let sb = sandbox::Sandbox::start("127.0.0.1:0".parse().unwrap(), sandbox::Scenario::demo())
-        .await
-        .unwrap();
-    let token =
-        sb.issue_token(sandbox::TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let sb = crate::util::sandbox().await;
+    let token = sb.issue_token(crate::util::prod_spec());
     for repeat in [true, false] {
         let server = paging_forever(repeat).await;
         let ws = Workspace::new(&sb, &[TokenEntry::new("prod", &token)]);

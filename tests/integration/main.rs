@@ -3,26 +3,61 @@
 //! Meta is the project's own Graph sandbox, AWS Secrets Manager is moto's server, and commands
 //! run through the real `tokenwarden` binary where a user would run them.
 
+/// Shared fixtures: the sandbox and workspaces, SMTP, moto, the binary, metrics, the daemon.
 mod util;
 
+/// The AWS Secrets Manager store against moto: reads, versions, missing and unreachable secrets.
 mod aws_store;
+/// `GraphClient::debug_tokens`: many tokens checked in batches, rate limits item by item.
 mod batch;
+/// A daemon run with a canary in every secret: no canary reaches any output, file or email.
 mod canary;
+/// The commands a user types: `config check`, `demo`, `sandbox`, `import`, `check`, log format.
 mod cli;
-mod daemon;
+/// The daemon's alerts: thresholds in order each once, recovery, "cannot check", bad app secret.
+mod daemon_alerts;
+/// Targets synced by the scheduled check, and drift behind tokenwarden's back repaired and emailed.
+mod daemon_drift;
+/// The daemon as a service: reload (SIGHUP, rebuilt from the new config), SIGKILL and restart,
+/// SIGTERM, even mid-check.
+mod daemon_lifecycle;
+/// `/metrics` for every token and `/healthz` failing while the loop is blocked.
+mod daemon_metrics;
+/// The outbox: every email once through an SMTP outage, a restart, a day down, a crash per step.
+mod daemon_outbox;
+/// Scheduled rotation in the daemon: mint at its time, a refused mint, a stop mid-rotation.
+mod daemon_rotation;
+/// Meta's rate limits and business throttle during the daemon's check: deferred, never dead.
+mod daemon_throttling;
+/// A rotation delivered to env files, a secret and a webhook, wave by wave; rollback, drift.
 mod delivery;
+/// `tokenwarden doctor`: each check's mark and advice for every token shape and fault.
 mod doctor;
+/// Faults during a rotation: Secrets Manager throttled then down mid-promotion, a hanging target.
 mod faults;
+/// The state directory's files: modes under umask, corrupt state, a full disk, stale temp files.
 mod files;
+/// The fuzz corpora replayed on stable through the same entry points as the fuzz targets.
 mod fuzz_corpus;
+/// The Graph client: every token shape and fault classified; refresh, mint and revoke calls.
 mod graph_client;
+/// `[[group]]`: members listed from Secrets Manager, checked in batches, spread by the daemon.
 mod groups;
+/// Hostile servers: redirects, endless bodies, echoed secrets, proxies, idle floods, paging.
 mod hostile;
+/// Meta's documented contract and each quirk real Meta has shown (`docs/meta-contract.md`).
 mod meta_contract;
+/// The mailers and the outbox on their own: SMTP, TLS, AUTH, rejections, folder mail, no leak.
 mod notify;
+/// Rotation through the binary: `stage`, `rotate`, `rollback` per source and store, crashes, races.
 mod rotation;
+/// The Graph sandbox itself: every endpoint, fault and quirk behaves as Meta's documentation.
 mod sandbox;
+/// The systemd unit: verify, sysusers and tmpfiles, READY, watchdog and STOPPING in order.
 mod service;
+/// The daemon under random faults for a while: memory and file descriptors stay flat.
 mod soak;
+/// One behaviour suite run against both secret stores (file and AWS).
 mod store_behaviour;
+/// Each kind of target on its own: webhooks, exec commands, verify URLs and commands.
 mod targets;

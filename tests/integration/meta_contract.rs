@@ -2,42 +2,21 @@
 //! as strict as Meta's documentation) and with each quirk real Meta has shown switched on.
 //! One test per point of `docs/meta-contract.md`; each runs the real binary where a user would.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use tokenwarden::config::{MetaConfig, SecretRef};
-use tokenwarden::graph::version::DEFAULT_VERSION;
 use tokenwarden::graph::{GraphClient, GraphError, Transient};
 use tokenwarden::sandbox::{self, Endpoint, Sandbox, Scenario, TokenSpec, UsageModel};
 use tokenwarden::secret::Secret;
 use tokenwarden::store::SecretStore;
 use tokenwarden::store::file::FileStore;
 
-use crate::util::{TokenEntry, Workspace, assert_no_leak, is_valid, mint_source, tw};
-
-const DAY: i64 = 86_400;
-
-async fn sandbox() -> Sandbox {
-    Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
-        .await
-        .unwrap()
-}
-
-fn dir_of(ws: &Workspace) -> PathBuf {
-    ws.config.parent().unwrap().to_path_buf()
-}
+use crate::util::{
+    DAY, TokenEntry, Workspace, assert_no_leak, current, graph_client, is_valid, mint_source,
+    sandbox, sandbox_with, tw,
+};
 
 fn audit(ws: &Workspace) -> String {
-    std::fs::read_to_string(dir_of(ws).join("audit.jsonl")).unwrap_or_default()
-}
-
-async fn current(ws: &Workspace, name: &str) -> String {
-    FileStore::new(ws.store.clone(), name.into())
-        .current()
-        .await
-        .unwrap()
-        .expose()
-        .to_string()
+    std::fs::read_to_string(ws.state_dir().join("audit.jsonl")).unwrap_or_default()
 }
 
 /// A 60-day system-user token 45 days into its life: due for rotation.
@@ -46,17 +25,13 @@ fn due() -> TokenSpec {
 }
 
 fn client(sb: &Sandbox) -> GraphClient {
-    let meta = MetaConfig {
-        app_id: sandbox::DEMO_APP_ID.into(),
-        app_secret: SecretRef::Env("UNUSED".into()),
-        api_version: DEFAULT_VERSION,
-        base_url: sb.base_url().parse().unwrap(),
-        timeout: Duration::from_secs(5),
-        attempts: 3,
-        retry_delay: Duration::from_millis(5),
-        proxy: None,
-    };
-    GraphClient::new(&meta, Secret::new(sandbox::DEMO_APP_SECRET)).unwrap()
+    graph_client(
+        &sb.base_url(),
+        sandbox::DEMO_APP_SECRET,
+        3,
+        Duration::from_secs(5),
+        None,
+    )
 }
 
 /// Point 1: Meta's exchange may hand back the same string with a later expiry. It is
@@ -165,7 +140,7 @@ async fn the_revoke_step_refuses_the_current_token_whatever_the_record_says() {
     rec.step = tokenwarden::rotation::Step::Revoke.into();
     rec.promoted_at = Some(then);
     rec.revoke_at = Some(then);
-    let rotations = dir_of(&ws).join("rotations");
+    let rotations = ws.state_dir().join("rotations");
     std::fs::create_dir_all(&rotations).unwrap();
     std::fs::write(
         rotations.join("prod.json"),
@@ -369,9 +344,7 @@ async fn a_fleet_check_stops_at_the_apps_quota_instead_of_retrying_into_it() {
         call_limit: 120,
         enforce: true,
     };
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), s)
-        .await
-        .unwrap();
+    let sb = sandbox_with(s).await;
     // Issued before the quota counts anything: the admin API is not Graph.
     let tokens: Vec<Secret> = (0..200)
         .map(|_| Secret::new(sb.issue_token(due())))
@@ -449,7 +422,7 @@ async fn a_business_that_must_use_expiring_tokens_gets_one_clear_failure() {
     assert!(is_valid(&sb, &old).await);
     assert_eq!(sb.stats().minted, 0);
     let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir_of(&ws).join("rotations/prod.json")).unwrap())
+        serde_json::from_slice(&std::fs::read(ws.state_dir().join("rotations/prod.json")).unwrap())
             .unwrap();
     assert!(
         record["needs_config_change"]

@@ -2,33 +2,14 @@
 //! `rollback`, for each source, against the Graph sandbox and both stores. With the
 //! `failpoints` feature, the crash tests stop the process after every step and run it again.
 
-use std::path::PathBuf;
-
-use tokenwarden::sandbox::{self, Sandbox, Scenario, TokenSpec};
+use tokenwarden::sandbox::{self, Sandbox, TokenSpec};
 use tokenwarden::secret::Secret;
 use tokenwarden::store::SecretStore;
 use tokenwarden::store::file::FileStore;
 
-use crate::util::{AWS_ENV, TokenEntry, Workspace, assert_no_leak, is_valid, tw};
-
-async fn sandbox() -> Sandbox {
-    Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
-        .await
-        .unwrap()
-}
-
-fn dir_of(ws: &Workspace) -> PathBuf {
-    ws.config.parent().unwrap().to_path_buf()
-}
-
-async fn current(ws: &Workspace, name: &str) -> String {
-    FileStore::new(ws.store.clone(), name.into())
-        .current()
-        .await
-        .unwrap()
-        .expose()
-        .to_string()
-}
+use crate::util::{
+    AWS_ENV, TokenEntry, Workspace, assert_no_leak, current, is_valid, moto_current, sandbox, tw,
+};
 
 /// A workspace whose token `prod` is minted for the demo system user by an admin token kept
 /// in a file; `extra` adds lines to the `[[token]]`.
@@ -82,7 +63,7 @@ async fn mint_rotates_validates_promotes_and_revokes_the_old_token() {
     let stats = sb.stats();
     assert_eq!((stats.minted, stats.revoked), (1, 1));
 
-    let audit = std::fs::read_to_string(dir_of(&ws).join("audit.jsonl")).unwrap();
+    let audit = std::fs::read_to_string(ws.state_dir().join("audit.jsonl")).unwrap();
     for step in [
         "obtain",
         "validate",
@@ -96,7 +77,7 @@ async fn mint_rotates_validates_promotes_and_revokes_the_old_token() {
             "{step}: {audit}"
         );
     }
-    let record = std::fs::read_to_string(dir_of(&ws).join("rotations/prod.json")).unwrap();
+    let record = std::fs::read_to_string(ws.state_dir().join("rotations/prod.json")).unwrap();
     for (what, text) in [("output", r.all()), ("audit", audit), ("record", record)] {
         assert_no_leak(&text, &[&old, &new, &admin, sandbox::DEMO_APP_SECRET], what);
     }
@@ -190,7 +171,7 @@ async fn config_check_refuses_refresh_for_a_token_known_to_never_expire() {
             ..TokenState::default()
         },
     );
-    StateStore::new(&dir_of(&ws)).save(&snap).unwrap();
+    StateStore::new(&ws.state_dir()).save(&snap).unwrap();
     let r = tw(&ws.config, &["config", "check"], &[], None).await;
     assert_eq!(r.code, 78, "{r:?}");
     assert!(r.stderr.contains("never expires"), "{r:?}");
@@ -498,14 +479,7 @@ async fn a_rotation_killed_after_any_step_resumes_to_the_same_end() {
 async fn aws_mint_workspace(sb: &Sandbox, current: &str, extra: &str) -> (Workspace, String) {
     let id = crate::util::unique("tw-rotate");
     let body = serde_json::json!({ "DB_PASSWORD": "keep-me", "WHATSAPP_ACCESS_TOKEN": current });
-    crate::util::moto_client()
-        .await
-        .create_secret()
-        .name(&id)
-        .secret_string(body.to_string())
-        .send()
-        .await
-        .unwrap();
+    crate::util::moto_create(&id, &body.to_string()).await;
     let store = format!(
         "store = {{ kind = \"aws\", secret_id = \"{id}\", region = \"us-east-1\", endpoint = \"{}\", json_key = \"WHATSAPP_ACCESS_TOKEN\" }}\n{extra}",
         crate::util::moto().endpoint
@@ -515,16 +489,7 @@ async fn aws_mint_workspace(sb: &Sandbox, current: &str, extra: &str) -> (Worksp
 }
 
 async fn aws_current(id: &str) -> serde_json::Value {
-    let out = crate::util::moto_client()
-        .await
-        .get_secret_value()
-        .secret_id(id)
-        // Named explicitly: moto's default version does not follow label moves.
-        .version_stage("AWSCURRENT")
-        .send()
-        .await
-        .unwrap();
-    serde_json::from_str(out.secret_string().unwrap()).unwrap()
+    serde_json::from_str(&moto_current(id).await).unwrap()
 }
 
 #[tokio::test]
@@ -645,35 +610,15 @@ async fn labelled_versions(id: &str) -> Vec<(String, Vec<String>)> {
     v
 }
 
-async fn aws_plain_current(id: &str) -> String {
-    crate::util::moto_client()
-        .await
-        .get_secret_value()
-        .secret_id(id)
-        .version_stage("AWSCURRENT")
-        .send()
-        .await
-        .unwrap()
-        .secret_string()
-        .unwrap()
-        .to_string()
-}
-
 #[tokio::test]
 async fn two_instances_racing_on_one_staged_candidate_promote_it_once() {
     let sb = sandbox().await;
     let old = sb.issue_token(good());
     let candidate = sb.issue_token(TokenSpec::system_user_60d());
     let id = crate::util::unique("tw-twins");
-    let client = crate::util::moto_client().await;
-    client
-        .create_secret()
-        .name(&id)
-        .secret_string(&old)
-        .send()
+    crate::util::moto_create(&id, &old).await;
+    crate::util::moto_client()
         .await
-        .unwrap();
-    client
         .put_secret_value()
         .secret_id(&id)
         .secret_string(&candidate)
@@ -702,7 +647,7 @@ async fn two_instances_racing_on_one_staged_candidate_promote_it_once() {
         ra.code == 0 || rb.code == 0,
         "one completes: {ra:?}\n{rb:?}"
     );
-    assert_eq!(aws_plain_current(&id).await, candidate);
+    assert_eq!(moto_current(&id).await, candidate);
     let labels: Vec<Vec<String>> = labelled_versions(&id)
         .await
         .into_iter()
@@ -721,7 +666,7 @@ async fn two_instances_racing_on_one_staged_candidate_promote_it_once() {
         let r = tw(&ws.config, &["rotate", "--token", "prod"], &AWS_ENV, None).await;
         assert_eq!(r.code, 1, "nothing staged now: {r:?}");
     }
-    assert_eq!(aws_plain_current(&id).await, candidate);
+    assert_eq!(moto_current(&id).await, candidate);
 }
 
 #[tokio::test]
@@ -729,14 +674,7 @@ async fn two_minting_instances_end_on_one_current_token_and_the_old_one_revoked(
     let sb = sandbox().await;
     let old = sb.issue_token(good());
     let id = crate::util::unique("tw-twins-mint");
-    crate::util::moto_client()
-        .await
-        .create_secret()
-        .name(&id)
-        .secret_string(&old)
-        .send()
-        .await
-        .unwrap();
+    crate::util::moto_create(&id, &old).await;
     let (a, b) = twin_workspaces(&sb, &id, true, "revoke_after = \"0s\"\n").await;
     // Both at once: one promotion wins; the other instance adopts the same candidate, stops,
     // or (when it minted after the winner promoted) has its own token rejected and revoked.
@@ -745,7 +683,7 @@ async fn two_minting_instances_end_on_one_current_token_and_the_old_one_revoked(
         tw(&b.config, &["rotate", "--token", "prod"], &AWS_ENV, None),
     );
     let before = old.clone();
-    let end = aws_plain_current(&id).await;
+    let end = moto_current(&id).await;
     assert_ne!(end, before, "{ra:?}\n{rb:?}");
     assert!(is_valid(&sb, &end).await);
     assert!(
@@ -782,14 +720,7 @@ async fn racing_minting_instances_leave_no_live_token_behind() {
     let sb = sandbox().await;
     let old = sb.issue_token(good());
     let id = crate::util::unique("tw-quads");
-    crate::util::moto_client()
-        .await
-        .create_secret()
-        .name(&id)
-        .secret_string(&old)
-        .send()
-        .await
-        .unwrap();
+    crate::util::moto_create(&id, &old).await;
     let (a, b) = twin_workspaces(&sb, &id, true, "revoke_after = \"0s\"\n").await;
     let (c, e) = twin_workspaces(&sb, &id, true, "revoke_after = \"0s\"\n").await;
     let (ra, rb, rc, re) = tokio::join!(
@@ -799,7 +730,7 @@ async fn racing_minting_instances_leave_no_live_token_behind() {
         tw(&e.config, &["rotate", "--token", "prod"], &AWS_ENV, None),
     );
     let runs = [&ra, &rb, &rc, &re];
-    let end = aws_plain_current(&id).await;
+    let end = moto_current(&id).await;
     assert_ne!(end, old, "{runs:?}");
     assert!(is_valid(&sb, &end).await);
     for r in runs {

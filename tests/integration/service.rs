@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use tokenwarden::sandbox::{self, Sandbox, Scenario, TokenSpec};
+use tokenwarden::sandbox::{self};
 
-use crate::util::{TokenEntry, Workspace};
+use crate::util::{TokenEntry, Workspace, prod_spec, sandbox};
 
 /// The unit with ExecStart pointing at the binary under test (verify checks it exists).
 fn unit_copy(dir: &Path) -> std::path::PathBuf {
@@ -98,10 +98,8 @@ fn sysusers_and_tmpfiles_declare_the_user_and_private_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_watchdog_and_stopping_arrive_in_order() {
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
-        .await
-        .unwrap();
-    let token = sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]));
+    let sb = sandbox().await;
+    let token = sb.issue_token(prod_spec());
     let ws = Workspace::with_meta(
         &sb,
         &[TokenEntry::new("prod", &token)],
@@ -112,8 +110,7 @@ async fn ready_watchdog_and_stopping_arrive_in_order() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
-        .args(["--config", ws.config.to_str().unwrap(), "run"])
+    let mut child = crate::util::daemon_command(&ws.config)
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "200000")
         .stdout(std::process::Stdio::null())
@@ -127,9 +124,7 @@ async fn ready_watchdog_and_stopping_arrive_in_order() {
             let n = sock.recv(&mut buf).expect("a notification");
             got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        crate::util::signal(child.id(), "TERM");
         loop {
             let n = sock.recv(&mut buf).expect("STOPPING");
             let m = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -161,10 +156,8 @@ async fn ready_watchdog_and_stopping_arrive_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_graph_delays_neither_ready_nor_the_watchdog_nor_a_stop() {
     use std::time::Instant;
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
-        .await
-        .unwrap();
-    let spec = || TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID]);
+    let sb = sandbox().await;
+    let spec = prod_spec;
     let (a, b, c) = (
         sb.issue_token(spec()),
         sb.issue_token(spec()),
@@ -191,8 +184,7 @@ async fn a_hanging_graph_delays_neither_ready_nor_the_watchdog_nor_a_stop() {
     sock.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
-        .args(["--config", ws.config.to_str().unwrap(), "run"])
+    let mut child = crate::util::daemon_command(&ws.config)
         .env("NOTIFY_SOCKET", &sock_path)
         // Pings every 0.5 s when the loop is alive.
         .env("WATCHDOG_USEC", "1000000")
@@ -213,9 +205,7 @@ async fn a_hanging_graph_delays_neither_ready_nor_the_watchdog_nor_a_stop() {
                 ));
             }
             if termed.is_none() && start.elapsed() >= term_at {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &child.id().to_string()])
-                    .status();
+                crate::util::signal(child.id(), "TERM");
                 termed = Some(start.elapsed());
             }
             if termed.is_some()

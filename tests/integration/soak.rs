@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use tokenwarden::sandbox::{self, Endpoint, Fault, Sandbox, Scenario, TokenSpec};
+use tokenwarden::sandbox::{Endpoint, Fault};
 
-use crate::util::{TokenEntry, Workspace, assert_no_leak};
+use crate::util::{TokenEntry, Workspace, assert_no_leak, prod_spec, sandbox};
 
 /// How long the soak runs (`TOKENWARDEN_SOAK_SECS` overrides it for a longer local run).
 fn soak_secs() -> u64 {
@@ -44,14 +44,12 @@ impl Rng {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_runs_flat_under_random_faults() {
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), Scenario::demo())
-        .await
-        .unwrap();
+    let sb = sandbox().await;
     let apps = tempfile::tempdir().unwrap();
     let mut entries = Vec::new();
     let mut tokens = Vec::new();
     for i in 0..5 {
-        tokens.push(sb.issue_token(TokenSpec::system_user_60d().wabas(&[sandbox::DEMO_WABA_ID])));
+        tokens.push(sb.issue_token(prod_spec()));
         let env = apps.path().join(format!("app{i}.env"));
         crate::util::write_private(&env, "WHATSAPP_ACCESS_TOKEN=unset\n");
         entries.push(format!(
@@ -76,11 +74,8 @@ async fn the_daemon_runs_flat_under_random_faults() {
             outbox.display()
         ),
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
-        .args(["--config", ws.config.to_str().unwrap(), "run"])
+    let mut child = crate::util::daemon_command(&ws.config)
         .env("TOKENWARDEN_LOG", "tokenwarden=info,warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id();
@@ -129,10 +124,7 @@ async fn the_daemon_runs_flat_under_random_faults() {
     // Let it settle on a clean Graph, then stop it.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let end = (proc_status(pid, "VmRSS:"), open_fds(pid));
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    crate::util::signal(pid, "TERM");
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();

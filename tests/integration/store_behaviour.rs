@@ -11,7 +11,7 @@ use tokenwarden::store::aws::AwsStore;
 use tokenwarden::store::file::FileStore;
 use tokenwarden::store::{SecretStore, Store, StoreError, VersionId};
 
-use crate::util::{assert_no_leak, moto_client, moto_sdk_config, unique};
+use crate::util::{assert_no_leak, moto_client, moto_create, moto_sdk_config, unique};
 
 const INITIAL: &str = "EAAGinitialToken111";
 const RT_A: &str = "0a0a0a0a-1111-4111-8111-000000000001";
@@ -43,14 +43,7 @@ impl Fixture {
 
     async fn aws_with(body: &str, json_key: Option<&str>) -> Fixture {
         let id = unique("behaviour");
-        moto_client()
-            .await
-            .create_secret()
-            .name(&id)
-            .secret_string(body)
-            .send()
-            .await
-            .unwrap();
+        moto_create(&id, body).await;
         Fixture {
             kind: "aws",
             store: Store::Aws(AwsStore::from_sdk_config(

@@ -1,0 +1,180 @@
+//! What the daemon does for a token beyond checking it: its rotation (started when due,
+//! resumed when in progress) and the drift check of its targets.
+
+use super::*;
+
+impl Daemon {
+    /// Resumes the token's rotation, or starts one when it is due. Returns whether a new token
+    /// became current. Runs to the end of the step in progress whatever signals arrive: the
+    /// main loop only looks at shutdown between calls.
+    pub(super) async fn rotate(&mut self, t: &TokenConfig) -> bool {
+        let log = crate::rotation::run::RotationLog::new(&self.cfg.state_dir);
+        let now = self.clock.now();
+        let last = match log.load(&t.name) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(token = %t.name, error = %e, "cannot read the rotation record");
+                return false;
+            }
+        };
+        let active = last.as_ref().is_some_and(|r| r.is_active());
+        let start = self
+            .snap
+            .tokens
+            .get(&t.name)
+            .and_then(|ts| crate::rotation::start_reason(t, ts, last.as_ref(), now));
+        if !active && start.is_none() {
+            return false;
+        }
+        let store = match Store::open(&t.store, &t.name, &self.cfg.state_dir).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(token = %t.name, error = %e, "cannot open the store to rotate");
+                return false;
+            }
+        };
+        let clock = self.clock.clone();
+        let now_fn = move || clock.now();
+        let deps = crate::rotation::run::Deps {
+            cfg: &self.cfg,
+            token: t,
+            graph: &self.graph,
+            store: &store,
+            log: &log,
+            audit: &self.audit,
+            outbox: self.mailer.as_ref().map(|_| &self.outbox),
+            now: &now_fn,
+        };
+        match crate::rotation::run::drive(&deps, start).await {
+            Ok(report) => {
+                use crate::rotation::run::Report;
+                let r = match &report {
+                    Report::Waiting(r) | Report::Stalled(r) | Report::Finished(r) => r,
+                    Report::Idle(why) => {
+                        tracing::info!(token = %t.name, "rotation due but not started: {why}");
+                        return false;
+                    }
+                    Report::Busy => return false,
+                };
+                if let Report::Finished(r) = &report {
+                    self.telemetry.rotation_finished(r.outcome.as_ref());
+                }
+                let promoted_before = last
+                    .as_ref()
+                    .filter(|l| l.id == r.id)
+                    .is_some_and(|l| l.promoted_at.is_some());
+                r.promoted_at.is_some() && !promoted_before
+            }
+            Err(e) => {
+                tracing::error!(token = %t.name, error = %e, "rotation cannot proceed");
+                false
+            }
+        }
+    }
+
+    /// The drift check: every target should hold the store's current token. Skipped while a
+    /// rotation is between obtaining and promoting (targets may rightly hold the candidate).
+    pub(super) async fn reconcile(&mut self, t: &TokenConfig, current: Option<Secret>) {
+        use crate::rotation::{Progress, Step};
+        if t.targets.is_empty() || crate::liveness::requested() {
+            return;
+        }
+        self.live.busy(self.budget.repair);
+        let log = crate::rotation::run::RotationLog::new(&self.cfg.state_dir);
+        let Ok(Some(_lock)) = log.try_lock(&t.name) else {
+            return;
+        };
+        if let Ok(Some(r)) = log.load(&t.name)
+            && r.is_active()
+            && matches!(
+                r.step,
+                Progress::Next(Step::Obtain | Step::Validate | Step::Deliver | Step::Promote)
+            )
+        {
+            return;
+        }
+        let current = match current {
+            Some(c) => c,
+            None => match read_current(&t.store, &t.name, &self.cfg.state_dir).await {
+                Ok(c) => c,
+                Err(_) => return,
+            },
+        };
+        let targets = match crate::target::open_all(t).await {
+            Ok(x) => x,
+            Err((name, e)) => {
+                tracing::warn!(token = %t.name, target = %name, error = %e, "cannot open target");
+                return;
+            }
+        };
+        let tlog = crate::delivery::TargetLog::new(&self.cfg.state_dir);
+        let mut records = tlog.load_or_empty(&t.name);
+        let before = records.clone();
+        let now = self.clock.now();
+        let expires_at = self
+            .snap
+            .tokens
+            .get(&t.name)
+            .and_then(|s| s.effective)
+            .map(|e| e.at);
+        let ctx = crate::target::PushContext {
+            token_name: t.name.clone(),
+            expires_at,
+            event: crate::target::PushEvent::Sync,
+            request_id: format!("sync-{}", now.as_second() / 86_400),
+            now,
+            reloads: None,
+            hide: Vec::new(),
+        };
+        let out = crate::delivery::reconcile(
+            &targets,
+            &mut records,
+            &current,
+            &ctx,
+            &crate::target::http_client(),
+            self.cfg.delivery.parallelism,
+        )
+        .await;
+        // Unchanged records are not written again: a fleet's drift checks would otherwise
+        // sync thousands of files every run.
+        if records != before
+            && let Err(e) = tlog.save(&t.name, &records)
+        {
+            tracing::error!(token = %t.name, error = %e, "cannot save the target records");
+        }
+        for (name, found) in &out.drifted {
+            tracing::warn!(token = %t.name, target = %name, found = %found, "target changed behind tokenwarden's back; the current token was pushed again");
+        }
+        for name in &out.synced {
+            tracing::info!(token = %t.name, target = %name, "target brought up to the current token");
+        }
+        for (name, e) in &out.failed {
+            tracing::warn!(token = %t.name, target = %name, error = %e, "target does not hold the current token; retrying on the next run");
+        }
+        if !(out.drifted.is_empty() && out.synced.is_empty() && out.failed.is_empty()) {
+            self.audit.record(now, crate::audit::AuditEvent::Reconcile, serde_json::json!({"token": t.name, "fingerprint": current.fingerprint().to_string(), "drifted": out.drifted, "synced": out.synced, "failed": out.failed}));
+        }
+        if out.drifted.is_empty() && out.failed.is_empty() {
+            return;
+        }
+        let r = alert::render_targets(&t.name, current.fingerprint(), &out.drifted, &out.failed);
+        let day = now.as_second() / 86_400;
+        let email = Email {
+            id: email_id(
+                &t.name,
+                &format!("targets-{day}-{}", Fingerprint::of(&r.text)),
+            ),
+            token: t.name.clone(),
+            subject: r.subject,
+            text: r.text,
+            html: r.html,
+        };
+        if self.mailer.is_some() {
+            if let Err(e) = self.outbox.enqueue(&email, now) {
+                tracing::error!(token = %t.name, error = %e, "cannot queue the targets email");
+            }
+        } else {
+            tracing::warn!(token = %t.name, subject = %email.subject, "targets email (no [email] configured: logged only)");
+        }
+    }
+}

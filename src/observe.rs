@@ -1,0 +1,259 @@
+//! The check of one token, or of many together: read the current value from its store, ask
+//! Graph (`debug_token`, alone or in batches), prove it works with the reads of the one
+//! usability rule ([`crate::usable`]), and turn all that into a [`Verdict`] and facts.
+//!
+//! Below the daemon, `check` and rotation, which all use it; it decides nothing about alerts
+//! or rotations and writes nothing.
+
+use std::path::Path;
+
+use crate::config::{Config, StoreConfig, TokenConfig};
+use crate::graph::{self, GraphClient, GraphError, Transient, facts_of};
+use crate::policy::{TokenFacts, Verdict};
+use crate::secret::Secret;
+use crate::store::{SecretStore, Store, StoreError};
+use crate::usable::Usability;
+
+/// Reads, inspects and proves one token; returns the verdict and, when Graph answered, facts.
+pub async fn observe(
+    cfg: &Config,
+    t: &TokenConfig,
+    graph: &GraphClient,
+) -> (Verdict, Option<TokenFacts>) {
+    let token = match read_current(&t.store, &t.name, &cfg.state_dir).await {
+        Ok(v) => v,
+        Err(v) => return (v, None),
+    };
+    let info = graph.debug_token(&token).await;
+    judge(t, &token, info, graph).await
+}
+
+/// Graph batch requests in flight during a daemon's check of many tokens.
+pub const BATCHES_IN_FLIGHT: usize = 4;
+
+/// How many store reads (and phone reads) a batched check runs at once.
+pub const READS_IN_FLIGHT: usize = 16;
+
+/// [`observe`] for many tokens: the stores read a few at a time, `debug_token` through Graph
+/// batch requests ([`GraphClient::debug_tokens`], `in_flight` batches at a time), the phone
+/// reads a few at a time. Answers in the order of `tokens`.
+pub async fn observe_many(
+    cfg: &Config,
+    tokens: &[TokenConfig],
+    graph: &GraphClient,
+    in_flight: usize,
+) -> Vec<Observed> {
+    // Entries of file stores come from one read of each file (see `store::file_entries`);
+    // other stores are read a few at a time, each opened once.
+    let from_files: Vec<Option<Result<Secret, Verdict>>> = crate::store::file_entries(
+        tokens.iter().map(|t| (&t.store, t.name.as_str())),
+        &cfg.state_dir,
+    )
+    .await
+    .into_iter()
+    .map(|r| r.map(|r| r.map_err(store_verdict)))
+    .collect();
+    let reads = bounded(
+        tokens
+            .iter()
+            .zip(from_files)
+            .map(|(t, done)| {
+                let (store, name, dir) = (t.store.clone(), t.name.clone(), cfg.state_dir.clone());
+                async move {
+                    match done {
+                        Some(read) => read,
+                        None => read_current(&store, &name, &dir).await,
+                    }
+                }
+            })
+            .collect(),
+    )
+    .await;
+    let secrets: Vec<Secret> = reads
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
+    let mut infos = graph.debug_tokens(&secrets, in_flight).await.into_iter();
+    let jobs = tokens
+        .iter()
+        .zip(reads)
+        .map(|(t, read)| {
+            let read = read.map(|token| (token, infos.next().expect("one answer per token read")));
+            let (t, graph) = (t.clone(), graph.clone());
+            async move {
+                match read {
+                    Ok((token, info)) => {
+                        let (verdict, facts) = judge(&t, &token, info, &graph).await;
+                        Observed {
+                            verdict,
+                            facts,
+                            token: Some(token),
+                        }
+                    }
+                    Err(verdict) => Observed {
+                        verdict,
+                        facts: None,
+                        token: None,
+                    },
+                }
+            }
+        })
+        .collect();
+    bounded(jobs).await
+}
+
+/// What checking one token found.
+#[derive(Debug)]
+pub struct Observed {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// What Graph said about it, when it answered.
+    pub facts: Option<TokenFacts>,
+    /// The value read from the store.
+    pub token: Option<Secret>,
+}
+
+/// Runs `futs` at most [`READS_IN_FLIGHT`] at a time; results in input order.
+async fn bounded<F>(futs: Vec<F>) -> Vec<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let n = futs.len();
+    let mut out: Vec<Option<F::Output>> = (0..n).map(|_| None).collect();
+    let mut set = tokio::task::JoinSet::new();
+    let mut queue = futs.into_iter().enumerate();
+    loop {
+        while set.len() < READS_IN_FLIGHT {
+            let Some((i, f)) = queue.next() else { break };
+            set.spawn(async move { (i, f.await) });
+        }
+        match set.join_next().await {
+            Some(Ok((i, v))) => out[i] = Some(v),
+            Some(Err(e)) => std::panic::resume_unwind(e.into_panic()),
+            None => break,
+        }
+    }
+    out.into_iter()
+        .map(|v| v.expect("every task answered"))
+        .collect()
+}
+
+/// The token's current value, or the verdict that says why there is none.
+pub async fn read_current(
+    store: &StoreConfig,
+    name: &str,
+    state_dir: &Path,
+) -> Result<Secret, Verdict> {
+    let store = Store::open(store, name, state_dir)
+        .await
+        .map_err(|e| Verdict::StoreProblem {
+            detail: e.to_string(),
+        })?;
+    store.current().await.map_err(store_verdict)
+}
+
+/// The verdict for a store that could not give the token: retry later, or fix the store.
+fn store_verdict(e: StoreError) -> Verdict {
+    match e {
+        e @ StoreError::Unavailable { .. } => Verdict::Unreachable {
+            detail: e.to_string(),
+        },
+        e => Verdict::StoreProblem {
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// Turns `debug_token`'s answer into a verdict, reading the phone number when it is valid.
+async fn judge(
+    t: &TokenConfig,
+    token: &Secret,
+    info: Result<graph::TokenInfo, GraphError>,
+    graph: &GraphClient,
+) -> (Verdict, Option<TokenFacts>) {
+    let info = match info {
+        Ok(i) => i,
+        // A rate limit, at once when Meta asks for more than a few seconds
+        // (`graph::MAX_RATE_LIMIT_WAIT`): it says nothing about the token, and asking again
+        // before access returns burns more quota. The check is deferred (`Daemon::note`).
+        Err(GraphError::Transient(Transient::RateLimited { api, retry_after })) => {
+            return (
+                Verdict::Throttled {
+                    retry_after_secs: retry_after.map(|d| d.as_secs()),
+                    detail: format!("rate limited: {api}"),
+                },
+                None,
+            );
+        }
+        // The next scheduled check tries again, and only a failure lasting
+        // `cannot_check_after` is emailed.
+        Err(GraphError::Transient(e)) => {
+            return (
+                Verdict::Unreachable {
+                    detail: e.to_string(),
+                },
+                None,
+            );
+        }
+        // Any refusal of the inspecting call is about tokenwarden's credentials (reference §8).
+        Err(e) => {
+            return (
+                Verdict::OwnCredentials {
+                    detail: e.to_string(),
+                },
+                None,
+            );
+        }
+    };
+    let facts = facts_of(token, &info);
+    if let Some(api) = info.invalid_reason() {
+        let expired = api.subcode == Some(463);
+        return (
+            Verdict::Dead {
+                reason: graph::dead_reason(&api),
+                expired,
+            },
+            Some(facts),
+        );
+    }
+    // The one rule of `usable`: scopes, the WABA (its targets, or a read when debug_token
+    // lists none), the phone number.
+    let proof = graph
+        .prove(
+            token,
+            &info,
+            t.waba_id.as_deref(),
+            t.phone_number_id.as_deref(),
+        )
+        .await;
+    let verdict = match crate::usable::decide(
+        &info,
+        t.waba_id.as_deref(),
+        t.phone_number_id.as_deref(),
+        &proof,
+    ) {
+        // An answer without `is_valid` is unknown, not invalid: only a read proves it works.
+        Usability::Usable if info.validity_unknown() && t.phone_number_id.is_none() => {
+            Verdict::Unreachable {
+                detail: "Meta's debug_token answer did not say whether the token is valid, and no phone number is configured to prove it works".into(),
+            }
+        }
+        Usability::Usable => Verdict::Healthy,
+        Usability::Unusable(reason) => Verdict::Unusable { reason },
+        Usability::Dead(api) => Verdict::Dead {
+            reason: graph::dead_reason(&api),
+            expired: api.subcode == Some(463),
+        },
+        Usability::OwnCredentials(detail) => Verdict::OwnCredentials { detail },
+        Usability::Unknown(detail) => Verdict::Unreachable { detail },
+        Usability::Throttled {
+            retry_after,
+            detail,
+        } => Verdict::Throttled {
+            retry_after_secs: retry_after.map(|d| d.as_secs()),
+            detail,
+        },
+    };
+    (verdict, Some(facts))
+}

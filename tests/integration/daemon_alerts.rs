@@ -1,0 +1,199 @@
+//! Which emails the daemon sends and when: each expiry threshold once and in order, then the
+//! recovery; "cannot check" only for a failure that lasts; the credentials email when Meta
+//! refuses tokenwarden's own app secret. The daemon runs in this process (`util::Running`)
+//! against the Graph sandbox and a real SMTP server on loopback.
+
+use tokenwarden::daemon::OffsetClock;
+use tokenwarden::sandbox::{self, Endpoint, Fault};
+
+use crate::util::{
+    DAY, Running, World, assert_no_leak, expiry_of, prod_spec, says, state_dir, step_to, subjects,
+    walk,
+};
+
+#[tokio::test]
+async fn thresholds_are_emailed_in_order_each_once_then_recovery() {
+    let World {
+        sb,
+        sink,
+        token,
+        ws,
+    } = World::new("billbytekot-prod", prod_spec(), "").await;
+    let expires = expiry_of(&sb);
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+
+    let mut seen = 0;
+    for (left, want) in [
+        (15 * DAY, None),
+        (
+            7 * DAY,
+            Some("[tokenwarden] WARNING billbytekot-prod: WhatsApp token expires in 7 days"),
+        ),
+        (7 * DAY - 3600, None),
+        (
+            3 * DAY,
+            Some("[tokenwarden] WARNING billbytekot-prod: WhatsApp token expires in 3 days"),
+        ),
+        (
+            DAY,
+            Some("[tokenwarden] CRITICAL billbytekot-prod: WhatsApp token expires in 24 hours"),
+        ),
+        (DAY - 3600, None),
+        (
+            0,
+            Some("[tokenwarden] EXPIRED billbytekot-prod: WhatsApp token expired"),
+        ),
+        (-3600, None),
+    ] {
+        step_to(&sb, &clock, expires, left);
+        d.check_now().await;
+        d.evaluate().await;
+        let got = subjects(&sink);
+        match want {
+            Some(w) => {
+                assert_eq!(got.len(), seen + 1, "at {left}s left: {got:#?}");
+                assert!(says(&got[seen], w), "at {left}s left: {:?}", got[seen]);
+                seen += 1;
+            }
+            None => assert_eq!(got.len(), seen, "nothing new at {left}s left: {got:#?}"),
+        }
+    }
+    // Expired repeats after repeat_interval (24 h), not before.
+    step_to(&sb, &clock, expires, -DAY - 60);
+    d.check_now().await;
+    assert_eq!(subjects(&sink).len(), seen + 1, "{:#?}", subjects(&sink));
+    seen += 1;
+
+    // A person puts a new token in place: one recovery email.
+    let fresh = sb.issue_token(prod_spec());
+    tokenwarden::store::file::FileStore::new(ws.store.clone(), "billbytekot-prod".into())
+        .import_current(
+            &tokenwarden::secret::Secret::new(fresh.clone()),
+            jiff::Timestamp::now(),
+        )
+        .unwrap();
+    d.check_now().await;
+    d.check_now().await;
+    let got = subjects(&sink);
+    assert_eq!(got.len(), seen + 1, "{got:#?}");
+    assert!(
+        got[seen].starts_with("[tokenwarden] RESOLVED billbytekot-prod"),
+        "{got:#?}"
+    );
+
+    // Every message: two recipients, threaded by token, multipart, no secret anywhere.
+    let msgs = sink.messages();
+    let thread: Vec<&str> = msgs
+        .iter()
+        .map(|(_, raw)| {
+            raw.lines()
+                .find(|l| l.starts_with("References:"))
+                .unwrap_or("")
+        })
+        .collect();
+    assert!(
+        thread.iter().all(|t| !t.is_empty() && *t == thread[0]),
+        "{thread:?}"
+    );
+    for (env, raw) in &msgs {
+        assert_eq!(env["rcpt_tos"].as_array().unwrap().len(), 2);
+        assert!(raw.contains("text/plain") && raw.contains("text/html"));
+        assert_no_leak(raw, &[&token, &fresh, sandbox::DEMO_APP_SECRET], "an email");
+    }
+    let mut on_disk = String::new();
+    for f in walk(&state_dir(&ws.config)) {
+        if f.file_name().unwrap() != "tokens.json" && f.file_name().unwrap() != "app-secret" {
+            on_disk.push_str(&String::from_utf8_lossy(&std::fs::read(&f).unwrap()));
+        }
+    }
+    let audit = std::fs::read_to_string(state_dir(&ws.config).join("audit.jsonl")).unwrap();
+    let events: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let count = |e: &str| events.iter().filter(|v| v["event"] == e).count();
+    assert!(count("check") >= 10, "{audit}");
+    assert_eq!(count("email_queued"), seen + 1, "{audit}");
+    assert_eq!(count("email_sent"), seen + 1, "{audit}");
+    assert!(
+        events
+            .iter()
+            .filter(|v| v["event"] == "check")
+            .all(|v| v["fingerprint"].is_string()),
+        "{audit}"
+    );
+    assert_no_leak(
+        &on_disk,
+        &[&token, &fresh, sandbox::DEMO_APP_SECRET],
+        "state and outbox files",
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_single_failure_never_alerts_but_a_persistent_one_says_cannot_check() {
+    let World {
+        sb,
+        sink,
+        token: _,
+        ws,
+    } = World::new("prod", prod_spec(), "cannot_check_after = \"2h\"").await;
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    d.check_now().await;
+    sb.add_fault(Fault::server_error(Endpoint::DebugToken, 503, 2));
+    d.check_now().await;
+    sb.add_fault(Fault::delay(Endpoint::DebugToken, 6000));
+    d.check_now().await;
+    sb.add_fault(Fault::html(Endpoint::DebugToken));
+    d.check_now().await;
+    assert!(
+        subjects(&sink).is_empty(),
+        "transient failures alone never alert: {:#?}",
+        subjects(&sink)
+    );
+    clock.advance(3 * 3600);
+    sb.add_fault(Fault::html(Endpoint::DebugToken));
+    d.check_now().await;
+    let got = subjects(&sink);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("[tokenwarden] UNKNOWN prod: cannot check the WhatsApp token for"),
+        "{got:#?}"
+    );
+    assert!(!got[0].contains("INVALID") && !got[0].contains("EXPIRED"));
+    // Graph answers again: one recovery.
+    d.check_now().await;
+    let got = subjects(&sink);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(got[1].contains("RESOLVED"), "{got:#?}");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_reset_app_secret_sends_the_credentials_email_and_never_rotates() {
+    let World {
+        sb,
+        sink,
+        token: _,
+        ws,
+    } = World::new("prod", prod_spec(), "").await;
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    d.check_now().await;
+    sb.reset_app_secret("0123456789abcdef0123456789abcdef");
+    d.check_now().await;
+    let got = subjects(&sink);
+    assert_eq!(
+        got,
+        vec![
+            "[tokenwarden] CONFIG prod: Meta refused tokenwarden's own app credentials".to_string()
+        ]
+    );
+    let body = &sink.messages()[0].1;
+    assert!(body.contains("App settings > Basic"), "{body}");
+    let stats = sb.stats();
+    assert_eq!((stats.refreshed, stats.minted, stats.revoked), (0, 0, 0));
+    d.stop().await;
+}
