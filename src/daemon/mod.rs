@@ -167,7 +167,7 @@ impl Daemon {
         }
         let (snap, set_aside) = state.load_or_set_aside(clock.now())?;
         let outbox = Outbox::open(&cfg.state_dir).map_err(|source| StateError::Io {
-            path: cfg.state_dir.join("outbox"),
+            path: cfg.state_dir.join(crate::state::OUTBOX_DIR),
             source,
         })?;
         let statics = cfg.tokens.clone();

@@ -170,8 +170,7 @@ impl Step {
 
 /// Where a rotation stands: a step to run next, or finished (see the outcome). Saved in the
 /// record's `step` field as the step's word, or `"finished"`, as before there was this type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "StepWord", into = "StepWord")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
     /// This step runs next.
     Next(Step),
@@ -179,12 +178,15 @@ pub enum Progress {
     Finished,
 }
 
+/// [`Progress::Finished`]'s word.
+const FINISHED: &str = "finished";
+
 impl Progress {
     /// The word in logs and the audit log: the step's, or `finished`.
     pub fn word(self) -> &'static str {
         match self {
             Progress::Next(s) => s.word(),
-            Progress::Finished => "finished",
+            Progress::Finished => FINISHED,
         }
     }
 }
@@ -195,44 +197,23 @@ impl From<Step> for Progress {
     }
 }
 
-/// [`Progress`] as written in a record: one word.
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum StepWord {
-    Obtain,
-    Validate,
-    Deliver,
-    Promote,
-    Revoke,
-    VerifyRevoked,
-    Finished,
-}
-
-impl From<StepWord> for Progress {
-    fn from(w: StepWord) -> Progress {
-        match w {
-            StepWord::Obtain => Step::Obtain.into(),
-            StepWord::Validate => Step::Validate.into(),
-            StepWord::Deliver => Step::Deliver.into(),
-            StepWord::Promote => Step::Promote.into(),
-            StepWord::Revoke => Step::Revoke.into(),
-            StepWord::VerifyRevoked => Step::VerifyRevoked.into(),
-            StepWord::Finished => Progress::Finished,
+impl Serialize for Progress {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Progress::Next(step) => step.serialize(ser),
+            Progress::Finished => ser.serialize_str(FINISHED),
         }
     }
 }
 
-impl From<Progress> for StepWord {
-    fn from(p: Progress) -> StepWord {
-        match p {
-            Progress::Next(Step::Obtain) => StepWord::Obtain,
-            Progress::Next(Step::Validate) => StepWord::Validate,
-            Progress::Next(Step::Deliver) => StepWord::Deliver,
-            Progress::Next(Step::Promote) => StepWord::Promote,
-            Progress::Next(Step::Revoke) => StepWord::Revoke,
-            Progress::Next(Step::VerifyRevoked) => StepWord::VerifyRevoked,
-            Progress::Finished => StepWord::Finished,
+impl<'de> Deserialize<'de> for Progress {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Progress, D::Error> {
+        let word = String::deserialize(de)?;
+        if word == FINISHED {
+            return Ok(Progress::Finished);
         }
+        let step = serde::de::IntoDeserializer::<D::Error>::into_deserializer(word.as_str());
+        Step::deserialize(step).map(Progress::Next)
     }
 }
 
@@ -925,6 +906,9 @@ mod tests {
         }
         assert!(
             serde_json::from_str::<Rotation>(&old.replace("\"staged\"", "\"minted\"")).is_err()
+        );
+        assert!(
+            serde_json::from_str::<Rotation>(&old.replace("\"finished\"", "\"done\"")).is_err()
         );
     }
 
