@@ -10,9 +10,10 @@
 //! - a write is atomic and mode 0600 ([`crate::fsutil::write_atomic_with`]: temp file, fsync,
 //!   rename, fsync of the directory), streamed into the file, never a second copy in memory;
 //! - a missing file is `None`, an unreadable one [`StateError::Io`], and one that does not
-//!   parse [`StateError::Corrupt`] naming the file and the line and column (never a value);
-//!   what the caller does with a corrupt file is its own rule (the daemon sets `state.json`
-//!   aside, a group's list is reported and treated as no list);
+//!   parse [`StateError::Corrupt`] naming the file and the line and column (never a value),
+//!   and what moving it aside loses ([`RecordStore::aside_loses`]); what the caller does with
+//!   a corrupt file is its own rule (the daemon sets `state.json` aside, a group's list is
+//!   reported and treated as no list, a target log reported and started afresh);
 //! - a lock is `flock`, taken without waiting: on `<name>.lock` beside one record
 //!   ([`RecordStore::try_lock`]), or on the directory itself for all of them
 //!   ([`RecordStore::try_lock_dir`]).
