@@ -210,6 +210,11 @@ impl Daemon {
         &self.cfg
     }
 
+    /// The outbox when `[email]` is configured (without it, alerts are only logged).
+    fn outbox(&self) -> Option<&Outbox> {
+        self.mailer.as_ref().map(|_| &self.outbox)
+    }
+
     /// Rebuilds the daemon from a new config (after SIGHUP): everything is made again by
     /// [`Daemon::new`], as at start (the state, outbox, audit log and reserve of the config's
     /// state directory, the Graph client, the mailer, the budget), so no field can keep the
