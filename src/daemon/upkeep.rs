@@ -51,7 +51,16 @@ impl Daemon {
                 let r = match &report {
                     Report::Waiting(r) | Report::Stalled(r) | Report::Finished(r) => r,
                     Report::Idle(why) => {
-                        tracing::info!(token = %t.name, "rotation due but not started: {why}");
+                        // Once per token and state, not at every check: "nothing is staged"
+                        // every six hours for weeks says nothing new.
+                        let state = self.snap.tokens.get(&t.name).and_then(|ts| ts.state);
+                        let said = (state, why.clone());
+                        if self.idle_said.get(&t.name) != Some(&said) {
+                            tracing::info!(token = %t.name, "rotation due but not started: {why}");
+                            self.idle_said.insert(t.name.clone(), said);
+                        } else {
+                            tracing::debug!(token = %t.name, "rotation due but not started: {why}");
+                        }
                         return false;
                     }
                     Report::Busy => return false,
