@@ -151,6 +151,17 @@ impl Daemon {
         {
             tracing::error!(token = %t.name, error = %e, "cannot save the target records");
         }
+        self.report_drift(t, &current, &out, now);
+    }
+
+    /// Logs, audits and emails (at most once a day per finding) what a drift check found.
+    fn report_drift(
+        &self,
+        t: &TokenConfig,
+        current: &Secret,
+        out: &crate::delivery::Reconciled,
+        now: Timestamp,
+    ) {
         for (name, found) in &out.drifted {
             tracing::warn!(token = %t.name, target = %name, found = %found, "target changed behind tokenwarden's back; the current token was pushed again");
         }
