@@ -1112,21 +1112,7 @@ fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
         text: rendered.text,
         html: rendered.html,
     };
-    match d.outbox {
-        Some(o) => match o.enqueue(&email, (d.now)()) {
-            Ok(_) => d.audit.record(
-                (d.now)(),
-                AuditEvent::EmailQueued,
-                serde_json::json!({"token": d.token.name, "id": email.id, "subject": email.subject}),
-            ),
-            Err(e) => {
-                tracing::error!(token = %d.token.name, error = %e, "cannot queue rotation email")
-            }
-        },
-        None => {
-            tracing::warn!(token = %d.token.name, subject = %email.subject, "rotation email (no [email] configured: logged only)")
-        }
-    }
+    let _ = crate::notify::queue(d.outbox, d.audit, &email, "rotation email", (d.now)());
 }
 
 /// How a person puts the next token in place for `t`.
