@@ -7,6 +7,14 @@
 //! rotate` from running the same rotation at once; across hosts the store's compare-and-swap
 //! promotion decides. Emails go into the outbox, with ids derived from the rotation id, so a
 //! resumed rotation never mails twice.
+//!
+//! Every token a rotation asks Meta for and does not promote is revoked and confirmed dead: a
+//! rejected candidate, one the store refused to take, and one whose rotation another instance
+//! overtook (read back by its version id once the race is decided; kept if it became current).
+//! The one window left: a kill after Meta answered a refresh or mint and before the candidate
+//! reached the store. The intent is saved before the call (`obtain_sent`) and the store write
+//! follows at once; the next run asks Meta again, and the unrecorded token, written nowhere,
+//! expires unused (Meta has no call that lists a system user's tokens, so nothing can find it).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
