@@ -89,12 +89,7 @@ impl AwsStore {
                     .iter()
                     .filter_map(|e| listed(e, name_prefix, tag)),
             );
-            next = pager
-                .next(page.next_token())
-                .map_err(|cause| StoreError::Unavailable {
-                    store: what.describe(),
-                    cause: format!("ListSecrets {cause}"),
-                })?;
+            next = pager.next_of(page.next_token(), &what, "ListSecrets")?;
             if next.is_none() {
                 break;
             }
@@ -130,12 +125,7 @@ impl AwsStore {
                 .await
                 .map_err(|e| self.map_err(e))?;
             out.extend(page.versions().iter().cloned());
-            next = pager
-                .next(page.next_token())
-                .map_err(|cause| StoreError::Unavailable {
-                    store: self.describe(),
-                    cause: format!("ListSecretVersionIds {cause}"),
-                })?;
+            next = pager.next_of(page.next_token(), self, "ListSecretVersionIds")?;
             if next.is_none() {
                 return Ok(out);
             }
@@ -329,29 +319,15 @@ fn list_filters(
     tag: Option<(&str, Option<&str>)>,
 ) -> Vec<aws_sdk_secretsmanager::types::Filter> {
     use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+    let filter = |key, value: &str| Filter::builder().key(key).values(value).build();
     let mut filters = Vec::new();
     if let Some(p) = name_prefix {
-        filters.push(
-            Filter::builder()
-                .key(FilterNameStringType::Name)
-                .values(p)
-                .build(),
-        );
+        filters.push(filter(FilterNameStringType::Name, p));
     }
     if let Some((k, v)) = tag {
-        filters.push(
-            Filter::builder()
-                .key(FilterNameStringType::TagKey)
-                .values(k)
-                .build(),
-        );
+        filters.push(filter(FilterNameStringType::TagKey, k));
         if let Some(v) = v {
-            filters.push(
-                Filter::builder()
-                    .key(FilterNameStringType::TagValue)
-                    .values(v)
-                    .build(),
-            );
+            filters.push(filter(FilterNameStringType::TagValue, v));
         }
     }
     filters
@@ -506,6 +482,19 @@ impl Pager {
             ));
         }
         Ok(Some(token.to_string()))
+    }
+
+    /// [`Pager::next`] for `operation` on `store`: a paging fault makes the store unavailable.
+    fn next_of(
+        &mut self,
+        token: Option<&str>,
+        store: &AwsStore,
+        operation: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.next(token).map_err(|cause| StoreError::Unavailable {
+            store: store.describe(),
+            cause: format!("{operation} {cause}"),
+        })
     }
 }
 
