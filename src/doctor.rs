@@ -180,14 +180,7 @@ pub async fn observe(
     };
     // The same reads as the daemon's check (`usable`): the WABA when debug_token lists no
     // targets, and the phone number.
-    let proof = graph
-        .prove(
-            token,
-            &info,
-            t.waba_id.as_deref(),
-            t.phone_number_id.as_deref(),
-        )
-        .await;
+    let (proof, _) = crate::observe::prove(graph, t, token, &info).await;
     obs.info = Some(Ok(info));
     obs.waba = proof.waba;
     obs.phone = proof.phone;

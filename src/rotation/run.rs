@@ -601,14 +601,7 @@ pub async fn inspect_candidate(
     };
     let facts = crate::graph::facts_of(token, &info);
     let invalid = info.invalid_reason().map(|a| graph::dead_reason(&a));
-    let proof = graph
-        .prove(
-            token,
-            &info,
-            t.waba_id.as_deref(),
-            t.phone_number_id.as_deref(),
-        )
-        .await;
+    let (proof, usability) = crate::observe::prove(graph, t, token, &info).await;
     // A read that could not be made says nothing about the candidate: try again later
     // rather than reject it.
     for read in [
@@ -625,12 +618,6 @@ pub async fn inspect_candidate(
             return Err(read.clone());
         }
     }
-    let usability = crate::usable::decide(
-        &info,
-        t.waba_id.as_deref(),
-        t.phone_number_id.as_deref(),
-        &proof,
-    );
     Ok(CandidateReport {
         invalid,
         facts,
