@@ -26,7 +26,7 @@ pub use targets::{
     DEFAULT_DOTENV_KEY, DeliveryConfig, ScanConfig, TargetConfig, TargetKind, VerifyConfig,
 };
 
-use crate::graph::version::{ApiVersion, DEFAULT_VERSION};
+use crate::meta::version::{ApiVersion, DEFAULT_VERSION};
 use crate::policy::Policy;
 pub use email::EmailConfig;
 
@@ -1178,7 +1178,7 @@ fn rotation_fields(
                     let bad = list.iter().find(|x| {
                         x.is_empty() || !x.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
                     });
-                    let missing: Vec<&str> = crate::graph::WHATSAPP_SCOPES
+                    let missing: Vec<&str> = crate::meta::WHATSAPP_SCOPES
                         .into_iter()
                         .filter(|w| !list.iter().any(|x| x == w))
                         .collect();

@@ -14,7 +14,6 @@
 mod error;
 mod fleet;
 pub mod throttle;
-pub mod version;
 mod wire;
 
 use std::time::Duration;
@@ -22,6 +21,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 
+/// The Graph versions and the WhatsApp scopes live in [`crate::meta`] (pure facts `config` needs
+/// too); re-exported so the client's paths keep working.
+pub use crate::meta::{WHATSAPP_SCOPES, version};
 pub use error::{ApiError, CallKind, GraphError, Transient, classify, dead_reason};
 pub use fleet::BATCH_SIZE;
 pub use throttle::Throttle;
@@ -29,13 +31,6 @@ pub use throttle::Throttle;
 use crate::config::MetaConfig;
 use crate::secret::{Secret, appsecret_proof};
 use version::ApiVersion;
-
-/// The two permissions a WhatsApp Cloud API token needs (the runbook's "prefer system-user
-/// tokens with whatsapp_business_messaging and whatsapp_business_management").
-pub const WHATSAPP_SCOPES: [&str; 2] = [
-    "whatsapp_business_management",
-    "whatsapp_business_messaging",
-];
 
 /// Longest wait a rate limit may impose inside one call; beyond it the call ends at once as
 /// [`Transient::RateLimited`], with Meta's wait in `retry_after`, and the caller tries again on

@@ -1124,6 +1124,37 @@ async fn verify_revoked(d: &Deps<'_>, r: &mut Rotation) -> Event {
     }
 }
 
+/// The parts of `r` its email tells, in the shape [`crate::alert::render_rotation`] takes (the
+/// words of email do not import rotation's types, so the module graph keeps no cycle).
+fn mail_facts(r: &Rotation) -> crate::alert::RotationFacts<'_> {
+    use crate::alert::RotationEnd as End;
+    let end = match &r.outcome {
+        None => End::Running,
+        Some(Outcome::Completed { .. }) => End::Completed,
+        Some(Outcome::Rejected { check }) => End::Rejected { check },
+        Some(Outcome::Failed { step, reason }) => End::Failed {
+            step: step.word(),
+            promoted: matches!(step, Step::Revoke | Step::VerifyRevoked),
+            reason,
+        },
+        Some(Outcome::Extended { until }) => End::Extended { until: *until },
+        Some(Outcome::Superseded { detail }) => End::Superseded { detail },
+    };
+    crate::alert::RotationFacts {
+        id: &r.id,
+        source: r.source.to_string(),
+        reason: &r.reason,
+        started: r.started,
+        old_fingerprint: &r.old.fingerprint,
+        old_version: &r.old.version,
+        new_fingerprint: r.new.as_ref().map(|s| &s.fingerprint),
+        new_facts: r.new_facts.as_ref(),
+        revoke_at: r.revoke_at,
+        last_error: r.last_error.as_deref(),
+        end,
+    }
+}
+
 /// Queues the email a step deserves: one on promotion (success) and one when a rotation ends
 /// badly. Ids come from the rotation id, so a replay after a crash queues nothing new.
 fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
@@ -1145,7 +1176,8 @@ fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
         ),
         _ => mail.word().to_string(),
     };
-    let rendered = crate::alert::render_rotation(d.token, r, &store_hint(d.token), mail);
+    let rendered =
+        crate::alert::render_rotation(d.token, &mail_facts(r), &store_hint(d.token), mail);
     let email = Email {
         id: crate::notify::email_id(&d.token.name, &format!("rotation-{}-{key}", r.id)),
         token: d.token.name.clone(),
