@@ -21,14 +21,16 @@ const PURE_CORE: &[&str] = &[
     "lint.rs",
     "secret.rs",
     "meta/mod.rs",
+    "meta/error.rs",
+    "meta/token.rs",
     "meta/version.rs",
 ];
 
-/// Modules whose business is IO (files, network, processes, the clock's sleeps). `graph`,
-/// `state` and `config` are not here: the core names their data types (`TokenInfo`,
-/// `TokenState`, `TokenConfig`), never their IO functions.
+/// Modules whose business is IO (files, network, processes, the clock's sleeps). `config` and
+/// `state` are not here: the core names their data types (`TokenConfig`, `TokenState`), never
+/// their loading or writing.
 const IO_MODULES: &[&str] = &[
-    "audit", "check", "cli", "daemon", "delivery", "demo", "discover", "doctor", "fsutil",
+    "audit", "check", "cli", "daemon", "delivery", "demo", "discover", "doctor", "fsutil", "graph",
     "liveness", "metrics", "notify", "observe", "sandbox", "scan", "sdnotify", "store", "target",
 ];
 
