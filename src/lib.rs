@@ -4,8 +4,9 @@
 //! # Layout
 //! - [`cli`]: the `tokenwarden` commands, one file each, and [`cli::Exit`], the exit codes.
 //! - [`config`]: the TOML file, validated into [`config::Config`], every error reported at once.
-//! - [`graph`]: the Graph API client and the classification of its errors.
-//! - [`meta`]: Meta's plain facts: the WhatsApp scopes, Graph versions and their end dates.
+//! - [`graph`]: the Graph API client.
+//! - [`meta`]: Meta's vocabulary without a client: the WhatsApp scopes, Graph versions and
+//!   their end dates, the classification of Graph's errors, `debug_token`'s answers (pure).
 //! - [`store`]: where tokens live (a 0600 JSON file, AWS Secrets Manager).
 //! - [`notify`]: email to on-call: SMTP or a folder of `.eml` files, behind a persistent outbox.
 //! - [`daemon`]: `tokenwarden run`: the schedule, checks, alert decisions, the outbox.
