@@ -4,7 +4,7 @@
 //! The test reads the sources as text: comments, string and character literals and test-only
 //! code (an item under `#[cfg(test)]`, a file declared by `#[cfg(test)] mod x;`) are taken out,
 //! then every `crate::<module>` and `crate::{<module>, ...}` is an edge from the module the file
-//! belongs to. `module_graph_dot` prints the whole graph (ARCHITECTURE.md says how to see it).
+//! belongs to. The cycle test prints the whole graph (ARCHITECTURE.md says how to see it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -353,9 +353,22 @@ fn describe(graph: &Graph, cycle: &[String]) -> String {
         .join("\n")
 }
 
+/// The graph in Graphviz's dot language, one edge a line.
+fn dot(graph: &Graph) -> String {
+    let mut out = String::from("digraph modules {\n");
+    for (from, edges) in graph {
+        for to in edges.keys() {
+            out.push_str(&format!("  \"{from}\" -> \"{to}\";\n"));
+        }
+    }
+    out + "}\n"
+}
+
+/// Also prints the graph for a person (shown with `--nocapture`; ARCHITECTURE.md says how).
 #[test]
 fn no_import_cycle_between_top_level_modules() {
     let graph = module_graph();
+    print!("{}", dot(&graph));
     assert!(
         graph.len() > 20
             && graph
@@ -429,20 +442,7 @@ fn the_scan_sees_references_and_skips_comments_strings_and_tests() {
     let cycle = find_cycle(&graph).expect("a -> b -> c -> a is a cycle");
     assert_eq!(cycle, ["a", "b", "c", "a"]);
     assert!(describe(&graph, &cycle).contains("c -> a (in c.rs)"));
+    assert!(dot(&graph).contains("  \"c\" -> \"a\";\n"));
     graph.get_mut("c").map(|e| e.remove("a"));
     assert_eq!(find_cycle(&graph), None);
-}
-
-/// Prints the module graph in Graphviz's dot language: `cargo test --features failpoints --test
-/// integration module_graph_dot -- --ignored --nocapture | dot -Tsvg > modules.svg`.
-#[test]
-#[ignore = "prints the graph for a person to look at; asserts nothing"]
-fn module_graph_dot() {
-    println!("digraph modules {{");
-    for (from, edges) in module_graph() {
-        for to in edges.keys() {
-            println!("  \"{from}\" -> \"{to}\";");
-        }
-    }
-    println!("}}");
 }
