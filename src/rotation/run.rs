@@ -1209,3 +1209,73 @@ pub fn store_hint(t: &TokenConfig) -> String {
         t.name
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{RotationEnd, RotationMail};
+    use crate::secret::Fingerprint;
+
+    /// The email's words live in `alert`, the judgement of what a failed step means stays
+    /// here: a failure while retiring the old token comes after the promotion (the new token
+    /// is current), any earlier one leaves the old token untouched.
+    #[test]
+    fn a_failed_step_is_told_before_or_after_the_promotion() {
+        let text =
+            "[meta]\napp_id = \"1\"\napp_secret = { env = \"S\" }\n[[token]]\nname = \"prod\"\n";
+        let cfg = crate::config::parse(Path::new("t.toml"), text).expect("valid config");
+        let t = &cfg.tokens[0];
+        for (step, promoted) in [
+            (Step::Obtain, false),
+            (Step::Deliver, false),
+            (Step::Promote, false),
+            (Step::Revoke, true),
+            (Step::VerifyRevoked, true),
+        ] {
+            let old = Side {
+                version: "v1".into(),
+                fingerprint: Fingerprint::of("old"),
+            };
+            let mut r = Rotation::begin(
+                "r".repeat(32),
+                "prod",
+                "mint",
+                "due".into(),
+                old,
+                Timestamp::UNIX_EPOCH,
+            );
+            r.outcome = Some(Outcome::Failed {
+                step,
+                reason: "Meta said no".into(),
+            });
+            let facts = mail_facts(&r);
+            assert_eq!(
+                facts.end,
+                RotationEnd::Failed {
+                    step: step.word(),
+                    promoted,
+                    reason: "Meta said no"
+                }
+            );
+            let mail = crate::alert::render_rotation(t, &facts, "stage it", RotationMail::Failed);
+            assert!(
+                mail.subject
+                    .contains(&format!("{} failed: Meta said no", step.word())),
+                "{}",
+                mail.subject
+            );
+            assert_eq!(
+                mail.text
+                    .contains("is current, but retiring the old one failed at step"),
+                promoted,
+                "{step:?}: {}",
+                mail.text
+            );
+            assert_eq!(
+                mail.text
+                    .contains("The old token is still current and untouched"),
+                !promoted
+            );
+        }
+    }
+}
