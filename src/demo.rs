@@ -76,7 +76,80 @@ fn demo_dir() -> std::io::Result<std::path::PathBuf> {
     Ok(base)
 }
 
+/// The part that needs no waiting: the doctor checklist, then both rotations and where
+/// prod's new token went.
 async fn run_in(sb: &Sandbox, dir: &Path) -> Result<(), DemoError> {
+    let files = write_files(sb, dir).await?;
+    let config_path = &files.config_path;
+
+    println!("tokenwarden demo");
+    println!("================");
+    println!(
+        "A Graph API sandbox is running at {} (Meta's shapes, no network).",
+        sb.base_url()
+    );
+    println!(
+        "Two WhatsApp tokens were issued there and stored in {}:",
+        files.store_path.display()
+    );
+    println!(
+        "  billbytekot-prod     a 60-day system-user token with both WhatsApp permissions, 41 days old"
+    );
+    println!(
+        "  billbytekot-staging  Meta's 24-hour test token from the API Setup page (a common mistake)"
+    );
+    println!("Config: {}\n", config_path.display());
+    println!("$ tokenwarden --config {} doctor\n", config_path.display());
+
+    let loaded = config::load(config_path).map_err(|e| DemoError::Config(e.to_string()))?;
+    let cfg = loaded.config;
+    let client =
+        GraphClient::from_config(&cfg.meta).map_err(|e| DemoError::Config(e.to_string()))?;
+    let report = doctor::run(&cfg, &client, &doctor::Options::default(), files.now).await;
+    print!("{}", doctor::render_text(&report));
+    rotate_both(sb, &cfg, &client, config_path).await?;
+    println!("\nWhere prod's new token went:");
+    for app in ["backend", "worker"] {
+        let env = files.apps.join(app).join(".env");
+        let held = crate::target::dotenv::DotenvFile::new(env.clone())
+            .get_key(crate::config::DEFAULT_DOTENV_KEY)
+            .ok()
+            .flatten()
+            .map(|s| s.fingerprint().to_string())
+            .unwrap_or_else(|| "nothing".into());
+        println!(
+            "  {}: WHATSAPP_ACCESS_TOKEN now holds token {held}",
+            env.display()
+        );
+    }
+    for line in files.receiver.seen() {
+        println!("  POS webhook receiver: {line}");
+    }
+    files.receiver.stop();
+    println!();
+    println!(
+        "Next: write your own config (README, \"Configuration\"), then run `tokenwarden doctor`."
+    );
+    Ok(())
+}
+
+/// What [`write_files`] set up for the first part of the demo.
+struct DemoFiles {
+    /// The throw-away config.
+    config_path: std::path::PathBuf,
+    /// The file store holding both tokens.
+    store_path: std::path::PathBuf,
+    /// The folder of the apps' env files (prod's dotenv targets).
+    apps: std::path::PathBuf,
+    /// The point-of-sale webhook receiver (prod's webhook target), running.
+    receiver: Receiver,
+    /// When the tokens were stored (the doctor checks at the same instant).
+    now: jiff::Timestamp,
+}
+
+/// Issues the demo's tokens in the sandbox and writes what a deployment would have: the admin
+/// token, the apps' env files, the secrets, the file store and the config.
+async fn write_files(sb: &Sandbox, dir: &Path) -> Result<DemoFiles, DemoError> {
     // Issued 41 days ago: a third of its 60 days is left, so its rotation is due.
     let prod = sb.issue_token(
         TokenSpec::system_user_60d()
@@ -116,7 +189,37 @@ async fn run_in(sb: &Sandbox, dir: &Path) -> Result<(), DemoError> {
             .map_err(|e| DemoError::Config(e.to_string()))?;
     }
     let config_path = dir.join("tokenwarden.toml");
-    let text = format!(
+    let text = rotation_config(
+        sb,
+        dir,
+        &admin_path,
+        &apps,
+        receiver.port,
+        &hook_secret_path,
+        &secret_path,
+    );
+    crate::fsutil::write_atomic(&config_path, text.as_bytes(), 0o600)?;
+    Ok(DemoFiles {
+        config_path,
+        store_path,
+        apps,
+        receiver,
+        now,
+    })
+}
+
+/// The first part's config: prod rotated by minting and pushed to three targets, staging
+/// rotated from a staged token.
+fn rotation_config(
+    sb: &Sandbox,
+    dir: &Path,
+    admin_path: &Path,
+    apps: &Path,
+    hook_port: u16,
+    hook_secret_path: &Path,
+    secret_path: &Path,
+) -> String {
+    format!(
         r#"# A throw-away config written by `tokenwarden demo`.
 state_dir = "{dir}/state"
 
@@ -165,7 +268,7 @@ revoke_after = "0s"
         su = sandbox::DEMO_SYSTEM_USER_ID,
         admin = admin_path.display(),
         apps = apps.display(),
-        hook_port = receiver.port,
+        hook_port = hook_port,
         hook_secret = hook_secret_path.display(),
         dir = dir.display(),
         app = sandbox::DEMO_APP_ID,
@@ -173,58 +276,7 @@ revoke_after = "0s"
         base = sb.base_url(),
         phone = sandbox::DEMO_PHONE_NUMBER_ID,
         waba = sandbox::DEMO_WABA_ID,
-    );
-    crate::fsutil::write_atomic(&config_path, text.as_bytes(), 0o600)?;
-
-    println!("tokenwarden demo");
-    println!("================");
-    println!(
-        "A Graph API sandbox is running at {} (Meta's shapes, no network).",
-        sb.base_url()
-    );
-    println!(
-        "Two WhatsApp tokens were issued there and stored in {}:",
-        store_path.display()
-    );
-    println!(
-        "  billbytekot-prod     a 60-day system-user token with both WhatsApp permissions, 41 days old"
-    );
-    println!(
-        "  billbytekot-staging  Meta's 24-hour test token from the API Setup page (a common mistake)"
-    );
-    println!("Config: {}\n", config_path.display());
-    println!("$ tokenwarden --config {} doctor\n", config_path.display());
-
-    let loaded = config::load(&config_path).map_err(|e| DemoError::Config(e.to_string()))?;
-    let cfg = loaded.config;
-    let client =
-        GraphClient::from_config(&cfg.meta).map_err(|e| DemoError::Config(e.to_string()))?;
-    let report = doctor::run(&cfg, &client, &doctor::Options::default(), now).await;
-    print!("{}", doctor::render_text(&report));
-    rotate_both(sb, &cfg, &client, &config_path).await?;
-    println!("\nWhere prod's new token went:");
-    for app in ["backend", "worker"] {
-        let env = apps.join(app).join(".env");
-        let held = crate::target::dotenv::DotenvFile::new(env.clone())
-            .get_key(crate::config::DEFAULT_DOTENV_KEY)
-            .ok()
-            .flatten()
-            .map(|s| s.fingerprint().to_string())
-            .unwrap_or_else(|| "nothing".into());
-        println!(
-            "  {}: WHATSAPP_ACCESS_TOKEN now holds token {held}",
-            env.display()
-        );
-    }
-    for line in receiver.seen() {
-        println!("  POS webhook receiver: {line}");
-    }
-    receiver.stop();
-    println!();
-    println!(
-        "Next: write your own config (README, \"Configuration\"), then run `tokenwarden doctor`."
-    );
-    Ok(())
+    )
 }
 
 /// A loopback webhook receiver standing in for the point-of-sale system: it checks each
@@ -352,13 +404,51 @@ async fn run_daemon(sb: &Sandbox, dir: &Path, u: u64) -> Result<(), DemoError> {
         .import_current(&Secret::new(token), jiff::Timestamp::now())
         .map_err(|e| DemoError::Config(e.to_string()))?;
     let mail = dir.join("mail");
+    let config_path = dir.join("daemon.toml");
+    let text = daemon_config(sb, dir, u, &mail);
+    crate::fsutil::write_atomic(&config_path, text.as_bytes(), 0o600)?;
+    println!();
+    println!("The daemon at work");
+    println!("==================");
+    println!(
+        "Token \"shop-a\" expires in {} seconds. Thresholds: {}s, {}s and {}s before expiry;",
+        11 * u,
+        8 * u,
+        5 * u,
+        2 * u
+    );
+    println!(
+        "a check every {u}s; emails go to {} as .eml files. Watch them arrive:\n",
+        mail.display()
+    );
+    watch_daemon(sb, &store, &config_path, &mail, u).await?;
+    println!(
+        "\n$ tokenwarden --config {} status\n",
+        config_path.display()
+    );
+    let cfg = config::load(&config_path)
+        .map_err(|e| DemoError::Config(e.to_string()))?
+        .config;
+    let snap = crate::state::StateStore::new(dir)
+        .load()
+        .map_err(|e| DemoError::Config(e.to_string()))?;
+    print!(
+        "{}",
+        crate::check::render_status(&crate::check::status(&cfg, &snap), jiff::Timestamp::now())
+    );
+    println!("\nOpen any .eml file above in a mail client to read the whole alert.");
+    Ok(())
+}
+
+/// The daemon part's config: a check every `u` seconds, thresholds in steps of `u`, emails
+/// written to `mail` as files.
+fn daemon_config(sb: &Sandbox, dir: &Path, u: u64, mail: &Path) -> String {
     let cron = if u == 1 {
         "* * * * * *".to_string()
     } else {
         format!("*/{u} * * * * *")
     };
-    let config_path = dir.join("daemon.toml");
-    let text = format!(
+    format!(
         r#"# A throw-away daemon config written by `tokenwarden demo`.
 state_dir = "{dir}"
 
@@ -397,27 +487,22 @@ waba_id = "{waba}"
         mail = mail.display(),
         phone = sandbox::DEMO_PHONE_NUMBER_ID,
         waba = sandbox::DEMO_WABA_ID,
-    );
-    crate::fsutil::write_atomic(&config_path, text.as_bytes(), 0o600)?;
-    println!();
-    println!("The daemon at work");
-    println!("==================");
-    println!(
-        "Token \"shop-a\" expires in {} seconds. Thresholds: {}s, {}s and {}s before expiry;",
-        11 * u,
-        8 * u,
-        5 * u,
-        2 * u
-    );
-    println!(
-        "a check every {u}s; emails go to {} as .eml files. Watch them arrive:\n",
-        mail.display()
-    );
+    )
+}
 
+/// Runs the daemon for 14 steps of `u` seconds, printing each email as it arrives, and
+/// stores a new token (as a person would) once the old one has expired.
+async fn watch_daemon(
+    sb: &Sandbox,
+    store: &FileStore,
+    config_path: &Path,
+    mail: &Path,
+    u: u64,
+) -> Result<(), DemoError> {
     let started = std::time::Instant::now();
     let (_ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(1);
     let daemon = tokio::spawn(crate::daemon::run(
-        config_path.clone(),
+        config_path.to_path_buf(),
         std::sync::Arc::new(crate::daemon::SystemClock),
         ctl_rx,
         tokio::time::sleep(std::time::Duration::from_secs(14 * u)),
@@ -425,7 +510,7 @@ waba_id = "{waba}"
     let mut shown = std::collections::BTreeSet::new();
     let mut renewed = false;
     let show = |shown: &mut std::collections::BTreeSet<std::path::PathBuf>| {
-        for subject in new_mail(&mail, shown) {
+        for subject in new_mail(mail, shown) {
             println!("  [+{:>3}s] email: {subject}", started.elapsed().as_secs());
         }
     };
@@ -451,21 +536,6 @@ waba_id = "{waba}"
         Err(e) => return Err(DemoError::Config(e.to_string())),
     }
     show(&mut shown);
-    println!(
-        "\n$ tokenwarden --config {} status\n",
-        config_path.display()
-    );
-    let cfg = config::load(&config_path)
-        .map_err(|e| DemoError::Config(e.to_string()))?
-        .config;
-    let snap = crate::state::StateStore::new(dir)
-        .load()
-        .map_err(|e| DemoError::Config(e.to_string()))?;
-    print!(
-        "{}",
-        crate::check::render_status(&crate::check::status(&cfg, &snap), jiff::Timestamp::now())
-    );
-    println!("\nOpen any .eml file above in a mail client to read the whole alert.");
     Ok(())
 }
 

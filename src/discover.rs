@@ -262,6 +262,9 @@ pub struct Discovery {
     pub failed: BTreeMap<String, String>,
     /// Secrets left out, and members whose name a `[[token]]` already uses.
     pub skipped: Vec<String>,
+    /// Do not save the lists (`check` and `doctor` write nothing: run as another user, they
+    /// would leave files the daemon cannot write). The last good list is still read.
+    pub read_only: bool,
 }
 
 /// Lists one group, saving a good list and falling back to the last one when the store
@@ -270,7 +273,9 @@ async fn refresh_group(group: &GroupConfig, state_dir: &Path, out: &mut Discover
     let log = GroupLog::new(state_dir);
     match members(group, state_dir).await {
         Ok(found) => {
-            if let Err(e) = log.save(&group.name, &found.members) {
+            if out.read_only {
+                // Nothing written: the daemon's next listing saves it.
+            } else if let Err(e) = log.save(&group.name, &found.members) {
                 tracing::warn!(group = %group.name, error = %e, "cannot save the group's member list");
             }
             out.skipped.extend(
@@ -343,9 +348,13 @@ pub async fn refresh(
     }
 }
 
-/// Lists every group and adds its members to `cfg.tokens` (the commands other than `run`).
-pub async fn expand_config(cfg: &mut Config) -> Discovery {
-    let mut d = Discovery::default();
+/// Lists every group and adds its members to `cfg.tokens` (the commands other than `run`);
+/// with `read_only`, the lists found are not saved (`check`, `doctor`).
+pub async fn expand_config(cfg: &mut Config, read_only: bool) -> Discovery {
+    let mut d = Discovery {
+        read_only,
+        ..Discovery::default()
+    };
     let statics = cfg.tokens.clone();
     refresh(cfg, &statics, &mut d, None).await;
     d

@@ -180,14 +180,7 @@ pub async fn observe(
     };
     // The same reads as the daemon's check (`usable`): the WABA when debug_token lists no
     // targets, and the phone number.
-    let proof = graph
-        .prove(
-            token,
-            &info,
-            t.waba_id.as_deref(),
-            t.phone_number_id.as_deref(),
-        )
-        .await;
+    let (proof, _) = crate::observe::prove(graph, t, token, &info).await;
     obs.info = Some(Ok(info));
     obs.waba = proof.waba;
     obs.phone = proof.phone;
@@ -358,6 +351,18 @@ fn evaluate_info(
     now: Timestamp,
     checks: &mut Vec<Check>,
 ) {
+    validity_checks(app_id, info, checks);
+    if info.invalid_reason().is_some() {
+        return;
+    }
+    checks.push(type_check(info));
+    checks.push(expiry_check(info, now));
+    checks.push(scopes_check(info));
+    checks.push(waba_check(t, info, obs));
+}
+
+/// `valid` (what Meta says of the token) and, when the token names another app, `app`.
+fn validity_checks(app_id: &str, info: &TokenInfo, checks: &mut Vec<Check>) {
     if info.validity_unknown() {
         checks.push(check(
             "valid",
@@ -406,10 +411,10 @@ fn evaluate_info(
             Some("use a token of the configured app, or set `app_id` and `app_secret` in [meta] to the token's app".into()),
         ));
     }
-    if info.invalid_reason().is_some() {
-        return;
-    }
+}
 
+/// `type`: a long-lived system-user token passes; a user, test or other token fails.
+fn type_check(info: &TokenInfo) -> Check {
     let lifetime = match (info.issued_at, info.expires_at) {
         (Some(i), Expiry::At(e)) => Some(e.as_second() - i.as_second()),
         _ => None,
@@ -427,34 +432,39 @@ fn evaluate_info(
         ),
         other => (Mark::Fail, format!("a {other} token, not a system-user token; WhatsApp Cloud API integrations need a system-user token"), Some(NEW_TOKEN_STEPS.to_string())),
     };
-    checks.push(check("type", mark, detail, fix));
+    check("type", mark, detail, fix)
+}
 
-    checks.push(expiry_check(info, now));
-
+/// `scopes`: the WhatsApp permissions the token was granted, or the ones it lacks.
+fn scopes_check(info: &TokenInfo) -> Check {
     let missing = usable::missing_scopes(&info.scopes);
     if missing.is_empty() {
-        checks.push(check(
+        check(
             "scopes",
             Mark::Pass,
             graph::WHATSAPP_SCOPES.join(", "),
             None,
-        ));
+        )
     } else {
         let granted = if info.scopes.is_empty() {
             "none".to_string()
         } else {
             info.scopes.join(", ")
         };
-        checks.push(check(
+        check(
             "scopes",
             Mark::Fail,
             format!("missing {} (granted: {granted})", missing.join(" and ")),
             Some(format!(
                 "a token is a snapshot of its permissions: {NEW_TOKEN_STEPS}"
             )),
-        ));
+        )
     }
+}
 
+/// `waba`: whether the token reaches the configured WhatsApp Business Account, and how that
+/// was decided.
+fn waba_check(t: &TokenConfig, info: &TokenInfo, obs: &Observation) -> Check {
     let wabas = info.waba_ids();
     let reaches = |ids: &[String]| {
         if ids.is_empty() {
@@ -473,7 +483,7 @@ fn evaluate_info(
     let w = t.waba_id.as_deref().unwrap_or_default();
     // The same finding the daemon's check and a candidate's validation use (`usable`), with
     // the way it was decided spelled out.
-    let waba = match usable::waba_finding(info, t.waba_id.as_deref(), &proof) {
+    match usable::waba_finding(info, t.waba_id.as_deref(), &proof) {
         WabaFinding::AmongTargets => check(
             "waba",
             Mark::Pass,
@@ -532,8 +542,7 @@ fn evaluate_info(
             ),
             None,
         ),
-    };
-    checks.push(waba);
+    }
 }
 
 fn expiry_check(info: &TokenInfo, now: Timestamp) -> Check {

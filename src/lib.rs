@@ -22,7 +22,13 @@
 //! - [`lint`]: recognising a wrongly pasted token value.
 //! - [`timefmt`]: times in UTC and Meta's Pacific time.
 //! - [`secret`]: the `Secret` type that cannot leak, fingerprints, `appsecret_proof`.
-//! - [`fsutil`]: atomic file writes.
+//! - [`fsutil`]: atomic file writes, private directories, exclusive temp files.
+//! - [`discover`]: token groups, listed from a store and expanded from their template.
+//! - [`rotation`]: the rotation state machine (pure) and its steps against the store and Meta.
+//! - [`target`]: the environments a new token is delivered to (dotenv, secret, webhook, exec).
+//! - [`delivery`]: rollouts in waves, their rollback, and the drift check.
+//! - [`scan`]: forgotten copies of an old token, searched before it is revoked.
+//! - [`failpoint`]: crash points for the crash tests (compiled in with the `failpoints` feature).
 //! - [`scrub`]: known secrets taken out of text that came from outside (Graph errors, SMTP).
 //! - [`demo`]: `tokenwarden demo`, the sandbox and doctor on two throw-away tokens.
 //! - [`metrics`]: `/metrics` (Prometheus) and `/healthz` for the daemon.

@@ -212,15 +212,44 @@ struct TokenView {
 }
 
 async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
-    let tokens = s.state.load_view::<TokenView>().unwrap_or_default();
     let names = s.telemetry.tokens.read().expect("not poisoned").clone();
     let mut out = String::new();
+    token_families(&mut out, &s.state, &names);
+    target_families(&mut out, &s.state, &names);
+    email_families(&mut out, &s);
+    let t = &s.telemetry;
+    rotation_family(&mut out, t);
+    group_families(&mut out, t);
+    family(
+        &mut out,
+        "tokenwarden_scheduler_heartbeat_timestamp_seconds",
+        "gauge",
+        "Last beat of the daemon's loop, unix seconds.",
+    );
+    let _ = writeln!(
+        out,
+        "tokenwarden_scheduler_heartbeat_timestamp_seconds {}",
+        t.heartbeat.load(Ordering::SeqCst)
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+}
+
+/// The per-token families (expiry, state, last success, check errors, throttling), each
+/// family's samples together under its header, from the state file.
+fn token_families(out: &mut String, store: &StateStore, names: &[String]) {
+    let tokens = store.load_view::<TokenView>().unwrap_or_default();
     let mut expiry = String::new();
     let mut state = String::new();
     let mut success = String::new();
     let mut errors = String::new();
     let mut throttled = String::new();
-    for name in &names {
+    for name in names {
         let Some(t) = tokens.get(name) else {
             continue;
         };
@@ -260,45 +289,48 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
         );
     }
     family(
-        &mut out,
+        out,
         "tokenwarden_token_expiry_timestamp_seconds",
         "gauge",
         "Effective expiry (the earliest deadline) of the token, unix seconds.",
     );
     out.push_str(&expiry);
     family(
-        &mut out,
+        out,
         "tokenwarden_token_state",
         "gauge",
         "1 for the token's current state, 0 for the others.",
     );
     out.push_str(&state);
     family(
-        &mut out,
+        out,
         "tokenwarden_token_last_success_timestamp_seconds",
         "gauge",
         "Last check that reached a verdict on the token, unix seconds.",
     );
     out.push_str(&success);
     family(
-        &mut out,
+        out,
         "tokenwarden_token_check_errors",
         "gauge",
         "Consecutive failed checks of the token.",
     );
     out.push_str(&errors);
     family(
-        &mut out,
+        out,
         "tokenwarden_token_throttled_until_timestamp_seconds",
         "gauge",
         "When Meta's throttling of the token's checks ends (unix seconds); 0 when not throttled.",
     );
     out.push_str(&throttled);
-    // Per target: what the last push did, from the records the pushes write.
-    let targets = crate::delivery::TargetLog::new(s.state.dir());
+}
+
+/// Per target: what the last push did, from the records the pushes write.
+fn target_families(out: &mut String, store: &StateStore, names: &[String]) {
+    let targets = crate::delivery::TargetLog::new(store.dir());
     let mut pushed = String::new();
     let mut push_ok = String::new();
-    for name in &names {
+    for name in names {
         for (target, rec) in targets.load(name).unwrap_or_default() {
             if let Some(at) = rec.last_push {
                 let labels = format!("token=\"{name}\",target=\"{target}\"");
@@ -316,19 +348,23 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
         }
     }
     family(
-        &mut out,
+        out,
         "tokenwarden_target_last_push_timestamp_seconds",
         "gauge",
         "Last push of a token to a target, unix seconds.",
     );
     out.push_str(&pushed);
     family(
-        &mut out,
+        out,
         "tokenwarden_target_last_push_success",
         "gauge",
         "1 when the last push to the target (and its verify) succeeded, else 0.",
     );
     out.push_str(&push_ok);
+}
+
+/// Emails sent and failed (this process's counters) and the outbox's backlog.
+fn email_families(out: &mut String, s: &Shared) {
     let t = &s.telemetry;
     for (name, kind, help, v) in [
         (
@@ -344,7 +380,7 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
             t.emails_failed.load(Ordering::SeqCst),
         ),
     ] {
-        family(&mut out, name, kind, help);
+        family(out, name, kind, help);
         let _ = writeln!(out, "{name} {v}");
     }
     // Read at each scrape, not at the last flush: another process (`tokenwarden rotate`) may
@@ -352,14 +388,14 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
     match s.outbox.backlog() {
         Ok(b) => {
             family(
-                &mut out,
+                out,
                 "tokenwarden_emails_queued",
                 "gauge",
                 "Emails waiting in the outbox (never dropped; retried at least hourly).",
             );
             let _ = writeln!(out, "tokenwarden_emails_queued {}", b.pending);
             family(
-                &mut out,
+                out,
                 "tokenwarden_outbox_oldest_queued_timestamp_seconds",
                 "gauge",
                 "When the oldest email still waiting in the outbox was queued, unix seconds; absent when none waits.",
@@ -376,8 +412,12 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
             tracing::error!(dir = %s.outbox.dir().display(), error = %e, "cannot read the outbox for /metrics")
         }
     }
+}
+
+/// Rotations finished by this process, by result.
+fn rotation_family(out: &mut String, t: &Telemetry) {
     family(
-        &mut out,
+        out,
         "tokenwarden_rotations_total",
         "counter",
         "Rotations finished by this process, by result.",
@@ -395,49 +435,36 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
             c.load(Ordering::SeqCst)
         );
     }
+}
+
+/// Per group: members now and whether the last listing worked; nothing without groups.
+fn group_families(out: &mut String, t: &Telemetry) {
     let groups = t.groups.read().expect("not poisoned").clone();
-    if !groups.is_empty() {
-        family(
-            &mut out,
-            "tokenwarden_group_members",
-            "gauge",
-            "Tokens a group manages now.",
-        );
-        for (g, (n, _)) in &groups {
-            let _ = writeln!(out, "tokenwarden_group_members{{group=\"{g}\"}} {n}");
-        }
-        family(
-            &mut out,
-            "tokenwarden_group_discovery_success",
-            "gauge",
-            "1 when the group's last listing succeeded, 0 when its last good list is in use.",
-        );
-        for (g, (_, ok)) in &groups {
-            let _ = writeln!(
-                out,
-                "tokenwarden_group_discovery_success{{group=\"{g}\"}} {}",
-                u8::from(*ok)
-            );
-        }
+    if groups.is_empty() {
+        return;
     }
     family(
-        &mut out,
-        "tokenwarden_scheduler_heartbeat_timestamp_seconds",
+        out,
+        "tokenwarden_group_members",
         "gauge",
-        "Last beat of the daemon's loop, unix seconds.",
+        "Tokens a group manages now.",
     );
-    let _ = writeln!(
+    for (g, (n, _)) in &groups {
+        let _ = writeln!(out, "tokenwarden_group_members{{group=\"{g}\"}} {n}");
+    }
+    family(
         out,
-        "tokenwarden_scheduler_heartbeat_timestamp_seconds {}",
-        t.heartbeat.load(Ordering::SeqCst)
+        "tokenwarden_group_discovery_success",
+        "gauge",
+        "1 when the group's last listing succeeded, 0 when its last good list is in use.",
     );
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
+    for (g, (_, ok)) in &groups {
+        let _ = writeln!(
+            out,
+            "tokenwarden_group_discovery_success{{group=\"{g}\"}} {}",
+            u8::from(*ok)
+        );
+    }
 }
 
 #[cfg(test)]

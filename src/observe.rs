@@ -217,22 +217,8 @@ async fn judge(
             Some(facts),
         );
     }
-    // The one rule of `usable`: scopes, the WABA (its targets, or a read when debug_token
-    // lists none), the phone number.
-    let proof = graph
-        .prove(
-            token,
-            &info,
-            t.waba_id.as_deref(),
-            t.phone_number_id.as_deref(),
-        )
-        .await;
-    let verdict = match crate::usable::decide(
-        &info,
-        t.waba_id.as_deref(),
-        t.phone_number_id.as_deref(),
-        &proof,
-    ) {
+    let (_, usability) = prove(graph, t, token, &info).await;
+    let verdict = match usability {
         // An answer without `is_valid` is unknown, not invalid: only a read proves it works.
         Usability::Usable if info.validity_unknown() && t.phone_number_id.is_none() => {
             Verdict::Unreachable {
@@ -256,4 +242,19 @@ async fn judge(
         },
     };
     (verdict, Some(facts))
+}
+
+/// The reads the one usability rule needs for `t` (the WABA when `debug_token` lists no
+/// targets, the phone number) and the rule's verdict on them: what the daemon's check,
+/// `doctor` and a candidate's validation all ask.
+pub async fn prove(
+    graph: &GraphClient,
+    t: &TokenConfig,
+    token: &Secret,
+    info: &graph::TokenInfo,
+) -> (graph::Proof, Usability) {
+    let (waba, phone) = (t.waba_id.as_deref(), t.phone_number_id.as_deref());
+    let proof = graph.prove(token, info, waba, phone).await;
+    let usability = crate::usable::decide(info, waba, phone, &proof);
+    (proof, usability)
 }

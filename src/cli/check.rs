@@ -7,7 +7,7 @@ use super::{Exit, Step, check_token_name, graph_client, load_expanded, print_jso
 
 /// Checks every token (or `--token NAME`) once and prints a line per token.
 pub(super) async fn run(flag: Option<PathBuf>, token: Option<String>, json: bool) -> Step<Exit> {
-    let cfg = load_expanded(flag).await?;
+    let cfg = load_expanded(flag, true).await?;
     check_token_name(&cfg, token.as_deref())?;
     let client = graph_client(&cfg)?;
     let lines = crate::check::run(&cfg, &client, token.as_deref(), jiff::Timestamp::now()).await;

@@ -8,7 +8,7 @@ use crate::doctor::{self, Options};
 
 /// Inspects every token (or `--token NAME`) and prints the checklist.
 pub(super) async fn run(flag: Option<PathBuf>, opts: Options, json: bool) -> Step<Exit> {
-    let cfg = load_expanded(flag).await?;
+    let cfg = load_expanded(flag, true).await?;
     check_token_name(&cfg, opts.token.as_deref())?;
     let client = graph_client(&cfg)?;
     let report = doctor::run(&cfg, &client, &opts, jiff::Timestamp::now()).await;

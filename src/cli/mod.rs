@@ -232,10 +232,12 @@ fn load_config(flag: Option<PathBuf>) -> Step<Config> {
 }
 
 /// The config with every group's members listed from their stores and added to the tokens.
-async fn load_expanded(flag: Option<PathBuf>) -> Step<Config> {
+/// `read_only` (`check`, `doctor`): the lists found are not saved, so these commands write
+/// nothing to the state directory.
+async fn load_expanded(flag: Option<PathBuf>, read_only: bool) -> Step<Config> {
     let mut cfg = load_config(flag)?;
     if !cfg.groups.is_empty() {
-        crate::discover::expand_config(&mut cfg).await;
+        crate::discover::expand_config(&mut cfg, read_only).await;
     }
     Ok(cfg)
 }

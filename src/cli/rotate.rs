@@ -8,7 +8,7 @@ use crate::rotation::command;
 
 /// Rotates `--token NAME` and ends with the rotation's code (0, 1, 75).
 pub(super) async fn run(flag: Option<PathBuf>, token: &str, dry_run: bool) -> Step<Exit> {
-    let cfg = load_expanded(flag).await?;
+    let cfg = load_expanded(flag, false).await?;
     let t = token_config(&cfg, token)?;
     let client = graph_client(&cfg)?;
     let done = if dry_run {

@@ -8,7 +8,7 @@ use crate::rotation::command;
 
 /// Stages a value for `--token NAME` and ends with the command's code (0, 1, 65, 75).
 pub(super) async fn run(flag: Option<PathBuf>, token: &str) -> Step<Exit> {
-    let cfg = load_expanded(flag).await?;
+    let cfg = load_expanded(flag, false).await?;
     let t = token_config(&cfg, token)?;
     let client = graph_client(&cfg)?;
     let value = read_token_from_stdin()?;

@@ -46,17 +46,14 @@ impl Daemon {
             text: r.text,
             html: r.html,
         };
-        if self.mailer.is_none() {
-            tracing::warn!(subject = %email.subject, "host alert (no [email] configured: logged only)");
-            return true;
-        }
-        match self.outbox.enqueue(&email, self.clock.now()) {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::error!(subject = %email.subject, error = %e, "cannot queue the alert");
-                false
-            }
-        }
+        crate::notify::queue(
+            self.outbox(),
+            &self.audit,
+            &email,
+            "host alert",
+            self.clock.now(),
+        )
+        .is_ok()
     }
 
     /// Writes the state when it changed since the last write.
@@ -213,21 +210,11 @@ impl Daemon {
                 text: r.text,
                 html: r.html,
             };
-            if self.mailer.is_some() {
-                match self.outbox.enqueue(&email, now) {
-                    Ok(_) => {
-                        tracing::info!(token = %t.name, email = %email.id, subject = %email.subject, "alert queued");
-                        self.audit.record(now, "email_queued", serde_json::json!({"token": t.name, "id": email.id, "subject": email.subject}));
-                    }
-                    Err(e) => {
-                        // Not recorded as sent: the next pass decides it again.
-                        tracing::error!(token = %t.name, error = %e, "cannot queue alert email");
-                        self.disk_full_seen |= crate::state::is_disk_full(&e);
-                        queued = false;
-                    }
-                }
-            } else {
-                tracing::warn!(token = %t.name, subject = %email.subject, "alert (no [email] configured: logged only)");
+            let outbox = self.mailer.as_ref().map(|_| &self.outbox);
+            if let Err(e) = crate::notify::queue(outbox, &self.audit, &email, "alert", now) {
+                // Not recorded as sent: the next pass decides it again.
+                self.disk_full_seen |= crate::state::is_disk_full(&e);
+                queued = false;
             }
             ts.last_email = Some((now, r.subject));
         }

@@ -107,6 +107,9 @@ pub struct Daemon {
     disk_full_seen: bool,
     /// When the current full-disk episode began (its alert was queued then).
     disk_full_since: Option<Timestamp>,
+    /// Per token, the state and reason last logged for a rotation that is due but cannot
+    /// start (said once per change, not at every check).
+    idle_said: BTreeMap<String, (Option<crate::policy::State>, String)>,
 }
 
 /// Part of a group's scheduled check: one Graph batch worth of tokens, due at a moment within
@@ -198,6 +201,7 @@ impl Daemon {
             reserve,
             disk_full_seen: false,
             disk_full_since: None,
+            idle_said: BTreeMap::new(),
         };
         if let Some(aside) = set_aside {
             d.state_set_aside(&aside);
@@ -208,6 +212,11 @@ impl Daemon {
     /// The current config.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The outbox when `[email]` is configured (without it, alerts are only logged).
+    fn outbox(&self) -> Option<&Outbox> {
+        self.mailer.as_ref().map(|_| &self.outbox)
     }
 
     /// Rebuilds the daemon from a new config (after SIGHUP): everything is made again by

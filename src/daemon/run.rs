@@ -24,15 +24,6 @@ pub async fn run(
     let (tx, mut rx) = mpsc::channel::<Fire>(1024);
     let mut sched = Scheduler::start(&d.statics, &d.cfg.groups, tx.clone(), clock.now()).await?;
     d.next_fire = sched.next_fires(&d).await;
-    tracing::info!(
-        tokens = d.cfg.tokens.len(),
-        email = d
-            .mailer
-            .as_ref()
-            .map(Mailer::describe)
-            .unwrap_or_else(|| "none (alerts are logged only)".into()),
-        "tokenwarden started"
-    );
     let (notifier, watchdog) = announce_ready(&d);
     let stop = crate::liveness::Stop::default();
     tokio::pin!(shutdown);
@@ -44,19 +35,11 @@ pub async fn run(
             Box::pin(async {
                 // Set once SIGTERM/SIGINT arrived: the work in hand stopped, the loop ends.
                 let mut signalled = false;
-                let mut first = true;
-                loop {
+                // The first check, after READY: a stop can end it.
+                until_stopped(d.check_all(), shutdown.as_mut(), &mut signalled, &stop).await;
+                d.next_fire = sched.next_fires(&d).await;
+                while !signalled {
                     d.telemetry.beat(clock.now().as_second());
-                    if first {
-                        first = false;
-                        until_stopped(d.check_all(), shutdown.as_mut(), &mut signalled, &stop)
-                            .await;
-                        if signalled {
-                            break;
-                        }
-                        d.next_fire = sched.next_fires(&d).await;
-                        continue;
-                    }
                     let sleep = d.next_wake();
                     live.idle(sleep);
                     let wake = tokio::select! {
@@ -73,33 +56,14 @@ pub async fn run(
                             let _ = done.send(());
                         }
                         Wake::Control(Control::Evaluate(done)) => {
-                            // As a wake of the loop would: due slices first (a deferred check, a
-                            // group's next slice), then every token re-assessed.
-                            let work = async {
-                                d.run_due_slices().await;
-                                d.evaluate_all().await;
-                            };
+                            let work = on_evaluate(&mut d);
                             until_stopped(work, shutdown.as_mut(), &mut signalled, &stop).await;
                             let _ = done.send(());
                         }
                         Wake::Control(Control::Reload(done)) => {
                             let outcome = reload(&mut d, &config_path).await;
                             if outcome.is_ok() {
-                                // Everything built from the config follows it: the cron jobs
-                                // and `/metrics` (a new state directory, listen address).
-                                sched.stop().await;
-                                sched = Scheduler::start(
-                                    &d.statics,
-                                    &d.cfg.groups,
-                                    tx.clone(),
-                                    clock.now(),
-                                )
-                                .await?;
-                                if let Some(t) = metrics_task.take() {
-                                    t.abort();
-                                    let _ = t.await;
-                                }
-                                metrics_task = start_metrics(&d).await?;
+                                sched = follow_config(&d, sched, &tx, &mut metrics_task).await?;
                                 until_stopped(
                                     d.check_all(),
                                     shutdown.as_mut(),
@@ -109,17 +73,10 @@ pub async fn run(
                                 .await;
                                 d.next_fire = sched.next_fires(&d).await;
                             }
-                            if let Some(done) = done {
-                                let _ = done.send(outcome);
-                            }
+                            done.map(|done| done.send(outcome));
                         }
                         Wake::Fire(fire) => {
-                            // Drain the rest of this firing so it is flushed once.
-                            let mut fired = vec![fire];
-                            while let Ok(more) = rx.try_recv() {
-                                fired.push(more);
-                            }
-                            let work = on_fire(&mut d, &mut sched, fired);
+                            let work = on_fire(&mut d, &mut sched, fire, &mut rx);
                             until_stopped(work, shutdown.as_mut(), &mut signalled, &stop).await;
                         }
                         Wake::Sleep => {
@@ -129,18 +86,9 @@ pub async fn run(
                                 );
                                 sched = restart(&d, sched, &tx).await?;
                             }
-                            let work = async {
-                                if d.run_due_slices().await {
-                                    d.flush().await;
-                                } else {
-                                    d.evaluate_all().await;
-                                }
-                            };
+                            let work = on_sleep(&mut d);
                             until_stopped(work, shutdown.as_mut(), &mut signalled, &stop).await;
                         }
-                    }
-                    if signalled {
-                        break;
                     }
                 }
                 Ok::<Scheduler, DaemonError>(sched)
@@ -225,6 +173,15 @@ fn announce_ready(
     crate::sdnotify::Notifier,
     Option<tokio::task::JoinHandle<()>>,
 ) {
+    tracing::info!(
+        tokens = d.cfg.tokens.len(),
+        email = d
+            .mailer
+            .as_ref()
+            .map(Mailer::describe)
+            .unwrap_or_else(|| "none (alerts are logged only)".into()),
+        "tokenwarden started"
+    );
     let notifier = crate::sdnotify::Notifier::from_env();
     notifier.notify("READY=1");
     let watchdog = crate::sdnotify::Notifier::watchdog_interval().map(|period| {
@@ -261,9 +218,13 @@ async fn restart(
     Scheduler::start(&d.statics, &d.cfg.groups, tx.clone(), d.clock.now()).await
 }
 
-/// A firing of cron jobs: groups listed again and spread, tokens checked, due slices run,
-/// the outbox flushed.
-async fn on_fire(d: &mut Daemon, sched: &mut Scheduler, fired: Vec<Fire>) {
+/// A firing of cron jobs (the rest of it drained from `rx`, so it is flushed once): groups
+/// listed again and spread, tokens checked, due slices run, the outbox flushed.
+async fn on_fire(d: &mut Daemon, sched: &mut Scheduler, fire: Fire, rx: &mut mpsc::Receiver<Fire>) {
+    let mut fired = vec![fire];
+    while let Ok(more) = rx.try_recv() {
+        fired.push(more);
+    }
     for f in &fired {
         if let Fire::Group(g) = f {
             d.live.busy(d.budget.listing);
@@ -279,4 +240,38 @@ async fn on_fire(d: &mut Daemon, sched: &mut Scheduler, fired: Vec<Fire>) {
     }
     d.run_due_slices().await;
     d.flush().await;
+}
+
+/// After a reload, everything built from the config follows it: the cron jobs, and
+/// `/metrics` (a new state directory, a new listen address).
+async fn follow_config(
+    d: &Daemon,
+    sched: Scheduler,
+    tx: &mpsc::Sender<Fire>,
+    metrics: &mut Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+) -> Result<Scheduler, DaemonError> {
+    let sched = restart(d, sched, tx).await?;
+    if let Some(t) = metrics.take() {
+        t.abort();
+        let _ = t.await;
+    }
+    *metrics = start_metrics(d).await?;
+    Ok(sched)
+}
+
+/// A test's `Evaluate`, as a wake of the loop would: due slices first (a deferred check, a
+/// group's next slice), then every token re-assessed.
+async fn on_evaluate(d: &mut Daemon) {
+    d.run_due_slices().await;
+    d.evaluate_all().await;
+}
+
+/// A wake with nothing else to do: the due slices, or else every token re-assessed (a
+/// threshold crossed, a repeat fallen due, the outbox's retries).
+async fn on_sleep(d: &mut Daemon) {
+    if d.run_due_slices().await {
+        d.flush().await;
+    } else {
+        d.evaluate_all().await;
+    }
 }

@@ -51,7 +51,16 @@ impl Daemon {
                 let r = match &report {
                     Report::Waiting(r) | Report::Stalled(r) | Report::Finished(r) => r,
                     Report::Idle(why) => {
-                        tracing::info!(token = %t.name, "rotation due but not started: {why}");
+                        // Once per token and state, not at every check: "nothing is staged"
+                        // every six hours for weeks says nothing new.
+                        let state = self.snap.tokens.get(&t.name).and_then(|ts| ts.state);
+                        let said = (state, why.clone());
+                        if self.idle_said.get(&t.name) != Some(&said) {
+                            tracing::info!(token = %t.name, "rotation due but not started: {why}");
+                            self.idle_said.insert(t.name.clone(), said);
+                        } else {
+                            tracing::debug!(token = %t.name, "rotation due but not started: {why}");
+                        }
                         return false;
                     }
                     Report::Busy => return false,
@@ -142,6 +151,17 @@ impl Daemon {
         {
             tracing::error!(token = %t.name, error = %e, "cannot save the target records");
         }
+        self.report_drift(t, &current, &out, now);
+    }
+
+    /// Logs, audits and emails (at most once a day per finding) what a drift check found.
+    fn report_drift(
+        &self,
+        t: &TokenConfig,
+        current: &Secret,
+        out: &crate::delivery::Reconciled,
+        now: Timestamp,
+    ) {
         for (name, found) in &out.drifted {
             tracing::warn!(token = %t.name, target = %name, found = %found, "target changed behind tokenwarden's back; the current token was pushed again");
         }
@@ -169,12 +189,7 @@ impl Daemon {
             text: r.text,
             html: r.html,
         };
-        if self.mailer.is_some() {
-            if let Err(e) = self.outbox.enqueue(&email, now) {
-                tracing::error!(token = %t.name, error = %e, "cannot queue the targets email");
-            }
-        } else {
-            tracing::warn!(token = %t.name, subject = %email.subject, "targets email (no [email] configured: logged only)");
-        }
+        // The drift path used to skip the audit record the other emails get.
+        let _ = crate::notify::queue(self.outbox(), &self.audit, &email, "targets email", now);
     }
 }

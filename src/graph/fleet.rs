@@ -60,6 +60,193 @@ struct Answer {
     usage: Option<u32>,
 }
 
+/// One pass of [`GraphClient::debug_tokens_with`]: every token is fresh (never sent), ready
+/// (its wait is over), waiting (after a transient failure), in a running batch, or answered.
+struct Pass<'a> {
+    graph: &'a GraphClient,
+    /// The client the batch tasks share.
+    shared: Arc<GraphClient>,
+    tokens: &'a [Secret],
+    app_token: Secret,
+    proof: String,
+    throttle: Throttle,
+    results: Vec<Option<Result<TokenInfo, GraphError>>>,
+    tries: Vec<u32>,
+    fresh: std::ops::Range<usize>,
+    /// Items whose wait is over, and groups still waiting (one per batch answer).
+    ready: VecDeque<usize>,
+    waiting: Vec<(Instant, Vec<usize>)>,
+    running: HashMap<tokio::task::Id, Vec<usize>>,
+    set: JoinSet<Result<Answer, GraphError>>,
+    /// When the throttle lets the next batch start.
+    next_start: Instant,
+    /// The rate limit that stopped the pass, once one did.
+    halted: Option<GraphError>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(graph: &'a GraphClient, tokens: &'a [Secret], throttle: Throttle) -> Pass<'a> {
+        let n = tokens.len();
+        let app_token = graph.app_token();
+        let proof = appsecret_proof(&graph.app.app_secret, app_token.expose());
+        Pass {
+            graph,
+            shared: Arc::new(graph.clone()),
+            tokens,
+            app_token,
+            proof,
+            throttle,
+            results: vec![None; n],
+            tries: vec![0u32; n],
+            fresh: 0..n,
+            ready: VecDeque::new(),
+            waiting: Vec::new(),
+            running: HashMap::new(),
+            set: JoinSet::new(),
+            next_start: Instant::now(),
+            halted: None,
+        }
+    }
+
+    /// After a halt nothing more is sent: what is not answered yet keeps the rate limit.
+    fn fail_unanswered(&mut self) {
+        let Some(e) = &self.halted else {
+            return;
+        };
+        for i in self.fresh.by_ref().chain(self.ready.drain(..)) {
+            self.results[i] = Some(Err(e.clone()));
+        }
+        for (_, group) in self.waiting.drain(..) {
+            for i in group {
+                self.results[i] = Some(Err(e.clone()));
+            }
+        }
+    }
+
+    /// Starts batches while the throttle allows and work is ready.
+    fn start_batches(&mut self) {
+        while self.set.len() < self.throttle.in_flight() && Instant::now() >= self.next_start {
+            let now = Instant::now();
+            let ready = &mut self.ready;
+            self.waiting.retain(|(at, group)| {
+                if *at <= now {
+                    ready.extend(group.iter().copied());
+                    false
+                } else {
+                    true
+                }
+            });
+            let mut batch = Vec::with_capacity(BATCH_SIZE);
+            while batch.len() < BATCH_SIZE {
+                match self.ready.pop_front().or_else(|| self.fresh.next()) {
+                    Some(i) => batch.push(i),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            for &i in &batch {
+                self.tries[i] += 1;
+            }
+            let body = batch_body(self.tokens, &batch, &self.app_token, &self.proof);
+            let client = self.shared.clone();
+            let expected = batch.len();
+            let handle = self
+                .set
+                .spawn(async move { client.send_batch(&body, expected).await });
+            self.running.insert(handle.id(), batch);
+            self.next_start = now + self.throttle.pause();
+        }
+    }
+
+    /// When to look again if no batch finishes first: when the pause ends (work ready) or the
+    /// first waiting group may go; only while there is room for another batch.
+    fn wake(&self, has_ready: bool) -> Option<Instant> {
+        if self.set.len() < self.throttle.in_flight() {
+            let first_wait = self.waiting.iter().map(|(at, _)| *at).min();
+            if has_ready {
+                Some(self.next_start)
+            } else {
+                first_wait.map(|at| at.max(self.next_start))
+            }
+        } else {
+            None
+        }
+    }
+
+    /// Takes in a finished batch: its items settled, or its error given to each of its tokens;
+    /// a rate limit that says the app's quota is spent halts the pass.
+    fn answered(
+        &mut self,
+        joined: Result<(tokio::task::Id, Result<Answer, GraphError>), tokio::task::JoinError>,
+    ) {
+        let (id, outcome) = match joined {
+            Ok((id, outcome)) => (id, outcome),
+            Err(e) => (
+                e.id(),
+                Err(GraphError::Transient(Transient::Network(
+                    "a batch of token checks stopped before it finished".into(),
+                ))),
+            ),
+        };
+        let batch = self.running.remove(&id).unwrap_or_default();
+        match outcome {
+            Ok(answer) => {
+                if let Some(u) = answer.usage {
+                    self.throttle.observe(u);
+                }
+                let limited = self.graph.settle(
+                    &batch,
+                    answer.items,
+                    &self.tries,
+                    &mut self.results,
+                    &mut self.waiting,
+                );
+                // Refused while the headers say the app's quota is spent: the rest of the
+                // pass would be refused too.
+                if let Some(e) = limited
+                    && answer.usage.is_some_and(|u| u >= 100)
+                {
+                    self.halted.get_or_insert(e);
+                }
+            }
+            Err(e) => {
+                if let GraphError::Transient(Transient::RateLimited { retry_after, .. }) = &e {
+                    self.throttle.observe(100);
+                    // The whole batch refused, for longer than a call waits (or without a
+                    // word on how long): the app's limit.
+                    if retry_after.is_none_or(|w| w > MAX_RATE_LIMIT_WAIT) {
+                        self.halted.get_or_insert(e.clone());
+                    }
+                }
+                for &i in &batch {
+                    self.results[i] = Some(Err(e.clone()));
+                }
+            }
+        }
+        tracing::trace!(
+            in_flight = self.throttle.in_flight(),
+            pause_ms = self.throttle.pause().as_millis() as u64,
+            "batch answered"
+        );
+    }
+
+    /// The answers in the order of the tokens.
+    fn results(self) -> Vec<Result<TokenInfo, GraphError>> {
+        self.results
+            .into_iter()
+            .map(|r| {
+                // Every index is settled above; a gap would be a bug, and still not a verdict.
+                r.unwrap_or(Err(GraphError::Transient(Transient::BadBody {
+                    status: 0,
+                    what: "no answer for this token",
+                })))
+            })
+            .collect()
+    }
+}
+
 impl GraphClient {
     /// Inspects every token with `debug_token` through batch requests of [`BATCH_SIZE`], with at
     /// most `in_flight` batches at a time (at least 1), slowed down when Meta's usage headers
@@ -81,143 +268,26 @@ impl GraphClient {
     pub async fn debug_tokens_with(
         &self,
         tokens: &[Secret],
-        mut throttle: Throttle,
+        throttle: Throttle,
     ) -> Vec<Result<TokenInfo, GraphError>> {
-        let n = tokens.len();
-        let mut results: Vec<Option<Result<TokenInfo, GraphError>>> = vec![None; n];
-        let mut tries = vec![0u32; n];
-        let mut fresh = 0..n;
-        // Items whose wait is over, and groups still waiting (one per batch answer).
-        let mut ready: VecDeque<usize> = VecDeque::new();
-        let mut waiting: Vec<(Instant, Vec<usize>)> = Vec::new();
-        let mut running: HashMap<tokio::task::Id, Vec<usize>> = HashMap::new();
-        let mut set: JoinSet<Result<Answer, GraphError>> = JoinSet::new();
-
-        let app_token = self.app_token();
-        let proof = appsecret_proof(&self.app.app_secret, app_token.expose());
-        let client = Arc::new(self.clone());
-        let mut next_start = Instant::now();
-        // The rate limit that stopped the pass, once one did.
-        let mut halted: Option<GraphError> = None;
-
+        let mut pass = Pass::new(self, tokens, throttle);
         loop {
-            if let Some(e) = &halted {
-                // Nothing more is sent: what is not answered yet keeps the rate limit.
-                for i in fresh.by_ref().chain(ready.drain(..)) {
-                    results[i] = Some(Err(e.clone()));
-                }
-                for (_, group) in waiting.drain(..) {
-                    for i in group {
-                        results[i] = Some(Err(e.clone()));
-                    }
-                }
-            }
-            // Start batches while the throttle allows and work is ready.
-            while set.len() < throttle.in_flight() && Instant::now() >= next_start {
-                let now = Instant::now();
-                waiting.retain(|(at, group)| {
-                    if *at <= now {
-                        ready.extend(group.iter().copied());
-                        false
-                    } else {
-                        true
-                    }
-                });
-                let mut batch = Vec::with_capacity(BATCH_SIZE);
-                while batch.len() < BATCH_SIZE {
-                    match ready.pop_front().or_else(|| fresh.next()) {
-                        Some(i) => batch.push(i),
-                        None => break,
-                    }
-                }
-                if batch.is_empty() {
-                    break;
-                }
-                for &i in &batch {
-                    tries[i] += 1;
-                }
-                let body = batch_body(tokens, &batch, &app_token, &proof);
-                let client = client.clone();
-                let expected = batch.len();
-                let handle = set.spawn(async move { client.send_batch(&body, expected).await });
-                running.insert(handle.id(), batch);
-                next_start = now + throttle.pause();
-            }
-
-            let has_ready = !ready.is_empty() || !fresh.is_empty();
-            if set.is_empty() && !has_ready && waiting.is_empty() {
+            pass.fail_unanswered();
+            pass.start_batches();
+            let has_ready = !pass.ready.is_empty() || !pass.fresh.is_empty();
+            if pass.set.is_empty() && !has_ready && pass.waiting.is_empty() {
                 break;
             }
-            // When to look again if no batch finishes first: when the pause ends (work ready)
-            // or the first waiting group may go; only while there is room for another batch.
-            let wake = if set.len() < throttle.in_flight() {
-                let first_wait = waiting.iter().map(|(at, _)| *at).min();
-                if has_ready {
-                    Some(next_start)
-                } else {
-                    first_wait.map(|at| at.max(next_start))
-                }
-            } else {
-                None
-            };
+            let wake = pass.wake(has_ready);
+            let next_start = pass.next_start;
             tokio::select! {
-                Some(joined) = set.join_next_with_id(), if !set.is_empty() => {
-                    let (id, outcome) = match joined {
-                        Ok((id, outcome)) => (id, outcome),
-                        Err(e) => (e.id(), Err(GraphError::Transient(Transient::Network(
-                            "a batch of token checks stopped before it finished".into(),
-                        )))),
-                    };
-                    let batch = running.remove(&id).unwrap_or_default();
-                    match outcome {
-                        Ok(answer) => {
-                            if let Some(u) = answer.usage {
-                                throttle.observe(u);
-                            }
-                            let limited =
-                                self.settle(&batch, answer.items, &tries, &mut results, &mut waiting);
-                            // Refused while the headers say the app's quota is spent: the
-                            // rest of the pass would be refused too.
-                            if let Some(e) = limited
-                                && answer.usage.is_some_and(|u| u >= 100)
-                            {
-                                halted.get_or_insert(e);
-                            }
-                        }
-                        Err(e) => {
-                            if let GraphError::Transient(Transient::RateLimited { retry_after, .. }) = &e {
-                                throttle.observe(100);
-                                // The whole batch refused, for longer than a call waits (or
-                                // without a word on how long): the app's limit.
-                                if retry_after.is_none_or(|w| w > MAX_RATE_LIMIT_WAIT) {
-                                    halted.get_or_insert(e.clone());
-                                }
-                            }
-                            for &i in &batch {
-                                results[i] = Some(Err(e.clone()));
-                            }
-                        }
-                    }
-                    tracing::trace!(
-                        in_flight = throttle.in_flight(),
-                        pause_ms = throttle.pause().as_millis() as u64,
-                        "batch answered"
-                    );
+                Some(joined) = pass.set.join_next_with_id(), if !pass.set.is_empty() => {
+                    pass.answered(joined);
                 }
                 _ = tokio::time::sleep_until(wake.unwrap_or(next_start)), if wake.is_some() => {}
             }
         }
-
-        results
-            .into_iter()
-            .map(|r| {
-                // Every index is settled above; a gap would be a bug, and still not a verdict.
-                r.unwrap_or(Err(GraphError::Transient(Transient::BadBody {
-                    status: 0,
-                    what: "no answer for this token",
-                })))
-            })
-            .collect()
+        pass.results()
     }
 
     /// Records the final items of one answer and queues the others for another batch, all

@@ -43,6 +43,41 @@ pub fn email_id(token: &str, key: &str) -> String {
     )
 }
 
+/// Queues `email` for delivery and records it in the audit log (`email_queued`): the one way
+/// an alert leaves tokenwarden's core (the daemon's alerts and host alerts, drift, rotations).
+/// Without an outbox (no `[email]` configured) the email is logged instead. `what` names the
+/// kind of email in the log.
+///
+/// # Errors
+/// When the outbox cannot store it (the caller keeps it undecided, to try again).
+pub fn queue(
+    outbox: Option<&Outbox>,
+    audit: &crate::audit::Audit,
+    email: &Email,
+    what: &str,
+    now: jiff::Timestamp,
+) -> std::io::Result<()> {
+    let Some(outbox) = outbox else {
+        tracing::warn!(token = %email.token, subject = %email.subject, "{what} (no [email] configured: logged only)");
+        return Ok(());
+    };
+    match outbox.enqueue(email, now) {
+        Ok(_) => {
+            tracing::info!(token = %email.token, email = %email.id, subject = %email.subject, "{what} queued");
+            audit.record(
+                now,
+                "email_queued",
+                serde_json::json!({"token": email.token, "id": email.id, "subject": email.subject}),
+            );
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(token = %email.token, subject = %email.subject, error = %e, "cannot queue the {what}");
+            Err(e)
+        }
+    }
+}
+
 /// One email, fully rendered by the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,6 +7,14 @@
 //! rotate` from running the same rotation at once; across hosts the store's compare-and-swap
 //! promotion decides. Emails go into the outbox, with ids derived from the rotation id, so a
 //! resumed rotation never mails twice.
+//!
+//! Every token a rotation asks Meta for and does not promote is revoked and confirmed dead: a
+//! rejected candidate, one the store refused to take, and one whose rotation another instance
+//! overtook (read back by its version id once the race is decided; kept if it became current).
+//! The one window left: a kill after Meta answered a refresh or mint and before the candidate
+//! reached the store. The intent is saved before the call (`obtain_sent`) and the store write
+//! follows at once; the next run asks Meta again, and the unrecorded token, written nowhere,
+//! expires unused (Meta has no call that lists a system user's tokens, so nothing can find it).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -593,14 +601,7 @@ pub async fn inspect_candidate(
     };
     let facts = crate::graph::facts_of(token, &info);
     let invalid = info.invalid_reason().map(|a| graph::dead_reason(&a));
-    let proof = graph
-        .prove(
-            token,
-            &info,
-            t.waba_id.as_deref(),
-            t.phone_number_id.as_deref(),
-        )
-        .await;
+    let (proof, usability) = crate::observe::prove(graph, t, token, &info).await;
     // A read that could not be made says nothing about the candidate: try again later
     // rather than reject it.
     for read in [
@@ -617,12 +618,6 @@ pub async fn inspect_candidate(
             return Err(read.clone());
         }
     }
-    let usability = crate::usable::decide(
-        &info,
-        t.waba_id.as_deref(),
-        t.phone_number_id.as_deref(),
-        &proof,
-    );
     Ok(CandidateReport {
         invalid,
         facts,
@@ -1185,21 +1180,7 @@ fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
         text: rendered.text,
         html: rendered.html,
     };
-    match d.outbox {
-        Some(o) => match o.enqueue(&email, (d.now)()) {
-            Ok(_) => d.audit.record(
-                (d.now)(),
-                "email_queued",
-                serde_json::json!({"token": d.token.name, "id": email.id, "subject": email.subject}),
-            ),
-            Err(e) => {
-                tracing::error!(token = %d.token.name, error = %e, "cannot queue rotation email")
-            }
-        },
-        None => {
-            tracing::warn!(token = %d.token.name, subject = %email.subject, "rotation email (no [email] configured: logged only)")
-        }
-    }
+    let _ = crate::notify::queue(d.outbox, d.audit, &email, "rotation email", (d.now)());
 }
 
 /// How a person puts the next token in place for `t`.

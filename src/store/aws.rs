@@ -53,7 +53,6 @@ impl AwsStore {
         name_prefix: Option<&str>,
         tag: Option<(&str, Option<&str>)>,
     ) -> Result<Vec<Listed>, StoreError> {
-        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
         let conf = sdk_config(region, endpoint).await;
         let client = client(&conf);
         // For error messages only, so they name what was being listed.
@@ -72,31 +71,7 @@ impl AwsStore {
             ),
             json_key: None,
         };
-        let mut filters = Vec::new();
-        if let Some(p) = name_prefix {
-            filters.push(
-                Filter::builder()
-                    .key(FilterNameStringType::Name)
-                    .values(p)
-                    .build(),
-            );
-        }
-        if let Some((k, v)) = tag {
-            filters.push(
-                Filter::builder()
-                    .key(FilterNameStringType::TagKey)
-                    .values(k)
-                    .build(),
-            );
-            if let Some(v) = v {
-                filters.push(
-                    Filter::builder()
-                        .key(FilterNameStringType::TagValue)
-                        .values(v)
-                        .build(),
-                );
-            }
-        }
+        let filters = list_filters(name_prefix, tag);
         let mut out = Vec::new();
         let mut next = None;
         let mut pager = Pager::new(MAX_LIST_PAGES);
@@ -109,44 +84,12 @@ impl AwsStore {
                 .send()
                 .await
                 .map_err(|e| what.map_err(e))?;
-            for e in page.secret_list() {
-                let Some(name) = e.name() else { continue };
-                if e.deleted_date().is_some() {
-                    continue;
-                }
-                // The service's filters are looser than what was asked (a name filter is
-                // case-insensitive, and a key and a value may match on different tags).
-                if name_prefix.is_some_and(|p| !name.starts_with(p)) {
-                    continue;
-                }
-                let tags: Vec<(String, String)> = e
-                    .tags()
+            out.extend(
+                page.secret_list()
                     .iter()
-                    .map(|t| {
-                        (
-                            t.key().unwrap_or_default().to_string(),
-                            t.value().unwrap_or_default().to_string(),
-                        )
-                    })
-                    .collect();
-                if let Some((k, v)) = tag
-                    && !tags
-                        .iter()
-                        .any(|(tk, tv)| tk == k && v.is_none_or(|v| v == tv))
-                {
-                    continue;
-                }
-                out.push(Listed {
-                    name: name.to_string(),
-                    tags,
-                });
-            }
-            next = pager
-                .next(page.next_token())
-                .map_err(|cause| StoreError::Unavailable {
-                    store: what.describe(),
-                    cause: format!("ListSecrets {cause}"),
-                })?;
+                    .filter_map(|e| listed(e, name_prefix, tag)),
+            );
+            next = pager.next_of(page.next_token(), &what, "ListSecrets")?;
             if next.is_none() {
                 break;
             }
@@ -182,12 +125,7 @@ impl AwsStore {
                 .await
                 .map_err(|e| self.map_err(e))?;
             out.extend(page.versions().iter().cloned());
-            next = pager
-                .next(page.next_token())
-                .map_err(|cause| StoreError::Unavailable {
-                    store: self.describe(),
-                    cause: format!("ListSecretVersionIds {cause}"),
-                })?;
+            next = pager.next_of(page.next_token(), self, "ListSecretVersionIds")?;
             if next.is_none() {
                 return Ok(out);
             }
@@ -375,6 +313,65 @@ impl AwsStore {
     }
 }
 
+/// The `ListSecrets` filters for a name prefix and/or a tag key (and value).
+fn list_filters(
+    name_prefix: Option<&str>,
+    tag: Option<(&str, Option<&str>)>,
+) -> Vec<aws_sdk_secretsmanager::types::Filter> {
+    use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+    let filter = |key, value: &str| Filter::builder().key(key).values(value).build();
+    let mut filters = Vec::new();
+    if let Some(p) = name_prefix {
+        filters.push(filter(FilterNameStringType::Name, p));
+    }
+    if let Some((k, v)) = tag {
+        filters.push(filter(FilterNameStringType::TagKey, k));
+        if let Some(v) = v {
+            filters.push(filter(FilterNameStringType::TagValue, v));
+        }
+    }
+    filters
+}
+
+/// One entry of a `ListSecrets` page, unless it is scheduled for deletion or does not match
+/// what was asked.
+fn listed(
+    e: &aws_sdk_secretsmanager::types::SecretListEntry,
+    name_prefix: Option<&str>,
+    tag: Option<(&str, Option<&str>)>,
+) -> Option<Listed> {
+    let name = e.name()?;
+    if e.deleted_date().is_some() {
+        return None;
+    }
+    // The service's filters are looser than what was asked (a name filter is
+    // case-insensitive, and a key and a value may match on different tags).
+    if name_prefix.is_some_and(|p| !name.starts_with(p)) {
+        return None;
+    }
+    let tags: Vec<(String, String)> = e
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    if let Some((k, v)) = tag
+        && !tags
+            .iter()
+            .any(|(tk, tv)| tk == k && v.is_none_or(|v| v == tv))
+    {
+        return None;
+    }
+    Some(Listed {
+        name: name.to_string(),
+        tags,
+    })
+}
+
 /// Whether `e` is [`BodyCap`]'s limit: a body that grew past [`MAX_AWS_BODY`].
 fn over_size(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
@@ -485,6 +482,19 @@ impl Pager {
             ));
         }
         Ok(Some(token.to_string()))
+    }
+
+    /// [`Pager::next`] for `operation` on `store`: a paging fault makes the store unavailable.
+    fn next_of(
+        &mut self,
+        token: Option<&str>,
+        store: &AwsStore,
+        operation: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.next(token).map_err(|cause| StoreError::Unavailable {
+            store: store.describe(),
+            cause: format!("{operation} {cause}"),
+        })
     }
 }
 

@@ -73,6 +73,14 @@ async fn the_scheduled_check_syncs_a_new_target_and_repairs_one_changed_behind_i
     );
     let audit = std::fs::read_to_string(state_dir(&ws.config).join("audit.jsonl")).unwrap();
     assert!(audit.contains("\"drifted\":[[\"backend-env\""), "{audit}");
+    // The drift email is queued like every other one, audit record included (issue 15,
+    // point 3: the drift path used to skip it).
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"email_queued\"") && l.contains("DRIFT billbytekot-prod")),
+        "{audit}"
+    );
     for (_, raw) in sink.messages() {
         assert_no_leak(&raw, &[&token], "drift email");
     }

@@ -202,3 +202,42 @@ async fn a_stop_during_a_rotation_finishes_the_step_in_progress_and_the_next_sta
     assert_eq!(current(&ws, "prod").await, delivered.trim());
     assert_eq!(sb.stats().minted, 1);
 }
+
+/// Issue 15, point 8: a rotation that is due with nothing staged is said once per token and
+/// state in the log, not at every check (here a check every second for a few seconds).
+#[tokio::test]
+async fn a_due_rotation_with_nothing_staged_is_logged_once_not_at_every_check() {
+    let sb = sandbox().await;
+    let token = sb.issue_token(prod_spec().issued_ago(45 * DAY));
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry::new("prod", &token)],
+        "attempts = 1\ntimeout = \"5s\"\n[schedule]\ncron = \"* * * * * *\"\n",
+    );
+    let child = crate::util::daemon_command(&ws.config).spawn().unwrap();
+    let audit = state_dir(&ws.config).join("audit.jsonl");
+    // At least four checks.
+    for _ in 0..200 {
+        let checks = std::fs::read_to_string(&audit)
+            .map(|a| a.matches("\"check\"").count())
+            .unwrap_or(0);
+        if checks >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    crate::util::signal(child.id(), "TERM");
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let checks = std::fs::read_to_string(&audit)
+        .unwrap()
+        .matches("\"check\"")
+        .count();
+    assert!(checks >= 4, "{checks} checks: {logs}");
+    assert_eq!(
+        logs.matches("rotation due but not started").count(),
+        1,
+        "{checks} checks: {logs}"
+    );
+    assert!(logs.contains("nothing is staged"), "{logs}");
+}

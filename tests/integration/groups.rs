@@ -168,6 +168,13 @@ async fn a_group_is_listed_from_secrets_manager_on_every_run() {
     for t in &tokens {
         assert!(!stderr.contains(t.as_str()), "a token in the output");
     }
+    // `check` writes nothing (issue 15, point 7): not even the group's list, which a `sudo
+    // tokenwarden check` would leave owned by root where the daemon must write.
+    let state_dir = ws.config.parent().unwrap().to_path_buf();
+    assert!(
+        !state_dir.join("groups").exists(),
+        "check wrote the group list"
+    );
 
     // Listed again on the next run: a new member appears, a deleted one is gone.
     let newcomer = sb.issue_token(TokenSpec::system_user_60d());
@@ -179,7 +186,19 @@ async fn a_group_is_listed_from_secrets_manager_on_every_run() {
     assert!(n.contains(&"cust.zz-new".to_string()));
     assert!(!n.contains(&"cust.c104".to_string()));
 
-    // Secrets Manager cannot be listed: the last good list is checked, with a warning.
+    // A writing command keeps the last good list (the daemon at every listing; here `rotate`,
+    // which finds nothing staged for the invalid member and says so).
+    let r = crate::util::tw(
+        &ws.config,
+        &["rotate", "--token", "cust.c001"],
+        &AWS_ENV,
+        None,
+    )
+    .await;
+    assert!(r.stdout.contains("nothing is staged"), "{r:?}");
+    assert!(state_dir.join("groups").join("cust.json").exists(), "{r:?}");
+
+    // Secrets Manager cannot be listed: `check` reads the last good list, with a warning.
     proxy.budget.store(1000, Ordering::SeqCst);
     let (_, lines, stderr) = check_json(&ws.config).await;
     proxy.budget.store(0, Ordering::SeqCst);
