@@ -400,8 +400,12 @@ fn the_pure_core_names_no_io() {
             );
         }
         for path in IO_PATHS {
+            // A whole path, not a part of a longer name (`hyperlink`, `my::tokio`).
+            let b = text.as_bytes();
             let named = text.match_indices(path).any(|(at, _)| {
-                at == 0 || !is_ident(text.as_bytes()[at - 1]) && text.as_bytes()[at - 1] != b':'
+                let end = at + path.len();
+                (at == 0 || !is_ident(b[at - 1]) && b[at - 1] != b':')
+                    && (end == b.len() || !is_ident(b[end]))
             });
             assert!(!named, "src/{file} is pure, but it names {path}");
         }
