@@ -9,6 +9,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::policy::{Binding, Condition, Effective, Notice, Policy, State, TokenFacts, Verdict};
+use crate::secret::Fingerprint;
 use crate::timefmt;
 
 /// Everything an email may mention about one token.
@@ -285,24 +286,84 @@ impl RotationMail {
     }
 }
 
+/// What a rotation email says about one rotation: the parts of its record that
+/// [`render_rotation`] needs. `rotation::run` builds it from its `Rotation`, so that the words
+/// of email sit below rotation in the module graph instead of importing its types (rotation
+/// queues these emails, so the import would close a cycle).
+#[derive(Debug, Clone)]
+pub struct RotationFacts<'a> {
+    /// The rotation id.
+    pub id: &'a str,
+    /// Where the new token comes from (`staged`, `refresh`, `mint`), in words.
+    pub source: String,
+    /// Why the rotation started, in words.
+    pub reason: &'a str,
+    /// When it started.
+    pub started: Timestamp,
+    /// The old token's fingerprint.
+    pub old_fingerprint: &'a Fingerprint,
+    /// The old token's version in the store.
+    pub old_version: &'a str,
+    /// The candidate's fingerprint, once obtained.
+    pub new_fingerprint: Option<&'a Fingerprint>,
+    /// What Meta said about the candidate, once validated.
+    pub new_facts: Option<&'a TokenFacts>,
+    /// When the old token is to be revoked (`None`: never).
+    pub revoke_at: Option<Timestamp>,
+    /// The last failure, in words.
+    pub last_error: Option<&'a str>,
+    /// How the rotation ended, if it has.
+    pub end: RotationEnd<'a>,
+}
+
+/// How a rotation ended, as its email tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotationEnd<'a> {
+    /// Still running: the success email goes at the promotion, before the revoke.
+    Running,
+    /// Completed: the successor is current.
+    Completed,
+    /// The candidate failed the check named.
+    Rejected {
+        /// Which check failed, in words.
+        check: &'a str,
+    },
+    /// A step failed for good.
+    Failed {
+        /// The step's name.
+        step: &'static str,
+        /// Whether the candidate was already current (the step retired the old token).
+        promoted: bool,
+        /// Why, in words.
+        reason: &'a str,
+    },
+    /// Meta handed back the current token itself, living longer.
+    Extended {
+        /// The token's new expiry (`None`: never, or unknown).
+        until: Option<Timestamp>,
+    },
+    /// Someone else promoted a different version first.
+    Superseded {
+        /// What was found.
+        detail: &'a str,
+    },
+}
+
 /// Renders the email about a rotation of `t`: the promotion (success), a rejected candidate,
 /// a failed step, a failed delivery, or copies of the old token holding its revoke. `hint`
 /// says how a person stages a token by hand.
 pub fn render_rotation(
     t: &crate::config::TokenConfig,
-    r: &crate::rotation::Rotation,
+    r: &RotationFacts<'_>,
     hint: &str,
     mail: RotationMail,
 ) -> Rendered {
-    use crate::rotation::{Outcome, Step};
     let new_fp = r
-        .new
-        .as_ref()
-        .map(|s| s.fingerprint.to_string())
+        .new_fingerprint
+        .map(|f| f.to_string())
         .unwrap_or_else(|| "(none)".into());
     let new_until = r
         .new_facts
-        .as_ref()
         .and_then(|f| crate::policy::effective_expiry(f, t.policy.max_age))
         .map(|e| when(e.at))
         .unwrap_or_else(|| "no known expiry".into());
@@ -311,7 +372,7 @@ pub fn render_rotation(
         format!("Source of the new token: {}", r.source),
         format!(
             "Old token: fingerprint {} (store version {})",
-            r.old.fingerprint, r.old.version
+            r.old_fingerprint, r.old_version
         ),
         format!("New token: fingerprint {new_fp}"),
         format!(
@@ -321,8 +382,8 @@ pub fn render_rotation(
             r.reason
         ),
     ];
-    let problem = r.last_error.clone().unwrap_or_default();
-    let (word, headline, lead, next, mut todo): (&str, String, String, Vec<String>, Vec<String>) = match (&r.outcome, mail) {
+    let problem = r.last_error.unwrap_or_default().to_string();
+    let (word, headline, lead, next, mut todo): (&str, String, String, Vec<String>, Vec<String>) = match (&r.end, mail) {
         (_, RotationMail::DeliveryFailed) => (
             "DELIVERY FAILED",
             problem.clone(),
@@ -336,14 +397,14 @@ pub fn render_rotation(
         (_, RotationMail::CopiesRemain) => (
             "OLD TOKEN STILL IN USE",
             "copies found, revoke on hold".to_string(),
-            format!("The new token for {} is current, but copies of the old token (fingerprint {}) remain: {problem}. Revoking it now would break whatever reads those files, so the revoke waits.", t.name, r.old.fingerprint),
+            format!("The new token for {} is current, but copies of the old token (fingerprint {}) remain: {problem}. Revoking it now would break whatever reads those files, so the revoke waits.", t.name, r.old_fingerprint),
             vec!["Search again on every scheduled run, and revoke the old token as soon as no copy remains.".into()],
             vec![
                 "Replace the old token in each file named above with the current one (or remove it), or add the file as a target so tokenwarden keeps it up to date.".into(),
                 "Restart whatever reads those files.".into(),
             ],
         ),
-        (None | Some(Outcome::Completed { .. }), _) => {
+        (RotationEnd::Running | RotationEnd::Completed, _) => {
             facts.push(format!("New token valid until: {new_until}"));
             let revoke = match r.revoke_at {
                 Some(at) => format!("Revoke the old token at {} (after the grace period), then confirm with Meta that it is dead.", when(at)),
@@ -356,13 +417,13 @@ pub fn render_rotation(
                 vec![revoke, "Keep checking the new token on schedule.".into()],
                 vec![format!(
                     "Nothing, unless something outside tokenwarden's targets still uses the old token (fingerprint {}): update it before the old token is revoked.",
-                    r.old.fingerprint
+                    r.old_fingerprint
                 )],
             )
         }
-        (Some(Outcome::Rejected { check }), _) => (
+        (RotationEnd::Rejected { check }, _) => (
             "ROTATION REJECTED",
-            check.clone(),
+            check.to_string(),
             format!("A new token for {} was not used because it failed a check: {check}. The current token is untouched.", t.name),
             vec!["Leave the current token in place and keep warning before it expires.".into()],
             vec![
@@ -370,15 +431,14 @@ pub fn render_rotation(
                 format!("Generate a new system-user token with whatsapp_business_management and whatsapp_business_messaging and stage it: {hint}."),
             ],
         ),
-        (Some(Outcome::Failed { step, reason }), _) => {
-            let promoted = matches!(step, Step::Revoke | Step::VerifyRevoked);
-            let lead = if promoted {
-                format!("The new token for {} is current, but retiring the old one failed at step {}: {reason}.", t.name, step.word())
+        (RotationEnd::Failed { step, promoted, reason }, _) => {
+            let lead = if *promoted {
+                format!("The new token for {} is current, but retiring the old one failed at step {step}: {reason}.", t.name)
             } else {
-                format!("Rotating {} failed at step {}: {reason}. The old token is still current and untouched.", t.name, step.word())
+                format!("Rotating {} failed at step {step}: {reason}. The old token is still current and untouched.", t.name)
             };
-            let todo = if promoted {
-                vec![format!("Revoke the old token (fingerprint {}) in Business Manager, or fix the cause and run `tokenwarden rotate --token {}`.", r.old.fingerprint, t.name)]
+            let todo = if *promoted {
+                vec![format!("Revoke the old token (fingerprint {}) in Business Manager, or fix the cause and run `tokenwarden rotate --token {}`.", r.old_fingerprint, t.name)]
             } else {
                 vec![
                     "Fix the cause named above.".into(),
@@ -387,32 +447,32 @@ pub fn render_rotation(
             };
             (
                 "ROTATION FAILED",
-                format!("{} failed: {reason}", step.word()),
+                format!("{step} failed: {reason}"),
                 lead,
                 vec!["Try again on the next scheduled run, and keep warning before the token expires.".into()],
                 todo,
             )
         }
-        (Some(Outcome::Extended { until }), _) => {
+        (RotationEnd::Extended { until }, _) => {
             let until = until.map_or_else(|| "no known expiry".to_string(), when);
             facts.push(format!("Token valid until: {until}"));
             (
                 "EXTENDED",
                 format!("same token, now valid until {until}"),
-                format!("Rotating {} asked Meta for a successor, and Meta handed back the current token itself (fingerprint {}) with a later expiry: the token was extended in place. Nothing was delivered, promoted or revoked; every environment keeps working on the token it has.", t.name, r.old.fingerprint),
+                format!("Rotating {} asked Meta for a successor, and Meta handed back the current token itself (fingerprint {}) with a later expiry: the token was extended in place. Nothing was delivered, promoted or revoked; every environment keeps working on the token it has.", t.name, r.old_fingerprint),
                 vec!["Keep checking the token on schedule; the next rotation is due from its new expiry.".into()],
                 vec!["Nothing.".into()],
             )
         }
-        (Some(Outcome::Superseded { detail }), _) => (
+        (RotationEnd::Superseded { detail }, _) => (
             "ROTATION SUPERSEDED",
-            detail.clone(),
+            detail.to_string(),
             format!("The rotation of {} stopped: {detail}.", t.name),
             vec!["Check the token that is now current on the next run.".into()],
             vec!["Nothing, if the other change was intended.".into()],
         ),
     };
-    if let Some(e) = &r.last_error {
+    if let Some(e) = r.last_error {
         facts.push(format!("Last error: {e}"));
     }
     todo.push(format!(

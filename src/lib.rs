@@ -4,7 +4,9 @@
 //! # Layout
 //! - [`cli`]: the `tokenwarden` commands, one file each, and [`cli::Exit`], the exit codes.
 //! - [`config`]: the TOML file, validated into [`config::Config`], every error reported at once.
-//! - [`graph`]: the Graph API client and the classification of its errors.
+//! - [`graph`]: the Graph API client.
+//! - [`meta`]: Meta's vocabulary without a client: the WhatsApp scopes, Graph versions and
+//!   their end dates, the classification of Graph's errors, `debug_token`'s answers (pure).
 //! - [`store`]: where tokens live (a 0600 JSON file, AWS Secrets Manager).
 //! - [`notify`]: email to on-call: SMTP or a folder of `.eml` files, behind a persistent outbox.
 //! - [`daemon`]: `tokenwarden run`: the schedule, checks, alert decisions, the outbox.
@@ -58,6 +60,7 @@ pub mod fuzzing;
 pub mod graph;
 pub mod lint;
 pub mod liveness;
+pub mod meta;
 pub mod metrics;
 pub mod notify;
 pub mod observe;

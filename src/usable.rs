@@ -15,7 +15,9 @@
 //! A read that fails transiently leaves the answer unknown, never "unusable"; a read answered
 //! with code 190 means the token is dead, whatever `debug_token` said.
 
-use crate::graph::{ApiError, GraphError, Proof, TokenInfo, Transient, WHATSAPP_SCOPES};
+use crate::meta::WHATSAPP_SCOPES;
+use crate::meta::error::{ApiError, GraphError, Transient};
+use crate::meta::token::{Proof, TokenInfo};
 
 /// How the WABA check was decided, for `doctor` and the logs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,7 +26,7 @@ pub use targets::{
     DEFAULT_DOTENV_KEY, DeliveryConfig, ScanConfig, TargetConfig, TargetKind, VerifyConfig,
 };
 
-use crate::graph::version::{ApiVersion, DEFAULT_VERSION};
+use crate::meta::version::{ApiVersion, DEFAULT_VERSION};
 use crate::policy::Policy;
 pub use email::EmailConfig;
 
@@ -485,27 +485,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
 fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let mut warnings = Vec::new();
-    // An empty `state_dir` would put the state, the token store and the outbox in whatever
-    // directory the daemon was started from (issue 14, point 21).
-    if let Some(d) = &raw.state_dir
-        && d.get_ref().trim().is_empty()
-    {
-        diags.push(map.at(
-            d.span().start,
-            "state_dir",
-            "must not be empty: name the directory for state, such as \"/var/lib/tokenwarden\" (or leave the key out)",
-        ));
-    }
-    let state_dir = raw
-        .state_dir
-        .map(Spanned::into_inner)
-        .filter(|d| !d.trim().is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("STATE_DIRECTORY")
-                .map(|d| PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default()))
-        })
-        .unwrap_or_else(|| PathBuf::from("/var/lib/tokenwarden"));
+    let state_dir = state_dir_field(map, &mut diags, raw.state_dir);
 
     // Required fields are optional in the raw types so that one missing field does not hide the
     // rest of the file's errors; they are reported here instead.
@@ -517,10 +497,92 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
         ));
         return Err(diags);
     };
+    let meta = meta_section(map, &mut diags, meta);
+
+    if let Some(e) = &raw.email {
+        for (field, problem) in e.get_ref().problems() {
+            diags.push(map.at(e.span().start, format!("email.{field}"), problem));
+        }
+    }
+    let delivery = targets::delivery(map, &mut diags, raw.delivery);
+    let audit = audit_limits(map, &mut diags, raw.audit.unwrap_or_default());
+    let metrics = raw.metrics.map(|m| metrics_section(map, &mut diags, m));
+    let (timezone, default_cron) =
+        schedule_section(map, &mut diags, raw.schedule.unwrap_or_default());
+    let raw_alerts = raw.alerts.unwrap_or_default();
+    let default_policy = policy_fields(map, &mut diags, "alerts", &raw_alerts, &Policy::default());
+    let defaults = Defaults {
+        cron: &default_cron,
+        timezone: &timezone,
+        policy: &default_policy,
+    };
+
+    let tokens = token_sections(map, &mut diags, &mut warnings, raw.token, &defaults);
+    let groups = group_sections(map, &mut diags, &mut warnings, raw.group, &defaults);
+    if tokens.is_empty() && groups.is_empty() && diags.is_empty() {
+        diags.push(map.at(
+            0,
+            "token",
+            "no token configured: add at least one [[token]] with a `name` (or a [[group]])",
+        ));
+    }
+    if !diags.is_empty() {
+        diags.sort_by_key(|d| (d.line, d.column));
+        return Err(diags);
+    }
+    Ok(Config {
+        path: map_path(map),
+        state_dir,
+        // `None` only without `app_secret`, which is a diagnostic returned above.
+        meta: meta.expect("checked above"),
+        tokens,
+        groups,
+        email: raw.email.map(Spanned::into_inner),
+        metrics,
+        delivery,
+        audit,
+        warnings,
+    })
+}
+
+/// `state_dir`, checked: the key, else systemd's `$STATE_DIRECTORY`, else
+/// `/var/lib/tokenwarden`.
+fn state_dir_field(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    raw: Option<Spanned<String>>,
+) -> PathBuf {
+    // An empty `state_dir` would put the state, the token store and the outbox in whatever
+    // directory the daemon was started from (issue 14, point 21).
+    if let Some(d) = &raw
+        && d.get_ref().trim().is_empty()
+    {
+        diags.push(map.at(
+            d.span().start,
+            "state_dir",
+            "must not be empty: name the directory for state, such as \"/var/lib/tokenwarden\" (or leave the key out)",
+        ));
+    }
+    raw.map(Spanned::into_inner)
+        .filter(|d| !d.trim().is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("STATE_DIRECTORY")
+                .map(|d| PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default()))
+        })
+        .unwrap_or_else(|| PathBuf::from("/var/lib/tokenwarden"))
+}
+
+/// `[meta]`, checked; `None` when `app_secret` is missing (reported).
+fn meta_section(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    meta: Spanned<RawMeta>,
+) -> Option<MetaConfig> {
     let meta_at = meta.span().start;
     let m = meta.into_inner();
     match &m.app_id {
-        Some(id) => check_id(map, &mut diags, "meta.app_id", id),
+        Some(id) => check_id(map, diags, "meta.app_id", id),
         None => diags.push(map.at(
             meta_at,
             "meta.app_id",
@@ -537,7 +599,53 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
             DEFAULT_VERSION
         }),
     };
-    let base_url = match &m.base_url {
+    let base_url = base_url_field(map, diags, m.base_url.as_ref());
+    let proxy = m.proxy.as_ref().and_then(|p| proxy_field(map, diags, p));
+    let timeout = positive_duration_field(
+        map,
+        diags,
+        "meta.timeout",
+        m.timeout.as_ref(),
+        Duration::from_secs(15),
+    );
+    let retry_delay = duration_field(
+        map,
+        diags,
+        "meta.retry_delay",
+        m.retry_delay.as_ref(),
+        Duration::from_millis(500),
+    );
+    let attempts = match &m.attempts {
+        Some(a) if *a.get_ref() == 0 || *a.get_ref() > 20 => {
+            diags.push(map.at(
+                a.span().start,
+                "meta.attempts",
+                format!("expected 1 to 20 attempts, found {}", a.get_ref()),
+            ));
+            1
+        }
+        Some(a) => *a.get_ref(),
+        None => 4,
+    };
+    Some(MetaConfig {
+        app_id: m.app_id.map(Spanned::into_inner).unwrap_or_default(),
+        app_secret: m.app_secret?,
+        api_version,
+        base_url,
+        timeout,
+        attempts,
+        retry_delay,
+        proxy,
+    })
+}
+
+/// `meta.base_url`, checked: http(s) without a query, plain http only to loopback.
+fn base_url_field(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    raw: Option<&Spanned<String>>,
+) -> reqwest::Url {
+    match raw {
         None => reqwest::Url::parse(META_GRAPH_URL).expect("constant URL"),
         Some(u) => match reqwest::Url::parse(u.get_ref()) {
             Ok(url) if matches!(url.scheme(), "https" | "http") && url.query().is_none() => {
@@ -553,8 +661,16 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
                 reqwest::Url::parse(META_GRAPH_URL).expect("constant URL")
             }
         },
-    };
-    let proxy = m.proxy.as_ref().and_then(|p| match reqwest::Url::parse(p.get_ref()) {
+    }
+}
+
+/// `meta.proxy`, checked: https, or plain http on loopback; `None` when refused (reported).
+fn proxy_field(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    p: &Spanned<String>,
+) -> Option<reqwest::Url> {
+    match reqwest::Url::parse(p.get_ref()) {
         Ok(url)
             if url.host().is_some()
                 && (url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url))) =>
@@ -573,69 +689,48 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
                 reqwest::Url::parse(p.get_ref()).map(|u| place(&u)).unwrap_or_else(|_| "an unreadable URL".into()))));
             None
         }
-    });
-    let timeout = positive_duration_field(
-        map,
-        &mut diags,
-        "meta.timeout",
-        m.timeout.as_ref(),
-        Duration::from_secs(15),
-    );
-    let retry_delay = duration_field(
-        map,
-        &mut diags,
-        "meta.retry_delay",
-        m.retry_delay.as_ref(),
-        Duration::from_millis(500),
-    );
-    let attempts = match &m.attempts {
-        Some(a) if *a.get_ref() == 0 || *a.get_ref() > 20 => {
-            diags.push(map.at(
-                a.span().start,
-                "meta.attempts",
-                format!("expected 1 to 20 attempts, found {}", a.get_ref()),
-            ));
-            1
-        }
-        Some(a) => *a.get_ref(),
-        None => 4,
-    };
-
-    if let Some(e) = &raw.email {
-        for (field, problem) in e.get_ref().problems() {
-            diags.push(map.at(e.span().start, format!("email.{field}"), problem));
-        }
     }
-    let delivery = targets::delivery(map, &mut diags, raw.delivery);
-    let audit = audit_limits(map, &mut diags, raw.audit.unwrap_or_default());
-    let metrics = raw.metrics.map(|m| {
-        let listen = match &m.listen {
-            None => "127.0.0.1:9877".parse().expect("constant address"),
-            Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
-                diags.push(map.at(
-                    l.span().start,
-                    "metrics.listen",
-                    format!(
-                        "expected an address such as \"127.0.0.1:9877\", found {:?}",
-                        l.get_ref()
-                    ),
-                ));
-                "127.0.0.1:9877".parse().expect("constant address")
-            }),
-        };
-        let stall_after = positive_duration_field(
-            map,
-            &mut diags,
-            "metrics.stall_after",
-            m.stall_after.as_ref(),
-            Duration::from_secs(180),
-        );
-        MetricsConfig {
-            listen,
-            stall_after,
-        }
-    });
-    let raw_schedule = raw.schedule.unwrap_or_default();
+}
+
+/// `[metrics]`, checked.
+fn metrics_section(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    m: RawMetrics,
+) -> MetricsConfig {
+    let listen = match &m.listen {
+        None => "127.0.0.1:9877".parse().expect("constant address"),
+        Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
+            diags.push(map.at(
+                l.span().start,
+                "metrics.listen",
+                format!(
+                    "expected an address such as \"127.0.0.1:9877\", found {:?}",
+                    l.get_ref()
+                ),
+            ));
+            "127.0.0.1:9877".parse().expect("constant address")
+        }),
+    };
+    let stall_after = positive_duration_field(
+        map,
+        diags,
+        "metrics.stall_after",
+        m.stall_after.as_ref(),
+        Duration::from_secs(180),
+    );
+    MetricsConfig {
+        listen,
+        stall_after,
+    }
+}
+
+/// `[schedule]`, checked: the time zone and the default cron expression.
+fn schedule_section(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    raw_schedule: RawSchedule,
+) -> (String, String) {
     let timezone = match &raw_schedule.timezone {
         None => "UTC".to_string(),
         Some(tz) => {
@@ -648,14 +743,22 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
     };
     let default_cron = match &raw_schedule.cron {
         None => DEFAULT_CRON.to_string(),
-        Some(c) => cron_field(map, &mut diags, "schedule.cron", c),
+        Some(c) => cron_field(map, diags, "schedule.cron", c),
     };
-    let raw_alerts = raw.alerts.unwrap_or_default();
-    let default_policy = policy_fields(map, &mut diags, "alerts", &raw_alerts, &Policy::default());
+    (timezone, default_cron)
+}
 
+/// Every `[[token]]`, checked (names valid and unique).
+fn token_sections(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<String>,
+    raw: Vec<Spanned<RawToken>>,
+    defaults: &Defaults<'_>,
+) -> Vec<TokenConfig> {
     let mut names = HashSet::new();
     let mut tokens = Vec::new();
-    for (i, t) in raw.token.into_iter().enumerate() {
+    for (i, t) in raw.into_iter().enumerate() {
         let field = |f: &str| format!("token[{i}].{f}");
         let t_at = t.span().start;
         let t = t.into_inner();
@@ -678,24 +781,31 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
                 format!("duplicate token name {name:?}: names must be unique"),
             ));
         }
-        let defaults = Defaults {
-            cron: &default_cron,
-            timezone: &timezone,
-            policy: &default_policy,
-        };
         tokens.push(token_settings(
             map,
-            &mut diags,
-            &mut warnings,
+            diags,
+            warnings,
             &format!("token[{i}]"),
             name,
             t,
-            &defaults,
+            defaults,
         ));
     }
+    tokens
+}
+
+/// Every `[[group]]`, checked (names valid and unique, `discover` present); its settings are
+/// its members' template.
+fn group_sections(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<String>,
+    raw: Vec<Spanned<RawGroup>>,
+    defaults: &Defaults<'_>,
+) -> Vec<GroupConfig> {
     let mut groups = Vec::new();
     let mut group_names = HashSet::new();
-    for (i, g) in raw.group.into_iter().enumerate() {
+    for (i, g) in raw.into_iter().enumerate() {
         let prefix = format!("group[{i}]");
         let g_at = g.span().start;
         let g = g.into_inner();
@@ -729,30 +839,25 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
                 continue;
             }
             Some(d) => {
-                check_discover(map, &mut diags, &format!("{prefix}.discover"), d);
+                check_discover(map, diags, &format!("{prefix}.discover"), d);
                 d.get_ref().clone()
             }
         };
         let spread = duration_field(
             map,
-            &mut diags,
+            diags,
             &format!("{prefix}.spread"),
             g.spread.as_ref(),
             DEFAULT_SPREAD,
         );
-        let defaults = Defaults {
-            cron: &default_cron,
-            timezone: &timezone,
-            policy: &default_policy,
-        };
         let template = token_settings(
             map,
-            &mut diags,
-            &mut warnings,
+            diags,
+            warnings,
             &prefix,
             name.clone(),
             g.into_token(),
-            &defaults,
+            defaults,
         );
         groups.push(GroupConfig {
             name,
@@ -761,38 +866,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
             template,
         });
     }
-    if tokens.is_empty() && groups.is_empty() && diags.is_empty() {
-        diags.push(map.at(
-            0,
-            "token",
-            "no token configured: add at least one [[token]] with a `name` (or a [[group]])",
-        ));
-    }
-    if !diags.is_empty() {
-        diags.sort_by_key(|d| (d.line, d.column));
-        return Err(diags);
-    }
-    Ok(Config {
-        path: map_path(map),
-        state_dir,
-        meta: MetaConfig {
-            app_id: m.app_id.map(Spanned::into_inner).unwrap_or_default(),
-            app_secret: m.app_secret.expect("checked above"),
-            api_version,
-            base_url,
-            timeout,
-            attempts,
-            retry_delay,
-            proxy,
-        },
-        tokens,
-        groups,
-        email: raw.email.map(Spanned::into_inner),
-        metrics,
-        delivery,
-        audit,
-        warnings,
-    })
+    groups
 }
 
 /// `[audit]`, checked: 1 to 4096 MB, 1 to 100 old files.
@@ -1178,7 +1252,7 @@ fn rotation_fields(
                     let bad = list.iter().find(|x| {
                         x.is_empty() || !x.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
                     });
-                    let missing: Vec<&str> = crate::graph::WHATSAPP_SCOPES
+                    let missing: Vec<&str> = crate::meta::WHATSAPP_SCOPES
                         .into_iter()
                         .filter(|w| !list.iter().any(|x| x == w))
                         .collect();

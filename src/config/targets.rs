@@ -263,6 +263,28 @@ fn argv_field(
     Some(argv.clone())
 }
 
+/// Where one target sits in the file: its diagnostics name `<prefix>.target[<i>].<field>`.
+struct TargetAt<'a, 'm> {
+    map: &'a SourceMap<'m>,
+    prefix: &'a str,
+    i: usize,
+    /// The target table's offset, for fields that are missing.
+    at: usize,
+}
+
+impl TargetAt<'_, '_> {
+    fn field(&self, name: &str) -> String {
+        format!("{}.target[{}].{name}", self.prefix, self.i)
+    }
+
+    fn missing(&self, diags: &mut Vec<Diagnostic>, field: &str, what: &str) {
+        diags.push(
+            self.map
+                .at(self.at, self.field(field), format!("missing field: {what}")),
+        );
+    }
+}
+
 /// Validates the targets of one token; `prefix` is like `token[0]`.
 pub(super) fn targets(
     map: &SourceMap<'_>,
@@ -274,223 +296,29 @@ pub(super) fn targets(
     let mut out = Vec::new();
     let mut names = std::collections::HashSet::new();
     for (i, t) in raw.into_iter().enumerate() {
-        let at = t.span().start;
+        let w = TargetAt {
+            map,
+            prefix,
+            i,
+            at: t.span().start,
+        };
         let t = t.into_inner();
-        let f = |name: &str| format!("{prefix}.target[{i}].{name}");
         let errors_before = diags.len();
-        let name = match &t.name {
-            Some(n) if super::valid_name(n.get_ref()) => {
-                if !names.insert(n.get_ref().clone()) {
-                    diags.push(map.at(
-                        n.span().start,
-                        f("name"),
-                        format!("duplicate target name {:?}", n.get_ref()),
-                    ));
-                }
-                n.get_ref().clone()
-            }
-            Some(n) => {
-                diags.push(map.at(
-                    n.span().start,
-                    f("name"),
-                    format!(
-                        "expected 1-64 letters, digits, `-`, `_` or `.`, found {:?}",
-                        n.get_ref()
-                    ),
-                ));
-                continue;
-            }
-            None => {
-                diags.push(map.at(
-                    at,
-                    f("name"),
-                    "missing field: every target needs a `name`, such as \"staging-backend\"",
-                ));
-                continue;
-            }
+        let Some(name) = target_name(&w, diags, &mut names, &t) else {
+            continue;
         };
-        let timeout = match &t.timeout {
-            None => DEFAULT_TARGET_TIMEOUT,
-            Some(v) => match parse_duration(v.get_ref()) {
-                Some(d) if !d.is_zero() => d,
-                _ => {
-                    diags.push(map.at(
-                        v.span().start,
-                        f("timeout"),
-                        format!(
-                            "expected a positive duration such as \"30s\", found {:?}",
-                            v.get_ref()
-                        ),
-                    ));
-                    DEFAULT_TARGET_TIMEOUT
-                }
-            },
-        };
-        let verify = match (&t.verify_url, &t.verify_command) {
-            (Some(_), Some(c)) => {
-                diags.push(map.at(
-                    c.span().start,
-                    f("verify_command"),
-                    "set `verify_url` or `verify_command`, not both",
-                ));
-                None
-            }
-            (Some(u), None) => url_field(map, diags, f("verify_url"), u).map(VerifyConfig::Url),
-            (None, Some(c)) => {
-                argv_field(map, diags, f("verify_command"), c).map(VerifyConfig::Command)
-            }
-            (None, None) => None,
-        };
-        // Fields that belong to other kinds are mistakes worth naming.
-        let allowed: &[&str] = match t.kind.as_ref().map(|k| k.get_ref().as_str()) {
-            Some("dotenv") => &["path", "key", "reload"],
-            Some("aws_secret") => &["secret_id", "region", "endpoint", "json_key"],
-            Some("webhook") => &["url", "secret", "header"],
-            Some("exec") => &["command"],
-            _ => &[],
-        };
-        let present = [
-            ("path", t.path.as_ref().map(|v| v.span().start)),
-            ("key", t.key.as_ref().map(|v| v.span().start)),
-            ("reload", t.reload.as_ref().map(|v| v.span().start)),
-            ("secret_id", t.secret_id.as_ref().map(|v| v.span().start)),
-            ("region", t.region.as_ref().map(|v| v.span().start)),
-            ("endpoint", t.endpoint.as_ref().map(|v| v.span().start)),
-            ("json_key", t.json_key.as_ref().map(|v| v.span().start)),
-            ("url", t.url.as_ref().map(|v| v.span().start)),
-            ("secret", t.secret.as_ref().map(|_| at)),
-            ("header", t.header.as_ref().map(|v| v.span().start)),
-            ("command", t.command.as_ref().map(|v| v.span().start)),
-        ];
-        let kind_word = t.kind.as_ref().map(|k| k.get_ref().clone());
-        if let Some(k) = &kind_word
-            && !allowed.is_empty()
-        {
-            for (field, pos) in present {
-                if let Some(pos) = pos
-                    && !allowed.contains(&field)
-                {
-                    diags.push(map.at(
-                        pos,
-                        f(field),
-                        format!("`{field}` does not apply to kind = \"{k}\""),
-                    ));
-                }
-            }
-        }
-        let missing = |diags: &mut Vec<Diagnostic>, field: &str, what: &str| {
-            diags.push(map.at(at, f(field), format!("missing field: {what}")));
-        };
-        let kind = match kind_word.as_deref() {
-            Some("dotenv") => {
-                let path = match &t.path {
-                    Some(p) if p.get_ref().starts_with('/') => Some(PathBuf::from(p.get_ref())),
-                    Some(p) => {
-                        diags.push(map.at(p.span().start, f("path"), format!("expected an absolute path, such as \"/srv/billbytekot/backend/.env\", found {:?}", p.get_ref())));
-                        None
-                    }
-                    None => {
-                        missing(
-                            diags,
-                            "path",
-                            "the env file, such as \"/srv/billbytekot/backend/.env\"",
-                        );
-                        None
-                    }
-                };
-                let key = match &t.key {
-                    None => DEFAULT_DOTENV_KEY.to_string(),
-                    Some(k) if valid_env_key(k.get_ref()) => k.get_ref().clone(),
-                    Some(k) => {
-                        diags.push(map.at(
-                            k.span().start,
-                            f("key"),
-                            format!(
-                                "expected a variable name of letters, digits and `_`, found {:?}",
-                                k.get_ref()
-                            ),
-                        ));
-                        DEFAULT_DOTENV_KEY.to_string()
-                    }
-                };
-                let reload = t
-                    .reload
-                    .as_ref()
-                    .and_then(|r| argv_field(map, diags, f("reload"), r));
-                if reload.is_none() && verify.is_none() && t.reload.is_none() {
-                    warnings.push(map.at(at, format!("{prefix}.target[{i}]"), format!(
-                        "dotenv target {name:?} has neither `reload` nor a verify: the file will change, but the running app keeps the old token until it is restarted; add reload = [\"systemctl\", \"restart\", \"<service>\"] or verify_url"
-                    )).to_string());
-                }
-                path.map(|path| TargetKind::Dotenv { path, key, reload })
-            }
-            Some("aws_secret") => {
-                let secret_id = t
-                    .secret_id
-                    .as_ref()
-                    .map(|s| s.get_ref().clone())
-                    .filter(|s| !s.is_empty());
-                if secret_id.is_none() {
-                    missing(diags, "secret_id", "the secret's name or ARN");
-                }
-                if let Some(e) = &t.endpoint {
-                    url_field(map, diags, f("endpoint"), e);
-                }
-                secret_id.map(|secret_id| TargetKind::AwsSecret {
-                    secret_id,
-                    region: t.region.as_ref().map(|r| r.get_ref().clone()),
-                    endpoint: t.endpoint.as_ref().map(|r| r.get_ref().clone()),
-                    json_key: t.json_key.as_ref().map(|r| r.get_ref().clone()),
-                })
-            }
-            Some("webhook") => {
-                let url = match &t.url {
-                    Some(u) => url_field(map, diags, f("url"), u),
-                    None => {
-                        missing(diags, "url", "the receiver's https URL");
-                        None
-                    }
-                };
-                if t.secret.is_none() {
-                    missing(
-                        diags,
-                        "secret",
-                        "the signing key shared with the receiver, as { env = \"NAME\" }, { file = \"/path\" } or { credential = \"NAME\" }",
-                    );
-                }
-                // Checked here as the client will at run time: a CR or LF (or any byte that is
-                // not a header-name character) would otherwise be refused only when the first
-                // rotation delivers, after the token was obtained.
-                if let Some(h) = &t.header
-                    && reqwest::header::HeaderName::from_bytes(h.get_ref().as_bytes()).is_err()
-                {
-                    diags.push(map.at(
-                        h.span().start,
-                        f("header"),
-                        format!(
-                            "expected an HTTP header name (letters, digits and `-`, no spaces, CR or LF), such as \"X-Tokenwarden-Signature\", found {:?}",
-                            h.get_ref()
-                        ),
-                    ));
-                }
-                match (url, t.secret.clone()) {
-                    (Some(url), Some(secret)) => Some(TargetKind::Webhook {
-                        url,
-                        secret,
-                        header: t
-                            .header
-                            .as_ref()
-                            .map(|h| h.get_ref().clone())
-                            .unwrap_or_else(|| DEFAULT_SIGNATURE_HEADER.into()),
-                    }),
-                    _ => None,
-                }
-            }
+        let timeout = target_timeout(&w, diags, &t);
+        let verify = target_verify(&w, diags, &t);
+        fields_of_other_kinds(&w, diags, &t);
+        let kind = match t.kind.as_ref().map(|k| k.get_ref().as_str()) {
+            Some("dotenv") => dotenv_kind(&w, diags, warnings, &t, &name, verify.is_some()),
+            Some("aws_secret") => aws_secret_kind(&w, diags, &t),
+            Some("webhook") => webhook_kind(&w, diags, &t),
             Some("exec") => match &t.command {
-                Some(c) => argv_field(map, diags, f("command"), c)
+                Some(c) => argv_field(map, diags, w.field("command"), c)
                     .map(|command| TargetKind::Exec { command }),
                 None => {
-                    missing(
+                    w.missing(
                         diags,
                         "command",
                         "the command that reads the token on standard input, as a list of words",
@@ -499,12 +327,12 @@ pub(super) fn targets(
                 }
             },
             Some(other) => {
-                let pos = t.kind.as_ref().map(|k| k.span().start).unwrap_or(at);
-                diags.push(map.at(pos, f("kind"), format!("expected \"dotenv\", \"aws_secret\", \"webhook\" or \"exec\", found {other:?}")));
+                let pos = t.kind.as_ref().map(|k| k.span().start).unwrap_or(w.at);
+                diags.push(map.at(pos, w.field("kind"), format!("expected \"dotenv\", \"aws_secret\", \"webhook\" or \"exec\", found {other:?}")));
                 None
             }
             None => {
-                missing(
+                w.missing(
                     diags,
                     "kind",
                     "one of \"dotenv\", \"aws_secret\", \"webhook\", \"exec\"",
@@ -525,6 +353,257 @@ pub(super) fn targets(
         }
     }
     out
+}
+
+/// A target's `name`, valid and unique among the token's targets; `None` when it is missing
+/// or malformed (reported), which skips the target.
+fn target_name(
+    w: &TargetAt<'_, '_>,
+    diags: &mut Vec<Diagnostic>,
+    names: &mut std::collections::HashSet<String>,
+    t: &RawTarget,
+) -> Option<String> {
+    match &t.name {
+        Some(n) if super::valid_name(n.get_ref()) => {
+            if !names.insert(n.get_ref().clone()) {
+                diags.push(w.map.at(
+                    n.span().start,
+                    w.field("name"),
+                    format!("duplicate target name {:?}", n.get_ref()),
+                ));
+            }
+            Some(n.get_ref().clone())
+        }
+        Some(n) => {
+            diags.push(w.map.at(
+                n.span().start,
+                w.field("name"),
+                format!(
+                    "expected 1-64 letters, digits, `-`, `_` or `.`, found {:?}",
+                    n.get_ref()
+                ),
+            ));
+            None
+        }
+        None => {
+            diags.push(w.map.at(
+                w.at,
+                w.field("name"),
+                "missing field: every target needs a `name`, such as \"staging-backend\"",
+            ));
+            None
+        }
+    }
+}
+
+/// A target's `timeout`, positive, [`DEFAULT_TARGET_TIMEOUT`] when absent.
+fn target_timeout(w: &TargetAt<'_, '_>, diags: &mut Vec<Diagnostic>, t: &RawTarget) -> Duration {
+    match &t.timeout {
+        None => DEFAULT_TARGET_TIMEOUT,
+        Some(v) => match parse_duration(v.get_ref()) {
+            Some(d) if !d.is_zero() => d,
+            _ => {
+                diags.push(w.map.at(
+                    v.span().start,
+                    w.field("timeout"),
+                    format!(
+                        "expected a positive duration such as \"30s\", found {:?}",
+                        v.get_ref()
+                    ),
+                ));
+                DEFAULT_TARGET_TIMEOUT
+            }
+        },
+    }
+}
+
+/// A target's `verify_url` or `verify_command` (not both).
+fn target_verify(
+    w: &TargetAt<'_, '_>,
+    diags: &mut Vec<Diagnostic>,
+    t: &RawTarget,
+) -> Option<VerifyConfig> {
+    match (&t.verify_url, &t.verify_command) {
+        (Some(_), Some(c)) => {
+            diags.push(w.map.at(
+                c.span().start,
+                w.field("verify_command"),
+                "set `verify_url` or `verify_command`, not both",
+            ));
+            None
+        }
+        (Some(u), None) => url_field(w.map, diags, w.field("verify_url"), u).map(VerifyConfig::Url),
+        (None, Some(c)) => {
+            argv_field(w.map, diags, w.field("verify_command"), c).map(VerifyConfig::Command)
+        }
+        (None, None) => None,
+    }
+}
+
+/// Reports fields that belong to another kind than the target's: mistakes worth naming.
+fn fields_of_other_kinds(w: &TargetAt<'_, '_>, diags: &mut Vec<Diagnostic>, t: &RawTarget) {
+    let allowed: &[&str] = match t.kind.as_ref().map(|k| k.get_ref().as_str()) {
+        Some("dotenv") => &["path", "key", "reload"],
+        Some("aws_secret") => &["secret_id", "region", "endpoint", "json_key"],
+        Some("webhook") => &["url", "secret", "header"],
+        Some("exec") => &["command"],
+        _ => &[],
+    };
+    let present = [
+        ("path", t.path.as_ref().map(|v| v.span().start)),
+        ("key", t.key.as_ref().map(|v| v.span().start)),
+        ("reload", t.reload.as_ref().map(|v| v.span().start)),
+        ("secret_id", t.secret_id.as_ref().map(|v| v.span().start)),
+        ("region", t.region.as_ref().map(|v| v.span().start)),
+        ("endpoint", t.endpoint.as_ref().map(|v| v.span().start)),
+        ("json_key", t.json_key.as_ref().map(|v| v.span().start)),
+        ("url", t.url.as_ref().map(|v| v.span().start)),
+        ("secret", t.secret.as_ref().map(|_| w.at)),
+        ("header", t.header.as_ref().map(|v| v.span().start)),
+        ("command", t.command.as_ref().map(|v| v.span().start)),
+    ];
+    if let Some(k) = &t.kind
+        && !allowed.is_empty()
+    {
+        let k = k.get_ref();
+        for (field, pos) in present {
+            if let Some(pos) = pos
+                && !allowed.contains(&field)
+            {
+                diags.push(w.map.at(
+                    pos,
+                    w.field(field),
+                    format!("`{field}` does not apply to kind = \"{k}\""),
+                ));
+            }
+        }
+    }
+}
+
+/// `kind = "dotenv"`: an absolute `path`, a variable name, an optional `reload`; a target with
+/// neither `reload` nor a verify is a warning (the app would keep the old token).
+fn dotenv_kind(
+    w: &TargetAt<'_, '_>,
+    diags: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<String>,
+    t: &RawTarget,
+    name: &str,
+    has_verify: bool,
+) -> Option<TargetKind> {
+    let path = match &t.path {
+        Some(p) if p.get_ref().starts_with('/') => Some(PathBuf::from(p.get_ref())),
+        Some(p) => {
+            diags.push(w.map.at(p.span().start, w.field("path"), format!("expected an absolute path, such as \"/srv/billbytekot/backend/.env\", found {:?}", p.get_ref())));
+            None
+        }
+        None => {
+            w.missing(
+                diags,
+                "path",
+                "the env file, such as \"/srv/billbytekot/backend/.env\"",
+            );
+            None
+        }
+    };
+    let key = match &t.key {
+        None => DEFAULT_DOTENV_KEY.to_string(),
+        Some(k) if valid_env_key(k.get_ref()) => k.get_ref().clone(),
+        Some(k) => {
+            diags.push(w.map.at(
+                k.span().start,
+                w.field("key"),
+                format!(
+                    "expected a variable name of letters, digits and `_`, found {:?}",
+                    k.get_ref()
+                ),
+            ));
+            DEFAULT_DOTENV_KEY.to_string()
+        }
+    };
+    let reload = t
+        .reload
+        .as_ref()
+        .and_then(|r| argv_field(w.map, diags, w.field("reload"), r));
+    if reload.is_none() && !has_verify && t.reload.is_none() {
+        warnings.push(w.map.at(w.at, format!("{}.target[{}]", w.prefix, w.i), format!(
+            "dotenv target {name:?} has neither `reload` nor a verify: the file will change, but the running app keeps the old token until it is restarted; add reload = [\"systemctl\", \"restart\", \"<service>\"] or verify_url"
+        )).to_string());
+    }
+    path.map(|path| TargetKind::Dotenv { path, key, reload })
+}
+
+/// `kind = "aws_secret"`: a `secret_id`, an optional endpoint URL, region and JSON key.
+fn aws_secret_kind(
+    w: &TargetAt<'_, '_>,
+    diags: &mut Vec<Diagnostic>,
+    t: &RawTarget,
+) -> Option<TargetKind> {
+    let secret_id = t
+        .secret_id
+        .as_ref()
+        .map(|s| s.get_ref().clone())
+        .filter(|s| !s.is_empty());
+    if secret_id.is_none() {
+        w.missing(diags, "secret_id", "the secret's name or ARN");
+    }
+    if let Some(e) = &t.endpoint {
+        url_field(w.map, diags, w.field("endpoint"), e);
+    }
+    secret_id.map(|secret_id| TargetKind::AwsSecret {
+        secret_id,
+        region: t.region.as_ref().map(|r| r.get_ref().clone()),
+        endpoint: t.endpoint.as_ref().map(|r| r.get_ref().clone()),
+        json_key: t.json_key.as_ref().map(|r| r.get_ref().clone()),
+    })
+}
+
+/// `kind = "webhook"`: a `url`, the signing `secret`, an optional header name.
+fn webhook_kind(
+    w: &TargetAt<'_, '_>,
+    diags: &mut Vec<Diagnostic>,
+    t: &RawTarget,
+) -> Option<TargetKind> {
+    let url = match &t.url {
+        Some(u) => url_field(w.map, diags, w.field("url"), u),
+        None => {
+            w.missing(diags, "url", "the receiver's https URL");
+            None
+        }
+    };
+    if t.secret.is_none() {
+        w.missing(
+            diags,
+            "secret",
+            "the signing key shared with the receiver, as { env = \"NAME\" }, { file = \"/path\" } or { credential = \"NAME\" }",
+        );
+    }
+    // Checked here as the client will at run time: a CR or LF (or any byte that is not a
+    // header-name character) would otherwise be refused only when the first rotation
+    // delivers, after the token was obtained.
+    if let Some(h) = &t.header
+        && reqwest::header::HeaderName::from_bytes(h.get_ref().as_bytes()).is_err()
+    {
+        diags.push(w.map.at(
+            h.span().start,
+            w.field("header"),
+            format!(
+                "expected an HTTP header name (letters, digits and `-`, no spaces, CR or LF), such as \"X-Tokenwarden-Signature\", found {:?}",
+                h.get_ref()
+            ),
+        ));
+    }
+    match (url, t.secret.clone()) {
+        (Some(url), Some(secret)) => Some(TargetKind::Webhook {
+            url,
+            secret,
+            header: t
+                .header
+                .as_ref()
+                .map(|h| h.get_ref().clone())
+                .unwrap_or_else(|| DEFAULT_SIGNATURE_HEADER.into()),
+        }),
+        _ => None,
+    }
 }
 
 fn valid_env_key(k: &str) -> bool {

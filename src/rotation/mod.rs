@@ -574,7 +574,7 @@ pub fn judge(c: &CandidateReport, e: &Expectations<'_>) -> Result<(), String> {
         Usability::Dead(api) => {
             return Err(format!(
                 "Meta says the candidate is dead: {}",
-                crate::graph::dead_reason(api)
+                crate::meta::error::dead_reason(api)
             ));
         }
         Usability::Unknown(why)

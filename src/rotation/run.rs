@@ -1078,6 +1078,37 @@ async fn verify_revoked(d: &Deps<'_>, r: &mut Rotation) -> Event {
     }
 }
 
+/// The parts of `r` its email tells, in the shape [`crate::alert::render_rotation`] takes (the
+/// words of email do not import rotation's types, so the module graph keeps no cycle).
+fn mail_facts(r: &Rotation) -> crate::alert::RotationFacts<'_> {
+    use crate::alert::RotationEnd as End;
+    let end = match &r.outcome {
+        None => End::Running,
+        Some(Outcome::Completed { .. }) => End::Completed,
+        Some(Outcome::Rejected { check }) => End::Rejected { check },
+        Some(Outcome::Failed { step, reason }) => End::Failed {
+            step: step.word(),
+            promoted: matches!(step, Step::Revoke | Step::VerifyRevoked),
+            reason,
+        },
+        Some(Outcome::Extended { until }) => End::Extended { until: *until },
+        Some(Outcome::Superseded { detail }) => End::Superseded { detail },
+    };
+    crate::alert::RotationFacts {
+        id: &r.id,
+        source: r.source.to_string(),
+        reason: &r.reason,
+        started: r.started,
+        old_fingerprint: &r.old.fingerprint,
+        old_version: &r.old.version,
+        new_fingerprint: r.new.as_ref().map(|s| &s.fingerprint),
+        new_facts: r.new_facts.as_ref(),
+        revoke_at: r.revoke_at,
+        last_error: r.last_error.as_deref(),
+        end,
+    }
+}
+
 /// Queues the email a step deserves: one on promotion (success) and one when a rotation ends
 /// badly. Ids come from the rotation id, so a replay after a crash queues nothing new.
 fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
@@ -1099,7 +1130,8 @@ fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
         ),
         _ => mail.word().to_string(),
     };
-    let rendered = crate::alert::render_rotation(d.token, r, &store_hint(d.token), mail);
+    let rendered =
+        crate::alert::render_rotation(d.token, &mail_facts(r), &store_hint(d.token), mail);
     let email = Email {
         id: crate::notify::email_id(&d.token.name, &format!("rotation-{}-{key}", r.id)),
         token: d.token.name.clone(),
@@ -1116,4 +1148,74 @@ pub fn store_hint(t: &TokenConfig) -> String {
         "`tokenwarden stage --token {}` (paste the token on standard input; it is checked with Meta before it is staged)",
         t.name
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{RotationEnd, RotationMail};
+    use crate::secret::Fingerprint;
+
+    /// The email's words live in `alert`, the judgement of what a failed step means stays
+    /// here: a failure while retiring the old token comes after the promotion (the new token
+    /// is current), any earlier one leaves the old token untouched.
+    #[test]
+    fn a_failed_step_is_told_before_or_after_the_promotion() {
+        let text =
+            "[meta]\napp_id = \"1\"\napp_secret = { env = \"S\" }\n[[token]]\nname = \"prod\"\n";
+        let cfg = crate::config::parse(Path::new("t.toml"), text).expect("valid config");
+        let t = &cfg.tokens[0];
+        for (step, promoted) in [
+            (Step::Obtain, false),
+            (Step::Deliver, false),
+            (Step::Promote, false),
+            (Step::Revoke, true),
+            (Step::VerifyRevoked, true),
+        ] {
+            let old = Side {
+                version: "v1".into(),
+                fingerprint: Fingerprint::of("old"),
+            };
+            let mut r = Rotation::begin(
+                "r".repeat(32),
+                "prod",
+                crate::rotation::Origin::Mint,
+                "due".into(),
+                old,
+                Timestamp::UNIX_EPOCH,
+            );
+            r.outcome = Some(Outcome::Failed {
+                step,
+                reason: "Meta said no".into(),
+            });
+            let facts = mail_facts(&r);
+            assert_eq!(
+                facts.end,
+                RotationEnd::Failed {
+                    step: step.word(),
+                    promoted,
+                    reason: "Meta said no"
+                }
+            );
+            let mail = crate::alert::render_rotation(t, &facts, "stage it", RotationMail::Failed);
+            assert!(
+                mail.subject
+                    .contains(&format!("{} failed: Meta said no", step.word())),
+                "{}",
+                mail.subject
+            );
+            assert_eq!(
+                mail.text
+                    .contains("is current, but retiring the old one failed at step"),
+                promoted,
+                "{step:?}: {}",
+                mail.text
+            );
+            assert_eq!(
+                mail.text
+                    .contains("The old token is still current and untouched"),
+                !promoted
+            );
+        }
+    }
 }

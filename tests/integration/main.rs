@@ -47,6 +47,8 @@ mod groups;
 mod hostile;
 /// Meta's documented contract and each quirk real Meta has shown (`docs/meta-contract.md`).
 mod meta_contract;
+/// The code's shape: no import cycle between `src/`'s top-level modules, a pure core without IO.
+mod module_graph;
 /// The mailers and the outbox on their own: SMTP, TLS, AUTH, rejections, folder mail, no leak.
 mod notify;
 /// Rotation through the binary: `stage`, `rotate`, `rollback` per source and store, crashes, races.
