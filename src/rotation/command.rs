@@ -273,42 +273,8 @@ pub async fn dry_run(
             current.fingerprint()
         )),
     }
-    let mut code = 0;
     let pending = store.pending().await?;
-    out.push_str("  1. obtain: ");
-    match (&pending, &t.rotation.source) {
-        (Some((v, s)), _) => out.push_str(&format!(
-            "use the staged candidate, version {v}, fingerprint {}\n",
-            s.fingerprint()
-        )),
-        (None, Source::Staged) => {
-            out.push_str(&format!(
-                "nothing is staged: the rotation would stop here. Stage a token with `tokenwarden stage --token {name}`\n"
-            ));
-            code = 1;
-        }
-        (None, Source::Refresh) => {
-            out.push_str("refresh the current token through Meta's API (`oauth/access_token`, fb_exchange_token), and stage the answer\n");
-            if let Some(why) = super::source_conflict(t, facts.as_ref()) {
-                out.push_str(&format!("     refused: {why}\n"));
-                code = 1;
-            } else if facts.is_none() {
-                out.push_str("     refused: an invalid token cannot be refreshed; stage a new one from Business Manager\n");
-                code = 1;
-            }
-        }
-        (None, Source::Mint(m)) => {
-            out.push_str(&format!(
-                "mint a {} system-user token for system user {} and stage it\n",
-                if m.expiring { "60-day" } else { "non-expiring" },
-                m.system_user_id
-            ));
-            if let Err(e) = m.admin_token.resolve() {
-                out.push_str(&format!("     refused: `mint.admin_token`: {e}\n"));
-                code = 1;
-            }
-        }
-    }
+    let mut code = dry_obtain(&mut out, t, pending.as_ref(), facts.as_ref());
     out.push_str(&format!(
         "  2. validate: valid, app {}, a system-user token, both WhatsApp scopes{}{}, and living longer than the current token\n",
         cfg.meta.app_id,
@@ -329,10 +295,84 @@ pub async fn dry_run(
             Err(e) => out.push_str(&format!("     cannot check the candidate now: {e}\n")),
         }
     }
+    code = code.max(dry_deliver(&mut out, cfg, t, pending.as_ref(), &current).await);
+    out.push_str(&format!(
+        "  4. promote: move AWSCURRENT from version {cur_v} to the candidate in {} (the old version becomes AWSPREVIOUS)\n",
+        store.describe()
+    ));
+    match t.rotation.revoke_after {
+        Some(g) => out.push_str(&format!(
+            "  5. revoke: {} after promotion, revoke the old token (fingerprint {}) through Meta and confirm it is invalid\n",
+            timefmt::span(g.as_secs() as i64),
+            current.fingerprint()
+        )),
+        None => out.push_str("  5. revoke: never (revoke_after = \"never\"): the old token stays valid until its own expiry\n"),
+    }
+    Ok(Done::new(out, code))
+}
+
+/// Step 1 of a dry run: where the candidate would come from, and whether that can work.
+/// Returns the exit code: 1 when the rotation would stop there.
+fn dry_obtain(
+    out: &mut String,
+    t: &TokenConfig,
+    pending: Option<&(crate::store::VersionId, Secret)>,
+    facts: Option<&crate::policy::TokenFacts>,
+) -> u8 {
+    let name = &t.name;
+    let mut code = 0;
+    out.push_str("  1. obtain: ");
+    match (pending, &t.rotation.source) {
+        (Some((v, s)), _) => out.push_str(&format!(
+            "use the staged candidate, version {v}, fingerprint {}\n",
+            s.fingerprint()
+        )),
+        (None, Source::Staged) => {
+            out.push_str(&format!(
+                "nothing is staged: the rotation would stop here. Stage a token with `tokenwarden stage --token {name}`\n"
+            ));
+            code = 1;
+        }
+        (None, Source::Refresh) => {
+            out.push_str("refresh the current token through Meta's API (`oauth/access_token`, fb_exchange_token), and stage the answer\n");
+            if let Some(why) = super::source_conflict(t, facts) {
+                out.push_str(&format!("     refused: {why}\n"));
+                code = 1;
+            } else if facts.is_none() {
+                out.push_str("     refused: an invalid token cannot be refreshed; stage a new one from Business Manager\n");
+                code = 1;
+            }
+        }
+        (None, Source::Mint(m)) => {
+            out.push_str(&format!(
+                "mint a {} system-user token for system user {} and stage it\n",
+                if m.expiring { "60-day" } else { "non-expiring" },
+                m.system_user_id
+            ));
+            if let Err(e) = m.admin_token.resolve() {
+                out.push_str(&format!("     refused: `mint.admin_token`: {e}\n"));
+                code = 1;
+            }
+        }
+    }
+    code
+}
+
+/// Step 3 of a dry run: each target in wave order, what it holds now, and its verify run
+/// against the current token. Returns the exit code: 1 when a target cannot be set up or its
+/// verify fails.
+async fn dry_deliver(
+    out: &mut String,
+    cfg: &Config,
+    t: &TokenConfig,
+    pending: Option<&(crate::store::VersionId, Secret)>,
+    current: &Secret,
+) -> u8 {
+    let mut code = 0;
     if t.targets.is_empty() {
         out.push_str("  3. deliver: no environments are configured for this token\n");
     } else {
-        let new_word = match &pending {
+        let new_word = match pending {
             Some((_, s)) => format!("{} (fingerprint {})", mask(s), s.fingerprint()),
             None => "the new token".into(),
         };
@@ -376,19 +416,7 @@ pub async fn dry_run(
             out.push_str(&format!("     wave {}: {}: {line}\n", tc.wave, tc.name));
         }
     }
-    out.push_str(&format!(
-        "  4. promote: move AWSCURRENT from version {cur_v} to the candidate in {} (the old version becomes AWSPREVIOUS)\n",
-        store.describe()
-    ));
-    match t.rotation.revoke_after {
-        Some(g) => out.push_str(&format!(
-            "  5. revoke: {} after promotion, revoke the old token (fingerprint {}) through Meta and confirm it is invalid\n",
-            timefmt::span(g.as_secs() as i64),
-            current.fingerprint()
-        )),
-        None => out.push_str("  5. revoke: never (revoke_after = \"never\"): the old token stays valid until its own expiry\n"),
-    }
-    Ok(Done::new(out, code))
+    code
 }
 
 /// A token shown without its value: its first four characters (Meta's fixed prefix) only.

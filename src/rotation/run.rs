@@ -339,82 +339,101 @@ async fn obtain(d: &Deps<'_>, r: &mut Rotation) -> Event {
                 d.token.name
             ));
         }
-        Source::Refresh => {
-            // Refresh only what can be refreshed: never a non-expiring token (it would come
-            // back as a 60-day one) and never a dead one (Meta refuses).
-            match d.graph.debug_token(&current).await {
-                Err(e) => return graph_event("inspecting the current token", e),
-                Ok(info) if info.invalid_reason().is_some() => {
-                    let why = info
-                        .invalid_reason()
-                        .map(|a| graph::dead_reason(&a))
-                        .unwrap_or_default();
-                    return Event::Failed(format!(
-                        "the current token cannot be refreshed because it is no longer valid ({why}); only a new token from Business Manager can replace it: stage it with `tokenwarden stage --token {}`",
-                        d.token.name
-                    ));
-                }
-                Ok(info) if info.expires_at == graph::Expiry::Never => {
-                    return Event::Failed(
-                        "the current token never expires; refreshing would trade it for a 60-day token. Use source = \"mint\" with lifetime = \"never\", or \"staged\"".into(),
-                    );
-                }
-                Ok(_) => {}
-            }
-            mark_sent(d, r);
-            match d.graph.refresh_token(&current).await {
-                Ok(n) => n.token,
-                Err(e) => return graph_event("refreshing the token", e),
-            }
-        }
-        Source::Mint(m) => {
-            let admin = match m.admin_token.resolve() {
-                Ok(a) => a,
-                Err(e) => return Event::Failed(format!("`mint.admin_token`: {e}")),
-            };
-            // Ask for what the current token has (Meta's access-token page also assigns
-            // `business_management`; teams add others), or what the config says.
-            let scopes = if m.scopes.is_empty() {
-                match d.graph.debug_token(&current).await {
-                    Ok(info) => mint_scopes(&info),
-                    Err(e) => return graph_event("inspecting the current token's scopes", e),
-                }
-            } else {
-                m.scopes.clone()
-            };
-            mark_sent(d, r);
-            match d
-                .graph
-                .mint_token(&admin, &m.system_user_id, m.expiring, &scopes)
-                .await
-            {
-                Ok(t) => t,
-                Err(GraphError::Misconfigured(api)) if !m.expiring && api.code == 100 => {
-                    // "Some businesses must use expiring tokens ... omitting this parameter
-                    // or setting it to false results in an error" (the code is not
-                    // documented; 100 is what a refused parameter gets). Not retried until
-                    // the config changes (`start_reason`).
-                    r.needs_config_change = Some(rotation_settings(d.token));
-                    return Event::Failed(format!(
-                        "minting a non-expiring token for system user {} was refused ({api}); if this business must use expiring tokens, Meta refuses set_token_expires_in_60_days=false: set lifetime = \"60d\" in the token's `mint` table (no new attempt is made until the config changes)",
-                        m.system_user_id
-                    ));
-                }
-                Err(e) => {
-                    return graph_event(
-                        &format!("minting a token for system user {}", m.system_user_id),
-                        e,
-                    );
-                }
-            }
-        }
+        Source::Refresh => refresh(d, r, &current).await,
+        Source::Mint(m) => mint(d, r, m, &current).await,
+    };
+    let token = match token {
+        Ok(t) => t,
+        Err(ev) => return ev,
     };
     // Meta may hand back the current token itself, living longer (seen for refresh): it is
     // not a successor. Staging it would have it "rejected" and revoked: the live token.
     if token.fingerprint() == current.fingerprint() {
         return extended_in_place(d, r, &token).await;
     }
-    // The new token exists only in memory until staged: retry the store a few times here.
+    stage_obtained(d, r, token).await
+}
+
+/// Meta's refresh of `current`, for a token that can be refreshed: never a non-expiring one
+/// (it would come back as a 60-day one) and never a dead one (Meta refuses).
+async fn refresh(d: &Deps<'_>, r: &mut Rotation, current: &Secret) -> Result<Secret, Event> {
+    match d.graph.debug_token(current).await {
+        Err(e) => return Err(graph_event("inspecting the current token", e)),
+        Ok(info) if info.invalid_reason().is_some() => {
+            let why = info
+                .invalid_reason()
+                .map(|a| graph::dead_reason(&a))
+                .unwrap_or_default();
+            return Err(Event::Failed(format!(
+                "the current token cannot be refreshed because it is no longer valid ({why}); only a new token from Business Manager can replace it: stage it with `tokenwarden stage --token {}`",
+                d.token.name
+            )));
+        }
+        Ok(info) if info.expires_at == graph::Expiry::Never => {
+            return Err(Event::Failed(
+                "the current token never expires; refreshing would trade it for a 60-day token. Use source = \"mint\" with lifetime = \"never\", or \"staged\"".into(),
+            ));
+        }
+        Ok(_) => {}
+    }
+    mark_sent(d, r);
+    d.graph
+        .refresh_token(current)
+        .await
+        .map(|n| n.token)
+        .map_err(|e| graph_event("refreshing the token", e))
+}
+
+/// A new token minted for the configured system user, with the scopes the current token has
+/// (Meta's access-token page also assigns `business_management`; teams add others) or the
+/// configured ones.
+async fn mint(
+    d: &Deps<'_>,
+    r: &mut Rotation,
+    m: &crate::config::MintConfig,
+    current: &Secret,
+) -> Result<Secret, Event> {
+    let admin = m
+        .admin_token
+        .resolve()
+        .map_err(|e| Event::Failed(format!("`mint.admin_token`: {e}")))?;
+    let scopes = if m.scopes.is_empty() {
+        match d.graph.debug_token(current).await {
+            Ok(info) => mint_scopes(&info),
+            Err(e) => return Err(graph_event("inspecting the current token's scopes", e)),
+        }
+    } else {
+        m.scopes.clone()
+    };
+    mark_sent(d, r);
+    match d
+        .graph
+        .mint_token(&admin, &m.system_user_id, m.expiring, &scopes)
+        .await
+    {
+        Ok(t) => Ok(t),
+        Err(GraphError::Misconfigured(api)) if !m.expiring && api.code == 100 => {
+            // "Some businesses must use expiring tokens ... omitting this parameter or
+            // setting it to false results in an error" (the code is not documented; 100 is
+            // what a refused parameter gets). Not retried until the config changes
+            // (`start_reason`).
+            r.needs_config_change = Some(rotation_settings(d.token));
+            Err(Event::Failed(format!(
+                "minting a non-expiring token for system user {} was refused ({api}); if this business must use expiring tokens, Meta refuses set_token_expires_in_60_days=false: set lifetime = \"60d\" in the token's `mint` table (no new attempt is made until the config changes)",
+                m.system_user_id
+            )))
+        }
+        Err(e) => Err(graph_event(
+            &format!("minting a token for system user {}", m.system_user_id),
+            e,
+        )),
+    }
+}
+
+/// Stages a token Meta just made. It exists only in memory until then: the store is tried a
+/// few times, and a token it refuses is revoked at once rather than left live, tracked by
+/// nobody.
+async fn stage_obtained(d: &Deps<'_>, r: &Rotation, token: Secret) -> Event {
     let mut tries = 0;
     loop {
         tries += 1;
@@ -429,8 +448,6 @@ async fn obtain(d: &Deps<'_>, r: &mut Rotation) -> Event {
                 tokio::time::sleep(Duration::from_millis(500 * tries)).await;
             }
             Err(e) => {
-                // Nobody will ever see this token (it exists only here): revoke it now rather
-                // than leave a live token behind that nobody tracks.
                 revoke_own_candidate(d, r, &token).await;
                 return store_event(e);
             }
@@ -901,14 +918,26 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
         }),
         crate::delivery::Rollout::Delivered(_) => false,
     };
+    record_rollout(d, &targets, &rollout, &candidate, &old)
+}
+
+/// Records what a rollout did, in the target log and the audit log, and turns it into the
+/// rotation's event: delivered, or a failed delivery naming the target and what was put back.
+fn record_rollout(
+    d: &Deps<'_>,
+    targets: &[std::sync::Arc<crate::target::Configured>],
+    rollout: &crate::delivery::Rollout,
+    candidate: &Secret,
+    old: &Secret,
+) -> Event {
     let log = crate::delivery::TargetLog::new(&d.cfg.state_dir);
     let mut records = log.load_or_empty(&d.token.name);
     let now = (d.now)();
-    let event = match &rollout {
+    let event = match rollout {
         crate::delivery::Rollout::Delivered(results) => {
             crate::delivery::record(
                 &mut records,
-                &targets,
+                targets,
                 results,
                 candidate.fingerprint(),
                 PushEvent::Rotation,
@@ -928,7 +957,7 @@ async fn deliver(d: &Deps<'_>, r: &mut Rotation) -> Event {
         } => {
             crate::delivery::record(
                 &mut records,
-                &targets,
+                targets,
                 results,
                 candidate.fingerprint(),
                 PushEvent::Rotation,
