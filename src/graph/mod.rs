@@ -896,7 +896,9 @@ fn revoke_outcome(body: &[u8]) -> Option<bool> {
     }
 }
 
-fn error_chain(e: reqwest::Error) -> String {
+/// A reqwest error with its causes, for a message (strip the URL first: it may carry a
+/// secret). Shared with the webhook target.
+pub(crate) fn error_chain(e: reqwest::Error) -> String {
     use std::error::Error;
     let mut s = e.to_string();
     let mut src = e.source();

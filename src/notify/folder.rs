@@ -22,12 +22,7 @@ impl FolderMailer {
         from: &str,
         to: &[String],
     ) -> Result<FolderMailer, NotifyError> {
-        let from = message::parse_mailbox(from).map_err(NotifyError::Config)?;
-        let to = to
-            .iter()
-            .map(|t| message::parse_mailbox(t))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(NotifyError::Config)?;
+        let (from, to) = message::parse_addresses(from, to)?;
         Ok(FolderMailer { path, from, to })
     }
 

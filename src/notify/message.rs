@@ -12,6 +12,21 @@ const DOMAIN: &str = "tokenwarden";
 
 pub(super) use crate::config::email::parse_mailbox;
 
+/// The sender and the recipients of a mailer's config, parsed (the config check has already
+/// said what is wrong with them; this only refuses to build a mailer from them).
+pub(super) fn parse_addresses(
+    from: &str,
+    to: &[String],
+) -> Result<(Mailbox, Vec<Mailbox>), NotifyError> {
+    let from = parse_mailbox(from).map_err(NotifyError::Config)?;
+    let to = to
+        .iter()
+        .map(|t| parse_mailbox(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(NotifyError::Config)?;
+    Ok((from, to))
+}
+
 /// `<{id}@tokenwarden>`.
 pub(super) fn message_id(id: &str) -> String {
     format!("<{id}@{DOMAIN}>")

@@ -70,12 +70,7 @@ impl SmtpMailer {
         };
         let host = host.trim().to_string();
         let port = port.unwrap_or(tls.default_port());
-        let from = message::parse_mailbox(from).map_err(NotifyError::Config)?;
-        let to = to
-            .iter()
-            .map(|t| message::parse_mailbox(t))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(NotifyError::Config)?;
+        let (from, to) = message::parse_addresses(from, to)?;
         let timeout = timeout
             .as_deref()
             .and_then(crate::config::parse_duration)

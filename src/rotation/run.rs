@@ -933,16 +933,20 @@ fn record_rollout(
     let log = crate::delivery::TargetLog::new(&d.cfg.state_dir);
     let mut records = log.load_or_empty(&d.token.name);
     let now = (d.now)();
+    let results = match rollout {
+        crate::delivery::Rollout::Delivered(results)
+        | crate::delivery::Rollout::Failed { results, .. } => results,
+    };
+    crate::delivery::record(
+        &mut records,
+        targets,
+        results,
+        candidate.fingerprint(),
+        PushEvent::Rotation,
+        now,
+    );
     let event = match rollout {
         crate::delivery::Rollout::Delivered(results) => {
-            crate::delivery::record(
-                &mut records,
-                targets,
-                results,
-                candidate.fingerprint(),
-                PushEvent::Rotation,
-                now,
-            );
             for res in results {
                 d.audit.record(now, AuditEvent::Push, serde_json::json!({"token": d.token.name, "target": res.name, "wave": res.wave, "fingerprint": candidate.fingerprint().to_string(), "changed": res.outcome.as_ref().ok(), "event": PushEvent::Rotation}));
             }
@@ -955,14 +959,6 @@ fn record_rollout(
             restored,
             restore_failed,
         } => {
-            crate::delivery::record(
-                &mut records,
-                targets,
-                results,
-                candidate.fingerprint(),
-                PushEvent::Rotation,
-                now,
-            );
             for name in restored {
                 if let Some(rec) = records.get_mut(name) {
                     rec.fingerprint = Some(old.fingerprint());

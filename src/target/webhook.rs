@@ -420,18 +420,7 @@ fn transport_error(e: reqwest::Error, timeout: Duration) -> String {
     }
 }
 
-/// A reqwest error with its causes, for a message (strip the URL first).
-pub(super) fn error_chain(e: reqwest::Error) -> String {
-    use std::error::Error;
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
-}
+pub(super) use crate::graph::error_chain;
 
 #[cfg(test)]
 mod tests {
