@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every tokenwarden test on a fresh machine: installs what the tests need (moto's AWS
 # emulator, the aiosmtpd SMTP server and python-dotenv, into .venv; Node's dotenv, into
-# tests/support/node_modules; systemd-analyze if missing), then lints and runs the test suite.
+# tests/support/node_modules; systemd-analyze and promtool if missing), then lints and runs the test suite.
 # The tests start those servers themselves, on loopback, and stop them when they end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +36,12 @@ fi
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     echo "==> installing systemd (for systemd-analyze)"
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq systemd >/dev/null; else sudo apt-get update -qq && sudo apt-get install -y -qq systemd >/dev/null; fi
+fi
+
+# The monitoring tests run promtool (`check rules`, `test rules`); Debian ships it in `prometheus`.
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "==> installing prometheus (for promtool)"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; else sudo apt-get update -qq && sudo apt-get install -y -qq prometheus >/dev/null; fi
 fi
 
 echo "==> cargo fmt --check"

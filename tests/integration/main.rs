@@ -51,6 +51,9 @@ mod meta_contract;
 mod module_graph;
 /// The mailers and the outbox on their own: SMTP, TLS, AUTH, rejections, folder mail, no leak.
 mod notify;
+/// `deploy/`'s monitoring: the Prometheus rules under `promtool check` and `promtool test rules`,
+/// the Grafana dashboard's queries against a real daemon's `/metrics`.
+mod observability;
 /// Rotation through the binary: `stage`, `rotate`, `rollback` per source and store, crashes, races.
 mod rotation;
 /// The Graph sandbox itself: every endpoint, fault and quirk behaves as Meta's documentation.
