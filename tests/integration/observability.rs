@@ -96,6 +96,36 @@ fn prometheus_rules_pass_promtool_check_and_their_unit_tests() {
             tests.display()
         );
     }
+
+    // The input series are shaped like /metrics: each name and label is one `src/metrics.rs`
+    // writes (`up`, `job` and `instance` are Prometheus's own, added by the scrape).
+    let exporter =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs"))
+            .unwrap();
+    let mut series = 0;
+    for line in text.lines().map(str::trim) {
+        let Some(sel) = line.strip_prefix("- series: '") else {
+            continue;
+        };
+        series += 1;
+        let (name, labels) = sel.split_once('{').expect("a series with labels");
+        if name != "up" {
+            assert!(
+                exporter.contains(&format!("\"{name}")),
+                "{name} in {} is not a metric /metrics writes",
+                tests.display()
+            );
+        }
+        for pair in labels.trim_end_matches("}'").split(',') {
+            let key = pair.split_once('=').expect("label=value").0;
+            assert!(
+                ["job", "instance"].contains(&key) || exporter.contains(&format!("{key}=\\\"")),
+                "label {key} of {name} in {} is not one /metrics writes",
+                tests.display()
+            );
+        }
+    }
+    assert!(series >= 10, "{series} input series");
 }
 
 /// The unit tests can fail: a copy of the rules with the 3-day warning cut to 1 day fails them,
