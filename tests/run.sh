@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every tokenwarden test on a fresh machine: installs what the tests need (moto's AWS
 # emulator, the aiosmtpd SMTP server and python-dotenv, into .venv; Node's dotenv, into
-# tests/support/node_modules; systemd-analyze and promtool if missing), then lints and runs the test suite.
+# tests/support/node_modules; systemd-analyze and promtool if missing), then lints and runs the
+# test suite.
 # The tests start those servers themselves, on loopback, and stop them when they end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,9 +40,13 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
 fi
 
 # The monitoring tests run promtool (`check rules`, `test rules`); Debian ships it in `prometheus`.
+# Only the tool is wanted: no recommended exporters, and where systemd runs, the server the
+# package enables (it would listen on every address) is stopped and disabled again.
 if ! command -v promtool >/dev/null 2>&1; then
     echo "==> installing prometheus (for promtool)"
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; else sudo apt-get update -qq && sudo apt-get install -y -qq prometheus >/dev/null; fi
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    if [ -d /run/systemd/system ]; then $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 fi
 
 echo "==> cargo fmt --check"
