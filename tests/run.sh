@@ -38,6 +38,13 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq systemd >/dev/null; else sudo apt-get update -qq && sudo apt-get install -y -qq systemd >/dev/null; fi
 fi
 
+# The email rendering test opens every kind of email in headless Chromium (it reads local
+# files only; no network).
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "==> installing chromium (for the email rendering test)"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
