@@ -224,7 +224,7 @@ impl Doc {
             if let Some(d) = &h.deadline {
                 out.push_str(&format!(
                     "<tr id=\"tw-deadline\"><td style=\"padding:2px 12px 2px 0;color:#555555\">Deadline</td><td style=\"padding:2px 0;font-weight:bold\">{}</td></tr>",
-                    escape(d)
+                    code_spans(&escape(d))
                 ));
             }
             out.push_str("</table></td></tr>");
