@@ -199,7 +199,14 @@ function box(id) {
   var r = e.getBoundingClientRect();
   return {top: r.top + window.scrollY, bottom: r.bottom + window.scrollY, height: r.height, text: e.innerText};
 }
-var out = {width: window.innerWidth, headline: box('tw-headline'), deadline: box('tw-deadline')};
+var todo = null;
+document.querySelectorAll('h3').forEach(function (h) {
+  if (!todo && h.innerText.indexOf('What you must do') === 0) {
+    var r = h.getBoundingClientRect();
+    todo = {top: r.top + window.scrollY, bottom: r.bottom + window.scrollY};
+  }
+});
+var out = {width: window.innerWidth, headline: box('tw-headline'), deadline: box('tw-deadline'), todo: todo};
 var pre = document.createElement('pre');
 pre.id = 'tw-probe';
 pre.textContent = 'PRO' + 'BE' + JSON.stringify(out) + 'EBO' + 'RP';
@@ -283,6 +290,14 @@ fn every_email_shows_its_headline_and_deadline_on_the_first_screen_in_chromium()
                 "{name}: the {id} shows {text:?}, without {want:?}"
             );
         }
+        // Then what to do: its heading starts on the first screen too, before the facts.
+        let todo = v["todo"]["bottom"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name}: no \"What you must do\" heading: {v}"));
+        assert!(
+            todo <= FOLD,
+            "{name}: \"What you must do\" ends at {todo} px: {v}"
+        );
         let headline = v["headline"]["text"].as_str().unwrap();
         assert!(
             headline.contains("billbytekot-prod"),
