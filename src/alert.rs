@@ -42,6 +42,8 @@ pub struct Context<'a> {
     /// What tokenwarden does about an ageing or broken token on its own (the configured
     /// rotation source), as a sentence.
     pub rotation: &'a str,
+    /// When a rotation of the token becomes due (for the picture of its life), if ever.
+    pub rotation_due: Option<Timestamp>,
 }
 
 /// A rendered email, before addressing.
@@ -61,10 +63,66 @@ struct Section {
     ordered: bool,
 }
 
+/// What the first screen of an email says, before anything else: on-call reads the top, so
+/// the severity, the token, the time left and the deadline come first.
+struct Head {
+    /// The subject's word in capitals (`WARNING`, `ROTATED`); it picks the banner's colour.
+    word: String,
+    /// The token the email is about (`None`: a host alert, about tokenwarden's own files).
+    token: Option<String>,
+    /// The subject's headline.
+    headline: String,
+    /// The time left, in words (`None`: the email is not about a deadline).
+    left: Option<String>,
+    /// The deadline, in words.
+    deadline: Option<String>,
+    /// The token's life as a small picture, when its points are known.
+    life: Option<Life>,
+}
+
+/// The points of a token's life the picture shows.
+#[derive(Debug, Clone, Copy)]
+struct Life {
+    issued: Option<Timestamp>,
+    now: Timestamp,
+    due: Option<Timestamp>,
+    deadline: Option<Timestamp>,
+}
+
 /// A small document rendered to text and HTML.
 struct Doc {
+    head: Head,
     lead: String,
     sections: Vec<Section>,
+}
+
+/// The banner's colour for a subject word: red when messaging fails or is about to, amber when
+/// someone should look, green when all is well. White text on each passes WCAG AA contrast.
+fn colour(word: &str) -> &'static str {
+    match word {
+        "CRITICAL" | "EXPIRED" | "INVALID" | "ROTATION FAILED" | "DELIVERY FAILED"
+        | "TARGET FAILING" => "#b3261e",
+        "ROTATED" | "RESOLVED" | "EXTENDED" => "#1e7b34",
+        "WARNING"
+        | "CONFIG"
+        | "UNKNOWN"
+        | "DRIFT"
+        | "OLD TOKEN STILL IN USE"
+        | "ROTATION REJECTED" => "#a15c00",
+        _ => "#44546a",
+    }
+}
+
+/// Section order on the page: what the person must do first, then what tokenwarden does,
+/// then the facts (stable for the rest).
+fn rank(title: &str) -> u8 {
+    if title.starts_with("What you must do") {
+        0
+    } else if title.starts_with("What tokenwarden will do") {
+        1
+    } else {
+        2
+    }
 }
 
 impl Doc {
@@ -78,9 +136,31 @@ impl Doc {
         }
     }
 
+    fn ordered_sections(&self) -> Vec<&Section> {
+        let mut s: Vec<&Section> = self.sections.iter().collect();
+        s.sort_by_key(|s| rank(&s.title));
+        s
+    }
+
     fn text(&self) -> String {
-        let mut out = format!("{}\n", self.lead);
-        for s in &self.sections {
+        let h = &self.head;
+        let mut out = match &h.token {
+            Some(t) => format!("{} {t}: {}\n", h.word, h.headline),
+            None => format!("{}: {}\n", h.word, h.headline),
+        };
+        if let Some(l) = &h.left {
+            out.push_str(&format!("Time left: {l}\n"));
+        }
+        if let Some(d) = &h.deadline {
+            out.push_str(&format!("Deadline:  {d}\n"));
+        }
+        out.push_str(&format!("\n{}\n", self.lead));
+        let mut life_done = false;
+        for s in self.ordered_sections() {
+            if rank(&s.title) == 2 && !life_done {
+                out.push_str(&self.life_text());
+                life_done = true;
+            }
             out.push_str(&format!("\n{}\n", s.title));
             for (i, item) in s.items.iter().enumerate() {
                 let bullet = if s.ordered {
@@ -91,23 +171,168 @@ impl Doc {
                 out.push_str(&format!("  {bullet} {item}\n"));
             }
         }
+        if !life_done {
+            out.push_str(&self.life_text());
+        }
         out.push_str("\n-- \ntokenwarden: keeps WhatsApp Cloud API tokens alive. `tokenwarden status` shows every token.\n");
         out
     }
 
+    /// The token's life in the text part: its points in time order, one a line.
+    fn life_text(&self) -> String {
+        let Some(life) = &self.head.life else {
+            return String::new();
+        };
+        let mut out = String::from("\nThe token's life\n");
+        for (_, label, at) in life.points() {
+            out.push_str(&format!("  {label:<14} {}\n", timefmt::utc(at)));
+        }
+        out
+    }
+
+    /// Mail-safe HTML: tables and inline styles only (no classes, images, scripts or external
+    /// resources), as Gmail, Outlook and Apple Mail all render them. The ids only let the
+    /// rendering test find the headline and the deadline; mail clients ignore them.
     fn html(&self) -> String {
-        let mut out = String::from("<!DOCTYPE html><html><body style=\"font-family:sans-serif\">");
-        out.push_str(&format!("<p><strong>{}</strong></p>", escape(&self.lead)));
-        for s in &self.sections {
+        let h = &self.head;
+        let c = colour(&h.word);
+        let mut out = String::from(
+            "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"></head>\
+             <body style=\"margin:0;padding:0;font-family:Arial,Helvetica,sans-serif;color:#222222;font-size:14px;line-height:1.4\">\
+             <table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\" style=\"max-width:680px;border-collapse:collapse\">",
+        );
+        let token = h
+            .token
+            .as_ref()
+            .map(|t| format!(" &middot; {}", escape(t)))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "<tr><td id=\"tw-headline\" bgcolor=\"{c}\" style=\"background-color:{c};color:#ffffff;padding:12px 16px\">\
+             <div style=\"font-size:20px;font-weight:bold\">{}{token}</div>\
+             <div style=\"font-size:16px\">{}</div></td></tr>",
+            escape(&h.word),
+            escape(&h.headline)
+        ));
+        if h.left.is_some() || h.deadline.is_some() {
+            out.push_str("<tr><td style=\"padding:8px 16px 0 16px\"><table role=\"presentation\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\" style=\"border-collapse:collapse;font-size:15px\">");
+            if let Some(l) = &h.left {
+                out.push_str(&format!(
+                    "<tr><td style=\"padding:2px 12px 2px 0;color:#555555\">Time left</td><td style=\"padding:2px 0;font-weight:bold;color:{c}\">{}</td></tr>",
+                    escape(l)
+                ));
+            }
+            if let Some(d) = &h.deadline {
+                out.push_str(&format!(
+                    "<tr id=\"tw-deadline\"><td style=\"padding:2px 12px 2px 0;color:#555555\">Deadline</td><td style=\"padding:2px 0;font-weight:bold\">{}</td></tr>",
+                    code_spans(&escape(d))
+                ));
+            }
+            out.push_str("</table></td></tr>");
+        }
+        out.push_str(&format!(
+            "<tr><td style=\"padding:8px 16px 0 16px\"><p style=\"margin:0\"><strong>{}</strong></p></td></tr>",
+            escape(&self.lead)
+        ));
+        let mut life_done = false;
+        for s in self.ordered_sections() {
+            if rank(&s.title) == 2 && !life_done {
+                out.push_str(&self.life_html());
+                life_done = true;
+            }
             let tag = if s.ordered { "ol" } else { "ul" };
-            out.push_str(&format!("<h3>{}</h3><{tag}>", escape(&s.title)));
+            out.push_str(&format!(
+                "<tr><td style=\"padding:0 16px\"><h3 style=\"margin:14px 0 4px 0;font-size:16px\">{}</h3><{tag}>",
+                escape(&s.title)
+            ));
             for item in &s.items {
                 out.push_str(&format!("<li>{}</li>", code_spans(&escape(item))));
             }
-            out.push_str(&format!("</{tag}>"));
+            out.push_str(&format!("</{tag}></td></tr>"));
         }
-        out.push_str("<p style=\"color:#666\">tokenwarden: keeps WhatsApp Cloud API tokens alive. <code>tokenwarden status</code> shows every token.</p></body></html>");
+        if !life_done {
+            out.push_str(&self.life_html());
+        }
+        out.push_str("<tr><td style=\"padding:8px 16px 16px 16px\"><p style=\"color:#666666;margin:0\">tokenwarden: keeps WhatsApp Cloud API tokens alive. <code>tokenwarden status</code> shows every token.</p></td></tr></table></body></html>");
         out
+    }
+
+    /// The token's life as one row of table cells, each as wide as its share of the time, in
+    /// the colour of its zone (green before the rotation is due, amber until the deadline,
+    /// red after it), pale where it has passed; a row of marks above shows where each point
+    /// falls, and a legend below gives each point's date.
+    fn life_html(&self) -> String {
+        let Some(life) = &self.head.life else {
+            return String::new();
+        };
+        let points = life.points();
+        let (Some(first), Some(last)) = (points.first(), points.last()) else {
+            return String::new();
+        };
+        let span = (last.2.as_second() - first.2.as_second()).max(1);
+        let (mut marks, mut bar) = (String::new(), String::new());
+        let segments: Vec<_> = points
+            .windows(2)
+            .filter(|w| w[1].2 > w[0].2)
+            .map(|w| (w[0], w[1]))
+            .collect();
+        for (n, (from, to)) in segments.iter().enumerate() {
+            let (a, b) = (from.2.as_second(), to.2.as_second());
+            let pct = (((b - a) * 100) / span).max(1);
+            let past = b <= life.now.as_second();
+            let fill = if life.deadline.is_some_and(|d| a >= d.as_second()) {
+                if past { "#e8a09b" } else { "#b3261e" }
+            } else if life.due.is_some_and(|d| a >= d.as_second()) {
+                if past { "#f3d48a" } else { "#e0a100" }
+            } else if past {
+                "#a9d3b2"
+            } else {
+                "#2e8540"
+            };
+            let end = if n + 1 == segments.len() {
+                format!("<span style=\"float:right\">{}</span>", to.0)
+            } else {
+                String::new()
+            };
+            marks.push_str(&format!(
+                "<td width=\"{pct}%\" style=\"width:{pct}%;font-size:12px;line-height:14px;white-space:nowrap\">{}{end}</td>",
+                from.0
+            ));
+            bar.push_str(&format!(
+                "<td width=\"{pct}%\" height=\"14\" bgcolor=\"{fill}\" style=\"width:{pct}%;height:14px;background-color:{fill};font-size:1px;line-height:1px\">&nbsp;</td>"
+            ));
+        }
+        let mut legend = String::new();
+        for (mark, label, at) in &points {
+            legend.push_str(&format!(
+                "<tr><td style=\"padding:1px 8px 1px 0;font-weight:bold\">{mark} {label}</td><td style=\"padding:1px 0\">{}</td></tr>",
+                escape(&timefmt::utc(*at))
+            ));
+        }
+        format!(
+            "<tr><td style=\"padding:0 16px\"><h3 style=\"margin:14px 0 4px 0;font-size:16px\">The token's life</h3>\
+             <table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\" style=\"border-collapse:collapse\"><tr>{marks}</tr></table>\
+             <table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\" style=\"border-collapse:collapse;border:1px solid #cccccc\"><tr>{bar}</tr></table>\
+             <table role=\"presentation\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\" style=\"border-collapse:collapse;margin-top:4px;font-size:13px\">{legend}</table></td></tr>"
+        )
+    }
+}
+
+impl Life {
+    /// The known points in time order, each with its mark and label.
+    fn points(&self) -> Vec<(&'static str, &'static str, Timestamp)> {
+        let mut p: Vec<(&'static str, &'static str, Timestamp)> = Vec::new();
+        if let Some(i) = self.issued {
+            p.push(("&#9679;", "Issued", i));
+        }
+        p.push(("&#9650;", "Now", self.now));
+        if let Some(d) = self.due {
+            p.push(("&#9670;", "Rotation due", d));
+        }
+        if let Some(d) = self.deadline {
+            p.push(("&#9632;", "Deadline", d));
+        }
+        p.sort_by_key(|x| x.2);
+        p
     }
 }
 
@@ -144,7 +369,29 @@ pub fn render(ctx: &Context<'_>, notice: &Notice, now: Timestamp) -> Rendered {
     let left = ctx.effective.map(|e| e.at.as_second() - now.as_second());
     let (word, headline, lead) = headline(ctx, notice.condition, left, now);
     let subject = format!("[tokenwarden] {word} {}: {headline}", ctx.token);
+    let deadline = ctx.effective.map(|e| e.at);
     let mut doc = Doc {
+        head: Head {
+            word: word.into(),
+            token: Some(ctx.token.into()),
+            headline,
+            left: Some(match left {
+                Some(l) if l > 0 => timefmt::span(l),
+                Some(l) => format!("none: passed {} ago", timefmt::span(-l)),
+                None => "unknown".into(),
+            }),
+            deadline: Some(
+                ctx.effective
+                    .map(|e| format!("{}, set by {}", when(e.at), e.binding.describe()))
+                    .unwrap_or_else(|| "none known".into()),
+            ),
+            life: Some(Life {
+                issued: ctx.facts.and_then(|f| f.issued_at),
+                now,
+                due: ctx.rotation_due,
+                deadline,
+            }),
+        },
         lead,
         sections: Vec::new(),
     };
@@ -195,6 +442,18 @@ pub fn render_targets(
         )
     };
     let mut doc = Doc {
+        head: Head {
+            word: word.into(),
+            token: Some(token.into()),
+            headline: headline.clone(),
+            left: None,
+            deadline: Some(if failed.is_empty() {
+                "none: every target holds the current token again".into()
+            } else {
+                "now: the app behind a failing target may be running on an old token".into()
+            }),
+            life: None,
+        },
         lead: format!(
             "Environments of {token} were out of step with the current token (fingerprint {current})."
         ),
@@ -242,6 +501,14 @@ pub struct HostAlert<'a> {
 /// Renders a [`HostAlert`] (a state file set aside, a full disk).
 pub fn render_host(a: &HostAlert<'_>) -> Rendered {
     let mut doc = Doc {
+        head: Head {
+            word: a.word.into(),
+            token: None,
+            headline: a.headline.into(),
+            left: None,
+            deadline: None,
+            life: None,
+        },
         lead: a.lead.clone(),
         sections: Vec::new(),
     };
@@ -479,7 +746,33 @@ pub fn render_rotation(
         "See the whole picture with `tokenwarden status` and `tokenwarden doctor --token {}`.",
         t.name
     ));
+    // A rotation email has no `now` or old expiry to hand: its deadline is the new token's
+    // when there is one, and otherwise says where the current token's own deadline is shown.
+    let deadline = match (&r.end, mail) {
+        (_, RotationMail::DeliveryFailed | RotationMail::CopiesRemain)
+        | (
+            RotationEnd::Rejected { .. }
+            | RotationEnd::Failed { .. }
+            | RotationEnd::Superseded { .. },
+            _,
+        ) => "the current token's own, unchanged (`tokenwarden status` shows it)".to_string(),
+        (RotationEnd::Running | RotationEnd::Completed, _) => {
+            format!("new token valid until {new_until}")
+        }
+        (RotationEnd::Extended { until }, _) => format!(
+            "token valid until {}",
+            until.map_or_else(|| "no known expiry".to_string(), when)
+        ),
+    };
     let mut doc = Doc {
+        head: Head {
+            word: word.into(),
+            token: Some(t.name.clone()),
+            headline: headline.clone(),
+            left: None,
+            deadline: Some(deadline),
+            life: None,
+        },
         lead,
         sections: Vec::new(),
     };
@@ -820,6 +1113,7 @@ mod tests {
             next_check: Some(now),
             failing_since: Some(Timestamp::from_second(NOW - DAY).unwrap()),
             rotation: "Promote a new token as soon as one is staged.",
+            rotation_due: Some(Timestamp::from_second(NOW).unwrap()),
         };
         let notice = notices
             .iter()
@@ -915,6 +1209,47 @@ mod tests {
             down.subject
         );
         assert!(down.text.contains("not a verdict on the token"));
+    }
+
+    /// On-call reads the top: severity, token, time left and deadline first, then what to do,
+    /// then what tokenwarden does, then the facts, in both parts.
+    #[test]
+    fn both_parts_put_the_headline_and_what_to_do_before_the_facts() {
+        let r = render_for(Verdict::Healthy, NOW);
+        for (part, body) in [("text", &r.text), ("html", &r.html)] {
+            let at = |w: &str| {
+                body.find(w)
+                    .unwrap_or_else(|| panic!("{part}: missing {w:?} in:\n{body}"))
+            };
+            let order = [
+                at("WARNING"),
+                at("billbytekot-prod"),
+                at("Time left"),
+                at("2026-09-28 14:13 UTC"),
+                at("What you must do"),
+                at("What tokenwarden will do"),
+                at("The token's life"),
+                at("Fingerprint:"),
+            ];
+            assert!(order.is_sorted(), "{part}: out of order {order:?}:\n{body}");
+        }
+        assert!(r.text.starts_with(
+            "WARNING billbytekot-prod: WhatsApp token expires in 7 days\nTime left: 7 days\n"
+        ));
+        // The picture: issued, now, rotation due and deadline, in time order, in the text too.
+        let life = &r.text[r.text.find("The token's life").unwrap()..];
+        let order = ["Issued", "Now", "Rotation due", "Deadline"].map(|w| life.find(w).unwrap());
+        assert!(order.is_sorted(), "{life}");
+        // Mail-safe HTML: no class, no script, no image, no external resource.
+        for banned in [
+            "class=", "<script", "<img", "<style", "<link", "src=", "url(", "http",
+        ] {
+            assert!(!r.html.contains(banned), "{banned} in {}", r.html);
+        }
+        assert!(
+            r.html.contains("bgcolor=\"#a15c00\""),
+            "amber banner for a warning"
+        );
     }
 
     #[test]

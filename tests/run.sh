@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every tokenwarden test on a fresh machine: installs what the tests need (moto's AWS
 # emulator, the aiosmtpd SMTP server and python-dotenv, into .venv; Node's dotenv, into
-# tests/support/node_modules; systemd-analyze and promtool if missing), then lints and runs the
+# tests/support/node_modules; systemd-analyze, promtool and chromium if missing), then lints and runs the
 # test suite.
 # The tests start those servers themselves, on loopback, and stop them when they end.
 set -euo pipefail
@@ -47,6 +47,13 @@ if ! command -v promtool >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
     $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
     if [ -d /run/systemd/system ]; then $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+fi
+
+# The email rendering test opens every kind of email in headless Chromium (it reads local
+# files only; no network).
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "==> installing chromium (for the email rendering test)"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi
 fi
 
 echo "==> cargo fmt --check"

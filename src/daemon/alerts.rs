@@ -201,6 +201,10 @@ impl Daemon {
                 next_check,
                 failing_since: ts.failing_since,
                 rotation: &rotation_plan,
+                rotation_due: ts
+                    .facts
+                    .as_ref()
+                    .and_then(|f| crate::rotation::due_at(t, f)),
             };
             let r = alert::render(&ctx, n, now);
             let email = Email {

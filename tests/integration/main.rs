@@ -33,6 +33,8 @@ mod daemon_throttling;
 mod delivery;
 /// `tokenwarden doctor`: each check's mark and advice for every token shape and fault.
 mod doctor;
+/// Every kind of email opened in headless Chromium: headline and deadline on the first screen.
+mod email_render;
 /// Faults during a rotation: Secrets Manager throttled then down mid-promotion, a hanging target.
 mod faults;
 /// The state directory's files: modes under umask, corrupt state, a full disk, stale temp files.
