@@ -109,9 +109,15 @@ pub enum Fault {
         /// Meta error code.
         #[serde(default = "code_4")]
         code: u32,
-        /// `Retry-After` and `estimated_time_to_regain_access` (in minutes there).
+        /// The wait: `estimated_time_to_regain_access` in `X-Business-Use-Case-Usage`, in
+        /// minutes (rounded up), as Meta sends it.
         #[serde(default = "sixty")]
         retry_after_secs: u64,
+        /// Also send it as `Retry-After`, in seconds. Off by default: Meta documents no
+        /// `Retry-After` ("Rate limiting"), and a client that relied on it would pass here and
+        /// fail against Meta. A proxy or gateway in front of Graph may add one.
+        #[serde(default)]
+        retry_after_header: bool,
     },
     /// WhatsApp's code 0 `AuthException`, HTTP 401.
     AuthException {
@@ -228,6 +234,7 @@ impl Fault {
             count: 1,
             code,
             retry_after_secs: 60,
+            retry_after_header: false,
         }
     }
 

@@ -143,6 +143,8 @@ async fn rate_limited_items_are_retried_without_touching_the_others() {
             count,
             code,
             retry_after_secs: 0,
+            // Seconds as a gateway would add them; Meta itself sends only minutes.
+            retry_after_header: true,
         });
     }
     let results = c.debug_tokens(&tokens, 4).await;
@@ -172,6 +174,8 @@ async fn items_still_limited_after_every_attempt_end_transient_alone() {
         count: 15,
         code: 80004,
         retry_after_secs: 0,
+        // Seconds as a gateway would add them; Meta itself sends only minutes.
+        retry_after_header: true,
     });
     let results = c.debug_tokens(&tokens, 1).await;
     for (i, r) in results.iter().enumerate() {

@@ -50,6 +50,8 @@ async fn a_long_rate_limit_ends_the_check_at_once_never_alerts_and_the_next_chec
             count: 1,
             code,
             retry_after_secs: RETRY_AFTER,
+            // Seconds as a gateway would add them; Meta itself sends only minutes.
+            retry_after_header: true,
         });
         let requests = sb.stats().requests_for(endpoint);
         let started = Instant::now();

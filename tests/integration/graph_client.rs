@@ -289,6 +289,8 @@ async fn transient_faults_are_retried_until_success() {
             count: 0,
             code: 4,
             retry_after_secs: secs,
+            // Seconds as a gateway would add them; Meta itself sends only minutes.
+            retry_after_header: true,
         });
         let before = sb.stats().requests_for(Endpoint::Phone);
         let started = std::time::Instant::now();
@@ -585,6 +587,8 @@ async fn mint_is_never_sent_twice_once_meta_may_have_acted() {
         count: 1,
         code: 4,
         retry_after_secs: 1,
+        // Seconds as a gateway would add them; Meta itself sends only minutes.
+        retry_after_header: true,
     });
     let before = mints();
     let c = client_for(

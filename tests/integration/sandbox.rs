@@ -908,6 +908,8 @@ async fn batch_items_are_rate_limited_one_by_one_and_headers_can_be_left_out() {
         count: 2,
         code: 613,
         retry_after_secs: 5,
+        // Seconds as a gateway would add them; Meta itself sends only minutes.
+        retry_after_header: true,
     });
     let r = batch_of(&sb, &[&t, &t, &t], &[]).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -1004,7 +1006,8 @@ async fn faults_of_every_kind() {
     let r = send_message(&sb, &t, text_to("15550001111")).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.code(), 130429);
-    assert!(r.header("retry-after").is_some());
+    // Meta documents no Retry-After: the wait is only in the usage header, in minutes.
+    assert!(r.header("retry-after").is_none());
     let buc: Value = serde_json::from_str(&r.header("x-business-use-case-usage").unwrap()).unwrap();
     assert!(buc[DEMO_WABA_ID][0]["estimated_time_to_regain_access"].is_number());
     sb.add_fault(Fault::rate_limit(Endpoint::Any, 4));

@@ -102,6 +102,8 @@ async fn the_daemon_runs_flat_under_random_faults() {
                 count: 1,
                 code: 4,
                 retry_after_secs: 1,
+                // Seconds as a gateway would add them; Meta itself sends only minutes.
+                retry_after_header: true,
             },
             _ => Fault::delay(e, 300),
         };

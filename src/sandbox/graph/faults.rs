@@ -76,6 +76,7 @@ fn fault_reply(w: &mut World, fault: &Fault) -> Option<Reply> {
         Fault::RateLimit {
             code,
             retry_after_secs,
+            retry_after_header,
             ..
         } => {
             let e = match code {
@@ -95,8 +96,10 @@ fn fault_reply(w: &mut World, fault: &Fault) -> Option<Reply> {
             let usage = business_use_case_usage(w, retry_after_secs.div_ceil(60), 28, 36);
             let mut r = e.into_reply(w);
             r.headers.push(("x-business-use-case-usage", usage));
-            r.headers
-                .push(("retry-after", retry_after_secs.to_string()));
+            if retry_after_header {
+                r.headers
+                    .push(("retry-after", retry_after_secs.to_string()));
+            }
             r.headers.push((
                 "x-app-usage",
                 json!({"call_count": 100, "total_time": 36, "total_cputime": 28}).to_string(),
