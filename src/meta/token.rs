@@ -121,13 +121,12 @@ impl TokenInfo {
     /// ([`crate::usable`]).
     pub fn waba_targets(&self) -> Option<Vec<String>> {
         let listed = WHATSAPP_SCOPES.iter().all(|scope| {
-            let mut entries = self.granular_scopes.iter().filter(|g| g.scope == *scope);
-            let mut any = false;
-            let all = entries.all(|g| {
-                any = true;
-                !g.target_ids.is_empty()
-            });
-            any && all
+            let mut entries = self
+                .granular_scopes
+                .iter()
+                .filter(|g| g.scope == *scope)
+                .peekable();
+            entries.peek().is_some() && entries.all(|g| !g.target_ids.is_empty())
         });
         listed.then(|| self.waba_ids())
     }

@@ -417,7 +417,7 @@ async fn mint(
             // setting it to false results in an error" (the code is not documented; 100 is
             // what a refused parameter gets). Not retried until the config changes
             // (`start_reason`).
-            r.needs_config_change = Some(rotation_settings(d.token));
+            r.needs_config_change = Some(super::settings_key(d.token));
             Err(Event::Failed(format!(
                 "minting a non-expiring token for system user {} was refused ({api}); if this business must use expiring tokens, Meta refuses set_token_expires_in_60_days=false: set lifetime = \"60d\" in the token's `mint` table (no new attempt is made until the config changes)",
                 m.system_user_id
@@ -469,11 +469,6 @@ fn mint_scopes(info: &graph::TokenInfo) -> Vec<String> {
         }
     }
     scopes
-}
-
-/// [`super::settings_key`] of the token being rotated.
-fn rotation_settings(t: &TokenConfig) -> String {
-    super::settings_key(t)
 }
 
 /// Whether `token` is the store's previous version (the token a finished rotation retired).
