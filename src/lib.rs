@@ -45,6 +45,7 @@
 
 pub mod alert;
 pub mod audit;
+pub mod channel;
 pub mod check;
 pub mod cli;
 pub mod config;

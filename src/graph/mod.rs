@@ -798,7 +798,7 @@ pub(crate) fn location_host(base: &reqwest::Url, headers: &HeaderMap) -> String 
 }
 
 /// Why a body was not read to its end.
-pub(crate) enum Capped {
+pub enum Capped {
     /// The connection failed or timed out.
     Transport(reqwest::Error),
     /// It grew past the cap.
@@ -808,10 +808,7 @@ pub(crate) enum Capped {
 /// Reads `resp`'s body a chunk at a time and stops as soon as it passes `cap` bytes: a
 /// `Content-Length` above the cap is refused before reading, and an endless chunked body
 /// costs at most `cap` bytes of memory.
-pub(crate) async fn read_capped(
-    mut resp: reqwest::Response,
-    cap: usize,
-) -> Result<Vec<u8>, Capped> {
+pub async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, Capped> {
     if resp.content_length().is_some_and(|n| n > cap as u64) {
         return Err(Capped::TooLarge);
     }
@@ -898,7 +895,7 @@ fn revoke_outcome(body: &[u8]) -> Option<bool> {
 
 /// A reqwest error with its causes, for a message (strip the URL first: it may carry a
 /// secret). Shared with the webhook target.
-pub(crate) fn error_chain(e: reqwest::Error) -> String {
+pub fn error_chain(e: reqwest::Error) -> String {
     use std::error::Error;
     let mut s = e.to_string();
     let mut src = e.source();

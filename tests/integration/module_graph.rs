@@ -30,8 +30,9 @@ const PURE_CORE: &[&str] = &[
 /// `state` are not here: the core names their data types (`TokenConfig`, `TokenState`), never
 /// their loading or writing.
 const IO_MODULES: &[&str] = &[
-    "audit", "check", "cli", "daemon", "delivery", "demo", "discover", "doctor", "fsutil", "graph",
-    "liveness", "metrics", "notify", "observe", "sandbox", "scan", "sdnotify", "store", "target",
+    "audit", "channel", "check", "cli", "daemon", "delivery", "demo", "discover", "doctor",
+    "fsutil", "graph", "liveness", "metrics", "notify", "observe", "sandbox", "scan", "sdnotify",
+    "store", "target",
 ];
 
 /// Crates and std modules that do IO.

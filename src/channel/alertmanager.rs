@@ -1,0 +1,1 @@
+//! Alertmanager's `/api/v2/alerts`: one alert per token and condition, re-sent while it lasts.
