@@ -205,11 +205,11 @@ pub async fn post_json(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
-        let bytes = match crate::graph::read_capped(resp, MAX_ANSWER).await {
-            Ok(b) => b,
-            // A long answer is cut, not an error: the status already says what happened.
-            Err(_) => Vec::new(),
-        };
+        // A long or broken answer is dropped, not an error: the status already says what
+        // happened.
+        let bytes: Vec<u8> = crate::graph::read_capped(resp, MAX_ANSWER)
+            .await
+            .unwrap_or_default();
         let body = scrubber.scrub(&String::from_utf8_lossy(&bytes));
         Ok(Answer {
             status,
