@@ -49,6 +49,16 @@ if ! command -v promtool >/dev/null 2>&1; then
     if [ -d /run/systemd/system ]; then $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 fi
 
+# The Alertmanager channel is tested against a real Alertmanager, started on loopback by the
+# tests; Debian ships it in `prometheus-alertmanager`. As for promtool, the server the package
+# enables is stopped and disabled again where systemd runs.
+if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+    echo "==> installing prometheus-alertmanager (for the Alertmanager channel tests)"
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null
+    if [ -d /run/systemd/system ]; then $sudo systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true; fi
+fi
+
 # The email rendering test opens every kind of email in headless Chromium (it reads local
 # files only; no network).
 if ! command -v chromium >/dev/null 2>&1; then

@@ -102,10 +102,7 @@ impl Email {
     ///
     /// The id becomes a file name and a Message-ID, so nothing else is allowed.
     pub fn valid_id(id: &str) -> bool {
-        (1..=128).contains(&id.len())
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        crate::state::queue::valid_id(id)
     }
 }
 
