@@ -20,32 +20,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-/// How urgent an alert is, in the four words PagerDuty's Events API v2 defines (and
-/// Alertmanager's `severity` label carries).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// News with nothing to do (a rotation done, a test).
-    Info,
-    /// Someone should look before the deadline.
-    Warning,
-    /// Something failed that tokenwarden cannot fix alone (a rotation, a store).
-    Error,
-    /// Messaging stops, or is about to.
-    Critical,
-}
-
-impl Severity {
-    /// The word, as configs and payloads spell it.
-    pub fn word(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-            Severity::Critical => "critical",
-        }
-    }
-}
+pub use crate::config::receivers::Severity;
 
 /// Whether an alert starts (or repeats), ends, or is one-off news.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,18 +202,9 @@ pub async fn post_json(
 }
 
 /// Whether a receiver URL may be used: `https://`, or `http://` to a loopback address only
-/// (tests, a local Alertmanager).
+/// (tests, a local Alertmanager). The same rule `config check` applies.
 pub fn url_allowed(url: &reqwest::Url) -> bool {
-    match url.scheme() {
-        "https" => true,
-        "http" => match url.host() {
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(url::Host::Domain(d)) => d == "localhost",
-            None => false,
-        },
-        _ => false,
-    }
+    crate::config::receivers::url_allowed(url)
 }
 
 /// The usual reading of a status that is not a success: 429 and 5xx are retried (with the

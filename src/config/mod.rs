@@ -8,6 +8,7 @@
 mod diag;
 pub mod email;
 mod paths;
+pub mod receivers;
 mod secret_ref;
 mod secrets;
 mod targets;
@@ -49,8 +50,10 @@ pub struct Config {
     pub tokens: Vec<TokenConfig>,
     /// Token groups, whose members are found in a store on each run.
     pub groups: Vec<GroupConfig>,
-    /// Where on-call email goes; without it alerts are only logged.
+    /// Where on-call email goes; without it (and without receivers) alerts are only logged.
     pub email: Option<EmailConfig>,
+    /// The on-call channels beside email (`[[receiver]]`), in file order.
+    pub receivers: Vec<receivers::ReceiverConfig>,
     /// The optional `/metrics` and `/healthz` listener.
     pub metrics: Option<MetricsConfig>,
     /// How new tokens reach the environments.
@@ -277,6 +280,8 @@ struct RawConfig {
     schedule: Option<RawSchedule>,
     alerts: Option<RawAlerts>,
     email: Option<Spanned<EmailConfig>>,
+    #[serde(default)]
+    receiver: Vec<Spanned<receivers::ReceiverConfig>>,
     metrics: Option<RawMetrics>,
     delivery: Option<targets::RawDelivery>,
     audit: Option<RawAudit>,
@@ -504,6 +509,17 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
             diags.push(map.at(e.span().start, format!("email.{field}"), problem));
         }
     }
+    for (i, r) in raw.receiver.iter().enumerate() {
+        for (field, problem) in r.get_ref().problems() {
+            diags.push(map.at(r.span().start, format!("receiver[{i}].{field}"), problem));
+        }
+    }
+    let receiver_at: Vec<usize> = raw.receiver.iter().map(|r| r.span().start).collect();
+    let receiver_list: Vec<receivers::ReceiverConfig> =
+        raw.receiver.into_iter().map(Spanned::into_inner).collect();
+    for (i, problem) in receivers::duplicate_names(&receiver_list) {
+        diags.push(map.at(receiver_at[i], format!("receiver[{i}].name"), problem));
+    }
     let delivery = targets::delivery(map, &mut diags, raw.delivery);
     let audit = audit_limits(map, &mut diags, raw.audit.unwrap_or_default());
     let metrics = raw.metrics.map(|m| metrics_section(map, &mut diags, m));
@@ -538,6 +554,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
         tokens,
         groups,
         email: raw.email.map(Spanned::into_inner),
+        receivers: receiver_list,
         metrics,
         delivery,
         audit,

@@ -1,9 +1,9 @@
 //! Every secret reference a config holds, with its field, and the reading of them all that
 //! `config check` does.
 //!
-//! [`Config::secret_fields`] is the one list of them: `meta.app_secret`, the SMTP password,
-//! each mint's `admin_token` and each webhook target's `secret`, for the `[[token]]`s and the
-//! `[[group]]` templates (a group's members share their template's references). The path
+//! [`Config::secret_fields`] is the one list of them: `meta.app_secret`, the SMTP password, each
+//! receiver's routing key or webhook URL, each mint's `admin_token` and each webhook target's
+//! `secret`, for the `[[token]]`s and the `[[group]]` templates (a group's members share their template's references). The path
 //! checks use it to protect secret files from dotenv targets, and [`check_secrets`] resolves
 //! each one, so the unit's `ExecStartPre=... config check` fails where the daemon would, not
 //! at the first rotation or email.
@@ -41,6 +41,14 @@ impl Config {
                 reference: p,
             }),
             Some(EmailConfig::Smtp { password: None, .. } | EmailConfig::Folder { .. }) | None => {}
+        }
+        for (i, r) in self.receivers.iter().enumerate() {
+            for (name, reference) in r.secret_refs() {
+                out.push(SecretField {
+                    field: format!("receiver[{i}].{name}"),
+                    reference,
+                });
+            }
         }
         let tokens = self
             .tokens
