@@ -3,9 +3,9 @@
 //!
 //! [`Config::secret_fields`] is the one list of them: `meta.app_secret`, the SMTP password, each
 //! receiver's routing key or webhook URL, each mint's `admin_token` and each webhook target's
-//! `secret`, for the `[[token]]`s and the `[[group]]` templates (a group's members share their template's references). The path
-//! checks use it to protect secret files from dotenv targets, and [`check_secrets`] resolves
-//! each one, so the unit's `ExecStartPre=... config check` fails where the daemon would, not
+//! `secret`, for the `[[token]]`s and the `[[group]]` templates (a group's members share
+//! their template's references). The path checks use it to protect secret files from dotenv
+//! targets, and [`check_secrets`] resolves each one, so the unit's `ExecStartPre=... config check` fails where the daemon would, not
 //! at the first rotation or email.
 
 use std::ops::Range;
