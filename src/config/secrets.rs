@@ -5,8 +5,8 @@
 //! receiver's routing key or webhook URL, each mint's `admin_token` and each webhook target's
 //! `secret`, for the `[[token]]`s and the `[[group]]` templates (a group's members share
 //! their template's references). The path checks use it to protect secret files from dotenv
-//! targets, and [`check_secrets`] resolves each one, so the unit's `ExecStartPre=... config check` fails where the daemon would, not
-//! at the first rotation or email.
+//! targets, and [`check_secrets`] resolves each one, so the unit's `ExecStartPre=... config
+//! check` fails where the daemon would, not at the first rotation or email.
 
 use std::ops::Range;
 
