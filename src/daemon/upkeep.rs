@@ -42,7 +42,7 @@ impl Daemon {
             store: &store,
             log: &log,
             audit: &self.audit,
-            outbox: self.mailer.as_ref().map(|_| &self.outbox),
+            sinks: self.sinks(),
             now: &now_fn,
         };
         match crate::rotation::run::drive(&deps, start).await {
@@ -179,17 +179,38 @@ impl Daemon {
         }
         let r = alert::render_targets(&t.name, current.fingerprint(), &out.drifted, &out.failed);
         let day = now.as_second() / 86_400;
-        let email = Email {
-            id: email_id(
-                &t.name,
-                &format!("targets-{day}-{}", Fingerprint::of(&r.text)),
-            ),
-            token: t.name.clone(),
-            subject: r.subject,
-            text: r.text,
-            html: r.html,
+        let id = email_id(
+            &t.name,
+            &format!("targets-{day}-{}", Fingerprint::of(&r.text)),
+        );
+        // Repaired drift is news; a target still failing is a condition until it holds the
+        // current token again.
+        let signal = crate::channel::Signal {
+            family: crate::channel::family::TARGETS,
+            severity: if out.failed.is_empty() {
+                crate::channel::Severity::Warning
+            } else {
+                crate::channel::Severity::Error
+            },
+            status: if out.failed.is_empty() {
+                crate::channel::Status::Notice
+            } else {
+                crate::channel::Status::Firing
+            },
+            state: &r.summary.word.clone(),
+            fingerprint: Some(current.fingerprint()),
+            resolves: &[],
         };
         // The drift path used to skip the audit record the other emails get.
-        let _ = crate::notify::queue(self.outbox(), &self.audit, &email, "targets email", now);
+        let _ = crate::notify::queue(
+            self.sinks(),
+            &self.audit,
+            id,
+            &t.name,
+            r,
+            &signal,
+            "targets email",
+            now,
+        );
     }
 }

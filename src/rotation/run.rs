@@ -28,7 +28,7 @@ use crate::alert::RotationMail as Mail;
 use crate::audit::{Audit, AuditEvent};
 use crate::config::{Config, Source, TokenConfig};
 use crate::graph::{self, GraphClient, GraphError};
-use crate::notify::{Email, Outbox};
+
 use crate::policy::{Expires, TokenFacts};
 use crate::secret::Secret;
 use crate::state::{Layout, RecordLock, RecordStore, StateError};
@@ -101,8 +101,8 @@ pub struct Deps<'a> {
     pub log: &'a RotationLog,
     /// The audit log.
     pub audit: &'a Audit,
-    /// Where emails go; `None` logs them only.
-    pub outbox: Option<&'a Outbox>,
+    /// Where alerts go: the outbox (`None`: emails are logged only) and the receivers.
+    pub sinks: crate::notify::Sinks<'a>,
     /// The time source (a test clock in tests).
     pub now: &'a (dyn Fn() -> Timestamp + Sync),
 }
@@ -1152,14 +1152,34 @@ fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
     };
     let rendered =
         crate::alert::render_rotation(d.token, &mail_facts(r), &store_hint(d.token), mail);
-    let email = Email {
-        id: crate::notify::email_id(&d.token.name, &format!("rotation-{}-{key}", r.id)),
-        token: d.token.name.clone(),
-        subject: rendered.subject,
-        text: rendered.text,
-        html: rendered.html,
+    use crate::channel::{Severity, Status, family};
+    // A rotation that ends well is news that ends an open rotation failure; one that ends
+    // badly is a condition until a later rotation succeeds.
+    let (severity, status, resolves): (_, _, &[&str]) = match mail {
+        Mail::Promoted | Mail::Extended => (Severity::Info, Status::Notice, &[family::ROTATION]),
+        Mail::CopiesRemain => (Severity::Warning, Status::Notice, &[]),
+        Mail::Rejected | Mail::Failed | Mail::DeliveryFailed => {
+            (Severity::Error, Status::Firing, &[])
+        }
     };
-    let _ = crate::notify::queue(d.outbox, d.audit, &email, "rotation email", (d.now)());
+    let signal = crate::channel::Signal {
+        family: family::ROTATION,
+        severity,
+        status,
+        state: &rendered.summary.word.clone(),
+        fingerprint: Some(r.old.fingerprint),
+        resolves,
+    };
+    let _ = crate::notify::queue(
+        d.sinks,
+        d.audit,
+        crate::notify::email_id(&d.token.name, &format!("rotation-{}-{key}", r.id)),
+        &d.token.name,
+        rendered,
+        &signal,
+        "rotation email",
+        (d.now)(),
+    );
 }
 
 /// How a person puts the next token in place for `t`.
