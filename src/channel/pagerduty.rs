@@ -34,6 +34,11 @@ const FALLBACK_SOURCE: &str = "tokenwarden";
 /// How much of PagerDuty's answer an error keeps.
 const MAX_DETAIL: usize = 300;
 
+/// The most items of a list (to-do, facts) `custom_details` carries, and the longest one:
+/// with them an event stays far below PagerDuty's 512 KB, whatever the alert holds.
+const MAX_ITEMS: usize = 50;
+const MAX_ITEM: usize = 1000;
+
 /// A configured PagerDuty receiver: an Events API v2 integration's routing key.
 #[derive(Debug)]
 pub struct PagerDuty {
@@ -165,10 +170,10 @@ fn details(alert: &Alert) -> serde_json::Value {
         put("fingerprint", fp.clone().into());
     }
     if !alert.todo.is_empty() {
-        put("what you must do", alert.todo.clone().into());
+        put("what you must do", list(&alert.todo));
     }
     if !alert.facts.is_empty() {
-        put("facts", alert.facts.clone().into());
+        put("facts", list(&alert.facts));
     }
     put("alertname", alert.alertname.clone().into());
     if alert.test {
@@ -178,6 +183,23 @@ fn details(alert: &Alert) -> serde_json::Value {
         );
     }
     serde_json::Value::Object(d)
+}
+
+/// `items`, each cut to [`MAX_ITEM`], at most [`MAX_ITEMS`] of them, the last saying how many
+/// more the email has.
+fn list(items: &[String]) -> serde_json::Value {
+    let mut out: Vec<String> = items
+        .iter()
+        .take(MAX_ITEMS)
+        .map(|i| cut(i, MAX_ITEM))
+        .collect();
+    if items.len() > MAX_ITEMS {
+        out.push(format!(
+            "…and {} more: the email has them all",
+            items.len() - MAX_ITEMS
+        ));
+    }
+    out.into()
 }
 
 /// PagerDuty's answer in a line: its `message` and the `errors` it lists (each names the
@@ -336,6 +358,22 @@ pub(crate) mod tests {
         );
         assert!(p.get("links").is_none());
         assert!(p["payload"]["custom_details"]["test"].is_string());
+    }
+
+    #[test]
+    fn long_lists_are_capped_far_below_the_512_kb_limit() {
+        let mut a = sample(Status::Firing, Severity::Critical);
+        a.todo = (0..500)
+            .map(|i| format!("{i} {}", "t".repeat(5000)))
+            .collect();
+        a.facts = a.todo.clone();
+        let p = pd().payload(&a).unwrap();
+        let todo = p["payload"]["custom_details"]["what you must do"]
+            .as_array()
+            .unwrap();
+        assert_eq!(todo.len(), MAX_ITEMS + 1);
+        assert_eq!(todo[MAX_ITEMS], "…and 450 more: the email has them all");
+        assert!(p.to_string().len() < 256 * 1024);
     }
 
     #[test]

@@ -416,7 +416,12 @@ async fn a_hanging_or_stopped_receiver_is_retried_within_the_timeout() {
         }
         rx.restart().await;
         ch.send(&a).await.unwrap();
-        assert_eq!(rx.accepted().len(), 1, "{vendor:?}");
+        assert_eq!(rx.wait_accepted(1, TIMEOUT).await.len(), 1, "{vendor:?}");
+        assert_eq!(
+            rx.received().len(),
+            2,
+            "{vendor:?}: nothing arrived while stopped"
+        );
     }
 }
 

@@ -211,6 +211,28 @@ impl Receiver {
             .collect()
     }
 
+    /// The first `n` bodies answered with success, once there are `n`, waiting up to
+    /// `within` (for a daemon that delivers in the background).
+    ///
+    /// # Panics
+    /// When fewer than `n` arrived in time, with what did.
+    pub async fn wait_accepted(&self, n: usize, within: Duration) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let got = self.accepted();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {n} accepted within {within:?}; received: {:#?}",
+                got.len(),
+                self.received()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The next `n` requests get `status` with the vendor's usual body for it (and
     /// `Retry-After: retry_after` seconds when given), whatever they hold.
     pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
