@@ -120,7 +120,7 @@ impl PagerDuty {
     /// [`ChannelError::Retry`] for 429, 5xx, a timeout or a transport failure (with
     /// PagerDuty's `Retry-After` when given); [`ChannelError::Rejected`] for 400 and 413,
     /// naming PagerDuty's `errors`; [`ChannelError::Config`] for 401, 403 and 404 (the
-    /// routing key or URL refused) or a URL that is not allowed.
+    /// routing key or URL refused), a redirect (never followed) or a URL that is not allowed.
     pub async fn send(&self, client: &reqwest::Client, alert: &Alert) -> Result<(), ChannelError> {
         let Some(mut body) = self.payload(alert) else {
             return Ok(());
@@ -138,6 +138,10 @@ impl PagerDuty {
         let detail = describe(&answer.body);
         match s {
             200..=299 => Ok(()),
+            // Redirects are never followed (a secret would travel on): the URL is stale.
+            300..=399 => Err(ChannelError::Config(format!(
+                "PagerDuty answered {s}, a redirect, which is not followed: check the URL"
+            ))),
             401 | 403 | 404 => Err(ChannelError::Config(format!(
                 "PagerDuty refused the routing key or URL ({s}): {detail}"
             ))),

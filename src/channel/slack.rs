@@ -83,7 +83,8 @@ impl Slack {
     /// # Errors
     /// [`ChannelError::Retry`] for 429 (with Slack's `Retry-After`), 5xx, a timeout or a
     /// transport failure; [`ChannelError::Config`] for a webhook or channel that is gone,
-    /// archived or closed (401, 403, 404, 410, or one of those words); and
+    /// archived or closed (401, 403, 404, 410, or one of those words) and for a redirect
+    /// (never followed); and
     /// [`ChannelError::Rejected`] for a message Slack refused (`invalid_payload`,
     /// `invalid_blocks`, ...), naming Slack's word.
     pub async fn send(&self, client: &reqwest::Client, alert: &Alert) -> Result<(), ChannelError> {
@@ -97,6 +98,10 @@ impl Slack {
         let detail = word.map_or_else(|| cut(answer.body.trim(), MAX_DETAIL), str::to_string);
         match s {
             200..=299 => Ok(()),
+            // Redirects are never followed (a secret would travel on): the URL is stale.
+            300..=399 => Err(ChannelError::Config(format!(
+                "Slack answered {s}, a redirect, which is not followed: check the URL"
+            ))),
             429 | 500..=599 => Err(super::classify("Slack", &answer, &detail)),
             _ if matches!(s, 401 | 403 | 404 | 410)
                 || word.is_some_and(|w| CONFIG_WORDS.contains(&w)) =>

@@ -54,7 +54,8 @@ impl Teams {
     /// # Errors
     /// [`ChannelError::Retry`] for 429 (with its `Retry-After`), 5xx, a timeout or a
     /// transport failure; [`ChannelError::Config`] for 401, 403 and 404 (the workflow is
-    /// deleted, turned off, or its URL or signature wrong); [`ChannelError::Rejected`] for a
+    /// deleted, turned off, or its URL or signature wrong) and a redirect (never followed);
+    /// [`ChannelError::Rejected`] for a
     /// card refused (400, 413), naming the workflow's error code.
     pub async fn send(&self, client: &reqwest::Client, alert: &Alert) -> Result<(), ChannelError> {
         let body = fitted(alert);
@@ -66,6 +67,10 @@ impl Teams {
         let detail = describe(&answer.body);
         match s {
             200..=299 => Ok(()),
+            // Redirects are never followed (a secret would travel on): the URL is stale.
+            300..=399 => Err(ChannelError::Config(format!(
+                "Teams answered {s}, a redirect, which is not followed: check the URL"
+            ))),
             401 | 403 | 404 => Err(ChannelError::Config(format!(
                 "Teams refused the webhook ({s}): {detail}; the workflow is deleted, off, or \
                  its URL is wrong: make a new one"

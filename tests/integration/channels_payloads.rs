@@ -333,11 +333,11 @@ async fn a_refused_payload_is_rejected_naming_the_vendors_field_or_word() {
 }
 
 #[tokio::test]
-async fn a_refused_key_or_webhook_is_a_config_problem() {
+async fn a_refused_key_or_webhook_or_a_redirect_is_a_config_problem() {
     for (vendor, statuses) in [
-        (Vendor::PagerDuty, &[401, 403, 404][..]),
-        (Vendor::Slack, &[403, 404, 410][..]),
-        (Vendor::Teams, &[401, 403, 404][..]),
+        (Vendor::PagerDuty, &[401, 403, 404, 308][..]),
+        (Vendor::Slack, &[403, 404, 410, 301][..]),
+        (Vendor::Teams, &[401, 403, 404, 302][..]),
     ] {
         let (rx, ch) = pair(vendor, TIMEOUT).await;
         for &s in statuses {
