@@ -171,7 +171,10 @@ fn message(alert: &Alert) -> serde_json::Value {
             "emoji": true,
         },
     })];
-    blocks.push(section(&mrkdwn(&alert.headline, MAX_SECTION_TEXT)));
+    // Slack refuses an empty section text.
+    if !alert.headline.trim().is_empty() {
+        blocks.push(section(&mrkdwn(&alert.headline, MAX_SECTION_TEXT)));
+    }
     let mut fields = Vec::new();
     let mut field = |name: &str, value: &str| {
         fields.push(serde_json::json!({
@@ -435,6 +438,21 @@ mod tests {
             "mrkdwn control characters are escaped"
         );
         assert!(all.contains("h&lt;&amp;&gt;"));
+    }
+
+    #[test]
+    fn an_empty_headline_makes_no_empty_section() {
+        let mut a = sample(Status::Firing, Severity::Critical);
+        a.headline = " ".into();
+        a.todo.clear();
+        a.facts.clear();
+        let m = message(&a);
+        for b in m["blocks"].as_array().unwrap() {
+            if let Some(t) = b["text"]["text"].as_str() {
+                assert!(!t.trim().is_empty(), "{b}");
+            }
+        }
+        assert!(!m.to_string().contains("What you must do"));
     }
 
     #[test]

@@ -361,6 +361,14 @@ async fn a_refused_key_or_webhook_or_a_redirect_is_a_config_problem() {
         Err(ChannelError::Config(m)) => assert!(m.contains("no_service"), "{m}"),
         other => panic!("{other:?}"),
     }
+    let ch = Channel::for_receiver(&slack, Vendor::Slack, receivers::WEBHOOK_TOKEN, TIMEOUT);
+    slack.answer_next(1, 400, "posting_to_general_channel_denied");
+    match ch.send(&alert(Status::Firing, Severity::Critical)).await {
+        Err(ChannelError::Config(m)) => {
+            assert!(m.contains("400 posting_to_general_channel_denied"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -473,6 +481,11 @@ async fn no_routing_key_or_webhook_url_reaches_a_payload_or_an_error() {
             echoed >= 11,
             "{vendor:?}: the secret was sent {echoed} times"
         );
+        if vendor != Vendor::PagerDuty {
+            for r in rx.received() {
+                assert_no_leak(&r.body, &[MARKER], "a webhook's request body");
+            }
+        }
         for t in &texts {
             assert_no_leak(
                 t,

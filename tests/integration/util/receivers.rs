@@ -14,6 +14,7 @@
 //! let channel = PagerDuty::new(Secret::new(pd.routing_key()), timeout).with_url(pd.url());
 //! pd.fail_next(2, 503, Some(30));   // the next two requests get 503 with Retry-After: 30
 //! pd.hang_next(1);                  // the one after hangs (never answers)
+//! pd.answer_next(1, 400, "{}");     // then any status and body
 //! pd.stop().await;                  // connections refused, until `restart`
 //! assert_eq!(pd.accepted().len(), 1);
 //! ```
@@ -76,6 +77,8 @@ enum Fault {
     /// This status, with the request (path, query and body) echoed in the error body, as a
     /// careless proxy or debug endpoint would.
     Echo(u16),
+    /// This status with this body (JSON when it parses as JSON, else text).
+    Body(u16, &'static str),
 }
 
 struct Shared {
@@ -250,6 +253,12 @@ impl Receiver {
         self.push(n, Fault::Echo(status));
     }
 
+    /// The next `n` requests get `status` with `body` (sent as JSON when it is JSON): an
+    /// answer the canned ones do not cover.
+    pub fn answer_next(&self, n: usize, status: u16, body: &'static str) {
+        self.push(n, Fault::Body(status, body));
+    }
+
     fn push(&self, n: usize, fault: Fault) {
         let mut f = self.shared.faults.lock().unwrap();
         f.extend(std::iter::repeat_n(fault, n));
@@ -343,6 +352,10 @@ async fn answer(
             (s, None, r)
         }
         Some(Fault::Echo(s)) => (s, None, echo(shared.vendor, s, &method, &path, &text)),
+        Some(Fault::Body(s, b)) => match serde_json::from_str(b) {
+            Ok(v) => (s, None, json(s, v)),
+            Err(_) => (s, None, plain(s, b)),
+        },
         None => {
             let verdict = match shared.vendor {
                 Vendor::PagerDuty => judge_pagerduty(&method, &uri, content_type.as_deref(), &body),
