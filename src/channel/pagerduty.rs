@@ -19,7 +19,8 @@ use std::time::Duration;
 use super::{Alert, ChannelError, Status, cut, post_json};
 use crate::secret::Secret;
 
-/// Where PagerDuty takes events (US and EU service regions both answer here).
+/// Where PagerDuty takes events for an account in its US service region (an EU account's is
+/// `https://events.eu.pagerduty.com/v2/enqueue`, given with [`PagerDuty::with_url`]).
 pub const EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
 /// The longest `payload.summary` PagerDuty accepts, in characters.
