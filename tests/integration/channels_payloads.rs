@@ -504,3 +504,36 @@ fn debug(ch: &Channel) -> String {
         Channel::Teams(c) => format!("{c:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_plain_http_endpoint_off_loopback_is_refused_before_anything_is_sent() {
+    // Nothing listens there and nothing is tried: the URL is refused as config first.
+    let token = "CANARYplain0123456789abcdef";
+    let a = alert(Status::Firing, Severity::Critical);
+    let pd = PagerDuty::new(Secret::new(receivers::ROUTING_KEY), TIMEOUT)
+        .with_url("http://events.pagerduty.invalid/v2/enqueue".into());
+    let slack = Slack::new(
+        Secret::new(format!("http://hooks.slack.invalid/services/T1/B1/{token}")),
+        TIMEOUT,
+    );
+    let teams = Teams::new(
+        Secret::new(format!(
+            "http://flow.invalid/workflows/0123456789abcdef/triggers/manual/paths/invoke?api-version=1&sig={token}"
+        )),
+        TIMEOUT,
+    );
+    let client = client();
+    for result in [
+        pd.send(&client, &a).await,
+        slack.send(&client, &a).await,
+        teams.send(&client, &a).await,
+    ] {
+        match result {
+            Err(ChannelError::Config(m)) => {
+                assert!(m.contains("must be https://"), "{m}");
+                assert_no_leak(&m, &[token, receivers::ROUTING_KEY], "a URL refusal");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
