@@ -12,6 +12,9 @@ mod aws_store;
 mod batch;
 /// A daemon run with a canary in every secret: no canary reaches any output, file or email.
 mod canary;
+/// PagerDuty, Slack and Teams payloads against strict stand-ins: limits, refusals, retries,
+/// no routing key or webhook URL in any payload or error.
+mod channels_payloads;
 /// The commands a user types: `config check`, `demo`, `sandbox`, `import`, `check`, log format.
 mod cli;
 /// The daemon's alerts: thresholds in order each once, recovery, "cannot check", bad app secret.

@@ -7,6 +7,8 @@
 //! - `binary`: the real `tokenwarden` binary, run once or as a daemon, and signals to it.
 //! - `metrics`: scraping `/metrics` and reading it with the Prometheus reference parser.
 //! - `daemon`: the daemon in this process (`Running`), its clock moved with the sandbox's.
+//! - `receivers` (not re-exported: `util::receivers::Receiver`): strict loopback stand-ins
+//!   for PagerDuty, Slack and Teams, with scripted faults and outages.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ mod aws;
 mod binary;
 mod daemon;
 mod metrics;
+pub mod receivers;
 mod smtp;
 mod workspace;
 
