@@ -195,17 +195,20 @@ impl Receiver {
             .map_err(StateError::into_io)
     }
 
-    /// Queues `alert` (with the receiver's runbook) unless already queued or sent.
+    /// Queues `alert` unless already queued or sent.
     fn enqueue(&self, alert: &Alert, now: Timestamp) -> std::io::Result<bool> {
-        let mut a = alert.clone();
-        if a.runbook.is_none() {
-            a.runbook.clone_from(&self.cfg.runbook);
-        }
-        self.queue.enqueue(&a, now)
+        self.queue.enqueue(alert, now)
     }
 
     /// Routes one alert to this receiver; returns how many entries were queued.
     fn dispatch(&self, alert: &Alert, resolves: &[&str], now: Timestamp) -> std::io::Result<usize> {
+        // The receiver's runbook, in what is queued and in what is kept open (Alertmanager's
+        // re-sends carry it too).
+        let mut alert = alert.clone();
+        if alert.runbook.is_none() {
+            alert.runbook.clone_from(&self.cfg.runbook);
+        }
+        let alert = &alert;
         let mut st = self.state();
         let before = st.clone();
         let mut queued = 0;
@@ -611,6 +614,99 @@ impl Channels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::{Severity, TOKEN_FAMILIES};
+
+    fn receiver(text: &str) -> ReceiverConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    fn alert(id: &str, severity: Severity, status: Status, state: &str) -> Alert {
+        let summary = crate::alert::Summary {
+            word: state.into(),
+            headline: "expires soon".into(),
+            ..Default::default()
+        };
+        let signal = crate::channel::Signal {
+            family: crate::channel::family::EXPIRY,
+            severity,
+            status,
+            state,
+            fingerprint: None,
+            resolves: &[],
+        };
+        Alert::new(id, "prod", &summary, &signal, Timestamp::UNIX_EPOCH)
+    }
+
+    fn queued(c: &Channels, i: usize) -> Vec<(String, Status, Severity)> {
+        c.receivers()[i]
+            .queue()
+            .pending()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.item.id, e.item.status, e.item.severity))
+            .collect()
+    }
+
+    /// Alertmanager knows an alert by its labels: an escalation ends the old label set as the
+    /// new one fires, and a recovery ends the new one. A chat receiver filtered to critical
+    /// gets the critical alert and its recovery, and no recovery for what it never got.
+    #[test]
+    fn an_escalation_ends_the_old_label_set_and_a_recovery_ends_what_each_receiver_got() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Channels::open(
+            dir.path(),
+            &[
+                receiver("name = \"am\"\nkind = \"alertmanager\"\nurls = [\"http://127.0.0.1:9\"]"),
+                receiver("name = \"pd\"\nkind = \"pagerduty\"\nrouting_key = { env = \"HOME\" }\nseverities = [\"critical\"]"),
+            ],
+        )
+        .unwrap();
+        let t = |s| Timestamp::from_second(s).unwrap();
+        let warn = alert("prod-warn", Severity::Warning, Status::Firing, "WARNING");
+        let crit = alert("prod-crit", Severity::Critical, Status::Firing, "CRITICAL");
+        let ok = alert("prod-ok", Severity::Info, Status::Resolved, "OK");
+        c.dispatch(&warn, &[], None, t(1)).unwrap();
+        c.dispatch(&warn, &[], None, t(2)).unwrap(); // decided twice: queued once
+        c.dispatch(&crit, &[], None, t(3)).unwrap();
+        c.dispatch(&ok, TOKEN_FAMILIES, None, t(4)).unwrap();
+        // (Alertmanager takes distinct label sets in any order: the end of the warning and
+        // the critical alert are queued at the same moment.)
+        let mut q: Vec<(String, bool, Severity)> = queued(&c, 0)
+            .into_iter()
+            .map(|(id, st, sev)| (id, st == Status::Firing, sev))
+            .collect();
+        q.sort();
+        assert_eq!(
+            q,
+            vec![
+                ("prod-crit".to_string(), true, Severity::Critical),
+                ("prod-crit-end".into(), false, Severity::Warning),
+                ("prod-ok-expiry".into(), false, Severity::Critical),
+                ("prod-warn".into(), true, Severity::Warning),
+            ]
+        );
+        assert_eq!(
+            queued(&c, 1),
+            vec![
+                ("prod-crit".into(), Status::Firing, Severity::Critical),
+                (
+                    "prod-ok-expiry".into(),
+                    Status::Resolved,
+                    Severity::Critical
+                ),
+            ]
+        );
+        assert!(c.receivers()[0].state().open.is_empty());
+        // A second recovery finds nothing open: nothing more queued.
+        c.dispatch(
+            &alert("prod-ok2", Severity::Info, Status::Resolved, "OK"),
+            TOKEN_FAMILIES,
+            None,
+            t(5),
+        )
+        .unwrap();
+        assert_eq!(queued(&c, 1).len(), 2);
+    }
 
     #[test]
     fn suffixed_ids_stay_valid() {

@@ -19,6 +19,7 @@ pub mod teams;
 use std::time::Duration;
 
 pub use hub::{Channels, Health, ReceiverState, SetupError};
+pub use pagerduty::host_name;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};

@@ -232,7 +232,7 @@ fn describe(body: &str) -> String {
 /// This host's name, PagerDuty's "preferably a hostname": the kernel's, else
 /// `/etc/hostname`'s, else [`FALLBACK_SOURCE`]. Read from files because the crate forbids
 /// `unsafe` (no `gethostname` call).
-fn host_name() -> String {
+pub fn host_name() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())

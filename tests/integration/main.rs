@@ -12,6 +12,10 @@ mod aws_store;
 mod batch;
 /// A daemon run with a canary in every secret: no canary reaches any output, file or email.
 mod canary;
+/// The receivers beside email driven by the daemon: filters, resolve by key, an hour's outage,
+/// a failing receiver told on the others, a crash, a real Alertmanager pair, `notify test`,
+/// config check, and canaries in every payload, queue and log.
+mod channels_daemon;
 /// PagerDuty, Slack and Teams payloads against strict stand-ins: limits, refusals, retries,
 /// no routing key or webhook URL in any payload or error.
 mod channels_payloads;

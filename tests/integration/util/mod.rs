@@ -7,6 +7,8 @@
 //! - `binary`: the real `tokenwarden` binary, run once or as a daemon, and signals to it.
 //! - `metrics`: scraping `/metrics` and reading it with the Prometheus reference parser.
 //! - `daemon`: the daemon in this process (`Running`), its clock moved with the sandbox's.
+//! - `alertmanager` (not re-exported: `util::alertmanager::Alertmanager`): a real
+//!   Alertmanager on loopback with a webhook receiver.
 //! - `receivers` (not re-exported: `util::receivers::Receiver`): strict loopback stand-ins
 //!   for PagerDuty, Slack and Teams, with scripted faults and outages.
 
@@ -14,6 +16,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+pub mod alertmanager;
 mod aws;
 mod binary;
 mod daemon;
