@@ -84,7 +84,7 @@ pub struct ReceiverState {
     /// Alertmanager: resolved alerts still re-sent until the time beside them.
     #[serde(default)]
     pub ending: BTreeMap<String, (Alert, Timestamp)>,
-    /// Alertmanager: when the open alerts were last re-sent.
+    /// Alertmanager: when the open alerts were last re-sent (or tried).
     pub last_resend: Option<Timestamp>,
     /// Since when every delivery has failed; `None` while it works.
     pub failing_since: Option<Timestamp>,
@@ -303,11 +303,11 @@ impl Receiver {
             if due && (!st.open.is_empty() || !st.ending.is_empty()) {
                 let mut all: Vec<Alert> = st.open.values().cloned().collect();
                 all.extend(st.ending.values().map(|(a, _)| a.clone()));
+                // Tried, whatever the outcome: a down Alertmanager is tried again after the
+                // interval, not at every wake of the daemon.
+                st.last_resend = Some(now);
                 match am.send(client, &all, now).await {
-                    Ok(()) => {
-                        st.last_resend = Some(now);
-                        worked = true;
-                    }
+                    Ok(()) => worked = true,
                     Err(e) => {
                         tracing::warn!(receiver = %self.cfg.name, error = %e, "cannot re-send the open alerts to Alertmanager");
                         last_error = Some(e.to_string());

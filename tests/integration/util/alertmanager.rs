@@ -23,6 +23,12 @@ impl Alertmanager {
     /// Starts Alertmanager (no clustering: an HA pair is two of these, as tokenwarden sends
     /// to each) with a route that notifies the webhook within a second, resolved included.
     pub async fn start() -> Alertmanager {
+        Alertmanager::start_at(super::free_port()).await
+    }
+
+    /// As [`Alertmanager::start`], on `port` (a test that starts it after tokenwarden has
+    /// already tried to reach it).
+    pub async fn start_at(port: u16) -> Alertmanager {
         let notified = Arc::new(Mutex::new(Vec::new()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let hook_addr: SocketAddr = listener.local_addr().unwrap();
@@ -53,7 +59,6 @@ impl Alertmanager {
             ),
         )
         .unwrap();
-        let port = super::free_port();
         let child = Command::new("prometheus-alertmanager")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
