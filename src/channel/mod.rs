@@ -52,8 +52,8 @@ pub struct Alert {
     pub key: String,
     /// The token's name, or `tokenwarden` for an alert about tokenwarden itself.
     pub token: String,
-    /// The condition's family (`expiry`, `invalid`, `cannot-check`, `credentials`, `store`,
-    /// `rotation`, `targets`, `channel`, `host`, `test`).
+    /// The condition's family (`expiry`, `invalid`, `unusable`, `cannot-check`,
+    /// `credentials`, `store`, `rotation`, `targets`, `channel-<receiver>`, `host`, `test`).
     pub condition: String,
     /// Alertmanager's `alertname` (`TokenwardenTokenExpiring`, ...).
     pub alertname: String,
@@ -117,8 +117,8 @@ pub mod family {
     pub const TARGETS: &str = "targets";
     /// tokenwarden's own host (a full disk, a state file set aside).
     pub const HOST: &str = "host";
-    /// Another receiver keeps failing.
-    pub const CHANNEL: &str = "channel";
+    /// Another receiver keeps failing: `channel-<receiver>`, one condition per receiver.
+    pub const CHANNEL_PREFIX: &str = "channel-";
     /// `tokenwarden notify test`.
     pub const TEST: &str = "test";
 }
@@ -145,7 +145,7 @@ pub fn alertname(family: &str) -> &'static str {
         family::ROTATION => "TokenwardenRotationFailed",
         family::TARGETS => "TokenwardenTargetFailing",
         family::HOST => "TokenwardenHost",
-        family::CHANNEL => "TokenwardenChannelFailing",
+        f if f.starts_with(family::CHANNEL_PREFIX) => "TokenwardenChannelFailing",
         _ => "TokenwardenTest",
     }
 }

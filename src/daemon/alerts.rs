@@ -38,28 +38,28 @@ impl Daemon {
 
     /// Queues an alert about tokenwarden itself (not one token), or logs it without `[email]`.
     pub(super) fn queue_host_alert(&self, key: &str, a: &alert::HostAlert<'_>) -> bool {
-        self.queue_host_alert_with(key, a, crate::channel::Severity::Error, None)
-    }
-
-    /// As [`Daemon::queue_host_alert`], with its severity, and a receiver that must not get
-    /// it (the one it is about).
-    pub(super) fn queue_host_alert_with(
-        &self,
-        key: &str,
-        a: &alert::HostAlert<'_>,
-        severity: crate::channel::Severity,
-        except: Option<&str>,
-    ) -> bool {
-        let r = alert::render_host(a);
         // One-off news for chat receivers and email: nothing later says these are over.
         let signal = crate::channel::Signal {
             family: crate::channel::family::HOST,
-            severity,
+            severity: crate::channel::Severity::Error,
             status: crate::channel::Status::Notice,
             state: a.word,
             fingerprint: None,
             resolves: &[],
         };
+        self.queue_host_alert_with(key, a, &signal, None)
+    }
+
+    /// As [`Daemon::queue_host_alert`], with its signal for the receivers, and a receiver that
+    /// must not get it (the one it is about).
+    pub(super) fn queue_host_alert_with(
+        &self,
+        key: &str,
+        a: &alert::HostAlert<'_>,
+        signal: &crate::channel::Signal<'_>,
+        except: Option<&str>,
+    ) -> bool {
+        let r = alert::render_host(a);
         let sinks = crate::notify::Sinks {
             except,
             ..self.sinks()
@@ -70,7 +70,7 @@ impl Daemon {
             email_id(HOST_THREAD, key),
             HOST_THREAD,
             r,
-            &signal,
+            signal,
             "host alert",
             self.clock.now(),
         )
@@ -371,7 +371,23 @@ impl Daemon {
             if h.error.is_some() { "failing" } else { "ok" },
             h.since.as_second()
         );
-        self.queue_host_alert_with(&key, &a, severity, Some(&h.receiver));
+        // A condition of its own on the incident receivers (PagerDuty, Alertmanager), ended
+        // when the receiver works again.
+        let family = format!("{}{}", crate::channel::family::CHANNEL_PREFIX, h.receiver);
+        let ends = [family.as_str()];
+        let signal = crate::channel::Signal {
+            family: &family,
+            severity,
+            status: if h.error.is_some() {
+                crate::channel::Status::Firing
+            } else {
+                crate::channel::Status::Resolved
+            },
+            state: word,
+            fingerprint: None,
+            resolves: if h.error.is_some() { &[] } else { &ends },
+        };
+        self.queue_host_alert_with(&key, &a, &signal, Some(&h.receiver));
     }
 
     /// Sends what is due from the email outbox.

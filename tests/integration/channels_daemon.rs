@@ -320,6 +320,15 @@ async fn a_receiver_that_keeps_failing_is_told_on_the_other_channels_and_in_metr
         slack.accepted().is_empty(),
         "the failing channel is not the one told"
     );
+    // On the pager it is a condition of its own (error), with its own key.
+    assert_eq!(
+        pd_events(&pd),
+        vec![(
+            "trigger".into(),
+            "tokenwarden/tokenwarden/channel-chat".into(),
+            "error".into()
+        )]
+    );
     // /metrics has each receiver's share.
     let samples = parse_metrics(&scrape_text(port).await);
     let value = |name: &str, receiver: &str| {
