@@ -8,7 +8,10 @@
 //! - [`meta`]: Meta's vocabulary without a client: the WhatsApp scopes, Graph versions and
 //!   their end dates, the classification of Graph's errors, `debug_token`'s answers (pure).
 //! - [`store`]: where tokens live (a 0600 JSON file, AWS Secrets Manager).
-//! - [`notify`]: email to on-call: SMTP or a folder of `.eml` files, behind a persistent outbox.
+//! - [`notify`]: email to on-call: SMTP or a folder of `.eml` files, behind a persistent outbox;
+//!   `notify::queue` also hands each alert to the receivers.
+//! - [`channel`]: on-call receivers beside email (Alertmanager, PagerDuty, Slack, Teams), each
+//!   with its own persistent queue.
 //! - [`daemon`]: `tokenwarden run`: the schedule, checks, alert decisions, the outbox.
 //! - [`observe`]: the check of a token (store, Graph, the usability rule), below the daemon,
 //!   `check` and rotation.

@@ -2,9 +2,9 @@
 //!
 //! Every alert tokenwarden decides (the same decisions, keys and ledger as its emails) is
 //! also turned into one [`Alert`]: the email's first screen as structured, secret-free facts.
-//! Each configured receiver has its own queue (see [`queue`]), so one receiver's outage never
+//! Each configured receiver has its own queue (see [`hub`]), so one receiver's outage never
 //! delays another's alerts, and one module per kind turns an [`Alert`] into the payload its
-//! receiver documents and sends it ([`send`]).
+//! receiver documents and sends it (through [`post_json`]).
 //!
 //! Endpoints that hold a secret (a Slack or Teams webhook URL, a PagerDuty routing key) are
 //! [`crate::secret::Secret`]s: they never reach an error, a log line or a queue file, and every

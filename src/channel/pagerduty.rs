@@ -230,7 +230,7 @@ fn describe(body: &str) -> String {
 }
 
 /// This host's name, PagerDuty's "preferably a hostname": the kernel's, else
-/// `/etc/hostname`'s, else [`FALLBACK_SOURCE`]. Read from files because the crate forbids
+/// `/etc/hostname`'s, else `tokenwarden`. Read from files because the crate forbids
 /// `unsafe` (no `gethostname` call).
 pub fn host_name() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
