@@ -617,6 +617,10 @@ pub struct RotationFacts<'a> {
     pub last_error: Option<&'a str>,
     /// How the rotation ended, if it has.
     pub end: RotationEnd<'a>,
+    /// When the email is written (the "now" of the token's life picture).
+    pub now: Timestamp,
+    /// When the new token's own rotation falls due, once it is known.
+    pub new_due: Option<Timestamp>,
 }
 
 /// How a rotation ended, as its email tells it.
@@ -800,6 +804,18 @@ pub fn render_rotation(
             until.map_or_else(|| "no known expiry".to_string(), when)
         ),
     };
+    // A rotation that put a new token in place shows the new token's life.
+    let life = match (&r.end, r.new_facts) {
+        (RotationEnd::Running | RotationEnd::Completed | RotationEnd::Extended { .. }, Some(f)) => {
+            Some(Life {
+                issued: f.issued_at,
+                now: r.now,
+                due: r.new_due,
+                deadline: crate::policy::effective_expiry(f, t.policy.max_age).map(|e| e.at),
+            })
+        }
+        _ => None,
+    };
     let mut doc = Doc {
         head: Head {
             word: word.into(),
@@ -807,7 +823,7 @@ pub fn render_rotation(
             headline: headline.clone(),
             left: None,
             deadline: Some(deadline),
-            life: None,
+            life,
         },
         lead,
         sections: Vec::new(),

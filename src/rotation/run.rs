@@ -1100,7 +1100,11 @@ async fn verify_revoked(d: &Deps<'_>, r: &mut Rotation) -> Event {
 
 /// The parts of `r` its email tells, in the shape [`crate::alert::render_rotation`] takes (the
 /// words of email do not import rotation's types, so the module graph keeps no cycle).
-fn mail_facts(r: &Rotation) -> crate::alert::RotationFacts<'_> {
+fn mail_facts<'a>(
+    r: &'a Rotation,
+    t: &TokenConfig,
+    now: Timestamp,
+) -> crate::alert::RotationFacts<'a> {
     use crate::alert::RotationEnd as End;
     let end = match &r.outcome {
         None => End::Running,
@@ -1126,6 +1130,11 @@ fn mail_facts(r: &Rotation) -> crate::alert::RotationFacts<'_> {
         revoke_at: r.revoke_at,
         last_error: r.last_error.as_deref(),
         end,
+        now,
+        new_due: r
+            .new_facts
+            .as_ref()
+            .and_then(|f| crate::rotation::due_at(t, f)),
     }
 }
 
@@ -1150,8 +1159,12 @@ fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
         ),
         _ => mail.word().to_string(),
     };
-    let rendered =
-        crate::alert::render_rotation(d.token, &mail_facts(r), &store_hint(d.token), mail);
+    let rendered = crate::alert::render_rotation(
+        d.token,
+        &mail_facts(r, d.token, (d.now)()),
+        &store_hint(d.token),
+        mail,
+    );
     use crate::channel::{Severity, Status, family};
     // A rotation that ends well is news that ends an open rotation failure; one that ends
     // badly is a condition until a later rotation succeeds.
@@ -1228,7 +1241,7 @@ mod tests {
                 step,
                 reason: "Meta said no".into(),
             });
-            let facts = mail_facts(&r);
+            let facts = mail_facts(&r, t, Timestamp::UNIX_EPOCH);
             assert_eq!(
                 facts.end,
                 RotationEnd::Failed {
