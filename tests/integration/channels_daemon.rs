@@ -56,6 +56,15 @@ fn receivers(config: &Path, pd: &Receiver, slack: &Receiver, teams: &Receiver, e
     );
 }
 
+/// A PagerDuty, a Slack and a Teams stand-in.
+async fn stand_ins() -> (Receiver, Receiver, Receiver) {
+    (
+        Receiver::pagerduty().await,
+        Receiver::slack().await,
+        Receiver::teams().await,
+    )
+}
+
 /// What the Slack stand-in got: each message's fallback text.
 fn slack_texts(r: &Receiver) -> Vec<String> {
     r.accepted()
@@ -95,11 +104,7 @@ fn replace_token(w: &World) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_receiver_gets_each_alert_once_by_its_filter_and_pagerduty_resolves_by_the_same_key() {
     let w = World::new("prod", prod_spec(), "").await;
-    let (pd, slack, teams) = (
-        Receiver::pagerduty().await,
-        Receiver::slack().await,
-        Receiver::teams().await,
-    );
+    let (pd, slack, teams) = stand_ins().await;
     receivers(&w.ws.config, &pd, &slack, &teams, "");
     let expires = expiry_of(&w.sb);
     let clock = OffsetClock::default();
@@ -170,11 +175,7 @@ async fn each_receiver_gets_each_alert_once_by_its_filter_and_pagerduty_resolves
 async fn a_receiver_down_for_an_hour_gets_every_alert_once_and_delays_no_other() {
     for down in ["slack", "teams", "pagerduty"] {
         let w = World::new("prod", prod_spec(), "").await;
-        let (mut pd, mut slack, mut teams) = (
-            Receiver::pagerduty().await,
-            Receiver::slack().await,
-            Receiver::teams().await,
-        );
+        let (mut pd, mut slack, mut teams) = stand_ins().await;
         receivers(
             &w.ws.config,
             &pd,
@@ -277,11 +278,7 @@ async fn an_alertmanager_down_for_an_hour_gets_the_alert_when_it_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_keeps_failing_is_told_on_the_other_channels_and_in_metrics() {
     let w = World::new("prod", prod_spec(), "").await;
-    let (pd, slack, teams) = (
-        Receiver::pagerduty().await,
-        Receiver::slack().await,
-        Receiver::teams().await,
-    );
+    let (pd, slack, teams) = stand_ins().await;
     let port = free_port();
     append(
         &w.ws.config,
@@ -376,11 +373,7 @@ async fn a_crash_between_queueing_and_delivery_repeats_nothing() {
         ("outbox.after_send", 2),
     ] {
         let w = World::new("prod", prod_spec().expiring_in(DAY - 600), "").await;
-        let (pd, slack, teams) = (
-            Receiver::pagerduty().await,
-            Receiver::slack().await,
-            Receiver::teams().await,
-        );
+        let (pd, slack, teams) = stand_ins().await;
         let am = crate::util::alertmanager::Alertmanager::start().await;
         receivers(&w.ws.config, &pd, &slack, &teams, "");
         append(
@@ -501,11 +494,7 @@ async fn an_alertmanager_pair_holds_the_alert_with_its_labels_and_resolves_it_af
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_test_reports_each_channel_and_names_the_refusal() {
     let w = World::new("prod", prod_spec(), "").await;
-    let (pd, slack, teams) = (
-        Receiver::pagerduty().await,
-        Receiver::slack().await,
-        Receiver::teams().await,
-    );
+    let (pd, slack, teams) = stand_ins().await;
     receivers(&w.ws.config, &pd, &slack, &teams, "");
     teams.answer_next(
         1,
@@ -623,11 +612,7 @@ async fn config_check_names_each_receiver_problem_with_its_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_or_receiver_secret_in_any_payload_queue_or_log() {
     let w = World::new("prod", prod_spec().expiring_in(DAY - 600), "").await;
-    let (pd, slack, teams) = (
-        Receiver::pagerduty().await,
-        Receiver::slack().await,
-        Receiver::teams().await,
-    );
+    let (pd, slack, teams) = stand_ins().await;
     let slack_canary = "CanarySlackWebhook7Q3x";
     let teams_canary = "CanaryTeamsSig9Z2w";
     let key = secret_file(&w.ws.config, "pd-key", ROUTING_KEY);
@@ -775,11 +760,7 @@ async fn a_failing_target_pages_and_is_resolved_when_it_holds_the_token_again() 
         }],
         &crate::util::sections(sink.port, ""),
     );
-    let (pd, slack, teams) = (
-        Receiver::pagerduty().await,
-        Receiver::slack().await,
-        Receiver::teams().await,
-    );
+    let (pd, slack, teams) = stand_ins().await;
     receivers(&ws.config, &pd, &slack, &teams, "");
     let clock = OffsetClock::default();
     let d = Running::start(&ws.config, &clock);
