@@ -75,7 +75,10 @@ fn token_fields<'a>(prefix: &str, t: &'a TokenConfig, out: &mut Vec<SecretField<
                 field: format!("{prefix}.target[{j}].secret"),
                 reference: secret,
             }),
-            TargetKind::Dotenv { .. } | TargetKind::AwsSecret { .. } | TargetKind::Exec { .. } => {}
+            TargetKind::Dotenv { .. }
+            | TargetKind::AwsSecret { .. }
+            | TargetKind::Exec { .. }
+            | TargetKind::SsmParameter { .. } => {}
         }
     }
 }

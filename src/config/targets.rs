@@ -12,6 +12,9 @@ use toml::Spanned;
 use super::diag::{Diagnostic, SourceMap};
 use super::{SecretRef, is_loopback, parse_duration};
 
+/// The `kind` words, as a config error lists them.
+const KIND_WORDS: &str = "\"dotenv\", \"aws_secret\", \"webhook\", \"exec\", \"ssm_parameter\"";
+
 /// Default key of a `dotenv` target.
 pub const DEFAULT_DOTENV_KEY: &str = "WHATSAPP_ACCESS_TOKEN";
 /// Default signature header of a `webhook` target.
@@ -78,6 +81,17 @@ impl TargetConfig {
             TargetKind::Exec { command } => TargetKind::Exec {
                 command: fill_argv(command),
             },
+            TargetKind::SsmParameter {
+                parameter,
+                region,
+                endpoint,
+                kms_key_id,
+            } => TargetKind::SsmParameter {
+                parameter: fill(parameter),
+                region: region.clone(),
+                endpoint: endpoint.clone(),
+                kms_key_id: kms_key_id.clone(),
+            },
         };
         TargetConfig {
             name: self.name.clone(),
@@ -138,6 +152,17 @@ pub enum TargetKind {
         /// argv, no shell.
         command: Vec<String>,
     },
+    /// An AWS Systems Manager Parameter Store `SecureString`.
+    SsmParameter {
+        /// The parameter's name (`/billbytekot/prod/WHATSAPP_ACCESS_TOKEN`) or ARN.
+        parameter: String,
+        /// Region; default from the AWS chain.
+        region: Option<String>,
+        /// Endpoint override.
+        endpoint: Option<String>,
+        /// The KMS key that encrypts it; default the account's `alias/aws/ssm`.
+        kms_key_id: Option<String>,
+    },
 }
 
 impl TargetKind {
@@ -148,6 +173,7 @@ impl TargetKind {
             TargetKind::AwsSecret { .. } => "aws_secret",
             TargetKind::Webhook { .. } => "webhook",
             TargetKind::Exec { .. } => "exec",
+            TargetKind::SsmParameter { .. } => "ssm_parameter",
         }
     }
 }
@@ -220,6 +246,8 @@ pub(super) struct RawTarget {
     secret: Option<SecretRef>,
     header: Option<Spanned<String>>,
     command: Option<Spanned<Vec<String>>>,
+    parameter: Option<Spanned<String>>,
+    kms_key_id: Option<Spanned<String>>,
 }
 
 /// An https URL, or http to loopback (a local app's health endpoint, a test receiver).
@@ -314,6 +342,7 @@ pub(super) fn targets(
             Some("dotenv") => dotenv_kind(&w, diags, warnings, &t, &name, verify.is_some()),
             Some("aws_secret") => aws_secret_kind(&w, diags, &t),
             Some("webhook") => webhook_kind(&w, diags, &t),
+            Some("ssm_parameter") => ssm_parameter_kind(&w, diags, &t),
             Some("exec") => match &t.command {
                 Some(c) => argv_field(map, diags, w.field("command"), c)
                     .map(|command| TargetKind::Exec { command }),
@@ -328,15 +357,15 @@ pub(super) fn targets(
             },
             Some(other) => {
                 let pos = t.kind.as_ref().map(|k| k.span().start).unwrap_or(w.at);
-                diags.push(map.at(pos, w.field("kind"), format!("expected \"dotenv\", \"aws_secret\", \"webhook\" or \"exec\", found {other:?}")));
+                diags.push(map.at(
+                    pos,
+                    w.field("kind"),
+                    format!("expected one of {KIND_WORDS}, found {other:?}"),
+                ));
                 None
             }
             None => {
-                w.missing(
-                    diags,
-                    "kind",
-                    "one of \"dotenv\", \"aws_secret\", \"webhook\", \"exec\"",
-                );
+                w.missing(diags, "kind", &format!("one of {KIND_WORDS}"));
                 None
             }
         };
@@ -447,6 +476,7 @@ fn fields_of_other_kinds(w: &TargetAt<'_, '_>, diags: &mut Vec<Diagnostic>, t: &
         Some("aws_secret") => &["secret_id", "region", "endpoint", "json_key"],
         Some("webhook") => &["url", "secret", "header"],
         Some("exec") => &["command"],
+        Some("ssm_parameter") => &["parameter", "region", "endpoint", "kms_key_id"],
         _ => &[],
     };
     let present = [
@@ -461,6 +491,8 @@ fn fields_of_other_kinds(w: &TargetAt<'_, '_>, diags: &mut Vec<Diagnostic>, t: &
         ("secret", t.secret.as_ref().map(|_| w.at)),
         ("header", t.header.as_ref().map(|v| v.span().start)),
         ("command", t.command.as_ref().map(|v| v.span().start)),
+        ("parameter", t.parameter.as_ref().map(|v| v.span().start)),
+        ("kms_key_id", t.kms_key_id.as_ref().map(|v| v.span().start)),
     ];
     if let Some(k) = &t.kind
         && !allowed.is_empty()
@@ -554,6 +586,35 @@ fn aws_secret_kind(
         region: t.region.as_ref().map(|r| r.get_ref().clone()),
         endpoint: t.endpoint.as_ref().map(|r| r.get_ref().clone()),
         json_key: t.json_key.as_ref().map(|r| r.get_ref().clone()),
+    })
+}
+
+/// `kind = "ssm_parameter"`: a `parameter` name, an optional region, endpoint URL and KMS key.
+fn ssm_parameter_kind(
+    w: &TargetAt<'_, '_>,
+    diags: &mut Vec<Diagnostic>,
+    t: &RawTarget,
+) -> Option<TargetKind> {
+    let parameter = t
+        .parameter
+        .as_ref()
+        .map(|s| s.get_ref().clone())
+        .filter(|s| !s.is_empty());
+    if parameter.is_none() {
+        w.missing(
+            diags,
+            "parameter",
+            "the parameter's name, such as \"/billbytekot/prod/WHATSAPP_ACCESS_TOKEN\"",
+        );
+    }
+    if let Some(e) = &t.endpoint {
+        url_field(w.map, diags, w.field("endpoint"), e);
+    }
+    parameter.map(|parameter| TargetKind::SsmParameter {
+        parameter,
+        region: t.region.as_ref().map(|r| r.get_ref().clone()),
+        endpoint: t.endpoint.as_ref().map(|r| r.get_ref().clone()),
+        kms_key_id: t.kms_key_id.as_ref().map(|r| r.get_ref().clone()),
     })
 }
 
@@ -755,13 +816,51 @@ command = ["x"]
             "`token[0].target[0].path`: expected an absolute path",
             "`token[0].target[1].url`: expected an https URL",
             "`token[0].target[1].secret`: missing field",
-            "`token[0].target[2].kind`: expected \"dotenv\", \"aws_secret\", \"webhook\" or \"exec\", found \"ftp\"",
+            "`token[0].target[2].kind`: expected one of \"dotenv\", \"aws_secret\", \"webhook\", \"exec\"",
             "`token[0].target[3].command`: expected a command as a list of words",
             "`token[0].target[3].secret_id`: `secret_id` does not apply to kind = \"exec\"",
             "`token[0].target[4].name`: missing field",
             "`token[0].target[5].name`: duplicate target name \"a\"",
         ] {
             assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
+    }
+
+    #[test]
+    fn an_ssm_parameter_target_parses_and_its_mistakes_are_named() {
+        let cfg = parse(
+            r#"
+[[token]]
+name = "prod"
+[[token.target]]
+name = "ssm"
+kind = "ssm_parameter"
+parameter = "/billbytekot/prod/WHATSAPP_ACCESS_TOKEN"
+kms_key_id = "alias/billbytekot"
+region = "eu-west-1"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.tokens[0].targets[0].kind,
+            TargetKind::SsmParameter {
+                parameter: "/billbytekot/prod/WHATSAPP_ACCESS_TOKEN".into(),
+                region: Some("eu-west-1".into()),
+                endpoint: None,
+                kms_key_id: Some("alias/billbytekot".into()),
+            }
+        );
+        let errs = parse(
+            "[[token]]\nname = \"prod\"\n[[token.target]]\nname = \"ssm\"\nkind = \"ssm_parameter\"\nendpoint = \"http://ssm.example.com\"\npath = \"/x\"\n",
+        )
+        .unwrap_err()
+        .join("\n");
+        for want in [
+            "`token[0].target[0].parameter`: missing field",
+            "`token[0].target[0].endpoint`: expected an https URL",
+            "`token[0].target[0].path`: `path` does not apply to kind = \"ssm_parameter\"",
+        ] {
+            assert!(errs.contains(want), "missing {want:?} in\n{errs}");
         }
     }
 

@@ -1,5 +1,5 @@
 //! Targets: the environments a token is delivered to (`dotenv` files, other Secrets Manager
-//! secrets, webhooks, commands), and how each is verified.
+//! secrets, webhooks, commands, and platforms: SSM parameters), and how each is verified.
 //!
 //! One module per kind. [`TargetError`] says what the caller does next: retry (transient),
 //! or stop the rollout and tell on-call (refused).
@@ -9,6 +9,7 @@ pub mod dotenv;
 #[cfg(test)]
 mod dotenv_parsers;
 pub mod exec;
+pub mod ssm_parameter;
 pub mod verify;
 pub mod webhook;
 
@@ -109,6 +110,7 @@ enum Target {
     AwsSecret(aws_secret::AwsSecretTarget),
     Webhook(webhook::Webhook),
     Exec(exec::ExecTarget),
+    Ssm(ssm_parameter::SsmParameterTarget),
 }
 
 impl Configured {
@@ -154,6 +156,21 @@ impl Configured {
             TargetKind::Exec { command } => {
                 Target::Exec(exec::ExecTarget::new(command.clone(), cfg.timeout))
             }
+            TargetKind::SsmParameter {
+                parameter,
+                region,
+                endpoint,
+                kms_key_id,
+            } => Target::Ssm(
+                ssm_parameter::SsmParameterTarget::connect(
+                    parameter,
+                    region.as_deref(),
+                    endpoint.as_deref(),
+                    kms_key_id.clone(),
+                    cfg.timeout,
+                )
+                .await,
+            ),
         };
         let verify = cfg.verify.as_ref().map(|v| match v {
             VerifyConfig::Url(u) => verify::Verify::Url(u.clone()),
@@ -173,13 +190,30 @@ impl Configured {
             Target::AwsSecret(a) => a.describe(),
             Target::Webhook(_) => "webhook".to_string(),
             Target::Exec(e) => format!("command {}", e.command()[0]),
+            Target::Ssm(s) => s.describe(),
         };
         format!("target {} ({place})", self.cfg.name)
     }
 
     /// Whether the token a target holds can be read back (for drift checks).
     pub fn readable(&self) -> bool {
-        matches!(self.target, Target::Dotenv { .. } | Target::AwsSecret(_))
+        matches!(
+            self.target,
+            Target::Dotenv { .. } | Target::AwsSecret(_) | Target::Ssm(_)
+        )
+    }
+
+    /// What `rotate --dry-run` says about reading the target back: how a drift check and a
+    /// push's verification see what it holds, or why they cannot.
+    pub fn read_back_note(&self) -> &'static str {
+        match &self.target {
+            Target::Dotenv { .. } => "read back from the file",
+            Target::AwsSecret(_) => "read back with GetSecretValue",
+            Target::Ssm(_) => "read back with GetParameter (WithDecryption)",
+            Target::Webhook(_) | Target::Exec(_) => {
+                "write-only: verified by its verify_url or verify_command only"
+            }
+        }
     }
 
     /// The file a target writes, if it is a file (kept out of the forgotten-copies search).
@@ -239,6 +273,7 @@ impl Configured {
                 .push(token, &ctx.token_name, token.fingerprint())
                 .await
                 .map(|()| true),
+            Target::Ssm(s) => s.push(token).await,
         }
     }
 
@@ -251,6 +286,7 @@ impl Configured {
         match &self.target {
             Target::Dotenv { file, key, .. } => Ok(file.get_key(key)?.map(|s| s.fingerprint())),
             Target::AwsSecret(a) => a.read_back().await.map(Some),
+            Target::Ssm(s) => s.read_back().await,
             Target::Webhook(_) | Target::Exec(_) => Ok(None),
         }
     }

@@ -68,3 +68,6 @@ mod soak;
 mod store_behaviour;
 /// Each kind of target on its own: webhooks, exec commands, verify URLs and commands.
 mod targets;
+/// The `ssm_parameter` target against moto and a loopback Parameter Store: push, read back,
+/// rollback, drift, denied, throttled, hanging.
+mod targets_ssm;

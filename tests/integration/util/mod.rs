@@ -7,6 +7,8 @@
 //! - `binary`: the real `tokenwarden` binary, run once or as a daemon, and signals to it.
 //! - `metrics`: scraping `/metrics` and reading it with the Prometheus reference parser.
 //! - `daemon`: the daemon in this process (`Running`), its clock moved with the sandbox's.
+//! - `platforms`: loopback fakes of the platform targets' APIs, a rotation to a set of targets,
+//!   the daemon binary run until a condition holds.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ mod aws;
 mod binary;
 mod daemon;
 mod metrics;
+mod platforms;
 mod smtp;
 mod workspace;
 
@@ -23,6 +26,7 @@ pub use aws::*;
 pub use binary::*;
 pub use daemon::*;
 pub use metrics::*;
+pub use platforms::*;
 pub use smtp::*;
 pub use workspace::*;
 
