@@ -23,7 +23,8 @@ pub use diag::{Diagnostic, SourceMap};
 pub use secret_ref::{SecretRef, SecretRefError};
 pub use secrets::{SecretField, check_secrets};
 pub use targets::{
-    DEFAULT_DOTENV_KEY, DeliveryConfig, ScanConfig, TargetConfig, TargetKind, VerifyConfig,
+    ApiAccess, DEFAULT_DOTENV_KEY, DeliveryConfig, GithubScope, ScanConfig, TargetConfig,
+    TargetKind, VerifyConfig,
 };
 
 use crate::meta::version::{ApiVersion, DEFAULT_VERSION};

@@ -75,6 +75,10 @@ fn token_fields<'a>(prefix: &str, t: &'a TokenConfig, out: &mut Vec<SecretField<
                 field: format!("{prefix}.target[{j}].secret"),
                 reference: secret,
             }),
+            TargetKind::GithubActionsSecret { api, .. } => out.push(SecretField {
+                field: format!("{prefix}.target[{j}].api_token"),
+                reference: &api.token,
+            }),
             TargetKind::Dotenv { .. }
             | TargetKind::AwsSecret { .. }
             | TargetKind::Exec { .. }

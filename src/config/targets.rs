@@ -13,7 +13,7 @@ use super::diag::{Diagnostic, SourceMap};
 use super::{SecretRef, is_loopback, parse_duration};
 
 /// The `kind` words, as a config error lists them.
-const KIND_WORDS: &str = "\"dotenv\", \"aws_secret\", \"webhook\", \"exec\", \"ssm_parameter\"";
+const KIND_WORDS: &str = "\"dotenv\", \"aws_secret\", \"webhook\", \"exec\", \"ssm_parameter\", \"github_actions_secret\"";
 
 /// Default key of a `dotenv` target.
 pub const DEFAULT_DOTENV_KEY: &str = "WHATSAPP_ACCESS_TOKEN";
@@ -92,6 +92,28 @@ impl TargetConfig {
                 endpoint: endpoint.clone(),
                 kms_key_id: kms_key_id.clone(),
             },
+            TargetKind::GithubActionsSecret { scope, name, api } => {
+                TargetKind::GithubActionsSecret {
+                    scope: match scope {
+                        GithubScope::Repository { owner, repo } => GithubScope::Repository {
+                            owner: owner.clone(),
+                            repo: fill(repo),
+                        },
+                        GithubScope::Environment {
+                            owner,
+                            repo,
+                            environment,
+                        } => GithubScope::Environment {
+                            owner: owner.clone(),
+                            repo: fill(repo),
+                            environment: fill(environment),
+                        },
+                        GithubScope::Organization { .. } => scope.clone(),
+                    },
+                    name: name.clone(),
+                    api: api.clone(),
+                }
+            }
         };
         TargetConfig {
             name: self.name.clone(),
@@ -163,6 +185,52 @@ pub enum TargetKind {
         /// The KMS key that encrypts it; default the account's `alias/aws/ssm`.
         kms_key_id: Option<String>,
     },
+    /// A GitHub Actions secret (write-only on GitHub's side).
+    GithubActionsSecret {
+        /// Whose secret: a repository's, one of its environments', an organisation's.
+        scope: GithubScope,
+        /// The secret's name (`key`).
+        name: String,
+        /// Where the API is and the token that may write the secret.
+        api: ApiAccess,
+    },
+}
+
+/// A platform's API as a target reaches it: `api_url` and `api_token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiAccess {
+    /// The API's base URL (https, or http to loopback).
+    pub url: reqwest::Url,
+    /// The credential, sent as a bearer token.
+    pub token: SecretRef,
+}
+
+/// Whose GitHub Actions secret a target writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GithubScope {
+    /// `repository = "owner/repo"`.
+    Repository {
+        /// The owner (user or organisation).
+        owner: String,
+        /// The repository.
+        repo: String,
+    },
+    /// `repository = "owner/repo"` and `environment = "production"`.
+    Environment {
+        /// The owner.
+        owner: String,
+        /// The repository.
+        repo: String,
+        /// The deployment environment.
+        environment: String,
+    },
+    /// `organization = "org"`, with `visibility` (`"private"` by default, or `"all"`).
+    Organization {
+        /// The organisation.
+        org: String,
+        /// Which repositories may use it.
+        visibility: String,
+    },
 }
 
 impl TargetKind {
@@ -174,6 +242,7 @@ impl TargetKind {
             TargetKind::Webhook { .. } => "webhook",
             TargetKind::Exec { .. } => "exec",
             TargetKind::SsmParameter { .. } => "ssm_parameter",
+            TargetKind::GithubActionsSecret { .. } => "github_actions_secret",
         }
     }
 }
@@ -248,6 +317,12 @@ pub(super) struct RawTarget {
     command: Option<Spanned<Vec<String>>>,
     parameter: Option<Spanned<String>>,
     kms_key_id: Option<Spanned<String>>,
+    repository: Option<Spanned<String>>,
+    organization: Option<Spanned<String>>,
+    environment: Option<Spanned<String>>,
+    visibility: Option<Spanned<String>>,
+    api_url: Option<Spanned<String>>,
+    api_token: Option<SecretRef>,
 }
 
 /// An https URL, or http to loopback (a local app's health endpoint, a test receiver).
@@ -343,6 +418,7 @@ pub(super) fn targets(
             Some("aws_secret") => aws_secret_kind(&w, diags, &t),
             Some("webhook") => webhook_kind(&w, diags, &t),
             Some("ssm_parameter") => ssm_parameter_kind(&w, diags, &t),
+            Some("github_actions_secret") => github_kind(&w, diags, &t),
             Some("exec") => match &t.command {
                 Some(c) => argv_field(map, diags, w.field("command"), c)
                     .map(|command| TargetKind::Exec { command }),
@@ -477,6 +553,15 @@ fn fields_of_other_kinds(w: &TargetAt<'_, '_>, diags: &mut Vec<Diagnostic>, t: &
         Some("webhook") => &["url", "secret", "header"],
         Some("exec") => &["command"],
         Some("ssm_parameter") => &["parameter", "region", "endpoint", "kms_key_id"],
+        Some("github_actions_secret") => &[
+            "repository",
+            "organization",
+            "environment",
+            "visibility",
+            "key",
+            "api_url",
+            "api_token",
+        ],
         _ => &[],
     };
     let present = [
@@ -493,6 +578,18 @@ fn fields_of_other_kinds(w: &TargetAt<'_, '_>, diags: &mut Vec<Diagnostic>, t: &
         ("command", t.command.as_ref().map(|v| v.span().start)),
         ("parameter", t.parameter.as_ref().map(|v| v.span().start)),
         ("kms_key_id", t.kms_key_id.as_ref().map(|v| v.span().start)),
+        ("repository", t.repository.as_ref().map(|v| v.span().start)),
+        (
+            "organization",
+            t.organization.as_ref().map(|v| v.span().start),
+        ),
+        (
+            "environment",
+            t.environment.as_ref().map(|v| v.span().start),
+        ),
+        ("visibility", t.visibility.as_ref().map(|v| v.span().start)),
+        ("api_url", t.api_url.as_ref().map(|v| v.span().start)),
+        ("api_token", t.api_token.as_ref().map(|_| w.at)),
     ];
     if let Some(k) = &t.kind
         && !allowed.is_empty()
@@ -615,6 +712,180 @@ fn ssm_parameter_kind(
         region: t.region.as_ref().map(|r| r.get_ref().clone()),
         endpoint: t.endpoint.as_ref().map(|r| r.get_ref().clone()),
         kms_key_id: t.kms_key_id.as_ref().map(|r| r.get_ref().clone()),
+    })
+}
+
+/// A platform target's `api_url` (`default` when absent) and `api_token` (required).
+fn api_access(
+    w: &TargetAt<'_, '_>,
+    diags: &mut Vec<Diagnostic>,
+    t: &RawTarget,
+    default: &str,
+    token_hint: &str,
+) -> Option<ApiAccess> {
+    let url = match &t.api_url {
+        Some(u) => url_field(w.map, diags, w.field("api_url"), u),
+        None => reqwest::Url::parse(default).ok(),
+    };
+    if t.api_token.is_none() {
+        w.missing(
+            diags,
+            "api_token",
+            &format!(
+                "{token_hint}, as {{ env = \"NAME\" }}, {{ file = \"/path\" }} or {{ credential = \"NAME\" }}"
+            ),
+        );
+    }
+    Some(ApiAccess {
+        url: url?,
+        token: t.api_token.clone()?,
+    })
+}
+
+/// A platform variable's `key`: a variable name, [`DEFAULT_DOTENV_KEY`] when absent.
+fn platform_key(w: &TargetAt<'_, '_>, diags: &mut Vec<Diagnostic>, t: &RawTarget) -> String {
+    match &t.key {
+        None => DEFAULT_DOTENV_KEY.to_string(),
+        Some(k) if valid_env_key(k.get_ref()) => k.get_ref().clone(),
+        Some(k) => {
+            diags.push(w.map.at(
+                k.span().start,
+                w.field("key"),
+                format!(
+                    "expected a variable name of letters, digits and `_`, found {:?}",
+                    k.get_ref()
+                ),
+            ));
+            DEFAULT_DOTENV_KEY.to_string()
+        }
+    }
+}
+
+/// `kind = "github_actions_secret"`: `repository` (with an optional `environment`) or
+/// `organization` (with an optional `visibility`), the secret's `key`, the API.
+fn github_kind(
+    w: &TargetAt<'_, '_>,
+    diags: &mut Vec<Diagnostic>,
+    t: &RawTarget,
+) -> Option<TargetKind> {
+    let name = platform_key(w, diags, t);
+    if name.to_ascii_uppercase().starts_with("GITHUB_") {
+        diags.push(w.map.at(
+            t.key.as_ref().map(|k| k.span().start).unwrap_or(w.at),
+            w.field("key"),
+            format!("GitHub refuses secret names that start with GITHUB_, found {name:?}"),
+        ));
+    }
+    let scope = match (&t.repository, &t.organization) {
+        (Some(r), None) => {
+            let parts: Vec<&str> = r.get_ref().split('/').collect();
+            let ok = |p: &str| {
+                !p.is_empty()
+                    && p != "."
+                    && p != ".."
+                    && p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.{}".contains(&b))
+            };
+            if parts.len() != 2 || !parts.iter().all(|p| ok(p)) {
+                diags.push(w.map.at(
+                    r.span().start,
+                    w.field("repository"),
+                    format!(
+                        "expected \"owner/repo\", such as \"billbytekot/backend\", found {:?}",
+                        r.get_ref()
+                    ),
+                ));
+                None
+            } else {
+                let (owner, repo) = (parts[0].to_string(), parts[1].to_string());
+                Some(match &t.environment {
+                    Some(e) if !e.get_ref().is_empty() => GithubScope::Environment {
+                        owner,
+                        repo,
+                        environment: e.get_ref().clone(),
+                    },
+                    Some(e) => {
+                        diags.push(w.map.at(
+                            e.span().start,
+                            w.field("environment"),
+                            "expected an environment name, such as \"production\"",
+                        ));
+                        return None;
+                    }
+                    None => GithubScope::Repository { owner, repo },
+                })
+            }
+        }
+        (None, Some(o)) => {
+            if let Some(e) = &t.environment {
+                diags.push(w.map.at(
+                    e.span().start,
+                    w.field("environment"),
+                    "an environment belongs to a repository: set `repository`, not `organization`",
+                ));
+            }
+            let visibility = t
+                .visibility
+                .as_ref()
+                .map(|v| v.get_ref().as_str())
+                .unwrap_or("private");
+            if !["private", "all"].contains(&visibility) {
+                diags.push(
+                    w.map.at(
+                        t.visibility
+                            .as_ref()
+                            .map(|v| v.span().start)
+                            .unwrap_or(w.at),
+                        w.field("visibility"),
+                        format!("expected \"private\" or \"all\", found {visibility:?}"),
+                    ),
+                );
+            }
+            Some(GithubScope::Organization {
+                org: o.get_ref().clone(),
+                visibility: visibility.to_string(),
+            })
+        }
+        (Some(_), Some(o)) => {
+            diags.push(w.map.at(
+                o.span().start,
+                w.field("organization"),
+                "set `repository` or `organization`, not both",
+            ));
+            None
+        }
+        (None, None) => {
+            w.missing(
+                diags,
+                "repository",
+                "\"owner/repo\" (or `organization` for an organisation secret)",
+            );
+            None
+        }
+    };
+    if t.visibility.is_some() && t.organization.is_none() {
+        diags.push(
+            w.map.at(
+                t.visibility
+                    .as_ref()
+                    .map(|v| v.span().start)
+                    .unwrap_or(w.at),
+                w.field("visibility"),
+                "`visibility` applies to an organisation secret only",
+            ),
+        );
+    }
+    let api = api_access(
+        w,
+        diags,
+        t,
+        "https://api.github.com",
+        "a fine-grained token or GitHub App installation token that may write the secret",
+    );
+    Some(TargetKind::GithubActionsSecret {
+        scope: scope?,
+        name,
+        api: api?,
     })
 }
 
@@ -859,6 +1130,79 @@ region = "eu-west-1"
             "`token[0].target[0].parameter`: missing field",
             "`token[0].target[0].endpoint`: expected an https URL",
             "`token[0].target[0].path`: `path` does not apply to kind = \"ssm_parameter\"",
+        ] {
+            assert!(errs.contains(want), "missing {want:?} in\n{errs}");
+        }
+    }
+
+    #[test]
+    fn github_actions_secret_targets_parse_and_their_mistakes_are_named() {
+        let cfg = parse(
+            r#"
+[[token]]
+name = "prod"
+[[token.target]]
+name = "gh-env"
+kind = "github_actions_secret"
+repository = "billbytekot/backend"
+environment = "production"
+api_token = { env = "GH_TOKEN" }
+[[token.target]]
+name = "gh-org"
+kind = "github_actions_secret"
+organization = "billbytekot"
+visibility = "all"
+key = "WA_TOKEN"
+api_url = "https://github.example.com/api/v3"
+api_token = { file = "/etc/tokenwarden/gh" }
+"#,
+        )
+        .unwrap();
+        let t = &cfg.tokens[0].targets;
+        match &t[0].kind {
+            TargetKind::GithubActionsSecret { scope, name, api } => {
+                assert_eq!(
+                    scope,
+                    &GithubScope::Environment {
+                        owner: "billbytekot".into(),
+                        repo: "backend".into(),
+                        environment: "production".into()
+                    }
+                );
+                assert_eq!(name, DEFAULT_DOTENV_KEY);
+                assert_eq!(api.url.as_str(), "https://api.github.com/");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&t[1].kind,
+            TargetKind::GithubActionsSecret { scope: GithubScope::Organization { visibility, .. }, name, api }
+                if visibility == "all" && name == "WA_TOKEN" && api.url.host_str() == Some("github.example.com")));
+        let errs = parse(
+            r#"
+[[token]]
+name = "prod"
+[[token.target]]
+name = "a"
+kind = "github_actions_secret"
+repository = "billbytekot"
+key = "GITHUB_TOKEN"
+[[token.target]]
+name = "b"
+kind = "github_actions_secret"
+organization = "billbytekot"
+visibility = "selected"
+api_url = "http://api.github.com"
+api_token = { env = "GH" }
+"#,
+        )
+        .unwrap_err()
+        .join("\n");
+        for want in [
+            "`token[0].target[0].repository`: expected \"owner/repo\"",
+            "`token[0].target[0].key`: GitHub refuses secret names that start with GITHUB_",
+            "`token[0].target[0].api_token`: missing field",
+            "`token[0].target[1].visibility`: expected \"private\" or \"all\"",
+            "`token[0].target[1].api_url`: expected an https URL",
         ] {
             assert!(errs.contains(want), "missing {want:?} in\n{errs}");
         }

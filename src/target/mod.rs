@@ -1,5 +1,6 @@
 //! Targets: the environments a token is delivered to (`dotenv` files, other Secrets Manager
-//! secrets, webhooks, commands, and platforms: SSM parameters), and how each is verified.
+//! secrets, webhooks, commands, and platforms: SSM parameters, GitHub Actions secrets), and how
+//! each is verified. The HTTP platforms share `rest`'s client.
 //!
 //! One module per kind. [`TargetError`] says what the caller does next: retry (transient),
 //! or stop the rollout and tell on-call (refused).
@@ -9,6 +10,8 @@ pub mod dotenv;
 #[cfg(test)]
 mod dotenv_parsers;
 pub mod exec;
+pub mod github_actions_secret;
+pub mod rest;
 pub mod ssm_parameter;
 pub mod verify;
 pub mod webhook;
@@ -111,6 +114,7 @@ enum Target {
     Webhook(webhook::Webhook),
     Exec(exec::ExecTarget),
     Ssm(ssm_parameter::SsmParameterTarget),
+    Github(github_actions_secret::GithubSecretTarget),
 }
 
 impl Configured {
@@ -171,6 +175,15 @@ impl Configured {
                 )
                 .await,
             ),
+            TargetKind::GithubActionsSecret { scope, name, api } => {
+                Target::Github(github_actions_secret::GithubSecretTarget::new(
+                    scope.clone(),
+                    name.clone(),
+                    &api.url,
+                    api_token(cfg, api)?,
+                    cfg.timeout,
+                )?)
+            }
         };
         let verify = cfg.verify.as_ref().map(|v| match v {
             VerifyConfig::Url(u) => verify::Verify::Url(u.clone()),
@@ -191,6 +204,7 @@ impl Configured {
             Target::Webhook(_) => "webhook".to_string(),
             Target::Exec(e) => format!("command {}", e.command()[0]),
             Target::Ssm(s) => s.describe(),
+            Target::Github(g) => g.describe(),
         };
         format!("target {} ({place})", self.cfg.name)
     }
@@ -212,6 +226,9 @@ impl Configured {
             Target::Ssm(_) => "read back with GetParameter (WithDecryption)",
             Target::Webhook(_) | Target::Exec(_) => {
                 "write-only: verified by its verify_url or verify_command only"
+            }
+            Target::Github(_) => {
+                "write-only: GitHub never returns a secret's value; verified by its verify_url or verify_command only"
             }
         }
     }
@@ -274,6 +291,7 @@ impl Configured {
                 .await
                 .map(|()| true),
             Target::Ssm(s) => s.push(token).await,
+            Target::Github(g) => g.push(token).await,
         }
     }
 
@@ -287,7 +305,7 @@ impl Configured {
             Target::Dotenv { file, key, .. } => Ok(file.get_key(key)?.map(|s| s.fingerprint())),
             Target::AwsSecret(a) => a.read_back().await.map(Some),
             Target::Ssm(s) => s.read_back().await,
-            Target::Webhook(_) | Target::Exec(_) => Ok(None),
+            Target::Webhook(_) | Target::Exec(_) | Target::Github(_) => Ok(None),
         }
     }
 
@@ -339,6 +357,13 @@ impl Configured {
             None => Ok(()),
         }
     }
+}
+
+/// The `api_token` of a platform target, resolved.
+fn api_token(cfg: &TargetConfig, api: &crate::config::ApiAccess) -> Result<Secret, TargetError> {
+    api.token
+        .resolve()
+        .map_err(|e| TargetError::Refused(format!("target {}: `api_token`: {e}", cfg.name)))
 }
 
 fn prefix(what: &str, e: TargetError) -> TargetError {

@@ -68,6 +68,9 @@ mod soak;
 mod store_behaviour;
 /// Each kind of target on its own: webhooks, exec commands, verify URLs and commands.
 mod targets;
+/// The `github_actions_secret` target against a loopback GitHub that opens each sealed box
+/// with PyNaCl: push, rollback, retried sync, refusals, retries, a hang, no leak.
+mod targets_github;
 /// The `ssm_parameter` target against moto and a loopback Parameter Store: push, read back,
 /// rollback, drift, denied, throttled, hanging.
 mod targets_ssm;

@@ -47,7 +47,7 @@ pub fn venv() -> PathBuf {
 }
 
 /// A script of `tests/support/` run by the venv's Python.
-fn support_script(name: &str) -> Command {
+pub(crate) fn support_script(name: &str) -> Command {
     let mut cmd = Command::new(venv().join("bin/python"));
     cmd.arg(
         Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -42,7 +42,6 @@ impl Recorded {
 
 /// An answer that replaces the platform's next one.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // the REST platforms' tests queue them
 pub enum Fault {
     /// This status with this JSON body, and a `Retry-After` in seconds if given.
     Status(u16, String, Option<u64>),
@@ -102,7 +101,6 @@ impl<T: Send + 'static> Fake<T> {
     }
 
     /// Queues `f` for the next request.
-    #[allow(dead_code)] // the REST platforms' tests queue faults
     pub fn fail_next(&self, f: Fault) {
         self.state.lock().unwrap().faults.push_back(f);
     }
@@ -265,4 +263,65 @@ pub async fn daemon_until(
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         },
     )
+}
+
+/// A target config named `name` of `kind`, wave 1, without a verify.
+pub fn target_config(
+    name: &str,
+    kind: tokenwarden::config::TargetKind,
+    timeout: Duration,
+) -> tokenwarden::config::TargetConfig {
+    tokenwarden::config::TargetConfig {
+        name: name.into(),
+        wave: 1,
+        timeout,
+        verify: None,
+        kind,
+    }
+}
+
+/// The context of a push for token `prod`.
+pub fn push_ctx(event: tokenwarden::target::PushEvent) -> tokenwarden::target::PushContext {
+    tokenwarden::target::PushContext {
+        token_name: "prod".into(),
+        expires_at: None,
+        event,
+        request_id: "test-push".into(),
+        now: jiff::Timestamp::now(),
+        reloads: None,
+        hide: Vec::new(),
+    }
+}
+
+/// Opens `cfg` as a rollout does.
+pub async fn open_target(
+    cfg: &tokenwarden::config::TargetConfig,
+) -> Arc<tokenwarden::target::Configured> {
+    Arc::new(tokenwarden::target::Configured::open(cfg).await.unwrap())
+}
+
+/// Pushes `token` to `t` as a rollout does (push, read back or verify, within its timeout),
+/// returning the outcome and how long it took.
+pub async fn push_timed(
+    t: &Arc<tokenwarden::target::Configured>,
+    token: &str,
+) -> (
+    Result<bool, tokenwarden::target::TargetError>,
+    std::time::Duration,
+) {
+    let started = std::time::Instant::now();
+    let out = tokenwarden::delivery::roll_out(
+        std::slice::from_ref(t),
+        &tokenwarden::secret::Secret::new(token),
+        None,
+        &push_ctx(tokenwarden::target::PushEvent::Rotation),
+        &tokenwarden::target::http_client(),
+        1,
+    )
+    .await;
+    let result = match out {
+        tokenwarden::delivery::Rollout::Delivered(r) => r[0].outcome.clone(),
+        tokenwarden::delivery::Rollout::Failed { results, .. } => results[0].outcome.clone(),
+    };
+    (result, started.elapsed())
 }
