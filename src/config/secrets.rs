@@ -75,7 +75,8 @@ fn token_fields<'a>(prefix: &str, t: &'a TokenConfig, out: &mut Vec<SecretField<
                 field: format!("{prefix}.target[{j}].secret"),
                 reference: secret,
             }),
-            TargetKind::GithubActionsSecret { api, .. } => out.push(SecretField {
+            TargetKind::GithubActionsSecret { api, .. }
+            | TargetKind::HerokuConfigVar { api, .. } => out.push(SecretField {
                 field: format!("{prefix}.target[{j}].api_token"),
                 reference: &api.token,
             }),

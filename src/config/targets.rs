@@ -13,7 +13,7 @@ use super::diag::{Diagnostic, SourceMap};
 use super::{SecretRef, is_loopback, parse_duration};
 
 /// The `kind` words, as a config error lists them.
-const KIND_WORDS: &str = "\"dotenv\", \"aws_secret\", \"webhook\", \"exec\", \"ssm_parameter\", \"github_actions_secret\"";
+const KIND_WORDS: &str = "\"dotenv\", \"aws_secret\", \"webhook\", \"exec\", \"ssm_parameter\", \"github_actions_secret\", \"heroku_config_var\"";
 
 /// Default key of a `dotenv` target.
 pub const DEFAULT_DOTENV_KEY: &str = "WHATSAPP_ACCESS_TOKEN";
@@ -114,6 +114,11 @@ impl TargetConfig {
                     api: api.clone(),
                 }
             }
+            TargetKind::HerokuConfigVar { app, key, api } => TargetKind::HerokuConfigVar {
+                app: fill(app),
+                key: key.clone(),
+                api: api.clone(),
+            },
         };
         TargetConfig {
             name: self.name.clone(),
@@ -194,6 +199,15 @@ pub enum TargetKind {
         /// Where the API is and the token that may write the secret.
         api: ApiAccess,
     },
+    /// One config var of a Heroku app.
+    HerokuConfigVar {
+        /// The app's name or id.
+        app: String,
+        /// The var.
+        key: String,
+        /// Where the API is and the token that may write config vars.
+        api: ApiAccess,
+    },
 }
 
 /// A platform's API as a target reaches it: `api_url` and `api_token`.
@@ -243,6 +257,7 @@ impl TargetKind {
             TargetKind::Exec { .. } => "exec",
             TargetKind::SsmParameter { .. } => "ssm_parameter",
             TargetKind::GithubActionsSecret { .. } => "github_actions_secret",
+            TargetKind::HerokuConfigVar { .. } => "heroku_config_var",
         }
     }
 }
@@ -323,6 +338,7 @@ pub(super) struct RawTarget {
     visibility: Option<Spanned<String>>,
     api_url: Option<Spanned<String>>,
     api_token: Option<SecretRef>,
+    app: Option<Spanned<String>>,
 }
 
 /// An https URL, or http to loopback (a local app's health endpoint, a test receiver).
@@ -419,6 +435,7 @@ pub(super) fn targets(
             Some("webhook") => webhook_kind(&w, diags, &t),
             Some("ssm_parameter") => ssm_parameter_kind(&w, diags, &t),
             Some("github_actions_secret") => github_kind(&w, diags, &t),
+            Some("heroku_config_var") => heroku_kind(&w, diags, &t),
             Some("exec") => match &t.command {
                 Some(c) => argv_field(map, diags, w.field("command"), c)
                     .map(|command| TargetKind::Exec { command }),
@@ -562,6 +579,7 @@ fn fields_of_other_kinds(w: &TargetAt<'_, '_>, diags: &mut Vec<Diagnostic>, t: &
             "api_url",
             "api_token",
         ],
+        Some("heroku_config_var") => &["app", "key", "api_url", "api_token"],
         _ => &[],
     };
     let present = [
@@ -590,6 +608,7 @@ fn fields_of_other_kinds(w: &TargetAt<'_, '_>, diags: &mut Vec<Diagnostic>, t: &
         ("visibility", t.visibility.as_ref().map(|v| v.span().start)),
         ("api_url", t.api_url.as_ref().map(|v| v.span().start)),
         ("api_token", t.api_token.as_ref().map(|_| w.at)),
+        ("app", t.app.as_ref().map(|v| v.span().start)),
     ];
     if let Some(k) = &t.kind
         && !allowed.is_empty()
@@ -885,6 +904,59 @@ fn github_kind(
     Some(TargetKind::GithubActionsSecret {
         scope: scope?,
         name,
+        api: api?,
+    })
+}
+
+/// A required name field (an app, a project, a service): not empty.
+fn required_name(
+    w: &TargetAt<'_, '_>,
+    diags: &mut Vec<Diagnostic>,
+    field: &str,
+    v: Option<&Spanned<String>>,
+    what: &str,
+) -> Option<String> {
+    match v {
+        Some(v) if !v.get_ref().trim().is_empty() => Some(v.get_ref().clone()),
+        Some(v) => {
+            diags.push(w.map.at(
+                v.span().start,
+                w.field(field),
+                format!("expected {what}, found an empty string"),
+            ));
+            None
+        }
+        None => {
+            w.missing(diags, field, what);
+            None
+        }
+    }
+}
+
+/// `kind = "heroku_config_var"`: an `app`, the var's `key`, the API.
+fn heroku_kind(
+    w: &TargetAt<'_, '_>,
+    diags: &mut Vec<Diagnostic>,
+    t: &RawTarget,
+) -> Option<TargetKind> {
+    let app = required_name(
+        w,
+        diags,
+        "app",
+        t.app.as_ref(),
+        "the app's name or id, such as \"billbytekot-backend\"",
+    );
+    let key = platform_key(w, diags, t);
+    let api = api_access(
+        w,
+        diags,
+        t,
+        "https://api.heroku.com",
+        "a Heroku API token with the write-protected scope",
+    );
+    Some(TargetKind::HerokuConfigVar {
+        app: app?,
+        key,
         api: api?,
     })
 }
@@ -1203,6 +1275,55 @@ api_token = { env = "GH" }
             "`token[0].target[0].api_token`: missing field",
             "`token[0].target[1].visibility`: expected \"private\" or \"all\"",
             "`token[0].target[1].api_url`: expected an https URL",
+        ] {
+            assert!(errs.contains(want), "missing {want:?} in\n{errs}");
+        }
+    }
+
+    #[test]
+    fn platform_variable_targets_parse_and_their_mistakes_are_named() {
+        let cfg = parse(
+            r#"
+[[token]]
+name = "prod"
+[[token.target]]
+name = "heroku"
+kind = "heroku_config_var"
+app = "billbytekot-backend"
+api_token = { env = "HEROKU_API_KEY" }
+"#,
+        )
+        .unwrap();
+        let t = &cfg.tokens[0].targets;
+        assert_eq!(
+            t[0].kind,
+            TargetKind::HerokuConfigVar {
+                app: "billbytekot-backend".into(),
+                key: DEFAULT_DOTENV_KEY.into(),
+                api: ApiAccess {
+                    url: "https://api.heroku.com".parse().unwrap(),
+                    token: SecretRef::Env("HEROKU_API_KEY".into()),
+                },
+            }
+        );
+        let errs = parse(
+            r#"
+[[token]]
+name = "prod"
+[[token.target]]
+name = "heroku"
+kind = "heroku_config_var"
+key = "WHATSAPP TOKEN"
+api_token = { env = "HEROKU_API_KEY" }
+repository = "a/b"
+"#,
+        )
+        .unwrap_err()
+        .join("\n");
+        for want in [
+            "`token[0].target[0].app`: missing field",
+            "`token[0].target[0].key`: expected a variable name",
+            "`token[0].target[0].repository`: `repository` does not apply to kind = \"heroku_config_var\"",
         ] {
             assert!(errs.contains(want), "missing {want:?} in\n{errs}");
         }

@@ -1,5 +1,5 @@
 //! Targets: the environments a token is delivered to (`dotenv` files, other Secrets Manager
-//! secrets, webhooks, commands, and platforms: SSM parameters, GitHub Actions secrets), and how
+//! secrets, webhooks, commands, and platforms: SSM parameters, GitHub Actions secrets, Heroku config vars), and how
 //! each is verified. The HTTP platforms share `rest`'s client.
 //!
 //! One module per kind. [`TargetError`] says what the caller does next: retry (transient),
@@ -11,6 +11,7 @@ pub mod dotenv;
 mod dotenv_parsers;
 pub mod exec;
 pub mod github_actions_secret;
+pub mod heroku_config_var;
 pub mod rest;
 pub mod ssm_parameter;
 pub mod verify;
@@ -115,6 +116,7 @@ enum Target {
     Exec(exec::ExecTarget),
     Ssm(ssm_parameter::SsmParameterTarget),
     Github(github_actions_secret::GithubSecretTarget),
+    Heroku(heroku_config_var::HerokuConfigVar),
 }
 
 impl Configured {
@@ -184,6 +186,15 @@ impl Configured {
                     cfg.timeout,
                 )?)
             }
+            TargetKind::HerokuConfigVar { app, key, api } => {
+                Target::Heroku(heroku_config_var::HerokuConfigVar::new(
+                    app.clone(),
+                    key.clone(),
+                    &api.url,
+                    api_token(cfg, api)?,
+                    cfg.timeout,
+                )?)
+            }
         };
         let verify = cfg.verify.as_ref().map(|v| match v {
             VerifyConfig::Url(u) => verify::Verify::Url(u.clone()),
@@ -205,6 +216,7 @@ impl Configured {
             Target::Exec(e) => format!("command {}", e.command()[0]),
             Target::Ssm(s) => s.describe(),
             Target::Github(g) => g.describe(),
+            Target::Heroku(h) => h.describe(),
         };
         format!("target {} ({place})", self.cfg.name)
     }
@@ -213,7 +225,7 @@ impl Configured {
     pub fn readable(&self) -> bool {
         matches!(
             self.target,
-            Target::Dotenv { .. } | Target::AwsSecret(_) | Target::Ssm(_)
+            Target::Dotenv { .. } | Target::AwsSecret(_) | Target::Ssm(_) | Target::Heroku(_)
         )
     }
 
@@ -224,6 +236,7 @@ impl Configured {
             Target::Dotenv { .. } => "read back from the file",
             Target::AwsSecret(_) => "read back with GetSecretValue",
             Target::Ssm(_) => "read back with GetParameter (WithDecryption)",
+            Target::Heroku(_) => "read back with GET /apps/{app}/config-vars",
             Target::Webhook(_) | Target::Exec(_) => {
                 "write-only: verified by its verify_url or verify_command only"
             }
@@ -292,6 +305,7 @@ impl Configured {
                 .map(|()| true),
             Target::Ssm(s) => s.push(token).await,
             Target::Github(g) => g.push(token).await,
+            Target::Heroku(h) => h.push(token).await,
         }
     }
 
@@ -305,6 +319,7 @@ impl Configured {
             Target::Dotenv { file, key, .. } => Ok(file.get_key(key)?.map(|s| s.fingerprint())),
             Target::AwsSecret(a) => a.read_back().await.map(Some),
             Target::Ssm(s) => s.read_back().await,
+            Target::Heroku(h) => h.read_back().await,
             Target::Webhook(_) | Target::Exec(_) | Target::Github(_) => Ok(None),
         }
     }

@@ -71,6 +71,9 @@ mod targets;
 /// The `github_actions_secret` target against a loopback GitHub that opens each sealed box
 /// with PyNaCl: push, rollback, retried sync, refusals, retries, a hang, no leak.
 mod targets_github;
+/// The `heroku_config_var` target against a loopback Heroku Platform API: push, read back,
+/// rollback, drift, refusals, retries, a hang, no leak.
+mod targets_heroku;
 /// The `ssm_parameter` target against moto and a loopback Parameter Store: push, read back,
 /// rollback, drift, denied, throttled, hanging.
 mod targets_ssm;
