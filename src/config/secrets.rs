@@ -76,7 +76,9 @@ fn token_fields<'a>(prefix: &str, t: &'a TokenConfig, out: &mut Vec<SecretField<
                 reference: secret,
             }),
             TargetKind::GithubActionsSecret { api, .. }
-            | TargetKind::HerokuConfigVar { api, .. } => out.push(SecretField {
+            | TargetKind::HerokuConfigVar { api, .. }
+            | TargetKind::VercelEnv { api, .. }
+            | TargetKind::RenderEnvVar { api, .. } => out.push(SecretField {
                 field: format!("{prefix}.target[{j}].api_token"),
                 reference: &api.token,
             }),

@@ -13,7 +13,7 @@ use super::diag::{Diagnostic, SourceMap};
 use super::{SecretRef, is_loopback, parse_duration};
 
 /// The `kind` words, as a config error lists them.
-const KIND_WORDS: &str = "\"dotenv\", \"aws_secret\", \"webhook\", \"exec\", \"ssm_parameter\", \"github_actions_secret\", \"heroku_config_var\"";
+const KIND_WORDS: &str = "\"dotenv\", \"aws_secret\", \"webhook\", \"exec\", \"ssm_parameter\", \"github_actions_secret\", \"heroku_config_var\", \"vercel_env\", \"render_env_var\"";
 
 /// Default key of a `dotenv` target.
 pub const DEFAULT_DOTENV_KEY: &str = "WHATSAPP_ACCESS_TOKEN";
@@ -119,6 +119,32 @@ impl TargetConfig {
                 key: key.clone(),
                 api: api.clone(),
             },
+            TargetKind::VercelEnv {
+                project,
+                key,
+                environments,
+                team_id,
+                redeploy,
+                api,
+            } => TargetKind::VercelEnv {
+                project: fill(project),
+                key: key.clone(),
+                environments: environments.clone(),
+                team_id: team_id.clone(),
+                redeploy: *redeploy,
+                api: api.clone(),
+            },
+            TargetKind::RenderEnvVar {
+                service,
+                key,
+                deploy,
+                api,
+            } => TargetKind::RenderEnvVar {
+                service: fill(service),
+                key: key.clone(),
+                deploy: *deploy,
+                api: api.clone(),
+            },
         };
         TargetConfig {
             name: self.name.clone(),
@@ -208,6 +234,32 @@ pub enum TargetKind {
         /// Where the API is and the token that may write config vars.
         api: ApiAccess,
     },
+    /// One environment variable of a Vercel project.
+    VercelEnv {
+        /// The project's id or name.
+        project: String,
+        /// The variable.
+        key: String,
+        /// Which of `production`, `preview`, `development` it is set for.
+        environments: Vec<String>,
+        /// The team that owns the project, if any (`teamId`).
+        team_id: Option<String>,
+        /// Whether to redeploy the latest production deployment after a change.
+        redeploy: bool,
+        /// Where the API is and the token that may write the project's variables.
+        api: ApiAccess,
+    },
+    /// One environment variable of a Render service, deployed after a change.
+    RenderEnvVar {
+        /// The service's id (`srv-…`).
+        service: String,
+        /// The variable.
+        key: String,
+        /// Whether to deploy after a change and wait until it is live (default true).
+        deploy: bool,
+        /// Where the API is and the key that may write the service's environment.
+        api: ApiAccess,
+    },
 }
 
 /// A platform's API as a target reaches it: `api_url` and `api_token`.
@@ -258,6 +310,8 @@ impl TargetKind {
             TargetKind::SsmParameter { .. } => "ssm_parameter",
             TargetKind::GithubActionsSecret { .. } => "github_actions_secret",
             TargetKind::HerokuConfigVar { .. } => "heroku_config_var",
+            TargetKind::VercelEnv { .. } => "vercel_env",
+            TargetKind::RenderEnvVar { .. } => "render_env_var",
         }
     }
 }
@@ -339,6 +393,12 @@ pub(super) struct RawTarget {
     api_url: Option<Spanned<String>>,
     api_token: Option<SecretRef>,
     app: Option<Spanned<String>>,
+    project: Option<Spanned<String>>,
+    environments: Option<Spanned<Vec<String>>>,
+    team_id: Option<Spanned<String>>,
+    redeploy: Option<Spanned<bool>>,
+    service: Option<Spanned<String>>,
+    deploy: Option<Spanned<bool>>,
 }
 
 /// An https URL, or http to loopback (a local app's health endpoint, a test receiver).
@@ -436,6 +496,8 @@ pub(super) fn targets(
             Some("ssm_parameter") => ssm_parameter_kind(&w, diags, &t),
             Some("github_actions_secret") => github_kind(&w, diags, &t),
             Some("heroku_config_var") => heroku_kind(&w, diags, &t),
+            Some("vercel_env") => vercel_kind(&w, diags, &t),
+            Some("render_env_var") => render_kind(&w, diags, &t),
             Some("exec") => match &t.command {
                 Some(c) => argv_field(map, diags, w.field("command"), c)
                     .map(|command| TargetKind::Exec { command }),
@@ -580,6 +642,16 @@ fn fields_of_other_kinds(w: &TargetAt<'_, '_>, diags: &mut Vec<Diagnostic>, t: &
             "api_token",
         ],
         Some("heroku_config_var") => &["app", "key", "api_url", "api_token"],
+        Some("vercel_env") => &[
+            "project",
+            "key",
+            "environments",
+            "team_id",
+            "redeploy",
+            "api_url",
+            "api_token",
+        ],
+        Some("render_env_var") => &["service", "key", "deploy", "api_url", "api_token"],
         _ => &[],
     };
     let present = [
@@ -609,6 +681,15 @@ fn fields_of_other_kinds(w: &TargetAt<'_, '_>, diags: &mut Vec<Diagnostic>, t: &
         ("api_url", t.api_url.as_ref().map(|v| v.span().start)),
         ("api_token", t.api_token.as_ref().map(|_| w.at)),
         ("app", t.app.as_ref().map(|v| v.span().start)),
+        ("project", t.project.as_ref().map(|v| v.span().start)),
+        (
+            "environments",
+            t.environments.as_ref().map(|v| v.span().start),
+        ),
+        ("team_id", t.team_id.as_ref().map(|v| v.span().start)),
+        ("redeploy", t.redeploy.as_ref().map(|v| v.span().start)),
+        ("service", t.service.as_ref().map(|v| v.span().start)),
+        ("deploy", t.deploy.as_ref().map(|v| v.span().start)),
     ];
     if let Some(k) = &t.kind
         && !allowed.is_empty()
@@ -961,6 +1042,79 @@ fn heroku_kind(
     })
 }
 
+/// `kind = "vercel_env"`: a `project`, the variable's `key`, its `environments` (default
+/// `["production"]`), an optional `team_id` and `redeploy`, the API.
+fn vercel_kind(
+    w: &TargetAt<'_, '_>,
+    diags: &mut Vec<Diagnostic>,
+    t: &RawTarget,
+) -> Option<TargetKind> {
+    let project = required_name(
+        w,
+        diags,
+        "project",
+        t.project.as_ref(),
+        "the project's id or name, such as \"billbytekot-web\"",
+    );
+    let key = platform_key(w, diags, t);
+    let environments = match &t.environments {
+        None => vec!["production".to_string()],
+        Some(e) => {
+            let list = e.get_ref();
+            let known = ["production", "preview", "development"];
+            if list.is_empty() || list.iter().any(|x| !known.contains(&x.as_str())) {
+                diags.push(w.map.at(
+                    e.span().start,
+                    w.field("environments"),
+                    format!(
+                        "expected some of \"production\", \"preview\", \"development\", found {list:?}"
+                    ),
+                ));
+            }
+            list.clone()
+        }
+    };
+    let api = api_access(
+        w,
+        diags,
+        t,
+        "https://api.vercel.com",
+        "a Vercel access token scoped to the project's team",
+    );
+    Some(TargetKind::VercelEnv {
+        project: project?,
+        key,
+        environments,
+        team_id: t.team_id.as_ref().map(|v| v.get_ref().clone()),
+        redeploy: t.redeploy.as_ref().is_some_and(|v| *v.get_ref()),
+        api: api?,
+    })
+}
+
+/// `kind = "render_env_var"`: a `service` id, the variable's `key`, `deploy` (default true),
+/// the API.
+fn render_kind(
+    w: &TargetAt<'_, '_>,
+    diags: &mut Vec<Diagnostic>,
+    t: &RawTarget,
+) -> Option<TargetKind> {
+    let service = required_name(
+        w,
+        diags,
+        "service",
+        t.service.as_ref(),
+        "the service's id, such as \"srv-cq1abc2def3ghi4jkl5m\"",
+    );
+    let key = platform_key(w, diags, t);
+    let api = api_access(w, diags, t, "https://api.render.com/v1", "a Render API key");
+    Some(TargetKind::RenderEnvVar {
+        service: service?,
+        key,
+        deploy: t.deploy.as_ref().is_none_or(|v| *v.get_ref()),
+        api: api?,
+    })
+}
+
 /// `kind = "webhook"`: a `url`, the signing `secret`, an optional header name.
 fn webhook_kind(
     w: &TargetAt<'_, '_>,
@@ -1291,6 +1445,20 @@ name = "heroku"
 kind = "heroku_config_var"
 app = "billbytekot-backend"
 api_token = { env = "HEROKU_API_KEY" }
+[[token.target]]
+name = "vercel"
+kind = "vercel_env"
+project = "billbytekot-web"
+environments = ["production", "preview"]
+team_id = "team_bbk"
+redeploy = true
+api_token = { env = "VERCEL_TOKEN" }
+[[token.target]]
+name = "render"
+kind = "render_env_var"
+service = "srv-cq1abc"
+key = "WA_TOKEN"
+api_token = { env = "RENDER_API_KEY" }
 "#,
         )
         .unwrap();
@@ -1306,6 +1474,15 @@ api_token = { env = "HEROKU_API_KEY" }
                 },
             }
         );
+        assert!(matches!(&t[1].kind,
+            TargetKind::VercelEnv { project, environments, team_id, redeploy: true, api, .. }
+                if project == "billbytekot-web" && environments.len() == 2
+                    && team_id.as_deref() == Some("team_bbk")
+                    && api.url.as_str() == "https://api.vercel.com/"));
+        assert!(matches!(&t[2].kind,
+            TargetKind::RenderEnvVar { service, key, deploy: true, api }
+                if service == "srv-cq1abc" && key == "WA_TOKEN"
+                    && api.url.as_str() == "https://api.render.com/v1"));
         let errs = parse(
             r#"
 [[token]]
@@ -1316,6 +1493,16 @@ kind = "heroku_config_var"
 key = "WHATSAPP TOKEN"
 api_token = { env = "HEROKU_API_KEY" }
 repository = "a/b"
+[[token.target]]
+name = "vercel"
+kind = "vercel_env"
+project = "web"
+environments = ["staging"]
+api_token = { env = "VERCEL_TOKEN" }
+[[token.target]]
+name = "render"
+kind = "render_env_var"
+api_token = { env = "RENDER_API_KEY" }
 "#,
         )
         .unwrap_err()
@@ -1324,6 +1511,8 @@ repository = "a/b"
             "`token[0].target[0].app`: missing field",
             "`token[0].target[0].key`: expected a variable name",
             "`token[0].target[0].repository`: `repository` does not apply to kind = \"heroku_config_var\"",
+            "`token[0].target[1].environments`: expected some of \"production\", \"preview\", \"development\"",
+            "`token[0].target[2].service`: missing field",
         ] {
             assert!(errs.contains(want), "missing {want:?} in\n{errs}");
         }

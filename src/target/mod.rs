@@ -1,6 +1,7 @@
 //! Targets: the environments a token is delivered to (`dotenv` files, other Secrets Manager
-//! secrets, webhooks, commands, and platforms: SSM parameters, GitHub Actions secrets, Heroku config vars), and how
-//! each is verified. The HTTP platforms share `rest`'s client.
+//! secrets, webhooks, commands, and platforms: SSM parameters, GitHub Actions secrets, Heroku
+//! config vars, Vercel and Render environment variables), and how each is verified. The HTTP
+//! platforms share `rest`'s client.
 //!
 //! One module per kind. [`TargetError`] says what the caller does next: retry (transient),
 //! or stop the rollout and tell on-call (refused).
@@ -12,8 +13,10 @@ mod dotenv_parsers;
 pub mod exec;
 pub mod github_actions_secret;
 pub mod heroku_config_var;
+pub mod render_env_var;
 pub mod rest;
 pub mod ssm_parameter;
+pub mod vercel_env;
 pub mod verify;
 pub mod webhook;
 
@@ -117,6 +120,8 @@ enum Target {
     Ssm(ssm_parameter::SsmParameterTarget),
     Github(github_actions_secret::GithubSecretTarget),
     Heroku(heroku_config_var::HerokuConfigVar),
+    Vercel(vercel_env::VercelEnv),
+    Render(render_env_var::RenderEnvVar),
 }
 
 impl Configured {
@@ -195,6 +200,36 @@ impl Configured {
                     cfg.timeout,
                 )?)
             }
+            TargetKind::VercelEnv {
+                project,
+                key,
+                environments,
+                team_id,
+                redeploy,
+                api,
+            } => Target::Vercel(vercel_env::VercelEnv::new(
+                project.clone(),
+                key.clone(),
+                environments.clone(),
+                team_id.clone(),
+                *redeploy,
+                &api.url,
+                api_token(cfg, api)?,
+                cfg.timeout,
+            )?),
+            TargetKind::RenderEnvVar {
+                service,
+                key,
+                deploy,
+                api,
+            } => Target::Render(render_env_var::RenderEnvVar::new(
+                service.clone(),
+                key.clone(),
+                *deploy,
+                &api.url,
+                api_token(cfg, api)?,
+                cfg.timeout,
+            )?),
         };
         let verify = cfg.verify.as_ref().map(|v| match v {
             VerifyConfig::Url(u) => verify::Verify::Url(u.clone()),
@@ -217,6 +252,8 @@ impl Configured {
             Target::Ssm(s) => s.describe(),
             Target::Github(g) => g.describe(),
             Target::Heroku(h) => h.describe(),
+            Target::Vercel(v) => v.describe(),
+            Target::Render(r) => r.describe(),
         };
         format!("target {} ({place})", self.cfg.name)
     }
@@ -225,7 +262,12 @@ impl Configured {
     pub fn readable(&self) -> bool {
         matches!(
             self.target,
-            Target::Dotenv { .. } | Target::AwsSecret(_) | Target::Ssm(_) | Target::Heroku(_)
+            Target::Dotenv { .. }
+                | Target::AwsSecret(_)
+                | Target::Ssm(_)
+                | Target::Heroku(_)
+                | Target::Vercel(_)
+                | Target::Render(_)
         )
     }
 
@@ -237,6 +279,10 @@ impl Configured {
             Target::AwsSecret(_) => "read back with GetSecretValue",
             Target::Ssm(_) => "read back with GetParameter (WithDecryption)",
             Target::Heroku(_) => "read back with GET /apps/{app}/config-vars",
+            Target::Vercel(_) => {
+                "read back decrypted with GET /v1/projects/{project}/env/{id}, every chosen environment; a `sensitive` variable cannot be read and is pushed again"
+            }
+            Target::Render(_) => "read back with GET /services/{service}/env-vars/{key}",
             Target::Webhook(_) | Target::Exec(_) => {
                 "write-only: verified by its verify_url or verify_command only"
             }
@@ -306,6 +352,8 @@ impl Configured {
             Target::Ssm(s) => s.push(token).await,
             Target::Github(g) => g.push(token).await,
             Target::Heroku(h) => h.push(token).await,
+            Target::Vercel(v) => v.push(token).await,
+            Target::Render(r) => r.push(token).await,
         }
     }
 
@@ -320,6 +368,8 @@ impl Configured {
             Target::AwsSecret(a) => a.read_back().await.map(Some),
             Target::Ssm(s) => s.read_back().await,
             Target::Heroku(h) => h.read_back().await,
+            Target::Vercel(v) => v.read_back().await,
+            Target::Render(r) => r.read_back().await,
             Target::Webhook(_) | Target::Exec(_) | Target::Github(_) => Ok(None),
         }
     }

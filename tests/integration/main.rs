@@ -74,6 +74,12 @@ mod targets_github;
 /// The `heroku_config_var` target against a loopback Heroku Platform API: push, read back,
 /// rollback, drift, refusals, retries, a hang, no leak.
 mod targets_heroku;
+/// The `render_env_var` target against a loopback Render API: push, deploy until live, a failed
+/// deploy, rollback, drift, refusals, retries, a hang, no leak.
+mod targets_render;
 /// The `ssm_parameter` target against moto and a loopback Parameter Store: push, read back,
 /// rollback, drift, denied, throttled, hanging.
 mod targets_ssm;
+/// The `vercel_env` target against a loopback Vercel API: upsert, read back every environment,
+/// redeploy, rollback, drift, refusals, retries, a hang, no leak.
+mod targets_vercel;
