@@ -337,6 +337,20 @@ async fn refusals_name_the_scope_rate_limits_are_retried_and_a_hang_times_out() 
         "{out:?}"
     );
 
+    // A refusal that quotes the request back (the value and the credential): scrubbed.
+    fake.fail_next(Fault::Pass);
+    fake.fail_next(Fault::Status(
+        422,
+        format!(r#"{{"id":"invalid_params","message":"WHATSAPP_ACCESS_TOKEN={token} is invalid for Authorization: Bearer {API_TOKEN}"}}"#),
+        None,
+    ));
+    let (out, _) = push_timed(&t, token).await;
+    let Err(TargetError::Refused(why)) = out else {
+        panic!("{out:?}")
+    };
+    assert!(why.contains("422") && why.contains("[redacted]"), "{why}");
+    assert_no_leak(&why, &[token, API_TOKEN], "a platform's error");
+
     let missing = open_target(&open_cfg(&fake, dir.path(), "no-such-app", 10)).await;
     let (out, _) = push_timed(&missing, token).await;
     assert!(

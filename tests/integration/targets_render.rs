@@ -378,6 +378,20 @@ async fn refusals_name_the_access_conflicts_and_rate_limits_are_retried_a_hang_t
         "{out:?}"
     );
 
+    // A refusal that quotes the request back (the value and the key): scrubbed.
+    fake.fail_next(Fault::Pass);
+    fake.fail_next(Fault::Status(
+        400,
+        format!(r#"{{"id":"400","message":"invalid value {token} (key {API_KEY})"}}"#),
+        None,
+    ));
+    let (out, _) = push_timed(&t, token).await;
+    let Err(TargetError::Refused(why)) = out else {
+        panic!("{out:?}")
+    };
+    assert!(why.contains("400") && why.contains("[redacted]"), "{why}");
+    assert_no_leak(&why, &[token, API_KEY], "a platform's error");
+
     let missing = open_target(&cfg(&fake, dir.path(), "srv-missing", true, 10)).await;
     let (out, _) = push_timed(&missing, token).await;
     assert!(

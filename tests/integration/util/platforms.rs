@@ -47,6 +47,8 @@ pub enum Fault {
     Status(u16, String, Option<u64>),
     /// No answer at all (the connection stays open).
     Hang,
+    /// The platform's own answer (to reach a later request with the next fault).
+    Pass,
 }
 
 /// A fake's shared state: what it received, the faults still to play, and the platform's own
@@ -167,7 +169,7 @@ async fn record_and_fault<T>(
             tokio::time::sleep(Duration::from_secs(3600)).await;
             StatusCode::GATEWAY_TIMEOUT.into_response()
         }
-        None => {
+        None | Some(Fault::Pass) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
