@@ -24,7 +24,7 @@ pub use secret_ref::{SecretRef, SecretRefError};
 pub use secrets::{SecretField, check_secrets};
 pub use targets::{
     ApiAccess, DEFAULT_DOTENV_KEY, DeliveryConfig, GithubScope, ScanConfig, TargetConfig,
-    TargetKind, VerifyConfig,
+    TargetKind, VerifyConfig, Workload, WorkloadKind,
 };
 
 use crate::meta::version::{ApiVersion, DEFAULT_VERSION};

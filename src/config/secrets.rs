@@ -85,7 +85,8 @@ fn token_fields<'a>(prefix: &str, t: &'a TokenConfig, out: &mut Vec<SecretField<
             TargetKind::Dotenv { .. }
             | TargetKind::AwsSecret { .. }
             | TargetKind::Exec { .. }
-            | TargetKind::SsmParameter { .. } => {}
+            | TargetKind::SsmParameter { .. }
+            | TargetKind::KubernetesSecret { .. } => {}
         }
     }
 }

@@ -13,7 +13,7 @@ use super::diag::{Diagnostic, SourceMap};
 use super::{SecretRef, is_loopback, parse_duration};
 
 /// The `kind` words, as a config error lists them.
-const KIND_WORDS: &str = "\"dotenv\", \"aws_secret\", \"webhook\", \"exec\", \"ssm_parameter\", \"github_actions_secret\", \"heroku_config_var\", \"vercel_env\", \"render_env_var\"";
+const KIND_WORDS: &str = "\"dotenv\", \"aws_secret\", \"webhook\", \"exec\", \"ssm_parameter\", \"github_actions_secret\", \"heroku_config_var\", \"vercel_env\", \"render_env_var\", \"kubernetes_secret\"";
 
 /// Default key of a `dotenv` target.
 pub const DEFAULT_DOTENV_KEY: &str = "WHATSAPP_ACCESS_TOKEN";
@@ -145,6 +145,27 @@ impl TargetConfig {
                 deploy: *deploy,
                 api: api.clone(),
             },
+            TargetKind::KubernetesSecret {
+                namespace,
+                secret_name,
+                key,
+                kubeconfig,
+                context,
+                restart,
+            } => TargetKind::KubernetesSecret {
+                namespace: fill(namespace),
+                secret_name: fill(secret_name),
+                key: key.clone(),
+                kubeconfig: kubeconfig.clone(),
+                context: context.clone(),
+                restart: restart
+                    .iter()
+                    .map(|w| Workload {
+                        kind: w.kind,
+                        name: fill(&w.name),
+                    })
+                    .collect(),
+            },
         };
         TargetConfig {
             name: self.name.clone(),
@@ -260,6 +281,60 @@ pub enum TargetKind {
         /// Where the API is and the key that may write the service's environment.
         api: ApiAccess,
     },
+    /// One key of a Kubernetes Secret, then optionally a rollout restart of workloads.
+    KubernetesSecret {
+        /// The namespace.
+        namespace: String,
+        /// The Secret's name.
+        secret_name: String,
+        /// The key in its data.
+        key: String,
+        /// A kubeconfig file; none: the pod's service account (in-cluster).
+        kubeconfig: Option<PathBuf>,
+        /// The kubeconfig's context; none: its current context.
+        context: Option<String>,
+        /// Workloads restarted after a change, each waited for until its rollout completes.
+        restart: Vec<Workload>,
+    },
+}
+
+/// A workload a `kubernetes_secret` target restarts: `"deployment/NAME"` or
+/// `"statefulset/NAME"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// Deployment or StatefulSet.
+    pub kind: WorkloadKind,
+    /// Its name, in the Secret's namespace.
+    pub name: String,
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            WorkloadKind::Deployment => "deployment",
+            WorkloadKind::StatefulSet => "statefulset",
+        };
+        write!(f, "{kind}/{}", self.name)
+    }
+}
+
+/// The kinds of workload a restart handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// `apps/v1` Deployment.
+    Deployment,
+    /// `apps/v1` StatefulSet.
+    StatefulSet,
+}
+
+impl WorkloadKind {
+    /// The API's resource name, as a Role names it.
+    pub fn resource(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "deployments",
+            WorkloadKind::StatefulSet => "statefulsets",
+        }
+    }
 }
 
 /// A platform's API as a target reaches it: `api_url` and `api_token`.
@@ -312,6 +387,7 @@ impl TargetKind {
             TargetKind::HerokuConfigVar { .. } => "heroku_config_var",
             TargetKind::VercelEnv { .. } => "vercel_env",
             TargetKind::RenderEnvVar { .. } => "render_env_var",
+            TargetKind::KubernetesSecret { .. } => "kubernetes_secret",
         }
     }
 }
@@ -399,6 +475,11 @@ pub(super) struct RawTarget {
     redeploy: Option<Spanned<bool>>,
     service: Option<Spanned<String>>,
     deploy: Option<Spanned<bool>>,
+    namespace: Option<Spanned<String>>,
+    secret_name: Option<Spanned<String>>,
+    kubeconfig: Option<Spanned<String>>,
+    context: Option<Spanned<String>>,
+    restart: Option<Spanned<Vec<String>>>,
 }
 
 /// An https URL, or http to loopback (a local app's health endpoint, a test receiver).
@@ -498,6 +579,7 @@ pub(super) fn targets(
             Some("heroku_config_var") => heroku_kind(&w, diags, &t),
             Some("vercel_env") => vercel_kind(&w, diags, &t),
             Some("render_env_var") => render_kind(&w, diags, &t),
+            Some("kubernetes_secret") => kubernetes_kind(&w, diags, &t),
             Some("exec") => match &t.command {
                 Some(c) => argv_field(map, diags, w.field("command"), c)
                     .map(|command| TargetKind::Exec { command }),
@@ -652,6 +734,14 @@ fn fields_of_other_kinds(w: &TargetAt<'_, '_>, diags: &mut Vec<Diagnostic>, t: &
             "api_token",
         ],
         Some("render_env_var") => &["service", "key", "deploy", "api_url", "api_token"],
+        Some("kubernetes_secret") => &[
+            "namespace",
+            "secret_name",
+            "key",
+            "kubeconfig",
+            "context",
+            "restart",
+        ],
         _ => &[],
     };
     let present = [
@@ -690,6 +780,14 @@ fn fields_of_other_kinds(w: &TargetAt<'_, '_>, diags: &mut Vec<Diagnostic>, t: &
         ("redeploy", t.redeploy.as_ref().map(|v| v.span().start)),
         ("service", t.service.as_ref().map(|v| v.span().start)),
         ("deploy", t.deploy.as_ref().map(|v| v.span().start)),
+        ("namespace", t.namespace.as_ref().map(|v| v.span().start)),
+        (
+            "secret_name",
+            t.secret_name.as_ref().map(|v| v.span().start),
+        ),
+        ("kubeconfig", t.kubeconfig.as_ref().map(|v| v.span().start)),
+        ("context", t.context.as_ref().map(|v| v.span().start)),
+        ("restart", t.restart.as_ref().map(|v| v.span().start)),
     ];
     if let Some(k) = &t.kind
         && !allowed.is_empty()
@@ -1115,6 +1213,107 @@ fn render_kind(
     })
 }
 
+/// `kind = "kubernetes_secret"`: a `namespace`, a `secret_name`, the data `key`, an optional
+/// absolute `kubeconfig` (and `context`), workloads to `restart`.
+fn kubernetes_kind(
+    w: &TargetAt<'_, '_>,
+    diags: &mut Vec<Diagnostic>,
+    t: &RawTarget,
+) -> Option<TargetKind> {
+    let namespace = required_name(
+        w,
+        diags,
+        "namespace",
+        t.namespace.as_ref(),
+        "the Secret's namespace, such as \"billbytekot\"",
+    );
+    let secret_name = required_name(
+        w,
+        diags,
+        "secret_name",
+        t.secret_name.as_ref(),
+        "the Secret's name, such as \"whatsapp\"",
+    );
+    // A Secret's data key may hold `-` and `.` as well as a variable name's characters.
+    let key = match &t.key {
+        None => DEFAULT_DOTENV_KEY.to_string(),
+        Some(k)
+            if !k.get_ref().is_empty()
+                && k.get_ref()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            k.get_ref().clone()
+        }
+        Some(k) => {
+            diags.push(w.map.at(
+                k.span().start,
+                w.field("key"),
+                format!(
+                    "expected a Secret data key of letters, digits, `-`, `_` and `.`, found {:?}",
+                    k.get_ref()
+                ),
+            ));
+            DEFAULT_DOTENV_KEY.to_string()
+        }
+    };
+    let kubeconfig = match &t.kubeconfig {
+        Some(p) if p.get_ref().starts_with('/') => Some(PathBuf::from(p.get_ref())),
+        Some(p) => {
+            diags.push(w.map.at(
+                p.span().start,
+                w.field("kubeconfig"),
+                format!(
+                    "expected an absolute path, such as \"/etc/tokenwarden/kubeconfig\", found {:?}",
+                    p.get_ref()
+                ),
+            ));
+            None
+        }
+        None => None,
+    };
+    if let (Some(c), None) = (&t.context, &t.kubeconfig) {
+        diags.push(w.map.at(
+            c.span().start,
+            w.field("context"),
+            "`context` names a context of the `kubeconfig`: set `kubeconfig` too",
+        ));
+    }
+    let mut restart = Vec::new();
+    if let Some(r) = &t.restart {
+        for item in r.get_ref() {
+            let parsed = match item.split_once('/') {
+                Some(("deployment" | "deployments" | "deploy", n)) if !n.is_empty() => {
+                    Some((WorkloadKind::Deployment, n))
+                }
+                Some(("statefulset" | "statefulsets" | "sts", n)) if !n.is_empty() => {
+                    Some((WorkloadKind::StatefulSet, n))
+                }
+                _ => None,
+            };
+            match parsed {
+                Some((kind, name)) => restart.push(Workload {
+                    kind,
+                    name: name.to_string(),
+                }),
+                None => diags.push(w.map.at(
+                    r.span().start,
+                    w.field("restart"),
+                    format!("expected \"deployment/NAME\" or \"statefulset/NAME\", found {item:?}"),
+                )),
+            }
+        }
+    }
+    Some(TargetKind::KubernetesSecret {
+        namespace: namespace?,
+        secret_name: secret_name?,
+        key,
+        kubeconfig,
+        context: t.context.as_ref().map(|c| c.get_ref().clone()),
+        restart,
+    })
+}
+
 /// `kind = "webhook"`: a `url`, the signing `secret`, an optional header name.
 fn webhook_kind(
     w: &TargetAt<'_, '_>,
@@ -1513,6 +1712,67 @@ api_token = { env = "RENDER_API_KEY" }
             "`token[0].target[0].repository`: `repository` does not apply to kind = \"heroku_config_var\"",
             "`token[0].target[1].environments`: expected some of \"production\", \"preview\", \"development\"",
             "`token[0].target[2].service`: missing field",
+        ] {
+            assert!(errs.contains(want), "missing {want:?} in\n{errs}");
+        }
+    }
+
+    #[test]
+    fn a_kubernetes_secret_target_parses_and_its_mistakes_are_named() {
+        let cfg = parse(
+            r#"
+[[token]]
+name = "prod"
+[[token.target]]
+name = "k8s"
+kind = "kubernetes_secret"
+namespace = "billbytekot"
+secret_name = "whatsapp"
+key = "whatsapp.token"
+kubeconfig = "/etc/tokenwarden/kubeconfig"
+context = "prod"
+restart = ["deployment/backend", "sts/worker"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.tokens[0].targets[0].kind,
+            TargetKind::KubernetesSecret {
+                namespace: "billbytekot".into(),
+                secret_name: "whatsapp".into(),
+                key: "whatsapp.token".into(),
+                kubeconfig: Some("/etc/tokenwarden/kubeconfig".into()),
+                context: Some("prod".into()),
+                restart: vec![
+                    Workload {
+                        kind: WorkloadKind::Deployment,
+                        name: "backend".into()
+                    },
+                    Workload {
+                        kind: WorkloadKind::StatefulSet,
+                        name: "worker".into()
+                    },
+                ],
+            }
+        );
+        let errs = parse(
+            r#"
+[[token]]
+name = "prod"
+[[token.target]]
+name = "k8s"
+kind = "kubernetes_secret"
+namespace = "billbytekot"
+kubeconfig = "kubeconfig"
+restart = ["pod/backend"]
+"#,
+        )
+        .unwrap_err()
+        .join("\n");
+        for want in [
+            "`token[0].target[0].secret_name`: missing field",
+            "`token[0].target[0].kubeconfig`: expected an absolute path",
+            "`token[0].target[0].restart`: expected \"deployment/NAME\" or \"statefulset/NAME\", found \"pod/backend\"",
         ] {
             assert!(errs.contains(want), "missing {want:?} in\n{errs}");
         }

@@ -1,7 +1,7 @@
 //! Targets: the environments a token is delivered to (`dotenv` files, other Secrets Manager
 //! secrets, webhooks, commands, and platforms: SSM parameters, GitHub Actions secrets, Heroku
-//! config vars, Vercel and Render environment variables), and how each is verified. The HTTP
-//! platforms share `rest`'s client.
+//! config vars, Vercel and Render environment variables, Kubernetes Secrets), and how each is
+//! verified. The HTTP platforms share `rest`'s client; Kubernetes goes through `kube`.
 //!
 //! One module per kind. [`TargetError`] says what the caller does next: retry (transient),
 //! or stop the rollout and tell on-call (refused).
@@ -13,6 +13,7 @@ mod dotenv_parsers;
 pub mod exec;
 pub mod github_actions_secret;
 pub mod heroku_config_var;
+pub mod kubernetes_secret;
 pub mod render_env_var;
 pub mod rest;
 pub mod ssm_parameter;
@@ -122,6 +123,7 @@ enum Target {
     Heroku(heroku_config_var::HerokuConfigVar),
     Vercel(vercel_env::VercelEnv),
     Render(render_env_var::RenderEnvVar),
+    Kubernetes(kubernetes_secret::KubernetesSecret),
 }
 
 impl Configured {
@@ -230,6 +232,25 @@ impl Configured {
                 api_token(cfg, api)?,
                 cfg.timeout,
             )?),
+            TargetKind::KubernetesSecret {
+                namespace,
+                secret_name,
+                key,
+                kubeconfig,
+                context,
+                restart,
+            } => Target::Kubernetes(
+                kubernetes_secret::KubernetesSecret::connect(
+                    kubeconfig.as_deref(),
+                    context.as_deref(),
+                    namespace.clone(),
+                    secret_name.clone(),
+                    key.clone(),
+                    restart.clone(),
+                    cfg.timeout,
+                )
+                .await?,
+            ),
         };
         let verify = cfg.verify.as_ref().map(|v| match v {
             VerifyConfig::Url(u) => verify::Verify::Url(u.clone()),
@@ -254,6 +275,7 @@ impl Configured {
             Target::Heroku(h) => h.describe(),
             Target::Vercel(v) => v.describe(),
             Target::Render(r) => r.describe(),
+            Target::Kubernetes(k) => k.describe(),
         };
         format!("target {} ({place})", self.cfg.name)
     }
@@ -268,6 +290,7 @@ impl Configured {
                 | Target::Heroku(_)
                 | Target::Vercel(_)
                 | Target::Render(_)
+                | Target::Kubernetes(_)
         )
     }
 
@@ -283,6 +306,7 @@ impl Configured {
                 "read back decrypted with GET /v1/projects/{project}/env/{id}, every chosen environment; a `sensitive` variable cannot be read and is pushed again"
             }
             Target::Render(_) => "read back with GET /services/{service}/env-vars/{key}",
+            Target::Kubernetes(_) => "read back with GET on the Secret",
             Target::Webhook(_) | Target::Exec(_) => {
                 "write-only: verified by its verify_url or verify_command only"
             }
@@ -354,6 +378,7 @@ impl Configured {
             Target::Heroku(h) => h.push(token).await,
             Target::Vercel(v) => v.push(token).await,
             Target::Render(r) => r.push(token).await,
+            Target::Kubernetes(k) => k.push(token).await,
         }
     }
 
@@ -370,6 +395,7 @@ impl Configured {
             Target::Heroku(h) => h.read_back().await,
             Target::Vercel(v) => v.read_back().await,
             Target::Render(r) => r.read_back().await,
+            Target::Kubernetes(k) => k.read_back().await,
             Target::Webhook(_) | Target::Exec(_) | Target::Github(_) => Ok(None),
         }
     }

@@ -74,6 +74,9 @@ mod targets_github;
 /// The `heroku_config_var` target against a loopback Heroku Platform API: push, read back,
 /// rollback, drift, refusals, retries, a hang, no leak.
 mod targets_heroku;
+/// The `kubernetes_secret` target through kube-rs against a loopback API server: push, conflict,
+/// rollout restart and wait, a stuck rollout, rollback, drift, refusals, retries, a hang, no leak.
+mod targets_kubernetes;
 /// The `render_env_var` target against a loopback Render API: push, deploy until live, a failed
 /// deploy, rollback, drift, refusals, retries, a hang, no leak.
 mod targets_render;
