@@ -133,6 +133,9 @@ impl KubernetesSecret {
         config.read_timeout = Some(timeout);
         config.write_timeout = Some(timeout);
         config.default_retry = false;
+        // kube takes `HTTPS_PROXY` from the environment for a kubeconfig; a proxy would see
+        // the credential and the token, so the API server is reached directly, as configured.
+        config.proxy_url = None;
         let client = kube::Client::try_from(config).map_err(|e| refused(e.to_string()))?;
         Ok(KubernetesSecret {
             client,

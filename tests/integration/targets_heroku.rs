@@ -389,3 +389,23 @@ async fn refusals_name_the_scope_rate_limits_are_retried_and_a_hang_times_out() 
     assert_eq!(var(&fake).as_deref(), Some(token));
     assert_clean_requests(&fake, &[token]);
 }
+
+#[tokio::test]
+async fn config_check_names_an_api_token_that_cannot_be_read() {
+    let sb = sandbox().await;
+    let token = due_token(&sb);
+    let ws = crate::util::Workspace::new(
+        &sb,
+        &[crate::util::TokenEntry {
+            name: "prod",
+            value: Some(&token),
+            extra: &format!(
+                "[[token.target]]\nname = \"heroku-prod\"\nkind = \"heroku_config_var\"\napp = \"{APP}\"\napi_token = {{ env = \"TW_TEST_UNSET_HEROKU_TOKEN\" }}\n"
+            ),
+        }],
+    );
+    let r = crate::util::tw(&ws.config, &["config", "check"], &[], None).await;
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(r.all().contains("token[0].target[0].api_token"), "{r:?}");
+    assert!(r.all().contains("TW_TEST_UNSET_HEROKU_TOKEN"), "{r:?}");
+}

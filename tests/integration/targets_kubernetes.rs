@@ -307,7 +307,15 @@ async fn a_rotation_writes_the_key_restarts_the_deployment_and_waits_for_the_rol
     let old = due_token(&sb);
     let fake = fake_cluster(&old).await;
     let dir = tempfile::tempdir().unwrap();
-    let r = rotate_with(&sb, &old, &target_toml(&fake, dir.path(), "30s"), &[]).await;
+    // A proxy in the environment is not taken (it would see the credential and the token):
+    // the API server is reached directly.
+    let r = rotate_with(
+        &sb,
+        &old,
+        &target_toml(&fake, dir.path(), "30s"),
+        &[("HTTPS_PROXY", "http://127.0.0.1:9")],
+    )
+    .await;
     assert_eq!(r.dry.code, 0, "{:?}", r.dry);
     assert!(
         r.dry.stdout.contains(&format!("wave 1: k8s-backend: target k8s-backend (Kubernetes secret {NS}/{SECRET} key WHATSAPP_ACCESS_TOKEN, restarting deployment/{DEPLOY}); holds the current token (read back with GET on the Secret)")),
