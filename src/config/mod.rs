@@ -2003,8 +2003,8 @@ mod example_tests {
             .collect();
         assert_eq!(
             blocks.len(),
-            4,
-            "the token config, the daemon sections, the group example, the delivery example"
+            5,
+            "the token config, the daemon sections, the group example, the delivery example, the platform targets"
         );
         let cfg = super::parse(&path, blocks[0]).unwrap_or_else(|d| panic!("{d:#?}"));
         assert_eq!(cfg.tokens.len(), 2);
@@ -2026,6 +2026,24 @@ mod example_tests {
             .collect();
         assert_eq!(kinds, ["dotenv", "dotenv", "aws_secret", "webhook", "exec"]);
         assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        // The platform targets' examples follow the delivery example's token.
+        let with_platforms = format!("{head}\n{}\n{}", blocks[3], blocks[4]);
+        let cfg = super::parse(&path, &with_platforms).unwrap_or_else(|d| panic!("{d:#?}"));
+        let kinds: Vec<&str> = cfg.tokens[0].targets[5..]
+            .iter()
+            .map(|t| t.kind.word())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "ssm_parameter",
+                "github_actions_secret",
+                "heroku_config_var",
+                "vercel_env",
+                "render_env_var",
+                "kubernetes_secret"
+            ]
+        );
     }
 }
 
