@@ -42,6 +42,7 @@ pub struct RenderEnvVar {
     service: String,
     key: String,
     deploy: bool,
+    timeout: Duration,
 }
 
 impl RenderEnvVar {
@@ -67,6 +68,7 @@ impl RenderEnvVar {
             service,
             key,
             deploy,
+            timeout,
         })
     }
 
@@ -82,6 +84,7 @@ impl RenderEnvVar {
     /// [`TargetError::Refused`] for a missing service, a refused key or a failed deploy;
     /// [`TargetError::Transient`] as [`Api::call`].
     pub async fn push(&self, token: &Secret) -> Result<bool, TargetError> {
+        let started = tokio::time::Instant::now();
         if self.read_back().await? == Some(token.fingerprint()) {
             return Ok(false);
         }
@@ -104,13 +107,15 @@ impl RenderEnvVar {
         }
         answer.ok(&self.api, "PUT env-var")?;
         if self.deploy {
-            self.deploy().await?;
+            self.deploy(started).await?;
         }
         Ok(true)
     }
 
-    /// Triggers a deploy and waits until it is live (the rollout's timeout bounds the wait).
-    async fn deploy(&self) -> Result<(), TargetError> {
+    /// Triggers a deploy and waits until it is live, until `started` plus the target's timeout
+    /// (less a second, so that the error says where the deploy stands).
+    async fn deploy(&self, started: tokio::time::Instant) -> Result<(), TargetError> {
+        let deadline = started + self.timeout.saturating_sub(Duration::from_secs(1));
         let started = self
             .api
             .call(
@@ -137,6 +142,18 @@ impl RenderEnvVar {
                 return Err(TargetError::Refused(format!(
                     "{}: deploy {id} ended {status}; see the deploy's logs on Render",
                     self.describe()
+                )));
+            }
+            if tokio::time::Instant::now() + DEPLOY_POLL >= deadline {
+                return Err(TargetError::Refused(format!(
+                    "{}: deploy {id} was not live within {}: still {}",
+                    self.describe(),
+                    super::exec::human(self.timeout),
+                    if status.is_empty() {
+                        "without a status"
+                    } else {
+                        &status
+                    }
                 )));
             }
             tokio::time::sleep(DEPLOY_POLL).await;

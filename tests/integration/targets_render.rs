@@ -32,6 +32,8 @@ struct Render {
     deploys: Vec<(String, String)>,
     /// The next deploys that end `build_failed`.
     failing_deploys: u32,
+    /// Deploys that never leave `build_in_progress`.
+    stuck: bool,
 }
 
 fn render_error(status: StatusCode, message: &str) -> Response {
@@ -119,6 +121,7 @@ async fn deploy(
     assert_eq!(service, SERVICE);
     let next = match g.data.deploys[i].1.as_str() {
         "created" => "build_in_progress",
+        "build_in_progress" if g.data.stuck => "build_in_progress",
         "build_in_progress" if fail => "build_failed",
         "build_in_progress" => "live",
         other => other,
@@ -278,6 +281,29 @@ async fn a_failed_deploy_fails_the_target_and_the_old_token_is_deployed_back() {
         vec!["build_failed", "live"],
         "the rollback deployed again"
     );
+    assert_no_leak(&r.run.all(), &[&old, API_KEY], "output");
+}
+
+#[tokio::test]
+async fn a_deploy_not_live_within_the_timeout_fails_naming_its_status_and_rolls_back() {
+    let sb = sandbox().await;
+    let old = due_token(&sb);
+    let fake = fake_render(&old).await;
+    fake.with(|d| d.stuck = true);
+    let dir = tempfile::tempdir().unwrap();
+    let targets =
+        target_toml(&fake, dir.path(), 1).replace("timeout = \"60s\"", "timeout = \"4s\"");
+    let r = rotate_with(&sb, &old, &targets, &[]).await;
+    assert_eq!(r.run.code, 1, "{:?}", r.run);
+    assert!(
+        r.run
+            .stdout
+            .contains("deploy dep-1 was not live within 4s: still build_in_progress"),
+        "{:?}",
+        r.run
+    );
+    assert_eq!(r.current, old);
+    assert_eq!(var(&fake), Some(old.clone()), "back on the old token");
     assert_no_leak(&r.run.all(), &[&old, API_KEY], "output");
 }
 
