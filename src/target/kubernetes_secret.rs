@@ -504,4 +504,42 @@ mod tests {
         );
         assert_eq!(deployment_progress(&deployment(5, 5, 3, 3, 3), 5), Ok(()));
     }
+
+    #[test]
+    fn a_stateful_set_rollout_completes_only_on_the_update_revision_with_every_replica_ready() {
+        use k8s_openapi::api::apps::v1::{StatefulSetSpec, StatefulSetStatus};
+        let sts = |observed: i64, updated: i32, ready: i32, current: &str| StatefulSet {
+            metadata: kube::api::ObjectMeta::default(),
+            spec: Some(StatefulSetSpec {
+                replicas: Some(2),
+                ..Default::default()
+            }),
+            status: Some(StatefulSetStatus {
+                observed_generation: Some(observed),
+                updated_replicas: Some(updated),
+                ready_replicas: Some(ready),
+                current_revision: Some(current.into()),
+                update_revision: Some("worker-2".into()),
+                replicas: 2,
+                ..Default::default()
+            }),
+        };
+        assert!(
+            stateful_set_progress(&sts(3, 2, 2, "worker-2"), 4).is_err(),
+            "not observed"
+        );
+        assert!(
+            stateful_set_progress(&sts(4, 1, 2, "worker-1"), 4).is_err(),
+            "one old pod"
+        );
+        assert!(
+            stateful_set_progress(&sts(4, 2, 1, "worker-2"), 4).is_err(),
+            "one not ready"
+        );
+        assert!(
+            stateful_set_progress(&sts(4, 2, 2, "worker-1"), 4).is_err(),
+            "old revision"
+        );
+        assert_eq!(stateful_set_progress(&sts(4, 2, 2, "worker-2"), 4), Ok(()));
+    }
 }

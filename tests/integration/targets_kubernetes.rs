@@ -43,6 +43,11 @@ struct Cluster {
     stuck: bool,
     /// The `restartedAt` annotations set, in order.
     restarts: Vec<String>,
+    /// The StatefulSet `worker`: its generation, rollout step (0 done, 1..=2 in progress) and
+    /// restarts.
+    sts_generation: i64,
+    sts_step: u32,
+    sts_restarts: Vec<String>,
 }
 
 fn b64(s: &str) -> String {
@@ -206,6 +211,65 @@ async fn deployment(
     axum::Json(out).into_response()
 }
 
+fn stateful_set_json(c: &Cluster) -> serde_json::Value {
+    let (observed, updated, ready, current) = match c.sts_step {
+        0 => (c.sts_generation, 2, 2, "worker-new"),
+        1 => (c.sts_generation, 1, 1, "worker-old"),
+        _ => (c.sts_generation, 2, 1, "worker-old"),
+    };
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "worker", "namespace": NS, "generation": c.sts_generation},
+        "spec": {
+            "replicas": 2,
+            "serviceName": "worker",
+            "selector": {"matchLabels": {"app": "worker"}},
+            "template": {
+                "metadata": {"labels": {"app": "worker"}},
+                "spec": {"containers": [{"name": "worker", "image": "billbytekot/worker:1"}]}
+            }
+        },
+        "status": {"observedGeneration": observed, "updatedReplicas": updated, "readyReplicas": ready, "replicas": 2,
+                   "currentRevision": current, "updateRevision": "worker-new"},
+    })
+}
+
+async fn stateful_set(
+    State(s): State<FakeState<Cluster>>,
+    method: Method,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&headers) {
+        return status(401, "Unauthorized", "Unauthorized");
+    }
+    if ns != NS || name != "worker" {
+        return status(
+            404,
+            "NotFound",
+            &format!("statefulsets.apps \"{name}\" not found"),
+        );
+    }
+    let mut g = s.lock().unwrap();
+    let c = &mut g.data;
+    if method == Method::PATCH {
+        let patch: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let Some(at) = patch["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].as_str() else {
+            return status(422, "Invalid", "expected the restartedAt annotation");
+        };
+        c.sts_restarts.push(at.to_string());
+        c.sts_generation += 1;
+        c.sts_step = 1;
+        return axum::Json(stateful_set_json(c)).into_response();
+    }
+    let out = stateful_set_json(c);
+    if c.sts_step > 0 {
+        c.sts_step = (c.sts_step + 1) % 3;
+    }
+    axum::Json(out).into_response()
+}
+
 async fn fake_cluster(token: &str) -> Fake<Cluster> {
     Fake::start(
         axum::Router::new()
@@ -216,6 +280,10 @@ async fn fake_cluster(token: &str) -> Fake<Cluster> {
             .route(
                 "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
                 axum::routing::get(deployment).patch(deployment),
+            )
+            .route(
+                "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}",
+                axum::routing::get(stateful_set).patch(stateful_set),
             ),
         Cluster {
             data: BTreeMap::from([
@@ -224,6 +292,7 @@ async fn fake_cluster(token: &str) -> Fake<Cluster> {
             ]),
             resource_version: 100,
             generation: 7,
+            sts_generation: 3,
             ..Cluster::default()
         },
     )
@@ -268,10 +337,16 @@ fn cfg(
             kubeconfig: Some(kubeconfig(fake, dir)),
             context: None,
             restart: if restart {
-                vec![Workload {
-                    kind: WorkloadKind::Deployment,
-                    name: DEPLOY.into(),
-                }]
+                vec![
+                    Workload {
+                        kind: WorkloadKind::Deployment,
+                        name: DEPLOY.into(),
+                    },
+                    Workload {
+                        kind: WorkloadKind::StatefulSet,
+                        name: "worker".into(),
+                    },
+                ]
             } else {
                 Vec::new()
             },
@@ -357,6 +432,34 @@ async fn a_rotation_writes_the_key_restarts_the_deployment_and_waits_for_the_rol
         &[&old, &r.current, SA_TOKEN],
         "output",
     );
+}
+
+#[tokio::test]
+async fn a_deployment_and_a_stateful_set_are_both_restarted_and_waited_for() {
+    let fake = fake_cluster("EAAGbeforerestartstoken01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = open_target(&cfg(&fake, dir.path(), true, 20)).await;
+    let token = "EAAGafterrestartstoken001";
+    let (out, _) = push_timed(&t, token).await;
+    assert_eq!(out, Ok(true));
+    assert_eq!(key(&fake).as_deref(), Some(token));
+    assert_eq!(
+        fake.with(|c| (c.restarts.len(), c.sts_restarts.len())),
+        (1, 1)
+    );
+    assert_eq!(
+        fake.with(|c| (c.rollout_step, c.sts_step)),
+        (0, 0),
+        "both rollouts waited for until complete"
+    );
+    // Pushed again with the same token: nothing written, nothing restarted.
+    let (again, _) = push_timed(&t, token).await;
+    assert_eq!(again, Ok(false));
+    assert_eq!(
+        fake.with(|c| (c.restarts.len(), c.sts_restarts.len())),
+        (1, 1)
+    );
+    assert_clean_requests(&fake, &[token]);
 }
 
 #[tokio::test]
