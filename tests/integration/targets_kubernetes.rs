@@ -619,3 +619,45 @@ async fn forbidden_names_the_role_verb_rate_limits_are_retried_a_hang_times_out(
     assert_eq!(key(&fake).as_deref(), Some(token));
     assert_clean_requests(&fake, &[token]);
 }
+
+/// `deploy/kubernetes-rbac.yaml` is least privilege: a Role (never a ClusterRole) whose every
+/// rule names its resources and allows only `get` and `patch`, bound by a RoleBinding in the
+/// same namespace. Read with PyYAML, as `kubectl apply` would parse it.
+#[test]
+fn the_kubernetes_role_is_least_privilege() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes-rbac.yaml");
+    let out = std::process::Command::new(crate::util::venv().join("bin/python"))
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding"]);
+    let role = &docs[1];
+    for rule in role["rules"].as_array().unwrap() {
+        assert!(
+            !rule["resourceNames"].as_array().unwrap().is_empty(),
+            "every rule names its objects: {rule}"
+        );
+        for verb in rule["verbs"].as_array().unwrap() {
+            assert!(["get", "patch"].contains(&verb.as_str().unwrap()), "{rule}");
+        }
+    }
+    assert_eq!(
+        role["rules"][0]["resources"],
+        serde_json::json!(["secrets"]),
+        "the Secret first"
+    );
+    let binding = &docs[2];
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(
+        binding["metadata"]["namespace"],
+        role["metadata"]["namespace"]
+    );
+}
