@@ -26,7 +26,8 @@
 //!
 //! Retries: 409 re-reads; 429, 5xx and transport failures are retried with backoff (kube's own
 //! retry layer is off, so the target's timeout bounds the whole push). 401 and 403 are refused
-//! naming the verbs the Role needs. Messages are scrubbed of the token.
+//! naming the verbs the Role needs. Messages are scrubbed of the token and of the kubeconfig's
+//! bearer token.
 
 use std::time::Duration;
 
@@ -57,6 +58,9 @@ pub struct KubernetesSecret {
     key: String,
     restart: Vec<Workload>,
     timeout: Duration,
+    /// The kubeconfig's bearer token, scrubbed from every message (empty in-cluster: the
+    /// service account's token is read by kube itself, and renewed).
+    credential: Scrubber,
 }
 
 impl std::fmt::Debug for KubernetesSecret {
@@ -136,6 +140,11 @@ impl KubernetesSecret {
         // kube takes `HTTPS_PROXY` from the environment for a kubeconfig; a proxy would see
         // the credential and the token, so the API server is reached directly, as configured.
         config.proxy_url = None;
+        let mut credential = Scrubber::new();
+        if let Some(t) = &config.auth_info.token {
+            use secrecy::ExposeSecret;
+            credential.add(t.expose_secret());
+        }
         let client = kube::Client::try_from(config).map_err(|e| refused(e.to_string()))?;
         Ok(KubernetesSecret {
             client,
@@ -144,6 +153,7 @@ impl KubernetesSecret {
             key,
             restart,
             timeout,
+            credential,
         })
     }
 
@@ -180,7 +190,7 @@ impl KubernetesSecret {
     /// API server that kept failing.
     pub async fn push(&self, token: &Secret) -> Result<bool, TargetError> {
         let started = tokio::time::Instant::now();
-        let mut scrub = Scrubber::new();
+        let mut scrub = self.credential.clone();
         scrub.add(token.expose());
         let mut attempt = 0;
         loop {
@@ -261,7 +271,7 @@ impl KubernetesSecret {
         w: &Workload,
         started: tokio::time::Instant,
     ) -> Result<(), TargetError> {
-        let scrub = Scrubber::new();
+        let scrub = self.credential.clone();
         let now = jiff::Timestamp::now().to_string();
         let patch = serde_json::json!({
             "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}
@@ -339,13 +349,13 @@ impl KubernetesSecret {
     /// # Errors
     /// As [`KubernetesSecret::push`].
     pub async fn read_back(&self) -> Result<Option<Fingerprint>, TargetError> {
-        let scrub = Scrubber::new();
+        let scrub = &self.credential;
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.secrets().get(&self.name).await {
                 Ok(s) => return Ok(value_of(&s, &self.key)),
-                Err(e) => match self.classify(e, "get", "secrets", &self.name, &scrub) {
+                Err(e) => match self.classify(e, "get", "secrets", &self.name, scrub) {
                     Failure::Final(e) => return Err(e),
                     Failure::Conflict(why) | Failure::Retry(why) => {
                         self.pause(attempt, &why).await?

@@ -585,7 +585,7 @@ async fn forbidden_names_the_role_verb_rate_limits_are_retried_a_hang_times_out(
     fake.fail_next(Fault::Status(
         403,
         serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Forbidden", "code": 403,
-            "message": format!("secrets \"{SECRET}\" is forbidden: User \"system:serviceaccount:tokenwarden:tokenwarden\" cannot patch resource \"secrets\" in API group \"\" in the namespace \"{NS}\"")}).to_string(),
+            "message": format!("secrets \"{SECRET}\" is forbidden: User \"system:serviceaccount:tokenwarden:tokenwarden\" (token {SA_TOKEN}) cannot patch resource \"secrets\" in API group \"\" in the namespace \"{NS}\" to {}", b64(token))}).to_string(),
         None,
     ));
     let (out, _) = push_timed(&t, token).await;
@@ -593,6 +593,12 @@ async fn forbidden_names_the_role_verb_rate_limits_are_retried_a_hang_times_out(
         panic!("{out:?}")
     };
     assert!(why.contains("forbidden (403)"), "{why}");
+    assert!(why.contains("(token [redacted])"), "{why}");
+    assert_no_leak(
+        &why,
+        &[token, &b64(token), SA_TOKEN],
+        "an API server's error",
+    );
     assert!(
         why.contains(&format!(
             "needs `patch` on secrets `{SECRET}` in namespace `{NS}`"
