@@ -127,10 +127,12 @@ enum Target {
 }
 
 impl Configured {
-    /// Builds the target of `cfg`: resolves a webhook's secret, connects to Secrets Manager.
+    /// Builds the target of `cfg`: resolves a webhook's secret or a platform's `api_token`,
+    /// connects to Secrets Manager, Parameter Store or the Kubernetes API server.
     ///
     /// # Errors
-    /// [`TargetError::Refused`] when a secret reference cannot be read or a URL is refused.
+    /// [`TargetError::Refused`] when a secret reference, a kubeconfig or a service account
+    /// cannot be read, or a URL is refused.
     pub async fn open(cfg: &TargetConfig) -> Result<Configured, TargetError> {
         let target = match &cfg.kind {
             TargetKind::Dotenv { path, key, reload } => Target::Dotenv {
