@@ -29,7 +29,8 @@
 //! - [`fsutil`]: atomic file writes, private directories, exclusive temp files.
 //! - [`discover`]: token groups, listed from a store and expanded from their template.
 //! - [`rotation`]: the rotation state machine (pure) and its steps against the store and Meta.
-//! - [`target`]: the environments a new token is delivered to (dotenv, secret, webhook, exec).
+//! - [`target`]: the environments a new token is delivered to (dotenv, secret, webhook, exec, and
+//!   the platforms: SSM, GitHub Actions, Heroku, Vercel, Render, Kubernetes).
 //! - [`delivery`]: rollouts in waves, their rollback, and the drift check.
 //! - [`scan`]: forgotten copies of an old token, searched before it is revoked.
 //! - [`failpoint`]: crash points for the crash tests (compiled in with the `failpoints` feature).

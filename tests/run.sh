@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every tokenwarden test on a fresh machine: installs what the tests need (moto's AWS
-# emulator, the aiosmtpd SMTP server and python-dotenv, into .venv; Node's dotenv, into
+# emulator, the aiosmtpd SMTP server, python-dotenv and PyNaCl, into .venv; Node's dotenv, into
 # tests/support/node_modules; systemd-analyze, promtool and chromium if missing), then lints and runs the
 # test suite.
 # The tests start those servers themselves, on loopback, and stop them when they end.
@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 venv=".venv"
 # python-dotenv: one of the three real parsers the dotenv editor is checked against
 # (src/target/dotenv_parsers.rs); moto's own dependencies need 1.2.2 or later.
-want="moto[server]==5.2.5 aiosmtpd==1.4.6 prometheus-client==0.21.1 python-dotenv==1.2.4"
+# PyNaCl: the loopback GitHub receiver opens the sealed secrets with it (libsodium), an
+# implementation independent of the target's.
+want="moto[server]==5.2.5 aiosmtpd==1.4.6 prometheus-client==0.21.1 python-dotenv==1.2.4 pynacl==1.6.2"
 stamp="$venv/.tokenwarden-deps"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "==> installing test servers into $venv: $want"

@@ -24,7 +24,8 @@ pub use diag::{Diagnostic, SourceMap};
 pub use secret_ref::{SecretRef, SecretRefError};
 pub use secrets::{SecretField, check_secrets};
 pub use targets::{
-    DEFAULT_DOTENV_KEY, DeliveryConfig, ScanConfig, TargetConfig, TargetKind, VerifyConfig,
+    ApiAccess, DEFAULT_DOTENV_KEY, DeliveryConfig, GithubScope, ScanConfig, TargetConfig,
+    TargetKind, VerifyConfig, Workload, WorkloadKind,
 };
 
 use crate::meta::version::{ApiVersion, DEFAULT_VERSION};
@@ -2019,8 +2020,8 @@ mod example_tests {
             .collect();
         assert_eq!(
             blocks.len(),
-            5,
-            "the token config, the daemon sections, the receivers, the group example, the delivery example"
+            6,
+            "the token config, the daemon sections, the receivers, the group example, the delivery example, the platform targets"
         );
         let cfg = super::parse(&path, blocks[0]).unwrap_or_else(|d| panic!("{d:#?}"));
         assert_eq!(cfg.tokens.len(), 2);
@@ -2046,6 +2047,24 @@ mod example_tests {
             .collect();
         assert_eq!(kinds, ["dotenv", "dotenv", "aws_secret", "webhook", "exec"]);
         assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        // The platform targets' examples follow the delivery example's token.
+        let with_platforms = format!("{head}\n{}\n{}", blocks[4], blocks[5]);
+        let cfg = super::parse(&path, &with_platforms).unwrap_or_else(|d| panic!("{d:#?}"));
+        let kinds: Vec<&str> = cfg.tokens[0].targets[5..]
+            .iter()
+            .map(|t| t.kind.word())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "ssm_parameter",
+                "github_actions_secret",
+                "heroku_config_var",
+                "vercel_env",
+                "render_env_var",
+                "kubernetes_secret"
+            ]
+        );
     }
 }
 

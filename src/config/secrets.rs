@@ -83,7 +83,18 @@ fn token_fields<'a>(prefix: &str, t: &'a TokenConfig, out: &mut Vec<SecretField<
                 field: format!("{prefix}.target[{j}].secret"),
                 reference: secret,
             }),
-            TargetKind::Dotenv { .. } | TargetKind::AwsSecret { .. } | TargetKind::Exec { .. } => {}
+            TargetKind::GithubActionsSecret { api, .. }
+            | TargetKind::HerokuConfigVar { api, .. }
+            | TargetKind::VercelEnv { api, .. }
+            | TargetKind::RenderEnvVar { api, .. } => out.push(SecretField {
+                field: format!("{prefix}.target[{j}].api_token"),
+                reference: &api.token,
+            }),
+            TargetKind::Dotenv { .. }
+            | TargetKind::AwsSecret { .. }
+            | TargetKind::Exec { .. }
+            | TargetKind::SsmParameter { .. }
+            | TargetKind::KubernetesSecret { .. } => {}
         }
     }
 }

@@ -424,7 +424,11 @@ async fn dry_deliver(
                             }
                         }
                     };
-                    format!("{}; {holds}; {verify}", c.describe())
+                    format!(
+                        "{}; {holds} ({}); {verify}",
+                        c.describe(),
+                        c.read_back_note()
+                    )
                 }
             };
             out.push_str(&format!("     wave {}: {}: {line}\n", tc.wave, tc.name));
