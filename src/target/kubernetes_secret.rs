@@ -19,8 +19,11 @@
 //! not complete within the target's timeout fails the target, and the rollout puts the old
 //! token back (and restarts again).
 //!
-//! Credentials: a kubeconfig file and context, or the pod's service account (in-cluster). The
-//! client takes no proxy from the environment, `http://` only to loopback. Least privilege (the
+//! Credentials: a kubeconfig file and context, or the pod's service account (in-cluster:
+//! `KUBERNETES_SERVICE_HOST`/`PORT` and the `token`, `ca.crt` and `namespace` the kubelet mounts
+//! at [`SERVICE_ACCOUNT`], https trusting only that `ca.crt`; a file that cannot be read is
+//! named in the error, and the token, re-read as kube re-reads it, is scrubbed like a
+//! kubeconfig's). The client takes no proxy from the environment, `http://` only to loopback. Least privilege (the
 //! Role in `deploy/kubernetes-rbac.yaml`): `get` and `patch` on the one Secret, and `get` and
 //! `patch` on the named workloads.
 //!
@@ -46,6 +49,10 @@ pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 /// How often a rollout's status is read while it has not completed.
 pub const ROLLOUT_POLL: Duration = Duration::from_millis(500);
 
+/// Where the kubelet mounts the pod's service account and kube-rs's `Config::incluster` reads
+/// it (kube-client 5, `config/incluster_config.rs`): `token`, `ca.crt` and `namespace`.
+pub const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
 /// Attempts of one API call that meets a conflict, a rate limit or a server error.
 const ATTEMPTS: u32 = 5;
 
@@ -58,9 +65,12 @@ pub struct KubernetesSecret {
     key: String,
     restart: Vec<Workload>,
     timeout: Duration,
-    /// The kubeconfig's bearer token, scrubbed from every message (empty in-cluster: the
-    /// service account's token is read by kube itself, and renewed).
+    /// The kubeconfig's bearer token, or the service account's as first read, scrubbed from
+    /// every message.
     credential: Scrubber,
+    /// In-cluster, the service account's token file: kube re-reads it every minute (the
+    /// kubelet renews a projected token), so each message is scrubbed of what it holds then.
+    token_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for KubernetesSecret {
@@ -100,7 +110,8 @@ impl KubernetesSecret {
         let mut config = match kubeconfig {
             None => kube::Config::incluster().map_err(|e| {
                 refused(format!(
-                    "not running in a cluster with a service account ({e}); set `kubeconfig`"
+                    "not running in a cluster with a service account ({}); set `kubeconfig`",
+                    in_cluster_error(&e)
                 ))
             })?,
             Some(path) => {
@@ -145,6 +156,22 @@ impl KubernetesSecret {
             use secrecy::ExposeSecret;
             credential.add(t.expose_secret());
         }
+        // In-cluster, kube reads the token only when the client is built, and its error quotes
+        // the path oddly; read it here first, to name the file and to scrub the token.
+        let token_file = match kubeconfig {
+            Some(_) => None,
+            None => {
+                let path = std::path::PathBuf::from(format!("{SERVICE_ACCOUNT}/token"));
+                let token = std::fs::read_to_string(&path).map_err(|e| {
+                    refused(format!(
+                        "the service account's token {}: {e}; mount the service account (automountServiceAccountToken) or set `kubeconfig`",
+                        path.display()
+                    ))
+                })?;
+                add_token(&mut credential, &token);
+                Some(path)
+            }
+        };
         let client = kube::Client::try_from(config).map_err(|e| refused(e.to_string()))?;
         Ok(KubernetesSecret {
             client,
@@ -154,7 +181,21 @@ impl KubernetesSecret {
             restart,
             timeout,
             credential,
+            token_file,
         })
+    }
+
+    /// What every message is scrubbed of: the token being pushed is added by the caller.
+    fn scrubber(&self) -> Scrubber {
+        let mut scrub = self.credential.clone();
+        if let Some(token) = self
+            .token_file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+        {
+            add_token(&mut scrub, &token);
+        }
+        scrub
     }
 
     /// The Secret in words.
@@ -190,7 +231,7 @@ impl KubernetesSecret {
     /// API server that kept failing.
     pub async fn push(&self, token: &Secret) -> Result<bool, TargetError> {
         let started = tokio::time::Instant::now();
-        let mut scrub = self.credential.clone();
+        let mut scrub = self.scrubber();
         scrub.add(token.expose());
         let mut attempt = 0;
         loop {
@@ -271,7 +312,7 @@ impl KubernetesSecret {
         w: &Workload,
         started: tokio::time::Instant,
     ) -> Result<(), TargetError> {
-        let scrub = self.credential.clone();
+        let scrub = self.scrubber();
         let now = jiff::Timestamp::now().to_string();
         let patch = serde_json::json!({
             "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}
@@ -349,7 +390,7 @@ impl KubernetesSecret {
     /// # Errors
     /// As [`KubernetesSecret::push`].
     pub async fn read_back(&self) -> Result<Option<Fingerprint>, TargetError> {
-        let scrub = &self.credential;
+        let scrub = &self.scrubber();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -407,6 +448,31 @@ impl KubernetesSecret {
                 scrub.scrub(&crate::store::aws::error_chain(&other))
             )),
         }
+    }
+}
+
+/// Adds a bearer token read from a file to `scrub`, as written and without the line end a
+/// hand-made file may have.
+fn add_token(scrub: &mut Scrubber, token: &str) {
+    scrub.add(token);
+    scrub.add(token.trim());
+}
+
+/// kube's in-cluster error, naming the file or variable it could not use (kube's own words
+/// name neither).
+fn in_cluster_error(e: &kube::config::InClusterError) -> String {
+    use kube::config::InClusterError as E;
+    match e {
+        E::ReadDefaultNamespace(io) => format!("{SERVICE_ACCOUNT}/namespace: {io}"),
+        E::ReadCertificateBundle(io) => format!("{SERVICE_ACCOUNT}/ca.crt: {io}"),
+        E::ParseCertificates(pem) => {
+            format!("{SERVICE_ACCOUNT}/ca.crt: not PEM certificates: {pem}")
+        }
+        E::ReadEnvironmentVariable(v) => {
+            format!("KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must both be set: {v}")
+        }
+        E::ParseClusterPort(p) => format!("KUBERNETES_SERVICE_PORT: {p}"),
+        E::ParseClusterUrl(u) => format!("KUBERNETES_SERVICE_HOST: {u}"),
     }
 }
 

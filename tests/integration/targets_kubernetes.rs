@@ -6,7 +6,11 @@
 //! Deployment and waits for its rollout, a conflict re-reads and retries, a rollout that never
 //! completes fails the target and the Secret is put back, a later wave failing does the same,
 //! the drift check repairs the key, 403 names the Role's verb, 429/500 are retried, a hang
-//! times out, and no token or credential is where it should not be.
+//! times out, and no token or credential is where it should not be. In a pod (`in_a_pod_*`):
+//! the binary in a private mount namespace with a service account mounted where the kubelet
+//! puts it, against the same API server over https (the test CA), authenticated by the mounted
+//! token; a missing file or an untrusted server is a clear error, and an error quoting the
+//! service account's token is scrubbed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,8 +24,8 @@ use tokenwarden::secret::Secret;
 use tokenwarden::target::{PushEvent, TargetError};
 
 use crate::util::{
-    Fake, FakeState, Fault, assert_no_leak, due_token, open_target, push_ctx, push_timed,
-    rotate_with, sandbox, target_config, write_private,
+    Fake, FakeState, Fault, TokenEntry, Workspace, assert_no_leak, current, due_token, mint_source,
+    open_target, push_ctx, push_timed, rotate_with, sandbox, target_config, write_private,
 };
 
 const SA_TOKEN: &str = "k8s-CANARY-serviceaccount-token-0000";
@@ -271,32 +275,41 @@ async fn stateful_set(
 }
 
 async fn fake_cluster(token: &str) -> Fake<Cluster> {
-    Fake::start(
-        axum::Router::new()
-            .route(
-                "/api/v1/namespaces/{ns}/secrets/{name}",
-                axum::routing::get(secret).patch(secret),
-            )
-            .route(
-                "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
-                axum::routing::get(deployment).patch(deployment),
-            )
-            .route(
-                "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}",
-                axum::routing::get(stateful_set).patch(stateful_set),
-            ),
-        Cluster {
-            data: BTreeMap::from([
-                ("WHATSAPP_ACCESS_TOKEN".to_string(), token.to_string()),
-                ("DATABASE_URL".to_string(), "postgres://db/bill".to_string()),
-            ]),
-            resource_version: 100,
-            generation: 7,
-            sts_generation: 3,
-            ..Cluster::default()
-        },
-    )
-    .await
+    Fake::start(cluster_router(), cluster_data(token)).await
+}
+
+/// The API server as a pod reaches it: https only, its certificate signed by the test CA.
+async fn fake_cluster_tls(token: &str) -> Fake<Cluster> {
+    Fake::start_tls(cluster_router(), cluster_data(token)).await
+}
+
+fn cluster_router() -> axum::Router<FakeState<Cluster>> {
+    axum::Router::new()
+        .route(
+            "/api/v1/namespaces/{ns}/secrets/{name}",
+            axum::routing::get(secret).patch(secret),
+        )
+        .route(
+            "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
+            axum::routing::get(deployment).patch(deployment),
+        )
+        .route(
+            "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}",
+            axum::routing::get(stateful_set).patch(stateful_set),
+        )
+}
+
+fn cluster_data(token: &str) -> Cluster {
+    Cluster {
+        data: BTreeMap::from([
+            ("WHATSAPP_ACCESS_TOKEN".to_string(), token.to_string()),
+            ("DATABASE_URL".to_string(), "postgres://db/bill".to_string()),
+        ]),
+        resource_version: 100,
+        generation: 7,
+        sts_generation: 3,
+        ..Cluster::default()
+    }
 }
 
 fn kubeconfig(fake: &Fake<Cluster>, dir: &std::path::Path) -> std::path::PathBuf {
@@ -666,4 +679,271 @@ fn the_kubernetes_role_is_least_privilege() {
         binding["metadata"]["namespace"],
         role["metadata"]["namespace"]
     );
+}
+
+/// Where kube-rs's `Config::incluster` reads the pod's service account (kube-client 5,
+/// `config/incluster_config.rs`), as the kubelet mounts it.
+const SA_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Makes `SA_MOUNT` in this private mount namespace (a tmpfs over its deepest existing
+/// parent when the host has none: nothing is created on the host), bind-mounts `$1` on it,
+/// then runs the rest of the arguments.
+const POD_WRAPPER: &str = r#"set -e
+sa=/var/run/secrets/kubernetes.io/serviceaccount
+if [ ! -d "$sa" ]; then
+  for p in /var/run/secrets/kubernetes.io /var/run/secrets /var/run; do
+    [ -d "$p" ] && break
+  done
+  mount -t tmpfs tokenwarden-test "$p"
+  mkdir -p "$sa"
+fi
+mount --bind "$1" "$sa"
+shift
+exec "$@"
+"#;
+
+/// A service account's files as the kubelet mounts them (`token`, `ca.crt`, `namespace`),
+/// each of `missing` left out.
+fn service_account(dir: &std::path::Path, missing: &[&str]) -> std::path::PathBuf {
+    let sa = dir.join("serviceaccount");
+    std::fs::create_dir(&sa).unwrap();
+    let ca = std::fs::read_to_string(&crate::util::test_ca().ca_cert).unwrap();
+    for (name, text) in [
+        ("token", SA_TOKEN),
+        ("ca.crt", ca.as_str()),
+        ("namespace", NS),
+    ] {
+        if !missing.contains(&name) {
+            write_private(&sa.join(name), text);
+        }
+    }
+    sa
+}
+
+/// Whether this process may make a private mount namespace (root, as CI runs the tests).
+fn can_unshare() -> bool {
+    std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "true"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The real binary with `args` as it runs in a pod: `sa` mounted where the service account is,
+/// `KUBERNETES_SERVICE_HOST`/`PORT` naming the API server `fake`, in a private mount
+/// namespace (`unshare`), off the async runtime.
+async fn in_pod(
+    fake: &Fake<Cluster>,
+    sa: &std::path::Path,
+    config: &std::path::Path,
+    args: &[&str],
+) -> crate::util::Run {
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        POD_WRAPPER,
+        "sh",
+    ])
+    .arg(sa)
+    .arg(env!("CARGO_BIN_EXE_tokenwarden"))
+    .arg("--config")
+    .arg(config)
+    .args(args)
+    .env_remove("TOKENWARDEN_CONFIG")
+    .env_remove("KUBECONFIG")
+    .env("TOKENWARDEN_LOG", "tokenwarden=debug,warn")
+    .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    .env("KUBERNETES_SERVICE_PORT", fake.port.to_string());
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    crate::util::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The target without a kubeconfig: the pod's service account.
+fn in_cluster_toml() -> String {
+    format!(
+        "[[token.target]]\nname = \"k8s-backend\"\nkind = \"kubernetes_secret\"\nwave = 1\ntimeout = \"20s\"\nnamespace = \"{NS}\"\nsecret_name = \"{SECRET}\"\n"
+    )
+}
+
+/// A workspace rotating `old` (token `prod`, minted by the sandbox) to the in-cluster target.
+fn pod_workspace(
+    sb: &tokenwarden::sandbox::Sandbox,
+    old: &str,
+    dir: &std::path::Path,
+) -> Workspace {
+    let (mint, _) = mint_source(sb, dir, tokenwarden::sandbox::DEMO_SYSTEM_USER_ID);
+    let entry = format!("{mint}revoke_after = \"0s\"\n{}", in_cluster_toml());
+    Workspace::with_meta(
+        sb,
+        &[TokenEntry {
+            name: "prod",
+            value: Some(old),
+            extra: &entry,
+        }],
+        "attempts = 1",
+    )
+}
+
+/// In a pod, with no kubeconfig: the binary reads the service account kube-rs reads, talks
+/// https to the API server trusting only the mounted `ca.crt`, authenticates with the mounted
+/// token (the fake answers 401 to anything else), writes the key and keeps the others, and
+/// neither token nor the service account's token is in its output.
+#[tokio::test]
+async fn in_a_pod_the_service_account_writes_the_key_over_https() {
+    if !can_unshare() {
+        eprintln!("cannot make a mount namespace here (not root): in-cluster case not exercised");
+        return;
+    }
+    let sb = sandbox().await;
+    let old = due_token(&sb);
+    let fake = fake_cluster_tls(&old).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sa = service_account(dir.path(), &[]);
+    let ws = pod_workspace(&sb, &old, dir.path());
+
+    let dry = in_pod(
+        &fake,
+        &sa,
+        &ws.config,
+        &["rotate", "--token", "prod", "--dry-run"],
+    )
+    .await;
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert!(
+        dry.stdout.contains(&format!("k8s-backend (Kubernetes secret {NS}/{SECRET} key WHATSAPP_ACCESS_TOKEN); holds the current token")),
+        "{dry:?}"
+    );
+    let run = in_pod(&fake, &sa, &ws.config, &["rotate", "--token", "prod"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let new = current(&ws, "prod").await;
+    assert_ne!(new, old);
+    assert_eq!(key(&fake), Some(new.clone()), "the key holds the new token");
+    assert_eq!(
+        fake.with(|c| c.data["DATABASE_URL"].clone()),
+        "postgres://db/bill",
+        "other keys kept"
+    );
+    let requests = fake.requests();
+    let patch = requests
+        .iter()
+        .find(|q| q.method == "PATCH" && q.uri.contains("/secrets/"))
+        .expect("the Secret was patched");
+    assert_eq!(
+        patch.header("authorization"),
+        Some(format!("Bearer {SA_TOKEN}").as_str()),
+        "the mounted service-account token"
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|q| q.header("authorization") == Some(&format!("Bearer {SA_TOKEN}"))),
+        "every request as the service account"
+    );
+    assert_clean_requests(&fake, &[&old, &new]);
+    assert_no_leak(
+        &format!("{}{}", dry.all(), run.all()),
+        &[&old, &new, &b64(&new), SA_TOKEN],
+        "output",
+    );
+}
+
+/// In a pod whose service account is not mounted in full, or whose `ca.crt` is another CA's:
+/// the rotation stops before the Secret is touched with a clear error naming what is missing
+/// (no panic), no token in the output, and the old token stays current.
+#[tokio::test]
+async fn in_a_pod_a_missing_service_account_file_or_an_untrusted_server_is_a_clear_error() {
+    if !can_unshare() {
+        eprintln!("cannot make a mount namespace here (not root): in-cluster case not exercised");
+        return;
+    }
+    let sb = sandbox().await;
+    let old = due_token(&sb);
+    let fake = fake_cluster_tls(&old).await;
+    for missing in ["token", "ca.crt", "namespace"] {
+        let dir = tempfile::tempdir().unwrap();
+        let sa = service_account(dir.path(), &[missing]);
+        let ws = pod_workspace(&sb, &old, dir.path());
+        let run = in_pod(&fake, &sa, &ws.config, &["rotate", "--token", "prod"]).await;
+        assert_ne!(run.code, 0, "{run:?}");
+        assert!(!run.all().contains("panicked"), "{run:?}");
+        assert!(
+            run.stdout.contains(&format!("{SA_MOUNT}/{missing}")),
+            "names the missing file: {run:?}"
+        );
+        assert_eq!(
+            current(&ws, "prod").await,
+            old,
+            "the old token stays current"
+        );
+        assert_no_leak(&run.all(), &[SA_TOKEN], "output");
+    }
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+
+    // A `ca.crt` of another CA: the handshake is refused, nothing reaches the server.
+    let dir = tempfile::tempdir().unwrap();
+    let sa = service_account(dir.path(), &[]);
+    let other = rcgen::CertificateParams::new(Vec::<String>::new())
+        .and_then(|mut p| {
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            p.self_signed(&rcgen::KeyPair::generate()?)
+        })
+        .unwrap();
+    std::fs::write(sa.join("ca.crt"), other.pem()).unwrap();
+    let ws = pod_workspace(&sb, &old, dir.path());
+    let run = in_pod(&fake, &sa, &ws.config, &["rotate", "--token", "prod"]).await;
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(!run.all().contains("panicked"), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("invalid peer certificate: UnknownIssuer"),
+        "{run:?}"
+    );
+    assert_eq!(current(&ws, "prod").await, old);
+    assert_eq!(key(&fake), Some(old.clone()), "the Secret untouched");
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+    assert_no_leak(&run.all(), &[SA_TOKEN], "output");
+}
+
+/// In a pod, an API server's error that quotes the service account's token (as the 403 of a
+/// webhook authorizer may): the token the binary never configured itself is still scrubbed.
+#[tokio::test]
+async fn in_a_pod_an_error_quoting_the_service_account_token_is_scrubbed() {
+    if !can_unshare() {
+        eprintln!("cannot make a mount namespace here (not root): in-cluster case not exercised");
+        return;
+    }
+    let sb = sandbox().await;
+    let old = due_token(&sb);
+    let fake = fake_cluster_tls(&old).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sa = service_account(dir.path(), &[]);
+    let ws = pod_workspace(&sb, &old, dir.path());
+    fake.fail_next(Fault::Pass);
+    fake.fail_next(Fault::Status(
+        403,
+        serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Forbidden", "code": 403,
+            "message": format!("secrets \"{SECRET}\" is forbidden: User \"system:serviceaccount:{NS}:tokenwarden\" (token {SA_TOKEN}) cannot patch resource \"secrets\" in API group \"\" in the namespace \"{NS}\"")}).to_string(),
+        None,
+    ));
+    let run = in_pod(&fake, &sa, &ws.config, &["rotate", "--token", "prod"]).await;
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(&format!(
+            "needs `patch` on secrets `{SECRET}` in namespace `{NS}`"
+        )),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("(token [redacted])"), "{run:?}");
+    assert_eq!(current(&ws, "prod").await, old);
+    assert_no_leak(&run.all(), &[&old, SA_TOKEN], "output");
 }

@@ -1,5 +1,6 @@
 //! What the platform target tests (`targets_<platform>.rs`) share: a loopback fake's recording
-//! and fault layer (every request kept; the next answers replaced by a status or a hang), one
+//! and fault layer (every request kept; the next answers replaced by a status or a hang), over
+//! http or over https with the test CA's certificate, one
 //! rotation through the binary with a set of targets, and the daemon binary run until a
 //! condition holds (drift repair).
 
@@ -78,17 +79,7 @@ pub struct Fake<T> {
 impl<T: Send + 'static> Fake<T> {
     /// Serves `router` with `data`, every request recorded and faults played first.
     pub async fn start(router: axum::Router<FakeState<T>>, data: T) -> Fake<T> {
-        let state: FakeState<T> = Arc::new(Mutex::new(Shared {
-            requests: Vec::new(),
-            faults: VecDeque::new(),
-            data,
-        }));
-        let app = router
-            .layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                record_and_fault::<T>,
-            ))
-            .with_state(state.clone());
+        let (state, app) = recorded(router, data);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let task = tokio::spawn(async move {
@@ -97,7 +88,35 @@ impl<T: Send + 'static> Fake<T> {
         Fake { state, port, task }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// As [`Fake::start`], over https only: the leaf of [`super::test_ca`] (SANs `localhost`
+    /// and `127.0.0.1`) is the server's certificate, so a client trusts it only with that CA.
+    pub async fn start_tls(router: axum::Router<FakeState<T>>, data: T) -> Fake<T> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let ca = super::test_ca();
+        let chain = CertificateDer::pem_file_iter(&ca.cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&ca.key).unwrap();
+        let config = tokio_rustls::rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let (state, app) = recorded(router, data);
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        let listener = TlsListener {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        };
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Fake { state, port, task }
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://` for [`Fake::start_tls`]).
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -115,6 +134,55 @@ impl<T: Send + 'static> Fake<T> {
     /// Runs `f` on the platform's data.
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         f(&mut self.state.lock().unwrap().data)
+    }
+}
+
+/// `router` with its state and the recording and fault layer.
+fn recorded<T: Send + 'static>(
+    router: axum::Router<FakeState<T>>,
+    data: T,
+) -> (FakeState<T>, axum::Router) {
+    let state: FakeState<T> = Arc::new(Mutex::new(Shared {
+        requests: Vec::new(),
+        faults: VecDeque::new(),
+        data,
+    }));
+    let app = router
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            record_and_fault::<T>,
+        ))
+        .with_state(state.clone());
+    (state, app)
+}
+
+/// A loopback listener that hands axum a connection only once its TLS handshake completed.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            // A client that refuses the certificate (or never finishes the handshake) gets
+            // nothing, and no request is recorded; the next connection is served.
+            if let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(tcp)).await
+            {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 
