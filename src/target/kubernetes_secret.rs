@@ -443,10 +443,19 @@ impl KubernetesSecret {
                     ))),
                 }
             }
-            other => Failure::Retry(format!(
-                "{verb} {resource}/{name}: {}",
-                scrub.scrub(&crate::store::aws::error_chain(&other))
-            )),
+            other => {
+                let chain = scrub.scrub(&crate::store::aws::error_chain(&other));
+                // In a pod the only CA trusted is the mounted one: say which file, as the
+                // fix is there (or in the API server's certificate).
+                let trusted = if self.token_file.is_some() && chain.contains("certificate") {
+                    format!(
+                        " (the API server's certificate is checked against the service account's {SERVICE_ACCOUNT}/ca.crt only)"
+                    )
+                } else {
+                    String::new()
+                };
+                Failure::Retry(format!("{verb} {resource}/{name}: {chain}{trusted}"))
+            }
         }
     }
 }

@@ -869,9 +869,17 @@ async fn in_a_pod_a_missing_service_account_file_or_an_untrusted_server_is_a_cle
     let sb = sandbox().await;
     let old = due_token(&sb);
     let fake = fake_cluster_tls(&old).await;
-    for missing in ["token", "ca.crt", "namespace"] {
+    for missing in ["token", "ca.crt", "namespace", "token (a directory)"] {
         let dir = tempfile::tempdir().unwrap();
+        let (missing, unreadable) = match missing.strip_suffix(" (a directory)") {
+            Some(name) => (name, true),
+            None => (missing, false),
+        };
         let sa = service_account(dir.path(), &[missing]);
+        if unreadable {
+            // Present but unreadable (root reads a mode-000 file, not a directory).
+            std::fs::create_dir(sa.join(missing)).unwrap();
+        }
         let ws = pod_workspace(&sb, &old, dir.path());
         let run = in_pod(&fake, &sa, &ws.config, &["rotate", "--token", "prod"]).await;
         assert_ne!(run.code, 0, "{run:?}");
@@ -907,6 +915,12 @@ async fn in_a_pod_a_missing_service_account_file_or_an_untrusted_server_is_a_cle
         run.stdout
             .contains("invalid peer certificate: UnknownIssuer"),
         "{run:?}"
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "checked against the service account's {SA_MOUNT}/ca.crt"
+        )),
+        "names the CA it trusted: {run:?}"
     );
     assert_eq!(current(&ws, "prod").await, old);
     assert_eq!(key(&fake), Some(old.clone()), "the Secret untouched");
