@@ -24,8 +24,9 @@ use tokenwarden::secret::Secret;
 use tokenwarden::target::{PushEvent, TargetError};
 
 use crate::util::{
-    Fake, FakeState, Fault, TokenEntry, Workspace, assert_no_leak, current, due_token, mint_source,
-    open_target, push_ctx, push_timed, rotate_with, sandbox, target_config, write_private,
+    Fake, FakeState, Fault, SinkOpts, SmtpSink, TokenEntry, Workspace, assert_no_leak, current,
+    due_token, mint_source, open_target, prod_spec, push_ctx, push_timed, rotate_with, sandbox,
+    sections, state_dir, target_config, write_private,
 };
 
 const SA_TOKEN: &str = "k8s-CANARY-serviceaccount-token-0000";
@@ -730,14 +731,14 @@ fn can_unshare() -> bool {
 }
 
 /// The real binary with `args` as it runs in a pod: `sa` mounted where the service account is,
-/// `KUBERNETES_SERVICE_HOST`/`PORT` naming the API server `fake`, in a private mount
-/// namespace (`unshare`), off the async runtime.
-async fn in_pod(
+/// `KUBERNETES_SERVICE_HOST`/`PORT` naming the API server `fake`, in a private mount namespace
+/// (`unshare`, which execs: the child's pid is the binary's), output piped.
+fn pod_command(
     fake: &Fake<Cluster>,
     sa: &std::path::Path,
     config: &std::path::Path,
     args: &[&str],
-) -> crate::util::Run {
+) -> std::process::Command {
     let mut cmd = std::process::Command::new("unshare");
     cmd.args([
         "--mount",
@@ -757,15 +758,57 @@ async fn in_pod(
     .env_remove("KUBECONFIG")
     .env("TOKENWARDEN_LOG", "tokenwarden=debug,warn")
     .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
-    .env("KUBERNETES_SERVICE_PORT", fake.port.to_string());
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    .env("KUBERNETES_SERVICE_PORT", fake.port.to_string())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+fn finished(out: std::process::Output) -> crate::util::Run {
     crate::util::Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// [`pod_command`] run to its end, off the async runtime.
+async fn in_pod(
+    fake: &Fake<Cluster>,
+    sa: &std::path::Path,
+    config: &std::path::Path,
+    args: &[&str],
+) -> crate::util::Run {
+    let mut cmd = pod_command(fake, sa, config, args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    finished(out)
+}
+
+/// The daemon (`run`) in a pod until `done` holds (checked every 200 ms, at most 60 s), then
+/// stopped with SIGTERM; whether `done` held, and the output.
+async fn daemon_in_pod(
+    fake: &Fake<Cluster>,
+    sa: &std::path::Path,
+    config: &std::path::Path,
+    done: impl Fn() -> bool,
+) -> (bool, crate::util::Run) {
+    let child = pod_command(fake, sa, config, &["run"]).spawn().unwrap();
+    let started = std::time::Instant::now();
+    let mut held = false;
+    while started.elapsed() < Duration::from_secs(60) {
+        if done() {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    crate::util::signal(child.id(), "TERM");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    (held, finished(out))
 }
 
 /// The target without a kubeconfig: the pod's service account.
@@ -960,4 +1003,54 @@ async fn in_a_pod_an_error_quoting_the_service_account_token_is_scrubbed() {
     assert!(run.stdout.contains("(token [redacted])"), "{run:?}");
     assert_eq!(current(&ws, "prod").await, old);
     assert_no_leak(&run.all(), &[&old, SA_TOKEN], "output");
+}
+
+/// The daemon in a pod, as it is deployed: its first check writes the key (tokenwarden never
+/// delivered there), and after someone edits the Secret by hand the next check reads it back
+/// with the service account and repairs it; no token in its output or audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_pod_the_daemon_repairs_a_key_changed_behind_its_back() {
+    if !can_unshare() {
+        eprintln!("cannot make a mount namespace here (not root): in-cluster case not exercised");
+        return;
+    }
+    let sb = sandbox().await;
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let token = sb.issue_token(prod_spec());
+    let fake = fake_cluster_tls("EAAGstalefromlastyear0000").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sa = service_account(dir.path(), &[]);
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry {
+            name: "billbytekot-prod",
+            value: Some(&token),
+            extra: &in_cluster_toml(),
+        }],
+        &sections(sink.port, ""),
+    );
+    let holds = || key(&fake).as_deref() == Some(token.as_str());
+    let (ok, first) = daemon_in_pod(&fake, &sa, &ws.config, holds).await;
+    assert!(ok, "synced: {first:?}");
+    fake.with(|c| {
+        c.data.insert(
+            "WHATSAPP_ACCESS_TOKEN".into(),
+            "EAAGkubectleditedthis0000".into(),
+        )
+    });
+    let (ok, second) = daemon_in_pod(&fake, &sa, &ws.config, holds).await;
+    assert!(ok, "repaired: {second:?}");
+    assert_eq!(
+        fake.with(|c| c.data["DATABASE_URL"].clone()),
+        "postgres://db/bill",
+        "other keys kept"
+    );
+    let audit = std::fs::read_to_string(state_dir(&ws.config).join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"drifted\":[[\"k8s-backend\""), "{audit}");
+    assert_clean_requests(&fake, &[&token]);
+    assert_no_leak(
+        &format!("{}{}{audit}", first.all(), second.all()),
+        &[&token, &b64(&token), SA_TOKEN],
+        "daemon output and audit",
+    );
 }
