@@ -7,9 +7,9 @@
 //! completes fails the target and the Secret is put back, a later wave failing does the same,
 //! the drift check repairs the key, 403 names the Role's verb, 429/500 are retried, a hang
 //! times out, and no token or credential is where it should not be. In a pod (`in_a_pod_*`):
-//! the binary in a private mount namespace with a service account mounted where the kubelet
-//! puts it, against the same API server over https (the test CA), authenticated by the mounted
-//! token; a missing file or an untrusted server is a clear error, and an error quoting the
+//! the binary (a rotation, and the daemon's drift repair) in a private mount namespace with a
+//! service account mounted where the kubelet puts it, against the same API server over https
+//! (the test CA), authenticated by the mounted token; a missing file or an untrusted server is a clear error, and an error quoting the
 //! service account's token is scrubbed.
 
 use std::collections::BTreeMap;
