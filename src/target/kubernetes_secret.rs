@@ -23,9 +23,9 @@
 //! `KUBERNETES_SERVICE_HOST`/`PORT` and the `token`, `ca.crt` and `namespace` the kubelet mounts
 //! at [`SERVICE_ACCOUNT`], https trusting only that `ca.crt`; a file that cannot be read is
 //! named in the error, and the token, re-read as kube re-reads it, is scrubbed like a
-//! kubeconfig's). The client takes no proxy from the environment, `http://` only to loopback. Least privilege (the
-//! Role in `deploy/kubernetes-rbac.yaml`): `get` and `patch` on the one Secret, and `get` and
-//! `patch` on the named workloads.
+//! kubeconfig's). The client takes no proxy from the environment, `http://` only to loopback.
+//! Least privilege (the Role in `deploy/kubernetes-rbac.yaml`): `get` and `patch` on the one
+//! Secret, and `get` and `patch` on the named workloads.
 //!
 //! Retries: 409 re-reads; 429, 5xx and transport failures are retried with backoff (kube's own
 //! retry layer is off, so the target's timeout bounds the whole push). 401 and 403 are refused
