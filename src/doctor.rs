@@ -839,6 +839,7 @@ mod tests {
     fn cfg() -> TokenConfig {
         TokenConfig {
             name: "prod".into(),
+            kind: crate::config::Kind::Whatsapp,
             phone_number_id: Some("106540352242922".into()),
             waba_id: Some(WABA.into()),
             store: StoreConfig::File {

@@ -26,6 +26,7 @@ pub use targets::{
     DEFAULT_DOTENV_KEY, DeliveryConfig, ScanConfig, TargetConfig, TargetKind, VerifyConfig,
 };
 
+pub use crate::meta::kind::Kind;
 use crate::meta::version::{ApiVersion, DEFAULT_VERSION};
 use crate::policy::Policy;
 pub use email::EmailConfig;
@@ -109,6 +110,9 @@ pub struct MetaConfig {
 pub struct TokenConfig {
     /// Unique name, used in logs, emails and commands (`--token NAME`).
     pub name: String,
+    /// What the token is for (`kind`, default `whatsapp`): decides the host, the proof that
+    /// it works and how it is renewed ([`crate::meta::kind`]).
+    pub kind: Kind,
     /// The WhatsApp phone-number id the token must be able to read.
     pub phone_number_id: Option<String>,
     /// The WhatsApp Business Account id that must be among the token's targets.
@@ -293,6 +297,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawGroup {
     name: Option<Spanned<String>>,
+    kind: Option<Spanned<String>>,
     discover: Option<Spanned<DiscoverConfig>>,
     spread: Option<Spanned<String>>,
     cron: Option<Spanned<String>>,
@@ -313,6 +318,7 @@ impl RawGroup {
     fn into_token(self) -> RawToken {
         RawToken {
             name: None,
+            kind: self.kind,
             phone_number_id: None,
             waba_id: None,
             store: None,
@@ -378,6 +384,7 @@ struct RawMeta {
 #[serde(deny_unknown_fields)]
 struct RawToken {
     name: Option<Spanned<String>>,
+    kind: Option<Spanned<String>>,
     phone_number_id: Option<Spanned<String>>,
     waba_id: Option<Spanned<String>>,
     store: Option<Spanned<StoreConfig>>,
@@ -930,7 +937,12 @@ fn token_settings(
             check_id(map, diags, &field(f), v);
         }
     }
-    let rotation = rotation_fields(map, diags, &field, &t);
+    let kind = kind_field(map, diags, &field, &t);
+    let mut rotation = rotation_fields(map, diags, &field, &t);
+    if !kind.revocable() && t.revoke_after.is_none() {
+        // Meta offers no revoke for this kind: the old token lives until its own expiry.
+        rotation.revoke_after = None;
+    }
     let targets = targets::targets(map, diags, warnings, prefix, std::mem::take(&mut t.target));
     let store = match t.store {
         None => StoreConfig::File {
@@ -955,6 +967,7 @@ fn token_settings(
     let policy = policy_fields(map, diags, prefix, &overrides, defaults.policy);
     TokenConfig {
         name,
+        kind,
         phone_number_id: t.phone_number_id.map(Spanned::into_inner),
         waba_id: t.waba_id.map(Spanned::into_inner),
         store,
@@ -966,6 +979,61 @@ fn token_settings(
         rotation,
         targets,
     }
+}
+
+/// `kind`, checked against what the kind allows: Instagram and Threads tokens carry no
+/// WhatsApp ids, cannot be minted (only refreshed or staged), and cannot be revoked (Meta
+/// offers no revoke call for them), so `revoke_after` other than "never" is an error.
+fn kind_field(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    field: &dyn Fn(&str) -> String,
+    t: &RawToken,
+) -> Kind {
+    let kind = match &t.kind {
+        None => Kind::default(),
+        Some(k) => match Kind::from_word(k.get_ref()) {
+            Some(kind) => kind,
+            None => {
+                let known: Vec<String> = crate::meta::kind::ALL
+                    .iter()
+                    .map(|k| format!("{:?}", k.word()))
+                    .collect();
+                diags.push(map.at(
+                    k.span().start,
+                    field("kind"),
+                    format!(
+                        "expected one of {}, found {:?}",
+                        known.join(", "),
+                        k.get_ref()
+                    ),
+                ));
+                return Kind::default();
+            }
+        },
+    };
+    if kind == Kind::Whatsapp {
+        return kind;
+    }
+    for (f, v) in [
+        ("phone_number_id", &t.phone_number_id),
+        ("waba_id", &t.waba_id),
+    ] {
+        if let Some(v) = v {
+            diags.push(map.at(v.span().start, field(f), format!(
+                "a WhatsApp id has no meaning on a token of kind \"{kind}\" (it is proven with GET /me on {}); remove it", kind.host())));
+        }
+    }
+    if let Some(s) = t.source.as_ref().filter(|s| s.get_ref() == "mint") {
+        diags.push(map.at(s.span().start, field("source"), format!(
+            "a token of kind \"{kind}\" cannot be minted; use source = \"refresh\" ({} on {}) or \"staged\"",
+            kind.refresh_grant().unwrap_or_default(), kind.host())));
+    }
+    if let Some(v) = t.revoke_after.as_ref().filter(|v| v.get_ref() != "never") {
+        diags.push(map.at(v.span().start, field("revoke_after"), format!(
+            "Meta offers no revoke for tokens of kind \"{kind}\": the old token stays valid until its own expiry; remove `revoke_after` (or set \"never\")")));
+    }
+    kind
 }
 
 fn map_path(map: &SourceMap<'_>) -> PathBuf {
@@ -1455,6 +1523,43 @@ store = { kind = "aws", secret_id = "staging/whatsapp", region = "ap-south-1", j
 
     fn errors(text: &str) -> Vec<Diagnostic> {
         parse(Path::new("t.toml"), text).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn kind_defaults_to_whatsapp_and_each_kind_keeps_to_what_it_allows() {
+        let c = parse(Path::new("t.toml"), GOOD).unwrap();
+        assert!(c.tokens.iter().all(|t| t.kind == Kind::Whatsapp));
+        let ig = format!(
+            "{GOOD}\n[[token]]\nname = \"shop-ig\"\nkind = \"instagram\"\nsource = \"refresh\"\n"
+        );
+        let c = parse(Path::new("t.toml"), &ig).unwrap();
+        let t = c.token("shop-ig").unwrap();
+        assert_eq!(t.kind, Kind::Instagram);
+        assert_eq!(t.rotation.source, Source::Refresh);
+        assert_eq!(
+            t.rotation.revoke_after, None,
+            "Meta offers no revoke for Instagram tokens"
+        );
+        let e = errors(&format!(
+            "{GOOD}\n[[token]]\nname = \"x\"\nkind = \"ads\"\n"
+        ));
+        assert!(e[0].to_string().contains("token[2].kind"), "{e:?}");
+        assert!(
+            e[0].to_string()
+                .contains("\"whatsapp\", \"instagram\", \"threads\""),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{GOOD}\n[[token]]\nname = \"x\"\nkind = \"threads\"\nwaba_id = \"1\"\nsource = \"mint\"\nmint = {{ system_user_id = \"1\", admin_token = {{ env = \"A\" }} }}\nrevoke_after = \"1h\"\n"
+        ));
+        let all: Vec<String> = e.iter().map(ToString::to_string).collect();
+        for f in [
+            "token[2].waba_id",
+            "token[2].source",
+            "token[2].revoke_after",
+        ] {
+            assert!(all.iter().any(|d| d.contains(f)), "{f}: {all:?}");
+        }
     }
 
     #[test]

@@ -717,6 +717,7 @@ mod tests {
         };
         crate::config::TokenConfig {
             name: "prod".into(),
+            kind: crate::config::Kind::Whatsapp,
             phone_number_id: None,
             waba_id: None,
             store: crate::config::StoreConfig::File {

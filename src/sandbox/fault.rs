@@ -32,6 +32,10 @@ pub enum Endpoint {
     Revoke,
     /// `POST /` with `batch`.
     Batch,
+    /// `GET /me` on the Instagram or Threads host (the kinds' proof read).
+    Me,
+    /// `GET /refresh_access_token` on the Instagram or Threads host.
+    RefreshAccessToken,
     /// Anything else.
     Other,
 }

@@ -43,10 +43,11 @@ use tokio::task::JoinHandle;
 pub use fault::{Endpoint, Fault};
 pub use quirks::{Quirks, UsageModel};
 pub use scenario::{
-    AppDef, DEMO_APP_ID, DEMO_APP_SECRET, DEMO_PHONE_NUMBER_ID, DEMO_SYSTEM_USER_ID, DEMO_USER_ID,
-    DEMO_WABA_ID, Lifetime, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_NUMBER_ID, OTHER_WABA_ID,
-    PhoneDef, Scenario, SystemUserDef, TemplateDef, TokenDef, TokenKind, TokenSpec, TokenStatusDef,
-    UNINSTALLED_SYSTEM_USER_ID, WHATSAPP_SCOPES, WabaDef,
+    AppDef, DEMO_APP_ID, DEMO_APP_SECRET, DEMO_INSTAGRAM_USER_ID, DEMO_INSTAGRAM_USERNAME,
+    DEMO_PHONE_NUMBER_ID, DEMO_SYSTEM_USER_ID, DEMO_THREADS_USER_ID, DEMO_THREADS_USERNAME,
+    DEMO_USER_ID, DEMO_WABA_ID, Lifetime, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_NUMBER_ID,
+    OTHER_WABA_ID, PhoneDef, Scenario, SystemUserDef, TemplateDef, TokenDef, TokenKind, TokenSpec,
+    TokenStatusDef, UNINSTALLED_SYSTEM_USER_ID, WHATSAPP_SCOPES, WabaDef,
 };
 pub use world::{SentMessage, Stats};
 

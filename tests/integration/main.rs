@@ -47,6 +47,8 @@ mod graph_client;
 mod groups;
 /// Hostile servers: redirects, endless bodies, echoed secrets, proxies, idle floods, paging.
 mod hostile;
+/// `kind = "instagram"`: the Instagram host of the sandbox, and a token kept alive end to end.
+mod kinds_instagram;
 /// Meta's documented contract and each quirk real Meta has shown (`docs/meta-contract.md`).
 mod meta_contract;
 /// The code's shape: no import cycle between `src/`'s top-level modules, a pure core without IO.

@@ -12,6 +12,8 @@
 //!   the quirks that change them;
 //! - `whatsapp.rs`: phone-number and WABA reads, `phone_numbers`, `messages`, the business
 //!   throttle quirk;
+//! - `kinds.rs`: the Instagram and Threads hosts (`/instagram/...`, `/threads/...`): `me` and
+//!   `refresh_access_token`;
 //! - `batch.rs`: `POST /` with `batch`, and how an item inherits the top-level token;
 //! - `faults.rs`: the injected [`Fault`](super::Fault)s, latency and the in-flight count.
 //!
@@ -23,6 +25,7 @@ mod batch;
 mod call;
 mod envelope;
 mod faults;
+mod kinds;
 mod tokens;
 mod whatsapp;
 
@@ -35,6 +38,9 @@ use faults::{InFlight, Pre};
 
 /// Routes one non-batch call.
 fn dispatch(w: &mut World, call: &Call) -> Reply {
+    if call.host != call::Host::Graph {
+        return kinds::dispatch(w, call).unwrap_or_else(|e| e.into_reply(w));
+    }
     let result = match call.endpoint() {
         Endpoint::DebugToken => tokens::debug_token(w, call),
         Endpoint::Refresh => tokens::refresh(w, call),
@@ -47,10 +53,12 @@ fn dispatch(w: &mut World, call: &Call) -> Reply {
             100,
             "(#100) A batch cannot contain a batch",
         )),
-        Endpoint::Any | Endpoint::Other => Err(GraphError::new(
-            2500,
-            format!("Unknown path components: /{}", call.segments.join("/")),
-        )),
+        Endpoint::Any | Endpoint::Other | Endpoint::Me | Endpoint::RefreshAccessToken => {
+            Err(GraphError::new(
+                2500,
+                format!("Unknown path components: /{}", call.segments.join("/")),
+            ))
+        }
     };
     result.unwrap_or_else(|e| e.into_reply(w))
 }
