@@ -32,6 +32,7 @@ pub use fleet::BATCH_SIZE;
 pub use throttle::Throttle;
 
 use crate::config::MetaConfig;
+use crate::meta::kind::Kind;
 use crate::secret::{Secret, appsecret_proof};
 use version::ApiVersion;
 
@@ -71,6 +72,15 @@ pub struct Refreshed {
     /// Meta's `expires_in`: about 60 days. `None` when Meta did not say; inspect the token
     /// with [`GraphClient::debug_token`] for its exact expiry either way.
     pub expires_in: Option<Duration>,
+}
+
+/// The account a token of an Instagram or Threads kind speaks for (its `GET /me`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindAccount {
+    /// The Instagram `user_id` or Threads `id`.
+    pub id: String,
+    /// The username, when Meta gave it.
+    pub username: Option<String>,
 }
 
 /// Whether a call that failed transiently may be sent again.
@@ -369,6 +379,96 @@ impl GraphClient {
             "template": { "name": template, "language": { "code": language } }
         });
         self.send_message(token, phone_number_id, body).await
+    }
+
+    /// The URL of `segments` on `kind`'s host: Meta's own host for that kind when the Graph
+    /// base is Meta's, otherwise (a sandbox, a test server) the Graph base with the kind's
+    /// path prefix (`/instagram`, `/threads`), which is how the sandbox serves them.
+    fn kind_url(&self, kind: Kind, version: Option<&str>, segments: &[&str]) -> reqwest::Url {
+        let mut url = self.base.clone();
+        let on_meta = self.base.host_str() == Some(crate::meta::kind::GRAPH_HOST);
+        if on_meta {
+            url = reqwest::Url::parse(&format!("https://{}/", kind.host())).expect("a host");
+        }
+        {
+            let mut path = url.path_segments_mut().expect("http(s) base URL");
+            path.pop_if_empty();
+            if !on_meta {
+                path.push(kind.word());
+            }
+            if let Some(v) = version {
+                path.push(v);
+            }
+            for s in segments {
+                path.push(s);
+            }
+        }
+        url
+    }
+
+    /// The version prefix of `kind`'s reads: Graph's pinned one on Instagram (its reference
+    /// shows `graph.instagram.com/v26.0/me`), `v1.0` on Threads (its only version).
+    fn kind_version(&self, kind: Kind) -> String {
+        match kind {
+            Kind::Threads => "v1.0".to_string(),
+            _ => self.version.to_string(),
+        }
+    }
+
+    /// The cheap read that proves a token of `kind` works: `GET /me?fields=...` on the kind's
+    /// host (Instagram: `user_id,username`; Threads: `id,username`), the token in the
+    /// `access_token` query parameter as the pages show (no request URL is ever logged).
+    ///
+    /// # Errors
+    /// Classified [`GraphError`]: code 190 is a dead (or wrong-host) token.
+    pub async fn kind_me(&self, kind: Kind, token: &Secret) -> Result<KindAccount, GraphError> {
+        let Some(fields) = kind.me_fields() else {
+            return Err(GraphError::Misconfigured(local_error(
+                "a whatsapp token is proven by its phone and WABA reads, not by /me",
+            )));
+        };
+        let url = self.kind_url(kind, Some(&self.kind_version(kind)), &["me"]);
+        let me: wire::KindMe = self
+            .send(CallKind::WithToken, || {
+                self.http
+                    .get(url.clone())
+                    .query(&[("fields", fields), ("access_token", token.expose())])
+            })
+            .await?;
+        Ok(KindAccount {
+            id: me.user_id.or(me.id).unwrap_or_default(),
+            username: me.username,
+        })
+    }
+
+    /// Renews a long-lived Instagram or Threads token: `GET /refresh_access_token` with the
+    /// kind's `grant_type` (`ig_refresh_token`, `th_refresh_token`) and the token, on the
+    /// kind's host, unversioned as the pages show. Meta answers only for a token at least 24
+    /// hours old that has not expired; the new token lives 60 days (`expires_in`), and the old
+    /// one until its own expiry (there is no revoke). Sent once, as [`GraphClient::refresh_token`].
+    ///
+    /// # Errors
+    /// [`GraphError::TokenDead`] when the token expired or was invalidated (only a new login
+    /// helps), [`GraphError::Misconfigured`] when Meta refuses the call, transient failures.
+    pub async fn refresh_kind(&self, kind: Kind, token: &Secret) -> Result<Refreshed, GraphError> {
+        let Some(grant) = kind.refresh_grant() else {
+            return self.refresh_token(token).await;
+        };
+        let url = self.kind_url(kind, None, &["refresh_access_token"]);
+        let parsed: wire::RefreshResponse = self
+            .send_json(CallKind::WithToken, Replay::IfNotActedOn, || {
+                self.http
+                    .get(url.clone())
+                    .query(&[("grant_type", grant), ("access_token", token.expose())])
+            })
+            .await?;
+        Ok(Refreshed {
+            token: new_token(parsed.access_token)?,
+            expires_in: parsed
+                .expires_in
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(s as u64)),
+        })
     }
 
     /// Refreshes an expiring token: `GET oauth/access_token` with

@@ -108,6 +108,17 @@ pub(super) struct RefreshResponse {
     pub expires_in: Option<i64>,
 }
 
+/// `GET /me` on the Instagram (`user_id`, `username`) or Threads (`id`, `username`) host.
+#[derive(Deserialize)]
+pub(super) struct KindMe {
+    #[serde(default, deserialize_with = "loose_string")]
+    pub id: Option<String>,
+    #[serde(default, deserialize_with = "loose_string")]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
 /// `/{system-user-id}/access_tokens` (mint): `{"access_token"}` only, no expiry.
 #[derive(Deserialize)]
 pub(super) struct MintResponse {

@@ -244,7 +244,7 @@ pub async fn dry_run(
         return Ok(Done::new(out, 0));
     }
     let (cur_v, current) = store.current_version().await?;
-    let facts = match run::current_facts(graph, &current).await {
+    let facts = match run::current_facts(&cfg.state_dir, t, graph, &current).await {
         Ok(f) => f,
         Err(e) => {
             out.push_str(&format!("  Cannot inspect the current token: {e}\n"));
@@ -282,7 +282,7 @@ pub async fn dry_run(
         t.phone_number_id.as_deref().map(|p| format!(", phone number {p} readable")).unwrap_or_default(),
     ));
     if let Some((_, candidate)) = &pending {
-        match run::inspect_candidate(graph, t, candidate).await {
+        match run::inspect_candidate(&cfg.state_dir, graph, t, candidate).await {
             Ok(rep) => match super::judge(&rep, &run::expectations(cfg, t, facts.as_ref())) {
                 Ok(()) => out.push_str("     the staged candidate passes every check now\n"),
                 Err(check) => {
@@ -533,7 +533,7 @@ pub async fn stage(
         Err(e) => return Err(e.into()),
     };
     let facts = match &current {
-        Some(c) => match run::current_facts(graph, c).await {
+        Some(c) => match run::current_facts(&cfg.state_dir, t, graph, c).await {
             Ok(f) => f,
             Err(e) => {
                 return Ok(Done::new(
@@ -546,7 +546,7 @@ pub async fn stage(
         },
         None => None,
     };
-    let report = match run::inspect_candidate(graph, t, value).await {
+    let report = match run::inspect_candidate(&cfg.state_dir, graph, t, value).await {
         Ok(r) => r,
         Err(e) => {
             let code = if matches!(e, GraphError::Transient(_)) {

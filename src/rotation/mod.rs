@@ -55,6 +55,12 @@ pub fn rotate_at(
 
 /// When a rotation of a token with these facts becomes due, or `None` when it never does.
 pub fn due_at(t: &crate::config::TokenConfig, facts: &TokenFacts) -> Option<Timestamp> {
+    // A kind `debug_token` cannot inspect (Instagram, Threads) has a known expiry only once
+    // tokenwarden renewed it: until then the renewal is due at once, because it is what
+    // teaches the expiry, and such a token cannot be refreshed once it expired.
+    if !t.kind.debug_token() && facts.expires == Expires::Unknown && t.policy.max_age.is_none() {
+        return Some(Timestamp::UNIX_EPOCH);
+    }
     let eff = effective_expiry(facts, t.policy.max_age)?;
     Some(rotate_at(&eff, facts.issued_at, t.rotation.rotate_before))
 }
@@ -518,8 +524,11 @@ fn finish(r: &mut Rotation, outcome: Outcome) {
 /// What is expected of a successor.
 #[derive(Debug, Clone)]
 pub struct Expectations<'a> {
-    /// The configured app.
-    pub app_id: &'a str,
+    /// The configured app, for kinds `debug_token` inspects (`None`: no app to compare).
+    pub app_id: Option<&'a str>,
+    /// The token type a successor should have ([`SYSTEM_USER`] for WhatsApp, the kind's own
+    /// otherwise); one of the current token's type is also accepted.
+    pub token_type: &'a str,
     /// The current token's facts, when known (for its type and lifetime).
     pub current: Option<&'a TokenFacts>,
     /// The policy's `max_age`, so "lives longer" compares effective expiries.
@@ -554,16 +563,17 @@ pub fn judge(c: &CandidateReport, e: &Expectations<'_>) -> Result<(), String> {
     {
         return Err("the candidate is the current token itself".into());
     }
-    if f.app_id.as_deref() != Some(e.app_id) {
+    if let Some(app_id) = e.app_id
+        && f.app_id.as_deref() != Some(app_id)
+    {
         return Err(format!(
-            "the candidate belongs to app {}, not to the configured app {}",
+            "the candidate belongs to app {}, not to the configured app {app_id}",
             f.app_id.as_deref().unwrap_or("(unknown)"),
-            e.app_id
         ));
     }
     let kind = f.token_type.as_deref().unwrap_or("(unknown)");
     let current_kind = e.current.and_then(|c| c.token_type.as_deref());
-    if kind != SYSTEM_USER && Some(kind) != current_kind {
+    if kind != e.token_type && Some(kind) != current_kind {
         return Err(format!(
             "the candidate is a {kind} token; a system-user token is expected (Business Manager > Users > System users > Generate new token)"
         ));
@@ -926,7 +936,8 @@ mod tests {
 
     fn expect<'a>(current: Option<&'a TokenFacts>) -> Expectations<'a> {
         Expectations {
-            app_id: "634974688087057",
+            app_id: Some("634974688087057"),
+            token_type: SYSTEM_USER,
             current,
             max_age: Some(Duration::from_secs(60 * 86_400)),
         }

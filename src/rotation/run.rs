@@ -357,6 +357,9 @@ async fn obtain(d: &Deps<'_>, r: &mut Rotation) -> Event {
 /// Meta's refresh of `current`, for a token that can be refreshed: never a non-expiring one
 /// (it would come back as a 60-day one) and never a dead one (Meta refuses).
 async fn refresh(d: &Deps<'_>, r: &mut Rotation, current: &Secret) -> Result<Secret, Event> {
+    if !d.token.kind.debug_token() {
+        return refresh_kind(d, r, current).await;
+    }
     match d.graph.debug_token(current).await {
         Err(e) => return Err(graph_event("inspecting the current token", e)),
         Ok(info) if info.invalid_reason().is_some() => {
@@ -382,6 +385,74 @@ async fn refresh(d: &Deps<'_>, r: &mut Rotation, current: &Secret) -> Result<Sec
         .await
         .map(|n| n.token)
         .map_err(|e| graph_event("refreshing the token", e))
+}
+
+/// The renewal of an Instagram or Threads token (`GET /refresh_access_token`): only for a
+/// token that still works, is not expired and (when its issue time is known) is at least 24
+/// hours old, as Meta's pages require. An expired or invalidated one cannot be refreshed: the
+/// failure says a person must log in again, and where. The expiry Meta gives is recorded
+/// ([`crate::observe::ExpiryLog`]) before the token leaves this function, so the checks know
+/// it from the first moment the token exists in the store.
+async fn refresh_kind(d: &Deps<'_>, r: &mut Rotation, current: &Secret) -> Result<Secret, Event> {
+    let kind = d.token.kind;
+    let relogin = kind.advice().relogin;
+    let info = crate::observe::inspect(&d.cfg.state_dir, d.token, d.graph, current)
+        .await
+        .map_err(|e| graph_event("probing the current token", e))?;
+    let now = (d.now)();
+    if let Some(api) = info.invalid_reason() {
+        return Err(Event::Failed(format!(
+            "the current token cannot be refreshed because it is no longer valid ({}); {relogin}",
+            graph::dead_reason(&api)
+        )));
+    }
+    if let graph::Expiry::At(at) = info.expires_at
+        && at <= now
+    {
+        return Err(Event::Failed(format!(
+            "the current token expired at {}; {relogin}",
+            crate::timefmt::utc(at)
+        )));
+    }
+    if let Some(issued) = info.issued_at {
+        let age = now.as_second() - issued.as_second();
+        if age < crate::meta::kind::MIN_AGE_TO_REFRESH_SECS {
+            return Err(Event::Transient(format!(
+                "{} refreshes a token only once it is at least 24 hours old; this one is {} old",
+                kind.host(),
+                crate::timefmt::span(age)
+            )));
+        }
+    }
+    mark_sent(d, r);
+    let new = d
+        .graph
+        .refresh_kind(kind, current)
+        .await
+        .map_err(|e| match e {
+            GraphError::TokenDead(api) => Event::Failed(format!(
+                "{} refused to refresh the token ({}); {relogin}",
+                kind.host(),
+                graph::dead_reason(&api)
+            )),
+            e => graph_event("refreshing the token", e),
+        })?;
+    if let Some(expires_in) = new.expires_in {
+        let entry = crate::observe::RecordedExpiry {
+            fingerprint: new.token.fingerprint(),
+            issued_at: now,
+            expires_at: Timestamp::from_second(now.as_second() + expires_in.as_secs() as i64)
+                .unwrap_or(now),
+        };
+        if let Err(e) =
+            crate::observe::ExpiryLog::new(&d.cfg.state_dir).record(&d.token.name, entry)
+        {
+            // The token is still used; its expiry is unknown until the next renewal, and
+            // an unknown expiry makes the renewal due at once, so nothing dies unnoticed.
+            tracing::error!(token = %d.token.name, error = %e, "cannot record the refreshed token's expiry");
+        }
+    }
+    Ok(new.token)
 }
 
 /// A new token minted for the configured system user, with the scopes the current token has
@@ -480,7 +551,7 @@ async fn is_previous(d: &Deps<'_>, token: &Secret) -> bool {
 /// back the current token itself, living longer. Nothing is staged, delivered, promoted or
 /// revoked; the new expiry is recorded (the rotation record, the audit log, one email).
 async fn extended_in_place(d: &Deps<'_>, r: &Rotation, token: &Secret) -> Event {
-    let until = match d.graph.debug_token(token).await {
+    let until = match crate::observe::inspect(&d.cfg.state_dir, d.token, d.graph, token).await {
         Ok(info) => match info.expires_at {
             graph::Expiry::At(t) => Some(t),
             _ => None,
@@ -542,10 +613,25 @@ fn mark_sent(d: &Deps<'_>, r: &mut Rotation) {
 
 /// Inspects `token` as a candidate: `debug_token`, then (if valid) the phone read.
 pub async fn inspect_candidate(
+    state_dir: &Path,
     graph: &GraphClient,
     t: &TokenConfig,
     token: &Secret,
 ) -> Result<CandidateReport, GraphError> {
+    if !t.kind.debug_token() {
+        // The kind's `GET /me` is both the inspection and the proof.
+        let info = crate::observe::inspect(state_dir, t, graph, token).await?;
+        let invalid = info.invalid_reason().map(|a| graph::dead_reason(&a));
+        let usability = match info.invalid_reason() {
+            Some(api) => crate::usable::Usability::Dead(api),
+            None => crate::usable::Usability::Usable,
+        };
+        return Ok(CandidateReport {
+            invalid,
+            facts: crate::graph::facts_of(token, &info),
+            usability,
+        });
+    }
     let info = match graph.debug_token(token).await {
         Ok(i) => i,
         // Code 100 on `debug_token` is Meta refusing this app's view of the token: for the
@@ -603,7 +689,10 @@ pub fn expectations<'a>(
     current: Option<&'a TokenFacts>,
 ) -> Expectations<'a> {
     Expectations {
-        app_id: &cfg.meta.app_id,
+        // Instagram and Threads tokens belong to their product's own app, which no Graph
+        // inspection names: the app check is Graph's only.
+        app_id: t.kind.debug_token().then_some(cfg.meta.app_id.as_str()),
+        token_type: t.kind.token_type().unwrap_or(super::SYSTEM_USER),
         current,
         max_age: t.policy.max_age,
     }
@@ -612,10 +701,12 @@ pub fn expectations<'a>(
 /// The current token's facts, or `None` when Meta calls it invalid (any valid successor is
 /// then better).
 pub async fn current_facts(
+    state_dir: &Path,
+    t: &TokenConfig,
     graph: &GraphClient,
     token: &Secret,
 ) -> Result<Option<TokenFacts>, GraphError> {
-    let info = graph.debug_token(token).await?;
+    let info = crate::observe::inspect(state_dir, t, graph, token).await?;
     Ok(info
         .invalid_reason()
         .is_none()
@@ -638,11 +729,11 @@ async fn validate(d: &Deps<'_>, r: &mut Rotation) -> Event {
         }
         return extended_in_place(d, r, &candidate).await;
     }
-    let current = match current_facts(d.graph, &current).await {
+    let current = match current_facts(&d.cfg.state_dir, d.token, d.graph, &current).await {
         Ok(f) => f,
         Err(e) => return graph_event("inspecting the current token", e),
     };
-    let report = match inspect_candidate(d.graph, d.token, &candidate).await {
+    let report = match inspect_candidate(&d.cfg.state_dir, d.graph, d.token, &candidate).await {
         Ok(c) => c,
         Err(e) => return graph_event("inspecting the candidate", e),
     };

@@ -172,3 +172,170 @@ async fn graph_and_instagram_cannot_parse_each_others_tokens() {
             .contains("Cannot parse access token")
     );
 }
+
+/// A workspace whose one token `shop-ig` is of kind `kind`, renewed by refresh and delivered
+/// to a dotenv file `ig.env` (key `IG_TOKEN`); the token's value is in the file store.
+pub(crate) struct KindWorkspace {
+    pub dir: tempfile::TempDir,
+    /// Holds the application's env file, outside the state directory.
+    pub _app: tempfile::TempDir,
+    pub config: std::path::PathBuf,
+    pub env_file: std::path::PathBuf,
+}
+
+pub(crate) fn kind_workspace(sb: &Sandbox, kind: &str, value: &str) -> KindWorkspace {
+    use tokenwarden::store::file::FileStore;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("app-secret");
+    std::fs::write(&secret_file, sandbox::DEMO_APP_SECRET).unwrap();
+    let app = tempfile::tempdir().unwrap();
+    let env_file = app.path().join("ig.env");
+    std::fs::write(&env_file, "OTHER=kept\n").unwrap();
+    let text = format!(
+        "state_dir = \"{d}\"\n[meta]\napp_id = \"{app}\"\napp_secret = {{ file = \"{s}\" }}\nbase_url = \"{b}\"\nattempts = 2\nretry_delay = \"10ms\"\ntimeout = \"5s\"\n\n[[token]]\nname = \"shop-ig\"\nkind = \"{kind}\"\nsource = \"refresh\"\n[[token.target]]\nname = \"site\"\nkind = \"dotenv\"\npath = \"{e}\"\nkey = \"IG_TOKEN\"\n",
+        d = dir.path().display(),
+        app = sandbox::DEMO_APP_ID,
+        s = secret_file.display(),
+        b = sb.base_url(),
+        e = env_file.display(),
+    );
+    FileStore::new(dir.path().join("tokens.json"), "shop-ig".into())
+        .import_current(
+            &tokenwarden::secret::Secret::new(value),
+            jiff::Timestamp::now(),
+        )
+        .unwrap();
+    let config = dir.path().join("tokenwarden.toml");
+    crate::util::write_private(&config, &text);
+    KindWorkspace {
+        dir,
+        _app: app,
+        config,
+        env_file,
+    }
+}
+
+/// The current value of `shop-ig` in the workspace's file store.
+pub(crate) async fn current_of(ws: &KindWorkspace) -> String {
+    use tokenwarden::store::SecretStore;
+    tokenwarden::store::file::FileStore::new(ws.dir.path().join("tokens.json"), "shop-ig".into())
+        .current()
+        .await
+        .unwrap()
+        .expose()
+        .to_string()
+}
+
+/// The whole life of one token of `kind` (`spec` issues it) against the sandbox: checked
+/// through its host's `/me` with the kind in `check` and `status`, renewed with the kind's
+/// refresh (expiry recorded from `expires_in`), validated, delivered, then checked with the
+/// recorded expiry; then invalidated, and finally a token that expired: both say a person
+/// must log in again, and no output carries a token.
+pub(crate) async fn a_kind_lives_through_renewal(kind: &str, spec: TokenSpec, login_hint: &str) {
+    use crate::util::tw;
+    let sb = sandbox().await;
+    let old = sb.issue_token(spec.clone().issued_ago(30 * 86_400));
+    let ws = kind_workspace(&sb, kind, &old);
+
+    // Inspect and probe: OK, the kind carried, the expiry not yet known.
+    let c = tw(&ws.config, &["check", "--json"], &[], None).await;
+    assert_eq!(c.code, 0, "{c:?}");
+    let lines: Value = serde_json::from_str(&c.stdout).unwrap();
+    assert_eq!(lines[0]["kind"], kind, "{lines}");
+    assert_eq!(lines[0]["state"], "ok", "{lines}");
+    let text = tw(&ws.config, &["check"], &[], None).await;
+    assert!(
+        text.stdout.contains(&format!("shop-ig [{kind}]")),
+        "{text:?}"
+    );
+
+    // Renew, validate, deliver: the new token is current, in the env file, its expiry known.
+    let r = tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let new = current_of(&ws).await;
+    assert_ne!(new, old);
+    assert_eq!(sb.stats().refreshed, 1);
+    let env = std::fs::read_to_string(&ws.env_file).unwrap();
+    assert!(
+        env.contains(&format!("IG_TOKEN={new}")) && env.contains("OTHER=kept"),
+        "delivered"
+    );
+    assert_eq!(sb.stats().revoked, 0, "Meta offers no revoke for this kind");
+    let c = tw(&ws.config, &["check", "--json"], &[], None).await;
+    let lines: Value = serde_json::from_str(&c.stdout).unwrap();
+    let left = lines[0]["seconds_left"]
+        .as_i64()
+        .expect("the expiry Meta gave is recorded");
+    assert!(
+        (59 * 86_400..=60 * 86_400 + 3600).contains(&left),
+        "{lines}"
+    );
+    assert_eq!(
+        lines[0]["fingerprint"],
+        tokenwarden::secret::Secret::new(new.clone())
+            .fingerprint()
+            .to_string()
+    );
+    // A second rotation at once is not due: the token is young and far from its expiry.
+    let again = tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert_eq!(current_of(&ws).await, new, "{again:?}");
+
+    // Invalidated (password change): dead, and the renewal says to log in again.
+    sb.invalidate(&new, 460);
+    let c = tw(&ws.config, &["check"], &[], None).await;
+    assert_eq!(c.code, 2, "{c:?}");
+    let r = tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.all().contains(login_hint), "{r:?}");
+    assert_eq!(
+        sb.stats().refreshed,
+        1,
+        "a dead token is never sent to refresh"
+    );
+    for out in [&c.all(), &r.all()] {
+        crate::util::assert_no_leak(out, &[&old, &new], "command output");
+    }
+}
+
+#[tokio::test]
+async fn an_instagram_token_is_probed_renewed_validated_and_delivered() {
+    a_kind_lives_through_renewal("instagram", TokenSpec::instagram(), "log in again").await;
+}
+
+#[tokio::test]
+async fn an_expired_instagram_token_is_not_refreshed_and_needs_a_new_login() {
+    let sb = sandbox().await;
+    let old = sb.issue_token(TokenSpec::instagram().issued_ago(30 * 86_400));
+    let ws = kind_workspace(&sb, "instagram", &old);
+    sb.advance_clock(31 * 86_400);
+    let c = crate::util::tw(&ws.config, &["check"], &[], None).await;
+    assert_eq!(c.code, 2, "{c:?}");
+    let r = crate::util::tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.all().contains("log in again"), "{r:?}");
+    assert_eq!(sb.stats().refreshed, 0);
+    assert_eq!(current_of(&ws).await, old);
+}
+
+#[tokio::test]
+async fn a_token_given_to_the_wrong_host_is_named_as_such() {
+    let sb = sandbox().await;
+    // An Instagram token configured as a WhatsApp one: Graph cannot parse it.
+    let ig = sb.issue_token(TokenSpec::instagram());
+    let ws = kind_workspace(&sb, "whatsapp", &ig);
+    let c = crate::util::tw(&ws.config, &["check"], &[], None).await;
+    assert!(
+        c.stdout.contains("wrong host") && c.stdout.contains("kind = \"instagram\""),
+        "{c:?}"
+    );
+    // A Graph token configured as an Instagram one: the Instagram host cannot parse it.
+    let wa = sb.issue_token(TokenSpec::system_user_60d());
+    let ws = kind_workspace(&sb, "instagram", &wa);
+    let c = crate::util::tw(&ws.config, &["check"], &[], None).await;
+    assert!(
+        c.stdout.contains("wrong host") && c.stdout.contains("graph.instagram.com"),
+        "{c:?}"
+    );
+    assert!(c.stdout.contains("kind = \"whatsapp\""), "{c:?}");
+    crate::util::assert_no_leak(&c.all(), &[&ig, &wa], "check output");
+}

@@ -49,6 +49,8 @@ mod groups;
 mod hostile;
 /// `kind = "instagram"`: the Instagram host of the sandbox, and a token kept alive end to end.
 mod kinds_instagram;
+/// `kind = "threads"`: the Threads host of the sandbox, and a token kept alive end to end.
+mod kinds_threads;
 /// Meta's documented contract and each quirk real Meta has shown (`docs/meta-contract.md`).
 mod meta_contract;
 /// The code's shape: no import cycle between `src/`'s top-level modules, a pure core without IO.
