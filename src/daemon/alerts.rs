@@ -189,6 +189,7 @@ impl Daemon {
         for n in &notices {
             let ctx = alert::Context {
                 token: &t.name,
+                kind: t.kind,
                 waba_id: t.waba_id.as_deref(),
                 phone_number_id: t.phone_number_id.as_deref(),
                 store: &store_desc,

@@ -339,3 +339,68 @@ async fn a_token_given_to_the_wrong_host_is_named_as_such() {
     assert!(c.stdout.contains("kind = \"whatsapp\""), "{c:?}");
     crate::util::assert_no_leak(&c.all(), &[&ig, &wa], "check output");
 }
+
+#[tokio::test]
+async fn an_email_about_an_expiring_instagram_token_says_where_to_log_in_again() {
+    use jiff::Timestamp;
+    use tokenwarden::alert::{self, Context};
+    use tokenwarden::config::Kind;
+    use tokenwarden::policy::{Condition, Expires, Notice, Policy, TokenFacts, Verdict, assess};
+    let now = Timestamp::from_second(1_790_000_000).unwrap();
+    let facts = TokenFacts {
+        fingerprint: tokenwarden::secret::Fingerprint::of("not-a-real-token"),
+        app_id: None,
+        application: None,
+        token_type: Some("INSTAGRAM".into()),
+        expires: Expires::At(Timestamp::from_second(now.as_second() + 3 * 86_400).unwrap()),
+        data_access_expires_at: None,
+        issued_at: None,
+        scopes: Vec::new(),
+        wabas: Vec::new(),
+    };
+    let policy = Policy::default();
+    let verdict = Verdict::Healthy;
+    let a = assess(&verdict, Some(&facts), None, &policy, now);
+    let mail = |kind: Kind| {
+        let ctx = Context {
+            token: "shop-ig",
+            kind,
+            waba_id: None,
+            phone_number_id: None,
+            store: "file",
+            store_hint: "`tokenwarden stage --token shop-ig`",
+            facts: Some(&facts),
+            verdict: &verdict,
+            state: a.state,
+            effective: a.effective,
+            policy: &policy,
+            next_check: Some(now),
+            failing_since: None,
+            rotation: "Refresh it.",
+            rotation_due: None,
+        };
+        let notice = Notice {
+            condition: Some(Condition::Critical),
+            key: "k".into(),
+            occurrence: 1,
+        };
+        alert::render(&ctx, &notice, now)
+    };
+    let ig = mail(Kind::Instagram);
+    for part in [&ig.text, &ig.html] {
+        assert!(
+            part.contains("Instagram API with Instagram Login"),
+            "{part}"
+        );
+        assert!(
+            part.contains("https://www.instagram.com/oauth/authorize"),
+            "{part}"
+        );
+        assert!(part.contains("log in again"), "{part}");
+    }
+    let wa = mail(Kind::Whatsapp);
+    assert!(
+        !wa.text.contains("Instagram"),
+        "a WhatsApp email reads as before"
+    );
+}
