@@ -4,7 +4,8 @@
 //! reads the phone number, and on trouble gathers what is needed to explain it (the WABA's
 //! phone numbers). [`evaluate`] is pure: it turns an [`Observation`] and `now` into
 //! [`Check`]s with a mark, the facts, and on failure the cause and the fix in plain words,
-//! naming the field mistakes of reference section 9 when it sees them.
+//! naming the field mistakes of reference section 9 when it sees them. Instagram and Threads
+//! tokens are checked with their own host's `GET /me`, their recorded expiry and their renewal.
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -47,7 +48,7 @@ impl Mark {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     /// Stable identifier: `store`, `value`, `valid`, `app`, `type`, `expiry`, `scopes`, `waba`,
-    /// `phone`, `send_text`, `send_template`.
+    /// `phone`, `send_text`, `send_template`; for Instagram and Threads tokens `renewal`.
     pub id: &'static str,
     /// The outcome.
     pub mark: Mark,
@@ -171,6 +172,11 @@ pub async fn observe(
         sends: None,
     };
     let Ok(token) = &obs.value else { return obs };
+    if !t.kind.debug_token() {
+        // Instagram and Threads: the kind's `GET /me` and the recorded expiry are all there is.
+        obs.info = Some(crate::observe::inspect(&cfg.state_dir, t, graph, token).await);
+        return obs;
+    }
     let info = match graph.debug_token(token).await {
         Ok(i) if i.invalid_reason().is_none() => i,
         other => {
@@ -276,6 +282,14 @@ pub fn evaluate(t: &TokenConfig, app_id: &str, obs: &Observation, now: Timestamp
         ));
     }
 
+    if !t.kind.debug_token() {
+        evaluate_kind(t, token, obs, now, &mut checks);
+        return TokenReport {
+            token: t.name.clone(),
+            fingerprint,
+            checks,
+        };
+    }
     let info = match &obs.info {
         Some(Ok(info)) => info,
         Some(Err(e)) => {
@@ -312,6 +326,88 @@ pub fn evaluate(t: &TokenConfig, app_id: &str, obs: &Observation, now: Timestamp
 const NEW_TOKEN_STEPS: &str = "in Business Manager > Users > System users, pick an Admin system user, make sure the app \
 and the WhatsApp Business Account are assigned to it, click Generate new token, tick whatsapp_business_management and \
 whatsapp_business_messaging, then store the new token where tokenwarden reads it";
+
+/// The checks of a kind `debug_token` does not inspect (Instagram, Threads): `valid` (the
+/// kind's `GET /me`, naming a token given to the wrong host), `expiry` (what Meta said when
+/// tokenwarden last renewed it, or unknown until then) and `renewal` (the source).
+fn evaluate_kind(
+    t: &TokenConfig,
+    token: &Secret,
+    obs: &Observation,
+    now: Timestamp,
+    checks: &mut Vec<Check>,
+) {
+    let kind = t.kind;
+    let relogin = kind.advice().relogin.to_string();
+    let info = match &obs.info {
+        Some(Ok(info)) => info,
+        Some(Err(e)) => {
+            checks.push(graph_failure("valid", e));
+            return;
+        }
+        None => return,
+    };
+    if let Some(api) = info.invalid_reason() {
+        let (detail, fix) = match crate::observe::wrong_host(kind, token, &api) {
+            Some(other) => (
+                kind.wrong_host(other),
+                format!(
+                    "set kind = \"{other}\" on token `{}`, then run `tokenwarden doctor` again",
+                    t.name
+                ),
+            ),
+            None => (graph::dead_reason(&api), relogin),
+        };
+        checks.push(check("valid", Mark::Fail, detail, Some(fix)));
+        return;
+    }
+    checks.push(check(
+        "valid",
+        Mark::Pass,
+        format!(
+            "GET /me on {} answered for account {}",
+            kind.host(),
+            info.user_id.as_deref().unwrap_or("(no id)")
+        ),
+        None,
+    ));
+    let expiry = match info.expires_at {
+        Expiry::Unknown => check(
+            "expiry",
+            Mark::Warn,
+            format!(
+                "unknown: {} does not say a token's expiry; tokenwarden records the one Meta gives when it refreshes the token",
+                kind.host()
+            ),
+            Some(format!(
+                "with source = \"refresh\", tokenwarden refreshes it at its next run (Meta refreshes tokens at least 24 hours old), or run `tokenwarden rotate --token {}`; an expired token cannot be refreshed",
+                t.name
+            )),
+        ),
+        _ => {
+            let mut c = expiry_check(info, now);
+            if c.mark == Mark::Fail {
+                c.fix = Some(relogin.clone());
+            }
+            c
+        }
+    };
+    checks.push(expiry);
+    checks.push(match t.rotation.source {
+        crate::config::Source::Refresh => check(
+            "renewal",
+            Mark::Pass,
+            format!("refreshed on {} ({}) long before it expires; Meta offers no revoke, so the old token lives until its own expiry", kind.host(), kind.refresh_grant().unwrap_or_default()),
+            None,
+        ),
+        _ => check(
+            "renewal",
+            Mark::Warn,
+            "source = \"staged\": nobody renews this token unless a person stages a new one, and once it expires only a new login helps",
+            Some(format!("set source = \"refresh\" on token `{}`", t.name)),
+        ),
+    });
+}
 
 fn graph_failure(id: &'static str, e: &GraphError) -> Check {
     match e {

@@ -404,3 +404,64 @@ async fn an_email_about_an_expiring_instagram_token_says_where_to_log_in_again()
         "a WhatsApp email reads as before"
     );
 }
+
+#[tokio::test]
+async fn doctor_checks_an_instagram_token_with_its_own_probe_expiry_and_renewal() {
+    use crate::util::tw;
+    let sb = sandbox().await;
+    let old = sb.issue_token(TokenSpec::instagram().issued_ago(30 * 86_400));
+    let ws = kind_workspace(&sb, "instagram", &old);
+    let d = tw(&ws.config, &["doctor", "--json"], &[], None).await;
+    let report: Value = serde_json::from_str(&d.stdout).unwrap_or_else(|_| panic!("{d:?}"));
+    let checks = &report["tokens"][0]["checks"];
+    let by_id = |id: &str| {
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {id} in {checks}"))
+    };
+    assert_eq!(by_id("valid")["mark"], "pass", "{checks}");
+    assert!(
+        by_id("valid")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("graph.instagram.com")
+    );
+    assert_eq!(
+        by_id("expiry")["mark"],
+        "warn",
+        "unknown before the first refresh: {checks}"
+    );
+    assert_eq!(by_id("renewal")["mark"], "pass", "{checks}");
+    assert!(
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["id"] != "waba" && c["id"] != "scopes"),
+        "no WhatsApp checks: {checks}"
+    );
+
+    let r = tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let d = tw(&ws.config, &["doctor", "--json"], &[], None).await;
+    let report: Value = serde_json::from_str(&d.stdout).unwrap();
+    let expiry = report["tokens"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "expiry")
+        .cloned()
+        .unwrap();
+    assert_eq!(expiry["mark"], "pass", "recorded from expires_in: {expiry}");
+
+    // Expired: a failure whose fix is a new login.
+    sb.advance_clock(61 * 86_400);
+    let d = tw(&ws.config, &["doctor"], &[], None).await;
+    assert_ne!(d.code, 0, "{d:?}");
+    assert!(d.stdout.contains("log in again"), "{d:?}");
+    crate::util::assert_no_leak(&d.all(), &[&old], "doctor output");
+}
