@@ -53,9 +53,13 @@ pub async fn inspect(
         app_id: None,
         token_type: t.kind.token_type().map(str::to_string),
         application: None,
-        expires_at: recorded.map_or(graph::Expiry::Unknown, |r| graph::Expiry::At(r.expires_at)),
+        expires_at: recorded
+            .and_then(|r| r.expires_at)
+            .map_or(graph::Expiry::Unknown, graph::Expiry::At),
         data_access_expires_at: None,
-        issued_at: recorded.map(|r| r.issued_at),
+        issued_at: recorded
+            .filter(|r| r.expires_at.is_some())
+            .map(|r| r.issued_at),
         scopes: Vec::new(),
         granular_scopes: Vec::new(),
         user_id: None,
@@ -87,10 +91,12 @@ pub struct ExpiryLog {
 pub struct RecordedExpiry {
     /// Which token version.
     pub fingerprint: Fingerprint,
-    /// When Meta said it was made (the renewal's time).
+    /// When Meta made it (the renewal's time); for an entry without `expires_at`, when Meta
+    /// refused to refresh it, so that it is not asked again for a day (a token younger than
+    /// 24 hours is not refreshed).
     pub issued_at: jiff::Timestamp,
-    /// The renewal's time plus Meta's `expires_in`.
-    pub expires_at: jiff::Timestamp,
+    /// The renewal's time plus Meta's `expires_in`; `None` when unknown.
+    pub expires_at: Option<jiff::Timestamp>,
 }
 
 /// How many token versions an [`ExpiryLog`] record keeps.

@@ -414,39 +414,66 @@ async fn refresh_kind(d: &Deps<'_>, r: &mut Rotation, current: &Secret) -> Resul
             crate::timefmt::utc(at)
         )));
     }
-    if let Some(issued) = info.issued_at {
-        let age = now.as_second() - issued.as_second();
-        if age < crate::meta::kind::MIN_AGE_TO_REFRESH_SECS {
+    let log = crate::observe::ExpiryLog::new(&d.cfg.state_dir);
+    let min_age = crate::meta::kind::MIN_AGE_TO_REFRESH_SECS;
+    // When Meta last refused it as possibly too young (its issue time unknown).
+    let refused_young = log
+        .find(&d.token.name, current.fingerprint())
+        .filter(|e| e.expires_at.is_none())
+        .map(|e| e.issued_at);
+    if let Some(since) = info.issued_at.or(refused_young) {
+        let age = now.as_second() - since.as_second();
+        if age < min_age {
             return Err(Event::Transient(format!(
-                "{} refreshes a token only once it is at least 24 hours old; this one is {} old",
+                "{} refreshes a token only once it is at least 24 hours old; asking again after {}",
                 kind.host(),
-                crate::timefmt::span(age)
+                crate::timefmt::utc(
+                    Timestamp::from_second(since.as_second() + min_age).unwrap_or(now)
+                )
             )));
         }
     }
     mark_sent(d, r);
-    let new = d
-        .graph
-        .refresh_kind(kind, current)
-        .await
-        .map_err(|e| match e {
-            GraphError::TokenDead(api) => Event::Failed(format!(
+    let new = match d.graph.refresh_kind(kind, current).await {
+        Ok(new) => new,
+        Err(GraphError::TokenDead(api)) => {
+            return Err(Event::Failed(format!(
                 "{} refused to refresh the token ({}); {relogin}",
                 kind.host(),
                 graph::dead_reason(&api)
-            )),
-            e => graph_event("refreshing the token", e),
-        })?;
+            )));
+        }
+        // A token whose age nobody knows (imported, staged) may be younger than the 24
+        // hours Meta requires; Meta's code for that is not documented. The first such
+        // refusal is remembered and the refresh asked again a day later; a second one is a
+        // failure for a person.
+        Err(GraphError::Misconfigured(api))
+            if info.issued_at.is_none() && refused_young.is_none() =>
+        {
+            let entry = crate::observe::RecordedExpiry {
+                fingerprint: current.fingerprint(),
+                issued_at: now,
+                expires_at: None,
+            };
+            if let Err(e) = log.record(&d.token.name, entry) {
+                tracing::error!(token = %d.token.name, error = %e, "cannot record the refused refresh");
+            }
+            // Meta made no token: nothing is left behind by this attempt.
+            r.obtain_sent = false;
+            return Err(Event::Transient(format!(
+                "{} refused to refresh the token ({api}); it may be younger than the 24 hours Meta requires: asking again in a day",
+                kind.host()
+            )));
+        }
+        Err(e) => return Err(graph_event("refreshing the token", e)),
+    };
     if let Some(expires_in) = new.expires_in {
         let entry = crate::observe::RecordedExpiry {
             fingerprint: new.token.fingerprint(),
             issued_at: now,
-            expires_at: Timestamp::from_second(now.as_second() + expires_in.as_secs() as i64)
-                .unwrap_or(now),
+            expires_at: Timestamp::from_second(now.as_second() + expires_in.as_secs() as i64).ok(),
         };
-        if let Err(e) =
-            crate::observe::ExpiryLog::new(&d.cfg.state_dir).record(&d.token.name, entry)
-        {
+        if let Err(e) = log.record(&d.token.name, entry) {
             // The token is still used; its expiry is unknown until the next renewal, and
             // an unknown expiry makes the renewal due at once, so nothing dies unnoticed.
             tracing::error!(token = %d.token.name, error = %e, "cannot record the refreshed token's expiry");

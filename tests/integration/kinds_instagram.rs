@@ -465,3 +465,31 @@ async fn doctor_checks_an_instagram_token_with_its_own_probe_expiry_and_renewal(
     assert!(d.stdout.contains("log in again"), "{d:?}");
     crate::util::assert_no_leak(&d.all(), &[&old], "doctor output");
 }
+
+#[tokio::test]
+async fn an_imported_token_too_young_to_refresh_is_asked_again_a_day_later_not_failed() {
+    use crate::util::tw;
+    let sb = sandbox().await;
+    let young = sb.issue_token(TokenSpec::instagram().issued_ago(3600));
+    let ws = kind_workspace(&sb, "instagram", &young);
+    let r = tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert!(r.all().contains("24 hours"), "{r:?}");
+    assert!(
+        !r.all().contains("FAILED"),
+        "a young token is not a failure: {r:?}"
+    );
+    assert_eq!(current_of(&ws).await, young);
+    // The refusal is remembered: the next run does not ask Meta again before a day passed.
+    use tokenwarden::sandbox::Endpoint;
+    assert_eq!(sb.stats().requests_for(Endpoint::RefreshAccessToken), 1);
+    let again = tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert!(again.all().contains("asking again after"), "{again:?}");
+    assert_eq!(sb.stats().requests_for(Endpoint::RefreshAccessToken), 1);
+    assert_eq!(sb.stats().refreshed, 0);
+    let record = std::fs::read_to_string(ws.dir.path().join("expiry/shop-ig.json")).unwrap();
+    crate::util::assert_no_leak(
+        &format!("{record}{}{}", r.all(), again.all()),
+        &[&young],
+        "record and output",
+    );
+}
