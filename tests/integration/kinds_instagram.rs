@@ -184,6 +184,16 @@ pub(crate) struct KindWorkspace {
 }
 
 pub(crate) fn kind_workspace(sb: &Sandbox, kind: &str, value: &str) -> KindWorkspace {
+    kind_workspace_with(sb, kind, value, "")
+}
+
+/// [`kind_workspace`] with `top` (sections such as `[metrics]`) before the token.
+pub(crate) fn kind_workspace_with(
+    sb: &Sandbox,
+    kind: &str,
+    value: &str,
+    top: &str,
+) -> KindWorkspace {
     use tokenwarden::store::file::FileStore;
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("app-secret");
@@ -192,7 +202,7 @@ pub(crate) fn kind_workspace(sb: &Sandbox, kind: &str, value: &str) -> KindWorks
     let env_file = app.path().join("ig.env");
     std::fs::write(&env_file, "OTHER=kept\n").unwrap();
     let text = format!(
-        "state_dir = \"{d}\"\n[meta]\napp_id = \"{app}\"\napp_secret = {{ file = \"{s}\" }}\nbase_url = \"{b}\"\nattempts = 2\nretry_delay = \"10ms\"\ntimeout = \"5s\"\n\n[[token]]\nname = \"shop-ig\"\nkind = \"{kind}\"\nsource = \"refresh\"\n[[token.target]]\nname = \"site\"\nkind = \"dotenv\"\npath = \"{e}\"\nkey = \"IG_TOKEN\"\n",
+        "state_dir = \"{d}\"\n[meta]\napp_id = \"{app}\"\napp_secret = {{ file = \"{s}\" }}\nbase_url = \"{b}\"\nattempts = 2\nretry_delay = \"10ms\"\ntimeout = \"5s\"\n{top}\n[[token]]\nname = \"shop-ig\"\nkind = \"{kind}\"\nsource = \"refresh\"\n[[token.target]]\nname = \"site\"\nkind = \"dotenv\"\npath = \"{e}\"\nkey = \"IG_TOKEN\"\n",
         d = dir.path().display(),
         app = sandbox::DEMO_APP_ID,
         s = secret_file.display(),
@@ -492,4 +502,38 @@ async fn an_imported_token_too_young_to_refresh_is_asked_again_a_day_later_not_f
         &[&young],
         "record and output",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_carry_the_kind_of_each_token() {
+    use crate::util::{Running, free_port, parse_metrics, scrape_text};
+    let sb = sandbox().await;
+    let ig = sb.issue_token(TokenSpec::instagram().issued_ago(30 * 86_400));
+    let port = free_port();
+    let top =
+        format!("[schedule]\ncron = \"0 0 0 1 1 *\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let ws = kind_workspace_with(&sb, "instagram", &ig, &top);
+    let clock = tokenwarden::daemon::OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    d.check_now().await;
+    let scrape = scrape_text(port).await;
+    let samples = parse_metrics(&scrape);
+    let has = |name: &str, labels: &[(&str, &str)]| {
+        samples
+            .iter()
+            .any(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+    };
+    assert!(
+        has(
+            "tokenwarden_token_state",
+            &[("token", "shop-ig"), ("kind", "instagram"), ("state", "ok")]
+        ),
+        "{scrape}"
+    );
+    assert!(has(
+        "tokenwarden_token_check_errors",
+        &[("token", "shop-ig"), ("kind", "instagram")]
+    ));
+    crate::util::assert_no_leak(&scrape, &[&ig], "metrics");
+    d.stop().await;
 }
