@@ -2107,8 +2107,8 @@ mod example_tests {
             .collect();
         assert_eq!(
             blocks.len(),
-            4,
-            "the token config, the daemon sections, the group example, the delivery example"
+            5,
+            "the token config, the daemon sections, the kinds, the group example, the delivery example"
         );
         let cfg = super::parse(&path, blocks[0]).unwrap_or_else(|d| panic!("{d:#?}"));
         assert_eq!(cfg.tokens.len(), 2);
@@ -2117,11 +2117,15 @@ mod example_tests {
         let whole = format!("{head}\n{}\n{tokens}", blocks[1]);
         let cfg = super::parse(&path, &whole).unwrap_or_else(|d| panic!("{d:#?}"));
         assert!(matches!(cfg.email, Some(super::EmailConfig::Smtp { .. })));
-        let with_group = format!("{head}\n{}", blocks[2]);
+        let with_kinds = format!("{head}\n{}", blocks[2]);
+        let cfg = super::parse(&path, &with_kinds).unwrap_or_else(|d| panic!("{d:#?}"));
+        let kinds: Vec<super::Kind> = cfg.tokens.iter().map(|t| t.kind).collect();
+        assert_eq!(kinds, crate::meta::kind::ALL, "one example per kind");
+        let with_group = format!("{head}\n{}", blocks[3]);
         let cfg = super::parse(&path, &with_group).unwrap_or_else(|d| panic!("{d:#?}"));
         assert_eq!(cfg.groups.len(), 1);
         assert_eq!(cfg.groups[0].template.targets.len(), 1);
-        let with_targets = format!("{head}\n{}", blocks[3]);
+        let with_targets = format!("{head}\n{}", blocks[4]);
         let cfg = super::parse(&path, &with_targets).unwrap_or_else(|d| panic!("{d:#?}"));
         let kinds: Vec<&str> = cfg.tokens[0]
             .targets
