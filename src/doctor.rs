@@ -936,6 +936,7 @@ mod tests {
         TokenConfig {
             name: "prod".into(),
             kind: crate::config::Kind::Whatsapp,
+            app: None,
             phone_number_id: Some("106540352242922".into()),
             waba_id: Some(WABA.into()),
             store: StoreConfig::File {

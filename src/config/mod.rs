@@ -113,6 +113,10 @@ pub struct TokenConfig {
     /// What the token is for (`kind`, default `whatsapp`): decides the host, the proof that
     /// it works and how it is renewed ([`crate::meta::kind`]).
     pub kind: Kind,
+    /// For `instagram` and `threads`: that product's own app (its id and secret from the App
+    /// Dashboard, not the Meta app's), used to exchange a short-lived token for a long-lived
+    /// one when it is staged. `None`: staged tokens are taken as they are.
+    pub app: Option<KindApp>,
     /// The WhatsApp phone-number id the token must be able to read.
     pub phone_number_id: Option<String>,
     /// The WhatsApp Business Account id that must be among the token's targets.
@@ -127,6 +131,16 @@ pub struct TokenConfig {
     pub rotation: RotationConfig,
     /// The environments the token is delivered to.
     pub targets: Vec<TargetConfig>,
+}
+
+/// The Instagram or Threads app of a token (`app = { app_id = "...", app_secret = { env = "..." } }`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KindApp {
+    /// The product's app id (Instagram app id, Threads app id).
+    pub app_id: String,
+    /// Where the product's app secret lives.
+    pub app_secret: SecretRef,
 }
 
 /// A `[[group]]`: every token found in a store (secrets under a name prefix or with a tag),
@@ -298,6 +312,7 @@ struct RawConfig {
 struct RawGroup {
     name: Option<Spanned<String>>,
     kind: Option<Spanned<String>>,
+    app: Option<Spanned<KindApp>>,
     discover: Option<Spanned<DiscoverConfig>>,
     spread: Option<Spanned<String>>,
     cron: Option<Spanned<String>>,
@@ -319,6 +334,7 @@ impl RawGroup {
         RawToken {
             name: None,
             kind: self.kind,
+            app: self.app,
             phone_number_id: None,
             waba_id: None,
             store: None,
@@ -385,6 +401,7 @@ struct RawMeta {
 struct RawToken {
     name: Option<Spanned<String>>,
     kind: Option<Spanned<String>>,
+    app: Option<Spanned<KindApp>>,
     phone_number_id: Option<Spanned<String>>,
     waba_id: Option<Spanned<String>>,
     store: Option<Spanned<StoreConfig>>,
@@ -965,9 +982,19 @@ fn token_settings(
         max_age: t.max_age.clone(),
     };
     let policy = policy_fields(map, diags, prefix, &overrides, defaults.policy);
+    let app = t.app.map(|a| {
+        check_id(
+            map,
+            diags,
+            &field("app.app_id"),
+            &Spanned::new(a.span(), a.get_ref().app_id.clone()),
+        );
+        a.into_inner()
+    });
     TokenConfig {
         name,
         kind,
+        app,
         phone_number_id: t.phone_number_id.map(Spanned::into_inner),
         waba_id: t.waba_id.map(Spanned::into_inner),
         store,
@@ -1013,6 +1040,9 @@ fn kind_field(
         },
     };
     if kind == Kind::Whatsapp {
+        if let Some(a) = &t.app {
+            diags.push(map.at(a.span().start, field("app"), "an `app` table is for kind = \"instagram\" or \"threads\" (their own app id and secret); a WhatsApp token uses [meta]'s app"));
+        }
         return kind;
     }
     for (f, v) in [

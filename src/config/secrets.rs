@@ -61,6 +61,12 @@ impl Config {
 
 /// The references of one token (or group template) under `prefix`.
 fn token_fields<'a>(prefix: &str, t: &'a TokenConfig, out: &mut Vec<SecretField<'a>>) {
+    if let Some(app) = &t.app {
+        out.push(SecretField {
+            field: format!("{prefix}.app.app_secret"),
+            reference: &app.app_secret,
+        });
+    }
     match &t.rotation.source {
         Source::Mint(m) => out.push(SecretField {
             field: format!("{prefix}.mint.admin_token"),

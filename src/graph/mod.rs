@@ -471,6 +471,45 @@ impl GraphClient {
         })
     }
 
+    /// Exchanges a short-lived (one hour) Instagram or Threads token for a long-lived one:
+    /// `GET /access_token?grant_type=ig_exchange_token|th_exchange_token&client_secret=S&access_token=T`
+    /// on the kind's host, unversioned, `S` the product app's own secret (not the Meta app's).
+    /// Answer as a refresh (`expires_in` about 60 days). Sent once, as a refresh.
+    ///
+    /// # Errors
+    /// [`GraphError::OwnCredentials`] when Meta refuses the app secret, [`GraphError::TokenDead`]
+    /// for an expired or unknown token, [`GraphError::Misconfigured`] when Meta refuses the
+    /// exchange (a token that is not short-lived), transient failures.
+    pub async fn exchange_kind(
+        &self,
+        kind: Kind,
+        app_secret: &Secret,
+        token: &Secret,
+    ) -> Result<Refreshed, GraphError> {
+        let Some(grant) = kind.exchange_grant() else {
+            return Err(GraphError::Misconfigured(local_error(
+                "a whatsapp token has no short-lived exchange here",
+            )));
+        };
+        let url = self.kind_url(kind, None, &["access_token"]);
+        let parsed: wire::RefreshResponse = self
+            .send_json(CallKind::WithAppSecret, Replay::IfNotActedOn, || {
+                self.http.get(url.clone()).query(&[
+                    ("grant_type", grant),
+                    ("client_secret", app_secret.expose()),
+                    ("access_token", token.expose()),
+                ])
+            })
+            .await?;
+        Ok(Refreshed {
+            token: new_token(parsed.access_token)?,
+            expires_in: parsed
+                .expires_in
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(s as u64)),
+        })
+    }
+
     /// Refreshes an expiring token: `GET oauth/access_token` with
     /// `grant_type=fb_exchange_token` and `set_token_expires_in_60_days=true`, authenticated by
     /// the app id and secret. The new token lasts 60 days from now; `token` keeps working

@@ -92,6 +92,16 @@ impl Kind {
         }
     }
 
+    /// The `grant_type` of this kind's `GET /access_token` exchange of a short-lived token
+    /// for a long-lived one (with the product app's `client_secret`), or `None`.
+    pub fn exchange_grant(self) -> Option<&'static str> {
+        match self {
+            Kind::Whatsapp => None,
+            Kind::Instagram => Some("ig_exchange_token"),
+            Kind::Threads => Some("th_exchange_token"),
+        }
+    }
+
     /// The `fields` of this kind's cheap read with the token (`GET /me`), or `None` where
     /// the proof is the WhatsApp reads.
     pub fn me_fields(self) -> Option<&'static str> {

@@ -504,6 +504,77 @@ pub async fn rollback(
     ))
 }
 
+/// Exchanges `value` for a long-lived token with the product app's secret when Meta takes it
+/// as short-lived: `Some((token, line))` with the new token (its expiry recorded) and a line
+/// for the output, `None` when Meta refuses the exchange (the value is not short-lived: it is
+/// staged as it is), or the command's answer when nothing can be staged.
+async fn exchange_short_lived(
+    cfg: &Config,
+    graph: &GraphClient,
+    t: &TokenConfig,
+    app: &crate::config::KindApp,
+    value: &Secret,
+    now: Timestamp,
+) -> Result<Option<(Secret, String)>, Done> {
+    let name = &t.name;
+    let secret = app.app_secret.resolve().map_err(|e| {
+        Done::new(
+            format!("{name}: `app.app_secret`: {e}; nothing was staged\n"),
+            1,
+        )
+    })?;
+    match graph.exchange_kind(t.kind, &secret, value).await {
+        Ok(long) => {
+            let expires_at = long
+                .expires_in
+                .and_then(|d| Timestamp::from_second(now.as_second() + d.as_secs() as i64).ok());
+            let entry = crate::observe::RecordedExpiry {
+                fingerprint: long.token.fingerprint(),
+                issued_at: now,
+                expires_at,
+            };
+            if let Err(e) = crate::observe::ExpiryLog::new(&cfg.state_dir).record(name, entry) {
+                tracing::error!(token = %name, error = %e, "cannot record the exchanged token's expiry");
+            }
+            let until = expires_at.map_or_else(|| "an unknown time".into(), timefmt::utc);
+            Ok(Some((
+                long.token.clone(),
+                format!(
+                    "{name}: exchanged the short-lived token for a long-lived one (fingerprint {}, valid until {until}) with app {}\n",
+                    long.token.fingerprint(),
+                    app.app_id
+                ),
+            )))
+        }
+        // Meta refuses to exchange what is not short-lived: the value is already long-lived.
+        Err(GraphError::Misconfigured(_)) => Ok(None),
+        Err(e @ GraphError::OwnCredentials(_)) => Err(Done::new(
+            format!(
+                "{name}: {} refused app {}'s secret ({e}): `app` must name the {} app's own id and secret from the App Dashboard, not the Meta app's; nothing was staged\n",
+                t.kind.host(),
+                app.app_id,
+                t.kind
+            ),
+            1,
+        )),
+        Err(e @ GraphError::Transient(_)) => Err(Done::new(
+            format!(
+                "{name}: cannot reach {} now ({e}); nothing was staged, try again\n",
+                t.kind.host()
+            ),
+            EXIT_TEMPFAIL,
+        )),
+        Err(e) => Err(Done::new(
+            format!(
+                "{name}: {} refused the token ({e}); {}; nothing was staged\n",
+                t.kind.host(),
+                t.kind.advice().relogin
+            ),
+            1,
+        )),
+    }
+}
+
 /// `tokenwarden stage --token NAME`: checks a pasted value, validates it with Meta like a
 /// rotation would, and stages it as the next token (`AWSPENDING`). Nothing is promoted here.
 ///
@@ -526,6 +597,24 @@ pub async fn stage(
         out.push_str(&format!("{name}: nothing was staged\n"));
         return Ok(Done::new(out, EXIT_DATAERR));
     }
+    // An Instagram or Threads token with its product's app configured: a short-lived token
+    // (what a new login gives) is exchanged for a long-lived one first, and Meta's expiry kept.
+    let exchanged;
+    let mut note = String::new();
+    let value = match &t.app {
+        Some(app) if t.kind.exchange_grant().is_some() => {
+            match exchange_short_lived(cfg, graph, t, app, value, now).await {
+                Ok(Some((long, line))) => {
+                    exchanged = long;
+                    note = line;
+                    &exchanged
+                }
+                Ok(None) => value,
+                Err(done) => return Ok(done),
+            }
+        }
+        _ => value,
+    };
     let store = Store::open(&t.store, &t.name, &cfg.state_dir).await?;
     let current = match store.current_version().await {
         Ok((_, c)) => Some(c),
@@ -580,7 +669,7 @@ pub async fn stage(
     };
     Ok(Done::new(
         format!(
-            "{name}: staged version {} (fingerprint {}) in {}; it passed every check.\nIt will be promoted {when}, or now with `tokenwarden rotate --token {name}`.\n",
+            "{note}{name}: staged version {} (fingerprint {}) in {}; it passed every check.\nIt will be promoted {when}, or now with `tokenwarden rotate --token {name}`.\n",
             side.version,
             side.fingerprint,
             store.describe()

@@ -531,6 +531,9 @@ pub struct Expectations<'a> {
     pub token_type: &'a str,
     /// The current token's facts, when known (for its type and lifetime).
     pub current: Option<&'a TokenFacts>,
+    /// Whether Meta reports this kind's expiry on inspection (`debug_token`); when it does
+    /// not, a candidate of unknown expiry is not compared with the current token.
+    pub expiry_reported: bool,
     /// The policy's `max_age`, so "lives longer" compares effective expiries.
     pub max_age: Option<Duration>,
 }
@@ -617,7 +620,11 @@ pub fn judge(c: &CandidateReport, e: &Expectations<'_>) -> Result<(), String> {
             (_, None) => Some(Timestamp::UNIX_EPOCH),
         }
     };
-    if let Some(cur) = e.current {
+    // Where Meta does not report the expiry (Instagram, Threads: only a renewal tells it), a
+    // candidate that works and whose expiry is unknown cannot be compared: it is accepted,
+    // and its first refresh records its expiry.
+    let incomparable = !e.expiry_reported && f.expires == Expires::Unknown;
+    if let Some(cur) = e.current.filter(|_| !incomparable) {
         let (new_end, cur_end) = (end(f), end(cur));
         let longer = match (new_end, cur_end) {
             (None, _) => true,
@@ -728,6 +735,7 @@ mod tests {
         crate::config::TokenConfig {
             name: "prod".into(),
             kind: crate::config::Kind::Whatsapp,
+            app: None,
             phone_number_id: None,
             waba_id: None,
             store: crate::config::StoreConfig::File {
@@ -938,6 +946,7 @@ mod tests {
         Expectations {
             app_id: Some("634974688087057"),
             token_type: SYSTEM_USER,
+            expiry_reported: true,
             current,
             max_age: Some(Duration::from_secs(60 * 86_400)),
         }

@@ -720,6 +720,7 @@ pub fn expectations<'a>(
         // inspection names: the app check is Graph's only.
         app_id: t.kind.debug_token().then_some(cfg.meta.app_id.as_str()),
         token_type: t.kind.token_type().unwrap_or(super::SYSTEM_USER),
+        expiry_reported: t.kind.debug_token(),
         current,
         max_age: t.policy.max_age,
     }

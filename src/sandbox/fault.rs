@@ -36,6 +36,8 @@ pub enum Endpoint {
     Me,
     /// `GET /refresh_access_token` on the Instagram or Threads host.
     RefreshAccessToken,
+    /// `GET /access_token` (short-lived to long-lived exchange) on the Instagram or Threads host.
+    ExchangeToken,
     /// Anything else.
     Other,
 }

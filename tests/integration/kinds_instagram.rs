@@ -537,3 +537,102 @@ async fn metrics_carry_the_kind_of_each_token() {
     crate::util::assert_no_leak(&scrape, &[&ig], "metrics");
     d.stop().await;
 }
+
+/// Adds `app = { app_id, app_secret = { file } }` (the Instagram app's own credentials) to the
+/// workspace's token, with `secret` in a private file.
+fn with_instagram_app(ws: &KindWorkspace, app_id: &str, secret: &str) {
+    let file = ws.dir.path().join("ig-app-secret");
+    std::fs::write(&file, secret).unwrap();
+    let text = std::fs::read_to_string(&ws.config).unwrap().replacen(
+        "kind = \"instagram\"\n",
+        &format!(
+            "kind = \"instagram\"\napp = {{ app_id = \"{app_id}\", app_secret = {{ file = \"{}\" }} }}\n",
+            file.display()
+        ),
+        1,
+    );
+    crate::util::write_private(&ws.config, &text);
+}
+
+#[tokio::test]
+async fn a_short_lived_instagram_token_is_exchanged_with_the_instagram_apps_own_secret() {
+    use crate::util::tw;
+    use tokenwarden::sandbox::Lifetime;
+    let sb = sandbox().await;
+    let current = sb.issue_token(TokenSpec::instagram().issued_ago(50 * 86_400));
+    let short = sb.issue_token(
+        TokenSpec::instagram()
+            .app(sandbox::OTHER_APP_ID)
+            .lifetime(Lifetime::AfterSecs(3600)),
+    );
+    let ws = kind_workspace(&sb, "instagram", &current);
+
+    // The Meta app's secret is not the Instagram app's: refused as such, nothing staged.
+    with_instagram_app(&ws, sandbox::OTHER_APP_ID, sandbox::DEMO_APP_SECRET);
+    let r = tw(
+        &ws.config,
+        &["stage", "--token", "shop-ig"],
+        &[],
+        Some(&short),
+    )
+    .await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.all().contains("own id and secret"), "{r:?}");
+    assert_eq!(sb.stats().refreshed, 0);
+
+    // The Instagram app's own secret: exchanged, the long-lived token staged, its expiry known.
+    let ws = kind_workspace(&sb, "instagram", &current);
+    with_instagram_app(&ws, sandbox::OTHER_APP_ID, sandbox::OTHER_APP_SECRET);
+    let r = tw(
+        &ws.config,
+        &["stage", "--token", "shop-ig"],
+        &[],
+        Some(&short),
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("exchanged the short-lived token"),
+        "{r:?}"
+    );
+    assert_eq!(sb.stats().refreshed, 1);
+    let p = tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert_eq!(p.code, 0, "{p:?}");
+    let long = current_of(&ws).await;
+    assert!(
+        long != short && long != current,
+        "the exchanged token is current"
+    );
+    let c = tw(&ws.config, &["check", "--json"], &[], None).await;
+    let lines: Value = serde_json::from_str(&c.stdout).unwrap();
+    let left = lines[0]["seconds_left"]
+        .as_i64()
+        .expect("the exchange's expires_in is recorded");
+    assert!(
+        (59 * 86_400..=60 * 86_400 + 3600).contains(&left),
+        "{lines}"
+    );
+
+    // A long-lived token is not exchanged (Meta refuses): it is staged as it is.
+    let other = sb.issue_token(
+        TokenSpec::instagram()
+            .app(sandbox::OTHER_APP_ID)
+            .issued_ago(2 * 86_400),
+    );
+    let r = tw(
+        &ws.config,
+        &["stage", "--token", "shop-ig"],
+        &[],
+        Some(&other),
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stdout.contains("exchanged"), "{r:?}");
+    for out in [r.all(), p.all(), c.all()] {
+        crate::util::assert_no_leak(
+            &out,
+            &[&short, &long, &current, &other, sandbox::OTHER_APP_SECRET],
+            "output",
+        );
+    }
+}

@@ -44,7 +44,7 @@ pub(super) fn bad_app_id() -> GraphError {
     GraphError::new(101, "Error validating application. Invalid application ID.")
 }
 
-fn bad_client_secret() -> GraphError {
+pub(super) fn bad_client_secret() -> GraphError {
     GraphError::new(1, "Error validating client secret.")
 }
 

@@ -99,6 +99,7 @@ impl Call {
             return match s.as_slice() {
                 ["me"] => Endpoint::Me,
                 ["refresh_access_token"] => Endpoint::RefreshAccessToken,
+                ["access_token"] => Endpoint::ExchangeToken,
                 _ => Endpoint::Other,
             };
         }

@@ -12,10 +12,14 @@
 //! than 24 hours old is refused (the pages: "at least 24 hours old but has not expired"; the
 //! code Meta uses for that is not documented, the sandbox answers code 100). `/me` answers
 //! only the documented fields (`user_id,username` on Instagram, `id,username` on Threads).
+//! `GET /access_token` exchanges a short-lived token (one hour) for a long-lived one with the
+//! product app's own `client_secret` (the token's app's secret; another is "Error validating
+//! client secret"); a token that is not short-lived is refused (code 100: Meta's answer to
+//! that is not documented).
 
 use serde_json::{Map, Value, json};
 
-use super::auth::{dead_token_error, no_token};
+use super::auth::{bad_client_secret, dead_token_error, no_token};
 use super::call::{Call, Host};
 use super::envelope::{GraphError, Reply, missing_param, unsupported};
 use crate::sandbox::fault::Endpoint;
@@ -30,6 +34,7 @@ pub(super) fn dispatch(w: &mut World, call: &Call) -> Result<Reply, GraphError> 
     match call.endpoint() {
         Endpoint::Me => me(w, call),
         Endpoint::RefreshAccessToken => refresh(w, call),
+        Endpoint::ExchangeToken => exchange(w, call),
         _ => Err(GraphError::new(
             2500,
             format!("Unknown path components: /{}", call.segments.join("/")),
@@ -142,6 +147,52 @@ fn refresh(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
         w.reissue_60d(&rec)
     };
     w.stats.refreshed += 1;
+    Ok(Reply::json(
+        200,
+        &json!({"access_token": new.value, "token_type": "bearer", "expires_in": new.expires_at - now}),
+    ))
+}
+
+/// `GET /access_token?grant_type=..._exchange_token&client_secret=S&access_token=T`: a
+/// long-lived token for a short-lived one, with the secret of the token's own app.
+fn exchange(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
+    if !call.is_get() {
+        return Err(unsupported(
+            &call.method.to_ascii_lowercase(),
+            "access_token",
+        ));
+    }
+    let grant = match call.host {
+        Host::Threads => "th_exchange_token",
+        _ => "ig_exchange_token",
+    };
+    match call.param("grant_type") {
+        Some(g) if g == grant => {}
+        Some(other) => {
+            return Err(GraphError::new(
+                100,
+                format!("(#100) Unsupported grant_type: {other}"),
+            ));
+        }
+        None => return Err(missing_param("grant_type")),
+    }
+    let secret = call
+        .param("client_secret")
+        .ok_or_else(|| missing_param("client_secret"))?
+        .to_string();
+    let rec = caller(w, call)?;
+    if w.secret_of(&rec.app_id) != Some(secret.as_str()) {
+        return Err(bad_client_secret());
+    }
+    if rec.expires_at == 0 || rec.expires_at - rec.issued_at > 2 * 3600 {
+        return Err(GraphError::new(
+            100,
+            "(#100) Only a short-lived access token can be exchanged",
+        ));
+    }
+    let new = w.reissue_60d(&rec);
+    w.stats.refreshed += 1;
+    let now = w.now();
     Ok(Reply::json(
         200,
         &json!({"access_token": new.value, "token_type": "bearer", "expires_in": new.expires_at - now}),

@@ -53,12 +53,14 @@ fn dispatch(w: &mut World, call: &Call) -> Reply {
             100,
             "(#100) A batch cannot contain a batch",
         )),
-        Endpoint::Any | Endpoint::Other | Endpoint::Me | Endpoint::RefreshAccessToken => {
-            Err(GraphError::new(
-                2500,
-                format!("Unknown path components: /{}", call.segments.join("/")),
-            ))
-        }
+        Endpoint::Any
+        | Endpoint::Other
+        | Endpoint::Me
+        | Endpoint::RefreshAccessToken
+        | Endpoint::ExchangeToken => Err(GraphError::new(
+            2500,
+            format!("Unknown path components: /{}", call.segments.join("/")),
+        )),
     };
     result.unwrap_or_else(|e| e.into_reply(w))
 }
