@@ -132,6 +132,8 @@ pub struct Observation {
     pub waba_numbers: Option<Result<Vec<PhoneNumber>, GraphError>>,
     /// Results of `--send-test`: (text, template).
     pub sends: Option<(Result<String, GraphError>, Result<String, GraphError>)>,
+    /// A Page token's reads (its Page, and for Messenger its subscription), when made.
+    pub page: graph::Proof,
 }
 
 /// Runs the checks for every configured token (or the one in `opts.token`).
@@ -170,6 +172,7 @@ pub async fn observe(
         waba: None,
         waba_numbers: None,
         sends: None,
+        page: graph::Proof::default(),
     };
     let Ok(token) = &obs.value else { return obs };
     if !t.kind.debug_token() {
@@ -185,8 +188,13 @@ pub async fn observe(
         }
     };
     // The same reads as the daemon's check (`usable`): the WABA when debug_token lists no
-    // targets, and the phone number.
+    // targets, and the phone number; for a Page token its Page and subscription.
     let (proof, _) = crate::observe::prove(graph, t, token, &info).await;
+    if t.kind == crate::config::Kind::Page {
+        obs.info = Some(Ok(info));
+        obs.page = proof;
+        return obs;
+    }
     obs.info = Some(Ok(info));
     obs.waba = proof.waba;
     obs.phone = proof.phone;
@@ -309,7 +317,7 @@ pub fn evaluate(t: &TokenConfig, app_id: &str, obs: &Observation, now: Timestamp
         }
     };
     evaluate_info(t, app_id, info, obs, now, &mut checks);
-    if info.invalid_reason().is_none() {
+    if info.invalid_reason().is_none() && t.kind == crate::config::Kind::Whatsapp {
         evaluate_phone(t, info, obs, &mut checks);
         if let Some((text, template)) = &obs.sends {
             checks.push(send_check("send_text", text, "text message"));
@@ -409,6 +417,47 @@ fn evaluate_kind(
     });
 }
 
+/// `page`: the Page token's type and Page, its read of the Page and (for Messenger) the Page's
+/// subscription to the app: the same rule as the daemon's check (`usable::decide_page`).
+fn page_check(
+    t: &TokenConfig,
+    page: &crate::config::PageConfig,
+    info: &TokenInfo,
+    obs: &Observation,
+) -> Check {
+    let messenger = if page.messenger {
+        " and is subscribed to the app (Messenger)"
+    } else {
+        ""
+    };
+    match usable::decide_page(info, &page.id, page.messenger, &obs.page) {
+        usable::Usability::Usable => check(
+            "page",
+            Mark::Pass,
+            format!("the token reads Page {}{messenger}", page.id),
+            None,
+        ),
+        usable::Usability::Unknown(why) | usable::Usability::Throttled { detail: why, .. } => {
+            check("page", Mark::Warn, why, None)
+        }
+        usable::Usability::Dead(api) => check(
+            "page",
+            Mark::Fail,
+            graph::dead_reason(&api),
+            Some(crate::config::Kind::Page.advice().relogin.to_string()),
+        ),
+        usable::Usability::Unusable(why) | usable::Usability::OwnCredentials(why) => check(
+            "page",
+            Mark::Fail,
+            why,
+            Some(format!(
+                "check that `page.id` of token `{}` is the Page's id, that the token is that Page's token, and (for Messenger) that the app is subscribed to the Page",
+                t.name
+            )),
+        ),
+    }
+}
+
 fn graph_failure(id: &'static str, e: &GraphError) -> Check {
     match e {
         GraphError::OwnCredentials(api) => check(
@@ -449,6 +498,15 @@ fn evaluate_info(
 ) {
     validity_checks(app_id, info, checks);
     if info.invalid_reason().is_some() {
+        return;
+    }
+    if let Some(page) = t
+        .page
+        .as_ref()
+        .filter(|_| t.kind == crate::config::Kind::Page)
+    {
+        checks.push(expiry_check(info, now));
+        checks.push(page_check(t, page, info, obs));
         return;
     }
     checks.push(type_check(info));
@@ -574,7 +632,7 @@ fn waba_check(t: &TokenConfig, info: &TokenInfo, obs: &Observation) -> Check {
     );
     let proof = graph::Proof {
         waba: obs.waba.clone(),
-        phone: None,
+        ..graph::Proof::default()
     };
     let w = t.waba_id.as_deref().unwrap_or_default();
     // The same finding the daemon's check and a candidate's validation use (`usable`), with
@@ -937,6 +995,7 @@ mod tests {
             name: "prod".into(),
             kind: crate::config::Kind::Whatsapp,
             app: None,
+            page: None,
             phone_number_id: Some("106540352242922".into()),
             waba_id: Some(WABA.into()),
             store: StoreConfig::File {
@@ -975,6 +1034,7 @@ mod tests {
                 .collect(),
             scopes,
             user_id: None,
+            profile_id: None,
             error: None,
         }
     }
@@ -1002,6 +1062,7 @@ mod tests {
             waba: None,
             waba_numbers: None,
             sends: None,
+            page: graph::Proof::default(),
         }
     }
 

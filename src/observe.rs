@@ -63,6 +63,7 @@ pub async fn inspect(
         scopes: Vec::new(),
         granular_scopes: Vec::new(),
         user_id: None,
+        profile_id: None,
         error: None,
     };
     match graph.kind_me(t.kind, token).await {
@@ -369,7 +370,9 @@ async fn judge(
     let (_, usability) = prove(graph, t, token, &info).await;
     let verdict = match usability {
         // An answer without `is_valid` is unknown, not invalid: only a read proves it works.
-        Usability::Usable if info.validity_unknown() && t.phone_number_id.is_none() => {
+        Usability::Usable
+            if info.validity_unknown() && t.phone_number_id.is_none() && t.kind == Kind::Whatsapp =>
+        {
             Verdict::Unreachable {
                 detail: "Meta's debug_token answer did not say whether the token is valid, and no phone number is configured to prove it works".into(),
             }
@@ -399,7 +402,7 @@ pub fn wrong_host(kind: Kind, token: &Secret, api: &graph::ApiError) -> Option<K
     if api.code != 190 {
         return None;
     }
-    Kind::of_value(token.expose()).filter(|other| *other != kind)
+    Kind::of_value(token.expose()).filter(|other| other.host() != kind.host())
 }
 
 /// The reads the one usability rule needs for `t` (the WABA when `debug_token` lists no
@@ -411,6 +414,17 @@ pub async fn prove(
     token: &Secret,
     info: &graph::TokenInfo,
 ) -> (graph::Proof, Usability) {
+    if let Some(page) = t.page.as_ref().filter(|_| t.kind == Kind::Page) {
+        let mut proof = graph::Proof::default();
+        if info.invalid_reason().is_none() {
+            proof.page = Some(graph.read_page(token, &page.id).await);
+            if page.messenger && matches!(proof.page, Some(Ok(()))) {
+                proof.subscribed = Some(graph.page_subscribed(token, &page.id).await);
+            }
+        }
+        let usability = crate::usable::decide_page(info, &page.id, page.messenger, &proof);
+        return (proof, usability);
+    }
     let (waba, phone) = (t.waba_id.as_deref(), t.phone_number_id.as_deref());
     let proof = graph.prove(token, info, waba, phone).await;
     let usability = crate::usable::decide(info, waba, phone, &proof);

@@ -122,6 +122,56 @@ pub fn decide(
     }
 }
 
+/// Messenger's policy refusals (code 10 outside the messaging window, #230): about what the
+/// Page may do, never about the token.
+const POLICY_CODES: [i64; 2] = [10, 230];
+
+/// Judges a Page token Meta did not call invalid, for `page_id` (and Messenger when
+/// `messenger`): the token's type and Page as `debug_token` reports them (absent = unknown),
+/// then the read of the Page, then the Page's subscription to the app. A policy refusal
+/// (codes 10 and 230) leaves the answer unknown, never unusable.
+pub fn decide_page(info: &TokenInfo, page_id: &str, messenger: bool, proof: &Proof) -> Usability {
+    if let Some(t) = info.token_type.as_deref().filter(|t| *t != "PAGE") {
+        return Usability::Unusable(format!(
+            "this is a {t} token, not a Page token: take the Page token with GET /{page_id}?fields=access_token"
+        ));
+    }
+    if let Some(p) = info.profile_id.as_deref().filter(|p| *p != page_id) {
+        return Usability::Unusable(format!("the token is for Page {p}, not Page {page_id}"));
+    }
+    let policy = |what: &str, e: GraphError| match e {
+        GraphError::Misconfigured(api) if POLICY_CODES.contains(&api.code) => Usability::Unknown(
+            format!("{what}: a policy refusal, not a token problem: {api}"),
+        ),
+        e => read_failure(what, e),
+    };
+    match &proof.page {
+        None => return Usability::Unknown(format!("Page {page_id} was not read")),
+        Some(Err(e)) => return policy(&format!("reading Page {page_id}"), e.clone()),
+        Some(Ok(())) => {}
+    }
+    if messenger {
+        match &proof.subscribed {
+            None => {
+                return Usability::Unknown(format!("Page {page_id}'s subscription was not read"));
+            }
+            Some(Err(e)) => {
+                return policy(
+                    &format!("reading Page {page_id}'s subscribed apps"),
+                    e.clone(),
+                );
+            }
+            Some(Ok(false)) => {
+                return Usability::Unusable(format!(
+                    "Page {page_id} is not subscribed to the app: Messenger delivers none of its messages (POST /{page_id}/subscribed_apps with the Page token)"
+                ));
+            }
+            Some(Ok(true)) => {}
+        }
+    }
+    Usability::Usable
+}
+
 /// What a failed read means: refused is unusable, 190 is dead, transient is unknown.
 fn read_failure(what: &str, e: GraphError) -> Usability {
     match e {
@@ -142,6 +192,70 @@ fn read_failure(what: &str, e: GraphError) -> Usability {
 mod tests {
     use super::*;
     use crate::graph::{Expiry, GranularScope, PhoneNumber};
+
+    #[test]
+    fn a_page_token_is_judged_by_its_type_page_read_and_subscription() {
+        const PAGE: &str = "110000000000001";
+        let mut info = info(&[], None);
+        info.token_type = Some("PAGE".into());
+        info.profile_id = Some(PAGE.into());
+        let proof = |page: Option<Result<(), GraphError>>,
+                     sub: Option<Result<bool, GraphError>>| Proof {
+            page,
+            subscribed: sub,
+            ..Proof::default()
+        };
+        let ok = proof(Some(Ok(())), Some(Ok(true)));
+        assert_eq!(decide_page(&info, PAGE, true, &ok), Usability::Usable);
+        assert_eq!(
+            decide_page(&info, PAGE, false, &proof(Some(Ok(())), None)),
+            Usability::Usable
+        );
+        let other = decide_page(&info, "2", false, &ok);
+        assert!(
+            matches!(other, Usability::Unusable(ref w) if w.contains("Page 110000000000001")),
+            "{other:?}"
+        );
+        let unsub = decide_page(&info, PAGE, true, &proof(Some(Ok(())), Some(Ok(false))));
+        assert!(
+            matches!(unsub, Usability::Unusable(ref w) if w.contains("not subscribed")),
+            "{unsub:?}"
+        );
+        let lost = decide_page(
+            &info,
+            PAGE,
+            false,
+            &proof(Some(Err(GraphError::Misconfigured(api(200)))), None),
+        );
+        assert!(
+            matches!(lost, Usability::Unusable(_)),
+            "a lost Page role: {lost:?}"
+        );
+        for code in [10, 230] {
+            let p = decide_page(
+                &info,
+                PAGE,
+                false,
+                &proof(Some(Err(GraphError::Misconfigured(api(code)))), None),
+            );
+            assert!(
+                matches!(p, Usability::Unknown(ref w) if w.contains("policy")),
+                "{code}: {p:?}"
+            );
+        }
+        let dead = decide_page(
+            &info,
+            PAGE,
+            false,
+            &proof(Some(Err(GraphError::TokenDead(api(190)))), None),
+        );
+        assert!(matches!(dead, Usability::Dead(_)));
+        let mut su = info.clone();
+        su.token_type = Some("SYSTEM_USER".into());
+        assert!(
+            matches!(decide_page(&su, PAGE, false, &ok), Usability::Unusable(ref w) if w.contains("not a Page token"))
+        );
+    }
 
     const WABA: &str = "102290129340398";
     const PHONE: &str = "106540352242922";
@@ -181,6 +295,7 @@ mod tests {
                 })
                 .collect(),
             user_id: None,
+            profile_id: None,
             error: None,
         }
     }
@@ -320,7 +435,11 @@ mod tests {
             ),
         ];
         for (name, info, waba, phone, want) in rows {
-            let proof = Proof { waba, phone };
+            let proof = Proof {
+                waba,
+                phone,
+                ..Proof::default()
+            };
             let got = match decide(&info, Some(WABA), Some(PHONE), &proof) {
                 Usability::Usable => "usable",
                 Usability::Unusable(_) => "unusable",
@@ -362,6 +481,7 @@ mod tests {
         let proof = Proof {
             waba: Some(Ok(())),
             phone: phone_ok(),
+            ..Proof::default()
         };
         assert_eq!(
             waba_finding(&i, Some(WABA), &proof),

@@ -117,6 +117,9 @@ pub struct TokenConfig {
     /// Dashboard, not the Meta app's), used to exchange a short-lived token for a long-lived
     /// one when it is staged. `None`: staged tokens are taken as they are.
     pub app: Option<KindApp>,
+    /// For `page`: the Page, whether it is used for Messenger, and the long-lived user token
+    /// a new Page token is taken from.
+    pub page: Option<PageConfig>,
     /// The WhatsApp phone-number id the token must be able to read.
     pub phone_number_id: Option<String>,
     /// The WhatsApp Business Account id that must be among the token's targets.
@@ -141,6 +144,21 @@ pub struct KindApp {
     pub app_id: String,
     /// Where the product's app secret lives.
     pub app_secret: SecretRef,
+}
+
+/// The Page of a `page` token (`page = { id = "...", messenger = true, user_token = { env = "..." } }`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageConfig {
+    /// The Page id the token must read.
+    pub id: String,
+    /// Whether the Page is used for Messenger: then it must be subscribed to the app
+    /// (`GET /{page-id}/subscribed_apps`).
+    #[serde(default)]
+    pub messenger: bool,
+    /// A long-lived user token of a person with a task on the Page, from which
+    /// `source = "refresh"` takes a new Page token (`GET /{page-id}?fields=access_token`).
+    pub user_token: Option<SecretRef>,
 }
 
 /// A `[[group]]`: every token found in a store (secrets under a name prefix or with a tag),
@@ -312,6 +330,7 @@ struct RawConfig {
 struct RawGroup {
     name: Option<Spanned<String>>,
     kind: Option<Spanned<String>>,
+    page: Option<Spanned<PageConfig>>,
     app: Option<Spanned<KindApp>>,
     discover: Option<Spanned<DiscoverConfig>>,
     spread: Option<Spanned<String>>,
@@ -335,6 +354,7 @@ impl RawGroup {
             name: None,
             kind: self.kind,
             app: self.app,
+            page: self.page,
             phone_number_id: None,
             waba_id: None,
             store: None,
@@ -401,6 +421,7 @@ struct RawMeta {
 struct RawToken {
     name: Option<Spanned<String>>,
     kind: Option<Spanned<String>>,
+    page: Option<Spanned<PageConfig>>,
     app: Option<Spanned<KindApp>>,
     phone_number_id: Option<Spanned<String>>,
     waba_id: Option<Spanned<String>>,
@@ -991,10 +1012,20 @@ fn token_settings(
         );
         a.into_inner()
     });
+    let page = t.page.map(|p| {
+        check_id(
+            map,
+            diags,
+            &field("page.id"),
+            &Spanned::new(p.span(), p.get_ref().id.clone()),
+        );
+        p.into_inner()
+    });
     TokenConfig {
         name,
         kind,
         app,
+        page,
         phone_number_id: t.phone_number_id.map(Spanned::into_inner),
         waba_id: t.waba_id.map(Spanned::into_inner),
         store,
@@ -1039,6 +1070,27 @@ fn kind_field(
             }
         },
     };
+    if kind != Kind::Page
+        && let Some(p) = &t.page
+    {
+        diags.push(map.at(
+            p.span().start,
+            field("page"),
+            "a `page` table is for kind = \"page\"",
+        ));
+    }
+    if kind == Kind::Page {
+        if let Some(a) = &t.app {
+            diags.push(map.at(a.span().start, field("app"), "an `app` table is for kind = \"instagram\" or \"threads\"; a Page token uses [meta]'s app"));
+        }
+        match &t.page {
+            None => diags.push(map.at(t.kind.as_ref().map_or(0, |k| k.span().start), field("page"), "missing field: a token of kind = \"page\" needs page = { id = \"PAGE_ID\" } (add messenger = true and user_token = { env = \"NAME\" } as needed)")),
+            Some(p) if t.source.as_ref().is_some_and(|s| s.get_ref() == "refresh") && p.get_ref().user_token.is_none() => {
+                diags.push(map.at(p.span().start, field("page.user_token"), "source = \"refresh\" takes a new Page token from a long-lived user token: add user_token = { env = \"NAME\" } to the `page` table"));
+            }
+            Some(_) => {}
+        }
+    }
     if kind == Kind::Whatsapp {
         if let Some(a) = &t.app {
             diags.push(map.at(a.span().start, field("app"), "an `app` table is for kind = \"instagram\" or \"threads\" (their own app id and secret); a WhatsApp token uses [meta]'s app"));

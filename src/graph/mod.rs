@@ -317,6 +317,63 @@ impl GraphClient {
         Ok(())
     }
 
+    /// Reads a Facebook Page with `token` (`GET /{page_id}?fields=id,name`): the proof that a
+    /// Page token works.
+    ///
+    /// # Errors
+    /// Classified [`GraphError`].
+    pub async fn read_page(&self, token: &Secret, page_id: &str) -> Result<(), GraphError> {
+        if page_id.is_empty() {
+            return Err(GraphError::Misconfigured(local_error(
+                "the Page id is empty",
+            )));
+        }
+        let url = self.url(&[page_id]);
+        let _: wire::Node = self
+            .send_with(token, CallKind::WithToken, || {
+                self.http.get(url.clone()).query(&[("fields", "id,name")])
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the Page is subscribed to this client's app (`GET /{page_id}/subscribed_apps`
+    /// with the Page token): what Messenger needs to deliver the Page's messages to the app.
+    ///
+    /// # Errors
+    /// Classified [`GraphError`].
+    pub async fn page_subscribed(&self, token: &Secret, page_id: &str) -> Result<bool, GraphError> {
+        let url = self.url(&[page_id, "subscribed_apps"]);
+        let apps: wire::SubscribedApps = self
+            .send_with(token, CallKind::WithToken, || self.http.get(url.clone()))
+            .await?;
+        Ok(apps.data.iter().any(|a| a.id == self.app.app_id))
+    }
+
+    /// Takes the Page token again from a long-lived user token of a person with a task on the
+    /// Page: `GET /{page_id}?fields=access_token`, `Authorization: Bearer USER` with its proof.
+    /// A Page token taken from a long-lived user token does not expire (`expires_at: 0`) but
+    /// dies with that person's session. Meta may hand back the same string.
+    ///
+    /// # Errors
+    /// [`GraphError::TokenDead`] when the user token is dead (only a new login helps),
+    /// [`GraphError::Misconfigured`] when the person has no task on the Page, transient failures.
+    pub async fn page_token_from_user(
+        &self,
+        user_token: &Secret,
+        page_id: &str,
+    ) -> Result<Secret, GraphError> {
+        let url = self.url(&[page_id]);
+        let p: wire::PageAccessToken = self
+            .send_with(user_token, CallKind::WithToken, || {
+                self.http
+                    .get(url.clone())
+                    .query(&[("fields", "access_token")])
+            })
+            .await?;
+        new_token(p.access_token)
+    }
+
     /// The reads that prove `token` works for WhatsApp, given what `debug_token` said: the
     /// WABA (only when configured and `info` lists no targets for the WhatsApp scopes, so
     /// the targets cannot decide) and the phone number (when configured). Nothing is read
@@ -339,7 +396,11 @@ impl GraphClient {
             Some(p) => Some(self.phone_number(token, p).await),
             None => None,
         };
-        Proof { waba, phone }
+        Proof {
+            waba,
+            phone,
+            ..Proof::default()
+        }
     }
 
     /// Sends a text message from `phone_number_id` to `to` (the runbook's test send).
@@ -1143,6 +1204,7 @@ fn token_info(d: wire::DebugTokenData) -> TokenInfo {
             })
             .collect(),
         user_id: d.user_id,
+        profile_id: d.profile_id,
         error,
     }
 }

@@ -32,6 +32,8 @@ pub(super) struct DebugTokenData {
     pub granular_scopes: Vec<GranularScopeWire>,
     #[serde(default, deserialize_with = "loose_string")]
     pub user_id: Option<String>,
+    #[serde(default, deserialize_with = "loose_string")]
+    pub profile_id: Option<String>,
     pub error: Option<DataError>,
 }
 
@@ -117,6 +119,19 @@ pub(super) struct KindMe {
     pub user_id: Option<String>,
     #[serde(default)]
     pub username: Option<String>,
+}
+
+/// `GET /{page-id}?fields=access_token` with a user token: the Page token.
+#[derive(Deserialize)]
+pub(super) struct PageAccessToken {
+    pub access_token: String,
+}
+
+/// `GET /{page-id}/subscribed_apps`: `{"data":[{"id","name"}]}`.
+#[derive(Deserialize)]
+pub(super) struct SubscribedApps {
+    #[serde(default)]
+    pub data: Vec<Node>,
 }
 
 /// `/{system-user-id}/access_tokens` (mint): `{"access_token"}` only, no expiry.

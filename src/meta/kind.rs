@@ -36,10 +36,15 @@ pub enum Kind {
     Instagram,
     /// A Threads user token.
     Threads,
+    /// A Facebook Page token (Pages API, the Messenger Platform, Instagram through Facebook
+    /// Login) on graph.facebook.com: inspected with `debug_token` (`type: PAGE`), proven by
+    /// reading the Page (and for Messenger its app subscription), renewed by taking the Page
+    /// token again from a long-lived user token.
+    Page,
 }
 
 /// Every kind, in the order the config error lists them.
-pub const ALL: [Kind; 3] = [Kind::Whatsapp, Kind::Instagram, Kind::Threads];
+pub const ALL: [Kind; 4] = [Kind::Whatsapp, Kind::Instagram, Kind::Threads, Kind::Page];
 
 impl Kind {
     /// The word in the config, `check`, `status`, `/metrics` and the logs.
@@ -48,6 +53,7 @@ impl Kind {
             Kind::Whatsapp => "whatsapp",
             Kind::Instagram => "instagram",
             Kind::Threads => "threads",
+            Kind::Page => "page",
         }
     }
 
@@ -59,7 +65,7 @@ impl Kind {
     /// The host Meta answers this kind's calls on.
     pub fn host(self) -> &'static str {
         match self {
-            Kind::Whatsapp => GRAPH_HOST,
+            Kind::Whatsapp | Kind::Page => GRAPH_HOST,
             Kind::Instagram => INSTAGRAM_HOST,
             Kind::Threads => THREADS_HOST,
         }
@@ -69,7 +75,7 @@ impl Kind {
     /// Instagram Login tokens nor (without a tester's token) Threads tokens, so their expiry
     /// is recorded from `expires_in` instead.
     pub fn debug_token(self) -> bool {
-        self == Kind::Whatsapp
+        matches!(self, Kind::Whatsapp | Kind::Page)
     }
 
     /// The `type` tokenwarden records for a token of this kind that `debug_token` does not
@@ -77,6 +83,7 @@ impl Kind {
     pub fn token_type(self) -> Option<&'static str> {
         match self {
             Kind::Whatsapp => None,
+            Kind::Page => Some("PAGE"),
             Kind::Instagram => Some("INSTAGRAM"),
             Kind::Threads => Some("THREADS"),
         }
@@ -86,7 +93,7 @@ impl Kind {
     /// is Graph's own refresh or mint.
     pub fn refresh_grant(self) -> Option<&'static str> {
         match self {
-            Kind::Whatsapp => None,
+            Kind::Whatsapp | Kind::Page => None,
             Kind::Instagram => Some("ig_refresh_token"),
             Kind::Threads => Some("th_refresh_token"),
         }
@@ -96,7 +103,7 @@ impl Kind {
     /// for a long-lived one (with the product app's `client_secret`), or `None`.
     pub fn exchange_grant(self) -> Option<&'static str> {
         match self {
-            Kind::Whatsapp => None,
+            Kind::Whatsapp | Kind::Page => None,
             Kind::Instagram => Some("ig_exchange_token"),
             Kind::Threads => Some("th_exchange_token"),
         }
@@ -106,14 +113,15 @@ impl Kind {
     /// the proof is the WhatsApp reads.
     pub fn me_fields(self) -> Option<&'static str> {
         match self {
-            Kind::Whatsapp => None,
+            Kind::Whatsapp | Kind::Page => None,
             Kind::Instagram => Some("user_id,username"),
             Kind::Threads => Some("id,username"),
         }
     }
 
     /// Whether Meta offers a call that revokes a token of this kind. Neither Instagram
-    /// Login nor Threads documents one: the old token lives until its own expiry.
+    /// Login nor Threads documents one, nor is one documented for Page tokens (they die with
+    /// the user token they were taken from): the old token lives on.
     pub fn revocable(self) -> bool {
         self == Kind::Whatsapp
     }
@@ -123,6 +131,7 @@ impl Kind {
     /// or `None` when the prefix says nothing. Only used to name a token given to the wrong
     /// host after Meta refused it, never to decide that a token is good.
     pub fn of_value(value: &str) -> Option<Kind> {
+        // Graph tokens (WhatsApp, Page) share the prefix: the host is what `of_value` names.
         if value.starts_with("EAA") {
             Some(Kind::Whatsapp)
         } else if value.starts_with("IG") {
@@ -137,8 +146,13 @@ impl Kind {
     /// The sentence for a token of `value_kind` that Meta refused on this kind's host (code
     /// 190 "Cannot parse access token"): the token was given to the wrong host.
     pub fn wrong_host(self, value_kind: Kind) -> String {
+        let or_page = if value_kind.host() == GRAPH_HOST {
+            " (or \"page\" for a Page token)"
+        } else {
+            ""
+        };
         format!(
-            "this is {} token, which {} cannot parse: it was given to the wrong host; set kind = \"{}\" on the token (its calls then go to {})",
+            "this is {} token, which {} cannot parse: it was given to the wrong host; set kind = \"{}\"{or_page} on the token (its calls then go to {})",
             value_kind.article_name(),
             self.host(),
             value_kind.word(),
@@ -148,7 +162,7 @@ impl Kind {
 
     fn article_name(self) -> &'static str {
         match self {
-            Kind::Whatsapp => "a Facebook Graph (WhatsApp)",
+            Kind::Whatsapp | Kind::Page => "a Facebook Graph (WhatsApp or Page)",
             Kind::Instagram => "an Instagram Login",
             Kind::Threads => "a Threads",
         }
@@ -171,6 +185,13 @@ impl Kind {
                 relogin_url: "https://www.instagram.com/oauth/authorize",
                 dashboard: "https://developers.facebook.com/apps/ (your app > Instagram > API setup with Instagram business login)",
                 renews: "tokenwarden refreshes it on graph.instagram.com (ig_refresh_token) once it is at least 24 hours old and long before it expires",
+            },
+            Kind::Page => Advice {
+                product: "Facebook Page (Pages API, Messenger)",
+                relogin: "a Page token dies with the person's session it was taken from (a password change, a lost Page role, 90 days without the app in use): a person with a task on the Page must log in again with Facebook Login, make a new long-lived user token and put it where the token's `page.user_token` points (or stage a new Page token)",
+                relogin_url: "https://www.facebook.com/dialog/oauth",
+                dashboard: "https://business.facebook.com/settings/pages (the Page's people and the app's access)",
+                renews: "tokenwarden takes the Page token again from the configured long-lived user token (GET /{page-id}?fields=access_token) well before data access lapses",
             },
             Kind::Threads => Advice {
                 product: "Threads API",
@@ -234,6 +255,8 @@ mod tests {
     #[test]
     fn only_whatsapp_is_inspected_with_debug_token_and_revoked() {
         assert!(Kind::Whatsapp.debug_token() && Kind::Whatsapp.revocable());
+        assert!(Kind::Page.debug_token() && !Kind::Page.revocable());
+        assert_eq!(Kind::Page.host(), GRAPH_HOST);
         for k in [Kind::Instagram, Kind::Threads] {
             assert!(!k.debug_token() && !k.revocable());
             assert!(k.refresh_grant().is_some() && k.me_fields().is_some());

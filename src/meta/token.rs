@@ -32,6 +32,8 @@ pub struct TokenInfo {
     pub granular_scopes: Vec<GranularScope>,
     /// The user or system user the token acts as.
     pub user_id: Option<String>,
+    /// The Page a Page token speaks for (`profile_id`).
+    pub profile_id: Option<String>,
     /// Why Meta considers the token invalid, when it does.
     pub error: Option<ApiError>,
 }
@@ -165,4 +167,8 @@ pub struct Proof {
     pub waba: Option<Result<(), GraphError>>,
     /// The phone-number read.
     pub phone: Option<Result<PhoneNumber, GraphError>>,
+    /// A Page token's read of its Page.
+    pub page: Option<Result<(), GraphError>>,
+    /// A Messenger Page's subscription to the app (`true`: subscribed).
+    pub subscribed: Option<Result<bool, GraphError>>,
 }

@@ -86,10 +86,15 @@ pub fn source_conflict(
     facts: Option<&TokenFacts>,
 ) -> Option<String> {
     match (&t.rotation.source, facts.map(|f| f.expires)) {
-        (crate::config::Source::Refresh, Some(Expires::Never)) => Some(format!(
-            "token `{}` never expires (last check), but source = \"refresh\" would trade it for a 60-day token; use source = \"mint\" with lifetime = \"never\", or source = \"staged\"",
-            t.name
-        )),
+        // A Page token never expires and is renewed by taking it again, not by refresh.
+        (crate::config::Source::Refresh, Some(Expires::Never))
+            if t.kind != crate::config::Kind::Page =>
+        {
+            Some(format!(
+                "token `{}` never expires (last check), but source = \"refresh\" would trade it for a 60-day token; use source = \"mint\" with lifetime = \"never\", or source = \"staged\"",
+                t.name
+            ))
+        }
         _ => None,
     }
 }
@@ -736,6 +741,7 @@ mod tests {
             name: "prod".into(),
             kind: crate::config::Kind::Whatsapp,
             app: None,
+            page: None,
             phone_number_id: None,
             waba_id: None,
             store: crate::config::StoreConfig::File {

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::alert::RotationMail as Mail;
 use crate::audit::{Audit, AuditEvent};
-use crate::config::{Config, Source, TokenConfig};
+use crate::config::{Config, Kind, Source, TokenConfig};
 use crate::graph::{self, GraphClient, GraphError};
 use crate::notify::{Email, Outbox};
 use crate::policy::{Expires, TokenFacts};
@@ -360,6 +360,9 @@ async fn refresh(d: &Deps<'_>, r: &mut Rotation, current: &Secret) -> Result<Sec
     if !d.token.kind.debug_token() {
         return refresh_kind(d, r, current).await;
     }
+    if let Some(page) = d.token.page.as_ref().filter(|_| d.token.kind == Kind::Page) {
+        return retake_page(d, r, page).await;
+    }
     match d.graph.debug_token(current).await {
         Err(e) => return Err(graph_event("inspecting the current token", e)),
         Ok(info) if info.invalid_reason().is_some() => {
@@ -480,6 +483,39 @@ async fn refresh_kind(d: &Deps<'_>, r: &mut Rotation, current: &Secret) -> Resul
         }
     }
     Ok(new.token)
+}
+
+/// A Page token taken again from the configured long-lived user token
+/// (`GET /{page-id}?fields=access_token`). The user token dead means only a new login helps;
+/// a refusal (no task on the Page any more) is a failure for a person too. Meta may hand back
+/// the current Page token itself: `obtain` then extends it in place.
+async fn retake_page(
+    d: &Deps<'_>,
+    r: &mut Rotation,
+    page: &crate::config::PageConfig,
+) -> Result<Secret, Event> {
+    let relogin = Kind::Page.advice().relogin;
+    let Some(user_ref) = &page.user_token else {
+        return Err(Event::Failed(format!(
+            "no `page.user_token` to take a new Page token from; {relogin}"
+        )));
+    };
+    let user = user_ref
+        .resolve()
+        .map_err(|e| Event::Failed(format!("`page.user_token`: {e}")))?;
+    mark_sent(d, r);
+    match d.graph.page_token_from_user(&user, &page.id).await {
+        Ok(t) => Ok(t),
+        Err(GraphError::TokenDead(api)) => Err(Event::Failed(format!(
+            "the user token in `page.user_token` is no longer valid ({}); {relogin}",
+            graph::dead_reason(&api)
+        ))),
+        Err(GraphError::Misconfigured(api)) => Err(Event::Failed(format!(
+            "Meta refused the Page token of Page {} to the user token ({api}): the person may have lost their task on the Page; {relogin}",
+            page.id
+        ))),
+        Err(e) => Err(graph_event("taking the Page token again", e)),
+    }
 }
 
 /// A new token minted for the configured system user, with the scopes the current token has
@@ -691,6 +727,8 @@ pub async fn inspect_candidate(
     for read in [
         proof.waba.as_ref().and_then(|r| r.as_ref().err()),
         proof.phone.as_ref().and_then(|r| r.as_ref().err()),
+        proof.page.as_ref().and_then(|r| r.as_ref().err()),
+        proof.subscribed.as_ref().and_then(|r| r.as_ref().err()),
     ]
     .into_iter()
     .flatten()

@@ -15,8 +15,10 @@
 //!
 //! Graph endpoints are served under any version prefix (`/v21.0/...`) or none:
 //! `debug_token`, `oauth/access_token`, `oauth/revoke`, `{system-user}/access_tokens`,
-//! `{phone-number-id}`, `{waba-id}`, `{waba-id}/phone_numbers`, `{phone-number-id}/messages`
-//! and batches (`POST /` with `batch`).
+//! `{phone-number-id}`, `{waba-id}`, `{waba-id}/phone_numbers`, `{phone-number-id}/messages`,
+//! the demo Page (`{page-id}` with `fields=id,name` or `access_token`, `{page-id}/subscribed_apps`)
+//! and batches (`POST /` with `batch`); the Instagram and Threads hosts under `/instagram` and
+//! `/threads`.
 
 mod admin;
 mod fault;
@@ -44,10 +46,10 @@ pub use fault::{Endpoint, Fault};
 pub use quirks::{Quirks, UsageModel};
 pub use scenario::{
     AppDef, DEMO_APP_ID, DEMO_APP_SECRET, DEMO_INSTAGRAM_USER_ID, DEMO_INSTAGRAM_USERNAME,
-    DEMO_PHONE_NUMBER_ID, DEMO_SYSTEM_USER_ID, DEMO_THREADS_USER_ID, DEMO_THREADS_USERNAME,
-    DEMO_USER_ID, DEMO_WABA_ID, Lifetime, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_NUMBER_ID,
-    OTHER_WABA_ID, PhoneDef, Scenario, SystemUserDef, TemplateDef, TokenDef, TokenKind, TokenSpec,
-    TokenStatusDef, UNINSTALLED_SYSTEM_USER_ID, WHATSAPP_SCOPES, WabaDef,
+    DEMO_PAGE_ID, DEMO_PAGE_NAME, DEMO_PHONE_NUMBER_ID, DEMO_SYSTEM_USER_ID, DEMO_THREADS_USER_ID,
+    DEMO_THREADS_USERNAME, DEMO_USER_ID, DEMO_WABA_ID, Lifetime, OTHER_APP_ID, OTHER_APP_SECRET,
+    OTHER_PHONE_NUMBER_ID, OTHER_WABA_ID, PhoneDef, Scenario, SystemUserDef, TemplateDef, TokenDef,
+    TokenKind, TokenSpec, TokenStatusDef, UNINSTALLED_SYSTEM_USER_ID, WHATSAPP_SCOPES, WabaDef,
 };
 pub use world::{SentMessage, Stats};
 
@@ -182,6 +184,12 @@ impl Sandbox {
         for app in &mut lock(&self.shared).scenario.apps {
             app.require_app_secret = on;
         }
+    }
+
+    /// Subscribes the demo Page to the first app, or unsubscribes it (Messenger then delivers
+    /// none of its messages to the app).
+    pub fn set_page_subscribed(&self, on: bool) {
+        lock(&self.shared).page_subscribed = on;
     }
 
     /// Drops every pending fault.

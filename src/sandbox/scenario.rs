@@ -37,6 +37,10 @@ pub const DEMO_SYSTEM_USER_ID: &str = "104169029247128";
 pub const UNINSTALLED_SYSTEM_USER_ID: &str = "104169029247999";
 /// The person behind the demo user tokens.
 pub const DEMO_USER_ID: &str = "122094861530012345";
+/// The demo Facebook Page (Pages API, Messenger).
+pub const DEMO_PAGE_ID: &str = "110200300400500";
+/// The demo Page's name.
+pub const DEMO_PAGE_NAME: &str = "Lucky Shrub";
 /// The demo Instagram professional account (`user_id` of `GET /me` on the Instagram host).
 pub const DEMO_INSTAGRAM_USER_ID: &str = "17841400008460056";
 /// The demo Instagram account's username.
@@ -301,6 +305,28 @@ impl TokenSpec {
             lifetime: Lifetime::Days60,
             issued_ago_secs: 0,
             user_id: Some(DEMO_INSTAGRAM_USER_ID.to_string()),
+        }
+    }
+
+    /// A Page token of the demo Page, as taken from a long-lived user token: it never expires
+    /// (`expires_at: 0`), its data access lapses 90 days after issue, `profile_id` the Page.
+    pub fn page() -> TokenSpec {
+        TokenSpec {
+            kind: TokenKind::Page,
+            app_id: None,
+            scopes: [
+                "pages_show_list",
+                "pages_read_engagement",
+                "pages_manage_metadata",
+                "pages_messaging",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            wabas: Vec::new(),
+            lifetime: Lifetime::Never,
+            issued_ago_secs: 0,
+            user_id: Some(DEMO_PAGE_ID.to_string()),
         }
     }
 

@@ -190,6 +190,8 @@ pub(crate) struct World {
     pub in_flight: u64,
     /// Requests in progress at each arrival (see `Sandbox::concurrency_log`).
     pub arrivals: Vec<u32>,
+    /// Whether the demo Page is subscribed to the first app (Messenger delivers its messages).
+    pub page_subscribed: bool,
 }
 
 /// How many arrivals `World::arrivals` keeps: a long-running sandbox must not grow forever.
@@ -214,6 +216,7 @@ impl World {
             usage: VecDeque::new(),
             in_flight: 0,
             arrivals: Vec::new(),
+            page_subscribed: true,
             scenario,
         };
         for def in w.scenario.tokens.clone() {

@@ -14,6 +14,7 @@
 //!   throttle quirk;
 //! - `kinds.rs`: the Instagram and Threads hosts (`/instagram/...`, `/threads/...`): `me` and
 //!   `refresh_access_token`;
+//! - `pages.rs`: the demo Page: its read, taking its Page token, its subscribed apps;
 //! - `batch.rs`: `POST /` with `batch`, and how an item inherits the top-level token;
 //! - `faults.rs`: the injected [`Fault`](super::Fault)s, latency and the in-flight count.
 //!
@@ -26,6 +27,7 @@ mod call;
 mod envelope;
 mod faults;
 mod kinds;
+mod pages;
 mod tokens;
 mod whatsapp;
 
@@ -40,6 +42,9 @@ use faults::{InFlight, Pre};
 fn dispatch(w: &mut World, call: &Call) -> Reply {
     if call.host != call::Host::Graph {
         return kinds::dispatch(w, call).unwrap_or_else(|e| e.into_reply(w));
+    }
+    if pages::is_page(call) {
+        return pages::dispatch(w, call).unwrap_or_else(|e| e.into_reply(w));
     }
     let result = match call.endpoint() {
         Endpoint::DebugToken => tokens::debug_token(w, call),
