@@ -75,7 +75,14 @@ pub async fn run(
             token: t.name.clone(),
             kind: t.kind,
             state,
-            summary: summary(&verdict, a.effective.map(|e| e.at), now),
+            summary: match (&verdict, a.effective) {
+                // Instagram and Threads do not report an expiry: say so rather than "no expiry".
+                (Verdict::Healthy, None) if !t.kind.debug_token() => format!(
+                    "valid; expiry unknown until tokenwarden refreshes it ({} does not report it; the refresh records Meta's expires_in)",
+                    t.kind.host()
+                ),
+                _ => summary(&verdict, a.effective.map(|e| e.at), now),
+            },
             effective_expiry: a.effective.map(|e| e.at),
             seconds_left: a.effective.map(|e| e.at.as_second() - now.as_second()),
             fingerprint: facts.map(|f| f.fingerprint.to_string()),

@@ -336,6 +336,8 @@ pub(super) fn rotation_plan(t: &TokenConfig, facts: Option<&TokenFacts>) -> Stri
         s => format!(
             "Rotate the token automatically ({}){due}; on-call gets an email when the rotation succeeds or fails.",
             match s {
+                config::Source::Refresh if t.kind != config::Kind::Whatsapp =>
+                    t.kind.advice().renews,
                 config::Source::Refresh => "Meta's refresh API",
                 _ => "minting a new system-user token",
             }

@@ -175,12 +175,20 @@ pub fn describe_report(t: &TokenConfig, report: &Report, now: Timestamp) -> Done
             ),
             Some(Outcome::Completed { revoked: false }) => Done::new(
                 format!(
-                    "{name}: rotation {} complete: the new token (fingerprint {}) is current; the old one is kept (revoke_after = \"never\").\n",
+                    "{name}: rotation {} complete: the new token (fingerprint {}) is current; the old one is kept ({}).\n",
                     r.id,
                     r.new
                         .as_ref()
                         .map(|s| s.fingerprint.to_string())
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    if t.kind.revocable() {
+                        "revoke_after = \"never\"".to_string()
+                    } else {
+                        format!(
+                            "Meta offers no revoke for {} tokens: it stays valid until its own end",
+                            t.kind
+                        )
+                    }
                 ),
                 0,
             ),
@@ -275,12 +283,24 @@ pub async fn dry_run(
     }
     let pending = store.pending().await?;
     let mut code = dry_obtain(&mut out, t, pending.as_ref(), facts.as_ref());
-    out.push_str(&format!(
-        "  2. validate: valid, app {}, a system-user token, both WhatsApp scopes{}{}, and living longer than the current token\n",
-        cfg.meta.app_id,
-        t.waba_id.as_deref().map(|w| format!(", WABA {w} among its targets")).unwrap_or_default(),
-        t.phone_number_id.as_deref().map(|p| format!(", phone number {p} readable")).unwrap_or_default(),
-    ));
+    out.push_str(&match t.kind {
+        crate::config::Kind::Whatsapp => format!(
+            "  2. validate: valid, app {}, a system-user token, both WhatsApp scopes{}{}, and living longer than the current token\n",
+            cfg.meta.app_id,
+            t.waba_id.as_deref().map(|w| format!(", WABA {w} among its targets")).unwrap_or_default(),
+            t.phone_number_id.as_deref().map(|p| format!(", phone number {p} readable")).unwrap_or_default(),
+        ),
+        crate::config::Kind::Page => format!(
+            "  2. validate: valid, app {}, a Page token of Page {}, the Page readable{}, and living longer than the current token\n",
+            cfg.meta.app_id,
+            t.page.as_ref().map_or("?", |p| p.id.as_str()),
+            if t.page.as_ref().is_some_and(|p| p.messenger) { " and subscribed to the app" } else { "" },
+        ),
+        k => format!(
+            "  2. validate: GET /me on {} answers, and (when its expiry is known) living longer than the current token\n",
+            k.host()
+        ),
+    });
     if let Some((_, candidate)) = &pending {
         match run::inspect_candidate(&cfg.state_dir, graph, t, candidate).await {
             Ok(rep) => match super::judge(&rep, &run::expectations(cfg, t, facts.as_ref())) {
@@ -305,6 +325,10 @@ pub async fn dry_run(
             "  5. revoke: {} after promotion, revoke the old token (fingerprint {}) through Meta and confirm it is invalid\n",
             timefmt::span(g.as_secs() as i64),
             current.fingerprint()
+        )),
+        None if !t.kind.revocable() => out.push_str(&format!(
+            "  5. revoke: none: Meta offers no revoke for {} tokens; the old token stays valid until its own expiry\n",
+            t.kind
         )),
         None => out.push_str("  5. revoke: never (revoke_after = \"never\"): the old token stays valid until its own expiry\n"),
     }
@@ -334,7 +358,18 @@ fn dry_obtain(
             code = 1;
         }
         (None, Source::Refresh) => {
-            out.push_str("refresh the current token through Meta's API (`oauth/access_token`, fb_exchange_token), and stage the answer\n");
+            out.push_str(&match t.kind {
+                crate::config::Kind::Whatsapp => "refresh the current token through Meta's API (`oauth/access_token`, fb_exchange_token), and stage the answer\n".to_string(),
+                crate::config::Kind::Page => format!(
+                    "take the Page token of Page {} again from `page.user_token` (GET /{{page-id}}?fields=access_token), and stage it\n",
+                    t.page.as_ref().map_or("?", |p| p.id.as_str())
+                ),
+                k => format!(
+                    "refresh the current token on {} (GET /refresh_access_token, {}), record the expiry Meta gives, and stage it\n",
+                    k.host(),
+                    k.refresh_grant().unwrap_or_default()
+                ),
+            });
             if let Some(why) = super::source_conflict(t, facts) {
                 out.push_str(&format!("     refused: {why}\n"));
                 code = 1;

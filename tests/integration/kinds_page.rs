@@ -192,3 +192,35 @@ async fn a_page_token_needs_its_page_in_the_config() {
     assert_eq!(r.code, 78, "{r:?}");
     assert!(r.all().contains("token[0].page"), "{r:?}");
 }
+
+#[test]
+fn the_demo_shows_one_token_of_each_other_kind_checked_renewed_and_checked_again() {
+    let r = crate::util::run(&["demo", "--pace", "0"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let part = r
+        .stdout
+        .split("Other kinds of token")
+        .nth(1)
+        .expect("the kinds part");
+    for want in [
+        "OK shop-instagram [instagram]: valid; expiry unknown until tokenwarden refreshes it",
+        "OK shop-threads [threads]: valid; expiry unknown",
+        "WARNING shop-page [page]: deadline in",
+        "shop-instagram: rotation",
+        "Meta offers no revoke for instagram tokens",
+        "OK shop-instagram [instagram]: deadline in 60 days",
+        "OK shop-threads [threads]: deadline in 60 days",
+        "OK shop-page [page]: deadline in",
+    ] {
+        assert!(part.contains(want), "missing {want:?}: {part}");
+    }
+    // The demo keeps its files for reading; this test removes them.
+    if let Some(dir) = r
+        .stdout
+        .split("The demo's files are kept in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+    {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -80,3 +80,30 @@ async fn an_expired_threads_token_is_not_refreshed() {
     assert_eq!(sb.stats().refreshed, 0);
     assert_eq!(current_of(&ws).await, old);
 }
+
+#[tokio::test]
+async fn a_dry_run_describes_the_kinds_own_renewal_and_no_revoke() {
+    let sb = sandbox().await;
+    let old = sb.issue_token(TokenSpec::threads().issued_ago(30 * 86_400));
+    let ws = kind_workspace(&sb, "threads", &old);
+    let d = crate::util::tw(
+        &ws.config,
+        &["rotate", "--token", "shop-ig", "--dry-run"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(d.code, 0, "{d:?}");
+    assert!(
+        d.stdout.contains("graph.threads.net") && d.stdout.contains("th_refresh_token"),
+        "{d:?}"
+    );
+    assert!(d.stdout.contains("GET /me on graph.threads.net"), "{d:?}");
+    assert!(
+        d.stdout
+            .contains("Meta offers no revoke for threads tokens"),
+        "{d:?}"
+    );
+    assert!(!d.stdout.contains("WhatsApp"), "{d:?}");
+    assert_eq!(sb.stats().refreshed, 0, "a dry run refreshes nothing");
+}
