@@ -636,3 +636,92 @@ async fn a_short_lived_instagram_token_is_exchanged_with_the_instagram_apps_own_
         );
     }
 }
+
+#[tokio::test]
+async fn a_check_of_mixed_kinds_batches_only_what_debug_token_inspects_and_keeps_the_order() {
+    use tokenwarden::store::file::FileStore;
+    let sb = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("app-secret");
+    std::fs::write(&secret_file, sandbox::DEMO_APP_SECRET).unwrap();
+    let store = dir.path().join("tokens.json");
+    let wa_dead = sb.issue_token(crate::util::prod_spec());
+    sb.invalidate(&wa_dead, 460);
+    let tokens = [
+        ("a-ig", "instagram", sb.issue_token(TokenSpec::instagram())),
+        ("b-wa", "whatsapp", sb.issue_token(crate::util::prod_spec())),
+        ("c-th", "threads", sb.issue_token(TokenSpec::threads())),
+        ("d-wa-dead", "whatsapp", wa_dead),
+        (
+            "e-ig-wrong",
+            "instagram",
+            sb.issue_token(crate::util::prod_spec()),
+        ),
+    ];
+    let mut text = format!(
+        "state_dir = \"{}\"\n[meta]\napp_id = \"{}\"\napp_secret = {{ file = \"{}\" }}\nbase_url = \"{}\"\nattempts = 1\ntimeout = \"5s\"\n",
+        dir.path().display(),
+        sandbox::DEMO_APP_ID,
+        secret_file.display(),
+        sb.base_url()
+    );
+    for (name, kind, value) in &tokens {
+        let ids = if *kind == "whatsapp" {
+            format!(
+                "phone_number_id = \"{}\"\nwaba_id = \"{}\"\n",
+                sandbox::DEMO_PHONE_NUMBER_ID,
+                sandbox::DEMO_WABA_ID
+            )
+        } else {
+            String::new()
+        };
+        text.push_str(&format!(
+            "\n[[token]]\nname = \"{name}\"\nkind = \"{kind}\"\n{ids}"
+        ));
+        FileStore::new(store.clone(), name.to_string())
+            .import_current(
+                &tokenwarden::secret::Secret::new(value.as_str()),
+                jiff::Timestamp::now(),
+            )
+            .unwrap();
+    }
+    let config = dir.path().join("tokenwarden.toml");
+    crate::util::write_private(&config, &text);
+    let c = crate::util::tw(&config, &["check", "--json"], &[], None).await;
+    let lines: Value = serde_json::from_str(&c.stdout).unwrap_or_else(|_| panic!("{c:?}"));
+    let got: Vec<(String, String, String)> = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["token"].as_str().unwrap().to_string(),
+                l["kind"].as_str().unwrap().to_string(),
+                l["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("a-ig", "instagram", "ok"),
+        ("b-wa", "whatsapp", "ok"),
+        ("c-th", "threads", "ok"),
+        ("d-wa-dead", "whatsapp", "invalid"),
+        ("e-ig-wrong", "instagram", "critical"),
+    ];
+    assert_eq!(
+        got,
+        want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())),
+        "{c:?}"
+    );
+    assert!(c.stdout.contains("wrong host"), "{c:?}");
+    use tokenwarden::sandbox::Endpoint;
+    assert!(
+        sb.stats().batch_calls >= 1,
+        "the WhatsApp tokens went through a batch"
+    );
+    assert_eq!(
+        sb.stats().requests_for(Endpoint::Me),
+        3,
+        "each Instagram and Threads token probed once"
+    );
+}
