@@ -1642,6 +1642,54 @@ store = { kind = "aws", secret_id = "staging/whatsapp", region = "ap-south-1", j
         ] {
             assert!(all.iter().any(|d| d.contains(f)), "{f}: {all:?}");
         }
+        // A group's members inherit its kind.
+        let group = format!(
+            "{GOOD}\n[[group]]\nname = \"shops\"\nkind = \"threads\"\nsource = \"refresh\"\ndiscover = {{ kind = \"file\", key_prefix = \"th-\" }}\n"
+        );
+        let c = parse(Path::new("t.toml"), &group).unwrap();
+        assert_eq!(c.groups[0].template.kind, Kind::Threads);
+        assert_eq!(c.groups[0].template.rotation.revoke_after, None);
+        // The product's own app: only on Instagram and Threads tokens, its id checked, its
+        // secret resolved by `config check`.
+        let with_app = format!(
+            "{GOOD}\n[[token]]\nname = \"ig\"\nkind = \"instagram\"\napp = {{ app_id = \"990011223344556\", app_secret = {{ env = \"IG_SECRET\" }} }}\n"
+        );
+        let c = parse(Path::new("t.toml"), &with_app).unwrap();
+        assert_eq!(
+            c.token("ig").unwrap().app.as_ref().unwrap().app_id,
+            "990011223344556"
+        );
+        assert!(
+            c.secret_fields()
+                .iter()
+                .any(|f| f.field == "token[2].app.app_secret")
+        );
+        let e = errors(&format!(
+            "{GOOD}\n[[token]]\nname = \"x\"\napp = {{ app_id = \"12x\", app_secret = {{ env = \"S\" }} }}\n"
+        ));
+        let all: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert!(
+            all.iter().any(|d| d.contains("token[2].app.app_id")),
+            "{all:?}"
+        );
+        assert!(all.iter().any(|d| d.contains("`token[2].app`")), "{all:?}");
+        // A Page token needs its Page; its user token is a secret reference.
+        let e = errors(&format!(
+            "{GOOD}\n[[token]]\nname = \"p\"\nkind = \"page\"\n"
+        ));
+        assert!(
+            e.iter().any(|d| d.to_string().contains("token[2].page")),
+            "{e:?}"
+        );
+        let page = format!(
+            "{GOOD}\n[[token]]\nname = \"p\"\nkind = \"page\"\nsource = \"refresh\"\npage = {{ id = \"110200300400500\", user_token = {{ env = \"U\" }} }}\n"
+        );
+        let c = parse(Path::new("t.toml"), &page).unwrap();
+        assert!(
+            c.secret_fields()
+                .iter()
+                .any(|f| f.field == "token[2].page.user_token")
+        );
     }
 
     #[test]
