@@ -10,7 +10,8 @@
 //! minting a new system-user token (the old one is revoked after the grace period), staging by
 //! staging a proper system-user token in place of the 24-hour one (revoked at once).
 //!
-//! Then it shows one token of each other kind (Instagram, Threads, a Facebook Page) checked,
+//! Then it shows one token of each other kind (Instagram, Threads, a Facebook Page, a Marketing
+//! API token) checked,
 //! renewed and checked again.
 //!
 //! Then it runs the daemon for about a minute on a token that expires in under a minute, with
@@ -160,6 +161,7 @@ async fn other_kinds(sb: &Sandbox, dir: &Path) -> Result<(), DemoError> {
         ),
         ("shop-threads", TokenSpec::threads().issued_ago(30 * 86_400)),
         ("shop-page", TokenSpec::page().issued_ago(50 * 86_400)),
+        ("shop-ads", TokenSpec::marketing().issued_ago(45 * 86_400)),
     ] {
         FileStore::new(store_path.clone(), name.to_string())
             .import_current(&Secret::new(sb.issue_token(spec)), now)
@@ -170,13 +172,15 @@ async fn other_kinds(sb: &Sandbox, dir: &Path) -> Result<(), DemoError> {
          [[token]]\nname = \"shop-instagram\"\nkind = \"instagram\"\nsource = \"refresh\"\n\n\
          [[token]]\nname = \"shop-threads\"\nkind = \"threads\"\nsource = \"refresh\"\n\n\
          [[token]]\nname = \"shop-page\"\nkind = \"page\"\nsource = \"refresh\"\n\
-         page = {{ id = \"{page}\", messenger = true, user_token = {{ file = \"{user}\" }} }}\n",
+         page = {{ id = \"{page}\", messenger = true, user_token = {{ file = \"{user}\" }} }}\n\n\
+         [[token]]\nname = \"shop-ads\"\nkind = \"marketing\"\nad_accounts = [\"act_{ads}\"]\nsource = \"refresh\"\nrevoke_after = \"0s\"\n",
         state = state.display(),
         app = sandbox::DEMO_APP_ID,
         secret = secret_path.display(),
         base = sb.base_url(),
         page = sandbox::DEMO_PAGE_ID,
         user = user_path.display(),
+        ads = sandbox::DEMO_AD_ACCOUNT_ID,
     );
     let config_path = kinds_dir.join("tokenwarden.toml");
     crate::fsutil::write_atomic(&config_path, text.as_bytes(), 0o600)?;
@@ -188,7 +192,7 @@ async fn other_kinds(sb: &Sandbox, dir: &Path) -> Result<(), DemoError> {
     println!("\nOther kinds of token");
     println!("====================");
     println!(
-        "An Instagram Login token and a Threads token (30 days old; their hosts do not say when they expire), and a Facebook Page token for Messenger (50 days old). Config: {}",
+        "An Instagram Login token and a Threads token (30 days old; their hosts do not say when they expire), a Facebook Page token for Messenger (50 days old) and a Marketing API token for an ad account (45 days old). Config: {}",
         config_path.display()
     );
     let check = |title: &'static str| {

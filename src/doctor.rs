@@ -132,8 +132,9 @@ pub struct Observation {
     pub waba_numbers: Option<Result<Vec<PhoneNumber>, GraphError>>,
     /// Results of `--send-test`: (text, template).
     pub sends: Option<(Result<String, GraphError>, Result<String, GraphError>)>,
-    /// A Page token's reads (its Page, and for Messenger its subscription), when made.
-    pub page: graph::Proof,
+    /// The reads of a Page token (its Page, its Messenger subscription) or of a Marketing
+    /// token (its ad accounts), when made.
+    pub kind_proof: graph::Proof,
 }
 
 /// Runs the checks for every configured token (or the one in `opts.token`).
@@ -172,7 +173,7 @@ pub async fn observe(
         waba: None,
         waba_numbers: None,
         sends: None,
-        page: graph::Proof::default(),
+        kind_proof: graph::Proof::default(),
     };
     let Ok(token) = &obs.value else { return obs };
     if !t.kind.debug_token() {
@@ -190,9 +191,12 @@ pub async fn observe(
     // The same reads as the daemon's check (`usable`): the WABA when debug_token lists no
     // targets, and the phone number; for a Page token its Page and subscription.
     let (proof, _) = crate::observe::prove(graph, t, token, &info).await;
-    if t.kind == crate::config::Kind::Page {
+    if matches!(
+        t.kind,
+        crate::config::Kind::Page | crate::config::Kind::Marketing
+    ) {
         obs.info = Some(Ok(info));
-        obs.page = proof;
+        obs.kind_proof = proof;
         return obs;
     }
     obs.info = Some(Ok(info));
@@ -430,7 +434,7 @@ fn page_check(
     } else {
         ""
     };
-    match usable::decide_page(info, &page.id, page.messenger, &obs.page) {
+    match usable::decide_page(info, &page.id, page.messenger, &obs.kind_proof) {
         usable::Usability::Usable => check(
             "page",
             Mark::Pass,
@@ -454,6 +458,40 @@ fn page_check(
                 "check that `page.id` of token `{}` is the Page's id, that the token is that Page's token, and (for Messenger) that the app is subscribed to the Page",
                 t.name
             )),
+        ),
+    }
+}
+
+/// `ads`: a Marketing token's ads scope and each configured ad account's status, by the same
+/// rule as the daemon's check (`usable::decide_marketing`).
+fn ads_check(t: &TokenConfig, info: &TokenInfo, obs: &Observation) -> Check {
+    let accounts = if t.ad_accounts.is_empty() {
+        "no ad account configured".to_string()
+    } else {
+        let list: Vec<String> = t.ad_accounts.iter().map(|a| format!("act_{a}")).collect();
+        format!("ad accounts {} running", list.join(", "))
+    };
+    match usable::decide_marketing(info, &obs.kind_proof) {
+        usable::Usability::Usable => check(
+            "ads",
+            Mark::Pass,
+            format!("ads_read or ads_management granted; {accounts}"),
+            None,
+        ),
+        usable::Usability::Unknown(why) | usable::Usability::Throttled { detail: why, .. } => {
+            check("ads", Mark::Warn, why, None)
+        }
+        usable::Usability::Dead(api) => check(
+            "ads",
+            Mark::Fail,
+            graph::dead_reason(&api),
+            Some(crate::config::Kind::Marketing.advice().relogin.to_string()),
+        ),
+        usable::Usability::Unusable(why) | usable::Usability::OwnCredentials(why) => check(
+            "ads",
+            Mark::Fail,
+            why,
+            Some(crate::config::Kind::Marketing.advice().relogin.to_string()),
         ),
     }
 }
@@ -507,6 +545,12 @@ fn evaluate_info(
     {
         checks.push(expiry_check(info, now));
         checks.push(page_check(t, page, info, obs));
+        return;
+    }
+    if t.kind == crate::config::Kind::Marketing {
+        checks.push(type_check(info));
+        checks.push(expiry_check(info, now));
+        checks.push(ads_check(t, info, obs));
         return;
     }
     checks.push(type_check(info));
@@ -996,6 +1040,7 @@ mod tests {
             kind: crate::config::Kind::Whatsapp,
             app: None,
             page: None,
+            ad_accounts: Vec::new(),
             phone_number_id: Some("106540352242922".into()),
             waba_id: Some(WABA.into()),
             store: StoreConfig::File {
@@ -1062,7 +1107,7 @@ mod tests {
             waba: None,
             waba_numbers: None,
             sends: None,
-            page: graph::Proof::default(),
+            kind_proof: graph::Proof::default(),
         }
     }
 

@@ -371,7 +371,12 @@ async fn judge(
     let verdict = match usability {
         // An answer without `is_valid` is unknown, not invalid: only a read proves it works.
         Usability::Usable
-            if info.validity_unknown() && t.phone_number_id.is_none() && t.kind == Kind::Whatsapp =>
+            if info.validity_unknown()
+                && match t.kind {
+                    Kind::Whatsapp => t.phone_number_id.is_none(),
+                    Kind::Marketing => t.ad_accounts.is_empty(),
+                    _ => false,
+                } =>
         {
             Verdict::Unreachable {
                 detail: "Meta's debug_token answer did not say whether the token is valid, and no phone number is configured to prove it works".into(),
@@ -423,6 +428,21 @@ pub async fn prove(
             }
         }
         let usability = crate::usable::decide_page(info, &page.id, page.messenger, &proof);
+        return (proof, usability);
+    }
+    if t.kind == Kind::Marketing {
+        let mut proof = graph::Proof::default();
+        if info.invalid_reason().is_none() {
+            for id in &t.ad_accounts {
+                let read = graph.ad_account_status(token, id).await;
+                let failed = read.is_err();
+                proof.ad_accounts.push((id.clone(), read));
+                if failed {
+                    break;
+                }
+            }
+        }
+        let usability = crate::usable::decide_marketing(info, &proof);
         return (proof, usability);
     }
     let (waba, phone) = (t.waba_id.as_deref(), t.phone_number_id.as_deref());

@@ -172,6 +172,30 @@ pub fn decide_page(info: &TokenInfo, page_id: &str, messenger: bool, proof: &Pro
     Usability::Usable
 }
 
+/// Judges a Marketing API token Meta did not call invalid: `ads_read` or `ads_management`
+/// granted, then each configured ad account read with a running status
+/// ([`crate::meta::kind::RUNNING_AD_ACCOUNT`]). A disabled or closed account is named as the
+/// account's trouble, not the token's (the token is unusable for it, and a new token would not
+/// help: `rotation::start_reason` does not rotate a Marketing token for it).
+pub fn decide_marketing(info: &TokenInfo, proof: &Proof) -> Usability {
+    use crate::meta::kind::{ADS_SCOPES, RUNNING_AD_ACCOUNT};
+    if !ADS_SCOPES.iter().any(|s| info.has_scope(s)) {
+        return Usability::Unusable("the token lacks ads_read and ads_management".into());
+    }
+    for (id, read) in &proof.ad_accounts {
+        match read {
+            Ok(status) if RUNNING_AD_ACCOUNT.contains(status) => {}
+            Ok(status) => {
+                return Usability::Unusable(format!(
+                    "ad account act_{id} is not running (account_status {status}): the account's own trouble, not the token's; see Ads Manager"
+                ));
+            }
+            Err(e) => return read_failure(&format!("reading ad account act_{id}"), e.clone()),
+        }
+    }
+    Usability::Usable
+}
+
 /// What a failed read means: refused is unusable, 190 is dead, transient is unknown.
 fn read_failure(what: &str, e: GraphError) -> Usability {
     match e {
@@ -192,6 +216,38 @@ fn read_failure(what: &str, e: GraphError) -> Usability {
 mod tests {
     use super::*;
     use crate::graph::{Expiry, GranularScope, PhoneNumber};
+
+    #[test]
+    fn a_marketing_token_needs_an_ads_scope_and_running_ad_accounts() {
+        let proof = |reads: Vec<(&str, Result<i64, GraphError>)>| Proof {
+            ad_accounts: reads.into_iter().map(|(i, r)| (i.to_string(), r)).collect(),
+            ..Proof::default()
+        };
+        let ads = info(&["ads_read"], None);
+        assert_eq!(decide_marketing(&ads, &proof(vec![])), Usability::Usable);
+        for running in [1, 8, 9] {
+            assert_eq!(
+                decide_marketing(&ads, &proof(vec![("1", Ok(running))])),
+                Usability::Usable
+            );
+        }
+        for stopped in [2, 3, 7, 100, 101] {
+            let u = decide_marketing(&ads, &proof(vec![("1", Ok(1)), ("2", Ok(stopped))]));
+            assert!(
+                matches!(u, Usability::Unusable(ref w) if w.contains("act_2") && w.contains("not the token's")),
+                "{stopped}: {u:?}"
+            );
+        }
+        let no_ads = info(&["whatsapp_business_messaging"], None);
+        assert!(
+            matches!(decide_marketing(&no_ads, &proof(vec![])), Usability::Unusable(ref w) if w.contains("ads_read"))
+        );
+        let dead = decide_marketing(
+            &ads,
+            &proof(vec![("1", Err(GraphError::TokenDead(api(190))))]),
+        );
+        assert!(matches!(dead, Usability::Dead(_)));
+    }
 
     #[test]
     fn a_page_token_is_judged_by_its_type_page_read_and_subscription() {

@@ -120,6 +120,9 @@ pub struct TokenConfig {
     /// For `page`: the Page, whether it is used for Messenger, and the long-lived user token
     /// a new Page token is taken from.
     pub page: Option<PageConfig>,
+    /// For `marketing`: the ad account ids (digits, without `act_`) that must answer with a
+    /// running status.
+    pub ad_accounts: Vec<String>,
     /// The WhatsApp phone-number id the token must be able to read.
     pub phone_number_id: Option<String>,
     /// The WhatsApp Business Account id that must be among the token's targets.
@@ -331,6 +334,7 @@ struct RawGroup {
     name: Option<Spanned<String>>,
     kind: Option<Spanned<String>>,
     page: Option<Spanned<PageConfig>>,
+    ad_accounts: Option<Spanned<Vec<String>>>,
     app: Option<Spanned<KindApp>>,
     discover: Option<Spanned<DiscoverConfig>>,
     spread: Option<Spanned<String>>,
@@ -355,6 +359,7 @@ impl RawGroup {
             kind: self.kind,
             app: self.app,
             page: self.page,
+            ad_accounts: self.ad_accounts,
             phone_number_id: None,
             waba_id: None,
             store: None,
@@ -422,6 +427,7 @@ struct RawToken {
     name: Option<Spanned<String>>,
     kind: Option<Spanned<String>>,
     page: Option<Spanned<PageConfig>>,
+    ad_accounts: Option<Spanned<Vec<String>>>,
     app: Option<Spanned<KindApp>>,
     phone_number_id: Option<Spanned<String>>,
     waba_id: Option<Spanned<String>>,
@@ -976,7 +982,8 @@ fn token_settings(
         }
     }
     let kind = kind_field(map, diags, &field, &t);
-    let mut rotation = rotation_fields(map, diags, &field, &t);
+    let ad_accounts = ad_accounts_field(map, diags, &field, kind, &t);
+    let mut rotation = rotation_fields(map, diags, &field, &t, kind);
     if !kind.revocable() && t.revoke_after.is_none() {
         // Meta offers no revoke for this kind: the old token lives until its own expiry.
         rotation.revoke_after = None;
@@ -1026,6 +1033,7 @@ fn token_settings(
         kind,
         app,
         page,
+        ad_accounts,
         phone_number_id: t.phone_number_id.map(Spanned::into_inner),
         waba_id: t.waba_id.map(Spanned::into_inner),
         store,
@@ -1106,16 +1114,60 @@ fn kind_field(
                 "a WhatsApp id has no meaning on a token of kind \"{kind}\" (it is proven with GET /me on {}); remove it", kind.host())));
         }
     }
-    if let Some(s) = t.source.as_ref().filter(|s| s.get_ref() == "mint") {
+    if let Some(s) = t
+        .source
+        .as_ref()
+        .filter(|s| s.get_ref() == "mint" && !kind.graph_renewal())
+    {
         diags.push(map.at(s.span().start, field("source"), format!(
             "a token of kind \"{kind}\" cannot be minted; use source = \"refresh\" ({} on {}) or \"staged\"",
             kind.refresh_grant().unwrap_or_default(), kind.host())));
     }
-    if let Some(v) = t.revoke_after.as_ref().filter(|v| v.get_ref() != "never") {
+    if let Some(v) = t
+        .revoke_after
+        .as_ref()
+        .filter(|v| v.get_ref() != "never" && !kind.revocable())
+    {
         diags.push(map.at(v.span().start, field("revoke_after"), format!(
             "Meta offers no revoke for tokens of kind \"{kind}\": the old token stays valid until its own expiry; remove `revoke_after` (or set \"never\")")));
     }
     kind
+}
+
+/// `ad_accounts`, only on `marketing` tokens: ad account ids, with or without `act_`, kept as
+/// digits.
+fn ad_accounts_field(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    field: &dyn Fn(&str) -> String,
+    kind: Kind,
+    t: &RawToken,
+) -> Vec<String> {
+    let Some(list) = &t.ad_accounts else {
+        return Vec::new();
+    };
+    if kind != Kind::Marketing {
+        diags.push(map.at(
+            list.span().start,
+            field("ad_accounts"),
+            "`ad_accounts` is for kind = \"marketing\"",
+        ));
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for a in list.get_ref() {
+        let id = a.strip_prefix("act_").unwrap_or(a);
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            diags.push(map.at(
+                list.span().start,
+                field("ad_accounts"),
+                format!("expected ad account ids such as \"act_1234567890\", found {a:?}"),
+            ));
+        } else {
+            out.push(id.to_string());
+        }
+    }
+    out
 }
 
 fn map_path(map: &SourceMap<'_>) -> PathBuf {
@@ -1365,6 +1417,7 @@ fn rotation_fields(
     diags: &mut Vec<Diagnostic>,
     field: &dyn Fn(&str) -> String,
     t: &RawToken,
+    kind: Kind,
 ) -> RotationConfig {
     let mut r = RotationConfig::default();
     let word = t
@@ -1408,7 +1461,11 @@ fn rotation_fields(
                         .collect();
                     if let Some(b) = bad {
                         diags.push(map.at(s.span().start, field("mint.scopes"), format!("expected permission names such as \"whatsapp_business_messaging\", found {b:?}")));
-                    } else if !missing.is_empty() {
+                    } else if kind == Kind::Marketing
+                        && !list.iter().any(|x| crate::meta::kind::ADS_SCOPES.contains(&x.as_str()))
+                    {
+                        diags.push(map.at(s.span().start, field("mint.scopes"), "a Marketing API token needs ads_read or ads_management; add one, or leave `scopes` out to keep the current token's"));
+                    } else if !missing.is_empty() && kind == Kind::Whatsapp {
                         diags.push(map.at(s.span().start, field("mint.scopes"), format!("a WhatsApp token needs {}; add them, or leave `scopes` out to keep the current token's", missing.join(" and "))));
                     }
                     list.clone()

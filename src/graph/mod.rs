@@ -350,6 +350,32 @@ impl GraphClient {
         Ok(apps.data.iter().any(|a| a.id == self.app.app_id))
     }
 
+    /// Reads an ad account's status with `token` (`GET /act_{id}?fields=account_status,name`):
+    /// the proof that a Marketing API token works for it.
+    ///
+    /// # Errors
+    /// Classified [`GraphError`]; an answer without `account_status` is transient (retried).
+    pub async fn ad_account_status(
+        &self,
+        token: &Secret,
+        account_id: &str,
+    ) -> Result<i64, GraphError> {
+        let node = format!("act_{account_id}");
+        let url = self.url(&[&node]);
+        let a: wire::AdAccount = self
+            .send_with(token, CallKind::WithToken, || {
+                self.http
+                    .get(url.clone())
+                    .query(&[("fields", "account_status,name")])
+            })
+            .await?;
+        a.account_status.ok_or_else(|| {
+            GraphError::Transient(Transient::Network(
+                "the ad account answer had no account_status".into(),
+            ))
+        })
+    }
+
     /// Takes the Page token again from a long-lived user token of a person with a task on the
     /// Page: `GET /{page_id}?fields=access_token`, `Authorization: Bearer USER` with its proof.
     /// A Page token taken from a long-lived user token does not expire (`expires_at: 0`) but

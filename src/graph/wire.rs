@@ -121,6 +121,13 @@ pub(super) struct KindMe {
     pub username: Option<String>,
 }
 
+/// `GET /act_{id}?fields=account_status,name`.
+#[derive(Deserialize)]
+pub(super) struct AdAccount {
+    #[serde(default, deserialize_with = "loose_int")]
+    pub account_status: Option<i64>,
+}
+
 /// `GET /{page-id}?fields=access_token` with a user token: the Page token.
 #[derive(Deserialize)]
 pub(super) struct PageAccessToken {

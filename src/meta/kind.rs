@@ -41,10 +41,29 @@ pub enum Kind {
     /// reading the Page (and for Messenger its app subscription), renewed by taking the Page
     /// token again from a long-lived user token.
     Page,
+    /// A Marketing API token (user, system-user or business token with ads scopes) on
+    /// graph.facebook.com: inspected with `debug_token`, proven by `ads_read` or
+    /// `ads_management` and each configured ad account answering with a running status,
+    /// renewed by the same refresh and mint as WhatsApp tokens.
+    Marketing,
 }
 
 /// Every kind, in the order the config error lists them.
-pub const ALL: [Kind; 4] = [Kind::Whatsapp, Kind::Instagram, Kind::Threads, Kind::Page];
+pub const ALL: [Kind; 5] = [
+    Kind::Whatsapp,
+    Kind::Instagram,
+    Kind::Threads,
+    Kind::Page,
+    Kind::Marketing,
+];
+
+/// The Marketing API scopes, one of which a `marketing` token needs.
+pub const ADS_SCOPES: [&str; 2] = ["ads_read", "ads_management"];
+
+/// The ad account `account_status` values of a running account: 1 ACTIVE, 8
+/// PENDING_SETTLEMENT, 9 IN_GRACE_PERIOD. Any other (2 DISABLED, 3 UNSETTLED, 7
+/// PENDING_RISK_REVIEW, 100 PENDING_CLOSURE, 101 CLOSED, ...) is the account's own trouble.
+pub const RUNNING_AD_ACCOUNT: [i64; 3] = [1, 8, 9];
 
 impl Kind {
     /// The word in the config, `check`, `status`, `/metrics` and the logs.
@@ -54,6 +73,7 @@ impl Kind {
             Kind::Instagram => "instagram",
             Kind::Threads => "threads",
             Kind::Page => "page",
+            Kind::Marketing => "marketing",
         }
     }
 
@@ -65,7 +85,7 @@ impl Kind {
     /// The host Meta answers this kind's calls on.
     pub fn host(self) -> &'static str {
         match self {
-            Kind::Whatsapp | Kind::Page => GRAPH_HOST,
+            Kind::Whatsapp | Kind::Page | Kind::Marketing => GRAPH_HOST,
             Kind::Instagram => INSTAGRAM_HOST,
             Kind::Threads => THREADS_HOST,
         }
@@ -75,14 +95,14 @@ impl Kind {
     /// Instagram Login tokens nor (without a tester's token) Threads tokens, so their expiry
     /// is recorded from `expires_in` instead.
     pub fn debug_token(self) -> bool {
-        matches!(self, Kind::Whatsapp | Kind::Page)
+        matches!(self, Kind::Whatsapp | Kind::Page | Kind::Marketing)
     }
 
     /// The `type` tokenwarden records for a token of this kind that `debug_token` does not
     /// inspect (and that a successor must have).
     pub fn token_type(self) -> Option<&'static str> {
         match self {
-            Kind::Whatsapp => None,
+            Kind::Whatsapp | Kind::Marketing => None,
             Kind::Page => Some("PAGE"),
             Kind::Instagram => Some("INSTAGRAM"),
             Kind::Threads => Some("THREADS"),
@@ -93,7 +113,7 @@ impl Kind {
     /// is Graph's own refresh or mint.
     pub fn refresh_grant(self) -> Option<&'static str> {
         match self {
-            Kind::Whatsapp | Kind::Page => None,
+            Kind::Whatsapp | Kind::Page | Kind::Marketing => None,
             Kind::Instagram => Some("ig_refresh_token"),
             Kind::Threads => Some("th_refresh_token"),
         }
@@ -103,7 +123,7 @@ impl Kind {
     /// for a long-lived one (with the product app's `client_secret`), or `None`.
     pub fn exchange_grant(self) -> Option<&'static str> {
         match self {
-            Kind::Whatsapp | Kind::Page => None,
+            Kind::Whatsapp | Kind::Page | Kind::Marketing => None,
             Kind::Instagram => Some("ig_exchange_token"),
             Kind::Threads => Some("th_exchange_token"),
         }
@@ -113,7 +133,7 @@ impl Kind {
     /// the proof is the WhatsApp reads.
     pub fn me_fields(self) -> Option<&'static str> {
         match self {
-            Kind::Whatsapp | Kind::Page => None,
+            Kind::Whatsapp | Kind::Page | Kind::Marketing => None,
             Kind::Instagram => Some("user_id,username"),
             Kind::Threads => Some("id,username"),
         }
@@ -123,7 +143,13 @@ impl Kind {
     /// Login nor Threads documents one, nor is one documented for Page tokens (they die with
     /// the user token they were taken from): the old token lives on.
     pub fn revocable(self) -> bool {
-        self == Kind::Whatsapp
+        matches!(self, Kind::Whatsapp | Kind::Marketing)
+    }
+
+    /// Whether a token of this kind is renewed by Graph's own refresh and mint (WhatsApp,
+    /// Marketing), so `source = "mint"` and the WhatsApp-era rules apply.
+    pub fn graph_renewal(self) -> bool {
+        matches!(self, Kind::Whatsapp | Kind::Marketing)
     }
 
     /// The kind a token value belongs to by the prefix Meta gives each product's tokens
@@ -162,7 +188,9 @@ impl Kind {
 
     fn article_name(self) -> &'static str {
         match self {
-            Kind::Whatsapp | Kind::Page => "a Facebook Graph (WhatsApp or Page)",
+            Kind::Whatsapp | Kind::Page | Kind::Marketing => {
+                "a Facebook Graph (WhatsApp, Page or Marketing)"
+            }
             Kind::Instagram => "an Instagram Login",
             Kind::Threads => "a Threads",
         }
@@ -185,6 +213,13 @@ impl Kind {
                 relogin_url: "https://www.instagram.com/oauth/authorize",
                 dashboard: "https://developers.facebook.com/apps/ (your app > Instagram > API setup with Instagram business login)",
                 renews: "tokenwarden refreshes it on graph.instagram.com (ig_refresh_token) once it is at least 24 hours old and long before it expires",
+            },
+            Kind::Marketing => Advice {
+                product: "Marketing API",
+                relogin: "generate a new token with ads_read or ads_management (a system user in Business settings > Users > System users > Generate new token, assigned to the ad accounts), then stage it; a disabled or closed ad account is fixed in Ads Manager, not with a new token",
+                relogin_url: "https://business.facebook.com/settings/system-users",
+                dashboard: "https://adsmanager.facebook.com/ (Account overview) and https://business.facebook.com/settings/ad-accounts",
+                renews: "tokenwarden renews it through the configured source (staged, refresh or mint), never trading a non-expiring token for a 60-day one",
             },
             Kind::Page => Advice {
                 product: "Facebook Page (Pages API, Messenger)",

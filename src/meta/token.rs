@@ -171,4 +171,6 @@ pub struct Proof {
     pub page: Option<Result<(), GraphError>>,
     /// A Messenger Page's subscription to the app (`true`: subscribed).
     pub subscribed: Option<Result<bool, GraphError>>,
+    /// A Marketing token's reads of its ad accounts: (id, `account_status`).
+    pub ad_accounts: Vec<(String, Result<i64, GraphError>)>,
 }

@@ -290,6 +290,15 @@ pub async fn dry_run(
             t.waba_id.as_deref().map(|w| format!(", WABA {w} among its targets")).unwrap_or_default(),
             t.phone_number_id.as_deref().map(|p| format!(", phone number {p} readable")).unwrap_or_default(),
         ),
+        crate::config::Kind::Marketing => format!(
+            "  2. validate: valid, app {}, a system-user token (or of the current token's type), ads_read or ads_management{}, every scope of the current token, and living longer than the current token\n",
+            cfg.meta.app_id,
+            if t.ad_accounts.is_empty() {
+                String::new()
+            } else {
+                format!(", ad accounts {} running", t.ad_accounts.iter().map(|a| format!("act_{a}")).collect::<Vec<_>>().join(", "))
+            },
+        ),
         crate::config::Kind::Page => format!(
             "  2. validate: valid, app {}, a Page token of Page {}, the Page readable{}, and living longer than the current token\n",
             cfg.meta.app_id,
@@ -359,7 +368,7 @@ fn dry_obtain(
         }
         (None, Source::Refresh) => {
             out.push_str(&match t.kind {
-                crate::config::Kind::Whatsapp => "refresh the current token through Meta's API (`oauth/access_token`, fb_exchange_token), and stage the answer\n".to_string(),
+                crate::config::Kind::Whatsapp | crate::config::Kind::Marketing => "refresh the current token through Meta's API (`oauth/access_token`, fb_exchange_token), and stage the answer\n".to_string(),
                 crate::config::Kind::Page => format!(
                     "take the Page token of Page {} again from `page.user_token` (GET /{{page-id}}?fields=access_token), and stage it\n",
                     t.page.as_ref().map_or("?", |p| p.id.as_str())

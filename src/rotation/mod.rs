@@ -115,6 +115,12 @@ pub fn start_reason(
         crate::policy::Verdict::Dead { reason, .. } => {
             format!("the current token is no longer valid ({reason})")
         }
+        // A Marketing token is unusable for a missing ads scope or an ad account that is not
+        // running: a successor with the same scopes and accounts would be too, so a person
+        // is told (the UNUSABLE email) and nothing is rotated in a loop.
+        crate::policy::Verdict::Unusable { .. } if t.kind == crate::config::Kind::Marketing => {
+            return None;
+        }
         crate::policy::Verdict::Unusable { reason } => {
             format!("the current token is unusable ({reason})")
         }
@@ -742,6 +748,7 @@ mod tests {
             kind: crate::config::Kind::Whatsapp,
             app: None,
             page: None,
+            ad_accounts: Vec::new(),
             phone_number_id: None,
             waba_id: None,
             store: crate::config::StoreConfig::File {
@@ -788,6 +795,38 @@ mod tests {
         // An ordinary failure waits repeat_interval only.
         last.needs_config_change = None;
         assert!(start_reason(&never, &state, Some(&last), much_later).is_some());
+    }
+
+    #[test]
+    fn an_unusable_marketing_token_is_not_rotated_but_a_dead_one_is() {
+        let mut t = mint_token_config(true);
+        let mut state = crate::state::TokenState {
+            facts: Some(facts(
+                "cur",
+                SYSTEM_USER,
+                Expires::At(ts(NOW + 50 * DAY)),
+                NOW - 10 * DAY,
+            )),
+            verdict: Some(crate::policy::Verdict::Unusable {
+                reason: "ad account act_1 is not running (account_status 2)".into(),
+            }),
+            ..Default::default()
+        };
+        assert!(
+            start_reason(&t, &state, None, ts(NOW)).is_some(),
+            "WhatsApp: a successor is the fix"
+        );
+        t.kind = crate::config::Kind::Marketing;
+        assert_eq!(
+            start_reason(&t, &state, None, ts(NOW)),
+            None,
+            "a new token would not run the account"
+        );
+        state.verdict = Some(crate::policy::Verdict::Dead {
+            reason: "invalidated".into(),
+            expired: false,
+        });
+        assert!(start_reason(&t, &state, None, ts(NOW)).is_some());
     }
 
     #[test]

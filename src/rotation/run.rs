@@ -533,7 +533,7 @@ async fn mint(
         .map_err(|e| Event::Failed(format!("`mint.admin_token`: {e}")))?;
     let scopes = if m.scopes.is_empty() {
         match d.graph.debug_token(current).await {
-            Ok(info) => mint_scopes(&info),
+            Ok(info) => mint_scopes(&info, d.token.kind),
             Err(e) => return Err(graph_event("inspecting the current token's scopes", e)),
         }
     } else {
@@ -590,13 +590,23 @@ async fn stage_obtained(d: &Deps<'_>, r: &Rotation, token: Secret) -> Event {
 }
 
 /// The scopes to mint a successor with: the current token's (from its `debug_token`), so none
-/// a consumer relies on is lost, and the two WhatsApp scopes in any case.
-fn mint_scopes(info: &graph::TokenInfo) -> Vec<String> {
+/// a consumer relies on is lost, and the two WhatsApp scopes in any case (for a Marketing
+/// token, `ads_read` when it has neither ads scope).
+fn mint_scopes(info: &graph::TokenInfo, kind: Kind) -> Vec<String> {
     let mut scopes: Vec<String> = if info.invalid_reason().is_none() {
         info.scopes.clone()
     } else {
         Vec::new()
     };
+    if kind == Kind::Marketing {
+        if !crate::meta::kind::ADS_SCOPES
+            .iter()
+            .any(|s| scopes.iter().any(|x| x == s))
+        {
+            scopes.push("ads_read".into());
+        }
+        return scopes;
+    }
     for s in graph::WHATSAPP_SCOPES {
         if !scopes.iter().any(|x| x == s) {
             scopes.push(s.to_string());
@@ -730,6 +740,8 @@ pub async fn inspect_candidate(
         proof.page.as_ref().and_then(|r| r.as_ref().err()),
         proof.subscribed.as_ref().and_then(|r| r.as_ref().err()),
     ]
+    .into_iter()
+    .chain(proof.ad_accounts.iter().map(|(_, r)| r.as_ref().err()))
     .into_iter()
     .flatten()
     {

@@ -37,6 +37,8 @@ pub const DEMO_SYSTEM_USER_ID: &str = "104169029247128";
 pub const UNINSTALLED_SYSTEM_USER_ID: &str = "104169029247999";
 /// The person behind the demo user tokens.
 pub const DEMO_USER_ID: &str = "122094861530012345";
+/// The demo ad account (Marketing API), without `act_`; running (`account_status` 1).
+pub const DEMO_AD_ACCOUNT_ID: &str = "1234567890123456";
 /// The demo Facebook Page (Pages API, Messenger).
 pub const DEMO_PAGE_ID: &str = "110200300400500";
 /// The demo Page's name.
@@ -305,6 +307,19 @@ impl TokenSpec {
             lifetime: Lifetime::Days60,
             issued_ago_secs: 0,
             user_id: Some(DEMO_INSTAGRAM_USER_ID.to_string()),
+        }
+    }
+
+    /// A 60-day system-user token of the Marketing API (`ads_read`, `ads_management`,
+    /// `business_management`) for the demo ad account's business.
+    pub fn marketing() -> TokenSpec {
+        TokenSpec {
+            scopes: ["ads_read", "ads_management", "business_management"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            wabas: Vec::new(),
+            ..TokenSpec::system_user_60d()
         }
     }
 

@@ -192,6 +192,8 @@ pub(crate) struct World {
     pub arrivals: Vec<u32>,
     /// Whether the demo Page is subscribed to the first app (Messenger delivers its messages).
     pub page_subscribed: bool,
+    /// Ad accounts (digits, without `act_`) and their `account_status`.
+    pub ad_accounts: HashMap<String, i64>,
 }
 
 /// How many arrivals `World::arrivals` keeps: a long-running sandbox must not grow forever.
@@ -217,6 +219,10 @@ impl World {
             in_flight: 0,
             arrivals: Vec::new(),
             page_subscribed: true,
+            ad_accounts: HashMap::from([(
+                crate::sandbox::scenario::DEMO_AD_ACCOUNT_ID.to_string(),
+                1,
+            )]),
             scenario,
         };
         for def in w.scenario.tokens.clone() {

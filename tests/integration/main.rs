@@ -49,6 +49,8 @@ mod groups;
 mod hostile;
 /// `kind = "instagram"`: the Instagram host of the sandbox, and a token kept alive end to end.
 mod kinds_instagram;
+/// `kind = "marketing"`: a Marketing API token proven by its ad accounts, refreshed as today.
+mod kinds_marketing;
 /// `kind = "page"`: a Page token proven by its Page, retaken from a user token, its failures.
 mod kinds_page;
 /// `kind = "threads"`: the Threads host of the sandbox, and a token kept alive end to end.

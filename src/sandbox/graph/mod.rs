@@ -14,6 +14,7 @@
 //!   throttle quirk;
 //! - `kinds.rs`: the Instagram and Threads hosts (`/instagram/...`, `/threads/...`): `me` and
 //!   `refresh_access_token`;
+//! - `ads.rs`: ad accounts (`act_{id}`) and their `account_status`;
 //! - `pages.rs`: the demo Page: its read, taking its Page token, its subscribed apps;
 //! - `batch.rs`: `POST /` with `batch`, and how an item inherits the top-level token;
 //! - `faults.rs`: the injected [`Fault`](super::Fault)s, latency and the in-flight count.
@@ -21,6 +22,7 @@
 //! The world they read and change (clock, tokens, counters) is `super::world`; the admin API
 //! that sets it up is `super::admin`, not here.
 
+mod ads;
 mod auth;
 mod batch;
 mod call;
@@ -42,6 +44,9 @@ use faults::{InFlight, Pre};
 fn dispatch(w: &mut World, call: &Call) -> Reply {
     if call.host != call::Host::Graph {
         return kinds::dispatch(w, call).unwrap_or_else(|e| e.into_reply(w));
+    }
+    if ads::is_ad_account(call) {
+        return ads::read(w, call).unwrap_or_else(|e| e.into_reply(w));
     }
     if pages::is_page(call) {
         return pages::dispatch(w, call).unwrap_or_else(|e| e.into_reply(w));
