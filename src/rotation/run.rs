@@ -742,7 +742,6 @@ pub async fn inspect_candidate(
     ]
     .into_iter()
     .chain(proof.ad_accounts.iter().map(|(_, r)| r.as_ref().err()))
-    .into_iter()
     .flatten()
     {
         if matches!(
