@@ -11,7 +11,7 @@
 //! staging a proper system-user token in place of the 24-hour one (revoked at once).
 //!
 //! Then it shows one token of each other kind (Instagram, Threads, a Facebook Page, a Marketing
-//! API token) checked,
+//! API token, a Tech Provider's business token) checked,
 //! renewed and checked again.
 //!
 //! Then it runs the daemon for about a minute on a token that expires in under a minute, with
@@ -154,6 +154,17 @@ async fn other_kinds(sb: &Sandbox, dir: &Path) -> Result<(), DemoError> {
     let state = kinds_dir.join("state");
     let store_path = state.join("tokens.json");
     let now = jiff::Timestamp::now();
+    // A Tech Provider's customer: the business token from Embedded Signup, and the partner's
+    // own system-user token that fetches it again.
+    let partner_path = kinds_dir.join("partner-token");
+    crate::fsutil::write_atomic(
+        &partner_path,
+        sb.issue_token(TokenSpec::system_user_never()).as_bytes(),
+        0o600,
+    )?;
+    FileStore::new(store_path.clone(), "customer-shop119".to_string())
+        .import_current(&Secret::new(sb.issue_business_token()), now)
+        .map_err(|e| DemoError::Config(e.to_string()))?;
     for (name, spec) in [
         (
             "shop-instagram",
@@ -173,7 +184,9 @@ async fn other_kinds(sb: &Sandbox, dir: &Path) -> Result<(), DemoError> {
          [[token]]\nname = \"shop-threads\"\nkind = \"threads\"\nsource = \"refresh\"\n\n\
          [[token]]\nname = \"shop-page\"\nkind = \"page\"\nsource = \"refresh\"\n\
          page = {{ id = \"{page}\", messenger = true, user_token = {{ file = \"{user}\" }} }}\n\n\
-         [[token]]\nname = \"shop-ads\"\nkind = \"marketing\"\nad_accounts = [\"act_{ads}\"]\nsource = \"refresh\"\nrevoke_after = \"0s\"\n",
+         [[token]]\nname = \"shop-ads\"\nkind = \"marketing\"\nad_accounts = [\"act_{ads}\"]\nsource = \"refresh\"\nrevoke_after = \"0s\"\n\n\
+         [[token]]\nname = \"customer-shop119\"\nkind = \"whatsapp_business\"\nwaba_id = \"{waba}\"\nsource = \"refresh\"\n\
+         business = {{ client_business_id = \"{biz}\", partner_token = {{ file = \"{partner}\" }} }}\n",
         state = state.display(),
         app = sandbox::DEMO_APP_ID,
         secret = secret_path.display(),
@@ -181,6 +194,9 @@ async fn other_kinds(sb: &Sandbox, dir: &Path) -> Result<(), DemoError> {
         page = sandbox::DEMO_PAGE_ID,
         user = user_path.display(),
         ads = sandbox::DEMO_AD_ACCOUNT_ID,
+        waba = sandbox::DEMO_WABA_ID,
+        biz = sandbox::DEMO_CLIENT_BUSINESS_ID,
+        partner = partner_path.display(),
     );
     let config_path = kinds_dir.join("tokenwarden.toml");
     crate::fsutil::write_atomic(&config_path, text.as_bytes(), 0o600)?;
@@ -192,7 +208,7 @@ async fn other_kinds(sb: &Sandbox, dir: &Path) -> Result<(), DemoError> {
     println!("\nOther kinds of token");
     println!("====================");
     println!(
-        "An Instagram Login token and a Threads token (30 days old; their hosts do not say when they expire), a Facebook Page token for Messenger (50 days old) and a Marketing API token for an ad account (45 days old). Config: {}",
+        "An Instagram Login token and a Threads token (30 days old; their hosts do not say when they expire), a Facebook Page token for Messenger (50 days old), a Marketing API token for an ad account (45 days old) and a Tech Provider's business token of one customer. Config: {}",
         config_path.display()
     );
     let check = |title: &'static str| {

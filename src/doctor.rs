@@ -193,7 +193,9 @@ pub async fn observe(
     let (proof, _) = crate::observe::prove(graph, t, token, &info).await;
     if matches!(
         t.kind,
-        crate::config::Kind::Page | crate::config::Kind::Marketing
+        crate::config::Kind::Page
+            | crate::config::Kind::Marketing
+            | crate::config::Kind::WhatsappBusiness
     ) {
         obs.info = Some(Ok(info));
         obs.kind_proof = proof;
@@ -462,6 +464,47 @@ fn page_check(
     }
 }
 
+/// `business`: a business token's read of its customer's WABA's phone numbers, by the same
+/// rule as the daemon's check (`usable::decide_business`).
+fn business_check(t: &TokenConfig, info: &TokenInfo, obs: &Observation) -> Check {
+    let waba = t.waba_id.as_deref().unwrap_or_default();
+    match usable::decide_business(info, waba, &obs.kind_proof) {
+        usable::Usability::Usable => check(
+            "business",
+            Mark::Pass,
+            format!(
+                "the customer's WhatsApp Business Account {waba} lists its phone numbers to the token"
+            ),
+            None,
+        ),
+        usable::Usability::Unknown(why) | usable::Usability::Throttled { detail: why, .. } => {
+            check("business", Mark::Warn, why, None)
+        }
+        usable::Usability::Dead(api) => check(
+            "business",
+            Mark::Fail,
+            graph::dead_reason(&api),
+            Some(
+                crate::config::Kind::WhatsappBusiness
+                    .advice()
+                    .relogin
+                    .to_string(),
+            ),
+        ),
+        usable::Usability::Unusable(why) | usable::Usability::OwnCredentials(why) => check(
+            "business",
+            Mark::Fail,
+            why,
+            Some(
+                crate::config::Kind::WhatsappBusiness
+                    .advice()
+                    .relogin
+                    .to_string(),
+            ),
+        ),
+    }
+}
+
 /// `ads`: a Marketing token's ads scope and each configured ad account's status, by the same
 /// rule as the daemon's check (`usable::decide_marketing`).
 fn ads_check(t: &TokenConfig, info: &TokenInfo, obs: &Observation) -> Check {
@@ -551,6 +594,13 @@ fn evaluate_info(
         checks.push(type_check(info));
         checks.push(expiry_check(info, now));
         checks.push(ads_check(t, info, obs));
+        return;
+    }
+    if t.kind == crate::config::Kind::WhatsappBusiness {
+        checks.push(type_check(info));
+        checks.push(expiry_check(info, now));
+        checks.push(scopes_check(info));
+        checks.push(business_check(t, info, obs));
         return;
     }
     checks.push(type_check(info));
@@ -1041,6 +1091,7 @@ mod tests {
             app: None,
             page: None,
             ad_accounts: Vec::new(),
+            business: None,
             phone_number_id: Some("106540352242922".into()),
             waba_id: Some(WABA.into()),
             store: StoreConfig::File {

@@ -430,6 +430,20 @@ pub async fn prove(
         let usability = crate::usable::decide_page(info, &page.id, page.messenger, &proof);
         return (proof, usability);
     }
+    if t.kind == Kind::WhatsappBusiness {
+        let waba = t.waba_id.clone().unwrap_or_default();
+        let mut proof = graph::Proof::default();
+        if info.invalid_reason().is_none() {
+            proof.waba_numbers = Some(
+                graph
+                    .waba_phone_numbers(token, &waba)
+                    .await
+                    .map(|n| n.len()),
+            );
+        }
+        let usability = crate::usable::decide_business(info, &waba, &proof);
+        return (proof, usability);
+    }
     if t.kind == Kind::Marketing {
         let mut proof = graph::Proof::default();
         if info.invalid_reason().is_none() {

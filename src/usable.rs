@@ -196,6 +196,32 @@ pub fn decide_marketing(info: &TokenInfo, proof: &Proof) -> Usability {
     Usability::Usable
 }
 
+/// Judges a Tech Provider's business token of one customer that Meta did not call invalid:
+/// both WhatsApp scopes, then the read of the customer's WABA's phone numbers. Code 200 on the
+/// WABA means the customer removed the app or the WABA's access: "disconnected by the
+/// customer", which a new token does not fix (`rotation::start_reason` does not rotate it).
+pub fn decide_business(info: &TokenInfo, waba_id: &str, proof: &Proof) -> Usability {
+    let missing = missing_scopes(&info.scopes);
+    if !missing.is_empty() {
+        return Usability::Unusable(format!("the token lacks {}", missing.join(" and ")));
+    }
+    match &proof.waba_numbers {
+        None => Usability::Unknown(format!(
+            "WhatsApp Business Account {waba_id}'s phone numbers were not read"
+        )),
+        Some(Ok(_)) => Usability::Usable,
+        Some(Err(GraphError::Misconfigured(api))) if (200..=299).contains(&api.code) => {
+            Usability::Unusable(format!(
+                "disconnected by the customer: WhatsApp Business Account {waba_id} refused the business token ({api}); the customer removed the app or its access, and only the customer can reconnect it"
+            ))
+        }
+        Some(Err(e)) => read_failure(
+            &format!("reading WhatsApp Business Account {waba_id}'s phone numbers"),
+            e.clone(),
+        ),
+    }
+}
+
 /// What a failed read means: refused is unusable, 190 is dead, transient is unknown.
 fn read_failure(what: &str, e: GraphError) -> Usability {
     match e {
@@ -216,6 +242,45 @@ fn read_failure(what: &str, e: GraphError) -> Usability {
 mod tests {
     use super::*;
     use crate::graph::{Expiry, GranularScope, PhoneNumber};
+
+    #[test]
+    fn a_business_token_is_judged_by_its_scopes_and_its_customers_phone_numbers() {
+        let wa = info(&WHATSAPP_SCOPES, None);
+        let proof = |r: Option<Result<usize, GraphError>>| Proof {
+            waba_numbers: r,
+            ..Proof::default()
+        };
+        assert_eq!(
+            decide_business(&wa, WABA, &proof(Some(Ok(1)))),
+            Usability::Usable
+        );
+        let gone = decide_business(
+            &wa,
+            WABA,
+            &proof(Some(Err(GraphError::Misconfigured(api(200))))),
+        );
+        assert!(
+            matches!(gone, Usability::Unusable(ref w) if w.starts_with("disconnected by the customer")),
+            "{gone:?}"
+        );
+        let wrong_id = decide_business(
+            &wa,
+            WABA,
+            &proof(Some(Err(GraphError::Misconfigured(api(100))))),
+        );
+        assert!(
+            matches!(wrong_id, Usability::Unusable(ref w) if !w.contains("disconnected")),
+            "{wrong_id:?}"
+        );
+        assert!(matches!(
+            decide_business(&wa, WABA, &proof(None)),
+            Usability::Unknown(_)
+        ));
+        let no_scopes = info(&["ads_read"], None);
+        assert!(
+            matches!(decide_business(&no_scopes, WABA, &proof(Some(Ok(1)))), Usability::Unusable(ref w) if w.contains("lacks"))
+        );
+    }
 
     #[test]
     fn a_marketing_token_needs_an_ads_scope_and_running_ad_accounts() {

@@ -123,6 +123,9 @@ pub struct TokenConfig {
     /// For `marketing`: the ad account ids (digits, without `act_`) that must answer with a
     /// running status.
     pub ad_accounts: Vec<String>,
+    /// For `whatsapp_business`: the customer's business and the partner's own token the
+    /// business token is fetched again with.
+    pub business: Option<BusinessConfig>,
     /// The WhatsApp phone-number id the token must be able to read.
     pub phone_number_id: Option<String>,
     /// The WhatsApp Business Account id that must be among the token's targets.
@@ -147,6 +150,18 @@ pub struct KindApp {
     pub app_id: String,
     /// Where the product's app secret lives.
     pub app_secret: SecretRef,
+}
+
+/// The customer of a `whatsapp_business` token
+/// (`business = { client_business_id = "...", partner_token = { env = "..." } }`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessConfig {
+    /// The customer's business id (from Embedded Signup).
+    pub client_business_id: String,
+    /// The Tech Provider's own system-user token, allowed to fetch the customer's business
+    /// token (`POST /{client-business-id}/system_user_access_tokens`).
+    pub partner_token: SecretRef,
 }
 
 /// The Page of a `page` token (`page = { id = "...", messenger = true, user_token = { env = "..." } }`).
@@ -335,6 +350,7 @@ struct RawGroup {
     kind: Option<Spanned<String>>,
     page: Option<Spanned<PageConfig>>,
     ad_accounts: Option<Spanned<Vec<String>>>,
+    business: Option<Spanned<BusinessConfig>>,
     app: Option<Spanned<KindApp>>,
     discover: Option<Spanned<DiscoverConfig>>,
     spread: Option<Spanned<String>>,
@@ -360,6 +376,7 @@ impl RawGroup {
             app: self.app,
             page: self.page,
             ad_accounts: self.ad_accounts,
+            business: self.business,
             phone_number_id: None,
             waba_id: None,
             store: None,
@@ -428,6 +445,7 @@ struct RawToken {
     kind: Option<Spanned<String>>,
     page: Option<Spanned<PageConfig>>,
     ad_accounts: Option<Spanned<Vec<String>>>,
+    business: Option<Spanned<BusinessConfig>>,
     app: Option<Spanned<KindApp>>,
     phone_number_id: Option<Spanned<String>>,
     waba_id: Option<Spanned<String>>,
@@ -1019,6 +1037,15 @@ fn token_settings(
         );
         a.into_inner()
     });
+    let business = t.business.map(|b| {
+        check_id(
+            map,
+            diags,
+            &field("business.client_business_id"),
+            &Spanned::new(b.span(), b.get_ref().client_business_id.clone()),
+        );
+        b.into_inner()
+    });
     let page = t.page.map(|p| {
         check_id(
             map,
@@ -1034,6 +1061,7 @@ fn token_settings(
         app,
         page,
         ad_accounts,
+        business,
         phone_number_id: t.phone_number_id.map(Spanned::into_inner),
         waba_id: t.waba_id.map(Spanned::into_inner),
         store,
@@ -1099,6 +1127,23 @@ fn kind_field(
             Some(_) => {}
         }
     }
+    if kind != Kind::WhatsappBusiness
+        && let Some(b) = &t.business
+    {
+        diags.push(map.at(
+            b.span().start,
+            field("business"),
+            "a `business` table is for kind = \"whatsapp_business\"",
+        ));
+    }
+    if kind == Kind::WhatsappBusiness {
+        if t.waba_id.is_none() {
+            diags.push(map.at(t.kind.as_ref().map_or(0, |k| k.span().start), field("waba_id"), "missing field: a token of kind = \"whatsapp_business\" is proven by reading the customer's WABA's phone numbers; set waba_id"));
+        }
+        if t.source.as_ref().is_some_and(|s| s.get_ref() == "refresh") && t.business.is_none() {
+            diags.push(map.at(t.kind.as_ref().map_or(0, |k| k.span().start), field("business"), "source = \"refresh\" fetches the customer's business token again: add business = { client_business_id = \"...\", partner_token = { env = \"NAME\" } }"));
+        }
+    }
     if kind == Kind::Whatsapp {
         if let Some(a) = &t.app {
             diags.push(map.at(a.span().start, field("app"), "an `app` table is for kind = \"instagram\" or \"threads\" (their own app id and secret); a WhatsApp token uses [meta]'s app"));
@@ -1109,9 +1154,12 @@ fn kind_field(
         ("phone_number_id", &t.phone_number_id),
         ("waba_id", &t.waba_id),
     ] {
-        if let Some(v) = v {
-            diags.push(map.at(v.span().start, field(f), format!(
-                "a WhatsApp id has no meaning on a token of kind \"{kind}\" (it is proven with GET /me on {}); remove it", kind.host())));
+        if let Some(v) = v.as_ref().filter(|_| !kind.whatsapp_ids()) {
+            diags.push(map.at(
+                v.span().start,
+                field(f),
+                format!("a WhatsApp id has no meaning on a token of kind \"{kind}\"; remove it"),
+            ));
         }
     }
     if let Some(s) = t

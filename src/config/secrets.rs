@@ -61,6 +61,12 @@ impl Config {
 
 /// The references of one token (or group template) under `prefix`.
 fn token_fields<'a>(prefix: &str, t: &'a TokenConfig, out: &mut Vec<SecretField<'a>>) {
+    if let Some(b) = &t.business {
+        out.push(SecretField {
+            field: format!("{prefix}.business.partner_token"),
+            reference: &b.partner_token,
+        });
+    }
     if let Some(user_token) = t.page.as_ref().and_then(|p| p.user_token.as_ref()) {
         out.push(SecretField {
             field: format!("{prefix}.page.user_token"),

@@ -350,6 +350,33 @@ impl GraphClient {
         Ok(apps.data.iter().any(|a| a.id == self.app.app_id))
     }
 
+    /// Fetches a customer's business integration system-user token again, without the
+    /// customer: `POST /{client_business_id}/system_user_access_tokens` with the form fields
+    /// `fetch_only=true` and `appsecret_proof` (of the partner token), `Authorization: Bearer
+    /// PARTNER` (the Tech Provider's own system-user token). Meta may hand back the current
+    /// token itself. Sent once, as a mint.
+    ///
+    /// # Errors
+    /// [`GraphError::TokenDead`] when the partner token is dead, [`GraphError::Misconfigured`]
+    /// when Meta refuses (the customer removed the app, a wrong business id), transient.
+    pub async fn fetch_business_token(
+        &self,
+        partner_token: &Secret,
+        client_business_id: &str,
+    ) -> Result<Secret, GraphError> {
+        let url = self.url(&[client_business_id, "system_user_access_tokens"]);
+        let proof = appsecret_proof(&self.app.app_secret, partner_token.expose());
+        let t: wire::BusinessToken = self
+            .send_json(CallKind::WithToken, Replay::IfNotActedOn, || {
+                self.http
+                    .post(url.clone())
+                    .header(AUTHORIZATION, format!("Bearer {}", partner_token.expose()))
+                    .form(&[("fetch_only", "true"), ("appsecret_proof", proof.as_str())])
+            })
+            .await?;
+        new_token(t.access_token)
+    }
+
     /// Reads an ad account's status with `token` (`GET /act_{id}?fields=account_status,name`):
     /// the proof that a Marketing API token works for it.
     ///

@@ -121,6 +121,12 @@ pub(super) struct KindMe {
     pub username: Option<String>,
 }
 
+/// `POST /{client-business-id}/system_user_access_tokens`: `{"access_token"}`.
+#[derive(Deserialize)]
+pub(super) struct BusinessToken {
+    pub access_token: String,
+}
+
 /// `GET /act_{id}?fields=account_status,name`.
 #[derive(Deserialize)]
 pub(super) struct AdAccount {

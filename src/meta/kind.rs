@@ -46,15 +46,21 @@ pub enum Kind {
     /// `ads_management` and each configured ad account answering with a running status,
     /// renewed by the same refresh and mint as WhatsApp tokens.
     Marketing,
+    /// A Tech Provider's business integration system-user token of one customer (Embedded
+    /// Signup), on graph.facebook.com: inspected with `debug_token`, proven by reading the
+    /// customer's WABA's phone numbers, fetched again without the customer through
+    /// `POST /{client-business-id}/system_user_access_tokens` with the partner's own token.
+    WhatsappBusiness,
 }
 
 /// Every kind, in the order the config error lists them.
-pub const ALL: [Kind; 5] = [
+pub const ALL: [Kind; 6] = [
     Kind::Whatsapp,
     Kind::Instagram,
     Kind::Threads,
     Kind::Page,
     Kind::Marketing,
+    Kind::WhatsappBusiness,
 ];
 
 /// The Marketing API scopes, one of which a `marketing` token needs.
@@ -74,6 +80,7 @@ impl Kind {
             Kind::Threads => "threads",
             Kind::Page => "page",
             Kind::Marketing => "marketing",
+            Kind::WhatsappBusiness => "whatsapp_business",
         }
     }
 
@@ -85,7 +92,7 @@ impl Kind {
     /// The host Meta answers this kind's calls on.
     pub fn host(self) -> &'static str {
         match self {
-            Kind::Whatsapp | Kind::Page | Kind::Marketing => GRAPH_HOST,
+            Kind::Whatsapp | Kind::Page | Kind::Marketing | Kind::WhatsappBusiness => GRAPH_HOST,
             Kind::Instagram => INSTAGRAM_HOST,
             Kind::Threads => THREADS_HOST,
         }
@@ -95,14 +102,17 @@ impl Kind {
     /// Instagram Login tokens nor (without a tester's token) Threads tokens, so their expiry
     /// is recorded from `expires_in` instead.
     pub fn debug_token(self) -> bool {
-        matches!(self, Kind::Whatsapp | Kind::Page | Kind::Marketing)
+        matches!(
+            self,
+            Kind::Whatsapp | Kind::Page | Kind::Marketing | Kind::WhatsappBusiness
+        )
     }
 
     /// The `type` tokenwarden records for a token of this kind that `debug_token` does not
     /// inspect (and that a successor must have).
     pub fn token_type(self) -> Option<&'static str> {
         match self {
-            Kind::Whatsapp | Kind::Marketing => None,
+            Kind::Whatsapp | Kind::Marketing | Kind::WhatsappBusiness => None,
             Kind::Page => Some("PAGE"),
             Kind::Instagram => Some("INSTAGRAM"),
             Kind::Threads => Some("THREADS"),
@@ -113,7 +123,7 @@ impl Kind {
     /// is Graph's own refresh or mint.
     pub fn refresh_grant(self) -> Option<&'static str> {
         match self {
-            Kind::Whatsapp | Kind::Page | Kind::Marketing => None,
+            Kind::Whatsapp | Kind::Page | Kind::Marketing | Kind::WhatsappBusiness => None,
             Kind::Instagram => Some("ig_refresh_token"),
             Kind::Threads => Some("th_refresh_token"),
         }
@@ -123,7 +133,7 @@ impl Kind {
     /// for a long-lived one (with the product app's `client_secret`), or `None`.
     pub fn exchange_grant(self) -> Option<&'static str> {
         match self {
-            Kind::Whatsapp | Kind::Page | Kind::Marketing => None,
+            Kind::Whatsapp | Kind::Page | Kind::Marketing | Kind::WhatsappBusiness => None,
             Kind::Instagram => Some("ig_exchange_token"),
             Kind::Threads => Some("th_exchange_token"),
         }
@@ -133,7 +143,7 @@ impl Kind {
     /// the proof is the WhatsApp reads.
     pub fn me_fields(self) -> Option<&'static str> {
         match self {
-            Kind::Whatsapp | Kind::Page | Kind::Marketing => None,
+            Kind::Whatsapp | Kind::Page | Kind::Marketing | Kind::WhatsappBusiness => None,
             Kind::Instagram => Some("user_id,username"),
             Kind::Threads => Some("id,username"),
         }
@@ -144,6 +154,19 @@ impl Kind {
     /// the user token they were taken from): the old token lives on.
     pub fn revocable(self) -> bool {
         matches!(self, Kind::Whatsapp | Kind::Marketing)
+    }
+
+    /// Whether an unusable token of this kind starts a rotation. Not for Marketing (a missing
+    /// ads scope or a stopped ad account is not fixed by a successor) nor for a business token
+    /// (a customer who removed the app is not reconnected by fetching the token again).
+    pub fn rotates_when_unusable(self) -> bool {
+        !matches!(self, Kind::Marketing | Kind::WhatsappBusiness)
+    }
+
+    /// Whether the token is about a WhatsApp Business Account (`phone_number_id` and
+    /// `waba_id` have a meaning for it).
+    pub fn whatsapp_ids(self) -> bool {
+        matches!(self, Kind::Whatsapp | Kind::WhatsappBusiness)
     }
 
     /// Whether a token of this kind is renewed by Graph's own refresh and mint (WhatsApp,
@@ -188,7 +211,7 @@ impl Kind {
 
     fn article_name(self) -> &'static str {
         match self {
-            Kind::Whatsapp | Kind::Page | Kind::Marketing => {
+            Kind::Whatsapp | Kind::Page | Kind::Marketing | Kind::WhatsappBusiness => {
                 "a Facebook Graph (WhatsApp, Page or Marketing)"
             }
             Kind::Instagram => "an Instagram Login",
@@ -213,6 +236,13 @@ impl Kind {
                 relogin_url: "https://www.instagram.com/oauth/authorize",
                 dashboard: "https://developers.facebook.com/apps/ (your app > Instagram > API setup with Instagram business login)",
                 renews: "tokenwarden refreshes it on graph.instagram.com (ig_refresh_token) once it is at least 24 hours old and long before it expires",
+            },
+            Kind::WhatsappBusiness => Advice {
+                product: "WhatsApp Cloud API (a Tech Provider's business token of one customer)",
+                relogin: "if the customer removed the app or disconnected the WABA, only the customer can reconnect it (Embedded Signup again); otherwise check the partner token in `business.partner_token` (an admin system user of the Tech Provider's business) and fetch the business token again with `tokenwarden rotate`",
+                relogin_url: "https://business.facebook.com/settings/system-users",
+                dashboard: "https://developers.facebook.com/apps/ (your app > WhatsApp > Partner Solutions / Embedded Signup)",
+                renews: "tokenwarden fetches the customer's business token again through POST /{client-business-id}/system_user_access_tokens (fetch_only) with the partner's own token",
             },
             Kind::Marketing => Advice {
                 product: "Marketing API",

@@ -173,4 +173,6 @@ pub struct Proof {
     pub subscribed: Option<Result<bool, GraphError>>,
     /// A Marketing token's reads of its ad accounts: (id, `account_status`).
     pub ad_accounts: Vec<(String, Result<i64, GraphError>)>,
+    /// A business token's read of its customer's WABA's phone numbers (how many).
+    pub waba_numbers: Option<Result<usize, GraphError>>,
 }

@@ -116,9 +116,9 @@ pub fn start_reason(
             format!("the current token is no longer valid ({reason})")
         }
         // A Marketing token is unusable for a missing ads scope or an ad account that is not
-        // running: a successor with the same scopes and accounts would be too, so a person
-        // is told (the UNUSABLE email) and nothing is rotated in a loop.
-        crate::policy::Verdict::Unusable { .. } if t.kind == crate::config::Kind::Marketing => {
+        // running, a business token when the customer disconnected: a successor would be
+        // too, so a person is told (the UNUSABLE email) and nothing is rotated in a loop.
+        crate::policy::Verdict::Unusable { .. } if !t.kind.rotates_when_unusable() => {
             return None;
         }
         crate::policy::Verdict::Unusable { reason } => {
@@ -749,6 +749,7 @@ mod tests {
             app: None,
             page: None,
             ad_accounts: Vec::new(),
+            business: None,
             phone_number_id: None,
             waba_id: None,
             store: crate::config::StoreConfig::File {
@@ -827,6 +828,11 @@ mod tests {
             expired: false,
         });
         assert!(start_reason(&t, &state, None, ts(NOW)).is_some());
+        t.kind = crate::config::Kind::WhatsappBusiness;
+        state.verdict = Some(crate::policy::Verdict::Unusable {
+            reason: "disconnected by the customer".into(),
+        });
+        assert_eq!(start_reason(&t, &state, None, ts(NOW)), None);
     }
 
     #[test]

@@ -363,6 +363,14 @@ async fn refresh(d: &Deps<'_>, r: &mut Rotation, current: &Secret) -> Result<Sec
     if let Some(page) = d.token.page.as_ref().filter(|_| d.token.kind == Kind::Page) {
         return retake_page(d, r, page).await;
     }
+    if let Some(b) = d
+        .token
+        .business
+        .as_ref()
+        .filter(|_| d.token.kind == Kind::WhatsappBusiness)
+    {
+        return fetch_business(d, r, b).await;
+    }
     match d.graph.debug_token(current).await {
         Err(e) => return Err(graph_event("inspecting the current token", e)),
         Ok(info) if info.invalid_reason().is_some() => {
@@ -515,6 +523,38 @@ async fn retake_page(
             page.id
         ))),
         Err(e) => Err(graph_event("taking the Page token again", e)),
+    }
+}
+
+/// The customer's business token fetched again with the partner's own token
+/// (`POST /{client-business-id}/system_user_access_tokens`, `fetch_only`). Meta may hand back
+/// the current token itself: `obtain` then extends it in place. A refusal (the customer removed
+/// the app) or a dead partner token is a failure for a person, never retried in a loop.
+async fn fetch_business(
+    d: &Deps<'_>,
+    r: &mut Rotation,
+    b: &crate::config::BusinessConfig,
+) -> Result<Secret, Event> {
+    let partner = b
+        .partner_token
+        .resolve()
+        .map_err(|e| Event::Failed(format!("`business.partner_token`: {e}")))?;
+    mark_sent(d, r);
+    match d
+        .graph
+        .fetch_business_token(&partner, &b.client_business_id)
+        .await
+    {
+        Ok(t) => Ok(t),
+        Err(GraphError::TokenDead(api)) => Err(Event::Failed(format!(
+            "the partner token in `business.partner_token` is no longer valid ({}); make a new one for the Tech Provider's admin system user",
+            graph::dead_reason(&api)
+        ))),
+        Err(GraphError::Misconfigured(api)) => Err(Event::Failed(format!(
+            "Meta refused the business token of business {} ({api}): the customer may have removed the app (only the customer can reconnect it), or the business id is wrong",
+            b.client_business_id
+        ))),
+        Err(e) => Err(graph_event("fetching the business token", e)),
     }
 }
 

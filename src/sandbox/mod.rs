@@ -45,12 +45,12 @@ use tokio::task::JoinHandle;
 pub use fault::{Endpoint, Fault};
 pub use quirks::{Quirks, UsageModel};
 pub use scenario::{
-    AppDef, DEMO_AD_ACCOUNT_ID, DEMO_APP_ID, DEMO_APP_SECRET, DEMO_INSTAGRAM_USER_ID,
-    DEMO_INSTAGRAM_USERNAME, DEMO_PAGE_ID, DEMO_PAGE_NAME, DEMO_PHONE_NUMBER_ID,
-    DEMO_SYSTEM_USER_ID, DEMO_THREADS_USER_ID, DEMO_THREADS_USERNAME, DEMO_USER_ID, DEMO_WABA_ID,
-    Lifetime, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_NUMBER_ID, OTHER_WABA_ID, PhoneDef,
-    Scenario, SystemUserDef, TemplateDef, TokenDef, TokenKind, TokenSpec, TokenStatusDef,
-    UNINSTALLED_SYSTEM_USER_ID, WHATSAPP_SCOPES, WabaDef,
+    AppDef, DEMO_AD_ACCOUNT_ID, DEMO_APP_ID, DEMO_APP_SECRET, DEMO_CLIENT_BUSINESS_ID,
+    DEMO_INSTAGRAM_USER_ID, DEMO_INSTAGRAM_USERNAME, DEMO_PAGE_ID, DEMO_PAGE_NAME,
+    DEMO_PHONE_NUMBER_ID, DEMO_SYSTEM_USER_ID, DEMO_THREADS_USER_ID, DEMO_THREADS_USERNAME,
+    DEMO_USER_ID, DEMO_WABA_ID, Lifetime, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_NUMBER_ID,
+    OTHER_WABA_ID, PhoneDef, Scenario, SystemUserDef, TemplateDef, TokenDef, TokenKind, TokenSpec,
+    TokenStatusDef, UNINSTALLED_SYSTEM_USER_ID, WHATSAPP_SCOPES, WabaDef,
 };
 pub use world::{SentMessage, Stats};
 
@@ -191,6 +191,29 @@ impl Sandbox {
     /// none of its messages to the app).
     pub fn set_page_subscribed(&self, on: bool) {
         lock(&self.shared).page_subscribed = on;
+    }
+
+    /// Issues the demo customer's business integration system-user token (both WhatsApp
+    /// scopes on the demo WABA, never expiring) and records it as what
+    /// `POST /{client-business-id}/system_user_access_tokens` with `fetch_only` returns.
+    pub fn issue_business_token(&self) -> String {
+        let mut w = lock(&self.shared);
+        let value = w.issue(&TokenSpec::system_user_never());
+        w.business_tokens
+            .insert(DEMO_CLIENT_BUSINESS_ID.to_string(), value.clone());
+        value
+    }
+
+    /// The customer removes the app: its business token no longer reaches `waba` (code 200
+    /// on the WABA), and fetching it again is refused.
+    pub fn disconnect_business(&self, waba: &str) {
+        let mut w = lock(&self.shared);
+        let Some(token) = w.business_tokens.remove(DEMO_CLIENT_BUSINESS_ID) else {
+            return;
+        };
+        if let Some(rec) = w.tokens.get_mut(&token) {
+            rec.wabas.retain(|x| x != waba);
+        }
     }
 
     /// Sets an ad account's `account_status` (1 active, 2 disabled, 101 closed, ...); an

@@ -37,6 +37,8 @@ pub const DEMO_SYSTEM_USER_ID: &str = "104169029247128";
 pub const UNINSTALLED_SYSTEM_USER_ID: &str = "104169029247999";
 /// The person behind the demo user tokens.
 pub const DEMO_USER_ID: &str = "122094861530012345";
+/// The demo Tech Provider customer's business (Embedded Signup).
+pub const DEMO_CLIENT_BUSINESS_ID: &str = "506914307656634";
 /// The demo ad account (Marketing API), without `act_`; running (`account_status` 1).
 pub const DEMO_AD_ACCOUNT_ID: &str = "1234567890123456";
 /// The demo Facebook Page (Pages API, Messenger).

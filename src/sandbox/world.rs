@@ -194,6 +194,9 @@ pub(crate) struct World {
     pub page_subscribed: bool,
     /// Ad accounts (digits, without `act_`) and their `account_status`.
     pub ad_accounts: HashMap<String, i64>,
+    /// Per client business (Embedded Signup customers): the business integration
+    /// system-user token `system_user_access_tokens` with `fetch_only` hands back.
+    pub business_tokens: HashMap<String, String>,
 }
 
 /// How many arrivals `World::arrivals` keeps: a long-running sandbox must not grow forever.
@@ -223,6 +226,7 @@ impl World {
                 crate::sandbox::scenario::DEMO_AD_ACCOUNT_ID.to_string(),
                 1,
             )]),
+            business_tokens: HashMap::new(),
             scenario,
         };
         for def in w.scenario.tokens.clone() {

@@ -212,6 +212,8 @@ fn the_demo_shows_one_token_of_each_other_kind_checked_renewed_and_checked_again
         "OK shop-threads [threads]: deadline in 60 days",
         "OK shop-page [page]: deadline in",
         "OK shop-ads [marketing]: deadline in",
+        "OK customer-shop119 [whatsapp_business]",
+        "customer-shop119: ",
         "the old one (fingerprint",
     ] {
         assert!(part.contains(want), "missing {want:?}: {part}");

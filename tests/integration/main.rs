@@ -47,6 +47,8 @@ mod graph_client;
 mod groups;
 /// Hostile servers: redirects, endless bodies, echoed secrets, proxies, idle floods, paging.
 mod hostile;
+/// `kind = "whatsapp_business"`: a Tech Provider's customer token fetched again, a disconnect named.
+mod kinds_business;
 /// `kind = "instagram"`: the Instagram host of the sandbox, and a token kept alive end to end.
 mod kinds_instagram;
 /// `kind = "marketing"`: a Marketing API token proven by its ad accounts, refreshed as today.

@@ -14,6 +14,7 @@
 //!   throttle quirk;
 //! - `kinds.rs`: the Instagram and Threads hosts (`/instagram/...`, `/threads/...`): `me` and
 //!   `refresh_access_token`;
+//! - `business.rs`: a Tech Provider's customers' business tokens (`system_user_access_tokens`);
 //! - `ads.rs`: ad accounts (`act_{id}`) and their `account_status`;
 //! - `pages.rs`: the demo Page: its read, taking its Page token, its subscribed apps;
 //! - `batch.rs`: `POST /` with `batch`, and how an item inherits the top-level token;
@@ -25,6 +26,7 @@
 mod ads;
 mod auth;
 mod batch;
+mod business;
 mod call;
 mod envelope;
 mod faults;
@@ -44,6 +46,9 @@ use faults::{InFlight, Pre};
 fn dispatch(w: &mut World, call: &Call) -> Reply {
     if call.host != call::Host::Graph {
         return kinds::dispatch(w, call).unwrap_or_else(|e| e.into_reply(w));
+    }
+    if business::is_business_tokens(call) {
+        return business::fetch(w, call).unwrap_or_else(|e| e.into_reply(w));
     }
     if ads::is_ad_account(call) {
         return ads::read(w, call).unwrap_or_else(|e| e.into_reply(w));
