@@ -535,6 +535,12 @@ async fn metrics_carry_the_kind_of_each_token() {
         &[("token", "shop-ig"), ("kind", "instagram")]
     ));
     crate::util::assert_no_leak(&scrape, &[&ig], "metrics");
+    // `status` carries the kind too, in text and JSON.
+    let st = crate::util::tw(&ws.config, &["status"], &[], None).await;
+    assert!(st.stdout.contains("OK shop-ig [instagram]"), "{st:?}");
+    let st = crate::util::tw(&ws.config, &["status", "--json"], &[], None).await;
+    let rows: Value = serde_json::from_str(&st.stdout).unwrap_or_else(|_| panic!("{st:?}"));
+    assert_eq!(rows[0]["kind"], "instagram", "{rows}");
     d.stop().await;
 }
 
