@@ -57,6 +57,28 @@ pub struct Rendered {
     pub text: String,
     /// text/html.
     pub html: String,
+    /// The first screen and the lists as fields, for the channels beside email.
+    pub summary: Summary,
+}
+
+/// What an email's first screen says, and its lists, as fields: what a chat message or a page
+/// carries (never a token; tokens appear by fingerprint only, as in the email).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// The subject's word in capitals (`WARNING`, `ROTATED`).
+    pub word: String,
+    /// The headline, without the token's name.
+    pub headline: String,
+    /// The time left, in words.
+    pub left: Option<String>,
+    /// The deadline, in words.
+    pub deadline: Option<String>,
+    /// When the deadline falls, when known.
+    pub deadline_at: Option<Timestamp>,
+    /// "What you must do", in order.
+    pub todo: Vec<String>,
+    /// The facts.
+    pub facts: Vec<String>,
 }
 
 struct Section {
@@ -128,6 +150,32 @@ fn rank(title: &str) -> u8 {
 }
 
 impl Doc {
+    /// The email with `subject`, and its summary for the other channels.
+    fn finish(self, subject: String) -> Rendered {
+        let items = |prefix: &str| -> Vec<String> {
+            self.sections
+                .iter()
+                .filter(|s| s.title.starts_with(prefix))
+                .flat_map(|s| s.items.iter().cloned())
+                .collect()
+        };
+        let summary = Summary {
+            word: self.head.word.clone(),
+            headline: self.head.headline.clone(),
+            left: self.head.left.clone(),
+            deadline: self.head.deadline.clone(),
+            deadline_at: self.head.life.and_then(|l| l.deadline),
+            todo: items("What you must do"),
+            facts: items("Facts"),
+        };
+        Rendered {
+            subject,
+            text: self.text(),
+            html: self.html(),
+            summary,
+        }
+    }
+
     fn section(&mut self, title: impl Into<String>, items: Vec<String>, ordered: bool) {
         if !items.is_empty() {
             self.sections.push(Section {
@@ -408,11 +456,7 @@ pub fn render(ctx: &Context<'_>, notice: &Notice, now: Timestamp) -> Rendered {
         steps.push(ctx.kind.advice().what_to_do());
     }
     doc.section(title, steps, true);
-    Rendered {
-        subject,
-        text: doc.text(),
-        html: doc.html(),
-    }
+    doc.finish(subject)
 }
 
 /// Renders the email about targets found holding another token (re-pushed) or failing to
@@ -479,11 +523,7 @@ pub fn render_targets(
     }
     todo.push("See every target with `tokenwarden status`.".into());
     doc.section("What you must do", todo, true);
-    Rendered {
-        subject: format!("[tokenwarden] {word} {token}: {headline}"),
-        text: doc.text(),
-        html: doc.html(),
-    }
+    doc.finish(format!("[tokenwarden] {word} {token}: {headline}"))
 }
 
 /// What a host-level alert says: about tokenwarden's own files, not about one token.
@@ -520,11 +560,7 @@ pub fn render_host(a: &HostAlert<'_>) -> Rendered {
     doc.section("Facts", a.facts.clone(), false);
     doc.section("What tokenwarden will do", a.will_do.clone(), false);
     doc.section("What you must do", a.todo.clone(), true);
-    Rendered {
-        subject: format!("[tokenwarden] {}: {}", a.word, a.headline),
-        text: doc.text(),
-        html: doc.html(),
-    }
+    doc.finish(format!("[tokenwarden] {}: {}", a.word, a.headline))
 }
 
 /// Which rotation email.
@@ -586,6 +622,10 @@ pub struct RotationFacts<'a> {
     pub last_error: Option<&'a str>,
     /// How the rotation ended, if it has.
     pub end: RotationEnd<'a>,
+    /// When the email is written (the "now" of the token's life picture).
+    pub now: Timestamp,
+    /// When the new token's own rotation falls due, once it is known.
+    pub new_due: Option<Timestamp>,
 }
 
 /// How a rotation ended, as its email tells it.
@@ -769,6 +809,18 @@ pub fn render_rotation(
             until.map_or_else(|| "no known expiry".to_string(), when)
         ),
     };
+    // A rotation that put a new token in place shows the new token's life.
+    let life = match (&r.end, r.new_facts) {
+        (RotationEnd::Running | RotationEnd::Completed | RotationEnd::Extended { .. }, Some(f)) => {
+            Some(Life {
+                issued: f.issued_at,
+                now: r.now,
+                due: r.new_due,
+                deadline: crate::policy::effective_expiry(f, t.policy.max_age).map(|e| e.at),
+            })
+        }
+        _ => None,
+    };
     let mut doc = Doc {
         head: Head {
             word: word.into(),
@@ -776,7 +828,7 @@ pub fn render_rotation(
             headline: headline.clone(),
             left: None,
             deadline: Some(deadline),
-            life: None,
+            life,
         },
         lead,
         sections: Vec::new(),
@@ -784,11 +836,7 @@ pub fn render_rotation(
     doc.section("Facts", facts, false);
     doc.section("What tokenwarden will do", next, false);
     doc.section("What you must do", todo, true);
-    Rendered {
-        subject: format!("[tokenwarden] {word} {}: {headline}", t.name),
-        text: doc.text(),
-        html: doc.html(),
-    }
+    doc.finish(format!("[tokenwarden] {word} {}: {headline}", t.name))
 }
 
 fn headline(

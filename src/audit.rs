@@ -34,6 +34,14 @@ pub enum AuditEvent {
     EmailQueued,
     /// The mail server accepted an email.
     EmailSent,
+    /// An alert was put in the queues of the receivers beside email.
+    AlertQueued,
+    /// A receiver accepted an alert.
+    AlertSent,
+    /// Sending an alert to a receiver failed (it stays queued, or is set aside if refused).
+    AlertFailed,
+    /// A receiver has kept failing for longer than its `failing_after`.
+    ReceiverFailing,
     /// Sending an email failed (it stays queued).
     EmailFailed,
     /// A corrupt `state.json` was moved aside.
@@ -196,6 +204,10 @@ mod tests {
             (E::Check, "check"),
             (E::EmailQueued, "email_queued"),
             (E::EmailSent, "email_sent"),
+            (E::AlertQueued, "alert_queued"),
+            (E::AlertSent, "alert_sent"),
+            (E::AlertFailed, "alert_failed"),
+            (E::ReceiverFailing, "receiver_failing"),
             (E::EmailFailed, "email_failed"),
             (E::StateSetAside, "state_set_aside"),
             (E::Groups, "groups"),

@@ -29,7 +29,7 @@ pub const TARGETS_DIR: &str = crate::state::TARGETS_DIR;
 /// What is known about one target of a token.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetRecord {
-    /// `dotenv`, `aws_secret`, `webhook` or `exec`.
+    /// The target's `kind` word (`dotenv`, `aws_secret`, `ssm_parameter`, ...).
     pub kind: String,
     /// When tokenwarden last pushed to it.
     pub last_push: Option<Timestamp>,

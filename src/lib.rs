@@ -8,7 +8,10 @@
 //! - [`meta`]: Meta's vocabulary without a client: the WhatsApp scopes, Graph versions and
 //!   their end dates, the classification of Graph's errors, `debug_token`'s answers (pure).
 //! - [`store`]: where tokens live (a 0600 JSON file, AWS Secrets Manager).
-//! - [`notify`]: email to on-call: SMTP or a folder of `.eml` files, behind a persistent outbox.
+//! - [`notify`]: email to on-call: SMTP or a folder of `.eml` files, behind a persistent outbox;
+//!   `notify::queue` also hands each alert to the receivers.
+//! - [`channel`]: on-call receivers beside email (Alertmanager, PagerDuty, Slack, Teams), each
+//!   with its own persistent queue.
 //! - [`daemon`]: `tokenwarden run`: the schedule, checks, alert decisions, the outbox.
 //! - [`observe`]: the check of a token (store, Graph, the usability rule), below the daemon,
 //!   `check` and rotation.
@@ -26,7 +29,8 @@
 //! - [`fsutil`]: atomic file writes, private directories, exclusive temp files.
 //! - [`discover`]: token groups, listed from a store and expanded from their template.
 //! - [`rotation`]: the rotation state machine (pure) and its steps against the store and Meta.
-//! - [`target`]: the environments a new token is delivered to (dotenv, secret, webhook, exec).
+//! - [`target`]: the environments a new token is delivered to (dotenv, secret, webhook, exec, and
+//!   the platforms: SSM, GitHub Actions, Heroku, Vercel, Render, Kubernetes).
 //! - [`delivery`]: rollouts in waves, their rollback, and the drift check.
 //! - [`scan`]: forgotten copies of an old token, searched before it is revoked.
 //! - [`failpoint`]: crash points for the crash tests (compiled in with the `failpoints` feature).

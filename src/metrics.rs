@@ -53,6 +53,22 @@ pub struct Telemetry {
     pub tokens: std::sync::RwLock<Vec<(String, crate::config::Kind)>>,
     /// Per group: its members now, and whether its last listing succeeded.
     pub groups: std::sync::RwLock<std::collections::BTreeMap<String, (usize, bool)>>,
+    /// Per receiver beside email: its kind, and the alerts it accepted and failed.
+    pub receivers: std::sync::RwLock<Vec<ReceiverCounts>>,
+}
+
+/// One receiver's share of `/metrics` that only the daemon knows (the rest is read from its
+/// queue and state at each scrape).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiverCounts {
+    /// The receiver's name.
+    pub name: String,
+    /// Its kind's word.
+    pub kind: &'static str,
+    /// Alerts it accepted (this process).
+    pub sent: u64,
+    /// Delivery attempts that failed (this process).
+    pub failed: u64,
 }
 
 impl Telemetry {
@@ -69,6 +85,26 @@ impl Telemetry {
         counter.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Takes the receivers' counters after a flush (or at start).
+    pub fn channels_flushed(&self, channels: &crate::channel::Channels) {
+        let list = channels
+            .receivers()
+            .iter()
+            .map(|r| {
+                let (sent, failed) = r.counts();
+                ReceiverCounts {
+                    name: r.name().to_string(),
+                    kind: r.kind().word(),
+                    sent,
+                    failed,
+                }
+            })
+            .collect();
+        if let Ok(mut w) = self.receivers.write() {
+            *w = list;
+        }
+    }
+
     /// Records a beat of the daemon's loop at `now` (unix seconds).
     pub fn beat(&self, now: i64) {
         self.heartbeat.store(now, Ordering::SeqCst);
@@ -78,6 +114,7 @@ impl Telemetry {
 #[derive(Clone)]
 struct Shared {
     state: StateStore,
+    state_dir: PathBuf,
     outbox: Arc<crate::notify::Outbox>,
     telemetry: Arc<Telemetry>,
     stall_after: Duration,
@@ -93,6 +130,7 @@ pub async fn serve(
     let shared = Shared {
         outbox: Arc::new(crate::notify::Outbox::open(&state_dir)?),
         state: StateStore::new(&state_dir),
+        state_dir: state_dir.clone(),
         telemetry,
         stall_after,
     };
@@ -219,6 +257,7 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
     token_families(&mut out, &s.state, &tokens);
     target_families(&mut out, &s.state, &names);
     email_families(&mut out, &s);
+    receiver_families(&mut out, &s);
     let t = &s.telemetry;
     rotation_family(&mut out, t);
     group_families(&mut out, t);
@@ -416,6 +455,113 @@ fn email_families(out: &mut String, s: &Shared) {
         Err(e) => {
             tracing::error!(dir = %s.outbox.dir().display(), error = %e, "cannot read the outbox for /metrics")
         }
+    }
+}
+
+/// Per receiver beside email: alerts sent and failed (this process's counters), and, read at
+/// each scrape, how many wait in its queue, since when, how many it refused as malformed, and
+/// since when it keeps failing.
+fn receiver_families(out: &mut String, s: &Shared) {
+    let list = s
+        .telemetry
+        .receivers
+        .read()
+        .map(|r| r.clone())
+        .unwrap_or_default();
+    if list.is_empty() {
+        return;
+    }
+    let mut sent = String::new();
+    let mut failed = String::new();
+    let mut queued = String::new();
+    let mut oldest = String::new();
+    let mut rejected = String::new();
+    let mut failing = String::new();
+    for r in &list {
+        let l = format!("receiver=\"{}\",kind=\"{}\"", r.name, r.kind);
+        let _ = writeln!(sent, "tokenwarden_alerts_sent_total{{{l}}} {}", r.sent);
+        let _ = writeln!(
+            failed,
+            "tokenwarden_alerts_failed_total{{{l}}} {}",
+            r.failed
+        );
+        let dir = s
+            .state_dir
+            .join(crate::channel::hub::CHANNELS_DIR)
+            .join(&r.name);
+        let queue = crate::state::queue::Queue::<crate::channel::Alert>::open_dir(
+            dir.join("queue"),
+            "the alert it holds is then not sent",
+        );
+        match queue.as_ref().map(|q| (q.backlog(), q.rejected())) {
+            Ok((Ok(b), n)) => {
+                let _ = writeln!(queued, "tokenwarden_alerts_queued{{{l}}} {}", b.pending);
+                let _ = writeln!(rejected, "tokenwarden_alerts_rejected{{{l}}} {n}");
+                if let Some(t) = b.oldest_queued {
+                    let _ = writeln!(
+                        oldest,
+                        "tokenwarden_alerts_oldest_queued_timestamp_seconds{{{l}}} {}",
+                        t.as_second()
+                    );
+                }
+            }
+            _ => {
+                tracing::error!(receiver = %r.name, "cannot read the receiver's queue for /metrics")
+            }
+        }
+        let st: Option<crate::channel::ReceiverState> =
+            crate::state::RecordStore::new(dir, crate::state::Layout::Pretty)
+                .load("state")
+                .ok()
+                .flatten();
+        if let Some(t) = st.and_then(|st| st.failing_since) {
+            let _ = writeln!(
+                failing,
+                "tokenwarden_receiver_failing_since_timestamp_seconds{{{l}}} {}",
+                t.as_second()
+            );
+        }
+    }
+    for (name, kind, help, body) in [
+        (
+            "tokenwarden_alerts_sent_total",
+            "counter",
+            "Alerts the receiver accepted.",
+            &sent,
+        ),
+        (
+            "tokenwarden_alerts_failed_total",
+            "counter",
+            "Alert delivery attempts to the receiver that failed.",
+            &failed,
+        ),
+        (
+            "tokenwarden_alerts_queued",
+            "gauge",
+            "Alerts waiting in the receiver's queue (never dropped; retried at least hourly).",
+            &queued,
+        ),
+        (
+            "tokenwarden_alerts_oldest_queued_timestamp_seconds",
+            "gauge",
+            "When the oldest alert still waiting for the receiver was queued, unix seconds; absent when none waits.",
+            &oldest,
+        ),
+        (
+            "tokenwarden_alerts_rejected",
+            "gauge",
+            "Alerts the receiver refused as malformed, kept aside and not retried.",
+            &rejected,
+        ),
+        (
+            "tokenwarden_receiver_failing_since_timestamp_seconds",
+            "gauge",
+            "Since when every delivery to the receiver has failed, unix seconds; absent while it works.",
+            &failing,
+        ),
+    ] {
+        family(out, name, kind, help);
+        out.push_str(body);
     }
 }
 

@@ -9,7 +9,8 @@ contents=$(dpkg-deb -c "$deb")
 fail=0
 for want in ./usr/bin/tokenwarden ./etc/tokenwarden/tokenwarden.toml ./usr/lib/sysusers.d/tokenwarden.conf \
         ./usr/lib/tmpfiles.d/tokenwarden.conf ./usr/lib/systemd/system/tokenwarden.service \
-        ./usr/share/doc/tokenwarden/RUNBOOK.md ./usr/share/doc/tokenwarden/examples/iam-policy.json; do
+        ./usr/share/doc/tokenwarden/RUNBOOK.md ./usr/share/doc/tokenwarden/examples/iam-policy.json \
+        ./usr/share/doc/tokenwarden/examples/kubernetes-rbac.yaml; do
     if ! grep -q " $want\$" <<<"$contents"; then echo "package: missing $want"; fail=1; fi
 done
 control=$(mktemp -d)

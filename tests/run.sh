@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every tokenwarden test on a fresh machine: installs what the tests need (moto's AWS
-# emulator, the aiosmtpd SMTP server and python-dotenv, into .venv; Node's dotenv, into
+# emulator, the aiosmtpd SMTP server, python-dotenv and PyNaCl, into .venv; Node's dotenv, into
 # tests/support/node_modules; systemd-analyze, promtool and chromium if missing), then lints and runs the
 # test suite.
 # The tests start those servers themselves, on loopback, and stop them when they end.
@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 venv=".venv"
 # python-dotenv: one of the three real parsers the dotenv editor is checked against
 # (src/target/dotenv_parsers.rs); moto's own dependencies need 1.2.2 or later.
-want="moto[server]==5.2.5 aiosmtpd==1.4.6 prometheus-client==0.21.1 python-dotenv==1.2.4"
+# PyNaCl: the loopback GitHub receiver opens the sealed secrets with it (libsodium), an
+# implementation independent of the target's.
+want="moto[server]==5.2.5 aiosmtpd==1.4.6 prometheus-client==0.21.1 python-dotenv==1.2.4 pynacl==1.6.2"
 stamp="$venv/.tokenwarden-deps"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "==> installing test servers into $venv: $want"
@@ -47,6 +49,16 @@ if ! command -v promtool >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
     $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
     if [ -d /run/systemd/system ]; then $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+fi
+
+# The Alertmanager channel is tested against a real Alertmanager, started on loopback by the
+# tests; Debian ships it in `prometheus-alertmanager`. As for promtool, the server the package
+# enables is stopped and disabled again where systemd runs.
+if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+    echo "==> installing prometheus-alertmanager (for the Alertmanager channel tests)"
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null
+    if [ -d /run/systemd/system ]; then $sudo systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true; fi
 fi
 
 # The email rendering test opens every kind of email in headless Chromium (it reads local

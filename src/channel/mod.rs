@@ -2,50 +2,29 @@
 //!
 //! Every alert tokenwarden decides (the same decisions, keys and ledger as its emails) is
 //! also turned into one [`Alert`]: the email's first screen as structured, secret-free facts.
-//! Each configured receiver has its own queue (see [`queue`]), so one receiver's outage never
+//! Each configured receiver has its own queue (see [`hub`]), so one receiver's outage never
 //! delays another's alerts, and one module per kind turns an [`Alert`] into the payload its
-//! receiver documents and sends it ([`send`]).
+//! receiver documents and sends it (through [`post_json`]).
 //!
 //! Endpoints that hold a secret (a Slack or Teams webhook URL, a PagerDuty routing key) are
 //! [`crate::secret::Secret`]s: they never reach an error, a log line or a queue file, and every
 //! error text that came from a receiver is scrubbed of them before it is kept.
 
 pub mod alertmanager;
+pub mod hub;
 pub mod pagerduty;
 pub mod slack;
 pub mod teams;
 
 use std::time::Duration;
 
+pub use hub::{Channels, Health, ReceiverState, SetupError};
+pub use pagerduty::host_name;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-/// How urgent an alert is, in the four words PagerDuty's Events API v2 defines (and
-/// Alertmanager's `severity` label carries).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// News with nothing to do (a rotation done, a test).
-    Info,
-    /// Someone should look before the deadline.
-    Warning,
-    /// Something failed that tokenwarden cannot fix alone (a rotation, a store).
-    Error,
-    /// Messaging stops, or is about to.
-    Critical,
-}
-
-impl Severity {
-    /// The word, as configs and payloads spell it.
-    pub fn word(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-            Severity::Critical => "critical",
-        }
-    }
-}
+pub use crate::config::receivers::Severity;
 
 /// Whether an alert starts (or repeats), ends, or is one-off news.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,8 +52,8 @@ pub struct Alert {
     pub key: String,
     /// The token's name, or `tokenwarden` for an alert about tokenwarden itself.
     pub token: String,
-    /// The condition's family (`expiry`, `invalid`, `cannot-check`, `credentials`, `store`,
-    /// `rotation`, `targets`, `channel`, `host`, `test`).
+    /// The condition's family (`expiry`, `invalid`, `unusable`, `cannot-check`,
+    /// `credentials`, `store`, `rotation`, `targets`, `channel-<receiver>`, `host`, `test`).
     pub condition: String,
     /// Alertmanager's `alertname` (`TokenwardenTokenExpiring`, ...).
     pub alertname: String,
@@ -114,6 +93,144 @@ impl Alert {
     pub fn summary(&self) -> String {
         let test = if self.test { "[TEST] " } else { "" };
         format!("{test}{} {}: {}", self.word, self.token, self.headline)
+    }
+}
+
+/// The condition families: what an alert is about, its Alertmanager `alertname`, and what a
+/// resolution ends. A token's recovery ends [`TOKEN_FAMILIES`].
+pub mod family {
+    /// Expiry approaching or passed (thresholds, critical, expired).
+    pub const EXPIRY: &str = "expiry";
+    /// Meta says the token is invalid.
+    pub const INVALID: &str = "invalid";
+    /// Valid but cannot do the job (a scope, the WABA, the phone number).
+    pub const UNUSABLE: &str = "unusable";
+    /// Checks keep failing.
+    pub const CANNOT_CHECK: &str = "cannot-check";
+    /// Meta refused tokenwarden's own app credentials.
+    pub const CREDENTIALS: &str = "credentials";
+    /// The token cannot be read from its store.
+    pub const STORE: &str = "store";
+    /// A rotation failed or its candidate was rejected.
+    pub const ROTATION: &str = "rotation";
+    /// Targets do not hold the current token.
+    pub const TARGETS: &str = "targets";
+    /// tokenwarden's own host (a full disk, a state file set aside).
+    pub const HOST: &str = "host";
+    /// Another receiver keeps failing: `channel-<receiver>`, one condition per receiver.
+    pub const CHANNEL_PREFIX: &str = "channel-";
+    /// `tokenwarden notify test`.
+    pub const TEST: &str = "test";
+}
+
+/// The families a token's recovery ends.
+pub const TOKEN_FAMILIES: &[&str] = &[
+    family::EXPIRY,
+    family::INVALID,
+    family::UNUSABLE,
+    family::CANNOT_CHECK,
+    family::CREDENTIALS,
+    family::STORE,
+];
+
+/// Alertmanager's `alertname` for a family.
+pub fn alertname(family: &str) -> &'static str {
+    match family {
+        family::EXPIRY => "TokenwardenTokenExpiry",
+        family::INVALID => "TokenwardenTokenInvalid",
+        family::UNUSABLE => "TokenwardenTokenUnusable",
+        family::CANNOT_CHECK => "TokenwardenCannotCheck",
+        family::CREDENTIALS => "TokenwardenOwnCredentials",
+        family::STORE => "TokenwardenStoreProblem",
+        family::ROTATION => "TokenwardenRotationFailed",
+        family::TARGETS => "TokenwardenTargetFailing",
+        family::HOST => "TokenwardenHost",
+        f if f.starts_with(family::CHANNEL_PREFIX) => "TokenwardenChannelFailing",
+        _ => "TokenwardenTest",
+    }
+}
+
+/// What the caller knows of an alert beyond its email: its family, urgency and status.
+#[derive(Debug, Clone, Copy)]
+pub struct Signal<'a> {
+    /// The family (see [`family`]).
+    pub family: &'a str,
+    /// How urgent.
+    pub severity: Severity,
+    /// Firing, resolved or news.
+    pub status: Status,
+    /// The token's state word, or the email's word when the alert is not about a state.
+    pub state: &'a str,
+    /// The fingerprint of the token version, when known.
+    pub fingerprint: Option<crate::secret::Fingerprint>,
+    /// The families this alert ends (a recovery: [`TOKEN_FAMILIES`]).
+    pub resolves: &'a [&'a str],
+}
+
+impl Signal<'static> {
+    /// The signal of a token's alert for `condition` (`None`: its recovery) while the token is
+    /// in `state`.
+    pub fn of_token(
+        condition: Option<crate::policy::Condition>,
+        state: crate::policy::State,
+        fingerprint: Option<crate::secret::Fingerprint>,
+    ) -> Signal<'static> {
+        use crate::policy::Condition as C;
+        let (family, severity, status) = match condition {
+            None => (family::EXPIRY, Severity::Info, Status::Resolved),
+            Some(C::Threshold(_)) => (family::EXPIRY, Severity::Warning, Status::Firing),
+            Some(C::Critical | C::Expired) => (family::EXPIRY, Severity::Critical, Status::Firing),
+            Some(C::Invalid) => (family::INVALID, Severity::Critical, Status::Firing),
+            Some(C::Unusable) => (family::UNUSABLE, Severity::Critical, Status::Firing),
+            Some(C::CannotCheck) => (family::CANNOT_CHECK, Severity::Warning, Status::Firing),
+            Some(C::Credentials) => (family::CREDENTIALS, Severity::Critical, Status::Firing),
+            Some(C::StoreProblem) => (family::STORE, Severity::Error, Status::Firing),
+        };
+        Signal {
+            family,
+            severity,
+            status,
+            state: state.word(),
+            fingerprint,
+            resolves: if condition.is_none() {
+                TOKEN_FAMILIES
+            } else {
+                &[]
+            },
+        }
+    }
+}
+
+impl Alert {
+    /// The alert for the email `id` about `token`, from its rendered `summary` and `signal`.
+    pub fn new(
+        id: &str,
+        token: &str,
+        summary: &crate::alert::Summary,
+        signal: &Signal<'_>,
+        now: Timestamp,
+    ) -> Alert {
+        Alert {
+            id: id.to_string(),
+            key: format!("tokenwarden/{token}/{}", signal.family),
+            token: token.to_string(),
+            condition: signal.family.to_string(),
+            alertname: alertname(signal.family).to_string(),
+            severity: signal.severity,
+            status: signal.status,
+            state: signal.state.to_string(),
+            word: summary.word.clone(),
+            headline: summary.headline.clone(),
+            left: summary.left.clone(),
+            deadline: summary.deadline.clone(),
+            deadline_at: summary.deadline_at,
+            todo: summary.todo.clone(),
+            facts: summary.facts.clone(),
+            fingerprint: signal.fingerprint.map(|f| f.to_string()),
+            runbook: None,
+            started_at: now,
+            test: false,
+        }
     }
 }
 
@@ -227,18 +344,9 @@ pub async fn post_json(
 }
 
 /// Whether a receiver URL may be used: `https://`, or `http://` to a loopback address only
-/// (tests, a local Alertmanager).
+/// (tests, a local Alertmanager). The same rule `config check` applies.
 pub fn url_allowed(url: &reqwest::Url) -> bool {
-    match url.scheme() {
-        "https" => true,
-        "http" => match url.host() {
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(url::Host::Domain(d)) => d == "localhost",
-            None => false,
-        },
-        _ => false,
-    }
+    crate::config::receivers::url_allowed(url)
 }
 
 /// The usual reading of a status that is not a success: 429 and 5xx are retried (with the

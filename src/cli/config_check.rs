@@ -22,8 +22,10 @@ pub(super) fn run(flag: Option<PathBuf>) -> Step<Exit> {
         s => tracing::warn!("`meta.api_version` {}: {s}", cfg.meta.api_version),
     }
     source_conflicts(&cfg)?;
-    if cfg.email.is_none() {
-        tracing::warn!("no [email] section: `tokenwarden run` will only log its alerts");
+    if cfg.email.is_none() && cfg.receivers.is_empty() {
+        tracing::warn!(
+            "no [email] section and no [[receiver]]: `tokenwarden run` will only log its alerts"
+        );
     }
     // The shipped unit's stop timeout must cover the slowest step that is finished on a stop.
     for w in crate::liveness::unit_warnings(&cfg, &crate::liveness::SHIPPED_UNIT) {
@@ -36,6 +38,16 @@ pub(super) fn run(flag: Option<PathBuf>) -> Step<Exit> {
         names.len(),
         names.join(", ")
     );
+    for r in &cfg.receivers {
+        let takes = r.severities.as_ref().map_or_else(
+            || "every alert".to_string(),
+            |list| {
+                let words: Vec<&str> = list.iter().map(|s| s.word()).collect();
+                format!("{} alerts", words.join(", "))
+            },
+        );
+        println!("receiver {} ({}): {takes}", r.name, r.kind.word());
+    }
     for g in &cfg.groups {
         // Listing the members needs the store: `tokenwarden check` does it.
         println!(

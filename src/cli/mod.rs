@@ -14,6 +14,7 @@ mod doctor;
 mod exit;
 mod import;
 mod log;
+mod notify;
 mod rollback;
 mod rotate;
 mod run;
@@ -98,6 +99,12 @@ pub enum Command {
         #[arg(long, default_value = "en_US")]
         language: String,
     },
+    /// On-call channel commands
+    Notify {
+        /// The channel command.
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Configuration commands
     Config {
         /// The configuration command.
@@ -149,6 +156,18 @@ pub enum ConfigCommand {
     Check,
 }
 
+/// The `notify` commands.
+#[derive(Subcommand)]
+pub enum NotifyCommand {
+    /// Send a clearly marked test alert through every channel (email and each receiver), or
+    /// one, and show each receiver's answer; exit 0 when all took it, 1 when one did not
+    Test {
+        /// Only this channel: a receiver's name, or `email`
+        #[arg(long, value_name = "NAME")]
+        channel: Option<String>,
+    },
+}
+
 /// Runs the command and returns how the process ends.
 pub async fn dispatch(cli: Cli) -> Exit {
     let flag = cli.config;
@@ -175,6 +194,9 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Config {
             command: ConfigCommand::Check,
         } => config_check::run(flag),
+        Command::Notify {
+            command: NotifyCommand::Test { channel },
+        } => notify::test(flag, channel).await,
         Command::Import { token } => import::run(flag, &token).await,
         Command::Rotate { token, dry_run } => rotate::run(flag, &token, dry_run).await,
         Command::Rollback { token } => rollback::run(flag, &token).await,

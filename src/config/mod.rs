@@ -8,6 +8,7 @@
 mod diag;
 pub mod email;
 mod paths;
+pub mod receivers;
 mod secret_ref;
 mod secrets;
 mod targets;
@@ -23,7 +24,8 @@ pub use diag::{Diagnostic, SourceMap};
 pub use secret_ref::{SecretRef, SecretRefError};
 pub use secrets::{SecretField, check_secrets};
 pub use targets::{
-    DEFAULT_DOTENV_KEY, DeliveryConfig, ScanConfig, TargetConfig, TargetKind, VerifyConfig,
+    ApiAccess, DEFAULT_DOTENV_KEY, DeliveryConfig, GithubScope, ScanConfig, TargetConfig,
+    TargetKind, VerifyConfig, Workload, WorkloadKind,
 };
 
 pub use crate::meta::kind::Kind;
@@ -50,8 +52,10 @@ pub struct Config {
     pub tokens: Vec<TokenConfig>,
     /// Token groups, whose members are found in a store on each run.
     pub groups: Vec<GroupConfig>,
-    /// Where on-call email goes; without it alerts are only logged.
+    /// Where on-call email goes; without it (and without receivers) alerts are only logged.
     pub email: Option<EmailConfig>,
+    /// The on-call channels beside email (`[[receiver]]`), in file order.
+    pub receivers: Vec<receivers::ReceiverConfig>,
     /// The optional `/metrics` and `/healthz` listener.
     pub metrics: Option<MetricsConfig>,
     /// How new tokens reach the environments.
@@ -331,6 +335,8 @@ struct RawConfig {
     schedule: Option<RawSchedule>,
     alerts: Option<RawAlerts>,
     email: Option<Spanned<EmailConfig>>,
+    #[serde(default)]
+    receiver: Vec<Spanned<receivers::ReceiverConfig>>,
     metrics: Option<RawMetrics>,
     delivery: Option<targets::RawDelivery>,
     audit: Option<RawAudit>,
@@ -573,6 +579,17 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
             diags.push(map.at(e.span().start, format!("email.{field}"), problem));
         }
     }
+    for (i, r) in raw.receiver.iter().enumerate() {
+        for (field, problem) in r.get_ref().problems() {
+            diags.push(map.at(r.span().start, format!("receiver[{i}].{field}"), problem));
+        }
+    }
+    let receiver_at: Vec<usize> = raw.receiver.iter().map(|r| r.span().start).collect();
+    let receiver_list: Vec<receivers::ReceiverConfig> =
+        raw.receiver.into_iter().map(Spanned::into_inner).collect();
+    for (i, problem) in receivers::duplicate_names(&receiver_list) {
+        diags.push(map.at(receiver_at[i], format!("receiver[{i}].name"), problem));
+    }
     let delivery = targets::delivery(map, &mut diags, raw.delivery);
     let audit = audit_limits(map, &mut diags, raw.audit.unwrap_or_default());
     let metrics = raw.metrics.map(|m| metrics_section(map, &mut diags, m));
@@ -607,6 +624,7 @@ fn validate(map: &SourceMap<'_>, raw: RawConfig) -> Result<Config, Vec<Diagnosti
         tokens,
         groups,
         email: raw.email.map(Spanned::into_inner),
+        receivers: receiver_list,
         metrics,
         delivery,
         audit,
@@ -2342,8 +2360,8 @@ mod example_tests {
             .collect();
         assert_eq!(
             blocks.len(),
-            5,
-            "the token config, the daemon sections, the kinds, the group example, the delivery example"
+            7,
+            "the token config, the daemon sections, the receivers, the kinds, the group example, the delivery example, the platform targets"
         );
         let cfg = super::parse(&path, blocks[0]).unwrap_or_else(|d| panic!("{d:#?}"));
         assert_eq!(cfg.tokens.len(), 2);
@@ -2352,15 +2370,19 @@ mod example_tests {
         let whole = format!("{head}\n{}\n{tokens}", blocks[1]);
         let cfg = super::parse(&path, &whole).unwrap_or_else(|d| panic!("{d:#?}"));
         assert!(matches!(cfg.email, Some(super::EmailConfig::Smtp { .. })));
-        let with_kinds = format!("{head}\n{}", blocks[2]);
+        let with_receivers = format!("{whole}\n{}", blocks[2]);
+        let cfg = super::parse(&path, &with_receivers).unwrap_or_else(|d| panic!("{d:#?}"));
+        let kinds: Vec<&str> = cfg.receivers.iter().map(|r| r.kind.word()).collect();
+        assert_eq!(kinds, ["alertmanager", "pagerduty", "slack"]);
+        let with_kinds = format!("{head}\n{}", blocks[3]);
         let cfg = super::parse(&path, &with_kinds).unwrap_or_else(|d| panic!("{d:#?}"));
         let kinds: Vec<super::Kind> = cfg.tokens.iter().map(|t| t.kind).collect();
         assert_eq!(kinds, crate::meta::kind::ALL, "one example per kind");
-        let with_group = format!("{head}\n{}", blocks[3]);
+        let with_group = format!("{head}\n{}", blocks[4]);
         let cfg = super::parse(&path, &with_group).unwrap_or_else(|d| panic!("{d:#?}"));
         assert_eq!(cfg.groups.len(), 1);
         assert_eq!(cfg.groups[0].template.targets.len(), 1);
-        let with_targets = format!("{head}\n{}", blocks[4]);
+        let with_targets = format!("{head}\n{}", blocks[5]);
         let cfg = super::parse(&path, &with_targets).unwrap_or_else(|d| panic!("{d:#?}"));
         let kinds: Vec<&str> = cfg.tokens[0]
             .targets
@@ -2369,6 +2391,24 @@ mod example_tests {
             .collect();
         assert_eq!(kinds, ["dotenv", "dotenv", "aws_secret", "webhook", "exec"]);
         assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        // The platform targets' examples follow the delivery example's token.
+        let with_platforms = format!("{head}\n{}\n{}", blocks[5], blocks[6]);
+        let cfg = super::parse(&path, &with_platforms).unwrap_or_else(|d| panic!("{d:#?}"));
+        let kinds: Vec<&str> = cfg.tokens[0].targets[5..]
+            .iter()
+            .map(|t| t.kind.word())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "ssm_parameter",
+                "github_actions_secret",
+                "heroku_config_var",
+                "vercel_env",
+                "render_env_var",
+                "kubernetes_secret"
+            ]
+        );
     }
 }
 

@@ -1,12 +1,12 @@
 //! Every secret reference a config holds, with its field, and the reading of them all that
 //! `config check` does.
 //!
-//! [`Config::secret_fields`] is the one list of them: `meta.app_secret`, the SMTP password,
-//! each mint's `admin_token` and each webhook target's `secret`, for the `[[token]]`s and the
-//! `[[group]]` templates (a group's members share their template's references). The path
-//! checks use it to protect secret files from dotenv targets, and [`check_secrets`] resolves
-//! each one, so the unit's `ExecStartPre=... config check` fails where the daemon would, not
-//! at the first rotation or email.
+//! [`Config::secret_fields`] is the one list of them: `meta.app_secret`, the SMTP password, each
+//! receiver's routing key or webhook URL, each mint's `admin_token` and each webhook target's
+//! `secret`, for the `[[token]]`s and the `[[group]]` templates (a group's members share
+//! their template's references). The path checks use it to protect secret files from dotenv
+//! targets, and [`check_secrets`] resolves each one, so the unit's `ExecStartPre=... config
+//! check` fails where the daemon would, not at the first rotation or email.
 
 use std::ops::Range;
 
@@ -41,6 +41,14 @@ impl Config {
                 reference: p,
             }),
             Some(EmailConfig::Smtp { password: None, .. } | EmailConfig::Folder { .. }) | None => {}
+        }
+        for (i, r) in self.receivers.iter().enumerate() {
+            for (name, reference) in r.secret_refs() {
+                out.push(SecretField {
+                    field: format!("receiver[{i}].{name}"),
+                    reference,
+                });
+            }
         }
         let tokens = self
             .tokens
@@ -93,7 +101,18 @@ fn token_fields<'a>(prefix: &str, t: &'a TokenConfig, out: &mut Vec<SecretField<
                 field: format!("{prefix}.target[{j}].secret"),
                 reference: secret,
             }),
-            TargetKind::Dotenv { .. } | TargetKind::AwsSecret { .. } | TargetKind::Exec { .. } => {}
+            TargetKind::GithubActionsSecret { api, .. }
+            | TargetKind::HerokuConfigVar { api, .. }
+            | TargetKind::VercelEnv { api, .. }
+            | TargetKind::RenderEnvVar { api, .. } => out.push(SecretField {
+                field: format!("{prefix}.target[{j}].api_token"),
+                reference: &api.token,
+            }),
+            TargetKind::Dotenv { .. }
+            | TargetKind::AwsSecret { .. }
+            | TargetKind::Exec { .. }
+            | TargetKind::SsmParameter { .. }
+            | TargetKind::KubernetesSecret { .. } => {}
         }
     }
 }

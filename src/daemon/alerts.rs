@@ -38,18 +38,39 @@ impl Daemon {
 
     /// Queues an alert about tokenwarden itself (not one token), or logs it without `[email]`.
     pub(super) fn queue_host_alert(&self, key: &str, a: &alert::HostAlert<'_>) -> bool {
+        // One-off news for chat receivers and email: nothing later says these are over.
+        let signal = crate::channel::Signal {
+            family: crate::channel::family::HOST,
+            severity: crate::channel::Severity::Error,
+            status: crate::channel::Status::Notice,
+            state: a.word,
+            fingerprint: None,
+            resolves: &[],
+        };
+        self.queue_host_alert_with(key, a, &signal, None)
+    }
+
+    /// As [`Daemon::queue_host_alert`], with its signal for the receivers, and a receiver that
+    /// must not get it (the one it is about).
+    pub(super) fn queue_host_alert_with(
+        &self,
+        key: &str,
+        a: &alert::HostAlert<'_>,
+        signal: &crate::channel::Signal<'_>,
+        except: Option<&str>,
+    ) -> bool {
         let r = alert::render_host(a);
-        let email = Email {
-            id: email_id(HOST_THREAD, key),
-            token: HOST_THREAD.into(),
-            subject: r.subject,
-            text: r.text,
-            html: r.html,
+        let sinks = crate::notify::Sinks {
+            except,
+            ..self.sinks()
         };
         crate::notify::queue(
-            self.outbox(),
+            sinks,
             &self.audit,
-            &email,
+            email_id(HOST_THREAD, key),
+            HOST_THREAD,
+            r,
+            signal,
             "host alert",
             self.clock.now(),
         )
@@ -208,20 +229,22 @@ impl Daemon {
                     .and_then(|f| crate::rotation::due_at(t, f)),
             };
             let r = alert::render(&ctx, n, now);
-            let email = Email {
-                id: email_id(&t.name, &n.key),
-                token: t.name.clone(),
-                subject: r.subject.clone(),
-                text: r.text,
-                html: r.html,
+            let subject = r.subject.clone();
+            let signal = crate::channel::Signal::of_token(n.condition, a.state, fp);
+            let sinks = crate::notify::Sinks {
+                outbox: self.mailer.as_ref().map(|_| &self.outbox),
+                channels: &self.channels,
+                except: None,
             };
-            let outbox = self.mailer.as_ref().map(|_| &self.outbox);
-            if let Err(e) = crate::notify::queue(outbox, &self.audit, &email, "alert", now) {
+            let id = email_id(&t.name, &n.key);
+            if let Err(e) =
+                crate::notify::queue(sinks, &self.audit, id, &t.name, r, &signal, "alert", now)
+            {
                 // Not recorded as sent: the next pass decides it again.
                 self.disk_full_seen |= crate::state::is_disk_full(&e);
                 queued = false;
             }
-            ts.last_email = Some((now, r.subject));
+            ts.last_email = Some((now, subject));
         }
         if !notices.is_empty() {
             crate::failpoint::hit("daemon.after_enqueue");
@@ -240,8 +263,136 @@ impl Daemon {
         !notices.is_empty()
     }
 
-    /// Sends what is due from the outbox.
+    /// Sends what is due from the outbox and from each receiver's queue.
     pub async fn flush(&mut self) {
+        self.flush_channels().await;
+        self.flush_email().await;
+    }
+
+    /// Sends what is due from each receiver's queue (all at once), re-sends Alertmanager's
+    /// open alerts, and tells the other channels of a receiver that keeps failing (or works
+    /// again after that).
+    async fn flush_channels(&mut self) {
+        if self.channels.is_empty() || crate::liveness::requested() {
+            return;
+        }
+        let now = self.clock.now();
+        if self.channels.next_due().is_none_or(|t| t > now) {
+            return;
+        }
+        // Receivers are flushed side by side; the slowest bounds the wait.
+        let worst = self
+            .channels
+            .receivers()
+            .iter()
+            .map(|r| {
+                let timeout = self
+                    .cfg
+                    .receivers
+                    .iter()
+                    .find(|c| c.name == r.name())
+                    .map_or(crate::config::receivers::DEFAULT_TIMEOUT, |c| c.timeout());
+                timeout * (r.queue().len() as u32 + 2)
+            })
+            .max()
+            .unwrap_or_default();
+        self.live.busy(worst);
+        let (reports, health) = self.channels.flush(&self.http, now).await;
+        for (receiver, report) in &reports {
+            for id in &report.sent {
+                self.audit.record(
+                    now,
+                    crate::audit::AuditEvent::AlertSent,
+                    serde_json::json!({ "receiver": receiver, "id": id }),
+                );
+            }
+            for (id, e) in &report.failed {
+                self.audit.record(
+                    now,
+                    crate::audit::AuditEvent::AlertFailed,
+                    serde_json::json!({ "receiver": receiver, "id": id, "error": e.to_string() }),
+                );
+            }
+        }
+        self.telemetry.channels_flushed(&self.channels);
+        for h in health {
+            self.receiver_health(&h, now);
+        }
+    }
+
+    /// Tells every other channel (email included) that receiver `h` keeps failing, or works
+    /// again.
+    fn receiver_health(&self, h: &crate::channel::Health, now: Timestamp) {
+        let since = crate::timefmt::span(now.as_second() - h.since.as_second());
+        let (word, headline, lead, todo, severity);
+        match &h.error {
+            Some(e) => {
+                self.audit.record(
+                    now,
+                    crate::audit::AuditEvent::ReceiverFailing,
+                    serde_json::json!({ "receiver": h.receiver, "kind": h.kind, "since": h.since.to_string(), "error": e }),
+                );
+                word = "CHANNEL FAILING";
+                headline = format!(
+                    "{} ({}) has refused or missed every alert for {since}",
+                    h.receiver, h.kind
+                );
+                lead = format!(
+                    "Alerts for the receiver {} are not getting through: {e}",
+                    h.receiver
+                );
+                todo = vec![
+                    format!("Check the receiver {} ({}): its URL, its routing key or webhook, and whether the service is up.", h.receiver, h.kind),
+                    "Run `tokenwarden notify test --channel NAME` to see the receiver's own answer.".into(),
+                ];
+                severity = crate::channel::Severity::Error;
+            }
+            None => {
+                word = "CHANNEL OK";
+                headline = format!("{} ({}) takes alerts again", h.receiver, h.kind);
+                lead = format!(
+                    "The receiver {} failed from {} and works again; what waited in its queue has been sent.",
+                    h.receiver, h.since
+                );
+                todo = Vec::new();
+                severity = crate::channel::Severity::Info;
+            }
+        }
+        let a = alert::HostAlert {
+            word,
+            headline: &headline,
+            lead,
+            facts: vec![format!("Failing since {}.", h.since)],
+            will_do: vec!["Keep every alert queued for that receiver and retry it (at least hourly) until it is accepted.".into()],
+            todo,
+        };
+        let key = format!(
+            "receiver-{}-{}-{}",
+            h.receiver,
+            if h.error.is_some() { "failing" } else { "ok" },
+            h.since.as_second()
+        );
+        // A condition of its own on the incident receivers (PagerDuty, Alertmanager), ended
+        // when the receiver works again.
+        let family = format!("{}{}", crate::channel::family::CHANNEL_PREFIX, h.receiver);
+        let ends = [family.as_str()];
+        let signal = crate::channel::Signal {
+            family: &family,
+            severity,
+            status: if h.error.is_some() {
+                crate::channel::Status::Firing
+            } else {
+                crate::channel::Status::Resolved
+            },
+            state: word,
+            fingerprint: None,
+            resolves: if h.error.is_some() { &[] } else { &ends },
+        };
+        self.queue_host_alert_with(&key, &a, &signal, Some(&h.receiver));
+    }
+
+    /// Sends what is due from the email outbox.
+    async fn flush_email(&mut self) {
         let Some(mailer) = &self.mailer else { return };
         // The outbox keeps what is not sent: the next start sends it.
         if self.outbox.is_empty() || crate::liveness::requested() {

@@ -35,7 +35,7 @@ use crate::config::{self, Config, Schedule, StoreConfig, TokenConfig};
 use crate::graph::{self, GraphClient};
 use crate::metrics::Telemetry;
 use crate::notify::email_id;
-use crate::notify::{Email, Mailer, Outbox};
+use crate::notify::{Mailer, Outbox};
 use crate::observe::{BATCHES_IN_FLIGHT, READS_IN_FLIGHT, observe, observe_many, read_current};
 use crate::policy::{self, TokenFacts, Verdict};
 use crate::secret::{Fingerprint, Secret};
@@ -83,6 +83,10 @@ pub struct Daemon {
     graph: GraphClient,
     mailer: Option<Mailer>,
     outbox: Outbox,
+    /// The `[[receiver]]`s beside email, each with its own queue.
+    channels: crate::channel::Channels,
+    /// The HTTP client of the receivers: no redirect, no proxy from the environment.
+    http: reqwest::Client,
     state: StateStore,
     snap: Snapshot,
     clock: Arc<dyn Clock>,
@@ -173,6 +177,8 @@ impl Daemon {
             path: cfg.state_dir.join(crate::state::OUTBOX_DIR),
             source,
         })?;
+        let channels = crate::channel::Channels::open(&cfg.state_dir, &cfg.receivers)
+            .map_err(|e| DaemonError::Config(format!("[[receiver]]: {e}")))?;
         let statics = cfg.tokens.clone();
         let budget = crate::liveness::Budget::of(&cfg);
         let live = Arc::new(crate::liveness::Liveness::default());
@@ -192,6 +198,8 @@ impl Daemon {
             graph,
             mailer,
             outbox,
+            channels,
+            http: crate::target::http_client(),
             state,
             snap,
             clock,
@@ -203,6 +211,7 @@ impl Daemon {
             disk_full_since: None,
             idle_said: BTreeMap::new(),
         };
+        d.telemetry.channels_flushed(&d.channels);
         if let Some(aside) = set_aside {
             d.state_set_aside(&aside);
         }
@@ -219,6 +228,15 @@ impl Daemon {
         self.mailer.as_ref().map(|_| &self.outbox)
     }
 
+    /// Where alerts go: the outbox (with `[email]`) and the receivers.
+    fn sinks(&self) -> crate::notify::Sinks<'_> {
+        crate::notify::Sinks {
+            outbox: self.outbox(),
+            channels: &self.channels,
+            except: None,
+        }
+    }
+
     /// Rebuilds the daemon from a new config (after SIGHUP): everything is made again by
     /// [`Daemon::new`], as at start (the state, outbox, audit log and reserve of the config's
     /// state directory, the Graph client, the mailer, the budget), so no field can keep the
@@ -232,6 +250,9 @@ impl Daemon {
         let mut fresh = Daemon::new(cfg, self.clock.clone())?;
         self.save_state();
         fresh.telemetry = self.telemetry.clone();
+        // Counters are counters: a reload must not start a receiver's from zero.
+        fresh.channels.carry_counts(&self.channels);
+        fresh.telemetry.channels_flushed(&fresh.channels);
         fresh.live = self.live.clone();
         fresh.live.set_step(fresh.budget.rotation_step);
         *self = fresh;

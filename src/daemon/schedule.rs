@@ -9,7 +9,10 @@ impl Daemon {
     /// beats) at least every minute.
     pub(super) fn next_wake(&self) -> Duration {
         let now = self.clock.now();
-        let mut next: Option<Timestamp> = self.outbox.next_due();
+        let mut next: Option<Timestamp> = match (self.outbox.next_due(), self.channels.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if let Some(s) = self.queue.front() {
             next = Some(next.map_or(s.due, |n| n.min(s.due)));
         }

@@ -42,7 +42,7 @@ impl Daemon {
             store: &store,
             log: &log,
             audit: &self.audit,
-            outbox: self.mailer.as_ref().map(|_| &self.outbox),
+            sinks: self.sinks(),
             now: &now_fn,
         };
         match crate::rotation::run::drive(&deps, start).await {
@@ -154,6 +154,39 @@ impl Daemon {
         self.report_drift(t, &current, &out, now);
     }
 
+    /// Every target of `t` holds the current token: a "targets failing" alert still open on a
+    /// receiver is resolved there (PagerDuty's incident, Alertmanager's alert). Receivers that
+    /// never had one get nothing, so this costs nothing on an ordinary run.
+    fn targets_recovered(&self, t: &TokenConfig, current: &Secret, now: Timestamp) {
+        use crate::channel::{Severity, Signal, Status, family};
+        if self.channels.is_empty() {
+            return;
+        }
+        let summary = alert::Summary {
+            word: "RESOLVED".into(),
+            headline: "every target holds the current token again".into(),
+            facts: vec![format!(
+                "Every target of {} holds the current token {}.",
+                t.name,
+                current.fingerprint()
+            )],
+            ..Default::default()
+        };
+        let signal = Signal {
+            family: family::TARGETS,
+            severity: Severity::Info,
+            status: Status::Resolved,
+            state: "OK",
+            fingerprint: Some(current.fingerprint()),
+            resolves: &[family::TARGETS],
+        };
+        let id = email_id(&t.name, &format!("targets-ok-{}", now.as_second()));
+        let a = crate::channel::Alert::new(&id, &t.name, &summary, &signal, now);
+        if let Err(e) = self.channels.dispatch(&a, signal.resolves, None, now) {
+            tracing::error!(token = %t.name, error = %e, "cannot queue the end of the targets alert for the receivers");
+        }
+    }
+
     /// Logs, audits and emails (at most once a day per finding) what a drift check found.
     fn report_drift(
         &self,
@@ -174,22 +207,46 @@ impl Daemon {
         if !(out.drifted.is_empty() && out.synced.is_empty() && out.failed.is_empty()) {
             self.audit.record(now, crate::audit::AuditEvent::Reconcile, serde_json::json!({"token": t.name, "fingerprint": current.fingerprint().to_string(), "drifted": out.drifted, "synced": out.synced, "failed": out.failed}));
         }
+        if out.failed.is_empty() {
+            self.targets_recovered(t, current, now);
+        }
         if out.drifted.is_empty() && out.failed.is_empty() {
             return;
         }
         let r = alert::render_targets(&t.name, current.fingerprint(), &out.drifted, &out.failed);
         let day = now.as_second() / 86_400;
-        let email = Email {
-            id: email_id(
-                &t.name,
-                &format!("targets-{day}-{}", Fingerprint::of(&r.text)),
-            ),
-            token: t.name.clone(),
-            subject: r.subject,
-            text: r.text,
-            html: r.html,
+        let id = email_id(
+            &t.name,
+            &format!("targets-{day}-{}", Fingerprint::of(&r.text)),
+        );
+        // Repaired drift is news; a target still failing is a condition until it holds the
+        // current token again.
+        let signal = crate::channel::Signal {
+            family: crate::channel::family::TARGETS,
+            severity: if out.failed.is_empty() {
+                crate::channel::Severity::Warning
+            } else {
+                crate::channel::Severity::Error
+            },
+            status: if out.failed.is_empty() {
+                crate::channel::Status::Notice
+            } else {
+                crate::channel::Status::Firing
+            },
+            state: &r.summary.word.clone(),
+            fingerprint: Some(current.fingerprint()),
+            resolves: &[],
         };
         // The drift path used to skip the audit record the other emails get.
-        let _ = crate::notify::queue(self.outbox(), &self.audit, &email, "targets email", now);
+        let _ = crate::notify::queue(
+            self.sinks(),
+            &self.audit,
+            id,
+            &t.name,
+            r,
+            &signal,
+            "targets email",
+            now,
+        );
     }
 }

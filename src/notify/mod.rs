@@ -43,36 +43,80 @@ pub fn email_id(token: &str, key: &str) -> String {
     )
 }
 
-/// Queues `email` for delivery and records it in the audit log (`email_queued`): the one way
-/// an alert leaves tokenwarden's core (the daemon's alerts and host alerts, drift, rotations).
-/// Without an outbox (no `[email]` configured) the email is logged instead. `what` names the
-/// kind of email in the log.
+/// Where a decided alert goes: the email outbox (with `[email]`) and the receivers beside it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sinks<'a> {
+    /// The outbox, when `[email]` is configured.
+    pub outbox: Option<&'a Outbox>,
+    /// The `[[receiver]]`s (possibly none).
+    pub channels: &'a crate::channel::Channels,
+    /// A receiver that must not get this alert (the one it is about).
+    pub except: Option<&'a str>,
+}
+
+/// Queues one decided alert: the email `id` about `token`, rendered as `rendered`, in the
+/// outbox, and its [`crate::channel::Alert`] on every receiver that takes it; records both in
+/// the audit log (`email_queued`, `alert_queued`). The one way an alert leaves tokenwarden's
+/// core (the daemon's alerts and host alerts, drift, rotations). Without `[email]` the email
+/// is logged instead. `what` names the kind of alert in the log.
 ///
 /// # Errors
-/// When the outbox cannot store it (the caller keeps it undecided, to try again).
+/// When the outbox or a receiver's queue cannot store it (the caller keeps it undecided, to
+/// try again: every queue ignores an id it already holds).
+#[allow(clippy::too_many_arguments)]
 pub fn queue(
-    outbox: Option<&Outbox>,
+    sinks: Sinks<'_>,
     audit: &crate::audit::Audit,
-    email: &Email,
+    id: String,
+    token: &str,
+    rendered: crate::alert::Rendered,
+    signal: &crate::channel::Signal<'_>,
     what: &str,
     now: jiff::Timestamp,
 ) -> std::io::Result<()> {
-    let Some(outbox) = outbox else {
-        tracing::warn!(token = %email.token, subject = %email.subject, "{what} (no [email] configured: logged only)");
-        return Ok(());
+    let alert = crate::channel::Alert::new(&id, token, &rendered.summary, signal, now);
+    let email = Email {
+        id,
+        token: token.to_string(),
+        subject: rendered.subject,
+        text: rendered.text,
+        html: rendered.html,
     };
-    match outbox.enqueue(email, now) {
-        Ok(_) => {
-            tracing::info!(token = %email.token, email = %email.id, subject = %email.subject, "{what} queued");
+    match sinks.outbox {
+        None => {
+            tracing::warn!(token = %email.token, subject = %email.subject, "{what} (no [email] configured: logged only)");
+        }
+        Some(outbox) => match outbox.enqueue(&email, now) {
+            Ok(_) => {
+                tracing::info!(token = %email.token, email = %email.id, subject = %email.subject, "{what} queued");
+                audit.record(
+                    now,
+                    crate::audit::AuditEvent::EmailQueued,
+                    serde_json::json!({"token": email.token, "id": email.id, "subject": email.subject}),
+                );
+            }
+            Err(e) => {
+                tracing::error!(token = %email.token, subject = %email.subject, error = %e, "cannot queue the {what}");
+                return Err(e);
+            }
+        },
+    }
+    match sinks
+        .channels
+        .dispatch(&alert, signal.resolves, sinks.except, now)
+    {
+        Ok(to) if to.is_empty() => Ok(()),
+        Ok(to) => {
+            tracing::info!(token = %alert.token, alert = %alert.id, receivers = ?to, "{what} queued for the receivers");
             audit.record(
                 now,
-                crate::audit::AuditEvent::EmailQueued,
-                serde_json::json!({"token": email.token, "id": email.id, "subject": email.subject}),
+                crate::audit::AuditEvent::AlertQueued,
+                serde_json::json!({"token": alert.token, "id": alert.id, "receivers": to, "status": alert.status, "severity": alert.severity}),
             );
             Ok(())
         }
         Err(e) => {
-            tracing::error!(token = %email.token, subject = %email.subject, error = %e, "cannot queue the {what}");
+            tracing::error!(token = %alert.token, error = %e, "cannot queue the {what} for the receivers");
             Err(e)
         }
     }
@@ -102,10 +146,7 @@ impl Email {
     ///
     /// The id becomes a file name and a Message-ID, so nothing else is allowed.
     pub fn valid_id(id: &str) -> bool {
-        (1..=128).contains(&id.len())
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        crate::state::queue::valid_id(id)
     }
 }
 

@@ -56,6 +56,7 @@ struct Setup {
     log: RotationLog,
     audit: Audit,
     outbox: Option<(Outbox, Mailer)>,
+    channels: crate::channel::Channels,
 }
 
 async fn setup(cfg: &Config, t: &TokenConfig) -> Result<Setup, CommandError> {
@@ -74,11 +75,14 @@ async fn setup(cfg: &Config, t: &TokenConfig) -> Result<Setup, CommandError> {
             Some((outbox, mailer))
         }
     };
+    let channels = crate::channel::Channels::open(&cfg.state_dir, &cfg.receivers)
+        .map_err(|e| CommandError::Config(format!("[[receiver]]: {e}")))?;
     Ok(Setup {
         store,
         log: RotationLog::new(&cfg.state_dir),
         audit: Audit::new(&cfg.state_dir).with_limits(cfg.audit),
         outbox,
+        channels,
     })
 }
 
@@ -101,7 +105,11 @@ pub async fn rotate(
         store: &s.store,
         log: &s.log,
         audit: &s.audit,
-        outbox: s.outbox.as_ref().map(|(o, _)| o),
+        sinks: crate::notify::Sinks {
+            outbox: s.outbox.as_ref().map(|(o, _)| o),
+            channels: &s.channels,
+            except: None,
+        },
         now,
     };
     let report = run::drive(&deps, Some("requested with `tokenwarden rotate`".into())).await?;
@@ -109,6 +117,12 @@ pub async fn rotate(
         let r = outbox.flush(mailer, now()).await;
         for (id, e) in &r.failed {
             tracing::warn!(email = %id, error = %e, "email not delivered; the daemon retries it from the outbox");
+        }
+    }
+    let (reports, _) = s.channels.flush(&crate::target::http_client(), now()).await;
+    for (receiver, r) in &reports {
+        for (id, e) in &r.failed {
+            tracing::warn!(receiver = %receiver, alert = %id, error = %e, "alert not delivered; the daemon retries it from the receiver's queue");
         }
     }
     Ok(describe_report(t, &report, now()))
@@ -454,7 +468,11 @@ async fn dry_deliver(
                             }
                         }
                     };
-                    format!("{}; {holds}; {verify}", c.describe())
+                    format!(
+                        "{}; {holds} ({}); {verify}",
+                        c.describe(),
+                        c.read_back_note()
+                    )
                 }
             };
             out.push_str(&format!("     wave {}: {}: {line}\n", tc.wave, tc.name));

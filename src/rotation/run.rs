@@ -28,7 +28,7 @@ use crate::alert::RotationMail as Mail;
 use crate::audit::{Audit, AuditEvent};
 use crate::config::{Config, Kind, Source, TokenConfig};
 use crate::graph::{self, GraphClient, GraphError};
-use crate::notify::{Email, Outbox};
+
 use crate::policy::{Expires, TokenFacts};
 use crate::secret::Secret;
 use crate::state::{Layout, RecordLock, RecordStore, StateError};
@@ -101,8 +101,8 @@ pub struct Deps<'a> {
     pub log: &'a RotationLog,
     /// The audit log.
     pub audit: &'a Audit,
-    /// Where emails go; `None` logs them only.
-    pub outbox: Option<&'a Outbox>,
+    /// Where alerts go: the outbox (`None`: emails are logged only) and the receivers.
+    pub sinks: crate::notify::Sinks<'a>,
     /// The time source (a test clock in tests).
     pub now: &'a (dyn Fn() -> Timestamp + Sync),
 }
@@ -1308,7 +1308,11 @@ async fn verify_revoked(d: &Deps<'_>, r: &mut Rotation) -> Event {
 
 /// The parts of `r` its email tells, in the shape [`crate::alert::render_rotation`] takes (the
 /// words of email do not import rotation's types, so the module graph keeps no cycle).
-fn mail_facts(r: &Rotation) -> crate::alert::RotationFacts<'_> {
+fn mail_facts<'a>(
+    r: &'a Rotation,
+    t: &TokenConfig,
+    now: Timestamp,
+) -> crate::alert::RotationFacts<'a> {
     use crate::alert::RotationEnd as End;
     let end = match &r.outcome {
         None => End::Running,
@@ -1334,6 +1338,11 @@ fn mail_facts(r: &Rotation) -> crate::alert::RotationFacts<'_> {
         revoke_at: r.revoke_at,
         last_error: r.last_error.as_deref(),
         end,
+        now,
+        new_due: r
+            .new_facts
+            .as_ref()
+            .and_then(|f| crate::rotation::due_at(t, f)),
     }
 }
 
@@ -1358,16 +1367,40 @@ fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
         ),
         _ => mail.word().to_string(),
     };
-    let rendered =
-        crate::alert::render_rotation(d.token, &mail_facts(r), &store_hint(d.token), mail);
-    let email = Email {
-        id: crate::notify::email_id(&d.token.name, &format!("rotation-{}-{key}", r.id)),
-        token: d.token.name.clone(),
-        subject: rendered.subject,
-        text: rendered.text,
-        html: rendered.html,
+    let rendered = crate::alert::render_rotation(
+        d.token,
+        &mail_facts(r, d.token, (d.now)()),
+        &store_hint(d.token),
+        mail,
+    );
+    use crate::channel::{Severity, Status, family};
+    // A rotation that ends well is news that ends an open rotation failure; one that ends
+    // badly is a condition until a later rotation succeeds.
+    let (severity, status, resolves): (_, _, &[&str]) = match mail {
+        Mail::Promoted | Mail::Extended => (Severity::Info, Status::Notice, &[family::ROTATION]),
+        Mail::CopiesRemain => (Severity::Warning, Status::Notice, &[]),
+        Mail::Rejected | Mail::Failed | Mail::DeliveryFailed => {
+            (Severity::Error, Status::Firing, &[])
+        }
     };
-    let _ = crate::notify::queue(d.outbox, d.audit, &email, "rotation email", (d.now)());
+    let signal = crate::channel::Signal {
+        family: family::ROTATION,
+        severity,
+        status,
+        state: &rendered.summary.word.clone(),
+        fingerprint: Some(r.old.fingerprint),
+        resolves,
+    };
+    let _ = crate::notify::queue(
+        d.sinks,
+        d.audit,
+        crate::notify::email_id(&d.token.name, &format!("rotation-{}-{key}", r.id)),
+        &d.token.name,
+        rendered,
+        &signal,
+        "rotation email",
+        (d.now)(),
+    );
 }
 
 /// How a person puts the next token in place for `t`.
@@ -1416,7 +1449,7 @@ mod tests {
                 step,
                 reason: "Meta said no".into(),
             });
-            let facts = mail_facts(&r);
+            let facts = mail_facts(&r, t, Timestamp::UNIX_EPOCH);
             assert_eq!(
                 facts.end,
                 RotationEnd::Failed {

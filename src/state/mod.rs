@@ -19,6 +19,7 @@
 //! for the alert that says so (and the state write that failed), and recreates it once writes
 //! succeed again.
 
+pub mod queue;
 pub mod records;
 
 pub use records::{

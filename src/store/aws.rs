@@ -373,7 +373,7 @@ fn listed(
 }
 
 /// Whether `e` is [`BodyCap`]'s limit: a body that grew past [`MAX_AWS_BODY`].
-fn over_size(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn over_size(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
     while let Some(c) = cause {
         if c.is::<http_body_util::LengthLimitError>() {
@@ -415,7 +415,7 @@ fn client(conf: &aws_config::SdkConfig) -> Client {
 /// over-size body fails the read as it passes the limit (a transient error, retried by the
 /// SDK and then reported as `Unavailable`) instead of filling memory.
 #[derive(Debug)]
-struct BodyCap;
+pub(crate) struct BodyCap;
 
 impl aws_sdk_secretsmanager::config::Intercept for BodyCap {
     fn name(&self) -> &'static str {
@@ -504,7 +504,10 @@ pub const STORE_OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::fr
 /// The SDK configuration for a region and endpoint, loaded once per process: loading walks the
 /// credential chain (files, environment, instance metadata), which thousands of tokens in one
 /// account must not repeat.
-async fn sdk_config(region: Option<&str>, endpoint: Option<&str>) -> aws_config::SdkConfig {
+pub(crate) async fn sdk_config(
+    region: Option<&str>,
+    endpoint: Option<&str>,
+) -> aws_config::SdkConfig {
     type Cache = std::sync::Mutex<
         std::collections::HashMap<(Option<String>, Option<String>), aws_config::SdkConfig>,
     >;
@@ -537,7 +540,7 @@ async fn sdk_config(region: Option<&str>, endpoint: Option<&str>) -> aws_config:
     conf
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {

@@ -1,5 +1,7 @@
 //! Targets: the environments a token is delivered to (`dotenv` files, other Secrets Manager
-//! secrets, webhooks, commands), and how each is verified.
+//! secrets, webhooks, commands, and platforms: SSM parameters, GitHub Actions secrets, Heroku
+//! config vars, Vercel and Render environment variables, Kubernetes Secrets), and how each is
+//! verified. The HTTP platforms share `rest`'s client; Kubernetes goes through `kube`.
 //!
 //! One module per kind. [`TargetError`] says what the caller does next: retry (transient),
 //! or stop the rollout and tell on-call (refused).
@@ -9,6 +11,13 @@ pub mod dotenv;
 #[cfg(test)]
 mod dotenv_parsers;
 pub mod exec;
+pub mod github_actions_secret;
+pub mod heroku_config_var;
+pub mod kubernetes_secret;
+pub mod render_env_var;
+pub mod rest;
+pub mod ssm_parameter;
+pub mod vercel_env;
 pub mod verify;
 pub mod webhook;
 
@@ -109,13 +118,21 @@ enum Target {
     AwsSecret(aws_secret::AwsSecretTarget),
     Webhook(webhook::Webhook),
     Exec(exec::ExecTarget),
+    Ssm(ssm_parameter::SsmParameterTarget),
+    Github(github_actions_secret::GithubSecretTarget),
+    Heroku(heroku_config_var::HerokuConfigVar),
+    Vercel(vercel_env::VercelEnv),
+    Render(render_env_var::RenderEnvVar),
+    Kubernetes(kubernetes_secret::KubernetesSecret),
 }
 
 impl Configured {
-    /// Builds the target of `cfg`: resolves a webhook's secret, connects to Secrets Manager.
+    /// Builds the target of `cfg`: resolves a webhook's secret or a platform's `api_token`,
+    /// connects to Secrets Manager, Parameter Store or the Kubernetes API server.
     ///
     /// # Errors
-    /// [`TargetError::Refused`] when a secret reference cannot be read or a URL is refused.
+    /// [`TargetError::Refused`] when a secret reference, a kubeconfig or a service account
+    /// cannot be read, or a URL is refused.
     pub async fn open(cfg: &TargetConfig) -> Result<Configured, TargetError> {
         let target = match &cfg.kind {
             TargetKind::Dotenv { path, key, reload } => Target::Dotenv {
@@ -154,6 +171,88 @@ impl Configured {
             TargetKind::Exec { command } => {
                 Target::Exec(exec::ExecTarget::new(command.clone(), cfg.timeout))
             }
+            TargetKind::SsmParameter {
+                parameter,
+                region,
+                endpoint,
+                kms_key_id,
+            } => Target::Ssm(
+                ssm_parameter::SsmParameterTarget::connect(
+                    parameter,
+                    region.as_deref(),
+                    endpoint.as_deref(),
+                    kms_key_id.clone(),
+                    cfg.timeout,
+                )
+                .await,
+            ),
+            TargetKind::GithubActionsSecret { scope, name, api } => {
+                Target::Github(github_actions_secret::GithubSecretTarget::new(
+                    scope.clone(),
+                    name.clone(),
+                    &api.url,
+                    api_token(cfg, api)?,
+                    cfg.timeout,
+                )?)
+            }
+            TargetKind::HerokuConfigVar { app, key, api } => {
+                Target::Heroku(heroku_config_var::HerokuConfigVar::new(
+                    app.clone(),
+                    key.clone(),
+                    &api.url,
+                    api_token(cfg, api)?,
+                    cfg.timeout,
+                )?)
+            }
+            TargetKind::VercelEnv {
+                project,
+                key,
+                environments,
+                team_id,
+                redeploy,
+                api,
+            } => Target::Vercel(vercel_env::VercelEnv::new(
+                project.clone(),
+                key.clone(),
+                environments.clone(),
+                team_id.clone(),
+                *redeploy,
+                &api.url,
+                api_token(cfg, api)?,
+                cfg.timeout,
+            )?),
+            TargetKind::RenderEnvVar {
+                service,
+                key,
+                deploy,
+                api,
+            } => Target::Render(render_env_var::RenderEnvVar::new(
+                service.clone(),
+                key.clone(),
+                *deploy,
+                &api.url,
+                api_token(cfg, api)?,
+                cfg.timeout,
+            )?),
+            TargetKind::KubernetesSecret {
+                namespace,
+                secret_name,
+                key,
+                kubeconfig,
+                context,
+                restart,
+            } => Target::Kubernetes(
+                kubernetes_secret::KubernetesSecret::connect(
+                    kubeconfig.as_deref(),
+                    context.as_deref(),
+                    namespace.clone(),
+                    secret_name.clone(),
+                    key.clone(),
+                    restart.clone(),
+                    cfg.timeout,
+                )
+                .await?,
+            ),
         };
         let verify = cfg.verify.as_ref().map(|v| match v {
             VerifyConfig::Url(u) => verify::Verify::Url(u.clone()),
@@ -173,13 +272,50 @@ impl Configured {
             Target::AwsSecret(a) => a.describe(),
             Target::Webhook(_) => "webhook".to_string(),
             Target::Exec(e) => format!("command {}", e.command()[0]),
+            Target::Ssm(s) => s.describe(),
+            Target::Github(g) => g.describe(),
+            Target::Heroku(h) => h.describe(),
+            Target::Vercel(v) => v.describe(),
+            Target::Render(r) => r.describe(),
+            Target::Kubernetes(k) => k.describe(),
         };
         format!("target {} ({place})", self.cfg.name)
     }
 
     /// Whether the token a target holds can be read back (for drift checks).
     pub fn readable(&self) -> bool {
-        matches!(self.target, Target::Dotenv { .. } | Target::AwsSecret(_))
+        matches!(
+            self.target,
+            Target::Dotenv { .. }
+                | Target::AwsSecret(_)
+                | Target::Ssm(_)
+                | Target::Heroku(_)
+                | Target::Vercel(_)
+                | Target::Render(_)
+                | Target::Kubernetes(_)
+        )
+    }
+
+    /// What `rotate --dry-run` says about reading the target back: how a drift check and a
+    /// push's verification see what it holds, or why they cannot.
+    pub fn read_back_note(&self) -> &'static str {
+        match &self.target {
+            Target::Dotenv { .. } => "read back from the file",
+            Target::AwsSecret(_) => "read back with GetSecretValue",
+            Target::Ssm(_) => "read back with GetParameter (WithDecryption)",
+            Target::Heroku(_) => "read back with GET /apps/{app}/config-vars",
+            Target::Vercel(_) => {
+                "read back decrypted with GET /v1/projects/{project}/env/{id}, every chosen environment; a `sensitive` variable cannot be read and is pushed again"
+            }
+            Target::Render(_) => "read back with GET /services/{service}/env-vars/{key}",
+            Target::Kubernetes(_) => "read back with GET on the Secret",
+            Target::Webhook(_) | Target::Exec(_) => {
+                "write-only: verified by its verify_url or verify_command only"
+            }
+            Target::Github(_) => {
+                "write-only: GitHub never returns a secret's value; verified by its verify_url or verify_command only"
+            }
+        }
     }
 
     /// The file a target writes, if it is a file (kept out of the forgotten-copies search).
@@ -239,6 +375,12 @@ impl Configured {
                 .push(token, &ctx.token_name, token.fingerprint())
                 .await
                 .map(|()| true),
+            Target::Ssm(s) => s.push(token).await,
+            Target::Github(g) => g.push(token).await,
+            Target::Heroku(h) => h.push(token).await,
+            Target::Vercel(v) => v.push(token).await,
+            Target::Render(r) => r.push(token).await,
+            Target::Kubernetes(k) => k.push(token).await,
         }
     }
 
@@ -251,7 +393,12 @@ impl Configured {
         match &self.target {
             Target::Dotenv { file, key, .. } => Ok(file.get_key(key)?.map(|s| s.fingerprint())),
             Target::AwsSecret(a) => a.read_back().await.map(Some),
-            Target::Webhook(_) | Target::Exec(_) => Ok(None),
+            Target::Ssm(s) => s.read_back().await,
+            Target::Heroku(h) => h.read_back().await,
+            Target::Vercel(v) => v.read_back().await,
+            Target::Render(r) => r.read_back().await,
+            Target::Kubernetes(k) => k.read_back().await,
+            Target::Webhook(_) | Target::Exec(_) | Target::Github(_) => Ok(None),
         }
     }
 
@@ -303,6 +450,13 @@ impl Configured {
             None => Ok(()),
         }
     }
+}
+
+/// The `api_token` of a platform target, resolved.
+fn api_token(cfg: &TargetConfig, api: &crate::config::ApiAccess) -> Result<Secret, TargetError> {
+    api.token
+        .resolve()
+        .map_err(|e| TargetError::Refused(format!("target {}: `api_token`: {e}", cfg.name)))
 }
 
 fn prefix(what: &str, e: TargetError) -> TargetError {

@@ -208,12 +208,12 @@ async fn smtp_down_for_a_day_keeps_every_email_and_delivers_each_once_within_the
         let pending = outbox.pending().unwrap();
         for e in &pending {
             queued
-                .entry(e.email.id.clone())
-                .or_insert_with(|| e.email.subject.clone());
-            let before = last_attempts.insert(e.email.id.clone(), e.attempts);
+                .entry(e.item.id.clone())
+                .or_insert_with(|| e.item.subject.clone());
+            let before = last_attempts.insert(e.item.id.clone(), e.attempts);
             if before != Some(e.attempts) && e.attempts > 0 {
                 tries
-                    .entry(e.email.id.clone())
+                    .entry(e.item.id.clone())
                     .or_default()
                     .push(now.as_second() - start.as_second());
             }
@@ -249,7 +249,7 @@ async fn smtp_down_for_a_day_keeps_every_email_and_delivers_each_once_within_the
         farthest_retry <= BACKOFF_CAP.as_secs() as i64,
         "{farthest_retry}s"
     );
-    let oldest_id = outbox.pending().unwrap()[0].email.id.clone();
+    let oldest_id = outbox.pending().unwrap()[0].item.id.clone();
     let first = &tries[&oldest_id];
     let gaps: Vec<i64> = first.windows(2).map(|w| w[1] - w[0]).collect();
     let longest_gap = gaps.iter().copied().max().unwrap_or(0);

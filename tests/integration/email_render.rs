@@ -91,6 +91,8 @@ fn rotation_mail(end: RotationEnd<'_>, mail: RotationMail) -> Rendered {
         revoke_at: Some(Timestamp::from_second(NOW + DAY).unwrap()),
         last_error: matches!(end, RotationEnd::Failed { .. }).then_some("Meta answered 500"),
         end,
+        now: Timestamp::from_second(NOW + 3600).unwrap(),
+        new_due: Some(Timestamp::from_second(NOW + 40 * DAY).unwrap()),
     };
     alert::render_rotation(&cfg.tokens[0], &r, "`tokenwarden stage`", mail)
 }
@@ -304,6 +306,24 @@ fn every_email_shows_its_headline_and_deadline_on_the_first_screen_in_chromium()
             headline.contains("billbytekot-prod"),
             "{name}: the token is not in the headline: {headline:?}"
         );
+    }
+    // A rotation that put a new token in place pictures the new token's life (issued, now,
+    // its own rotation, its deadline), in both parts; one that failed has no new token to show.
+    for (name, mail, _, _) in every_kind() {
+        let pictured = mail.text.contains("The token's life");
+        match name {
+            "rotated" => {
+                assert!(pictured, "{name}: {}", mail.text);
+                let due = timefmt::utc(Timestamp::from_second(NOW + 40 * DAY).unwrap());
+                assert!(mail.text.contains(&due), "{name}: {}", mail.text);
+                assert!(
+                    mail.html.contains(&due),
+                    "{name}: rotation due in the HTML picture"
+                );
+            }
+            "rotation-failed" => assert!(!pictured, "{name}: {}", mail.text),
+            _ => {}
+        }
     }
     // For a person who wants to look at what the test saw: every email and a screenshot of
     // its first screen, kept in the directory named (nothing is kept otherwise).

@@ -12,6 +12,13 @@ mod aws_store;
 mod batch;
 /// A daemon run with a canary in every secret: no canary reaches any output, file or email.
 mod canary;
+/// The receivers beside email driven by the daemon: filters, resolve by key, an hour's outage,
+/// a failing receiver told on the others, a crash, a real Alertmanager pair, `notify test`,
+/// config check, and canaries in every payload, queue and log.
+mod channels_daemon;
+/// PagerDuty, Slack and Teams payloads against strict stand-ins: limits, refusals, retries,
+/// no routing key or webhook URL in any payload or error.
+mod channels_payloads;
 /// The commands a user types: `config check`, `demo`, `sandbox`, `import`, `check`, log format.
 mod cli;
 /// The daemon's alerts: thresholds in order each once, recovery, "cannot check", bad app secret.
@@ -78,3 +85,21 @@ mod soak;
 mod store_behaviour;
 /// Each kind of target on its own: webhooks, exec commands, verify URLs and commands.
 mod targets;
+/// The `github_actions_secret` target against a loopback GitHub that opens each sealed box
+/// with PyNaCl: push, rollback, retried sync, refusals, retries, a hang, no leak.
+mod targets_github;
+/// The `heroku_config_var` target against a loopback Heroku Platform API: push, read back,
+/// rollback, drift, refusals, retries, a hang, no leak.
+mod targets_heroku;
+/// The `kubernetes_secret` target through kube-rs against a loopback API server: push, conflict,
+/// rollout restart and wait, a stuck rollout, rollback, drift, refusals, retries, a hang, no leak.
+mod targets_kubernetes;
+/// The `render_env_var` target against a loopback Render API: push, deploy until live, a failed
+/// deploy, rollback, drift, refusals, retries, a hang, no leak.
+mod targets_render;
+/// The `ssm_parameter` target against moto and a loopback Parameter Store: push, read back,
+/// rollback, drift, denied, throttled, hanging.
+mod targets_ssm;
+/// The `vercel_env` target against a loopback Vercel API: upsert, read back every environment,
+/// redeploy, rollback, drift, refusals, retries, a hang, no leak.
+mod targets_vercel;

@@ -320,7 +320,7 @@ async fn server_down_then_up_delivers_exactly_once_across_a_restart() {
         .pending()
         .unwrap()
         .into_iter()
-        .map(|e| e.email.id)
+        .map(|e| e.item.id)
         .collect();
     assert_eq!(ids, ["down-1", "down-2"], "oldest first");
     let report = outbox.flush(&mailer, due).await;
@@ -358,7 +358,7 @@ async fn enqueueing_one_id_twice_delivers_once() {
     );
     assert_eq!(outbox.len(), 1);
     assert_eq!(
-        outbox.pending().unwrap()[0].email.subject,
+        outbox.pending().unwrap()[0].item.subject,
         "Token prod: twice-1"
     );
     let report = outbox.flush(&mailer, now).await;

@@ -320,11 +320,21 @@ async fn grafana_dashboard_imports_and_queries_only_what_metrics_serves() {
     let sink = SmtpSink::start(&SinkOpts::default());
     let tok = sb.issue_token(prod_spec());
     let port = free_port();
+    // A receiver beside email, so its per-channel families are served too.
+    let chat = crate::util::receivers::Receiver::slack().await;
     let extra = format!(
         "{}[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
         sections(sink.port, "")
     );
     let ws = Workspace::with_meta(&sb, &[TokenEntry::new("main", &tok)], &extra);
+    let url_file = ws.config.parent().unwrap().join("chat-url");
+    std::fs::write(&url_file, chat.url()).unwrap();
+    let mut text = std::fs::read_to_string(&ws.config).unwrap();
+    text.push_str(&format!(
+        "\n[[receiver]]\nname = \"chat\"\nkind = \"slack\"\nwebhook_url = {{ file = \"{}\" }}\n",
+        url_file.display()
+    ));
+    std::fs::write(&ws.config, text).unwrap();
     let clock = OffsetClock::default();
     let d = Running::start(&ws.config, &clock);
     d.check_now().await;
@@ -358,14 +368,17 @@ async fn grafana_dashboard_imports_and_queries_only_what_metrics_serves() {
             used.insert(name);
         }
     }
-    // What the dashboard is for: each token's deadline, state and last check, the outbox's
-    // backlog, the rotations.
+    // What the dashboard is for: each token's deadline, state and last check, the backlog of
+    // each channel (the email outbox and each receiver's queue), the rotations.
     for needed in [
         "tokenwarden_token_expiry_timestamp_seconds",
         "tokenwarden_token_state",
         "tokenwarden_token_last_success_timestamp_seconds",
         "tokenwarden_emails_queued",
         "tokenwarden_outbox_oldest_queued_timestamp_seconds",
+        "tokenwarden_alerts_queued",
+        "tokenwarden_alerts_oldest_queued_timestamp_seconds",
+        "tokenwarden_alerts_sent_total",
         "tokenwarden_rotations_total",
     ] {
         assert!(used.contains(needed), "no panel shows {needed}: {used:?}");

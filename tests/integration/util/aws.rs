@@ -75,3 +75,38 @@ pub const AWS_ENV: [(&str, &str); 3] = [
     ("AWS_SECRET_ACCESS_KEY", "testing"),
     ("AWS_EC2_METADATA_DISABLED", "true"),
 ];
+
+/// An SSM (Parameter Store) client for moto, with static test credentials.
+pub async fn moto_ssm() -> aws_sdk_ssm::Client {
+    aws_sdk_ssm::Client::new(&moto_sdk_config().await)
+}
+
+/// The decrypted value of moto's SSM parameter `name`.
+pub async fn moto_parameter(name: &str) -> String {
+    moto_ssm()
+        .await
+        .get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+        .unwrap()
+        .parameter()
+        .and_then(|p| p.value())
+        .unwrap()
+        .to_string()
+}
+
+/// Writes `value` to moto's SSM parameter `name` as a `SecureString` (created or overwritten).
+pub async fn moto_put_parameter(name: &str, value: &str) {
+    moto_ssm()
+        .await
+        .put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+}

@@ -7,15 +7,24 @@
 //! - `binary`: the real `tokenwarden` binary, run once or as a daemon, and signals to it.
 //! - `metrics`: scraping `/metrics` and reading it with the Prometheus reference parser.
 //! - `daemon`: the daemon in this process (`Running`), its clock moved with the sandbox's.
+//! - `alertmanager` (not re-exported: `util::alertmanager::Alertmanager`): a real
+//!   Alertmanager on loopback with a webhook receiver.
+//! - `receivers` (not re-exported: `util::receivers::Receiver`): strict loopback stand-ins
+//!   for PagerDuty, Slack and Teams, with scripted faults and outages.
+//! - `platforms`: loopback fakes of the platform targets' APIs, a rotation to a set of targets,
+//!   the daemon binary run until a condition holds.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+pub mod alertmanager;
 mod aws;
 mod binary;
 mod daemon;
 mod metrics;
+mod platforms;
+pub mod receivers;
 mod smtp;
 mod workspace;
 
@@ -23,6 +32,7 @@ pub use aws::*;
 pub use binary::*;
 pub use daemon::*;
 pub use metrics::*;
+pub use platforms::*;
 pub use smtp::*;
 pub use workspace::*;
 
@@ -43,7 +53,7 @@ pub fn venv() -> PathBuf {
 }
 
 /// A script of `tests/support/` run by the venv's Python.
-fn support_script(name: &str) -> Command {
+pub(crate) fn support_script(name: &str) -> Command {
     let mut cmd = Command::new(venv().join("bin/python"));
     cmd.arg(
         Path::new(env!("CARGO_MANIFEST_DIR"))
