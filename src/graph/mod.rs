@@ -576,13 +576,7 @@ impl GraphClient {
                     .query(&[("grant_type", grant), ("access_token", token.expose())])
             })
             .await?;
-        Ok(Refreshed {
-            token: new_token(parsed.access_token)?,
-            expires_in: parsed
-                .expires_in
-                .filter(|s| *s > 0)
-                .map(|s| Duration::from_secs(s as u64)),
-        })
+        refreshed(parsed)
     }
 
     /// Exchanges a short-lived (one hour) Instagram or Threads token for a long-lived one:
@@ -615,13 +609,7 @@ impl GraphClient {
                 ])
             })
             .await?;
-        Ok(Refreshed {
-            token: new_token(parsed.access_token)?,
-            expires_in: parsed
-                .expires_in
-                .filter(|s| *s > 0)
-                .map(|s| Duration::from_secs(s as u64)),
-        })
+        refreshed(parsed)
     }
 
     /// Refreshes an expiring token: `GET oauth/access_token` with
@@ -657,13 +645,7 @@ impl GraphClient {
                 ])
             })
             .await?;
-        Ok(Refreshed {
-            token: new_token(parsed.access_token)?,
-            expires_in: parsed
-                .expires_in
-                .filter(|s| *s > 0)
-                .map(|s| Duration::from_secs(s as u64)),
-        })
+        refreshed(parsed)
     }
 
     /// Makes a new system-user token: `POST /{system_user_id}/access_tokens` for this app with
@@ -1112,6 +1094,18 @@ fn transport_error(e: reqwest::Error) -> GraphError {
     } else {
         GraphError::Transient(Transient::Network(error_chain(e.without_url())))
     }
+}
+
+/// A refresh's or exchange's answer: the new token, and its lifetime when Meta gave a
+/// positive `expires_in`.
+fn refreshed(parsed: wire::RefreshResponse) -> Result<Refreshed, GraphError> {
+    Ok(Refreshed {
+        token: new_token(parsed.access_token)?,
+        expires_in: parsed
+            .expires_in
+            .filter(|s| *s > 0)
+            .map(|s| Duration::from_secs(s as u64)),
+    })
 }
 
 /// A token Meta just made; an empty one is a broken answer, never a token.
