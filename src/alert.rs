@@ -17,6 +17,8 @@ use crate::timefmt;
 pub struct Context<'a> {
     /// The token's name.
     pub token: &'a str,
+    /// The token's kind: its words (where to log in again, the dashboard) join "what you must do".
+    pub kind: crate::meta::kind::Kind,
     /// Configured WABA id.
     pub waba_id: Option<&'a str>,
     /// Configured phone-number id.
@@ -449,7 +451,10 @@ pub fn render(ctx: &Context<'_>, notice: &Notice, now: Timestamp) -> Rendered {
         next_steps(ctx, notice.condition),
         false,
     );
-    let (title, steps) = person_steps(ctx, notice.condition);
+    let (title, mut steps) = person_steps(ctx, notice.condition);
+    if notice.condition.is_some() && ctx.kind != crate::meta::kind::Kind::default() {
+        steps.push(ctx.kind.advice().what_to_do());
+    }
     doc.section(title, steps, true);
     doc.finish(subject)
 }
@@ -1149,6 +1154,7 @@ mod tests {
         );
         let ctx = Context {
             token: "billbytekot-prod",
+            kind: crate::meta::kind::Kind::Whatsapp,
             waba_id: Some("102290129340398"),
             phone_number_id: Some("106540352242922"),
             store: "file store",

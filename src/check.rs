@@ -20,6 +20,8 @@ use crate::timefmt;
 pub struct Line {
     /// The token.
     pub token: String,
+    /// Its kind (`whatsapp`, `instagram`, ...).
+    pub kind: crate::config::Kind,
     /// Its state.
     #[serde(flatten)]
     pub state: State,
@@ -71,8 +73,16 @@ pub async fn run(
         };
         out.push(Line {
             token: t.name.clone(),
+            kind: t.kind,
             state,
-            summary: summary(&verdict, a.effective.map(|e| e.at), now),
+            summary: match (&verdict, a.effective) {
+                // Instagram and Threads do not report an expiry: say so rather than "no expiry".
+                (Verdict::Healthy, None) if !t.kind.debug_token() => format!(
+                    "valid; expiry unknown until tokenwarden refreshes it ({} does not report it; the refresh records Meta's expires_in)",
+                    t.kind.host()
+                ),
+                _ => summary(&verdict, a.effective.map(|e| e.at), now),
+            },
             effective_expiry: a.effective.map(|e| e.at),
             seconds_left: a.effective.map(|e| e.at.as_second() - now.as_second()),
             fingerprint: facts.map(|f| f.fingerprint.to_string()),
@@ -139,8 +149,26 @@ pub fn exit_code(lines: &[Line]) -> u8 {
 pub fn render(lines: &[Line]) -> String {
     lines
         .iter()
-        .map(|l| format!("{} {}: {}\n", l.state.word(), l.token, l.summary))
+        .map(|l| {
+            format!(
+                "{} {}{}: {}\n",
+                l.state.word(),
+                l.token,
+                kind_tag(l.kind),
+                l.summary
+            )
+        })
         .collect()
+}
+
+/// ` [instagram]` after a token's name in text output; nothing for the default kind, so a
+/// WhatsApp-only setup reads as it always did.
+fn kind_tag(kind: crate::config::Kind) -> String {
+    if kind == crate::config::Kind::default() {
+        String::new()
+    } else {
+        format!(" [{kind}]")
+    }
 }
 
 /// One row of `status`.
@@ -148,6 +176,8 @@ pub fn render(lines: &[Line]) -> String {
 pub struct StatusRow {
     /// The token.
     pub token: String,
+    /// Its kind.
+    pub kind: crate::config::Kind,
     /// What the daemon last recorded.
     #[serde(flatten)]
     pub state: TokenState,
@@ -163,6 +193,7 @@ pub fn status(cfg: &Config, snap: &Snapshot) -> Vec<StatusRow> {
         .iter()
         .map(|t| StatusRow {
             token: t.name.clone(),
+            kind: t.kind,
             state: snap.tokens.get(&t.name).cloned().unwrap_or_default(),
             // An unreadable record is shown as none; `rotate` reports the error itself.
             rotation: crate::rotation::run::RotationLog::new(&cfg.state_dir)
@@ -180,7 +211,7 @@ pub fn render_status(rows: &[StatusRow], now: Timestamp) -> String {
     for r in rows {
         let s = &r.state;
         let state = s.state.map(|s| s.word()).unwrap_or("NEVER CHECKED");
-        out.push_str(&format!("{} {}\n", state, r.token));
+        out.push_str(&format!("{} {}{}\n", state, r.token, kind_tag(r.kind)));
         if let Some(e) = s.effective {
             let left = e.at.as_second() - now.as_second();
             let rel = if left >= 0 {
@@ -309,6 +340,7 @@ mod tests {
     fn line(state: State) -> Line {
         Line {
             token: "t".into(),
+            kind: crate::config::Kind::Whatsapp,
             state,
             summary: String::new(),
             effective_expiry: None,

@@ -10,6 +10,10 @@
 //! minting a new system-user token (the old one is revoked after the grace period), staging by
 //! staging a proper system-user token in place of the 24-hour one (revoked at once).
 //!
+//! Then it shows one token of each other kind (Instagram, Threads, a Facebook Page, a Marketing
+//! API token, a Tech Provider's business token) checked,
+//! renewed and checked again.
+//!
 //! Then it runs the daemon for about a minute on a token that expires in under a minute, with
 //! thresholds in seconds and emails written to a folder, so the warnings, the critical alert,
 //! the expiry alert and (after the demo puts a new token in place) the recovery arrive while
@@ -126,10 +130,111 @@ async fn run_in(sb: &Sandbox, dir: &Path) -> Result<(), DemoError> {
         println!("  POS webhook receiver: {line}");
     }
     files.receiver.stop();
+    other_kinds(sb, dir).await?;
     println!();
     println!(
         "Next: write your own config (README, \"Configuration\"), then run `tokenwarden doctor`."
     );
+    Ok(())
+}
+
+/// One token of each other kind (README, "Token kinds"): an Instagram Login token and a
+/// Threads token (their hosts' `GET /me`, renewed with `refresh_access_token`, the expiry
+/// recorded from `expires_in`) and a Facebook Page token (its Page read, taken again from a
+/// user token), checked, renewed and checked again, with a config and state of their own.
+async fn other_kinds(sb: &Sandbox, dir: &Path) -> Result<(), DemoError> {
+    use crate::rotation::command;
+    let kinds_dir = dir.join("kinds");
+    std::fs::create_dir_all(&kinds_dir)?;
+    let user = sb.issue_token(TokenSpec::user());
+    let user_path = kinds_dir.join("page-user-token");
+    crate::fsutil::write_atomic(&user_path, user.as_bytes(), 0o600)?;
+    let secret_path = kinds_dir.join("app-secret");
+    crate::fsutil::write_atomic(&secret_path, sandbox::DEMO_APP_SECRET.as_bytes(), 0o600)?;
+    let state = kinds_dir.join("state");
+    let store_path = state.join("tokens.json");
+    let now = jiff::Timestamp::now();
+    // A Tech Provider's customer: the business token from Embedded Signup, and the partner's
+    // own system-user token that fetches it again.
+    let partner_path = kinds_dir.join("partner-token");
+    crate::fsutil::write_atomic(
+        &partner_path,
+        sb.issue_token(TokenSpec::system_user_never()).as_bytes(),
+        0o600,
+    )?;
+    FileStore::new(store_path.clone(), "customer-shop119".to_string())
+        .import_current(&Secret::new(sb.issue_business_token()), now)
+        .map_err(|e| DemoError::Config(e.to_string()))?;
+    for (name, spec) in [
+        (
+            "shop-instagram",
+            TokenSpec::instagram().issued_ago(30 * 86_400),
+        ),
+        ("shop-threads", TokenSpec::threads().issued_ago(30 * 86_400)),
+        ("shop-page", TokenSpec::page().issued_ago(50 * 86_400)),
+        ("shop-ads", TokenSpec::marketing().issued_ago(45 * 86_400)),
+    ] {
+        FileStore::new(store_path.clone(), name.to_string())
+            .import_current(&Secret::new(sb.issue_token(spec)), now)
+            .map_err(|e| DemoError::Config(e.to_string()))?;
+    }
+    let text = format!(
+        "state_dir = \"{state}\"\n[meta]\napp_id = \"{app}\"\napp_secret = {{ file = \"{secret}\" }}\nbase_url = \"{base}\"\n\n\
+         [[token]]\nname = \"shop-instagram\"\nkind = \"instagram\"\nsource = \"refresh\"\n\n\
+         [[token]]\nname = \"shop-threads\"\nkind = \"threads\"\nsource = \"refresh\"\n\n\
+         [[token]]\nname = \"shop-page\"\nkind = \"page\"\nsource = \"refresh\"\n\
+         page = {{ id = \"{page}\", messenger = true, user_token = {{ file = \"{user}\" }} }}\n\n\
+         [[token]]\nname = \"shop-ads\"\nkind = \"marketing\"\nad_accounts = [\"act_{ads}\"]\nsource = \"refresh\"\nrevoke_after = \"0s\"\n\n\
+         [[token]]\nname = \"customer-shop119\"\nkind = \"whatsapp_business\"\nwaba_id = \"{waba}\"\nsource = \"refresh\"\n\
+         business = {{ client_business_id = \"{biz}\", partner_token = {{ file = \"{partner}\" }} }}\n",
+        state = state.display(),
+        app = sandbox::DEMO_APP_ID,
+        secret = secret_path.display(),
+        base = sb.base_url(),
+        page = sandbox::DEMO_PAGE_ID,
+        user = user_path.display(),
+        ads = sandbox::DEMO_AD_ACCOUNT_ID,
+        waba = sandbox::DEMO_WABA_ID,
+        biz = sandbox::DEMO_CLIENT_BUSINESS_ID,
+        partner = partner_path.display(),
+    );
+    let config_path = kinds_dir.join("tokenwarden.toml");
+    crate::fsutil::write_atomic(&config_path, text.as_bytes(), 0o600)?;
+    let cfg = config::load(&config_path)
+        .map_err(|e| DemoError::Config(e.to_string()))?
+        .config;
+    let client =
+        GraphClient::from_config(&cfg.meta).map_err(|e| DemoError::Config(e.to_string()))?;
+    println!("\nOther kinds of token");
+    println!("====================");
+    println!(
+        "An Instagram Login token and a Threads token (30 days old; their hosts do not say when they expire), a Facebook Page token for Messenger (50 days old), a Marketing API token for an ad account (45 days old) and a Tech Provider's business token of one customer. Config: {}",
+        config_path.display()
+    );
+    let check = |title: &'static str| {
+        let (cfg, client, config_path) = (&cfg, &client, &config_path);
+        async move {
+            println!(
+                "\n$ tokenwarden --config {} check   # {title}\n",
+                config_path.display()
+            );
+            let lines = crate::check::run(cfg, client, None, jiff::Timestamp::now()).await;
+            print!("{}", crate::check::render(&lines));
+        }
+    };
+    check("before").await;
+    for t in &cfg.tokens {
+        println!(
+            "\n$ tokenwarden --config {} rotate --token {}\n",
+            config_path.display(),
+            t.name
+        );
+        match command::rotate(&cfg, &client, t, &jiff::Timestamp::now).await {
+            Ok(d) => print!("{}", d.text),
+            Err(e) => println!("error: {e}"),
+        }
+    }
+    check("after: Instagram and Threads expiries recorded from Meta's expires_in").await;
     Ok(())
 }
 

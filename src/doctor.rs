@@ -4,7 +4,8 @@
 //! reads the phone number, and on trouble gathers what is needed to explain it (the WABA's
 //! phone numbers). [`evaluate`] is pure: it turns an [`Observation`] and `now` into
 //! [`Check`]s with a mark, the facts, and on failure the cause and the fix in plain words,
-//! naming the field mistakes of reference section 9 when it sees them.
+//! naming the field mistakes of reference section 9 when it sees them. Instagram and Threads
+//! tokens are checked with their own host's `GET /me`, their recorded expiry and their renewal.
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -47,7 +48,7 @@ impl Mark {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     /// Stable identifier: `store`, `value`, `valid`, `app`, `type`, `expiry`, `scopes`, `waba`,
-    /// `phone`, `send_text`, `send_template`.
+    /// `phone`, `send_text`, `send_template`; for Instagram and Threads tokens `renewal`.
     pub id: &'static str,
     /// The outcome.
     pub mark: Mark,
@@ -131,6 +132,9 @@ pub struct Observation {
     pub waba_numbers: Option<Result<Vec<PhoneNumber>, GraphError>>,
     /// Results of `--send-test`: (text, template).
     pub sends: Option<(Result<String, GraphError>, Result<String, GraphError>)>,
+    /// The reads of a Page token (its Page, its Messenger subscription) or of a Marketing
+    /// token (its ad accounts), when made.
+    pub kind_proof: graph::Proof,
 }
 
 /// Runs the checks for every configured token (or the one in `opts.token`).
@@ -169,8 +173,14 @@ pub async fn observe(
         waba: None,
         waba_numbers: None,
         sends: None,
+        kind_proof: graph::Proof::default(),
     };
     let Ok(token) = &obs.value else { return obs };
+    if !t.kind.debug_token() {
+        // Instagram and Threads: the kind's `GET /me` and the recorded expiry are all there is.
+        obs.info = Some(crate::observe::inspect(&cfg.state_dir, t, graph, token).await);
+        return obs;
+    }
     let info = match graph.debug_token(token).await {
         Ok(i) if i.invalid_reason().is_none() => i,
         other => {
@@ -179,8 +189,18 @@ pub async fn observe(
         }
     };
     // The same reads as the daemon's check (`usable`): the WABA when debug_token lists no
-    // targets, and the phone number.
+    // targets, and the phone number; for a Page token its Page and subscription.
     let (proof, _) = crate::observe::prove(graph, t, token, &info).await;
+    if matches!(
+        t.kind,
+        crate::config::Kind::Page
+            | crate::config::Kind::Marketing
+            | crate::config::Kind::WhatsappBusiness
+    ) {
+        obs.info = Some(Ok(info));
+        obs.kind_proof = proof;
+        return obs;
+    }
     obs.info = Some(Ok(info));
     obs.waba = proof.waba;
     obs.phone = proof.phone;
@@ -276,6 +296,14 @@ pub fn evaluate(t: &TokenConfig, app_id: &str, obs: &Observation, now: Timestamp
         ));
     }
 
+    if !t.kind.debug_token() {
+        evaluate_kind(t, token, obs, now, &mut checks);
+        return TokenReport {
+            token: t.name.clone(),
+            fingerprint,
+            checks,
+        };
+    }
     let info = match &obs.info {
         Some(Ok(info)) => info,
         Some(Err(e)) => {
@@ -295,7 +323,7 @@ pub fn evaluate(t: &TokenConfig, app_id: &str, obs: &Observation, now: Timestamp
         }
     };
     evaluate_info(t, app_id, info, obs, now, &mut checks);
-    if info.invalid_reason().is_none() {
+    if info.invalid_reason().is_none() && t.kind == crate::config::Kind::Whatsapp {
         evaluate_phone(t, info, obs, &mut checks);
         if let Some((text, template)) = &obs.sends {
             checks.push(send_check("send_text", text, "text message"));
@@ -312,6 +340,204 @@ pub fn evaluate(t: &TokenConfig, app_id: &str, obs: &Observation, now: Timestamp
 const NEW_TOKEN_STEPS: &str = "in Business Manager > Users > System users, pick an Admin system user, make sure the app \
 and the WhatsApp Business Account are assigned to it, click Generate new token, tick whatsapp_business_management and \
 whatsapp_business_messaging, then store the new token where tokenwarden reads it";
+
+/// The checks of a kind `debug_token` does not inspect (Instagram, Threads): `valid` (the
+/// kind's `GET /me`, naming a token given to the wrong host), `expiry` (what Meta said when
+/// tokenwarden last renewed it, or unknown until then) and `renewal` (the source).
+fn evaluate_kind(
+    t: &TokenConfig,
+    token: &Secret,
+    obs: &Observation,
+    now: Timestamp,
+    checks: &mut Vec<Check>,
+) {
+    let kind = t.kind;
+    let relogin = kind.advice().relogin.to_string();
+    let info = match &obs.info {
+        Some(Ok(info)) => info,
+        Some(Err(e)) => {
+            checks.push(graph_failure("valid", e));
+            return;
+        }
+        None => return,
+    };
+    if let Some(api) = info.invalid_reason() {
+        let (detail, fix) = match crate::observe::wrong_host(kind, token, &api) {
+            Some(other) => (
+                kind.wrong_host(other),
+                format!(
+                    "set kind = \"{other}\" on token `{}`, then run `tokenwarden doctor` again",
+                    t.name
+                ),
+            ),
+            None => (graph::dead_reason(&api), relogin),
+        };
+        checks.push(check("valid", Mark::Fail, detail, Some(fix)));
+        return;
+    }
+    checks.push(check(
+        "valid",
+        Mark::Pass,
+        format!(
+            "GET /me on {} answered for account {}",
+            kind.host(),
+            info.user_id.as_deref().unwrap_or("(no id)")
+        ),
+        None,
+    ));
+    let expiry = match info.expires_at {
+        Expiry::Unknown => check(
+            "expiry",
+            Mark::Warn,
+            format!(
+                "unknown: {} does not say a token's expiry; tokenwarden records the one Meta gives when it refreshes the token",
+                kind.host()
+            ),
+            Some(format!(
+                "with source = \"refresh\", tokenwarden refreshes it at its next run (Meta refreshes tokens at least 24 hours old), or run `tokenwarden rotate --token {}`; an expired token cannot be refreshed",
+                t.name
+            )),
+        ),
+        _ => {
+            let mut c = expiry_check(info, now);
+            if c.mark == Mark::Fail {
+                c.fix = Some(relogin.clone());
+            }
+            c
+        }
+    };
+    checks.push(expiry);
+    checks.push(match t.rotation.source {
+        crate::config::Source::Refresh => check(
+            "renewal",
+            Mark::Pass,
+            format!("refreshed on {} ({}) long before it expires; Meta offers no revoke, so the old token lives until its own expiry", kind.host(), kind.refresh_grant().unwrap_or_default()),
+            None,
+        ),
+        _ => check(
+            "renewal",
+            Mark::Warn,
+            "source = \"staged\": nobody renews this token unless a person stages a new one, and once it expires only a new login helps",
+            Some(format!("set source = \"refresh\" on token `{}`", t.name)),
+        ),
+    });
+}
+
+/// `page`: the Page token's type and Page, its read of the Page and (for Messenger) the Page's
+/// subscription to the app: the same rule as the daemon's check (`usable::decide_page`).
+fn page_check(
+    t: &TokenConfig,
+    page: &crate::config::PageConfig,
+    info: &TokenInfo,
+    obs: &Observation,
+) -> Check {
+    let messenger = if page.messenger {
+        " and is subscribed to the app (Messenger)"
+    } else {
+        ""
+    };
+    match usable::decide_page(info, &page.id, page.messenger, &obs.kind_proof) {
+        usable::Usability::Usable => check(
+            "page",
+            Mark::Pass,
+            format!("the token reads Page {}{messenger}", page.id),
+            None,
+        ),
+        usable::Usability::Unknown(why) | usable::Usability::Throttled { detail: why, .. } => {
+            check("page", Mark::Warn, why, None)
+        }
+        usable::Usability::Dead(api) => check(
+            "page",
+            Mark::Fail,
+            graph::dead_reason(&api),
+            Some(crate::config::Kind::Page.advice().relogin.to_string()),
+        ),
+        usable::Usability::Unusable(why) | usable::Usability::OwnCredentials(why) => check(
+            "page",
+            Mark::Fail,
+            why,
+            Some(format!(
+                "check that `page.id` of token `{}` is the Page's id, that the token is that Page's token, and (for Messenger) that the app is subscribed to the Page",
+                t.name
+            )),
+        ),
+    }
+}
+
+/// `business`: a business token's read of its customer's WABA's phone numbers, by the same
+/// rule as the daemon's check (`usable::decide_business`).
+fn business_check(t: &TokenConfig, info: &TokenInfo, obs: &Observation) -> Check {
+    let waba = t.waba_id.as_deref().unwrap_or_default();
+    match usable::decide_business(info, waba, &obs.kind_proof) {
+        usable::Usability::Usable => check(
+            "business",
+            Mark::Pass,
+            format!(
+                "the customer's WhatsApp Business Account {waba} lists its phone numbers to the token"
+            ),
+            None,
+        ),
+        usable::Usability::Unknown(why) | usable::Usability::Throttled { detail: why, .. } => {
+            check("business", Mark::Warn, why, None)
+        }
+        usable::Usability::Dead(api) => check(
+            "business",
+            Mark::Fail,
+            graph::dead_reason(&api),
+            Some(
+                crate::config::Kind::WhatsappBusiness
+                    .advice()
+                    .relogin
+                    .to_string(),
+            ),
+        ),
+        usable::Usability::Unusable(why) | usable::Usability::OwnCredentials(why) => check(
+            "business",
+            Mark::Fail,
+            why,
+            Some(
+                crate::config::Kind::WhatsappBusiness
+                    .advice()
+                    .relogin
+                    .to_string(),
+            ),
+        ),
+    }
+}
+
+/// `ads`: a Marketing token's ads scope and each configured ad account's status, by the same
+/// rule as the daemon's check (`usable::decide_marketing`).
+fn ads_check(t: &TokenConfig, info: &TokenInfo, obs: &Observation) -> Check {
+    let accounts = if t.ad_accounts.is_empty() {
+        "no ad account configured".to_string()
+    } else {
+        let list: Vec<String> = t.ad_accounts.iter().map(|a| format!("act_{a}")).collect();
+        format!("ad accounts {} running", list.join(", "))
+    };
+    match usable::decide_marketing(info, &obs.kind_proof) {
+        usable::Usability::Usable => check(
+            "ads",
+            Mark::Pass,
+            format!("ads_read or ads_management granted; {accounts}"),
+            None,
+        ),
+        usable::Usability::Unknown(why) | usable::Usability::Throttled { detail: why, .. } => {
+            check("ads", Mark::Warn, why, None)
+        }
+        usable::Usability::Dead(api) => check(
+            "ads",
+            Mark::Fail,
+            graph::dead_reason(&api),
+            Some(crate::config::Kind::Marketing.advice().relogin.to_string()),
+        ),
+        usable::Usability::Unusable(why) | usable::Usability::OwnCredentials(why) => check(
+            "ads",
+            Mark::Fail,
+            why,
+            Some(crate::config::Kind::Marketing.advice().relogin.to_string()),
+        ),
+    }
+}
 
 fn graph_failure(id: &'static str, e: &GraphError) -> Check {
     match e {
@@ -353,6 +579,28 @@ fn evaluate_info(
 ) {
     validity_checks(app_id, info, checks);
     if info.invalid_reason().is_some() {
+        return;
+    }
+    if let Some(page) = t
+        .page
+        .as_ref()
+        .filter(|_| t.kind == crate::config::Kind::Page)
+    {
+        checks.push(expiry_check(info, now));
+        checks.push(page_check(t, page, info, obs));
+        return;
+    }
+    if t.kind == crate::config::Kind::Marketing {
+        checks.push(type_check(info));
+        checks.push(expiry_check(info, now));
+        checks.push(ads_check(t, info, obs));
+        return;
+    }
+    if t.kind == crate::config::Kind::WhatsappBusiness {
+        checks.push(type_check(info));
+        checks.push(expiry_check(info, now));
+        checks.push(scopes_check(info));
+        checks.push(business_check(t, info, obs));
         return;
     }
     checks.push(type_check(info));
@@ -478,7 +726,7 @@ fn waba_check(t: &TokenConfig, info: &TokenInfo, obs: &Observation) -> Check {
     );
     let proof = graph::Proof {
         waba: obs.waba.clone(),
-        phone: None,
+        ..graph::Proof::default()
     };
     let w = t.waba_id.as_deref().unwrap_or_default();
     // The same finding the daemon's check and a candidate's validation use (`usable`), with
@@ -839,6 +1087,11 @@ mod tests {
     fn cfg() -> TokenConfig {
         TokenConfig {
             name: "prod".into(),
+            kind: crate::config::Kind::Whatsapp,
+            app: None,
+            page: None,
+            ad_accounts: Vec::new(),
+            business: None,
             phone_number_id: Some("106540352242922".into()),
             waba_id: Some(WABA.into()),
             store: StoreConfig::File {
@@ -877,6 +1130,7 @@ mod tests {
                 .collect(),
             scopes,
             user_id: None,
+            profile_id: None,
             error: None,
         }
     }
@@ -904,6 +1158,7 @@ mod tests {
             waba: None,
             waba_numbers: None,
             sends: None,
+            kind_proof: graph::Proof::default(),
         }
     }
 

@@ -49,7 +49,8 @@ pub struct Telemetry {
     /// Rotations that found Meta handed back the current token, living longer.
     pub rotations_extended: AtomicU64,
     /// The tokens managed now (a group's members change from run to run).
-    pub tokens: std::sync::RwLock<Vec<String>>,
+    /// Each with its kind, which every per-token series carries as the `kind` label.
+    pub tokens: std::sync::RwLock<Vec<(String, crate::config::Kind)>>,
     /// Per group: its members now, and whether its last listing succeeded.
     pub groups: std::sync::RwLock<std::collections::BTreeMap<String, (usize, bool)>>,
     /// Per receiver beside email: its kind, and the alerts it accepted and failed.
@@ -250,9 +251,10 @@ struct TokenView {
 }
 
 async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
-    let names = s.telemetry.tokens.read().expect("not poisoned").clone();
+    let tokens = s.telemetry.tokens.read().expect("not poisoned").clone();
+    let names: Vec<String> = tokens.iter().map(|(n, _)| n.clone()).collect();
     let mut out = String::new();
-    token_families(&mut out, &s.state, &names);
+    token_families(&mut out, &s.state, &tokens);
     target_families(&mut out, &s.state, &names);
     email_families(&mut out, &s);
     receiver_families(&mut out, &s);
@@ -281,21 +283,24 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
 
 /// The per-token families (expiry, state, last success, check errors, throttling), each
 /// family's samples together under its header, from the state file.
-fn token_families(out: &mut String, store: &StateStore, names: &[String]) {
+fn token_families(out: &mut String, store: &StateStore, names: &[(String, crate::config::Kind)]) {
     let tokens = store.load_view::<TokenView>().unwrap_or_default();
     let mut expiry = String::new();
     let mut state = String::new();
     let mut success = String::new();
     let mut errors = String::new();
     let mut throttled = String::new();
-    for name in names {
+    for (name, kind) in names {
         let Some(t) = tokens.get(name) else {
             continue;
         };
+        // Every per-token series carries the token's kind, so dashboards and alert rules can
+        // tell an Instagram token from a WhatsApp one without a second lookup.
+        let kind = kind.word();
         if let Some(e) = t.effective {
             let _ = writeln!(
                 expiry,
-                "tokenwarden_token_expiry_timestamp_seconds{{token=\"{name}\"}} {}",
+                "tokenwarden_token_expiry_timestamp_seconds{{token=\"{name}\",kind=\"{kind}\"}} {}",
                 e.at.as_second()
             );
         }
@@ -303,7 +308,7 @@ fn token_families(out: &mut String, store: &StateStore, names: &[String]) {
             for label in STATES {
                 let _ = writeln!(
                     state,
-                    "tokenwarden_token_state{{token=\"{name}\",state=\"{label}\"}} {}",
+                    "tokenwarden_token_state{{token=\"{name}\",kind=\"{kind}\",state=\"{label}\"}} {}",
                     u8::from(state_label(st) == label)
                 );
             }
@@ -311,19 +316,19 @@ fn token_families(out: &mut String, store: &StateStore, names: &[String]) {
         if let Some(ls) = t.last_success {
             let _ = writeln!(
                 success,
-                "tokenwarden_token_last_success_timestamp_seconds{{token=\"{name}\"}} {}",
+                "tokenwarden_token_last_success_timestamp_seconds{{token=\"{name}\",kind=\"{kind}\"}} {}",
                 ls.as_second()
             );
         }
         let _ = writeln!(
             errors,
-            "tokenwarden_token_check_errors{{token=\"{name}\"}} {}",
+            "tokenwarden_token_check_errors{{token=\"{name}\",kind=\"{kind}\"}} {}",
             t.check_errors
         );
         // 0 when not throttled; else when Meta said access returns (the check waits for it).
         let _ = writeln!(
             throttled,
-            "tokenwarden_token_throttled_until_timestamp_seconds{{token=\"{name}\"}} {}",
+            "tokenwarden_token_throttled_until_timestamp_seconds{{token=\"{name}\",kind=\"{kind}\"}} {}",
             t.throttled_until.map_or(0, |u| u.as_second())
         );
     }

@@ -7,10 +7,12 @@
 
 use std::path::Path;
 
-use crate::config::{Config, StoreConfig, TokenConfig};
+use crate::config::{Config, Kind, StoreConfig, TokenConfig};
 use crate::graph::{self, GraphClient, GraphError, Transient, facts_of};
 use crate::policy::{TokenFacts, Verdict};
+use crate::secret::Fingerprint;
 use crate::secret::Secret;
+use crate::state::{EXPIRY_DIR, Layout, RecordStore, StateError};
 use crate::store::{SecretStore, Store, StoreError};
 use crate::usable::Usability;
 
@@ -24,8 +26,119 @@ pub async fn observe(
         Ok(v) => v,
         Err(v) => return (v, None),
     };
-    let info = graph.debug_token(&token).await;
+    let info = inspect(&cfg.state_dir, t, graph, &token).await;
     judge(t, &token, info, graph).await
+}
+
+/// What Meta says about `token` of `t`'s kind, as a [`graph::TokenInfo`]: `debug_token` for
+/// `whatsapp`; for Instagram and Threads (which `debug_token` does not inspect) the kind's
+/// `GET /me`, valid when it answers, with the expiry Meta gave in `expires_in` when
+/// tokenwarden last renewed it ([`ExpiryLog`]), unknown otherwise. A refusal with code 190
+/// is an invalid token, as `debug_token` would say.
+///
+/// # Errors
+/// Anything but a dead token, classified as the client does.
+pub async fn inspect(
+    state_dir: &Path,
+    t: &TokenConfig,
+    graph: &GraphClient,
+    token: &Secret,
+) -> Result<graph::TokenInfo, GraphError> {
+    if t.kind.debug_token() {
+        return graph.debug_token(token).await;
+    }
+    let recorded = ExpiryLog::new(state_dir).find(&t.name, token.fingerprint());
+    let mut info = graph::TokenInfo {
+        is_valid: Some(true),
+        app_id: None,
+        token_type: t.kind.token_type().map(str::to_string),
+        application: None,
+        expires_at: recorded
+            .and_then(|r| r.expires_at)
+            .map_or(graph::Expiry::Unknown, graph::Expiry::At),
+        data_access_expires_at: None,
+        issued_at: recorded
+            .filter(|r| r.expires_at.is_some())
+            .map(|r| r.issued_at),
+        scopes: Vec::new(),
+        granular_scopes: Vec::new(),
+        user_id: None,
+        profile_id: None,
+        error: None,
+    };
+    match graph.kind_me(t.kind, token).await {
+        Ok(account) => info.user_id = Some(account.id),
+        Err(GraphError::TokenDead(api)) => {
+            info.is_valid = Some(false);
+            info.error = Some(api);
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(info)
+}
+
+/// Expiries Meta stated (`expires_in`) for tokens `debug_token` cannot inspect, kept per token
+/// in `expiry/<token>.json` by fingerprint: written when a renewal returns, before the new
+/// token is staged (so a crash cannot leave a token whose expiry nobody knows), read by every
+/// check. Only the last few fingerprints are kept: the current token, its successor, and the
+/// one before.
+#[derive(Debug, Clone)]
+pub struct ExpiryLog {
+    records: RecordStore,
+}
+
+/// One token version's recorded life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordedExpiry {
+    /// Which token version.
+    pub fingerprint: Fingerprint,
+    /// When Meta made it (the renewal's time); for an entry without `expires_at`, when Meta
+    /// refused to refresh it, so that it is not asked again for a day (a token younger than
+    /// 24 hours is not refreshed).
+    pub issued_at: jiff::Timestamp,
+    /// The renewal's time plus Meta's `expires_in`; `None` when unknown.
+    pub expires_at: Option<jiff::Timestamp>,
+}
+
+/// How many token versions an [`ExpiryLog`] record keeps.
+const EXPIRY_KEPT: usize = 4;
+
+impl ExpiryLog {
+    /// The records under `state_dir`.
+    pub fn new(state_dir: &Path) -> ExpiryLog {
+        ExpiryLog {
+            records: RecordStore::new(state_dir.join(EXPIRY_DIR), Layout::Pretty)
+                .aside_loses("the recorded expiries are then unknown until the next renewal"),
+        }
+    }
+
+    /// The recorded life of `token`'s version `fingerprint`, if any. An unreadable record is
+    /// "unknown" here (a check never fails on it; the next renewal rewrites it).
+    pub fn find(&self, token: &str, fingerprint: Fingerprint) -> Option<RecordedExpiry> {
+        let list: Vec<RecordedExpiry> = match self.records.load(token) {
+            Ok(l) => l.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(token, error = %e, "cannot read the recorded expiries; the expiry is unknown");
+                Vec::new()
+            }
+        };
+        list.into_iter()
+            .rev()
+            .find(|r| r.fingerprint == fingerprint)
+    }
+
+    /// Records `entry` (replacing an older entry for the same version).
+    ///
+    /// # Errors
+    /// [`StateError`] when the record cannot be written.
+    pub fn record(&self, token: &str, entry: RecordedExpiry) -> Result<(), StateError> {
+        let mut list: Vec<RecordedExpiry> =
+            self.records.load(token).ok().flatten().unwrap_or_default();
+        list.retain(|r| r.fingerprint != entry.fingerprint);
+        list.push(entry);
+        let skip = list.len().saturating_sub(EXPIRY_KEPT);
+        self.records.save(token, &list[skip..])
+    }
 }
 
 /// Graph batch requests in flight during a daemon's check of many tokens.
@@ -69,20 +182,33 @@ pub async fn observe_many(
             .collect(),
     )
     .await;
+    // Only kinds `debug_token` inspects go into the batches; the others are probed alone.
     let secrets: Vec<Secret> = reads
         .iter()
-        .filter_map(|r| r.as_ref().ok().cloned())
+        .zip(tokens)
+        .filter(|(_, t)| t.kind.debug_token())
+        .filter_map(|(r, _)| r.as_ref().ok().cloned())
         .collect();
     let mut infos = graph.debug_tokens(&secrets, in_flight).await.into_iter();
     let jobs = tokens
         .iter()
         .zip(reads)
         .map(|(t, read)| {
-            let read = read.map(|token| (token, infos.next().expect("one answer per token read")));
-            let (t, graph) = (t.clone(), graph.clone());
+            let read = read.map(|token| {
+                let info = t
+                    .kind
+                    .debug_token()
+                    .then(|| infos.next().expect("one answer per token read"));
+                (token, info)
+            });
+            let (t, graph, dir) = (t.clone(), graph.clone(), cfg.state_dir.clone());
             async move {
                 match read {
                     Ok((token, info)) => {
+                        let info = match info {
+                            Some(i) => i,
+                            None => inspect(&dir, &t, &graph, &token).await,
+                        };
                         let (verdict, facts) = judge(&t, &token, info, &graph).await;
                         Observed {
                             verdict,
@@ -196,6 +322,16 @@ async fn judge(
                 None,
             );
         }
+        // The kind's own read refused for another reason than a dead token (a missing
+        // permission, a wrong call): the token cannot do its job until a person fixes it.
+        Err(GraphError::Misconfigured(api)) if !t.kind.debug_token() => {
+            return (
+                Verdict::Unusable {
+                    reason: format!("{} refused GET /me: {api}", t.kind.host()),
+                },
+                None,
+            );
+        }
         // Any refusal of the inspecting call is about tokenwarden's credentials (reference §8).
         Err(e) => {
             return (
@@ -208,6 +344,16 @@ async fn judge(
     };
     let facts = facts_of(token, &info);
     if let Some(api) = info.invalid_reason() {
+        // Refused as unparseable because it belongs to another host: a config mistake to
+        // name, not a dead token to replace.
+        if let Some(other) = wrong_host(t.kind, token, &api) {
+            return (
+                Verdict::Unusable {
+                    reason: t.kind.wrong_host(other),
+                },
+                Some(facts),
+            );
+        }
         let expired = api.subcode == Some(463);
         return (
             Verdict::Dead {
@@ -217,10 +363,21 @@ async fn judge(
             Some(facts),
         );
     }
+    if !t.kind.debug_token() {
+        // The kind's `GET /me` answered: that read is the proof.
+        return (Verdict::Healthy, Some(facts));
+    }
     let (_, usability) = prove(graph, t, token, &info).await;
     let verdict = match usability {
         // An answer without `is_valid` is unknown, not invalid: only a read proves it works.
-        Usability::Usable if info.validity_unknown() && t.phone_number_id.is_none() => {
+        Usability::Usable
+            if info.validity_unknown()
+                && match t.kind {
+                    Kind::Whatsapp => t.phone_number_id.is_none(),
+                    Kind::Marketing => t.ad_accounts.is_empty(),
+                    _ => false,
+                } =>
+        {
             Verdict::Unreachable {
                 detail: "Meta's debug_token answer did not say whether the token is valid, and no phone number is configured to prove it works".into(),
             }
@@ -244,6 +401,15 @@ async fn judge(
     (verdict, Some(facts))
 }
 
+/// The kind a token Meta refused with code 190 really belongs to, when its value says it is
+/// another kind's (so the token was given to the wrong host).
+pub fn wrong_host(kind: Kind, token: &Secret, api: &graph::ApiError) -> Option<Kind> {
+    if api.code != 190 {
+        return None;
+    }
+    Kind::of_value(token.expose()).filter(|other| other.host() != kind.host())
+}
+
 /// The reads the one usability rule needs for `t` (the WABA when `debug_token` lists no
 /// targets, the phone number) and the rule's verdict on them: what the daemon's check,
 /// `doctor` and a candidate's validation all ask.
@@ -253,6 +419,46 @@ pub async fn prove(
     token: &Secret,
     info: &graph::TokenInfo,
 ) -> (graph::Proof, Usability) {
+    if let Some(page) = t.page.as_ref().filter(|_| t.kind == Kind::Page) {
+        let mut proof = graph::Proof::default();
+        if info.invalid_reason().is_none() {
+            proof.page = Some(graph.read_page(token, &page.id).await);
+            if page.messenger && matches!(proof.page, Some(Ok(()))) {
+                proof.subscribed = Some(graph.page_subscribed(token, &page.id).await);
+            }
+        }
+        let usability = crate::usable::decide_page(info, &page.id, page.messenger, &proof);
+        return (proof, usability);
+    }
+    if t.kind == Kind::WhatsappBusiness {
+        let waba = t.waba_id.clone().unwrap_or_default();
+        let mut proof = graph::Proof::default();
+        if info.invalid_reason().is_none() {
+            proof.waba_numbers = Some(
+                graph
+                    .waba_phone_numbers(token, &waba)
+                    .await
+                    .map(|n| n.len()),
+            );
+        }
+        let usability = crate::usable::decide_business(info, &waba, &proof);
+        return (proof, usability);
+    }
+    if t.kind == Kind::Marketing {
+        let mut proof = graph::Proof::default();
+        if info.invalid_reason().is_none() {
+            for id in &t.ad_accounts {
+                let read = graph.ad_account_status(token, id).await;
+                let failed = read.is_err();
+                proof.ad_accounts.push((id.clone(), read));
+                if failed {
+                    break;
+                }
+            }
+        }
+        let usability = crate::usable::decide_marketing(info, &proof);
+        return (proof, usability);
+    }
     let (waba, phone) = (t.waba_id.as_deref(), t.phone_number_id.as_deref());
     let proof = graph.prove(token, info, waba, phone).await;
     let usability = crate::usable::decide(info, waba, phone, &proof);

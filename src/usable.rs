@@ -122,6 +122,106 @@ pub fn decide(
     }
 }
 
+/// Messenger's policy refusals (code 10 outside the messaging window, #230): about what the
+/// Page may do, never about the token.
+const POLICY_CODES: [i64; 2] = [10, 230];
+
+/// Judges a Page token Meta did not call invalid, for `page_id` (and Messenger when
+/// `messenger`): the token's type and Page as `debug_token` reports them (absent = unknown),
+/// then the read of the Page, then the Page's subscription to the app. A policy refusal
+/// (codes 10 and 230) leaves the answer unknown, never unusable.
+pub fn decide_page(info: &TokenInfo, page_id: &str, messenger: bool, proof: &Proof) -> Usability {
+    if let Some(t) = info.token_type.as_deref().filter(|t| *t != "PAGE") {
+        return Usability::Unusable(format!(
+            "this is a {t} token, not a Page token: take the Page token with GET /{page_id}?fields=access_token"
+        ));
+    }
+    if let Some(p) = info.profile_id.as_deref().filter(|p| *p != page_id) {
+        return Usability::Unusable(format!("the token is for Page {p}, not Page {page_id}"));
+    }
+    let policy = |what: &str, e: GraphError| match e {
+        GraphError::Misconfigured(api) if POLICY_CODES.contains(&api.code) => Usability::Unknown(
+            format!("{what}: a policy refusal, not a token problem: {api}"),
+        ),
+        e => read_failure(what, e),
+    };
+    match &proof.page {
+        None => return Usability::Unknown(format!("Page {page_id} was not read")),
+        Some(Err(e)) => return policy(&format!("reading Page {page_id}"), e.clone()),
+        Some(Ok(())) => {}
+    }
+    if messenger {
+        match &proof.subscribed {
+            None => {
+                return Usability::Unknown(format!("Page {page_id}'s subscription was not read"));
+            }
+            Some(Err(e)) => {
+                return policy(
+                    &format!("reading Page {page_id}'s subscribed apps"),
+                    e.clone(),
+                );
+            }
+            Some(Ok(false)) => {
+                return Usability::Unusable(format!(
+                    "Page {page_id} is not subscribed to the app: Messenger delivers none of its messages (POST /{page_id}/subscribed_apps with the Page token)"
+                ));
+            }
+            Some(Ok(true)) => {}
+        }
+    }
+    Usability::Usable
+}
+
+/// Judges a Marketing API token Meta did not call invalid: `ads_read` or `ads_management`
+/// granted, then each configured ad account read with a running status
+/// ([`crate::meta::kind::RUNNING_AD_ACCOUNT`]). A disabled or closed account is named as the
+/// account's trouble, not the token's (the token is unusable for it, and a new token would not
+/// help: `rotation::start_reason` does not rotate a Marketing token for it).
+pub fn decide_marketing(info: &TokenInfo, proof: &Proof) -> Usability {
+    use crate::meta::kind::{ADS_SCOPES, RUNNING_AD_ACCOUNT};
+    if !ADS_SCOPES.iter().any(|s| info.has_scope(s)) {
+        return Usability::Unusable("the token lacks ads_read and ads_management".into());
+    }
+    for (id, read) in &proof.ad_accounts {
+        match read {
+            Ok(status) if RUNNING_AD_ACCOUNT.contains(status) => {}
+            Ok(status) => {
+                return Usability::Unusable(format!(
+                    "ad account act_{id} is not running (account_status {status}): the account's own trouble, not the token's; see Ads Manager"
+                ));
+            }
+            Err(e) => return read_failure(&format!("reading ad account act_{id}"), e.clone()),
+        }
+    }
+    Usability::Usable
+}
+
+/// Judges a Tech Provider's business token of one customer that Meta did not call invalid:
+/// both WhatsApp scopes, then the read of the customer's WABA's phone numbers. Code 200 on the
+/// WABA means the customer removed the app or the WABA's access: "disconnected by the
+/// customer", which a new token does not fix (`rotation::start_reason` does not rotate it).
+pub fn decide_business(info: &TokenInfo, waba_id: &str, proof: &Proof) -> Usability {
+    let missing = missing_scopes(&info.scopes);
+    if !missing.is_empty() {
+        return Usability::Unusable(format!("the token lacks {}", missing.join(" and ")));
+    }
+    match &proof.waba_numbers {
+        None => Usability::Unknown(format!(
+            "WhatsApp Business Account {waba_id}'s phone numbers were not read"
+        )),
+        Some(Ok(_)) => Usability::Usable,
+        Some(Err(GraphError::Misconfigured(api))) if (200..=299).contains(&api.code) => {
+            Usability::Unusable(format!(
+                "disconnected by the customer: WhatsApp Business Account {waba_id} refused the business token ({api}); the customer removed the app or its access, and only the customer can reconnect it"
+            ))
+        }
+        Some(Err(e)) => read_failure(
+            &format!("reading WhatsApp Business Account {waba_id}'s phone numbers"),
+            e.clone(),
+        ),
+    }
+}
+
 /// What a failed read means: refused is unusable, 190 is dead, transient is unknown.
 fn read_failure(what: &str, e: GraphError) -> Usability {
     match e {
@@ -142,6 +242,141 @@ fn read_failure(what: &str, e: GraphError) -> Usability {
 mod tests {
     use super::*;
     use crate::graph::{Expiry, GranularScope, PhoneNumber};
+
+    #[test]
+    fn a_business_token_is_judged_by_its_scopes_and_its_customers_phone_numbers() {
+        let wa = info(&WHATSAPP_SCOPES, None);
+        let proof = |r: Option<Result<usize, GraphError>>| Proof {
+            waba_numbers: r,
+            ..Proof::default()
+        };
+        assert_eq!(
+            decide_business(&wa, WABA, &proof(Some(Ok(1)))),
+            Usability::Usable
+        );
+        let gone = decide_business(
+            &wa,
+            WABA,
+            &proof(Some(Err(GraphError::Misconfigured(api(200))))),
+        );
+        assert!(
+            matches!(gone, Usability::Unusable(ref w) if w.starts_with("disconnected by the customer")),
+            "{gone:?}"
+        );
+        let wrong_id = decide_business(
+            &wa,
+            WABA,
+            &proof(Some(Err(GraphError::Misconfigured(api(100))))),
+        );
+        assert!(
+            matches!(wrong_id, Usability::Unusable(ref w) if !w.contains("disconnected")),
+            "{wrong_id:?}"
+        );
+        assert!(matches!(
+            decide_business(&wa, WABA, &proof(None)),
+            Usability::Unknown(_)
+        ));
+        let no_scopes = info(&["ads_read"], None);
+        assert!(
+            matches!(decide_business(&no_scopes, WABA, &proof(Some(Ok(1)))), Usability::Unusable(ref w) if w.contains("lacks"))
+        );
+    }
+
+    #[test]
+    fn a_marketing_token_needs_an_ads_scope_and_running_ad_accounts() {
+        let proof = |reads: Vec<(&str, Result<i64, GraphError>)>| Proof {
+            ad_accounts: reads.into_iter().map(|(i, r)| (i.to_string(), r)).collect(),
+            ..Proof::default()
+        };
+        let ads = info(&["ads_read"], None);
+        assert_eq!(decide_marketing(&ads, &proof(vec![])), Usability::Usable);
+        for running in [1, 8, 9] {
+            assert_eq!(
+                decide_marketing(&ads, &proof(vec![("1", Ok(running))])),
+                Usability::Usable
+            );
+        }
+        for stopped in [2, 3, 7, 100, 101] {
+            let u = decide_marketing(&ads, &proof(vec![("1", Ok(1)), ("2", Ok(stopped))]));
+            assert!(
+                matches!(u, Usability::Unusable(ref w) if w.contains("act_2") && w.contains("not the token's")),
+                "{stopped}: {u:?}"
+            );
+        }
+        let no_ads = info(&["whatsapp_business_messaging"], None);
+        assert!(
+            matches!(decide_marketing(&no_ads, &proof(vec![])), Usability::Unusable(ref w) if w.contains("ads_read"))
+        );
+        let dead = decide_marketing(
+            &ads,
+            &proof(vec![("1", Err(GraphError::TokenDead(api(190))))]),
+        );
+        assert!(matches!(dead, Usability::Dead(_)));
+    }
+
+    #[test]
+    fn a_page_token_is_judged_by_its_type_page_read_and_subscription() {
+        const PAGE: &str = "110000000000001";
+        let mut info = info(&[], None);
+        info.token_type = Some("PAGE".into());
+        info.profile_id = Some(PAGE.into());
+        let proof = |page: Option<Result<(), GraphError>>,
+                     sub: Option<Result<bool, GraphError>>| Proof {
+            page,
+            subscribed: sub,
+            ..Proof::default()
+        };
+        let ok = proof(Some(Ok(())), Some(Ok(true)));
+        assert_eq!(decide_page(&info, PAGE, true, &ok), Usability::Usable);
+        assert_eq!(
+            decide_page(&info, PAGE, false, &proof(Some(Ok(())), None)),
+            Usability::Usable
+        );
+        let other = decide_page(&info, "2", false, &ok);
+        assert!(
+            matches!(other, Usability::Unusable(ref w) if w.contains("Page 110000000000001")),
+            "{other:?}"
+        );
+        let unsub = decide_page(&info, PAGE, true, &proof(Some(Ok(())), Some(Ok(false))));
+        assert!(
+            matches!(unsub, Usability::Unusable(ref w) if w.contains("not subscribed")),
+            "{unsub:?}"
+        );
+        let lost = decide_page(
+            &info,
+            PAGE,
+            false,
+            &proof(Some(Err(GraphError::Misconfigured(api(200)))), None),
+        );
+        assert!(
+            matches!(lost, Usability::Unusable(_)),
+            "a lost Page role: {lost:?}"
+        );
+        for code in [10, 230] {
+            let p = decide_page(
+                &info,
+                PAGE,
+                false,
+                &proof(Some(Err(GraphError::Misconfigured(api(code)))), None),
+            );
+            assert!(
+                matches!(p, Usability::Unknown(ref w) if w.contains("policy")),
+                "{code}: {p:?}"
+            );
+        }
+        let dead = decide_page(
+            &info,
+            PAGE,
+            false,
+            &proof(Some(Err(GraphError::TokenDead(api(190)))), None),
+        );
+        assert!(matches!(dead, Usability::Dead(_)));
+        let mut su = info.clone();
+        su.token_type = Some("SYSTEM_USER".into());
+        assert!(
+            matches!(decide_page(&su, PAGE, false, &ok), Usability::Unusable(ref w) if w.contains("not a Page token"))
+        );
+    }
 
     const WABA: &str = "102290129340398";
     const PHONE: &str = "106540352242922";
@@ -181,6 +416,7 @@ mod tests {
                 })
                 .collect(),
             user_id: None,
+            profile_id: None,
             error: None,
         }
     }
@@ -320,7 +556,11 @@ mod tests {
             ),
         ];
         for (name, info, waba, phone, want) in rows {
-            let proof = Proof { waba, phone };
+            let proof = Proof {
+                waba,
+                phone,
+                ..Proof::default()
+            };
             let got = match decide(&info, Some(WABA), Some(PHONE), &proof) {
                 Usability::Usable => "usable",
                 Usability::Unusable(_) => "unusable",
@@ -362,6 +602,7 @@ mod tests {
         let proof = Proof {
             waba: Some(Ok(())),
             phone: phone_ok(),
+            ..Proof::default()
         };
         assert_eq!(
             waba_finding(&i, Some(WABA), &proof),

@@ -28,6 +28,7 @@ pub use targets::{
     TargetKind, VerifyConfig, Workload, WorkloadKind,
 };
 
+pub use crate::meta::kind::Kind;
 use crate::meta::version::{ApiVersion, DEFAULT_VERSION};
 use crate::policy::Policy;
 pub use email::EmailConfig;
@@ -113,6 +114,22 @@ pub struct MetaConfig {
 pub struct TokenConfig {
     /// Unique name, used in logs, emails and commands (`--token NAME`).
     pub name: String,
+    /// What the token is for (`kind`, default `whatsapp`): decides the host, the proof that
+    /// it works and how it is renewed ([`crate::meta::kind`]).
+    pub kind: Kind,
+    /// For `instagram` and `threads`: that product's own app (its id and secret from the App
+    /// Dashboard, not the Meta app's), used to exchange a short-lived token for a long-lived
+    /// one when it is staged. `None`: staged tokens are taken as they are.
+    pub app: Option<KindApp>,
+    /// For `page`: the Page, whether it is used for Messenger, and the long-lived user token
+    /// a new Page token is taken from.
+    pub page: Option<PageConfig>,
+    /// For `marketing`: the ad account ids (digits, without `act_`) that must answer with a
+    /// running status.
+    pub ad_accounts: Vec<String>,
+    /// For `whatsapp_business`: the customer's business and the partner's own token the
+    /// business token is fetched again with.
+    pub business: Option<BusinessConfig>,
     /// The WhatsApp phone-number id the token must be able to read.
     pub phone_number_id: Option<String>,
     /// The WhatsApp Business Account id that must be among the token's targets.
@@ -127,6 +144,43 @@ pub struct TokenConfig {
     pub rotation: RotationConfig,
     /// The environments the token is delivered to.
     pub targets: Vec<TargetConfig>,
+}
+
+/// The Instagram or Threads app of a token (`app = { app_id = "...", app_secret = { env = "..." } }`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KindApp {
+    /// The product's app id (Instagram app id, Threads app id).
+    pub app_id: String,
+    /// Where the product's app secret lives.
+    pub app_secret: SecretRef,
+}
+
+/// The customer of a `whatsapp_business` token
+/// (`business = { client_business_id = "...", partner_token = { env = "..." } }`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessConfig {
+    /// The customer's business id (from Embedded Signup).
+    pub client_business_id: String,
+    /// The Tech Provider's own system-user token, allowed to fetch the customer's business
+    /// token (`POST /{client-business-id}/system_user_access_tokens`).
+    pub partner_token: SecretRef,
+}
+
+/// The Page of a `page` token (`page = { id = "...", messenger = true, user_token = { env = "..." } }`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageConfig {
+    /// The Page id the token must read.
+    pub id: String,
+    /// Whether the Page is used for Messenger: then it must be subscribed to the app
+    /// (`GET /{page-id}/subscribed_apps`).
+    #[serde(default)]
+    pub messenger: bool,
+    /// A long-lived user token of a person with a task on the Page, from which
+    /// `source = "refresh"` takes a new Page token (`GET /{page-id}?fields=access_token`).
+    pub user_token: Option<SecretRef>,
 }
 
 /// A `[[group]]`: every token found in a store (secrets under a name prefix or with a tag),
@@ -299,6 +353,11 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawGroup {
     name: Option<Spanned<String>>,
+    kind: Option<Spanned<String>>,
+    page: Option<Spanned<PageConfig>>,
+    ad_accounts: Option<Spanned<Vec<String>>>,
+    business: Option<Spanned<BusinessConfig>>,
+    app: Option<Spanned<KindApp>>,
     discover: Option<Spanned<DiscoverConfig>>,
     spread: Option<Spanned<String>>,
     cron: Option<Spanned<String>>,
@@ -319,6 +378,11 @@ impl RawGroup {
     fn into_token(self) -> RawToken {
         RawToken {
             name: None,
+            kind: self.kind,
+            app: self.app,
+            page: self.page,
+            ad_accounts: self.ad_accounts,
+            business: self.business,
             phone_number_id: None,
             waba_id: None,
             store: None,
@@ -384,6 +448,11 @@ struct RawMeta {
 #[serde(deny_unknown_fields)]
 struct RawToken {
     name: Option<Spanned<String>>,
+    kind: Option<Spanned<String>>,
+    page: Option<Spanned<PageConfig>>,
+    ad_accounts: Option<Spanned<Vec<String>>>,
+    business: Option<Spanned<BusinessConfig>>,
+    app: Option<Spanned<KindApp>>,
     phone_number_id: Option<Spanned<String>>,
     waba_id: Option<Spanned<String>>,
     store: Option<Spanned<StoreConfig>>,
@@ -948,7 +1017,13 @@ fn token_settings(
             check_id(map, diags, &field(f), v);
         }
     }
-    let rotation = rotation_fields(map, diags, &field, &t);
+    let kind = kind_field(map, diags, &field, &t);
+    let ad_accounts = ad_accounts_field(map, diags, &field, kind, &t);
+    let mut rotation = rotation_fields(map, diags, &field, &t, kind);
+    if !kind.revocable() && t.revoke_after.is_none() {
+        // Meta offers no revoke for this kind: the old token lives until its own expiry.
+        rotation.revoke_after = None;
+    }
     let targets = targets::targets(map, diags, warnings, prefix, std::mem::take(&mut t.target));
     let store = match t.store {
         None => StoreConfig::File {
@@ -971,8 +1046,40 @@ fn token_settings(
         max_age: t.max_age.clone(),
     };
     let policy = policy_fields(map, diags, prefix, &overrides, defaults.policy);
+    let app = t.app.map(|a| {
+        check_id(
+            map,
+            diags,
+            &field("app.app_id"),
+            &Spanned::new(a.span(), a.get_ref().app_id.clone()),
+        );
+        a.into_inner()
+    });
+    let business = t.business.map(|b| {
+        check_id(
+            map,
+            diags,
+            &field("business.client_business_id"),
+            &Spanned::new(b.span(), b.get_ref().client_business_id.clone()),
+        );
+        b.into_inner()
+    });
+    let page = t.page.map(|p| {
+        check_id(
+            map,
+            diags,
+            &field("page.id"),
+            &Spanned::new(p.span(), p.get_ref().id.clone()),
+        );
+        p.into_inner()
+    });
     TokenConfig {
         name,
+        kind,
+        app,
+        page,
+        ad_accounts,
+        business,
         phone_number_id: t.phone_number_id.map(Spanned::into_inner),
         waba_id: t.waba_id.map(Spanned::into_inner),
         store,
@@ -984,6 +1091,149 @@ fn token_settings(
         rotation,
         targets,
     }
+}
+
+/// `kind`, checked against what the kind allows: Instagram and Threads tokens carry no
+/// WhatsApp ids, cannot be minted (only refreshed or staged), and cannot be revoked (Meta
+/// offers no revoke call for them), so `revoke_after` other than "never" is an error.
+fn kind_field(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    field: &dyn Fn(&str) -> String,
+    t: &RawToken,
+) -> Kind {
+    let kind = match &t.kind {
+        None => Kind::default(),
+        Some(k) => match Kind::from_word(k.get_ref()) {
+            Some(kind) => kind,
+            None => {
+                let known: Vec<String> = crate::meta::kind::ALL
+                    .iter()
+                    .map(|k| format!("{:?}", k.word()))
+                    .collect();
+                diags.push(map.at(
+                    k.span().start,
+                    field("kind"),
+                    format!(
+                        "expected one of {}, found {:?}",
+                        known.join(", "),
+                        k.get_ref()
+                    ),
+                ));
+                return Kind::default();
+            }
+        },
+    };
+    if kind != Kind::Page
+        && let Some(p) = &t.page
+    {
+        diags.push(map.at(
+            p.span().start,
+            field("page"),
+            "a `page` table is for kind = \"page\"",
+        ));
+    }
+    if kind == Kind::Page {
+        if let Some(a) = &t.app {
+            diags.push(map.at(a.span().start, field("app"), "an `app` table is for kind = \"instagram\" or \"threads\"; a Page token uses [meta]'s app"));
+        }
+        match &t.page {
+            None => diags.push(map.at(t.kind.as_ref().map_or(0, |k| k.span().start), field("page"), "missing field: a token of kind = \"page\" needs page = { id = \"PAGE_ID\" } (add messenger = true and user_token = { env = \"NAME\" } as needed)")),
+            Some(p) if t.source.as_ref().is_some_and(|s| s.get_ref() == "refresh") && p.get_ref().user_token.is_none() => {
+                diags.push(map.at(p.span().start, field("page.user_token"), "source = \"refresh\" takes a new Page token from a long-lived user token: add user_token = { env = \"NAME\" } to the `page` table"));
+            }
+            Some(_) => {}
+        }
+    }
+    if kind != Kind::WhatsappBusiness
+        && let Some(b) = &t.business
+    {
+        diags.push(map.at(
+            b.span().start,
+            field("business"),
+            "a `business` table is for kind = \"whatsapp_business\"",
+        ));
+    }
+    if kind == Kind::WhatsappBusiness {
+        if t.waba_id.is_none() {
+            diags.push(map.at(t.kind.as_ref().map_or(0, |k| k.span().start), field("waba_id"), "missing field: a token of kind = \"whatsapp_business\" is proven by reading the customer's WABA's phone numbers; set waba_id"));
+        }
+        if t.source.as_ref().is_some_and(|s| s.get_ref() == "refresh") && t.business.is_none() {
+            diags.push(map.at(t.kind.as_ref().map_or(0, |k| k.span().start), field("business"), "source = \"refresh\" fetches the customer's business token again: add business = { client_business_id = \"...\", partner_token = { env = \"NAME\" } }"));
+        }
+    }
+    if kind == Kind::Whatsapp {
+        if let Some(a) = &t.app {
+            diags.push(map.at(a.span().start, field("app"), "an `app` table is for kind = \"instagram\" or \"threads\" (their own app id and secret); a WhatsApp token uses [meta]'s app"));
+        }
+        return kind;
+    }
+    for (f, v) in [
+        ("phone_number_id", &t.phone_number_id),
+        ("waba_id", &t.waba_id),
+    ] {
+        if let Some(v) = v.as_ref().filter(|_| !kind.whatsapp_ids()) {
+            diags.push(map.at(
+                v.span().start,
+                field(f),
+                format!("a WhatsApp id has no meaning on a token of kind \"{kind}\"; remove it"),
+            ));
+        }
+    }
+    if let Some(s) = t
+        .source
+        .as_ref()
+        .filter(|s| s.get_ref() == "mint" && !kind.graph_renewal())
+    {
+        diags.push(map.at(s.span().start, field("source"), format!(
+            "a token of kind \"{kind}\" cannot be minted; use source = \"refresh\" ({} on {}) or \"staged\"",
+            kind.refresh_grant().unwrap_or_default(), kind.host())));
+    }
+    if let Some(v) = t
+        .revoke_after
+        .as_ref()
+        .filter(|v| v.get_ref() != "never" && !kind.revocable())
+    {
+        diags.push(map.at(v.span().start, field("revoke_after"), format!(
+            "Meta offers no revoke for tokens of kind \"{kind}\": the old token stays valid until its own expiry; remove `revoke_after` (or set \"never\")")));
+    }
+    kind
+}
+
+/// `ad_accounts`, only on `marketing` tokens: ad account ids, with or without `act_`, kept as
+/// digits.
+fn ad_accounts_field(
+    map: &SourceMap<'_>,
+    diags: &mut Vec<Diagnostic>,
+    field: &dyn Fn(&str) -> String,
+    kind: Kind,
+    t: &RawToken,
+) -> Vec<String> {
+    let Some(list) = &t.ad_accounts else {
+        return Vec::new();
+    };
+    if kind != Kind::Marketing {
+        diags.push(map.at(
+            list.span().start,
+            field("ad_accounts"),
+            "`ad_accounts` is for kind = \"marketing\"",
+        ));
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for a in list.get_ref() {
+        let id = a.strip_prefix("act_").unwrap_or(a);
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            diags.push(map.at(
+                list.span().start,
+                field("ad_accounts"),
+                format!("expected ad account ids such as \"act_1234567890\", found {a:?}"),
+            ));
+        } else {
+            out.push(id.to_string());
+        }
+    }
+    out
 }
 
 fn map_path(map: &SourceMap<'_>) -> PathBuf {
@@ -1233,6 +1483,7 @@ fn rotation_fields(
     diags: &mut Vec<Diagnostic>,
     field: &dyn Fn(&str) -> String,
     t: &RawToken,
+    kind: Kind,
 ) -> RotationConfig {
     let mut r = RotationConfig::default();
     let word = t
@@ -1276,7 +1527,11 @@ fn rotation_fields(
                         .collect();
                     if let Some(b) = bad {
                         diags.push(map.at(s.span().start, field("mint.scopes"), format!("expected permission names such as \"whatsapp_business_messaging\", found {b:?}")));
-                    } else if !missing.is_empty() {
+                    } else if kind == Kind::Marketing
+                        && !list.iter().any(|x| crate::meta::kind::ADS_SCOPES.contains(&x.as_str()))
+                    {
+                        diags.push(map.at(s.span().start, field("mint.scopes"), "a Marketing API token needs ads_read or ads_management; add one, or leave `scopes` out to keep the current token's"));
+                    } else if !missing.is_empty() && kind == Kind::Whatsapp {
                         diags.push(map.at(s.span().start, field("mint.scopes"), format!("a WhatsApp token needs {}; add them, or leave `scopes` out to keep the current token's", missing.join(" and "))));
                     }
                     list.clone()
@@ -1473,6 +1728,91 @@ store = { kind = "aws", secret_id = "staging/whatsapp", region = "ap-south-1", j
 
     fn errors(text: &str) -> Vec<Diagnostic> {
         parse(Path::new("t.toml"), text).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn kind_defaults_to_whatsapp_and_each_kind_keeps_to_what_it_allows() {
+        let c = parse(Path::new("t.toml"), GOOD).unwrap();
+        assert!(c.tokens.iter().all(|t| t.kind == Kind::Whatsapp));
+        let ig = format!(
+            "{GOOD}\n[[token]]\nname = \"shop-ig\"\nkind = \"instagram\"\nsource = \"refresh\"\n"
+        );
+        let c = parse(Path::new("t.toml"), &ig).unwrap();
+        let t = c.token("shop-ig").unwrap();
+        assert_eq!(t.kind, Kind::Instagram);
+        assert_eq!(t.rotation.source, Source::Refresh);
+        assert_eq!(
+            t.rotation.revoke_after, None,
+            "Meta offers no revoke for Instagram tokens"
+        );
+        let e = errors(&format!(
+            "{GOOD}\n[[token]]\nname = \"x\"\nkind = \"ads\"\n"
+        ));
+        assert!(e[0].to_string().contains("token[2].kind"), "{e:?}");
+        assert!(
+            e[0].to_string()
+                .contains("\"whatsapp\", \"instagram\", \"threads\""),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{GOOD}\n[[token]]\nname = \"x\"\nkind = \"threads\"\nwaba_id = \"1\"\nsource = \"mint\"\nmint = {{ system_user_id = \"1\", admin_token = {{ env = \"A\" }} }}\nrevoke_after = \"1h\"\n"
+        ));
+        let all: Vec<String> = e.iter().map(ToString::to_string).collect();
+        for f in [
+            "token[2].waba_id",
+            "token[2].source",
+            "token[2].revoke_after",
+        ] {
+            assert!(all.iter().any(|d| d.contains(f)), "{f}: {all:?}");
+        }
+        // A group's members inherit its kind.
+        let group = format!(
+            "{GOOD}\n[[group]]\nname = \"shops\"\nkind = \"threads\"\nsource = \"refresh\"\ndiscover = {{ kind = \"file\", key_prefix = \"th-\" }}\n"
+        );
+        let c = parse(Path::new("t.toml"), &group).unwrap();
+        assert_eq!(c.groups[0].template.kind, Kind::Threads);
+        assert_eq!(c.groups[0].template.rotation.revoke_after, None);
+        // The product's own app: only on Instagram and Threads tokens, its id checked, its
+        // secret resolved by `config check`.
+        let with_app = format!(
+            "{GOOD}\n[[token]]\nname = \"ig\"\nkind = \"instagram\"\napp = {{ app_id = \"990011223344556\", app_secret = {{ env = \"IG_SECRET\" }} }}\n"
+        );
+        let c = parse(Path::new("t.toml"), &with_app).unwrap();
+        assert_eq!(
+            c.token("ig").unwrap().app.as_ref().unwrap().app_id,
+            "990011223344556"
+        );
+        assert!(
+            c.secret_fields()
+                .iter()
+                .any(|f| f.field == "token[2].app.app_secret")
+        );
+        let e = errors(&format!(
+            "{GOOD}\n[[token]]\nname = \"x\"\napp = {{ app_id = \"12x\", app_secret = {{ env = \"S\" }} }}\n"
+        ));
+        let all: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert!(
+            all.iter().any(|d| d.contains("token[2].app.app_id")),
+            "{all:?}"
+        );
+        assert!(all.iter().any(|d| d.contains("`token[2].app`")), "{all:?}");
+        // A Page token needs its Page; its user token is a secret reference.
+        let e = errors(&format!(
+            "{GOOD}\n[[token]]\nname = \"p\"\nkind = \"page\"\n"
+        ));
+        assert!(
+            e.iter().any(|d| d.to_string().contains("token[2].page")),
+            "{e:?}"
+        );
+        let page = format!(
+            "{GOOD}\n[[token]]\nname = \"p\"\nkind = \"page\"\nsource = \"refresh\"\npage = {{ id = \"110200300400500\", user_token = {{ env = \"U\" }} }}\n"
+        );
+        let c = parse(Path::new("t.toml"), &page).unwrap();
+        assert!(
+            c.secret_fields()
+                .iter()
+                .any(|f| f.field == "token[2].page.user_token")
+        );
     }
 
     #[test]
@@ -2020,8 +2360,8 @@ mod example_tests {
             .collect();
         assert_eq!(
             blocks.len(),
-            6,
-            "the token config, the daemon sections, the receivers, the group example, the delivery example, the platform targets"
+            7,
+            "the token config, the daemon sections, the receivers, the kinds, the group example, the delivery example, the platform targets"
         );
         let cfg = super::parse(&path, blocks[0]).unwrap_or_else(|d| panic!("{d:#?}"));
         assert_eq!(cfg.tokens.len(), 2);
@@ -2034,11 +2374,15 @@ mod example_tests {
         let cfg = super::parse(&path, &with_receivers).unwrap_or_else(|d| panic!("{d:#?}"));
         let kinds: Vec<&str> = cfg.receivers.iter().map(|r| r.kind.word()).collect();
         assert_eq!(kinds, ["alertmanager", "pagerduty", "slack"]);
-        let with_group = format!("{head}\n{}", blocks[3]);
+        let with_kinds = format!("{head}\n{}", blocks[3]);
+        let cfg = super::parse(&path, &with_kinds).unwrap_or_else(|d| panic!("{d:#?}"));
+        let kinds: Vec<super::Kind> = cfg.tokens.iter().map(|t| t.kind).collect();
+        assert_eq!(kinds, crate::meta::kind::ALL, "one example per kind");
+        let with_group = format!("{head}\n{}", blocks[4]);
         let cfg = super::parse(&path, &with_group).unwrap_or_else(|d| panic!("{d:#?}"));
         assert_eq!(cfg.groups.len(), 1);
         assert_eq!(cfg.groups[0].template.targets.len(), 1);
-        let with_targets = format!("{head}\n{}", blocks[4]);
+        let with_targets = format!("{head}\n{}", blocks[5]);
         let cfg = super::parse(&path, &with_targets).unwrap_or_else(|d| panic!("{d:#?}"));
         let kinds: Vec<&str> = cfg.tokens[0]
             .targets
@@ -2048,7 +2392,7 @@ mod example_tests {
         assert_eq!(kinds, ["dotenv", "dotenv", "aws_secret", "webhook", "exec"]);
         assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
         // The platform targets' examples follow the delivery example's token.
-        let with_platforms = format!("{head}\n{}\n{}", blocks[4], blocks[5]);
+        let with_platforms = format!("{head}\n{}\n{}", blocks[5], blocks[6]);
         let cfg = super::parse(&path, &with_platforms).unwrap_or_else(|d| panic!("{d:#?}"));
         let kinds: Vec<&str> = cfg.tokens[0].targets[5..]
             .iter()

@@ -69,6 +69,24 @@ impl Config {
 
 /// The references of one token (or group template) under `prefix`.
 fn token_fields<'a>(prefix: &str, t: &'a TokenConfig, out: &mut Vec<SecretField<'a>>) {
+    if let Some(b) = &t.business {
+        out.push(SecretField {
+            field: format!("{prefix}.business.partner_token"),
+            reference: &b.partner_token,
+        });
+    }
+    if let Some(user_token) = t.page.as_ref().and_then(|p| p.user_token.as_ref()) {
+        out.push(SecretField {
+            field: format!("{prefix}.page.user_token"),
+            reference: user_token,
+        });
+    }
+    if let Some(app) = &t.app {
+        out.push(SecretField {
+            field: format!("{prefix}.app.app_secret"),
+            reference: &app.app_secret,
+        });
+    }
     match &t.rotation.source {
         Source::Mint(m) => out.push(SecretField {
             field: format!("{prefix}.mint.admin_token"),

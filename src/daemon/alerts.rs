@@ -210,6 +210,7 @@ impl Daemon {
         for n in &notices {
             let ctx = alert::Context {
                 token: &t.name,
+                kind: t.kind,
                 waba_id: t.waba_id.as_deref(),
                 phone_number_id: t.phone_number_id.as_deref(),
                 store: &store_desc,
@@ -486,6 +487,8 @@ pub(super) fn rotation_plan(t: &TokenConfig, facts: Option<&TokenFacts>) -> Stri
         s => format!(
             "Rotate the token automatically ({}){due}; on-call gets an email when the rotation succeeds or fails.",
             match s {
+                config::Source::Refresh if t.kind != config::Kind::Whatsapp =>
+                    t.kind.advice().renews,
                 config::Source::Refresh => "Meta's refresh API",
                 _ => "minting a new system-user token",
             }

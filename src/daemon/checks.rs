@@ -30,8 +30,12 @@ impl Daemon {
                 serde_json::json!({"joined": joined, "left": left}),
             );
         }
-        *self.telemetry.tokens.write().expect("not poisoned") =
-            self.cfg.tokens.iter().map(|t| t.name.clone()).collect();
+        *self.telemetry.tokens.write().expect("not poisoned") = self
+            .cfg
+            .tokens
+            .iter()
+            .map(|t| (t.name.clone(), t.kind))
+            .collect();
         let mut groups = self.telemetry.groups.write().expect("not poisoned");
         groups.clear();
         for g in &self.cfg.groups {

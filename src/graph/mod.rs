@@ -32,6 +32,7 @@ pub use fleet::BATCH_SIZE;
 pub use throttle::Throttle;
 
 use crate::config::MetaConfig;
+use crate::meta::kind::Kind;
 use crate::secret::{Secret, appsecret_proof};
 use version::ApiVersion;
 
@@ -71,6 +72,15 @@ pub struct Refreshed {
     /// Meta's `expires_in`: about 60 days. `None` when Meta did not say; inspect the token
     /// with [`GraphClient::debug_token`] for its exact expiry either way.
     pub expires_in: Option<Duration>,
+}
+
+/// The account a token of an Instagram or Threads kind speaks for (its `GET /me`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindAccount {
+    /// The Instagram `user_id` or Threads `id`.
+    pub id: String,
+    /// The username, when Meta gave it.
+    pub username: Option<String>,
 }
 
 /// Whether a call that failed transiently may be sent again.
@@ -307,6 +317,116 @@ impl GraphClient {
         Ok(())
     }
 
+    /// Reads a Facebook Page with `token` (`GET /{page_id}?fields=id,name`): the proof that a
+    /// Page token works.
+    ///
+    /// # Errors
+    /// Classified [`GraphError`].
+    pub async fn read_page(&self, token: &Secret, page_id: &str) -> Result<(), GraphError> {
+        if page_id.is_empty() {
+            return Err(GraphError::Misconfigured(local_error(
+                "the Page id is empty",
+            )));
+        }
+        let url = self.url(&[page_id]);
+        let _: wire::Node = self
+            .send_with(token, CallKind::WithToken, || {
+                self.http.get(url.clone()).query(&[("fields", "id,name")])
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the Page is subscribed to this client's app (`GET /{page_id}/subscribed_apps`
+    /// with the Page token): what Messenger needs to deliver the Page's messages to the app.
+    ///
+    /// # Errors
+    /// Classified [`GraphError`].
+    pub async fn page_subscribed(&self, token: &Secret, page_id: &str) -> Result<bool, GraphError> {
+        let url = self.url(&[page_id, "subscribed_apps"]);
+        let apps: wire::SubscribedApps = self
+            .send_with(token, CallKind::WithToken, || self.http.get(url.clone()))
+            .await?;
+        Ok(apps.data.iter().any(|a| a.id == self.app.app_id))
+    }
+
+    /// Fetches a customer's business integration system-user token again, without the
+    /// customer: `POST /{client_business_id}/system_user_access_tokens` with the form fields
+    /// `fetch_only=true` and `appsecret_proof` (of the partner token), `Authorization: Bearer
+    /// PARTNER` (the Tech Provider's own system-user token). Meta may hand back the current
+    /// token itself. Sent once, as a mint.
+    ///
+    /// # Errors
+    /// [`GraphError::TokenDead`] when the partner token is dead, [`GraphError::Misconfigured`]
+    /// when Meta refuses (the customer removed the app, a wrong business id), transient.
+    pub async fn fetch_business_token(
+        &self,
+        partner_token: &Secret,
+        client_business_id: &str,
+    ) -> Result<Secret, GraphError> {
+        let url = self.url(&[client_business_id, "system_user_access_tokens"]);
+        let proof = appsecret_proof(&self.app.app_secret, partner_token.expose());
+        let t: wire::BusinessToken = self
+            .send_json(CallKind::WithToken, Replay::IfNotActedOn, || {
+                self.http
+                    .post(url.clone())
+                    .header(AUTHORIZATION, format!("Bearer {}", partner_token.expose()))
+                    .form(&[("fetch_only", "true"), ("appsecret_proof", proof.as_str())])
+            })
+            .await?;
+        new_token(t.access_token)
+    }
+
+    /// Reads an ad account's status with `token` (`GET /act_{id}?fields=account_status,name`):
+    /// the proof that a Marketing API token works for it.
+    ///
+    /// # Errors
+    /// Classified [`GraphError`]; an answer without `account_status` is transient (retried).
+    pub async fn ad_account_status(
+        &self,
+        token: &Secret,
+        account_id: &str,
+    ) -> Result<i64, GraphError> {
+        let node = format!("act_{account_id}");
+        let url = self.url(&[&node]);
+        let a: wire::AdAccount = self
+            .send_with(token, CallKind::WithToken, || {
+                self.http
+                    .get(url.clone())
+                    .query(&[("fields", "account_status,name")])
+            })
+            .await?;
+        a.account_status.ok_or_else(|| {
+            GraphError::Transient(Transient::Network(
+                "the ad account answer had no account_status".into(),
+            ))
+        })
+    }
+
+    /// Takes the Page token again from a long-lived user token of a person with a task on the
+    /// Page: `GET /{page_id}?fields=access_token`, `Authorization: Bearer USER` with its proof.
+    /// A Page token taken from a long-lived user token does not expire (`expires_at: 0`) but
+    /// dies with that person's session. Meta may hand back the same string.
+    ///
+    /// # Errors
+    /// [`GraphError::TokenDead`] when the user token is dead (only a new login helps),
+    /// [`GraphError::Misconfigured`] when the person has no task on the Page, transient failures.
+    pub async fn page_token_from_user(
+        &self,
+        user_token: &Secret,
+        page_id: &str,
+    ) -> Result<Secret, GraphError> {
+        let url = self.url(&[page_id]);
+        let p: wire::PageAccessToken = self
+            .send_with(user_token, CallKind::WithToken, || {
+                self.http
+                    .get(url.clone())
+                    .query(&[("fields", "access_token")])
+            })
+            .await?;
+        new_token(p.access_token)
+    }
+
     /// The reads that prove `token` works for WhatsApp, given what `debug_token` said: the
     /// WABA (only when configured and `info` lists no targets for the WhatsApp scopes, so
     /// the targets cannot decide) and the phone number (when configured). Nothing is read
@@ -329,7 +449,11 @@ impl GraphClient {
             Some(p) => Some(self.phone_number(token, p).await),
             None => None,
         };
-        Proof { waba, phone }
+        Proof {
+            waba,
+            phone,
+            ..Proof::default()
+        }
     }
 
     /// Sends a text message from `phone_number_id` to `to` (the runbook's test send).
@@ -371,6 +495,123 @@ impl GraphClient {
         self.send_message(token, phone_number_id, body).await
     }
 
+    /// The URL of `segments` on `kind`'s host: Meta's own host for that kind when the Graph
+    /// base is Meta's, otherwise (a sandbox, a test server) the Graph base with the kind's
+    /// path prefix (`/instagram`, `/threads`), which is how the sandbox serves them.
+    fn kind_url(&self, kind: Kind, version: Option<&str>, segments: &[&str]) -> reqwest::Url {
+        let mut url = self.base.clone();
+        let on_meta = self.base.host_str() == Some(crate::meta::kind::GRAPH_HOST);
+        if on_meta {
+            url = reqwest::Url::parse(&format!("https://{}/", kind.host())).expect("a host");
+        }
+        {
+            let mut path = url.path_segments_mut().expect("http(s) base URL");
+            path.pop_if_empty();
+            if !on_meta {
+                path.push(kind.word());
+            }
+            if let Some(v) = version {
+                path.push(v);
+            }
+            for s in segments {
+                path.push(s);
+            }
+        }
+        url
+    }
+
+    /// The version prefix of `kind`'s reads: Graph's pinned one on Instagram (its reference
+    /// shows `graph.instagram.com/v26.0/me`), `v1.0` on Threads (its only version).
+    fn kind_version(&self, kind: Kind) -> String {
+        match kind {
+            Kind::Threads => "v1.0".to_string(),
+            _ => self.version.to_string(),
+        }
+    }
+
+    /// The cheap read that proves a token of `kind` works: `GET /me?fields=...` on the kind's
+    /// host (Instagram: `user_id,username`; Threads: `id,username`), the token in the
+    /// `access_token` query parameter as the pages show (no request URL is ever logged).
+    ///
+    /// # Errors
+    /// Classified [`GraphError`]: code 190 is a dead (or wrong-host) token.
+    pub async fn kind_me(&self, kind: Kind, token: &Secret) -> Result<KindAccount, GraphError> {
+        let Some(fields) = kind.me_fields() else {
+            return Err(GraphError::Misconfigured(local_error(
+                "a whatsapp token is proven by its phone and WABA reads, not by /me",
+            )));
+        };
+        let url = self.kind_url(kind, Some(&self.kind_version(kind)), &["me"]);
+        let me: wire::KindMe = self
+            .send(CallKind::WithToken, || {
+                self.http
+                    .get(url.clone())
+                    .query(&[("fields", fields), ("access_token", token.expose())])
+            })
+            .await?;
+        Ok(KindAccount {
+            id: me.user_id.or(me.id).unwrap_or_default(),
+            username: me.username,
+        })
+    }
+
+    /// Renews a long-lived Instagram or Threads token: `GET /refresh_access_token` with the
+    /// kind's `grant_type` (`ig_refresh_token`, `th_refresh_token`) and the token, on the
+    /// kind's host, unversioned as the pages show. Meta answers only for a token at least 24
+    /// hours old that has not expired; the new token lives 60 days (`expires_in`), and the old
+    /// one until its own expiry (there is no revoke). Sent once, as [`GraphClient::refresh_token`].
+    ///
+    /// # Errors
+    /// [`GraphError::TokenDead`] when the token expired or was invalidated (only a new login
+    /// helps), [`GraphError::Misconfigured`] when Meta refuses the call, transient failures.
+    pub async fn refresh_kind(&self, kind: Kind, token: &Secret) -> Result<Refreshed, GraphError> {
+        let Some(grant) = kind.refresh_grant() else {
+            return self.refresh_token(token).await;
+        };
+        let url = self.kind_url(kind, None, &["refresh_access_token"]);
+        let parsed: wire::RefreshResponse = self
+            .send_json(CallKind::WithToken, Replay::IfNotActedOn, || {
+                self.http
+                    .get(url.clone())
+                    .query(&[("grant_type", grant), ("access_token", token.expose())])
+            })
+            .await?;
+        refreshed(parsed)
+    }
+
+    /// Exchanges a short-lived (one hour) Instagram or Threads token for a long-lived one:
+    /// `GET /access_token?grant_type=ig_exchange_token|th_exchange_token&client_secret=S&access_token=T`
+    /// on the kind's host, unversioned, `S` the product app's own secret (not the Meta app's).
+    /// Answer as a refresh (`expires_in` about 60 days). Sent once, as a refresh.
+    ///
+    /// # Errors
+    /// [`GraphError::OwnCredentials`] when Meta refuses the app secret, [`GraphError::TokenDead`]
+    /// for an expired or unknown token, [`GraphError::Misconfigured`] when Meta refuses the
+    /// exchange (a token that is not short-lived), transient failures.
+    pub async fn exchange_kind(
+        &self,
+        kind: Kind,
+        app_secret: &Secret,
+        token: &Secret,
+    ) -> Result<Refreshed, GraphError> {
+        let Some(grant) = kind.exchange_grant() else {
+            return Err(GraphError::Misconfigured(local_error(
+                "a whatsapp token has no short-lived exchange here",
+            )));
+        };
+        let url = self.kind_url(kind, None, &["access_token"]);
+        let parsed: wire::RefreshResponse = self
+            .send_json(CallKind::WithAppSecret, Replay::IfNotActedOn, || {
+                self.http.get(url.clone()).query(&[
+                    ("grant_type", grant),
+                    ("client_secret", app_secret.expose()),
+                    ("access_token", token.expose()),
+                ])
+            })
+            .await?;
+        refreshed(parsed)
+    }
+
     /// Refreshes an expiring token: `GET oauth/access_token` with
     /// `grant_type=fb_exchange_token` and `set_token_expires_in_60_days=true`, authenticated by
     /// the app id and secret. The new token lasts 60 days from now; `token` keeps working
@@ -404,13 +645,7 @@ impl GraphClient {
                 ])
             })
             .await?;
-        Ok(Refreshed {
-            token: new_token(parsed.access_token)?,
-            expires_in: parsed
-                .expires_in
-                .filter(|s| *s > 0)
-                .map(|s| Duration::from_secs(s as u64)),
-        })
+        refreshed(parsed)
     }
 
     /// Makes a new system-user token: `POST /{system_user_id}/access_tokens` for this app with
@@ -861,6 +1096,18 @@ fn transport_error(e: reqwest::Error) -> GraphError {
     }
 }
 
+/// A refresh's or exchange's answer: the new token, and its lifetime when Meta gave a
+/// positive `expires_in`.
+fn refreshed(parsed: wire::RefreshResponse) -> Result<Refreshed, GraphError> {
+    Ok(Refreshed {
+        token: new_token(parsed.access_token)?,
+        expires_in: parsed
+            .expires_in
+            .filter(|s| *s > 0)
+            .map(|s| Duration::from_secs(s as u64)),
+    })
+}
+
 /// A token Meta just made; an empty one is a broken answer, never a token.
 fn new_token(value: String) -> Result<Secret, GraphError> {
     if value.is_empty() {
@@ -1004,6 +1251,7 @@ fn token_info(d: wire::DebugTokenData) -> TokenInfo {
             })
             .collect(),
         user_id: d.user_id,
+        profile_id: d.profile_id,
         error,
     }
 }

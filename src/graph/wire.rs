@@ -32,6 +32,8 @@ pub(super) struct DebugTokenData {
     pub granular_scopes: Vec<GranularScopeWire>,
     #[serde(default, deserialize_with = "loose_string")]
     pub user_id: Option<String>,
+    #[serde(default, deserialize_with = "loose_string")]
+    pub profile_id: Option<String>,
     pub error: Option<DataError>,
 }
 
@@ -106,6 +108,43 @@ pub(super) struct RefreshResponse {
     pub access_token: String,
     #[serde(default, deserialize_with = "loose_int")]
     pub expires_in: Option<i64>,
+}
+
+/// `GET /me` on the Instagram (`user_id`, `username`) or Threads (`id`, `username`) host.
+#[derive(Deserialize)]
+pub(super) struct KindMe {
+    #[serde(default, deserialize_with = "loose_string")]
+    pub id: Option<String>,
+    #[serde(default, deserialize_with = "loose_string")]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+/// `POST /{client-business-id}/system_user_access_tokens`: `{"access_token"}`.
+#[derive(Deserialize)]
+pub(super) struct BusinessToken {
+    pub access_token: String,
+}
+
+/// `GET /act_{id}?fields=account_status,name`.
+#[derive(Deserialize)]
+pub(super) struct AdAccount {
+    #[serde(default, deserialize_with = "loose_int")]
+    pub account_status: Option<i64>,
+}
+
+/// `GET /{page-id}?fields=access_token` with a user token: the Page token.
+#[derive(Deserialize)]
+pub(super) struct PageAccessToken {
+    pub access_token: String,
+}
+
+/// `GET /{page-id}/subscribed_apps`: `{"data":[{"id","name"}]}`.
+#[derive(Deserialize)]
+pub(super) struct SubscribedApps {
+    #[serde(default)]
+    pub data: Vec<Node>,
 }
 
 /// `/{system-user-id}/access_tokens` (mint): `{"access_token"}` only, no expiry.

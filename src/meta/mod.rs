@@ -1,7 +1,7 @@
 //! Meta's vocabulary, as plain facts that need no client: the permissions a WhatsApp Cloud API
 //! token needs, the Graph API versions with the dates Meta retires them ([`version`]), Graph's
 //! errors sorted by what the caller does next ([`error`]), and what `debug_token` and the
-//! phone-number read say ([`token`]).
+//! phone-number read say ([`token`]), and the kinds of token with their hosts and words ([`kind`]).
 //!
 //! It sits at the bottom of the module graph so that `config`, the usability rule and the
 //! rotation state machine can name these without importing [`crate::graph`], the client, which
@@ -9,6 +9,7 @@
 //! `graph::GraphError`, `graph::TokenInfo` and the rest keep working). Pure: no IO.
 
 pub mod error;
+pub mod kind;
 pub mod token;
 pub mod version;
 

@@ -32,6 +32,8 @@ pub struct TokenInfo {
     pub granular_scopes: Vec<GranularScope>,
     /// The user or system user the token acts as.
     pub user_id: Option<String>,
+    /// The Page a Page token speaks for (`profile_id`).
+    pub profile_id: Option<String>,
     /// Why Meta considers the token invalid, when it does.
     pub error: Option<ApiError>,
 }
@@ -165,4 +167,12 @@ pub struct Proof {
     pub waba: Option<Result<(), GraphError>>,
     /// The phone-number read.
     pub phone: Option<Result<PhoneNumber, GraphError>>,
+    /// A Page token's read of its Page.
+    pub page: Option<Result<(), GraphError>>,
+    /// A Messenger Page's subscription to the app (`true`: subscribed).
+    pub subscribed: Option<Result<bool, GraphError>>,
+    /// A Marketing token's reads of its ad accounts: (id, `account_status`).
+    pub ad_accounts: Vec<(String, Result<i64, GraphError>)>,
+    /// A business token's read of its customer's WABA's phone numbers (how many).
+    pub waba_numbers: Option<Result<usize, GraphError>>,
 }

@@ -189,12 +189,20 @@ pub fn describe_report(t: &TokenConfig, report: &Report, now: Timestamp) -> Done
             ),
             Some(Outcome::Completed { revoked: false }) => Done::new(
                 format!(
-                    "{name}: rotation {} complete: the new token (fingerprint {}) is current; the old one is kept (revoke_after = \"never\").\n",
+                    "{name}: rotation {} complete: the new token (fingerprint {}) is current; the old one is kept ({}).\n",
                     r.id,
                     r.new
                         .as_ref()
                         .map(|s| s.fingerprint.to_string())
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    if t.kind.revocable() {
+                        "revoke_after = \"never\"".to_string()
+                    } else {
+                        format!(
+                            "Meta offers no revoke for {} tokens: it stays valid until its own end",
+                            t.kind
+                        )
+                    }
                 ),
                 0,
             ),
@@ -258,7 +266,7 @@ pub async fn dry_run(
         return Ok(Done::new(out, 0));
     }
     let (cur_v, current) = store.current_version().await?;
-    let facts = match run::current_facts(graph, &current).await {
+    let facts = match run::current_facts(&cfg.state_dir, t, graph, &current).await {
         Ok(f) => f,
         Err(e) => {
             out.push_str(&format!("  Cannot inspect the current token: {e}\n"));
@@ -289,14 +297,35 @@ pub async fn dry_run(
     }
     let pending = store.pending().await?;
     let mut code = dry_obtain(&mut out, t, pending.as_ref(), facts.as_ref());
-    out.push_str(&format!(
-        "  2. validate: valid, app {}, a system-user token, both WhatsApp scopes{}{}, and living longer than the current token\n",
-        cfg.meta.app_id,
-        t.waba_id.as_deref().map(|w| format!(", WABA {w} among its targets")).unwrap_or_default(),
-        t.phone_number_id.as_deref().map(|p| format!(", phone number {p} readable")).unwrap_or_default(),
-    ));
+    out.push_str(&match t.kind {
+        crate::config::Kind::Whatsapp => format!(
+            "  2. validate: valid, app {}, a system-user token, both WhatsApp scopes{}{}, and living longer than the current token\n",
+            cfg.meta.app_id,
+            t.waba_id.as_deref().map(|w| format!(", WABA {w} among its targets")).unwrap_or_default(),
+            t.phone_number_id.as_deref().map(|p| format!(", phone number {p} readable")).unwrap_or_default(),
+        ),
+        crate::config::Kind::Marketing => format!(
+            "  2. validate: valid, app {}, a system-user token (or of the current token's type), ads_read or ads_management{}, every scope of the current token, and living longer than the current token\n",
+            cfg.meta.app_id,
+            if t.ad_accounts.is_empty() {
+                String::new()
+            } else {
+                format!(", ad accounts {} running", t.ad_accounts.iter().map(|a| format!("act_{a}")).collect::<Vec<_>>().join(", "))
+            },
+        ),
+        crate::config::Kind::Page => format!(
+            "  2. validate: valid, app {}, a Page token of Page {}, the Page readable{}, and living longer than the current token\n",
+            cfg.meta.app_id,
+            t.page.as_ref().map_or("?", |p| p.id.as_str()),
+            if t.page.as_ref().is_some_and(|p| p.messenger) { " and subscribed to the app" } else { "" },
+        ),
+        k => format!(
+            "  2. validate: GET /me on {} answers, and (when its expiry is known) living longer than the current token\n",
+            k.host()
+        ),
+    });
     if let Some((_, candidate)) = &pending {
-        match run::inspect_candidate(graph, t, candidate).await {
+        match run::inspect_candidate(&cfg.state_dir, graph, t, candidate).await {
             Ok(rep) => match super::judge(&rep, &run::expectations(cfg, t, facts.as_ref())) {
                 Ok(()) => out.push_str("     the staged candidate passes every check now\n"),
                 Err(check) => {
@@ -319,6 +348,10 @@ pub async fn dry_run(
             "  5. revoke: {} after promotion, revoke the old token (fingerprint {}) through Meta and confirm it is invalid\n",
             timefmt::span(g.as_secs() as i64),
             current.fingerprint()
+        )),
+        None if !t.kind.revocable() => out.push_str(&format!(
+            "  5. revoke: none: Meta offers no revoke for {} tokens; the old token stays valid until its own expiry\n",
+            t.kind
         )),
         None => out.push_str("  5. revoke: never (revoke_after = \"never\"): the old token stays valid until its own expiry\n"),
     }
@@ -348,7 +381,18 @@ fn dry_obtain(
             code = 1;
         }
         (None, Source::Refresh) => {
-            out.push_str("refresh the current token through Meta's API (`oauth/access_token`, fb_exchange_token), and stage the answer\n");
+            out.push_str(&match t.kind {
+                crate::config::Kind::Whatsapp | crate::config::Kind::Marketing => "refresh the current token through Meta's API (`oauth/access_token`, fb_exchange_token), and stage the answer\n".to_string(),
+                crate::config::Kind::Page => format!(
+                    "take the Page token of Page {} again from `page.user_token` (GET /{{page-id}}?fields=access_token), and stage it\n",
+                    t.page.as_ref().map_or("?", |p| p.id.as_str())
+                ),
+                k => format!(
+                    "refresh the current token on {} (GET /refresh_access_token, {}), record the expiry Meta gives, and stage it\n",
+                    k.host(),
+                    k.refresh_grant().unwrap_or_default()
+                ),
+            });
             if let Some(why) = super::source_conflict(t, facts) {
                 out.push_str(&format!("     refused: {why}\n"));
                 code = 1;
@@ -522,6 +566,77 @@ pub async fn rollback(
     ))
 }
 
+/// Exchanges `value` for a long-lived token with the product app's secret when Meta takes it
+/// as short-lived: `Some((token, line))` with the new token (its expiry recorded) and a line
+/// for the output, `None` when Meta refuses the exchange (the value is not short-lived: it is
+/// staged as it is), or the command's answer when nothing can be staged.
+async fn exchange_short_lived(
+    cfg: &Config,
+    graph: &GraphClient,
+    t: &TokenConfig,
+    app: &crate::config::KindApp,
+    value: &Secret,
+    now: Timestamp,
+) -> Result<Option<(Secret, String)>, Done> {
+    let name = &t.name;
+    let secret = app.app_secret.resolve().map_err(|e| {
+        Done::new(
+            format!("{name}: `app.app_secret`: {e}; nothing was staged\n"),
+            1,
+        )
+    })?;
+    match graph.exchange_kind(t.kind, &secret, value).await {
+        Ok(long) => {
+            let expires_at = long
+                .expires_in
+                .and_then(|d| Timestamp::from_second(now.as_second() + d.as_secs() as i64).ok());
+            let entry = crate::observe::RecordedExpiry {
+                fingerprint: long.token.fingerprint(),
+                issued_at: now,
+                expires_at,
+            };
+            if let Err(e) = crate::observe::ExpiryLog::new(&cfg.state_dir).record(name, entry) {
+                tracing::error!(token = %name, error = %e, "cannot record the exchanged token's expiry");
+            }
+            let until = expires_at.map_or_else(|| "an unknown time".into(), timefmt::utc);
+            Ok(Some((
+                long.token.clone(),
+                format!(
+                    "{name}: exchanged the short-lived token for a long-lived one (fingerprint {}, valid until {until}) with app {}\n",
+                    long.token.fingerprint(),
+                    app.app_id
+                ),
+            )))
+        }
+        // Meta refuses to exchange what is not short-lived: the value is already long-lived.
+        Err(GraphError::Misconfigured(_)) => Ok(None),
+        Err(e @ GraphError::OwnCredentials(_)) => Err(Done::new(
+            format!(
+                "{name}: {} refused app {}'s secret ({e}): `app` must name the {} app's own id and secret from the App Dashboard, not the Meta app's; nothing was staged\n",
+                t.kind.host(),
+                app.app_id,
+                t.kind
+            ),
+            1,
+        )),
+        Err(e @ GraphError::Transient(_)) => Err(Done::new(
+            format!(
+                "{name}: cannot reach {} now ({e}); nothing was staged, try again\n",
+                t.kind.host()
+            ),
+            EXIT_TEMPFAIL,
+        )),
+        Err(e) => Err(Done::new(
+            format!(
+                "{name}: {} refused the token ({e}); {}; nothing was staged\n",
+                t.kind.host(),
+                t.kind.advice().relogin
+            ),
+            1,
+        )),
+    }
+}
+
 /// `tokenwarden stage --token NAME`: checks a pasted value, validates it with Meta like a
 /// rotation would, and stages it as the next token (`AWSPENDING`). Nothing is promoted here.
 ///
@@ -544,6 +659,24 @@ pub async fn stage(
         out.push_str(&format!("{name}: nothing was staged\n"));
         return Ok(Done::new(out, EXIT_DATAERR));
     }
+    // An Instagram or Threads token with its product's app configured: a short-lived token
+    // (what a new login gives) is exchanged for a long-lived one first, and Meta's expiry kept.
+    let exchanged;
+    let mut note = String::new();
+    let value = match &t.app {
+        Some(app) if t.kind.exchange_grant().is_some() => {
+            match exchange_short_lived(cfg, graph, t, app, value, now).await {
+                Ok(Some((long, line))) => {
+                    exchanged = long;
+                    note = line;
+                    &exchanged
+                }
+                Ok(None) => value,
+                Err(done) => return Ok(done),
+            }
+        }
+        _ => value,
+    };
     let store = Store::open(&t.store, &t.name, &cfg.state_dir).await?;
     let current = match store.current_version().await {
         Ok((_, c)) => Some(c),
@@ -551,7 +684,7 @@ pub async fn stage(
         Err(e) => return Err(e.into()),
     };
     let facts = match &current {
-        Some(c) => match run::current_facts(graph, c).await {
+        Some(c) => match run::current_facts(&cfg.state_dir, t, graph, c).await {
             Ok(f) => f,
             Err(e) => {
                 return Ok(Done::new(
@@ -564,7 +697,7 @@ pub async fn stage(
         },
         None => None,
     };
-    let report = match run::inspect_candidate(graph, t, value).await {
+    let report = match run::inspect_candidate(&cfg.state_dir, graph, t, value).await {
         Ok(r) => r,
         Err(e) => {
             let code = if matches!(e, GraphError::Transient(_)) {
@@ -598,7 +731,7 @@ pub async fn stage(
     };
     Ok(Done::new(
         format!(
-            "{name}: staged version {} (fingerprint {}) in {}; it passed every check.\nIt will be promoted {when}, or now with `tokenwarden rotate --token {name}`.\n",
+            "{note}{name}: staged version {} (fingerprint {}) in {}; it passed every check.\nIt will be promoted {when}, or now with `tokenwarden rotate --token {name}`.\n",
             side.version,
             side.fingerprint,
             store.describe()

@@ -55,6 +55,12 @@ pub fn rotate_at(
 
 /// When a rotation of a token with these facts becomes due, or `None` when it never does.
 pub fn due_at(t: &crate::config::TokenConfig, facts: &TokenFacts) -> Option<Timestamp> {
+    // A kind `debug_token` cannot inspect (Instagram, Threads) has a known expiry only once
+    // tokenwarden renewed it: until then the renewal is due at once, because it is what
+    // teaches the expiry, and such a token cannot be refreshed once it expired.
+    if !t.kind.debug_token() && facts.expires == Expires::Unknown && t.policy.max_age.is_none() {
+        return Some(Timestamp::UNIX_EPOCH);
+    }
     let eff = effective_expiry(facts, t.policy.max_age)?;
     Some(rotate_at(&eff, facts.issued_at, t.rotation.rotate_before))
 }
@@ -80,10 +86,15 @@ pub fn source_conflict(
     facts: Option<&TokenFacts>,
 ) -> Option<String> {
     match (&t.rotation.source, facts.map(|f| f.expires)) {
-        (crate::config::Source::Refresh, Some(Expires::Never)) => Some(format!(
-            "token `{}` never expires (last check), but source = \"refresh\" would trade it for a 60-day token; use source = \"mint\" with lifetime = \"never\", or source = \"staged\"",
-            t.name
-        )),
+        // A Page token never expires and is renewed by taking it again, not by refresh.
+        (crate::config::Source::Refresh, Some(Expires::Never))
+            if t.kind != crate::config::Kind::Page =>
+        {
+            Some(format!(
+                "token `{}` never expires (last check), but source = \"refresh\" would trade it for a 60-day token; use source = \"mint\" with lifetime = \"never\", or source = \"staged\"",
+                t.name
+            ))
+        }
         _ => None,
     }
 }
@@ -103,6 +114,12 @@ pub fn start_reason(
     let reason = match ts.verdict.as_ref()? {
         crate::policy::Verdict::Dead { reason, .. } => {
             format!("the current token is no longer valid ({reason})")
+        }
+        // A Marketing token is unusable for a missing ads scope or an ad account that is not
+        // running, a business token when the customer disconnected: a successor would be
+        // too, so a person is told (the UNUSABLE email) and nothing is rotated in a loop.
+        crate::policy::Verdict::Unusable { .. } if !t.kind.rotates_when_unusable() => {
+            return None;
         }
         crate::policy::Verdict::Unusable { reason } => {
             format!("the current token is unusable ({reason})")
@@ -518,10 +535,16 @@ fn finish(r: &mut Rotation, outcome: Outcome) {
 /// What is expected of a successor.
 #[derive(Debug, Clone)]
 pub struct Expectations<'a> {
-    /// The configured app.
-    pub app_id: &'a str,
+    /// The configured app, for kinds `debug_token` inspects (`None`: no app to compare).
+    pub app_id: Option<&'a str>,
+    /// The token type a successor should have ([`SYSTEM_USER`] for WhatsApp, the kind's own
+    /// otherwise); one of the current token's type is also accepted.
+    pub token_type: &'a str,
     /// The current token's facts, when known (for its type and lifetime).
     pub current: Option<&'a TokenFacts>,
+    /// Whether Meta reports this kind's expiry on inspection (`debug_token`); when it does
+    /// not, a candidate of unknown expiry is not compared with the current token.
+    pub expiry_reported: bool,
     /// The policy's `max_age`, so "lives longer" compares effective expiries.
     pub max_age: Option<Duration>,
 }
@@ -554,16 +577,17 @@ pub fn judge(c: &CandidateReport, e: &Expectations<'_>) -> Result<(), String> {
     {
         return Err("the candidate is the current token itself".into());
     }
-    if f.app_id.as_deref() != Some(e.app_id) {
+    if let Some(app_id) = e.app_id
+        && f.app_id.as_deref() != Some(app_id)
+    {
         return Err(format!(
-            "the candidate belongs to app {}, not to the configured app {}",
+            "the candidate belongs to app {}, not to the configured app {app_id}",
             f.app_id.as_deref().unwrap_or("(unknown)"),
-            e.app_id
         ));
     }
     let kind = f.token_type.as_deref().unwrap_or("(unknown)");
     let current_kind = e.current.and_then(|c| c.token_type.as_deref());
-    if kind != SYSTEM_USER && Some(kind) != current_kind {
+    if kind != e.token_type && Some(kind) != current_kind {
         return Err(format!(
             "the candidate is a {kind} token; a system-user token is expected (Business Manager > Users > System users > Generate new token)"
         ));
@@ -607,7 +631,11 @@ pub fn judge(c: &CandidateReport, e: &Expectations<'_>) -> Result<(), String> {
             (_, None) => Some(Timestamp::UNIX_EPOCH),
         }
     };
-    if let Some(cur) = e.current {
+    // Where Meta does not report the expiry (Instagram, Threads: only a renewal tells it), a
+    // candidate that works and whose expiry is unknown cannot be compared: it is accepted,
+    // and its first refresh records its expiry.
+    let incomparable = !e.expiry_reported && f.expires == Expires::Unknown;
+    if let Some(cur) = e.current.filter(|_| !incomparable) {
         let (new_end, cur_end) = (end(f), end(cur));
         let longer = match (new_end, cur_end) {
             (None, _) => true,
@@ -717,6 +745,11 @@ mod tests {
         };
         crate::config::TokenConfig {
             name: "prod".into(),
+            kind: crate::config::Kind::Whatsapp,
+            app: None,
+            page: None,
+            ad_accounts: Vec::new(),
+            business: None,
             phone_number_id: None,
             waba_id: None,
             store: crate::config::StoreConfig::File {
@@ -763,6 +796,43 @@ mod tests {
         // An ordinary failure waits repeat_interval only.
         last.needs_config_change = None;
         assert!(start_reason(&never, &state, Some(&last), much_later).is_some());
+    }
+
+    #[test]
+    fn an_unusable_marketing_token_is_not_rotated_but_a_dead_one_is() {
+        let mut t = mint_token_config(true);
+        let mut state = crate::state::TokenState {
+            facts: Some(facts(
+                "cur",
+                SYSTEM_USER,
+                Expires::At(ts(NOW + 50 * DAY)),
+                NOW - 10 * DAY,
+            )),
+            verdict: Some(crate::policy::Verdict::Unusable {
+                reason: "ad account act_1 is not running (account_status 2)".into(),
+            }),
+            ..Default::default()
+        };
+        assert!(
+            start_reason(&t, &state, None, ts(NOW)).is_some(),
+            "WhatsApp: a successor is the fix"
+        );
+        t.kind = crate::config::Kind::Marketing;
+        assert_eq!(
+            start_reason(&t, &state, None, ts(NOW)),
+            None,
+            "a new token would not run the account"
+        );
+        state.verdict = Some(crate::policy::Verdict::Dead {
+            reason: "invalidated".into(),
+            expired: false,
+        });
+        assert!(start_reason(&t, &state, None, ts(NOW)).is_some());
+        t.kind = crate::config::Kind::WhatsappBusiness;
+        state.verdict = Some(crate::policy::Verdict::Unusable {
+            reason: "disconnected by the customer".into(),
+        });
+        assert_eq!(start_reason(&t, &state, None, ts(NOW)), None);
     }
 
     #[test]
@@ -925,7 +995,9 @@ mod tests {
 
     fn expect<'a>(current: Option<&'a TokenFacts>) -> Expectations<'a> {
         Expectations {
-            app_id: "634974688087057",
+            app_id: Some("634974688087057"),
+            token_type: SYSTEM_USER,
+            expiry_reported: true,
             current,
             max_age: Some(Duration::from_secs(60 * 86_400)),
         }

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::alert::RotationMail as Mail;
 use crate::audit::{Audit, AuditEvent};
-use crate::config::{Config, Source, TokenConfig};
+use crate::config::{Config, Kind, Source, TokenConfig};
 use crate::graph::{self, GraphClient, GraphError};
 
 use crate::policy::{Expires, TokenFacts};
@@ -357,6 +357,20 @@ async fn obtain(d: &Deps<'_>, r: &mut Rotation) -> Event {
 /// Meta's refresh of `current`, for a token that can be refreshed: never a non-expiring one
 /// (it would come back as a 60-day one) and never a dead one (Meta refuses).
 async fn refresh(d: &Deps<'_>, r: &mut Rotation, current: &Secret) -> Result<Secret, Event> {
+    if !d.token.kind.debug_token() {
+        return refresh_kind(d, r, current).await;
+    }
+    if let Some(page) = d.token.page.as_ref().filter(|_| d.token.kind == Kind::Page) {
+        return retake_page(d, r, page).await;
+    }
+    if let Some(b) = d
+        .token
+        .business
+        .as_ref()
+        .filter(|_| d.token.kind == Kind::WhatsappBusiness)
+    {
+        return fetch_business(d, r, b).await;
+    }
     match d.graph.debug_token(current).await {
         Err(e) => return Err(graph_event("inspecting the current token", e)),
         Ok(info) if info.invalid_reason().is_some() => {
@@ -384,6 +398,166 @@ async fn refresh(d: &Deps<'_>, r: &mut Rotation, current: &Secret) -> Result<Sec
         .map_err(|e| graph_event("refreshing the token", e))
 }
 
+/// The renewal of an Instagram or Threads token (`GET /refresh_access_token`): only for a
+/// token that still works, is not expired and (when its issue time is known) is at least 24
+/// hours old, as Meta's pages require. An expired or invalidated one cannot be refreshed: the
+/// failure says a person must log in again, and where. The expiry Meta gives is recorded
+/// ([`crate::observe::ExpiryLog`]) before the token leaves this function, so the checks know
+/// it from the first moment the token exists in the store.
+async fn refresh_kind(d: &Deps<'_>, r: &mut Rotation, current: &Secret) -> Result<Secret, Event> {
+    let kind = d.token.kind;
+    let relogin = kind.advice().relogin;
+    let info = crate::observe::inspect(&d.cfg.state_dir, d.token, d.graph, current)
+        .await
+        .map_err(|e| graph_event("probing the current token", e))?;
+    let now = (d.now)();
+    if let Some(api) = info.invalid_reason() {
+        return Err(Event::Failed(format!(
+            "the current token cannot be refreshed because it is no longer valid ({}); {relogin}",
+            graph::dead_reason(&api)
+        )));
+    }
+    if let graph::Expiry::At(at) = info.expires_at
+        && at <= now
+    {
+        return Err(Event::Failed(format!(
+            "the current token expired at {}; {relogin}",
+            crate::timefmt::utc(at)
+        )));
+    }
+    let log = crate::observe::ExpiryLog::new(&d.cfg.state_dir);
+    let min_age = crate::meta::kind::MIN_AGE_TO_REFRESH_SECS;
+    // When Meta last refused it as possibly too young (its issue time unknown).
+    let refused_young = log
+        .find(&d.token.name, current.fingerprint())
+        .filter(|e| e.expires_at.is_none())
+        .map(|e| e.issued_at);
+    if let Some(since) = info.issued_at.or(refused_young) {
+        let age = now.as_second() - since.as_second();
+        if age < min_age {
+            return Err(Event::Transient(format!(
+                "{} refreshes a token only once it is at least 24 hours old; asking again after {}",
+                kind.host(),
+                crate::timefmt::utc(
+                    Timestamp::from_second(since.as_second() + min_age).unwrap_or(now)
+                )
+            )));
+        }
+    }
+    mark_sent(d, r);
+    let new = match d.graph.refresh_kind(kind, current).await {
+        Ok(new) => new,
+        Err(GraphError::TokenDead(api)) => {
+            return Err(Event::Failed(format!(
+                "{} refused to refresh the token ({}); {relogin}",
+                kind.host(),
+                graph::dead_reason(&api)
+            )));
+        }
+        // A token whose age nobody knows (imported, staged) may be younger than the 24
+        // hours Meta requires; Meta's code for that is not documented. The first such
+        // refusal is remembered and the refresh asked again a day later; a second one is a
+        // failure for a person.
+        Err(GraphError::Misconfigured(api))
+            if info.issued_at.is_none() && refused_young.is_none() =>
+        {
+            let entry = crate::observe::RecordedExpiry {
+                fingerprint: current.fingerprint(),
+                issued_at: now,
+                expires_at: None,
+            };
+            if let Err(e) = log.record(&d.token.name, entry) {
+                tracing::error!(token = %d.token.name, error = %e, "cannot record the refused refresh");
+            }
+            // Meta made no token: nothing is left behind by this attempt.
+            r.obtain_sent = false;
+            return Err(Event::Transient(format!(
+                "{} refused to refresh the token ({api}); it may be younger than the 24 hours Meta requires: asking again in a day",
+                kind.host()
+            )));
+        }
+        Err(e) => return Err(graph_event("refreshing the token", e)),
+    };
+    if let Some(expires_in) = new.expires_in {
+        let entry = crate::observe::RecordedExpiry {
+            fingerprint: new.token.fingerprint(),
+            issued_at: now,
+            expires_at: Timestamp::from_second(now.as_second() + expires_in.as_secs() as i64).ok(),
+        };
+        if let Err(e) = log.record(&d.token.name, entry) {
+            // The token is still used; its expiry is unknown until the next renewal, and
+            // an unknown expiry makes the renewal due at once, so nothing dies unnoticed.
+            tracing::error!(token = %d.token.name, error = %e, "cannot record the refreshed token's expiry");
+        }
+    }
+    Ok(new.token)
+}
+
+/// A Page token taken again from the configured long-lived user token
+/// (`GET /{page-id}?fields=access_token`). The user token dead means only a new login helps;
+/// a refusal (no task on the Page any more) is a failure for a person too. Meta may hand back
+/// the current Page token itself: `obtain` then extends it in place.
+async fn retake_page(
+    d: &Deps<'_>,
+    r: &mut Rotation,
+    page: &crate::config::PageConfig,
+) -> Result<Secret, Event> {
+    let relogin = Kind::Page.advice().relogin;
+    let Some(user_ref) = &page.user_token else {
+        return Err(Event::Failed(format!(
+            "no `page.user_token` to take a new Page token from; {relogin}"
+        )));
+    };
+    let user = user_ref
+        .resolve()
+        .map_err(|e| Event::Failed(format!("`page.user_token`: {e}")))?;
+    mark_sent(d, r);
+    match d.graph.page_token_from_user(&user, &page.id).await {
+        Ok(t) => Ok(t),
+        Err(GraphError::TokenDead(api)) => Err(Event::Failed(format!(
+            "the user token in `page.user_token` is no longer valid ({}); {relogin}",
+            graph::dead_reason(&api)
+        ))),
+        Err(GraphError::Misconfigured(api)) => Err(Event::Failed(format!(
+            "Meta refused the Page token of Page {} to the user token ({api}): the person may have lost their task on the Page; {relogin}",
+            page.id
+        ))),
+        Err(e) => Err(graph_event("taking the Page token again", e)),
+    }
+}
+
+/// The customer's business token fetched again with the partner's own token
+/// (`POST /{client-business-id}/system_user_access_tokens`, `fetch_only`). Meta may hand back
+/// the current token itself: `obtain` then extends it in place. A refusal (the customer removed
+/// the app) or a dead partner token is a failure for a person, never retried in a loop.
+async fn fetch_business(
+    d: &Deps<'_>,
+    r: &mut Rotation,
+    b: &crate::config::BusinessConfig,
+) -> Result<Secret, Event> {
+    let partner = b
+        .partner_token
+        .resolve()
+        .map_err(|e| Event::Failed(format!("`business.partner_token`: {e}")))?;
+    mark_sent(d, r);
+    match d
+        .graph
+        .fetch_business_token(&partner, &b.client_business_id)
+        .await
+    {
+        Ok(t) => Ok(t),
+        Err(GraphError::TokenDead(api)) => Err(Event::Failed(format!(
+            "the partner token in `business.partner_token` is no longer valid ({}); make a new one for the Tech Provider's admin system user",
+            graph::dead_reason(&api)
+        ))),
+        Err(GraphError::Misconfigured(api)) => Err(Event::Failed(format!(
+            "Meta refused the business token of business {} ({api}): the customer may have removed the app (only the customer can reconnect it), or the business id is wrong",
+            b.client_business_id
+        ))),
+        Err(e) => Err(graph_event("fetching the business token", e)),
+    }
+}
+
 /// A new token minted for the configured system user, with the scopes the current token has
 /// (Meta's access-token page also assigns `business_management`; teams add others) or the
 /// configured ones.
@@ -399,7 +573,7 @@ async fn mint(
         .map_err(|e| Event::Failed(format!("`mint.admin_token`: {e}")))?;
     let scopes = if m.scopes.is_empty() {
         match d.graph.debug_token(current).await {
-            Ok(info) => mint_scopes(&info),
+            Ok(info) => mint_scopes(&info, d.token.kind),
             Err(e) => return Err(graph_event("inspecting the current token's scopes", e)),
         }
     } else {
@@ -456,13 +630,23 @@ async fn stage_obtained(d: &Deps<'_>, r: &Rotation, token: Secret) -> Event {
 }
 
 /// The scopes to mint a successor with: the current token's (from its `debug_token`), so none
-/// a consumer relies on is lost, and the two WhatsApp scopes in any case.
-fn mint_scopes(info: &graph::TokenInfo) -> Vec<String> {
+/// a consumer relies on is lost, and the two WhatsApp scopes in any case (for a Marketing
+/// token, `ads_read` when it has neither ads scope).
+fn mint_scopes(info: &graph::TokenInfo, kind: Kind) -> Vec<String> {
     let mut scopes: Vec<String> = if info.invalid_reason().is_none() {
         info.scopes.clone()
     } else {
         Vec::new()
     };
+    if kind == Kind::Marketing {
+        if !crate::meta::kind::ADS_SCOPES
+            .iter()
+            .any(|s| scopes.iter().any(|x| x == s))
+        {
+            scopes.push("ads_read".into());
+        }
+        return scopes;
+    }
     for s in graph::WHATSAPP_SCOPES {
         if !scopes.iter().any(|x| x == s) {
             scopes.push(s.to_string());
@@ -480,7 +664,7 @@ async fn is_previous(d: &Deps<'_>, token: &Secret) -> bool {
 /// back the current token itself, living longer. Nothing is staged, delivered, promoted or
 /// revoked; the new expiry is recorded (the rotation record, the audit log, one email).
 async fn extended_in_place(d: &Deps<'_>, r: &Rotation, token: &Secret) -> Event {
-    let until = match d.graph.debug_token(token).await {
+    let until = match crate::observe::inspect(&d.cfg.state_dir, d.token, d.graph, token).await {
         Ok(info) => match info.expires_at {
             graph::Expiry::At(t) => Some(t),
             _ => None,
@@ -542,10 +726,25 @@ fn mark_sent(d: &Deps<'_>, r: &mut Rotation) {
 
 /// Inspects `token` as a candidate: `debug_token`, then (if valid) the phone read.
 pub async fn inspect_candidate(
+    state_dir: &Path,
     graph: &GraphClient,
     t: &TokenConfig,
     token: &Secret,
 ) -> Result<CandidateReport, GraphError> {
+    if !t.kind.debug_token() {
+        // The kind's `GET /me` is both the inspection and the proof.
+        let info = crate::observe::inspect(state_dir, t, graph, token).await?;
+        let invalid = info.invalid_reason().map(|a| graph::dead_reason(&a));
+        let usability = match info.invalid_reason() {
+            Some(api) => crate::usable::Usability::Dead(api),
+            None => crate::usable::Usability::Usable,
+        };
+        return Ok(CandidateReport {
+            invalid,
+            facts: crate::graph::facts_of(token, &info),
+            usability,
+        });
+    }
     let info = match graph.debug_token(token).await {
         Ok(i) => i,
         // Code 100 on `debug_token` is Meta refusing this app's view of the token: for the
@@ -578,8 +777,11 @@ pub async fn inspect_candidate(
     for read in [
         proof.waba.as_ref().and_then(|r| r.as_ref().err()),
         proof.phone.as_ref().and_then(|r| r.as_ref().err()),
+        proof.page.as_ref().and_then(|r| r.as_ref().err()),
+        proof.subscribed.as_ref().and_then(|r| r.as_ref().err()),
     ]
     .into_iter()
+    .chain(proof.ad_accounts.iter().map(|(_, r)| r.as_ref().err()))
     .flatten()
     {
         if matches!(
@@ -603,7 +805,11 @@ pub fn expectations<'a>(
     current: Option<&'a TokenFacts>,
 ) -> Expectations<'a> {
     Expectations {
-        app_id: &cfg.meta.app_id,
+        // Instagram and Threads tokens belong to their product's own app, which no Graph
+        // inspection names: the app check is Graph's only.
+        app_id: t.kind.debug_token().then_some(cfg.meta.app_id.as_str()),
+        token_type: t.kind.token_type().unwrap_or(super::SYSTEM_USER),
+        expiry_reported: t.kind.debug_token(),
         current,
         max_age: t.policy.max_age,
     }
@@ -612,10 +818,12 @@ pub fn expectations<'a>(
 /// The current token's facts, or `None` when Meta calls it invalid (any valid successor is
 /// then better).
 pub async fn current_facts(
+    state_dir: &Path,
+    t: &TokenConfig,
     graph: &GraphClient,
     token: &Secret,
 ) -> Result<Option<TokenFacts>, GraphError> {
-    let info = graph.debug_token(token).await?;
+    let info = crate::observe::inspect(state_dir, t, graph, token).await?;
     Ok(info
         .invalid_reason()
         .is_none()
@@ -638,11 +846,11 @@ async fn validate(d: &Deps<'_>, r: &mut Rotation) -> Event {
         }
         return extended_in_place(d, r, &candidate).await;
     }
-    let current = match current_facts(d.graph, &current).await {
+    let current = match current_facts(&d.cfg.state_dir, d.token, d.graph, &current).await {
         Ok(f) => f,
         Err(e) => return graph_event("inspecting the current token", e),
     };
-    let report = match inspect_candidate(d.graph, d.token, &candidate).await {
+    let report = match inspect_candidate(&d.cfg.state_dir, d.graph, d.token, &candidate).await {
         Ok(c) => c,
         Err(e) => return graph_event("inspecting the candidate", e),
     };

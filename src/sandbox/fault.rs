@@ -32,6 +32,12 @@ pub enum Endpoint {
     Revoke,
     /// `POST /` with `batch`.
     Batch,
+    /// `GET /me` on the Instagram or Threads host (the kinds' proof read).
+    Me,
+    /// `GET /refresh_access_token` on the Instagram or Threads host.
+    RefreshAccessToken,
+    /// `GET /access_token` (short-lived to long-lived exchange) on the Instagram or Threads host.
+    ExchangeToken,
     /// Anything else.
     Other,
 }

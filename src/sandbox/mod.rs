@@ -15,8 +15,10 @@
 //!
 //! Graph endpoints are served under any version prefix (`/v21.0/...`) or none:
 //! `debug_token`, `oauth/access_token`, `oauth/revoke`, `{system-user}/access_tokens`,
-//! `{phone-number-id}`, `{waba-id}`, `{waba-id}/phone_numbers`, `{phone-number-id}/messages`
-//! and batches (`POST /` with `batch`).
+//! `{phone-number-id}`, `{waba-id}`, `{waba-id}/phone_numbers`, `{phone-number-id}/messages`,
+//! ad accounts (`act_{id}` with `fields=account_status,name`), the demo Page (`{page-id}` with `fields=id,name` or `access_token`, `{page-id}/subscribed_apps`)
+//! and batches (`POST /` with `batch`); the Instagram and Threads hosts under `/instagram` and
+//! `/threads`.
 
 mod admin;
 mod fault;
@@ -43,10 +45,12 @@ use tokio::task::JoinHandle;
 pub use fault::{Endpoint, Fault};
 pub use quirks::{Quirks, UsageModel};
 pub use scenario::{
-    AppDef, DEMO_APP_ID, DEMO_APP_SECRET, DEMO_PHONE_NUMBER_ID, DEMO_SYSTEM_USER_ID, DEMO_USER_ID,
-    DEMO_WABA_ID, Lifetime, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_NUMBER_ID, OTHER_WABA_ID,
-    PhoneDef, Scenario, SystemUserDef, TemplateDef, TokenDef, TokenKind, TokenSpec, TokenStatusDef,
-    UNINSTALLED_SYSTEM_USER_ID, WHATSAPP_SCOPES, WabaDef,
+    AppDef, DEMO_AD_ACCOUNT_ID, DEMO_APP_ID, DEMO_APP_SECRET, DEMO_CLIENT_BUSINESS_ID,
+    DEMO_INSTAGRAM_USER_ID, DEMO_INSTAGRAM_USERNAME, DEMO_PAGE_ID, DEMO_PAGE_NAME,
+    DEMO_PHONE_NUMBER_ID, DEMO_SYSTEM_USER_ID, DEMO_THREADS_USER_ID, DEMO_THREADS_USERNAME,
+    DEMO_USER_ID, DEMO_WABA_ID, Lifetime, OTHER_APP_ID, OTHER_APP_SECRET, OTHER_PHONE_NUMBER_ID,
+    OTHER_WABA_ID, PhoneDef, Scenario, SystemUserDef, TemplateDef, TokenDef, TokenKind, TokenSpec,
+    TokenStatusDef, UNINSTALLED_SYSTEM_USER_ID, WHATSAPP_SCOPES, WabaDef,
 };
 pub use world::{SentMessage, Stats};
 
@@ -181,6 +185,43 @@ impl Sandbox {
         for app in &mut lock(&self.shared).scenario.apps {
             app.require_app_secret = on;
         }
+    }
+
+    /// Subscribes the demo Page to the first app, or unsubscribes it (Messenger then delivers
+    /// none of its messages to the app).
+    pub fn set_page_subscribed(&self, on: bool) {
+        lock(&self.shared).page_subscribed = on;
+    }
+
+    /// Issues the demo customer's business integration system-user token (both WhatsApp
+    /// scopes on the demo WABA, never expiring) and records it as what
+    /// `POST /{client-business-id}/system_user_access_tokens` with `fetch_only` returns.
+    pub fn issue_business_token(&self) -> String {
+        let mut w = lock(&self.shared);
+        let value = w.issue(&TokenSpec::system_user_never());
+        w.business_tokens
+            .insert(DEMO_CLIENT_BUSINESS_ID.to_string(), value.clone());
+        value
+    }
+
+    /// The customer removes the app: its business token no longer reaches `waba` (code 200
+    /// on the WABA), and fetching it again is refused.
+    pub fn disconnect_business(&self, waba: &str) {
+        let mut w = lock(&self.shared);
+        let Some(token) = w.business_tokens.remove(DEMO_CLIENT_BUSINESS_ID) else {
+            return;
+        };
+        if let Some(rec) = w.tokens.get_mut(&token) {
+            rec.wabas.retain(|x| x != waba);
+        }
+    }
+
+    /// Sets an ad account's `account_status` (1 active, 2 disabled, 101 closed, ...); an
+    /// unknown id becomes a new account.
+    pub fn set_ad_account_status(&self, account_id: &str, status: i64) {
+        lock(&self.shared)
+            .ad_accounts
+            .insert(account_id.trim_start_matches("act_").to_string(), status);
     }
 
     /// Drops every pending fault.

@@ -37,6 +37,22 @@ pub const DEMO_SYSTEM_USER_ID: &str = "104169029247128";
 pub const UNINSTALLED_SYSTEM_USER_ID: &str = "104169029247999";
 /// The person behind the demo user tokens.
 pub const DEMO_USER_ID: &str = "122094861530012345";
+/// The demo Tech Provider customer's business (Embedded Signup).
+pub const DEMO_CLIENT_BUSINESS_ID: &str = "506914307656634";
+/// The demo ad account (Marketing API), without `act_`; running (`account_status` 1).
+pub const DEMO_AD_ACCOUNT_ID: &str = "1234567890123456";
+/// The demo Facebook Page (Pages API, Messenger).
+pub const DEMO_PAGE_ID: &str = "110200300400500";
+/// The demo Page's name.
+pub const DEMO_PAGE_NAME: &str = "Lucky Shrub";
+/// The demo Instagram professional account (`user_id` of `GET /me` on the Instagram host).
+pub const DEMO_INSTAGRAM_USER_ID: &str = "17841400008460056";
+/// The demo Instagram account's username.
+pub const DEMO_INSTAGRAM_USERNAME: &str = "lucky_shrub";
+/// The demo Threads account (`id` of `GET /me` on the Threads host).
+pub const DEMO_THREADS_USER_ID: &str = "25043713268621055";
+/// The demo Threads account's username.
+pub const DEMO_THREADS_USERNAME: &str = "luckyshrub.threads";
 
 /// The two scopes a WhatsApp Cloud API token needs.
 pub const WHATSAPP_SCOPES: [&str; 2] = [
@@ -172,6 +188,13 @@ pub enum TokenKind {
     /// The app itself: `APP_ID|APP_SECRET`.
     #[serde(alias = "app")]
     App,
+    /// An Instagram User token of the Instagram API with Instagram Login, served on the
+    /// Instagram host (`/instagram/...`); Graph cannot parse it.
+    #[serde(alias = "instagram")]
+    Instagram,
+    /// A Threads user token, served on the Threads host (`/threads/...`).
+    #[serde(alias = "threads")]
+    Threads,
 }
 
 impl TokenKind {
@@ -182,7 +205,15 @@ impl TokenKind {
             TokenKind::User => "USER",
             TokenKind::Page => "PAGE",
             TokenKind::App => "APP",
+            TokenKind::Instagram => "INSTAGRAM",
+            TokenKind::Threads => "THREADS",
         }
+    }
+
+    /// Whether tokens of this kind live on another host than Graph's (Instagram, Threads):
+    /// graph.facebook.com cannot parse them.
+    pub fn other_host(self) -> bool {
+        matches!(self, TokenKind::Instagram | TokenKind::Threads)
     }
 }
 
@@ -264,6 +295,65 @@ impl TokenSpec {
             kind: TokenKind::User,
             user_id: Some(DEMO_USER_ID.to_string()),
             ..TokenSpec::system_user_60d()
+        }
+    }
+
+    /// A long-lived Instagram User token (Instagram API with Instagram Login), 60 days, with
+    /// `instagram_business_basic`, for the demo Instagram account.
+    pub fn instagram() -> TokenSpec {
+        TokenSpec {
+            kind: TokenKind::Instagram,
+            app_id: None,
+            scopes: vec!["instagram_business_basic".to_string()],
+            wabas: Vec::new(),
+            lifetime: Lifetime::Days60,
+            issued_ago_secs: 0,
+            user_id: Some(DEMO_INSTAGRAM_USER_ID.to_string()),
+        }
+    }
+
+    /// A 60-day system-user token of the Marketing API (`ads_read`, `ads_management`,
+    /// `business_management`) for the demo ad account's business.
+    pub fn marketing() -> TokenSpec {
+        TokenSpec {
+            scopes: ["ads_read", "ads_management", "business_management"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            wabas: Vec::new(),
+            ..TokenSpec::system_user_60d()
+        }
+    }
+
+    /// A Page token of the demo Page, as taken from a long-lived user token: it never expires
+    /// (`expires_at: 0`), its data access lapses 90 days after issue, `profile_id` the Page.
+    pub fn page() -> TokenSpec {
+        TokenSpec {
+            kind: TokenKind::Page,
+            app_id: None,
+            scopes: [
+                "pages_show_list",
+                "pages_read_engagement",
+                "pages_manage_metadata",
+                "pages_messaging",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            wabas: Vec::new(),
+            lifetime: Lifetime::Never,
+            issued_ago_secs: 0,
+            user_id: Some(DEMO_PAGE_ID.to_string()),
+        }
+    }
+
+    /// A long-lived Threads user token, 60 days, with `threads_basic`, for the demo account.
+    pub fn threads() -> TokenSpec {
+        TokenSpec {
+            kind: TokenKind::Threads,
+            scopes: vec!["threads_basic".to_string()],
+            user_id: Some(DEMO_THREADS_USER_ID.to_string()),
+            ..TokenSpec::instagram()
         }
     }
 

@@ -190,6 +190,13 @@ pub(crate) struct World {
     pub in_flight: u64,
     /// Requests in progress at each arrival (see `Sandbox::concurrency_log`).
     pub arrivals: Vec<u32>,
+    /// Whether the demo Page is subscribed to the first app (Messenger delivers its messages).
+    pub page_subscribed: bool,
+    /// Ad accounts (digits, without `act_`) and their `account_status`.
+    pub ad_accounts: HashMap<String, i64>,
+    /// Per client business (Embedded Signup customers): the business integration
+    /// system-user token `system_user_access_tokens` with `fetch_only` hands back.
+    pub business_tokens: HashMap<String, String>,
 }
 
 /// How many arrivals `World::arrivals` keeps: a long-running sandbox must not grow forever.
@@ -214,6 +221,12 @@ impl World {
             usage: VecDeque::new(),
             in_flight: 0,
             arrivals: Vec::new(),
+            page_subscribed: true,
+            ad_accounts: HashMap::from([(
+                crate::sandbox::scenario::DEMO_AD_ACCOUNT_ID.to_string(),
+                1,
+            )]),
+            business_tokens: HashMap::new(),
             scenario,
         };
         for def in w.scenario.tokens.clone() {
@@ -242,11 +255,18 @@ impl World {
         self.secrets.get(app_id).map(String::as_str)
     }
 
-    /// A fresh value shaped like a real token: `EAA` and about 180 alphanumerics.
-    pub fn new_token_value(&mut self) -> String {
+    /// A fresh value shaped like a real token: about 180 alphanumerics after the prefix Meta
+    /// gives `kind`'s tokens: `IGAA` for Instagram Login, `THAA` for Threads, `EAA` for
+    /// everything Graph issues ([field]).
+    pub fn new_value_for(&mut self, kind: TokenKind) -> String {
+        let prefix = match kind {
+            TokenKind::Instagram => "IGAA",
+            TokenKind::Threads => "THAA",
+            _ => "EAA",
+        };
         loop {
             let len = 170 + self.rng.below(25);
-            let v = format!("EAA{}", self.rng.alnum(len));
+            let v = format!("{prefix}{}", self.rng.alnum(len));
             if !self.tokens.contains_key(&v) {
                 return v;
             }
@@ -286,7 +306,7 @@ impl World {
             let secret = self.secret_of(&app).unwrap_or_default();
             return format!("{app}|{secret}");
         }
-        let value = self.new_token_value();
+        let value = self.new_value_for(spec.kind);
         let rec = self.record(spec, value.clone());
         self.tokens.insert(value.clone(), rec);
         value
@@ -295,7 +315,7 @@ impl World {
     /// Inserts a copy of `rec` with a new value, issued now, 60 days on the hour.
     pub fn reissue_60d(&mut self, rec: &TokenRec) -> TokenRec {
         let now = self.now();
-        let value = self.new_token_value();
+        let value = self.new_value_for(rec.kind);
         let new = TokenRec {
             value: value.clone(),
             issued_at: now,
@@ -496,7 +516,7 @@ fn data_access_for(kind: TokenKind, issued_at: i64) -> i64 {
     match kind {
         // Data access lapses 90 days after issue for people and pages, never for system users.
         TokenKind::User | TokenKind::Page => issued_at + 90 * DAY,
-        TokenKind::SystemUser | TokenKind::App => 0,
+        TokenKind::SystemUser | TokenKind::App | TokenKind::Instagram | TokenKind::Threads => 0,
     }
 }
 

@@ -23,8 +23,8 @@ pub mod queue;
 pub mod records;
 
 pub use records::{
-    GROUPS_DIR, Layout, OUTBOX_DIR, RECORD_DIRS, ROTATIONS_DIR, RecordLock, RecordStore,
-    TARGETS_DIR,
+    EXPIRY_DIR, GROUPS_DIR, Layout, OUTBOX_DIR, RECORD_DIRS, ROTATIONS_DIR, RecordLock,
+    RecordStore, TARGETS_DIR,
 };
 
 use std::collections::BTreeMap;

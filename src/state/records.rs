@@ -36,11 +36,21 @@ pub const ROTATIONS_DIR: &str = "rotations";
 pub const TARGETS_DIR: &str = "targets";
 /// `groups/`: one last good member list per group.
 pub const GROUPS_DIR: &str = "groups";
+/// `expiry/`: per token, the expiries Meta gave in `expires_in` for kinds `debug_token`
+/// cannot inspect (Instagram, Threads), by fingerprint.
+pub const EXPIRY_DIR: &str = "expiry";
 /// `outbox/`: one entry per queued email.
 pub const OUTBOX_DIR: &str = "outbox";
 /// Every directory of the state directory that holds records, the state directory itself
 /// (`""`, for `state.json`) first: where temp files a kill left behind are looked for at start.
-pub const RECORD_DIRS: [&str; 5] = ["", OUTBOX_DIR, ROTATIONS_DIR, TARGETS_DIR, GROUPS_DIR];
+pub const RECORD_DIRS: [&str; 6] = [
+    "",
+    OUTBOX_DIR,
+    ROTATIONS_DIR,
+    TARGETS_DIR,
+    GROUPS_DIR,
+    EXPIRY_DIR,
+];
 
 /// How a record is laid out in its file. Both are read the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -256,9 +256,8 @@ async fn a_reload_that_moves_the_state_directory_moves_state_audit_and_metrics()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        metrics()
-            .await
-            .is_some_and(|m| m.contains("tokenwarden_token_state{token=\"prod\",state=\"ok\"} 1")),
+        metrics().await.is_some_and(|m| m
+            .contains("tokenwarden_token_state{token=\"prod\",kind=\"whatsapp\",state=\"ok\"} 1")),
         "{:?}",
         metrics().await
     );
@@ -306,7 +305,9 @@ async fn a_reload_that_moves_the_state_directory_moves_state_audit_and_metrics()
     }
     let scraped = scraped.unwrap_or_default();
     assert!(
-        scraped.contains("tokenwarden_token_state{token=\"prod\",state=\"invalid\"} 1"),
+        scraped.contains(
+            "tokenwarden_token_state{token=\"prod\",kind=\"whatsapp\",state=\"invalid\"} 1"
+        ),
         "/metrics reads the new directory's state: {scraped}"
     );
 

@@ -45,6 +45,7 @@ fn token_mail(verdict: Verdict, condition: Option<Condition>, now: i64) -> Rende
     let a = assess(&verdict, Some(&f), None, &p, now);
     let ctx = Context {
         token: "billbytekot-prod",
+        kind: tokenwarden::config::Kind::Whatsapp,
         waba_id: Some("102290129340398"),
         phone_number_id: Some("106540352242922"),
         store: "AWS Secrets Manager secret whatsapp/prod",

@@ -281,7 +281,10 @@ async fn the_daemon_spreads_a_group_and_delivers_to_templated_targets() {
     };
     let m = wait_for("tokenwarden_group_members{group=\"cust\"} 120".into()).await;
     assert!(m.contains("tokenwarden_group_discovery_success{group=\"cust\"} 1"));
-    wait_for("tokenwarden_token_state{token=\"cust.shop119\",state=\"ok\"} 1".into()).await;
+    wait_for(
+        "tokenwarden_token_state{token=\"cust.shop119\",kind=\"whatsapp\",state=\"ok\"} 1".into(),
+    )
+    .await;
 
     // Every member's env file gets its own token at its first check (a new target is synced).
     let env_of = |i: usize| std::fs::read_to_string(envs.join(format!("shop{i:03}.env")));
@@ -298,7 +301,10 @@ async fn the_daemon_spreads_a_group_and_delivers_to_templated_targets() {
     let newcomer = sb.issue_token(TokenSpec::system_user_60d());
     create(&format!("{prefix}shop999"), &newcomer, &[MANAGED]).await;
     wait_for("tokenwarden_group_members{group=\"cust\"} 121".into()).await;
-    wait_for("tokenwarden_token_state{token=\"cust.shop999\",state=\"ok\"} 1".into()).await;
+    wait_for(
+        "tokenwarden_token_state{token=\"cust.shop999\",kind=\"whatsapp\",state=\"ok\"} 1".into(),
+    )
+    .await;
 
     // One scheduled check of the group, from the audit log.
     tokio::time::sleep(Duration::from_secs(11)).await;

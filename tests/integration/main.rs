@@ -54,6 +54,16 @@ mod graph_client;
 mod groups;
 /// Hostile servers: redirects, endless bodies, echoed secrets, proxies, idle floods, paging.
 mod hostile;
+/// `kind = "whatsapp_business"`: a Tech Provider's customer token fetched again, a disconnect named.
+mod kinds_business;
+/// `kind = "instagram"`: the Instagram host of the sandbox, and a token kept alive end to end.
+mod kinds_instagram;
+/// `kind = "marketing"`: a Marketing API token proven by its ad accounts, refreshed as today.
+mod kinds_marketing;
+/// `kind = "page"`: a Page token proven by its Page, retaken from a user token, its failures.
+mod kinds_page;
+/// `kind = "threads"`: the Threads host of the sandbox, and a token kept alive end to end.
+mod kinds_threads;
 /// Meta's documented contract and each quirk real Meta has shown (`docs/meta-contract.md`).
 mod meta_contract;
 /// The code's shape: no import cycle between `src/`'s top-level modules, a pure core without IO.

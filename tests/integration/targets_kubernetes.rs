@@ -21,12 +21,12 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokenwarden::config::{TargetKind, Workload, WorkloadKind};
 use tokenwarden::secret::Secret;
-use tokenwarden::target::{PushEvent, TargetError};
+use tokenwarden::target::TargetError;
 
 use crate::util::{
     Fake, FakeState, Fault, SinkOpts, SmtpSink, TokenEntry, Workspace, assert_no_leak, current,
-    due_token, mint_source, open_target, prod_spec, push_ctx, push_timed, rotate_with, sandbox,
-    sections, state_dir, target_config, write_private,
+    due_token, mint_source, open_target, prod_spec, push_timed, rotate_with, sandbox, sections,
+    state_dir, target_config, write_private,
 };
 
 const SA_TOKEN: &str = "k8s-CANARY-serviceaccount-token-0000";
@@ -560,17 +560,8 @@ async fn the_drift_check_repairs_a_key_changed_behind_its_back() {
     let dir = tempfile::tempdir().unwrap();
     let t = open_target(&cfg(&fake, dir.path(), false, 10)).await;
     let mut records = BTreeMap::new();
-    let check = async |records: &mut BTreeMap<_, _>| {
-        tokenwarden::delivery::reconcile(
-            std::slice::from_ref(&t),
-            records,
-            &current,
-            &push_ctx(PushEvent::Sync),
-            &tokenwarden::target::http_client(),
-            1,
-        )
-        .await
-    };
+    let check =
+        async |records: &mut BTreeMap<_, _>| crate::util::drift_check(&t, records, &current).await;
     let first = check(&mut records).await;
     assert!(
         first.synced.is_empty() && first.drifted.is_empty(),

@@ -15,11 +15,11 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokenwarden::config::{ApiAccess, SecretRef, TargetKind};
 use tokenwarden::secret::Secret;
-use tokenwarden::target::{PushEvent, TargetError};
+use tokenwarden::target::TargetError;
 
 use crate::util::{
-    Fake, FakeState, Fault, assert_no_leak, due_token, open_target, push_ctx, push_timed,
-    rotate_with, sandbox, target_config, write_private,
+    Fake, FakeState, Fault, assert_no_leak, due_token, open_target, push_timed, rotate_with,
+    sandbox, target_config, write_private,
 };
 
 const API_KEY: &str = "rnd_CANARYapikey000011112222";
@@ -346,17 +346,8 @@ async fn the_drift_check_repairs_a_var_changed_behind_its_back() {
     let dir = tempfile::tempdir().unwrap();
     let t = open_target(&cfg(&fake, dir.path(), SERVICE, false, 10)).await;
     let mut records = BTreeMap::new();
-    let check = async |records: &mut BTreeMap<_, _>| {
-        tokenwarden::delivery::reconcile(
-            std::slice::from_ref(&t),
-            records,
-            &current,
-            &push_ctx(PushEvent::Sync),
-            &tokenwarden::target::http_client(),
-            1,
-        )
-        .await
-    };
+    let check =
+        async |records: &mut BTreeMap<_, _>| crate::util::drift_check(&t, records, &current).await;
     let first = check(&mut records).await;
     assert!(
         first.synced.is_empty() && first.drifted.is_empty(),

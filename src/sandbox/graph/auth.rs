@@ -44,7 +44,7 @@ pub(super) fn bad_app_id() -> GraphError {
     GraphError::new(101, "Error validating application. Invalid application ID.")
 }
 
-fn bad_client_secret() -> GraphError {
+pub(super) fn bad_client_secret() -> GraphError {
     GraphError::new(1, "Error validating client secret.")
 }
 
@@ -197,6 +197,10 @@ pub(super) fn authenticate(
     let Some(rec) = w.tokens.get(&token).cloned() else {
         return Err(unparseable(&token, whatsapp).status(status_190));
     };
+    if rec.kind.other_host() {
+        // An Instagram Login or Threads token given to graph.facebook.com.
+        return Err(super::kinds::cannot_parse().status(status_190));
+    }
     let required = force_proof || w.app(&rec.app_id).is_some_and(|a| a.require_app_secret);
     check_proof(w, call, &token, &rec.app_id, required)?;
     if let Some(e) = dead_token_error(w, &rec) {

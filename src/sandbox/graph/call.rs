@@ -10,9 +10,25 @@ use serde_json::Value;
 
 use crate::sandbox::fault::Endpoint;
 
+/// Which of Meta's hosts a call was sent to. The sandbox serves all three on one listener:
+/// graph.facebook.com at the root, graph.instagram.com under `/instagram` and
+/// graph.threads.net under `/threads` (the client's base URL for each kind says which).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(in crate::sandbox) enum Host {
+    /// graph.facebook.com.
+    #[default]
+    Graph,
+    /// graph.instagram.com.
+    Instagram,
+    /// graph.threads.net.
+    Threads,
+}
+
 /// One Graph call, already parsed: from HTTP or from a batch item.
 #[derive(Clone, Debug, Default)]
 pub(in crate::sandbox) struct Call {
+    /// The host it was sent to (a batch item inherits Graph's).
+    pub(super) host: Host,
     pub(super) method: String,
     /// Path segments after the version prefix.
     pub(super) segments: Vec<String>,
@@ -48,9 +64,11 @@ impl Call {
                 .or_else(|| h.strip_prefix("OAuth "))
                 .map(|t| t.trim().to_string())
         });
+        let (host, segments) = split_host(split_path_raw(path));
         Call {
+            host,
             method: method.to_ascii_uppercase(),
-            segments: split_path(path),
+            segments: strip_version(segments),
             params,
             json,
             bearer,
@@ -77,6 +95,14 @@ impl Call {
     /// The endpoint kind, for faults and stats.
     pub(super) fn endpoint(&self) -> Endpoint {
         let s: Vec<&str> = self.segments.iter().map(String::as_str).collect();
+        if self.host != Host::Graph {
+            return match s.as_slice() {
+                ["me"] => Endpoint::Me,
+                ["refresh_access_token"] => Endpoint::RefreshAccessToken,
+                ["access_token"] => Endpoint::ExchangeToken,
+                _ => Endpoint::Other,
+            };
+        }
         match s.as_slice() {
             [] if self.method == "POST" && self.params.contains_key("batch") => Endpoint::Batch,
             [] => Endpoint::Phone,
@@ -93,12 +119,34 @@ impl Call {
 }
 
 /// Path segments without an optional `vNN.N` first segment.
+#[cfg(test)]
 fn split_path(path: &str) -> Vec<String> {
+    strip_version(split_path_raw(path))
+}
+
+/// Path segments, decoded, without the leading empty one.
+fn split_path_raw(path: &str) -> Vec<String> {
     let mut segs: Vec<String> = path.split('/').map(percent_decode).collect();
     // Leading slash: drop the first empty segment only, so `/v21.0//messages` keeps its empty id.
     if segs.first().is_some_and(|s| s.is_empty()) {
         segs.remove(0);
     }
+    segs
+}
+
+/// The host a path's first segment names (`instagram`, `threads`), and the rest.
+fn split_host(mut segs: Vec<String>) -> (Host, Vec<String>) {
+    let host = match segs.first().map(String::as_str) {
+        Some("instagram") => Host::Instagram,
+        Some("threads") => Host::Threads,
+        _ => return (Host::Graph, segs),
+    };
+    segs.remove(0);
+    (host, segs)
+}
+
+/// Segments without an optional `vNN.N` first one and a trailing empty one.
+fn strip_version(mut segs: Vec<String>) -> Vec<String> {
     if segs.first().is_some_and(|s| is_version(s)) {
         segs.remove(0);
     }

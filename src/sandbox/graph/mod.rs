@@ -12,17 +12,26 @@
 //!   the quirks that change them;
 //! - `whatsapp.rs`: phone-number and WABA reads, `phone_numbers`, `messages`, the business
 //!   throttle quirk;
+//! - `kinds.rs`: the Instagram and Threads hosts (`/instagram/...`, `/threads/...`): `me` and
+//!   `refresh_access_token`;
+//! - `business.rs`: a Tech Provider's customers' business tokens (`system_user_access_tokens`);
+//! - `ads.rs`: ad accounts (`act_{id}`) and their `account_status`;
+//! - `pages.rs`: the demo Page: its read, taking its Page token, its subscribed apps;
 //! - `batch.rs`: `POST /` with `batch`, and how an item inherits the top-level token;
 //! - `faults.rs`: the injected [`Fault`](super::Fault)s, latency and the in-flight count.
 //!
 //! The world they read and change (clock, tokens, counters) is `super::world`; the admin API
 //! that sets it up is `super::admin`, not here.
 
+mod ads;
 mod auth;
 mod batch;
+mod business;
 mod call;
 mod envelope;
 mod faults;
+mod kinds;
+mod pages;
 mod tokens;
 mod whatsapp;
 
@@ -35,6 +44,18 @@ use faults::{InFlight, Pre};
 
 /// Routes one non-batch call.
 fn dispatch(w: &mut World, call: &Call) -> Reply {
+    if call.host != call::Host::Graph {
+        return kinds::dispatch(w, call).unwrap_or_else(|e| e.into_reply(w));
+    }
+    if business::is_business_tokens(call) {
+        return business::fetch(w, call).unwrap_or_else(|e| e.into_reply(w));
+    }
+    if ads::is_ad_account(call) {
+        return ads::read(w, call).unwrap_or_else(|e| e.into_reply(w));
+    }
+    if pages::is_page(call) {
+        return pages::dispatch(w, call).unwrap_or_else(|e| e.into_reply(w));
+    }
     let result = match call.endpoint() {
         Endpoint::DebugToken => tokens::debug_token(w, call),
         Endpoint::Refresh => tokens::refresh(w, call),
@@ -47,7 +68,11 @@ fn dispatch(w: &mut World, call: &Call) -> Reply {
             100,
             "(#100) A batch cannot contain a batch",
         )),
-        Endpoint::Any | Endpoint::Other => Err(GraphError::new(
+        Endpoint::Any
+        | Endpoint::Other
+        | Endpoint::Me
+        | Endpoint::RefreshAccessToken
+        | Endpoint::ExchangeToken => Err(GraphError::new(
             2500,
             format!("Unknown path components: /{}", call.segments.join("/")),
         )),

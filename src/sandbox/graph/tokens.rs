@@ -78,6 +78,9 @@ pub(super) fn debug_token(w: &mut World, call: &Call) -> Result<Reply, GraphErro
             let Some(rec) = w.tokens.get(&inspector).cloned() else {
                 return Err(unparseable(&inspector, false));
             };
+            if rec.kind.other_host() {
+                return Err(super::kinds::cannot_parse());
+            }
             if let Some(e) = dead_token_error(w, &rec) {
                 return Err(e);
             }
@@ -106,10 +109,14 @@ pub(super) fn debug_token(w: &mut World, call: &Call) -> Result<Reply, GraphErro
             Some(_) => invalid_data("Invalid OAuth access token signature."),
         }
     } else if let Some(rec) = w.tokens.get(&input).cloned() {
-        if rec.app_id != viewing_app {
+        if rec.kind.other_host() {
+            // Graph's debug_token does not parse Instagram Login or Threads tokens.
+            invalid_data("Invalid OAuth access token - Cannot parse access token")
+        } else if rec.app_id != viewing_app {
             return Err(app_mismatch());
+        } else {
+            token_data(w, &rec)
         }
-        token_data(w, &rec)
     } else if input.starts_with("EAA") {
         invalid_data("The access token could not be decrypted")
     } else {
@@ -224,7 +231,7 @@ pub(super) fn refresh(w: &mut World, call: &Call) -> Result<Reply, GraphError> {
         .param("fb_exchange_token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| missing_param("fb_exchange_token"))?;
-    let Some(rec) = w.tokens.get(old).cloned() else {
+    let Some(rec) = w.tokens.get(old).cloned().filter(|r| !r.kind.other_host()) else {
         return Err(unparseable(old, false));
     };
     if rec.app_id != app_id {

@@ -363,6 +363,24 @@ pub fn push_ctx(event: tokenwarden::target::PushEvent) -> tokenwarden::target::P
     }
 }
 
+/// One scheduled drift check of `t` against `current`, as the daemon runs it (records kept
+/// in `records` between checks).
+pub async fn drift_check(
+    t: &Arc<tokenwarden::target::Configured>,
+    records: &mut std::collections::BTreeMap<String, tokenwarden::delivery::TargetRecord>,
+    current: &tokenwarden::secret::Secret,
+) -> tokenwarden::delivery::Reconciled {
+    tokenwarden::delivery::reconcile(
+        std::slice::from_ref(t),
+        records,
+        current,
+        &push_ctx(tokenwarden::target::PushEvent::Sync),
+        &tokenwarden::target::http_client(),
+        1,
+    )
+    .await
+}
+
 /// Opens `cfg` as a rollout does.
 pub async fn open_target(
     cfg: &tokenwarden::config::TargetConfig,

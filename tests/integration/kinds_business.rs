@@ -1,0 +1,99 @@
+//! `kind = "whatsapp_business"`: a Tech Provider's business token of one customer, checked with
+//! `debug_token` and a read of the customer's WABA's phone numbers, fetched again without the
+//! customer through `system_user_access_tokens` (`fetch_only`) with the partner's own token; a
+//! customer who removed the app is "disconnected by the customer", never rotated in a loop.
+
+use tokenwarden::sandbox::{self, Sandbox, TokenSpec};
+
+use crate::util::{sandbox, tw};
+
+struct BizWorkspace {
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+}
+
+fn biz_workspace(sb: &Sandbox, value: &str, partner: &str) -> BizWorkspace {
+    use tokenwarden::store::file::FileStore;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("app-secret");
+    std::fs::write(&secret_file, sandbox::DEMO_APP_SECRET).unwrap();
+    let partner_file = dir.path().join("partner-token");
+    std::fs::write(&partner_file, partner).unwrap();
+    let text = format!(
+        "state_dir = \"{d}\"\n[meta]\napp_id = \"{a}\"\napp_secret = {{ file = \"{s}\" }}\nbase_url = \"{b}\"\nattempts = 2\nretry_delay = \"10ms\"\ntimeout = \"5s\"\n\n[[token]]\nname = \"cust-shop\"\nkind = \"whatsapp_business\"\nwaba_id = \"{waba}\"\nsource = \"refresh\"\nbusiness = {{ client_business_id = \"{biz}\", partner_token = {{ file = \"{p}\" }} }}\n",
+        d = dir.path().display(),
+        a = sandbox::DEMO_APP_ID,
+        s = secret_file.display(),
+        b = sb.base_url(),
+        waba = sandbox::DEMO_WABA_ID,
+        biz = sandbox::DEMO_CLIENT_BUSINESS_ID,
+        p = partner_file.display(),
+    );
+    FileStore::new(dir.path().join("tokens.json"), "cust-shop".into())
+        .import_current(
+            &tokenwarden::secret::Secret::new(value),
+            jiff::Timestamp::now(),
+        )
+        .unwrap();
+    let config = dir.path().join("tokenwarden.toml");
+    crate::util::write_private(&config, &text);
+    BizWorkspace { dir, config }
+}
+
+async fn current_of(ws: &BizWorkspace) -> String {
+    use tokenwarden::store::SecretStore;
+    tokenwarden::store::file::FileStore::new(ws.dir.path().join("tokens.json"), "cust-shop".into())
+        .current()
+        .await
+        .unwrap()
+        .expose()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_business_token_is_fetched_again_without_the_customer_and_a_disconnect_is_named() {
+    let sb = sandbox().await;
+    let partner = sb.issue_token(TokenSpec::system_user_never());
+    let first = sb.issue_business_token();
+    let ws = biz_workspace(&sb, &first, &partner);
+    let c = tw(&ws.config, &["check", "--json"], &[], None).await;
+    assert_eq!(c.code, 0, "{c:?}");
+    assert!(
+        c.stdout.contains("\"kind\": \"whatsapp_business\""),
+        "{c:?}"
+    );
+
+    // Fetched again: Meta hands back the same token: extended in place, nothing revoked.
+    let r = tw(&ws.config, &["rotate", "--token", "cust-shop"], &[], None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(current_of(&ws).await, first);
+    assert_eq!(sb.stats().revoked, 0);
+
+    // The business token killed and made anew at Meta: dead here, then fetched, validated and
+    // promoted without the customer.
+    sb.invalidate(&first, 460);
+    let second = sb.issue_business_token();
+    let c = tw(&ws.config, &["check"], &[], None).await;
+    assert_eq!(c.code, 2, "{c:?}");
+    let r = tw(&ws.config, &["rotate", "--token", "cust-shop"], &[], None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(current_of(&ws).await, second);
+
+    // The customer removes the app: "disconnected by the customer", and fetching is refused.
+    sb.disconnect_business(sandbox::DEMO_WABA_ID);
+    let c = tw(&ws.config, &["check"], &[], None).await;
+    assert_eq!(c.code, 2, "{c:?}");
+    assert!(c.stdout.contains("disconnected by the customer"), "{c:?}");
+    let d = tw(&ws.config, &["doctor"], &[], None).await;
+    assert!(d.stdout.contains("disconnected by the customer"), "{d:?}");
+    let r = tw(&ws.config, &["rotate", "--token", "cust-shop"], &[], None).await;
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.all().contains("customer may have removed the app"),
+        "{r:?}"
+    );
+    assert_eq!(current_of(&ws).await, second);
+    for out in [c.all(), r.all(), d.all()] {
+        crate::util::assert_no_leak(&out, &[&first, &second, &partner], "output");
+    }
+}
