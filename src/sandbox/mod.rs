@@ -52,7 +52,7 @@ pub use scenario::{
     OTHER_WABA_ID, PhoneDef, Scenario, SystemUserDef, TemplateDef, TokenDef, TokenKind, TokenSpec,
     TokenStatusDef, UNINSTALLED_SYSTEM_USER_ID, WHATSAPP_SCOPES, WabaDef,
 };
-pub use world::{SentMessage, Stats};
+pub use world::{MessengerPolicy, SentMessage, Stats};
 
 use world::{Shared, World, lock};
 
@@ -191,6 +191,14 @@ impl Sandbox {
     /// none of its messages to the app).
     pub fn set_page_subscribed(&self, on: bool) {
         lock(&self.shared).page_subscribed = on;
+    }
+
+    /// Makes the demo Page's own token meet a Messenger policy refusal on its reads (the Page
+    /// and its subscribed apps), or clears it (`None`). Meta documents these codes for the
+    /// Messenger Platform; the sandbox answers them on the reads a Page token is proven with so
+    /// that a client's classification of them is tested end to end.
+    pub fn set_page_policy(&self, policy: Option<MessengerPolicy>) {
+        lock(&self.shared).page_policy = policy;
     }
 
     /// Issues the demo customer's business integration system-user token (both WhatsApp
