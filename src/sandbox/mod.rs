@@ -201,6 +201,25 @@ impl Sandbox {
         lock(&self.shared).page_policy = policy;
     }
 
+    /// The person lost their role (task) on the demo Page: every Page token taken for it dies
+    /// (190, subcode 492 "the user lost their role on the asset"), and a person's token may
+    /// neither read the Page nor take a Page token any more (code 200, "Permissions error").
+    pub fn remove_page_role(&self) {
+        let mut w = lock(&self.shared);
+        w.page_role_lost = true;
+        let pages: Vec<String> = w
+            .tokens
+            .iter()
+            .filter(|(_, r)| {
+                r.kind == TokenKind::Page && r.user_id.as_deref() == Some(DEMO_PAGE_ID)
+            })
+            .map(|(v, _)| v.clone())
+            .collect();
+        for v in pages {
+            w.invalidate(&v, 492);
+        }
+    }
+
     /// Issues the demo customer's business integration system-user token (both WhatsApp
     /// scopes on the demo WABA, never expiring) and records it as what
     /// `POST /{client-business-id}/system_user_access_tokens` with `fetch_only` returns.

@@ -194,6 +194,8 @@ pub(crate) struct World {
     pub page_subscribed: bool,
     /// A Messenger policy refusal the demo Page's own token meets on its reads, if any.
     pub page_policy: Option<MessengerPolicy>,
+    /// Whether the people of the sandbox lost their role on the demo Page.
+    pub page_role_lost: bool,
     /// Ad accounts (digits, without `act_`) and their `account_status`.
     pub ad_accounts: HashMap<String, i64>,
     /// Per client business (Embedded Signup customers): the business integration
@@ -236,6 +238,7 @@ impl World {
             arrivals: Vec::new(),
             page_subscribed: true,
             page_policy: None,
+            page_role_lost: false,
             ad_accounts: HashMap::from([(
                 crate::sandbox::scenario::DEMO_AD_ACCOUNT_ID.to_string(),
                 1,

@@ -1,7 +1,7 @@
 //! `kind = "instagram"`: the Instagram host of the sandbox (graph.instagram.com's `me` and
 //! `refresh_access_token`, as strict as Meta's pages), and an Instagram Login token kept alive
 //! through the real binary: inspect (probe), renew, validate, deliver, and its failure modes
-//! (expired beyond refresh, invalidated, wrong host).
+//! (expired beyond refresh, invalidated, wrong host, the account gone).
 
 use serde_json::Value;
 use tokenwarden::sandbox::{self, Sandbox, TokenSpec};
@@ -730,4 +730,37 @@ async fn a_check_of_mixed_kinds_batches_only_what_debug_token_inspects_and_keeps
         3,
         "each Instagram and Threads token probed once"
     );
+}
+
+/// The account behind a token of `kind` gone (deleted or deactivated): Meta invalidates its
+/// tokens (the subcode is not documented; the sandbox's 467, "invalid", stands for it). The
+/// token is dead, never sent to refresh, and the rotation says a person must log in again.
+pub(crate) async fn a_kind_whose_account_is_gone(kind: &str, spec: TokenSpec, login_hint: &str) {
+    use crate::util::tw;
+    let sb = sandbox().await;
+    let old = sb.issue_token(spec.issued_ago(30 * 86_400));
+    let ws = kind_workspace(&sb, kind, &old);
+    sb.invalidate(&old, 467);
+    let c = tw(&ws.config, &["check", "--json"], &[], None).await;
+    assert_eq!(c.code, 2, "{c:?}");
+    let line = &serde_json::from_str::<Value>(&c.stdout).unwrap()[0];
+    assert_eq!(line["state"], "invalid", "{line}");
+    assert!(!c.stdout.contains("wrong host"), "{c:?}");
+    let r = tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.all().contains(login_hint), "{r:?}");
+    assert_eq!(
+        sb.stats().refreshed,
+        0,
+        "a dead token is never sent to refresh"
+    );
+    assert_eq!(current_of(&ws).await, old);
+    for out in [c.all(), r.all()] {
+        crate::util::assert_no_leak(&out, &[&old], "output");
+    }
+}
+
+#[tokio::test]
+async fn an_instagram_token_whose_account_is_gone_is_dead_and_needs_a_new_login() {
+    a_kind_whose_account_is_gone("instagram", TokenSpec::instagram(), "log in again").await;
 }

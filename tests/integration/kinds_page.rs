@@ -264,8 +264,9 @@ async fn a_messenger_policy_refusal_is_not_a_token_error() {
             "{line}"
         );
         assert!(text.contains(says), "{policy:?}: {line}");
+        let state = line["state"].as_str().unwrap();
         assert!(
-            !text.contains("\"dead\"") && !text.contains("unusable"),
+            !["invalid", "unusable", "expired"].contains(&state),
             "{policy:?}: {line}"
         );
     }
@@ -308,4 +309,45 @@ async fn a_messenger_policy_refusal_is_not_a_token_error() {
         );
     }
     crate::util::assert_no_leak(&state, &[&page, &user], "state");
+}
+
+/// The asset lost: the person lost their role on the Page. The Page token dies (Meta's 492,
+/// "lost their role on the asset"), the user token may no longer take one, and the rotation
+/// fails once saying a person with a task on the Page must log in again; nothing is replaced.
+#[tokio::test]
+async fn a_page_token_whose_person_lost_the_page_role_needs_a_new_login() {
+    let sb = sandbox().await;
+    let user = sb.issue_token(TokenSpec::user());
+    let page = sb.issue_token(TokenSpec::page());
+    let ws = page_workspace(&sb, &page, &user, sandbox::DEMO_PAGE_ID, "");
+    sb.remove_page_role();
+    let c = tw(&ws.config, &["check"], &[], None).await;
+    assert_eq!(c.code, 2, "{c:?}");
+    assert!(c.stdout.contains("lost their role"), "{c:?}");
+    let r = tw(&ws.config, &["rotate", "--token", "shop-page"], &[], None).await;
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.all().contains("lost their task on the Page")
+            && r.all().contains("log in again with Facebook Login"),
+        "{r:?}"
+    );
+    assert_eq!(current_of(&ws).await, page);
+    for out in [c.all(), r.all()] {
+        crate::util::assert_no_leak(&out, &[&page, &user], "output");
+    }
+}
+
+/// An Instagram Login token configured as a Page token is named as given to the wrong host.
+#[tokio::test]
+async fn an_instagram_token_configured_as_a_page_token_is_named_as_on_the_wrong_host() {
+    let sb = sandbox().await;
+    let user = sb.issue_token(TokenSpec::user());
+    let ig = sb.issue_token(TokenSpec::instagram());
+    let ws = page_workspace(&sb, &ig, &user, sandbox::DEMO_PAGE_ID, "");
+    let c = tw(&ws.config, &["check"], &[], None).await;
+    assert!(
+        c.stdout.contains("wrong host") && c.stdout.contains("kind = \"instagram\""),
+        "{c:?}"
+    );
+    crate::util::assert_no_leak(&c.all(), &[&ig, &user], "check output");
 }

@@ -8,7 +8,8 @@
 //! lists its subscribed apps; anything else is Graph's "Unsupported get request" (code 100,
 //! subcode 33). Reads carry the usual authentication (`appsecret_proof` when the app wants it).
 //! A Messenger policy refusal set with `Sandbox::set_page_policy` (code 10/2018278 outside the
-//! messaging window, code 230 without `pages_messaging`) answers the Page's own token's reads.
+//! messaging window, code 230 without `pages_messaging`) answers the Page's own token's reads;
+//! after `Sandbox::remove_page_role` a person's token is refused (code 200).
 
 use serde_json::json;
 
@@ -35,6 +36,9 @@ pub(super) fn dispatch(w: &mut World, call: &Call) -> Result<Reply, GraphError> 
     };
     let own = rec.kind == TokenKind::Page && rec.user_id.as_deref() == Some(DEMO_PAGE_ID);
     let person = rec.kind == TokenKind::User;
+    if person && w.page_role_lost {
+        return Err(super::envelope::permissions_error());
+    }
     if own && let Some(policy) = w.page_policy {
         return Err(policy_error(policy));
     }
