@@ -764,3 +764,106 @@ pub(crate) async fn a_kind_whose_account_is_gone(kind: &str, spec: TokenSpec, lo
 async fn an_instagram_token_whose_account_is_gone_is_dead_and_needs_a_new_login() {
     a_kind_whose_account_is_gone("instagram", TokenSpec::instagram(), "log in again").await;
 }
+
+/// `import` through the real binary with its stdin.
+async fn import(ws: &KindWorkspace, value: &str, flags: &[&str]) -> crate::util::Run {
+    let mut args: Vec<String> = [
+        "--config",
+        ws.config.to_str().unwrap(),
+        "import",
+        "--token",
+        "shop-ig",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(flags.iter().map(|s| s.to_string()));
+    let stdin = format!("{value}\n");
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::util::run_with_stdin(&args, &[], Some(&stdin))
+    })
+    .await
+    .unwrap()
+}
+
+/// `import` of a token `debug_token` does not inspect: without an expiry it says plainly that
+/// the expiry is unknown and how to give it; with `--expires-in` (or `--expires-at`) the expiry
+/// is recorded as a refresh's `expires_in` is, so `check` counts down from it and the token
+/// is refreshed at once when due; a bad or past expiry, or one for a kind `debug_token`
+/// inspects, is refused and nothing is stored.
+#[tokio::test]
+async fn import_records_a_given_expiry_or_says_it_is_unknown() {
+    use crate::util::tw;
+    let sb = sandbox().await;
+    let first = sb.issue_token(TokenSpec::instagram().issued_ago(40 * 86_400));
+    let ws = kind_workspace(&sb, "instagram", &first);
+
+    // No expiry given: stored, and said plainly to be unknown until the first refresh.
+    let second = sb.issue_token(TokenSpec::instagram().issued_ago(40 * 86_400));
+    let r = import(&ws, &second, &[]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("expiry is unknown until tokenwarden first refreshes it")
+            && r.stdout.contains("--expires-in"),
+        "{r:?}"
+    );
+    let c = tw(&ws.config, &["check", "--json"], &[], None).await;
+    let line = &serde_json::from_str::<Value>(&c.stdout).unwrap()[0];
+    assert!(line["seconds_left"].is_null(), "{line}");
+
+    // Given: recorded, `check` counts down from it.
+    let third = sb.issue_token(TokenSpec::instagram().issued_ago(40 * 86_400));
+    let r = import(&ws, &third, &["--expires-in", "20d"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("is recorded"), "{r:?}");
+    assert_eq!(current_of(&ws).await, third);
+    let c = tw(&ws.config, &["check", "--json"], &[], None).await;
+    let line = &serde_json::from_str::<Value>(&c.stdout).unwrap()[0];
+    let left = line["seconds_left"].as_i64().expect("the given expiry");
+    assert!((20 * 86_400 - 120..=20 * 86_400).contains(&left), "{line}");
+    // A token 40 days into its 60 is old enough: the refresh is not held back a day.
+    let rot = tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert_eq!(rot.code, 0, "{rot:?}");
+    assert_eq!(sb.stats().refreshed, 1, "{rot:?}");
+    let renewed = current_of(&ws).await;
+
+    // Refused: a past time, a duration that is not one, more than 60 days; nothing stored.
+    let fourth = sb.issue_token(TokenSpec::instagram());
+    for (flags, says) in [
+        (
+            ["--expires-at", "2020-01-01T00:00:00Z"],
+            "already have expired",
+        ),
+        (["--expires-in", "soon"], "not a duration"),
+        (["--expires-in", "400d"], "more than 60 days"),
+    ] {
+        let r = import(&ws, &fourth, &flags).await;
+        assert_eq!(r.code, 1, "{flags:?}: {r:?}");
+        assert!(
+            r.stderr.contains(says) && r.stderr.contains("nothing was stored"),
+            "{flags:?}: {r:?}"
+        );
+        assert_eq!(current_of(&ws).await, renewed, "{flags:?}");
+    }
+
+    // A kind debug_token inspects: its expiry is Meta's own, the flag is refused.
+    let wa = sb.issue_token(TokenSpec::system_user_60d());
+    let wws = kind_workspace(&sb, "whatsapp", &wa);
+    let other = sb.issue_token(TokenSpec::system_user_60d());
+    let r = import(&wws, &other, &["--expires-in", "20d"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("debug_token inspects") && r.stderr.contains("nothing was stored"),
+        "{r:?}"
+    );
+    assert_eq!(current_of(&wws).await, wa);
+    for out in [r.all(), c.all(), rot.all()] {
+        crate::util::assert_no_leak(
+            &out,
+            &[&first, &second, &third, &fourth, &wa, &other],
+            "output",
+        );
+    }
+}
