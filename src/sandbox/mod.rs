@@ -158,6 +158,12 @@ impl Sandbox {
         lock(&self.shared).reset_secret(None, new_secret);
     }
 
+    /// Resets app `app_id`'s secret (an Instagram or Threads app's too); false if the app is
+    /// unknown. Exchanges and proofs made with the old secret fail at once, as at Meta.
+    pub fn reset_secret_of(&self, app_id: &str, new_secret: &str) -> bool {
+        lock(&self.shared).reset_secret(Some(app_id), new_secret)
+    }
+
     /// Queues a fault.
     pub fn add_fault(&self, fault: Fault) {
         lock(&self.shared).faults.push(fault);

@@ -867,3 +867,114 @@ async fn import_records_a_given_expiry_or_says_it_is_unknown() {
         );
     }
 }
+
+/// The Instagram app's own secret is a dependency of every token whose `app` names it: reset
+/// at Meta (tokenwarden still holding the old one), the daemon's renewal of two tokens of that
+/// app meets "Error validating client secret" on the exchange. On-call gets one CONFIG "own
+/// credentials" alert naming the Instagram app (not the Meta app), however many tokens share
+/// it and however often it is met; no token is called dead, none is replaced. Once the secret
+/// is fixed, the renewals go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_instagram_app_secret_is_one_own_credentials_alert_per_app() {
+    use crate::util::{Running, SinkOpts, SmtpSink, sections, subjects};
+    use tokenwarden::store::file::FileStore;
+    let sb = sandbox().await;
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let meta_secret = dir.path().join("app-secret");
+    std::fs::write(&meta_secret, sandbox::DEMO_APP_SECRET).unwrap();
+    let ig_secret = dir.path().join("ig-app-secret");
+    std::fs::write(&ig_secret, sandbox::OTHER_APP_SECRET).unwrap();
+    // Reset at Meta: the secret tokenwarden holds no longer works.
+    assert!(sb.reset_secret_of(sandbox::OTHER_APP_ID, "0123456789abcdef0123456789abcdef"));
+    let names = ["shop-ig", "blog-ig"];
+    let mut values = Vec::new();
+    let mut text = format!(
+        "state_dir = \"{d}\"\n[meta]\napp_id = \"{a}\"\napp_secret = {{ file = \"{s}\" }}\nbase_url = \"{b}\"\nretry_delay = \"10ms\"\n{sections}",
+        d = dir.path().display(),
+        a = sandbox::DEMO_APP_ID,
+        s = meta_secret.display(),
+        b = sb.base_url(),
+        sections = sections(sink.port, ""),
+    );
+    for name in names {
+        let v = sb.issue_token(
+            TokenSpec::instagram()
+                .app(sandbox::OTHER_APP_ID)
+                .issued_ago(30 * 86_400),
+        );
+        FileStore::new(dir.path().join("tokens.json"), name.into())
+            .import_current(
+                &tokenwarden::secret::Secret::new(v.clone()),
+                jiff::Timestamp::now(),
+            )
+            .unwrap();
+        text.push_str(&format!(
+            "\n[[token]]\nname = \"{name}\"\nkind = \"instagram\"\nsource = \"refresh\"\napp = {{ app_id = \"{app}\", app_secret = {{ file = \"{f}\" }} }}\n",
+            app = sandbox::OTHER_APP_ID,
+            f = ig_secret.display()
+        ));
+        values.push(v);
+    }
+    let config = dir.path().join("tokenwarden.toml");
+    crate::util::write_private(&config, &text);
+    let current = |name: &str| {
+        use tokenwarden::store::SecretStore;
+        let store = FileStore::new(dir.path().join("tokens.json"), name.into());
+        async move { store.current().await.unwrap().expose().to_string() }
+    };
+
+    let clock = tokenwarden::daemon::OffsetClock::default();
+    let d = Running::start(&config, &clock);
+    for _ in 0..2 {
+        d.check_now().await;
+        d.evaluate().await;
+    }
+    let got = subjects(&sink);
+    let own: Vec<&String> = got.iter().filter(|s| s.contains("CONFIG")).collect();
+    assert_eq!(own.len(), 1, "one alert for the one app: {got:#?}");
+    assert!(
+        own[0].contains(sandbox::OTHER_APP_ID) && own[0].contains("instagram app"),
+        "{got:#?}"
+    );
+    assert!(!own[0].contains(sandbox::DEMO_APP_ID), "{got:#?}");
+    for s in &got {
+        assert!(
+            !s.contains("INVALID") && !s.contains("EXPIRED") && !s.contains("FAILED"),
+            "no token is called dead, no rotation failed for good: {got:#?}"
+        );
+    }
+    for (name, v) in names.iter().zip(&values) {
+        assert_eq!(&current(name).await, v, "{name} not replaced");
+    }
+    assert_eq!(sb.stats().refreshed, 0);
+    let (_, body) = sink
+        .messages()
+        .into_iter()
+        .find(|(_, raw)| raw.contains("CONFIG"))
+        .unwrap();
+
+    // The secret fixed: the next run renews both.
+    std::fs::write(&ig_secret, "0123456789abcdef0123456789abcdef").unwrap();
+    d.check_now().await;
+    d.evaluate().await;
+    d.stop().await;
+    for (name, v) in names.iter().zip(&values) {
+        assert_ne!(
+            &current(name).await,
+            v,
+            "{name} renewed once the secret is right"
+        );
+    }
+    let all: String = sink.messages().into_iter().map(|(_, raw)| raw).collect();
+    crate::util::assert_no_leak(
+        &format!("{all}{body}"),
+        &[
+            &values[0],
+            &values[1],
+            sandbox::OTHER_APP_SECRET,
+            "0123456789abcdef0123456789abcdef",
+        ],
+        "emails",
+    );
+}
