@@ -876,6 +876,12 @@ async fn import_records_a_given_expiry_or_says_it_is_unknown() {
 /// is fixed, the renewals go through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_instagram_app_secret_is_one_own_credentials_alert_per_app() {
+    a_reset_app_secret_is_one_alert("instagram", TokenSpec::instagram()).await;
+}
+
+/// [`a_reset_instagram_app_secret_is_one_own_credentials_alert_per_app`] for `kind`, its
+/// tokens issued from `spec` for the sandbox's other app (the product app).
+pub(crate) async fn a_reset_app_secret_is_one_alert(kind: &str, spec: TokenSpec) {
     use crate::util::{Running, SinkOpts, SmtpSink, sections, subjects};
     use tokenwarden::store::file::FileStore;
     let sb = sandbox().await;
@@ -899,7 +905,7 @@ async fn a_reset_instagram_app_secret_is_one_own_credentials_alert_per_app() {
     );
     for name in names {
         let v = sb.issue_token(
-            TokenSpec::instagram()
+            spec.clone()
                 .app(sandbox::OTHER_APP_ID)
                 .issued_ago(30 * 86_400),
         );
@@ -910,7 +916,7 @@ async fn a_reset_instagram_app_secret_is_one_own_credentials_alert_per_app() {
             )
             .unwrap();
         text.push_str(&format!(
-            "\n[[token]]\nname = \"{name}\"\nkind = \"instagram\"\nsource = \"refresh\"\napp = {{ app_id = \"{app}\", app_secret = {{ file = \"{f}\" }} }}\n",
+            "\n[[token]]\nname = \"{name}\"\nkind = \"{kind}\"\nsource = \"refresh\"\napp = {{ app_id = \"{app}\", app_secret = {{ file = \"{f}\" }} }}\n",
             app = sandbox::OTHER_APP_ID,
             f = ig_secret.display()
         ));
@@ -934,7 +940,7 @@ async fn a_reset_instagram_app_secret_is_one_own_credentials_alert_per_app() {
     let own: Vec<&String> = got.iter().filter(|s| s.contains("CONFIG")).collect();
     assert_eq!(own.len(), 1, "one alert for the one app: {got:#?}");
     assert!(
-        own[0].contains(sandbox::OTHER_APP_ID) && own[0].contains("instagram app"),
+        own[0].contains(sandbox::OTHER_APP_ID) && own[0].contains(&format!("{kind} app")),
         "{got:#?}"
     );
     assert!(!own[0].contains(sandbox::DEMO_APP_ID), "{got:#?}");

@@ -141,3 +141,8 @@ async fn a_threads_token_given_to_the_wrong_host_is_named_as_such() {
     assert_eq!(sb.stats().refreshed, 0, "{r:?}");
     crate::util::assert_no_leak(&c.all(), &[&th, &wa], "check output");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_threads_app_secret_is_one_own_credentials_alert_per_app() {
+    crate::kinds_instagram::a_reset_app_secret_is_one_alert("threads", TokenSpec::threads()).await;
+}
