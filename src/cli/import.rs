@@ -102,6 +102,38 @@ fn entry(fingerprint: Fingerprint, at: Timestamp, now: Timestamp) -> RecordedExp
     }
 }
 
+/// The expiry given on `import` or `stage` for token `t`, checked: refused (the command's
+/// failure, saying nothing was `done`) for a kind `debug_token` inspects, or when it does not
+/// parse or is out of range.
+pub(super) fn given_expiry(
+    t: &crate::config::TokenConfig,
+    given: &Given,
+    now: Timestamp,
+    done: &str,
+) -> Step<Option<Timestamp>> {
+    if *given != Given::Nothing && t.kind.debug_token() {
+        let name = &t.name;
+        return Err(failed_with(format!(
+            "{} is only for instagram and threads tokens: `{name}` is a {} token, which Meta's debug_token inspects, so its expiry is Meta's own (see `tokenwarden doctor --token {name}`); nothing was {done}",
+            given.flag(),
+            t.kind
+        )));
+    }
+    resolve(given, now).map_err(|e| failed_with(format!("{e}; nothing was {done}")))
+}
+
+/// Records the expiry `at` given at `now` for version `fingerprint` of token `name`.
+pub(super) fn record_given(
+    log: &ExpiryLog,
+    name: &str,
+    fingerprint: Fingerprint,
+    at: Timestamp,
+    now: Timestamp,
+) -> Step<()> {
+    log.record(name, entry(fingerprint, at, now))
+        .map_err(|e| failed(&e))
+}
+
 /// Stores the value read from standard input for `--token NAME`, with the expiry `given` for
 /// a kind `debug_token` does not inspect.
 pub(super) async fn run(flag: Option<PathBuf>, name: &str, given: Given) -> Step<Exit> {
@@ -110,16 +142,8 @@ pub(super) async fn run(flag: Option<PathBuf>, name: &str, given: Given) -> Step
         eprintln!("error: no token named `{name}` in {}", cfg.path.display());
         return Err(Exit::Config);
     };
-    if given != Given::Nothing && t.kind.debug_token() {
-        return Err(failed_with(format!(
-            "{} is only for instagram and threads tokens: `{name}` is a {} token, which Meta's debug_token inspects, so its expiry is Meta's own (see `tokenwarden doctor --token {name}`); nothing was stored",
-            given.flag(),
-            t.kind
-        )));
-    }
     let now = Timestamp::now();
-    let given_at =
-        resolve(&given, now).map_err(|e| failed_with(format!("{e}; nothing was stored")))?;
+    let given_at = given_expiry(t, &given, now, "stored")?;
     let opened = store::Store::open(&t.store, &t.name, &cfg.state_dir)
         .await
         .map_err(|e| failed(&e))?;
@@ -142,8 +166,7 @@ pub(super) async fn run(flag: Option<PathBuf>, name: &str, given: Given) -> Step
     // Recorded before the token is stored, as a renewal does: the first check after the import
     // knows the expiry.
     if let Some(at) = given_at {
-        log.record(name, entry(value.fingerprint(), at, now))
-            .map_err(|e| failed(&e))?;
+        record_given(&log, name, value.fingerprint(), at, now)?;
     }
     file.import_current(&value, now).map_err(|e| failed(&e))?;
     println!(

@@ -984,3 +984,60 @@ pub(crate) async fn a_reset_app_secret_is_one_alert(kind: &str, spec: TokenSpec)
         "emails",
     );
 }
+
+/// `stage --expires-in`: the expiry of a hand-made Instagram token recorded before the
+/// candidate is checked, so once promoted `check` counts down from it; refused for a kind
+/// `debug_token` inspects, nothing staged.
+#[tokio::test]
+async fn stage_records_a_given_expiry_for_the_candidate() {
+    use crate::util::tw;
+    let sb = sandbox().await;
+    let current = sb.issue_token(TokenSpec::instagram().issued_ago(40 * 86_400));
+    let ws = kind_workspace(&sb, "instagram", &current);
+    let next = sb.issue_token(TokenSpec::instagram().issued_ago(86_400));
+    let s = tw(
+        &ws.config,
+        &["stage", "--token", "shop-ig", "--expires-in", "59d"],
+        &[],
+        Some(&next),
+    )
+    .await;
+    assert_eq!(s.code, 0, "{s:?}");
+    let r = tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(current_of(&ws).await, next);
+    assert_eq!(
+        sb.stats().refreshed,
+        0,
+        "the staged token was promoted as it is"
+    );
+    let c = tw(&ws.config, &["check", "--json"], &[], None).await;
+    let line = &serde_json::from_str::<Value>(&c.stdout).unwrap()[0];
+    let left = line["seconds_left"].as_i64().expect("the given expiry");
+    assert!((59 * 86_400 - 120..=59 * 86_400).contains(&left), "{line}");
+
+    let wa = sb.issue_token(TokenSpec::system_user_60d());
+    let wws = kind_workspace(&sb, "whatsapp", &wa);
+    let other = sb.issue_token(TokenSpec::system_user_60d());
+    let s2 = tw(
+        &wws.config,
+        &[
+            "stage",
+            "--token",
+            "shop-ig",
+            "--expires-at",
+            "2099-01-01T00:00:00Z",
+        ],
+        &[],
+        Some(&other),
+    )
+    .await;
+    assert_eq!(s2.code, 1, "{s2:?}");
+    assert!(
+        s2.stderr.contains("debug_token inspects") && s2.stderr.contains("nothing was staged"),
+        "{s2:?}"
+    );
+    for out in [s.all(), r.all(), c.all(), s2.all()] {
+        crate::util::assert_no_leak(&out, &[&current, &next, &wa, &other], "output");
+    }
+}
