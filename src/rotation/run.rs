@@ -552,7 +552,14 @@ async fn exchange_first(
         // What Meta answers a long-lived token on the exchange is not documented: anything but
         // the app's credentials refused or a transient failure leaves the verdict to the
         // refresh that follows (it names a dead token in its own words).
-        Err(GraphError::Misconfigured(_) | GraphError::TokenDead(_)) => Ok(None),
+        Err(GraphError::Misconfigured(_) | GraphError::TokenDead(_)) => {
+            // Refused: Meta made no token, so the refresh that follows is not a second ask.
+            r.obtain_sent = false;
+            if let Err(e) = d.log.save(r) {
+                tracing::error!(error = %e, "cannot save the rotation record");
+            }
+            Ok(None)
+        }
         Err(e) => Err(graph_event("exchanging the token", e)),
     }
 }

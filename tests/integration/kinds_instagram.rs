@@ -1041,3 +1041,34 @@ async fn stage_records_a_given_expiry_for_the_candidate() {
         crate::util::assert_no_leak(&out, &[&current, &next, &wa, &other], "output");
     }
 }
+
+/// A short-lived token imported as current (an hour, from a login just made) cannot be
+/// refreshed; with `app` configured, its renewal exchanges it with the Instagram app's secret
+/// for a long-lived one, whose expiry Meta states and `check` then shows.
+#[tokio::test]
+async fn a_short_lived_current_token_is_renewed_by_the_exchange() {
+    use crate::util::tw;
+    use tokenwarden::sandbox::Lifetime;
+    let sb = sandbox().await;
+    let short = sb.issue_token(
+        TokenSpec::instagram()
+            .app(sandbox::OTHER_APP_ID)
+            .lifetime(Lifetime::AfterSecs(3600)),
+    );
+    let ws = kind_workspace(&sb, "instagram", &short);
+    with_instagram_app(&ws, sandbox::OTHER_APP_ID, sandbox::OTHER_APP_SECRET);
+    let r = tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let long = current_of(&ws).await;
+    assert_ne!(long, short);
+    assert_eq!(sb.stats().refreshed, 1, "one exchange, no refresh: {r:?}");
+    let c = tw(&ws.config, &["check", "--json"], &[], None).await;
+    let line = &serde_json::from_str::<Value>(&c.stdout).unwrap()[0];
+    let left = line["seconds_left"]
+        .as_i64()
+        .expect("the exchange's expiry");
+    assert!((59 * 86_400..=60 * 86_400 + 3600).contains(&left), "{line}");
+    for out in [r.all(), c.all()] {
+        crate::util::assert_no_leak(&out, &[&short, &long, sandbox::OTHER_APP_SECRET], "output");
+    }
+}
