@@ -116,6 +116,13 @@ pub enum Command {
         /// The token's name in the config
         #[arg(long, value_name = "NAME")]
         token: String,
+        /// For an instagram or threads token: how long it still lives (`59d`, `36h`), as
+        /// Meta's `expires_in` would say; refused for kinds `debug_token` inspects
+        #[arg(long, value_name = "DURATION", conflicts_with = "expires_at")]
+        expires_in: Option<String>,
+        /// For an instagram or threads token: when it expires (RFC 3339, `2027-01-25T10:00:00Z`)
+        #[arg(long, value_name = "RFC3339")]
+        expires_at: Option<String>,
     },
     /// Rotate a token now, whatever the schedule (or resume the rotation in progress)
     Rotate {
@@ -137,6 +144,13 @@ pub enum Command {
         /// The token's name in the config
         #[arg(long, value_name = "NAME")]
         token: String,
+        /// For an instagram or threads token: how long it still lives (`59d`), as Meta's
+        /// `expires_in` would say; refused for kinds `debug_token` inspects
+        #[arg(long, value_name = "DURATION", conflicts_with = "expires_at")]
+        expires_in: Option<String>,
+        /// For an instagram or threads token: when it expires (RFC 3339)
+        #[arg(long, value_name = "RFC3339")]
+        expires_at: Option<String>,
     },
     /// Serve the Graph API simulator on loopback (for trying a config without Meta)
     Sandbox {
@@ -197,10 +211,24 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Notify {
             command: NotifyCommand::Test { channel },
         } => notify::test(flag, channel).await,
-        Command::Import { token } => import::run(flag, &token).await,
+        Command::Import {
+            token,
+            expires_in,
+            expires_at,
+        } => {
+            let given = import::Given::from_flags(expires_in.as_deref(), expires_at.as_deref());
+            import::run(flag, &token, given).await
+        }
         Command::Rotate { token, dry_run } => rotate::run(flag, &token, dry_run).await,
         Command::Rollback { token } => rollback::run(flag, &token).await,
-        Command::Stage { token } => stage::run(flag, &token).await,
+        Command::Stage {
+            token,
+            expires_in,
+            expires_at,
+        } => {
+            let given = import::Given::from_flags(expires_in.as_deref(), expires_at.as_deref());
+            stage::run(flag, &token, given).await
+        }
         Command::Sandbox { listen, scenario } => sandbox::run(listen, scenario).await,
     };
     ended.unwrap_or_else(|exit| exit)

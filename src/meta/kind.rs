@@ -23,6 +23,11 @@ pub const THREADS_HOST: &str = "graph.threads.net";
 /// old but has not expired", both products' long-lived token pages).
 pub const MIN_AGE_TO_REFRESH_SECS: i64 = 24 * 3600;
 
+/// How long a long-lived Instagram or Threads token lives from its exchange or refresh: 60
+/// days ([IG refresh] and [Threads tokens] in `docs/meta-contract.md`). An expiry given by hand
+/// on `import` that lies further out is refused as a mistake.
+pub const LONG_LIVED_SECS: i64 = 60 * 86_400;
+
 /// What a token is for, and so how tokenwarden inspects, proves and renews it. A closed
 /// list: a kind tokenwarden does not know is a config error, never a guess.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

@@ -444,6 +444,17 @@ async fn refresh_kind(d: &Deps<'_>, r: &mut Rotation, current: &Secret) -> Resul
             )));
         }
     }
+    // A token of unknown age may be a short-lived one (an hour, from a login just made),
+    // which Meta cannot refresh, only exchange with the product app's own secret: with `app`
+    // configured the exchange is tried first. Meta refuses it for a long-lived token, and the
+    // refresh follows. Whatever it hands back is the successor, validated as any.
+    if info.issued_at.is_none()
+        && refused_young.is_none()
+        && let Some(app) = &d.token.app
+        && let Some(new) = exchange_first(d, r, app, current, now).await?
+    {
+        return Ok(new);
+    }
     mark_sent(d, r);
     let new = match d.graph.refresh_kind(kind, current).await {
         Ok(new) => new,
@@ -491,6 +502,129 @@ async fn refresh_kind(d: &Deps<'_>, r: &mut Rotation, current: &Secret) -> Resul
         }
     }
     Ok(new.token)
+}
+
+/// The exchange of a token of unknown age with the product app's own secret
+/// (`GET /access_token?grant_type=ig_exchange_token|th_exchange_token`): `Some` with the
+/// long-lived token (its expiry recorded before it leaves), `None` when Meta refuses it (not
+/// short-lived; the refresh follows and judges the token). A refusal of the app's secret is the app's trouble, not
+/// the token's: the per-app "own credentials" alert ([`app_credentials_refused`]) and a
+/// transient failure, so the rotation is tried again once `app` is fixed and no token is
+/// called dead.
+async fn exchange_first(
+    d: &Deps<'_>,
+    r: &mut Rotation,
+    app: &crate::config::KindApp,
+    current: &Secret,
+    now: Timestamp,
+) -> Result<Option<Secret>, Event> {
+    let kind = d.token.kind;
+    let secret = app
+        .app_secret
+        .resolve()
+        .map_err(|e| Event::Failed(format!("`app.app_secret` of app {}: {e}", app.app_id)))?;
+    mark_sent(d, r);
+    match d.graph.exchange_kind(kind, &secret, current).await {
+        Ok(long) => {
+            let expires_at = long
+                .expires_in
+                .and_then(|e| Timestamp::from_second(now.as_second() + e.as_secs() as i64).ok());
+            let entry = crate::observe::RecordedExpiry {
+                fingerprint: long.token.fingerprint(),
+                issued_at: now,
+                expires_at,
+            };
+            if let Err(e) =
+                crate::observe::ExpiryLog::new(&d.cfg.state_dir).record(&d.token.name, entry)
+            {
+                tracing::error!(token = %d.token.name, error = %e, "cannot record the exchanged token's expiry");
+            }
+            Ok(Some(long.token))
+        }
+        Err(GraphError::OwnCredentials(api)) => {
+            app_credentials_refused(d, app, &secret, &api.to_string());
+            Err(Event::Transient(format!(
+                "{} refused app {}'s secret ({api}): the `app` of this {kind} token must be the {kind} app's own id and secret from the App Dashboard; the rotation is tried again once it is fixed",
+                kind.host(),
+                app.app_id
+            )))
+        }
+        // What Meta answers a long-lived token on the exchange is not documented: anything but
+        // the app's credentials refused or a transient failure leaves the verdict to the
+        // refresh that follows (it names a dead token in its own words).
+        Err(GraphError::Misconfigured(_) | GraphError::TokenDead(_)) => {
+            // Refused: Meta made no token, so the refresh that follows is not a second ask.
+            r.obtain_sent = false;
+            if let Err(e) = d.log.save(r) {
+                tracing::error!(error = %e, "cannot save the rotation record");
+            }
+            Ok(None)
+        }
+        Err(e) => Err(graph_event("exchanging the token", e)),
+    }
+}
+
+/// The thread of alerts about tokenwarden itself, as the daemon's host alerts use.
+const HOST_THREAD: &str = "tokenwarden";
+
+/// Tells on-call, once per app and secret, that Meta refused a product app's own credentials
+/// (an Instagram or Threads app's secret, wrong or reset): the CONFIG "own credentials" alert,
+/// naming that app, whichever of the tokens sharing it met the refusal. The id is derived from
+/// the app and the secret's fingerprint, so every token of the app queues the same alert (the
+/// outbox and receivers ignore an id they hold) and a new wrong secret is told anew.
+fn app_credentials_refused(
+    d: &Deps<'_>,
+    app: &crate::config::KindApp,
+    secret: &Secret,
+    what: &str,
+) {
+    let kind = d.token.kind;
+    let id = format!("app-credentials-{}-{}", app.app_id, secret.fingerprint());
+    let headline = format!(
+        "Meta refused the {kind} app {}'s own credentials",
+        app.app_id
+    );
+    let a = crate::alert::HostAlert {
+        word: "CONFIG",
+        headline: &headline,
+        lead: format!(
+            "{} refused the app secret tokenwarden holds for the {kind} app {} (secret fingerprint {}): {what}. This says nothing about the tokens of that app: none is called dead, none is rotated on it.",
+            kind.host(),
+            app.app_id,
+            secret.fingerprint()
+        ),
+        facts: vec![
+            format!("Met while renewing the token \"{}\"; every token whose `app` names app {} depends on it.", d.token.name, app.app_id),
+            format!("This is the {kind} app's secret, not the Meta app's (`[meta]`)."),
+        ],
+        will_do: vec![
+            "Keep checking the tokens; try their renewal again on every run, and tell this once per app and secret.".into(),
+        ],
+        todo: vec![
+            format!("Put app {}'s current secret (App Dashboard > {}) where the tokens' `app.app_secret` points; if it was reset, the old one no longer works.", app.app_id, kind.advice().dashboard),
+        ],
+    };
+    let signal = crate::channel::Signal {
+        family: crate::channel::family::CREDENTIALS,
+        severity: crate::channel::Severity::Error,
+        status: crate::channel::Status::Notice,
+        state: "CONFIG",
+        fingerprint: None,
+        resolves: &[],
+    };
+    let now = (d.now)();
+    if let Err(e) = crate::notify::queue(
+        d.sinks,
+        d.audit,
+        crate::notify::email_id(HOST_THREAD, &id),
+        HOST_THREAD,
+        crate::alert::render_host(&a),
+        &signal,
+        "own credentials alert",
+        now,
+    ) {
+        tracing::error!(app = %app.app_id, error = %e, "cannot queue the own credentials alert");
+    }
 }
 
 /// A Page token taken again from the configured long-lived user token

@@ -52,7 +52,7 @@ pub use scenario::{
     OTHER_WABA_ID, PhoneDef, Scenario, SystemUserDef, TemplateDef, TokenDef, TokenKind, TokenSpec,
     TokenStatusDef, UNINSTALLED_SYSTEM_USER_ID, WHATSAPP_SCOPES, WabaDef,
 };
-pub use world::{SentMessage, Stats};
+pub use world::{MessengerPolicy, SentMessage, Stats};
 
 use world::{Shared, World, lock};
 
@@ -158,6 +158,12 @@ impl Sandbox {
         lock(&self.shared).reset_secret(None, new_secret);
     }
 
+    /// Resets app `app_id`'s secret (an Instagram or Threads app's too); false if the app is
+    /// unknown. Exchanges and proofs made with the old secret fail at once, as at Meta.
+    pub fn reset_secret_of(&self, app_id: &str, new_secret: &str) -> bool {
+        lock(&self.shared).reset_secret(Some(app_id), new_secret)
+    }
+
     /// Queues a fault.
     pub fn add_fault(&self, fault: Fault) {
         lock(&self.shared).faults.push(fault);
@@ -191,6 +197,33 @@ impl Sandbox {
     /// none of its messages to the app).
     pub fn set_page_subscribed(&self, on: bool) {
         lock(&self.shared).page_subscribed = on;
+    }
+
+    /// Makes the demo Page's own token meet a Messenger policy refusal on its reads (the Page
+    /// and its subscribed apps), or clears it (`None`). Meta documents these codes for the
+    /// Messenger Platform; the sandbox answers them on the reads a Page token is proven with so
+    /// that a client's classification of them is tested end to end.
+    pub fn set_page_policy(&self, policy: Option<MessengerPolicy>) {
+        lock(&self.shared).page_policy = policy;
+    }
+
+    /// The person lost their role (task) on the demo Page: every Page token taken for it dies
+    /// (190, subcode 492 "the user lost their role on the asset"), and a person's token may
+    /// neither read the Page nor take a Page token any more (code 200, "Permissions error").
+    pub fn remove_page_role(&self) {
+        let mut w = lock(&self.shared);
+        w.page_role_lost = true;
+        let pages: Vec<String> = w
+            .tokens
+            .iter()
+            .filter(|(_, r)| {
+                r.kind == TokenKind::Page && r.user_id.as_deref() == Some(DEMO_PAGE_ID)
+            })
+            .map(|(v, _)| v.clone())
+            .collect();
+        for v in pages {
+            w.invalidate(&v, 492);
+        }
     }
 
     /// Issues the demo customer's business integration system-user token (both WhatsApp

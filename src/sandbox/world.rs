@@ -192,11 +192,26 @@ pub(crate) struct World {
     pub arrivals: Vec<u32>,
     /// Whether the demo Page is subscribed to the first app (Messenger delivers its messages).
     pub page_subscribed: bool,
+    /// A Messenger policy refusal the demo Page's own token meets on its reads, if any.
+    pub page_policy: Option<MessengerPolicy>,
+    /// Whether the people of the sandbox lost their role on the demo Page.
+    pub page_role_lost: bool,
     /// Ad accounts (digits, without `act_`) and their `account_status`.
     pub ad_accounts: HashMap<String, i64>,
     /// Per client business (Embedded Signup customers): the business integration
     /// system-user token `system_user_access_tokens` with `fetch_only` hands back.
     pub business_tokens: HashMap<String, String>,
+}
+
+/// A Messenger Platform policy refusal (its "Common Error Codes" and the Send API's error
+/// codes): about what the Page may do, never about its token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessengerPolicy {
+    /// Code 10, subcode 2018278: "This message is sent outside of allowed window" (the
+    /// 24-hour standard messaging window closed).
+    OutsideWindow,
+    /// Code 230: "Requires pages_messaging permission to manage the object".
+    NoMessagingPermission,
 }
 
 /// How many arrivals `World::arrivals` keeps: a long-running sandbox must not grow forever.
@@ -222,6 +237,8 @@ impl World {
             in_flight: 0,
             arrivals: Vec::new(),
             page_subscribed: true,
+            page_policy: None,
+            page_role_lost: false,
             ad_accounts: HashMap::from([(
                 crate::sandbox::scenario::DEMO_AD_ACCOUNT_ID.to_string(),
                 1,

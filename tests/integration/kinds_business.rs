@@ -97,3 +97,33 @@ async fn a_business_token_is_fetched_again_without_the_customer_and_a_disconnect
         crate::util::assert_no_leak(&out, &[&first, &second, &partner], "output");
     }
 }
+
+/// The rest of a business token's failure modes: its renewal impossible because the partner's
+/// own token is dead (a failure for a person, the customer's token untouched, never a loop),
+/// and a token of another product given to Graph (the wrong host, named).
+#[tokio::test]
+async fn a_business_token_with_a_dead_partner_token_or_on_the_wrong_host_is_named() {
+    let sb = sandbox().await;
+    let partner = sb.issue_token(TokenSpec::system_user_never());
+    let first = sb.issue_business_token();
+    let ws = biz_workspace(&sb, &first, &partner);
+    sb.invalidate(&first, 460);
+    sb.invalidate(&partner, 460);
+    let c = tw(&ws.config, &["check"], &[], None).await;
+    assert_eq!(c.code, 2, "{c:?}");
+    let r = tw(&ws.config, &["rotate", "--token", "cust-shop"], &[], None).await;
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.all().contains("partner"), "{r:?}");
+    assert_eq!(current_of(&ws).await, first);
+
+    let ig = sb.issue_token(TokenSpec::instagram());
+    let ws = biz_workspace(&sb, &ig, &partner);
+    let w = tw(&ws.config, &["check"], &[], None).await;
+    assert!(
+        w.stdout.contains("wrong host") && w.stdout.contains("kind = \"instagram\""),
+        "{w:?}"
+    );
+    for out in [c.all(), r.all(), w.all()] {
+        crate::util::assert_no_leak(&out, &[&first, &partner, &ig], "output");
+    }
+}

@@ -1,7 +1,7 @@
 //! `kind = "instagram"`: the Instagram host of the sandbox (graph.instagram.com's `me` and
 //! `refresh_access_token`, as strict as Meta's pages), and an Instagram Login token kept alive
 //! through the real binary: inspect (probe), renew, validate, deliver, and its failure modes
-//! (expired beyond refresh, invalidated, wrong host).
+//! (expired beyond refresh, invalidated, wrong host, the account gone).
 
 use serde_json::Value;
 use tokenwarden::sandbox::{self, Sandbox, TokenSpec};
@@ -730,4 +730,345 @@ async fn a_check_of_mixed_kinds_batches_only_what_debug_token_inspects_and_keeps
         3,
         "each Instagram and Threads token probed once"
     );
+}
+
+/// The account behind a token of `kind` gone (deleted or deactivated): Meta invalidates its
+/// tokens (the subcode is not documented; the sandbox's 467, "invalid", stands for it). The
+/// token is dead, never sent to refresh, and the rotation says a person must log in again.
+pub(crate) async fn a_kind_whose_account_is_gone(kind: &str, spec: TokenSpec, login_hint: &str) {
+    use crate::util::tw;
+    let sb = sandbox().await;
+    let old = sb.issue_token(spec.issued_ago(30 * 86_400));
+    let ws = kind_workspace(&sb, kind, &old);
+    sb.invalidate(&old, 467);
+    let c = tw(&ws.config, &["check", "--json"], &[], None).await;
+    assert_eq!(c.code, 2, "{c:?}");
+    let line = &serde_json::from_str::<Value>(&c.stdout).unwrap()[0];
+    assert_eq!(line["state"], "invalid", "{line}");
+    assert!(!c.stdout.contains("wrong host"), "{c:?}");
+    let r = tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.all().contains(login_hint), "{r:?}");
+    assert_eq!(
+        sb.stats().refreshed,
+        0,
+        "a dead token is never sent to refresh"
+    );
+    assert_eq!(current_of(&ws).await, old);
+    for out in [c.all(), r.all()] {
+        crate::util::assert_no_leak(&out, &[&old], "output");
+    }
+}
+
+#[tokio::test]
+async fn an_instagram_token_whose_account_is_gone_is_dead_and_needs_a_new_login() {
+    a_kind_whose_account_is_gone("instagram", TokenSpec::instagram(), "log in again").await;
+}
+
+/// `import` through the real binary with its stdin.
+async fn import(ws: &KindWorkspace, value: &str, flags: &[&str]) -> crate::util::Run {
+    let mut args: Vec<String> = [
+        "--config",
+        ws.config.to_str().unwrap(),
+        "import",
+        "--token",
+        "shop-ig",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(flags.iter().map(|s| s.to_string()));
+    let stdin = format!("{value}\n");
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::util::run_with_stdin(&args, &[], Some(&stdin))
+    })
+    .await
+    .unwrap()
+}
+
+/// `import` of a token `debug_token` does not inspect: without an expiry it says plainly that
+/// the expiry is unknown and how to give it; with `--expires-in` (or `--expires-at`) the expiry
+/// is recorded as a refresh's `expires_in` is, so `check` counts down from it and the token
+/// is refreshed at once when due; a bad or past expiry, or one for a kind `debug_token`
+/// inspects, is refused and nothing is stored.
+#[tokio::test]
+async fn import_records_a_given_expiry_or_says_it_is_unknown() {
+    use crate::util::tw;
+    let sb = sandbox().await;
+    let first = sb.issue_token(TokenSpec::instagram().issued_ago(40 * 86_400));
+    let ws = kind_workspace(&sb, "instagram", &first);
+
+    // No expiry given: stored, and said plainly to be unknown until the first refresh.
+    let second = sb.issue_token(TokenSpec::instagram().issued_ago(40 * 86_400));
+    let r = import(&ws, &second, &[]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("expiry is unknown until tokenwarden first refreshes it")
+            && r.stdout.contains("--expires-in"),
+        "{r:?}"
+    );
+    let c = tw(&ws.config, &["check", "--json"], &[], None).await;
+    let line = &serde_json::from_str::<Value>(&c.stdout).unwrap()[0];
+    assert!(line["seconds_left"].is_null(), "{line}");
+
+    // Given: recorded, `check` counts down from it.
+    let third = sb.issue_token(TokenSpec::instagram().issued_ago(40 * 86_400));
+    let r = import(&ws, &third, &["--expires-in", "20d"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("is recorded"), "{r:?}");
+    assert_eq!(current_of(&ws).await, third);
+    let c = tw(&ws.config, &["check", "--json"], &[], None).await;
+    let line = &serde_json::from_str::<Value>(&c.stdout).unwrap()[0];
+    let left = line["seconds_left"].as_i64().expect("the given expiry");
+    assert!((20 * 86_400 - 120..=20 * 86_400).contains(&left), "{line}");
+    // A token 40 days into its 60 is old enough: the refresh is not held back a day.
+    let rot = tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert_eq!(rot.code, 0, "{rot:?}");
+    assert_eq!(sb.stats().refreshed, 1, "{rot:?}");
+    let renewed = current_of(&ws).await;
+
+    // Refused: a past time, a duration that is not one, more than 60 days; nothing stored.
+    let fourth = sb.issue_token(TokenSpec::instagram());
+    for (flags, says) in [
+        (
+            ["--expires-at", "2020-01-01T00:00:00Z"],
+            "already have expired",
+        ),
+        (["--expires-in", "soon"], "not a duration"),
+        (["--expires-in", "400d"], "more than 60 days"),
+    ] {
+        let r = import(&ws, &fourth, &flags).await;
+        assert_eq!(r.code, 1, "{flags:?}: {r:?}");
+        assert!(
+            r.stderr.contains(says) && r.stderr.contains("nothing was stored"),
+            "{flags:?}: {r:?}"
+        );
+        assert_eq!(current_of(&ws).await, renewed, "{flags:?}");
+    }
+
+    // A kind debug_token inspects: its expiry is Meta's own, the flag is refused.
+    let wa = sb.issue_token(TokenSpec::system_user_60d());
+    let wws = kind_workspace(&sb, "whatsapp", &wa);
+    let other = sb.issue_token(TokenSpec::system_user_60d());
+    let r = import(&wws, &other, &["--expires-in", "20d"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("debug_token inspects") && r.stderr.contains("nothing was stored"),
+        "{r:?}"
+    );
+    assert_eq!(current_of(&wws).await, wa);
+    for out in [r.all(), c.all(), rot.all()] {
+        crate::util::assert_no_leak(
+            &out,
+            &[&first, &second, &third, &fourth, &wa, &other],
+            "output",
+        );
+    }
+}
+
+/// The Instagram app's own secret is a dependency of every token whose `app` names it: reset
+/// at Meta (tokenwarden still holding the old one), the daemon's renewal of two tokens of that
+/// app meets "Error validating client secret" on the exchange. On-call gets one CONFIG "own
+/// credentials" alert naming the Instagram app (not the Meta app), however many tokens share
+/// it and however often it is met; no token is called dead, none is replaced. Once the secret
+/// is fixed, the renewals go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_instagram_app_secret_is_one_own_credentials_alert_per_app() {
+    a_reset_app_secret_is_one_alert("instagram", TokenSpec::instagram()).await;
+}
+
+/// [`a_reset_instagram_app_secret_is_one_own_credentials_alert_per_app`] for `kind`, its
+/// tokens issued from `spec` for the sandbox's other app (the product app).
+pub(crate) async fn a_reset_app_secret_is_one_alert(kind: &str, spec: TokenSpec) {
+    use crate::util::{Running, SinkOpts, SmtpSink, sections, subjects};
+    use tokenwarden::store::file::FileStore;
+    let sb = sandbox().await;
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let meta_secret = dir.path().join("app-secret");
+    std::fs::write(&meta_secret, sandbox::DEMO_APP_SECRET).unwrap();
+    let ig_secret = dir.path().join("ig-app-secret");
+    std::fs::write(&ig_secret, sandbox::OTHER_APP_SECRET).unwrap();
+    // Reset at Meta: the secret tokenwarden holds no longer works.
+    assert!(sb.reset_secret_of(sandbox::OTHER_APP_ID, "0123456789abcdef0123456789abcdef"));
+    let names = ["shop-ig", "blog-ig"];
+    let mut values = Vec::new();
+    let mut text = format!(
+        "state_dir = \"{d}\"\n[meta]\napp_id = \"{a}\"\napp_secret = {{ file = \"{s}\" }}\nbase_url = \"{b}\"\nretry_delay = \"10ms\"\n{sections}",
+        d = dir.path().display(),
+        a = sandbox::DEMO_APP_ID,
+        s = meta_secret.display(),
+        b = sb.base_url(),
+        sections = sections(sink.port, ""),
+    );
+    for name in names {
+        let v = sb.issue_token(
+            spec.clone()
+                .app(sandbox::OTHER_APP_ID)
+                .issued_ago(30 * 86_400),
+        );
+        FileStore::new(dir.path().join("tokens.json"), name.into())
+            .import_current(
+                &tokenwarden::secret::Secret::new(v.clone()),
+                jiff::Timestamp::now(),
+            )
+            .unwrap();
+        text.push_str(&format!(
+            "\n[[token]]\nname = \"{name}\"\nkind = \"{kind}\"\nsource = \"refresh\"\napp = {{ app_id = \"{app}\", app_secret = {{ file = \"{f}\" }} }}\n",
+            app = sandbox::OTHER_APP_ID,
+            f = ig_secret.display()
+        ));
+        values.push(v);
+    }
+    let config = dir.path().join("tokenwarden.toml");
+    crate::util::write_private(&config, &text);
+    let current = |name: &str| {
+        use tokenwarden::store::SecretStore;
+        let store = FileStore::new(dir.path().join("tokens.json"), name.into());
+        async move { store.current().await.unwrap().expose().to_string() }
+    };
+
+    let clock = tokenwarden::daemon::OffsetClock::default();
+    let d = Running::start(&config, &clock);
+    for _ in 0..2 {
+        d.check_now().await;
+        d.evaluate().await;
+    }
+    let got = subjects(&sink);
+    let own: Vec<&String> = got.iter().filter(|s| s.contains("CONFIG")).collect();
+    assert_eq!(own.len(), 1, "one alert for the one app: {got:#?}");
+    assert!(
+        own[0].contains(sandbox::OTHER_APP_ID) && own[0].contains(&format!("{kind} app")),
+        "{got:#?}"
+    );
+    assert!(!own[0].contains(sandbox::DEMO_APP_ID), "{got:#?}");
+    for s in &got {
+        assert!(
+            !s.contains("INVALID") && !s.contains("EXPIRED") && !s.contains("FAILED"),
+            "no token is called dead, no rotation failed for good: {got:#?}"
+        );
+    }
+    for (name, v) in names.iter().zip(&values) {
+        assert_eq!(&current(name).await, v, "{name} not replaced");
+    }
+    assert_eq!(sb.stats().refreshed, 0);
+    let (_, body) = sink
+        .messages()
+        .into_iter()
+        .find(|(_, raw)| raw.contains("CONFIG"))
+        .unwrap();
+
+    // The secret fixed: the next run renews both.
+    std::fs::write(&ig_secret, "0123456789abcdef0123456789abcdef").unwrap();
+    d.check_now().await;
+    d.evaluate().await;
+    d.stop().await;
+    for (name, v) in names.iter().zip(&values) {
+        assert_ne!(
+            &current(name).await,
+            v,
+            "{name} renewed once the secret is right"
+        );
+    }
+    let all: String = sink.messages().into_iter().map(|(_, raw)| raw).collect();
+    crate::util::assert_no_leak(
+        &format!("{all}{body}"),
+        &[
+            &values[0],
+            &values[1],
+            sandbox::OTHER_APP_SECRET,
+            "0123456789abcdef0123456789abcdef",
+        ],
+        "emails",
+    );
+}
+
+/// `stage --expires-in`: the expiry of a hand-made Instagram token recorded before the
+/// candidate is checked, so once promoted `check` counts down from it; refused for a kind
+/// `debug_token` inspects, nothing staged.
+#[tokio::test]
+async fn stage_records_a_given_expiry_for_the_candidate() {
+    use crate::util::tw;
+    let sb = sandbox().await;
+    let current = sb.issue_token(TokenSpec::instagram().issued_ago(40 * 86_400));
+    let ws = kind_workspace(&sb, "instagram", &current);
+    let next = sb.issue_token(TokenSpec::instagram().issued_ago(86_400));
+    let s = tw(
+        &ws.config,
+        &["stage", "--token", "shop-ig", "--expires-in", "59d"],
+        &[],
+        Some(&next),
+    )
+    .await;
+    assert_eq!(s.code, 0, "{s:?}");
+    let r = tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(current_of(&ws).await, next);
+    assert_eq!(
+        sb.stats().refreshed,
+        0,
+        "the staged token was promoted as it is"
+    );
+    let c = tw(&ws.config, &["check", "--json"], &[], None).await;
+    let line = &serde_json::from_str::<Value>(&c.stdout).unwrap()[0];
+    let left = line["seconds_left"].as_i64().expect("the given expiry");
+    assert!((59 * 86_400 - 120..=59 * 86_400).contains(&left), "{line}");
+
+    let wa = sb.issue_token(TokenSpec::system_user_60d());
+    let wws = kind_workspace(&sb, "whatsapp", &wa);
+    let other = sb.issue_token(TokenSpec::system_user_60d());
+    let s2 = tw(
+        &wws.config,
+        &[
+            "stage",
+            "--token",
+            "shop-ig",
+            "--expires-at",
+            "2099-01-01T00:00:00Z",
+        ],
+        &[],
+        Some(&other),
+    )
+    .await;
+    assert_eq!(s2.code, 1, "{s2:?}");
+    assert!(
+        s2.stderr.contains("debug_token inspects") && s2.stderr.contains("nothing was staged"),
+        "{s2:?}"
+    );
+    for out in [s.all(), r.all(), c.all(), s2.all()] {
+        crate::util::assert_no_leak(&out, &[&current, &next, &wa, &other], "output");
+    }
+}
+
+/// A short-lived token imported as current (an hour, from a login just made) cannot be
+/// refreshed; with `app` configured, its renewal exchanges it with the Instagram app's secret
+/// for a long-lived one, whose expiry Meta states and `check` then shows.
+#[tokio::test]
+async fn a_short_lived_current_token_is_renewed_by_the_exchange() {
+    use crate::util::tw;
+    use tokenwarden::sandbox::Lifetime;
+    let sb = sandbox().await;
+    let short = sb.issue_token(
+        TokenSpec::instagram()
+            .app(sandbox::OTHER_APP_ID)
+            .lifetime(Lifetime::AfterSecs(3600)),
+    );
+    let ws = kind_workspace(&sb, "instagram", &short);
+    with_instagram_app(&ws, sandbox::OTHER_APP_ID, sandbox::OTHER_APP_SECRET);
+    let r = tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let long = current_of(&ws).await;
+    assert_ne!(long, short);
+    assert_eq!(sb.stats().refreshed, 1, "one exchange, no refresh: {r:?}");
+    let c = tw(&ws.config, &["check", "--json"], &[], None).await;
+    let line = &serde_json::from_str::<Value>(&c.stdout).unwrap()[0];
+    let left = line["seconds_left"]
+        .as_i64()
+        .expect("the exchange's expiry");
+    assert!((59 * 86_400..=60 * 86_400 + 3600).contains(&left), "{line}");
+    for out in [r.all(), c.all()] {
+        crate::util::assert_no_leak(&out, &[&short, &long, sandbox::OTHER_APP_SECRET], "output");
+    }
 }

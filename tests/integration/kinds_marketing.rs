@@ -117,3 +117,52 @@ async fn a_marketing_token_without_ads_scopes_or_that_never_expires_is_handled_a
     assert_eq!(sb.stats().refreshed, 0);
     assert_eq!(current_of(&ws).await, never);
 }
+
+/// The rest of a Marketing token's failure modes: a closed ad account (the account's trouble),
+/// a token expired beyond refresh (dead, never sent to the exchange), and a token of another
+/// product given to Graph (the wrong host, named).
+#[tokio::test]
+async fn a_marketing_token_with_a_closed_account_expired_or_on_the_wrong_host_is_named() {
+    let sb = sandbox().await;
+    let old = sb.issue_token(TokenSpec::marketing().issued_ago(45 * 86_400));
+    let ws = ads_workspace(&sb, &old, "");
+    sb.set_ad_account_status(sandbox::DEMO_AD_ACCOUNT_ID, 101);
+    let c = tw(&ws.config, &["check", "--json"], &[], None).await;
+    assert_eq!(c.code, 2, "{c:?}");
+    assert!(
+        c.stdout.contains("account_status 101") && c.stdout.contains("not the token's"),
+        "{c:?}"
+    );
+    let line = &serde_json::from_str::<Value>(&c.stdout).unwrap()[0];
+    assert_eq!(line["state"], "critical", "{line}");
+    assert!(
+        line["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("valid but unusable"),
+        "{line}"
+    );
+    sb.set_ad_account_status(sandbox::DEMO_AD_ACCOUNT_ID, 1);
+
+    // Expired beyond refresh: dead, and Meta is not asked to exchange it.
+    sb.advance_clock(16 * 86_400);
+    let c = tw(&ws.config, &["check"], &[], None).await;
+    assert_eq!(c.code, 2, "{c:?}");
+    assert!(c.stdout.contains("expired"), "{c:?}");
+    let r = tw(&ws.config, &["rotate", "--token", "ads"], &[], None).await;
+    assert_ne!(r.code, 0, "{r:?}");
+    assert_eq!(sb.stats().refreshed, 0, "{r:?}");
+    assert_eq!(current_of(&ws).await, old);
+
+    // An Instagram token configured as a Marketing one: the wrong host.
+    let ig = sb.issue_token(TokenSpec::instagram());
+    let ws = ads_workspace(&sb, &ig, "");
+    let c = tw(&ws.config, &["check"], &[], None).await;
+    assert!(
+        c.stdout.contains("wrong host") && c.stdout.contains("kind = \"instagram\""),
+        "{c:?}"
+    );
+    for out in [c.all(), r.all()] {
+        crate::util::assert_no_leak(&out, &[&old, &ig], "output");
+    }
+}

@@ -231,3 +231,123 @@ fn the_demo_shows_one_token_of_each_other_kind_checked_renewed_and_checked_again
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// Messenger's policy refusals (code 10/2018278 outside the messaging window, code 230 without
+/// `pages_messaging`) are about what the Page may do: the token is neither dead nor unusable,
+/// the daemon starts no rotation, sends no token alert, and its state names the refusal.
+#[tokio::test]
+async fn a_messenger_policy_refusal_is_not_a_token_error() {
+    use crate::util::{Running, SinkOpts, SmtpSink, sections, subjects};
+    use tokenwarden::sandbox::MessengerPolicy;
+
+    let sb = sandbox().await;
+    let user = sb.issue_token(TokenSpec::user());
+    let page = sb.issue_token(TokenSpec::page());
+    let ws = page_workspace(
+        &sb,
+        &page,
+        &user,
+        sandbox::DEMO_PAGE_ID,
+        ", messenger = true",
+    );
+    for (policy, says) in [
+        (MessengerPolicy::OutsideWindow, "outside of allowed window"),
+        (MessengerPolicy::NoMessagingPermission, "pages_messaging"),
+    ] {
+        sb.set_page_policy(Some(policy));
+        let c = tw(&ws.config, &["check", "--json"], &[], None).await;
+        assert_ne!(c.code, 2, "{policy:?}: {c:?}");
+        let line = check_json(&c.stdout);
+        let text = line.to_string();
+        assert!(
+            text.contains("policy refusal, not a token problem"),
+            "{line}"
+        );
+        assert!(text.contains(says), "{policy:?}: {line}");
+        let state = line["state"].as_str().unwrap();
+        assert!(
+            !["invalid", "unusable", "expired"].contains(&state),
+            "{policy:?}: {line}"
+        );
+    }
+
+    // The daemon: a check under the refusal, then its loop; no rotation, no email about the
+    // token being dead or unusable, and the state says what the refusal is.
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let daemon_sections = sections(sink.port, "");
+    let tail = &daemon_sections[daemon_sections.find("[schedule]").unwrap()..];
+    let mut text = std::fs::read_to_string(&ws.config).unwrap();
+    text.push_str(tail);
+    crate::util::write_private(&ws.config, &text);
+    sb.set_page_policy(Some(MessengerPolicy::OutsideWindow));
+    let before = sb.stats();
+    let clock = tokenwarden::daemon::OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    d.check_now().await;
+    d.evaluate().await;
+    d.stop().await;
+    let after = sb.stats();
+    assert_eq!(
+        after.refreshed, before.refreshed,
+        "no Page token was taken again"
+    );
+    assert_eq!(
+        current_of(&ws).await,
+        page,
+        "no rotation replaced the token"
+    );
+    let state = std::fs::read_to_string(ws.dir.path().join("state.json")).unwrap();
+    assert!(
+        state.contains("outside of allowed window") && state.contains("policy refusal"),
+        "{state}"
+    );
+    for s in subjects(&sink) {
+        let lower = s.to_lowercase();
+        assert!(
+            !lower.contains("dead") && !lower.contains("invalid") && !lower.contains("unusable"),
+            "{s}"
+        );
+    }
+    crate::util::assert_no_leak(&state, &[&page, &user], "state");
+}
+
+/// The asset lost: the person lost their role on the Page. The Page token dies (Meta's 492,
+/// "lost their role on the asset"), the user token may no longer take one, and the rotation
+/// fails once saying a person with a task on the Page must log in again; nothing is replaced.
+#[tokio::test]
+async fn a_page_token_whose_person_lost_the_page_role_needs_a_new_login() {
+    let sb = sandbox().await;
+    let user = sb.issue_token(TokenSpec::user());
+    let page = sb.issue_token(TokenSpec::page());
+    let ws = page_workspace(&sb, &page, &user, sandbox::DEMO_PAGE_ID, "");
+    sb.remove_page_role();
+    let c = tw(&ws.config, &["check"], &[], None).await;
+    assert_eq!(c.code, 2, "{c:?}");
+    assert!(c.stdout.contains("lost their role"), "{c:?}");
+    let r = tw(&ws.config, &["rotate", "--token", "shop-page"], &[], None).await;
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.all().contains("lost their task on the Page")
+            && r.all().contains("log in again with Facebook Login"),
+        "{r:?}"
+    );
+    assert_eq!(current_of(&ws).await, page);
+    for out in [c.all(), r.all()] {
+        crate::util::assert_no_leak(&out, &[&page, &user], "output");
+    }
+}
+
+/// An Instagram Login token configured as a Page token is named as given to the wrong host.
+#[tokio::test]
+async fn an_instagram_token_configured_as_a_page_token_is_named_as_on_the_wrong_host() {
+    let sb = sandbox().await;
+    let user = sb.issue_token(TokenSpec::user());
+    let ig = sb.issue_token(TokenSpec::instagram());
+    let ws = page_workspace(&sb, &ig, &user, sandbox::DEMO_PAGE_ID, "");
+    let c = tw(&ws.config, &["check"], &[], None).await;
+    assert!(
+        c.stdout.contains("wrong host") && c.stdout.contains("kind = \"instagram\""),
+        "{c:?}"
+    );
+    crate::util::assert_no_leak(&c.all(), &[&ig, &user], "check output");
+}

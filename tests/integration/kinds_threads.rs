@@ -107,3 +107,42 @@ async fn a_dry_run_describes_the_kinds_own_renewal_and_no_revoke() {
     assert!(!d.stdout.contains("WhatsApp"), "{d:?}");
     assert_eq!(sb.stats().refreshed, 0, "a dry run refreshes nothing");
 }
+
+#[tokio::test]
+async fn a_threads_token_whose_account_is_gone_is_dead_and_needs_a_new_authorization() {
+    crate::kinds_instagram::a_kind_whose_account_is_gone(
+        "threads",
+        TokenSpec::threads(),
+        "authorize the app again",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_threads_token_given_to_the_wrong_host_is_named_as_such() {
+    let sb = sandbox().await;
+    // A Threads token configured as a WhatsApp one: Graph cannot parse it.
+    let th = sb.issue_token(TokenSpec::threads());
+    let ws = kind_workspace(&sb, "whatsapp", &th);
+    let c = crate::util::tw(&ws.config, &["check"], &[], None).await;
+    assert!(
+        c.stdout.contains("wrong host") && c.stdout.contains("kind = \"threads\""),
+        "{c:?}"
+    );
+    // A Graph token configured as a Threads one: the Threads host cannot parse it.
+    let wa = sb.issue_token(TokenSpec::system_user_60d());
+    let ws = kind_workspace(&sb, "threads", &wa);
+    let c = crate::util::tw(&ws.config, &["check"], &[], None).await;
+    assert!(
+        c.stdout.contains("wrong host") && c.stdout.contains("graph.threads.net"),
+        "{c:?}"
+    );
+    let r = crate::util::tw(&ws.config, &["rotate", "--token", "shop-ig"], &[], None).await;
+    assert_eq!(sb.stats().refreshed, 0, "{r:?}");
+    crate::util::assert_no_leak(&c.all(), &[&th, &wa], "check output");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_threads_app_secret_is_one_own_credentials_alert_per_app() {
+    crate::kinds_instagram::a_reset_app_secret_is_one_alert("threads", TokenSpec::threads()).await;
+}

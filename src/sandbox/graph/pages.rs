@@ -7,6 +7,9 @@
 //! (`USER`) reads the Page; only a person's token takes the Page token; only the Page's own token
 //! lists its subscribed apps; anything else is Graph's "Unsupported get request" (code 100,
 //! subcode 33). Reads carry the usual authentication (`appsecret_proof` when the app wants it).
+//! A Messenger policy refusal set with `Sandbox::set_page_policy` (code 10/2018278 outside the
+//! messaging window, code 230 without `pages_messaging`) answers the Page's own token's reads;
+//! after `Sandbox::remove_page_role` a person's token is refused (code 200).
 
 use serde_json::json;
 
@@ -14,7 +17,7 @@ use super::auth::{Caller, authenticate};
 use super::call::Call;
 use super::envelope::{GraphError, Reply, unsupported};
 use crate::sandbox::scenario::{DEMO_PAGE_ID, DEMO_PAGE_NAME, TokenKind};
-use crate::sandbox::world::{TokenRec, World};
+use crate::sandbox::world::{MessengerPolicy, TokenRec, World};
 
 /// Whether `call` is for the demo Page.
 pub(super) fn is_page(call: &Call) -> bool {
@@ -33,6 +36,12 @@ pub(super) fn dispatch(w: &mut World, call: &Call) -> Result<Reply, GraphError> 
     };
     let own = rec.kind == TokenKind::Page && rec.user_id.as_deref() == Some(DEMO_PAGE_ID);
     let person = rec.kind == TokenKind::User;
+    if person && w.page_role_lost {
+        return Err(super::envelope::permissions_error());
+    }
+    if own && let Some(policy) = w.page_policy {
+        return Err(policy_error(policy));
+    }
     match call.segments.as_slice() {
         [_] if call
             .param("fields")
@@ -62,6 +71,22 @@ pub(super) fn dispatch(w: &mut World, call: &Call) -> Result<Reply, GraphError> 
             Ok(Reply::json(200, &json!({"data": data})))
         }
         _ => Err(unsupported(&method, &call.segments.join("/"))),
+    }
+}
+
+/// The envelope of a Messenger policy refusal, as the Messenger Platform's error codes page
+/// shows it (`OAuthException`, HTTP 400).
+fn policy_error(policy: MessengerPolicy) -> GraphError {
+    match policy {
+        MessengerPolicy::OutsideWindow => GraphError::new(
+            10,
+            "(#10) This message is sent outside of allowed window. Learn more about the new policy here: https://developers.facebook.com/docs/messenger-platform/policy-overview",
+        )
+        .sub(2018278),
+        MessengerPolicy::NoMessagingPermission => GraphError::new(
+            230,
+            "(#230) Requires pages_messaging permission to manage the object",
+        ),
     }
 }
 
