@@ -850,6 +850,9 @@ fn headline(
         .map(|e| when(e.at))
         .unwrap_or_else(|| "an unknown time".into());
     let why = ctx.effective.map(|e| e.binding);
+    // Each kind's own words: "the Instagram token", "Instagram API calls made with it fail".
+    let product = ctx.kind.product();
+    let fails = ctx.kind.what_fails();
     let verdict_reason = match ctx.verdict {
         Verdict::Dead { reason, .. } | Verdict::Unusable { reason } => reason.clone(),
         Verdict::OwnCredentials { detail }
@@ -861,9 +864,9 @@ fn headline(
     match condition {
         None => (
             "RESOLVED",
-            "WhatsApp token healthy again".into(),
+            format!("{product} token healthy again"),
             format!(
-                "The WhatsApp token \"{}\" is healthy again{}. No action is needed.",
+                "The {product} token \"{}\" is healthy again{}. No action is needed.",
                 ctx.token,
                 ctx.facts
                     .map(|f| format!(" (fingerprint {})", f.fingerprint))
@@ -875,9 +878,9 @@ fn headline(
         {
             (
                 "CRITICAL",
-                "WhatsApp token is overdue for rotation".into(),
+                format!("{product} token is overdue for rotation"),
                 format!(
-                    "The WhatsApp token \"{}\" passed its rotation period on {deadline}. It still works, but the runbook rotates tokens every {}.",
+                    "The {product} token \"{}\" passed its rotation period on {deadline}. It still works, but the runbook rotates tokens every {}.",
                     ctx.token,
                     days(ctx.policy.max_age.unwrap_or_default())
                 ),
@@ -897,9 +900,9 @@ fn headline(
             };
             (
                 word,
-                format!("WhatsApp token {what} in {span}"),
+                format!("{product} token {what} in {span}"),
                 format!(
-                    "The WhatsApp token \"{}\" {what} in {span}, on {deadline}. After that, WhatsApp messages sent with it fail.",
+                    "The {product} token \"{}\" {what} in {span}, on {deadline}. After that, {fails}.",
                     ctx.token
                 ),
             )
@@ -910,29 +913,35 @@ fn headline(
                 .unwrap_or_default();
             (
                 "EXPIRED",
-                format!("WhatsApp token expired{ago}"),
+                format!("{product} token expired{ago}"),
                 format!(
-                    "The WhatsApp token \"{}\" has expired{}. WhatsApp messages sent with it fail now. {verdict_reason}",
+                    "The {product} token \"{}\" has expired{}. {} now. {verdict_reason}",
                     ctx.token,
                     ctx.effective
                         .map(|e| format!(" (on {})", when(e.at)))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    capitalized(fails)
                 ),
             )
         }
         Some(Condition::Invalid) => (
             "INVALID",
-            "WhatsApp token is invalid".into(),
+            format!("{product} token is invalid"),
             format!(
-                "Meta says the WhatsApp token \"{}\" is no longer valid: {verdict_reason}. WhatsApp messages sent with it fail now.",
-                ctx.token
+                "Meta says the {product} token \"{}\" is no longer valid: {verdict_reason}. {} now.",
+                ctx.token,
+                capitalized(fails)
             ),
         ),
         Some(Condition::Unusable) => (
             "CRITICAL",
-            "WhatsApp token cannot send messages".into(),
+            if ctx.kind.product() == "WhatsApp" {
+                "WhatsApp token cannot send messages".into()
+            } else {
+                format!("{product} token cannot do its job")
+            },
             format!(
-                "The WhatsApp token \"{}\" is valid but cannot do its job: {verdict_reason}.",
+                "The {product} token \"{}\" is valid but cannot do its job: {verdict_reason}.",
                 ctx.token
             ),
         ),
@@ -943,9 +952,9 @@ fn headline(
                 .unwrap_or_default();
             (
                 "UNKNOWN",
-                format!("cannot check the WhatsApp token for {since}"),
+                format!("cannot check the {product} token for {since}"),
                 format!(
-                    "tokenwarden has not been able to check the WhatsApp token \"{}\" for {since}: {verdict_reason}. This is not a verdict on the token: it may be fine.",
+                    "tokenwarden has not been able to check the {product} token \"{}\" for {since}: {verdict_reason}. This is not a verdict on the token: it may be fine.",
                     ctx.token
                 ),
             )
@@ -954,19 +963,27 @@ fn headline(
             "CONFIG",
             "Meta refused tokenwarden's own app credentials".into(),
             format!(
-                "Meta refused the app credentials tokenwarden inspects the WhatsApp token \"{}\" with: {verdict_reason}. This says nothing about the token itself, and tokenwarden will not rotate on it.",
+                "Meta refused the app credentials tokenwarden inspects the {product} token \"{}\" with: {verdict_reason}. This says nothing about the token itself, and tokenwarden will not rotate on it.",
                 ctx.token
             ),
         ),
         Some(Condition::StoreProblem) => (
             "CRITICAL",
-            "cannot read the WhatsApp token from its store".into(),
+            format!("cannot read the {product} token from its store"),
             format!(
-                "tokenwarden cannot read the WhatsApp token \"{}\": {verdict_reason}.",
+                "tokenwarden cannot read the {product} token \"{}\": {verdict_reason}.",
                 ctx.token
             ),
         ),
     }
+}
+
+/// `text` with its first letter in capitals.
+fn capitalized(text: &str) -> String {
+    let mut c = text.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 fn facts(ctx: &Context<'_>) -> Vec<String> {
@@ -1132,6 +1149,10 @@ mod tests {
     }
 
     fn render_for(verdict: Verdict, now: i64) -> Rendered {
+        render_kind(crate::meta::kind::Kind::Whatsapp, verdict, now)
+    }
+
+    fn render_kind(kind: crate::meta::kind::Kind, verdict: Verdict, now: i64) -> Rendered {
         let p = Policy {
             max_age: None,
             ..Policy::default()
@@ -1154,7 +1175,7 @@ mod tests {
         );
         let ctx = Context {
             token: "billbytekot-prod",
-            kind: crate::meta::kind::Kind::Whatsapp,
+            kind,
             waba_id: Some("102290129340398"),
             phone_number_id: Some("106540352242922"),
             store: "file store",
@@ -1174,6 +1195,55 @@ mod tests {
             .find(|n| !matches!(n.condition, Some(Condition::Threshold(_))))
             .unwrap_or(&notices[0]);
         render(&ctx, notice, now)
+    }
+
+    /// An Instagram, Threads, Page, ads or customer token's email names its own product and
+    /// what stops working, never "WhatsApp" for a token that is not one.
+    #[test]
+    fn each_kind_is_named_by_its_product_in_the_headline_and_lead() {
+        use crate::meta::kind::Kind;
+        for (kind, subject, fails) in [
+            (
+                Kind::Instagram,
+                "Instagram token expires in 7 days",
+                "Instagram API calls made with it fail",
+            ),
+            (
+                Kind::Threads,
+                "Threads token expires in 7 days",
+                "Threads API calls made with it fail",
+            ),
+            (
+                Kind::Page,
+                "Facebook Page token expires in 7 days",
+                "Page and Messenger calls made with it fail",
+            ),
+            (
+                Kind::Marketing,
+                "Marketing API token expires in 7 days",
+                "ads calls and reports made with it fail",
+            ),
+        ] {
+            let r = render_kind(kind, Verdict::Healthy, NOW);
+            assert!(r.subject.ends_with(subject), "{kind:?}: {}", r.subject);
+            assert!(r.text.contains(fails), "{kind:?}: {}", r.text);
+            assert!(!r.summary.headline.contains("WhatsApp"), "{kind:?}");
+        }
+        let dead = Verdict::Dead {
+            reason: "the session was invalidated".into(),
+            expired: false,
+        };
+        let r = render_kind(Kind::Instagram, dead, NOW);
+        assert!(
+            r.subject.contains("Instagram token is invalid"),
+            "{}",
+            r.subject
+        );
+        assert!(
+            r.text.contains("Instagram API calls made with it fail now"),
+            "{}",
+            r.text
+        );
     }
 
     #[test]

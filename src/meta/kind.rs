@@ -89,6 +89,28 @@ impl Kind {
         }
     }
 
+    /// The product a person knows the token by, in emails: "the {product} token".
+    pub fn product(self) -> &'static str {
+        match self {
+            Kind::Whatsapp | Kind::WhatsappBusiness => "WhatsApp",
+            Kind::Instagram => "Instagram",
+            Kind::Threads => "Threads",
+            Kind::Page => "Facebook Page",
+            Kind::Marketing => "Marketing API",
+        }
+    }
+
+    /// What stops working when the token dies, in emails.
+    pub fn what_fails(self) -> &'static str {
+        match self {
+            Kind::Whatsapp | Kind::WhatsappBusiness => "WhatsApp messages sent with it fail",
+            Kind::Instagram => "Instagram API calls made with it fail",
+            Kind::Threads => "Threads API calls made with it fail",
+            Kind::Page => "Page and Messenger calls made with it fail",
+            Kind::Marketing => "ads calls and reports made with it fail",
+        }
+    }
+
     /// The kind named `word` in a config file.
     pub fn from_word(word: &str) -> Option<Kind> {
         ALL.into_iter().find(|k| k.word() == word)
