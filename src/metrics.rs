@@ -485,41 +485,36 @@ fn receiver_families(out: &mut String, s: &Shared) {
             "tokenwarden_alerts_failed_total{{{l}}} {}",
             r.failed
         );
-        let dir = s
-            .state_dir
-            .join(crate::channel::hub::CHANNELS_DIR)
-            .join(&r.name);
-        let queue = crate::state::queue::Queue::<crate::channel::Alert>::open_dir(
-            dir.join("queue"),
-            "the alert it holds is then not sent",
-        );
-        match queue.as_ref().map(|q| (q.backlog(), q.rejected())) {
-            Ok((Ok(b), n)) => {
-                let _ = writeln!(queued, "tokenwarden_alerts_queued{{{l}}} {}", b.pending);
-                let _ = writeln!(rejected, "tokenwarden_alerts_rejected{{{l}}} {n}");
-                if let Some(t) = b.oldest_queued {
+        match crate::channel::hub::OnDisk::read(&s.state_dir, &r.name) {
+            Ok(d) => {
+                let _ = writeln!(
+                    queued,
+                    "tokenwarden_alerts_queued{{{l}}} {}",
+                    d.backlog.pending
+                );
+                let _ = writeln!(
+                    rejected,
+                    "tokenwarden_alerts_rejected{{{l}}} {}",
+                    d.rejected
+                );
+                if let Some(t) = d.backlog.oldest_queued {
                     let _ = writeln!(
                         oldest,
                         "tokenwarden_alerts_oldest_queued_timestamp_seconds{{{l}}} {}",
                         t.as_second()
                     );
                 }
+                if let Some(t) = d.failing_since {
+                    let _ = writeln!(
+                        failing,
+                        "tokenwarden_receiver_failing_since_timestamp_seconds{{{l}}} {}",
+                        t.as_second()
+                    );
+                }
             }
-            _ => {
-                tracing::error!(receiver = %r.name, "cannot read the receiver's queue for /metrics")
+            Err(e) => {
+                tracing::error!(receiver = %r.name, error = %e, "cannot read the receiver's queue for /metrics")
             }
-        }
-        let st: Option<crate::channel::ReceiverState> =
-            crate::state::RecordStore::new(dir, crate::state::Layout::Pretty)
-                .load("state")
-                .ok()
-                .flatten();
-        if let Some(t) = st.and_then(|st| st.failing_since) {
-            let _ = writeln!(
-                failing,
-                "tokenwarden_receiver_failing_since_timestamp_seconds{{{l}}} {}",
-                t.as_second()
-            );
         }
     }
     for (name, kind, help, body) in [

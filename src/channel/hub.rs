@@ -165,6 +165,11 @@ impl Receiver {
         self.cfg.kind
     }
 
+    /// The longest one delivery to it may take.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.cfg.timeout()
+    }
+
     /// The receiver's queue.
     pub fn queue(&self) -> &Queue<Alert> {
         &self.queue
@@ -195,11 +200,6 @@ impl Receiver {
             .map_err(StateError::into_io)
     }
 
-    /// Queues `alert` unless already queued or sent.
-    fn enqueue(&self, alert: &Alert, now: Timestamp) -> std::io::Result<bool> {
-        self.queue.enqueue(alert, now)
-    }
-
     /// Routes one alert to this receiver; returns how many entries were queued.
     fn dispatch(&self, alert: &Alert, resolves: &[&str], now: Timestamp) -> std::io::Result<usize> {
         // The receiver's runbook, in what is queued and in what is kept open (Alertmanager's
@@ -225,13 +225,13 @@ impl Receiver {
                 let mut end = old.clone();
                 end.status = Status::Resolved;
                 end.id = suffixed(&alert.id, "end");
-                queued += usize::from(self.enqueue(&end, now)?);
+                queued += usize::from(self.queue.enqueue(&end, now)?);
                 st.ending.insert(
                     format!("{}#{}", old.key, old.id),
                     (end, after(now, RESOLVED_RESEND)),
                 );
             }
-            queued += usize::from(self.enqueue(alert, now)?);
+            queued += usize::from(self.queue.enqueue(alert, now)?);
             let mut opened = alert.clone();
             // Keeps its first start: Alertmanager's startsAt and PagerDuty's timestamp stay
             // where the condition began.
@@ -256,7 +256,7 @@ impl Receiver {
                     end.id = suffixed(&alert.id, &e.condition);
                     end.word.clone_from(&alert.word);
                     end.headline.clone_from(&alert.headline);
-                    queued += usize::from(self.enqueue(&end, now)?);
+                    queued += usize::from(self.queue.enqueue(&end, now)?);
                     if matches!(self.sender, Sender::Alertmanager(_)) {
                         st.ending
                             .insert(e.key.clone(), (end, after(now, RESOLVED_RESEND)));
@@ -265,7 +265,7 @@ impl Receiver {
             } else {
                 let news = alert.status == Status::Notice && self.cfg.takes(alert.severity);
                 if news || (alert.status == Status::Resolved && !ended.is_empty()) {
-                    queued += usize::from(self.enqueue(alert, now)?);
+                    queued += usize::from(self.queue.enqueue(alert, now)?);
                 }
             }
         }
@@ -375,6 +375,47 @@ impl Receiver {
     }
 }
 
+/// A receiver's queue, in its directory `dir`.
+fn open_queue(dir: &Path) -> std::io::Result<Queue<Alert>> {
+    Queue::open_dir(dir.join("queue"), "the alert it holds is then not sent")
+}
+
+/// A receiver's records (its `state.json`), in its directory `dir`.
+fn records(dir: &Path) -> RecordStore {
+    RecordStore::new(dir.to_path_buf(), Layout::Pretty)
+        .aside_loses("alerts open on this receiver are then not resolved there")
+}
+
+/// What a receiver's files say now: its backlog, how many alerts it refused as malformed, and
+/// since when it keeps failing. Read at each scrape of `/metrics` (another process, such as
+/// `tokenwarden rotate`, may have queued or sent meanwhile), without resolving its secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OnDisk {
+    /// The alerts waiting, and since when.
+    pub backlog: Backlog,
+    /// The alerts set aside in `queue/rejected/`.
+    pub rejected: usize,
+    /// Since when every delivery has failed.
+    pub failing_since: Option<Timestamp>,
+}
+
+impl OnDisk {
+    /// Reads the files of receiver `name` under `state_dir`.
+    ///
+    /// # Errors
+    /// The queue's directory cannot be read.
+    pub fn read(state_dir: &Path, name: &str) -> std::io::Result<OnDisk> {
+        let dir = state_dir.join(CHANNELS_DIR).join(name);
+        let queue = open_queue(&dir)?;
+        let state: Option<ReceiverState> = records(&dir).load(STATE_RECORD).ok().flatten();
+        Ok(OnDisk {
+            backlog: queue.backlog()?,
+            rejected: queue.rejected(),
+            failing_since: state.and_then(|s| s.failing_since),
+        })
+    }
+}
+
 /// `id` with `-suffix`, kept a valid queue id (cut, with a hash of the whole, when too long).
 fn suffixed(id: &str, suffix: &str) -> String {
     let s = format!("{id}-{suffix}");
@@ -464,19 +505,16 @@ impl Channels {
                 ReceiverKind::Teams => Sender::Teams(Teams::new(secret("webhook_url")?, timeout)),
             };
             let dir = state_dir.join(CHANNELS_DIR).join(&cfg.name);
-            let io = |source| SetupError::Io {
+            let queue = open_queue(&dir).map_err(|source| SetupError::Io {
                 receiver: cfg.name.clone(),
                 path: dir.clone(),
                 source,
-            };
-            let queue = Queue::open_dir(dir.join("queue"), "the alert it holds is then not sent")
-                .map_err(io)?;
+            })?;
             receivers.push(Arc::new(Receiver {
                 cfg: cfg.clone(),
                 sender,
                 queue,
-                records: RecordStore::new(dir.clone(), Layout::Pretty)
-                    .aside_loses("alerts open on this receiver are then not resolved there"),
+                records: records(&dir),
                 sent: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
             }));

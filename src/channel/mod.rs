@@ -18,6 +18,7 @@ pub mod teams;
 
 use std::time::Duration;
 
+pub use crate::config::receivers::url_allowed;
 pub use hub::{Channels, Health, ReceiverState, SetupError};
 pub use pagerduty::host_name;
 
@@ -341,12 +342,6 @@ pub async fn post_json(
             after: None,
         }),
     }
-}
-
-/// Whether a receiver URL may be used: `https://`, or `http://` to a loopback address only
-/// (tests, a local Alertmanager). The same rule `config check` applies.
-pub fn url_allowed(url: &reqwest::Url) -> bool {
-    crate::config::receivers::url_allowed(url)
 }
 
 /// The usual reading of a status that is not a success: 429 and 5xx are retried (with the

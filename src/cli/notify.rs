@@ -53,13 +53,8 @@ pub(super) async fn test(flag: Option<PathBuf>, only: Option<String>) -> Step<Ex
     let id = format!("test-{}", now.as_second());
     let mut failures = 0;
     if cfg.email.is_some() && only.as_deref().is_none_or(|o| o == EMAIL) {
-        let email = crate::notify::Email {
-            id: id.clone(),
-            token: "tokenwarden".into(),
-            subject: rendered.subject.clone(),
-            text: rendered.text.clone(),
-            html: rendered.html.clone(),
-        };
+        let email =
+            crate::notify::Email::from_rendered(id.clone(), "tokenwarden", rendered.clone());
         let result = match cfg.email.as_ref().map(crate::notify::Mailer::new) {
             Some(Ok(m)) => m.send(&email).await.map_err(|e| e.to_string()),
             Some(Err(e)) => Err(e.to_string()),

@@ -1680,7 +1680,6 @@ fn valid_name(name: &str) -> bool {
         && !name.starts_with('.')
 }
 
-/// Whether `url` points at this machine (plain http is allowed only there).
 /// A URL as errors show it: scheme, host and port, never the user, password, path or query
 /// (a proxy URL may carry credentials).
 fn place(url: &reqwest::Url) -> String {
@@ -1691,6 +1690,7 @@ fn place(url: &reqwest::Url) -> String {
     }
 }
 
+/// Whether `url` points at this machine (plain http is allowed only there).
 pub(crate) fn is_loopback(url: &reqwest::Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d == "localhost",

@@ -274,12 +274,7 @@ impl ReceiverConfig {
 pub fn url_allowed(url: &url::Url) -> bool {
     match url.scheme() {
         "https" => true,
-        "http" => match url.host() {
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(url::Host::Domain(d)) => d == "localhost",
-            None => false,
-        },
+        "http" => super::is_loopback(url),
         _ => false,
     }
 }

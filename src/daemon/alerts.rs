@@ -285,15 +285,7 @@ impl Daemon {
             .channels
             .receivers()
             .iter()
-            .map(|r| {
-                let timeout = self
-                    .cfg
-                    .receivers
-                    .iter()
-                    .find(|c| c.name == r.name())
-                    .map_or(crate::config::receivers::DEFAULT_TIMEOUT, |c| c.timeout());
-                timeout * (r.queue().len() as u32 + 2)
-            })
+            .map(|r| r.timeout() * (r.queue().len() as u32 + 2))
             .max()
             .unwrap_or_default();
         self.live.busy(worst);

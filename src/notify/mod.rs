@@ -75,13 +75,7 @@ pub fn queue(
     now: jiff::Timestamp,
 ) -> std::io::Result<()> {
     let alert = crate::channel::Alert::new(&id, token, &rendered.summary, signal, now);
-    let email = Email {
-        id,
-        token: token.to_string(),
-        subject: rendered.subject,
-        text: rendered.text,
-        html: rendered.html,
-    };
+    let email = Email::from_rendered(id, token, rendered);
     match sinks.outbox {
         None => {
             tracing::warn!(token = %email.token, subject = %email.subject, "{what} (no [email] configured: logged only)");
@@ -142,6 +136,17 @@ pub struct Email {
 }
 
 impl Email {
+    /// The email `id` about `token`, as `rendered`.
+    pub fn from_rendered(id: String, token: &str, rendered: crate::alert::Rendered) -> Email {
+        Email {
+            id,
+            token: token.to_string(),
+            subject: rendered.subject,
+            text: rendered.text,
+            html: rendered.html,
+        }
+    }
+
     /// Whether `id` is usable as an email id: 1 to 128 of `a-z`, `0-9` and `-`.
     ///
     /// The id becomes a file name and a Message-ID, so nothing else is allowed.
