@@ -856,6 +856,7 @@ fn headline(
     let verdict_reason = match ctx.verdict {
         Verdict::Dead { reason, .. } | Verdict::Unusable { reason } => reason.clone(),
         Verdict::OwnCredentials { detail }
+        | Verdict::OtherApp { detail }
         | Verdict::StoreProblem { detail }
         | Verdict::Unreachable { detail }
         | Verdict::Throttled { detail, .. } => detail.clone(),
@@ -959,11 +960,11 @@ fn headline(
                 ),
             )
         }
-        Some(Condition::Credentials) => (
+        Some(Condition::OtherApp) => (
             "CONFIG",
-            "Meta refused tokenwarden's own app credentials".into(),
+            format!("the {product} token belongs to another app"),
             format!(
-                "Meta refused the app credentials tokenwarden inspects the {product} token \"{}\" with: {verdict_reason}. This says nothing about the token itself, and tokenwarden will not rotate on it.",
+                "Meta will not inspect the {product} token \"{}\" with tokenwarden's app, although the app's own credentials work: {verdict_reason}. The token was made for another Meta app (or `[meta]` names the wrong app). This says nothing about whether the token works, and tokenwarden will not rotate on it.",
                 ctx.token
             ),
         ),
@@ -1070,7 +1071,7 @@ fn next_steps(ctx: &Context<'_>, condition: Option<Condition>) -> Vec<String> {
     if condition.is_some()
         && !matches!(
             condition,
-            Some(Condition::Credentials) | Some(Condition::CannotCheck)
+            Some(Condition::OtherApp) | Some(Condition::CannotCheck)
         )
     {
         out.push(ctx.rotation.to_string());
@@ -1086,12 +1087,12 @@ fn person_steps(ctx: &Context<'_>, condition: Option<Condition>) -> (String, Vec
         .unwrap_or_default();
     match condition {
         None => (String::from("What you must do"), vec!["Nothing.".into()]),
-        Some(Condition::Credentials) => (
+        Some(Condition::OtherApp) => (
             "What you must do".into(),
             vec![
-                "Open the Meta app dashboard, App settings > Basic, and check the App ID and App Secret (was the secret reset?).".into(),
-                "Update `app_id` and the `app_secret` reference in tokenwarden's [meta] config to match; the token must belong to this same app.".into(),
-                "Run `tokenwarden config check` and `tokenwarden doctor`, then reload tokenwarden (`systemctl reload tokenwarden`).".into(),
+                "Find which app the token belongs to: paste it into Meta's Access Token Debugger (developers.facebook.com/tools/debug/accesstoken) and compare its App ID with `app_id` in tokenwarden's [meta].".into(),
+                "Either put a token of that app where this token's store points (make it in Business Settings > System users, choosing this app), or, when the whole config should watch the other app, set `app_id` and `app_secret` in [meta] to that app's.".into(),
+                format!("Check with `tokenwarden doctor --token {}`, then reload tokenwarden (`systemctl reload tokenwarden`).", ctx.token),
             ],
         ),
         Some(Condition::CannotCheck) => (
@@ -1166,13 +1167,7 @@ mod tests {
             &p,
             now,
         );
-        let (notices, _) = decide(
-            &Ledger::default(),
-            &a.conditions,
-            Some(f.fingerprint),
-            &p,
-            now,
-        );
+        let (notices, _) = decide(&Ledger::default(), &a, Some(f.fingerprint), &p, now);
         let ctx = Context {
             token: "billbytekot-prod",
             kind,
@@ -1302,20 +1297,19 @@ mod tests {
             .contains("INVALID")
         );
         let creds = render_for(
-            Verdict::OwnCredentials {
-                detail: "code 190: Invalid OAuth access token signature.".into(),
+            Verdict::OtherApp {
+                detail: "code 100 (HTTP 400): (#100) The App_id in the input_token did not match the Viewing App".into(),
             },
             NOW + 5 * DAY,
         );
         let subjects = [creds.subject.clone()];
         assert!(
-            subjects[0].contains(
-                "CONFIG billbytekot-prod: Meta refused tokenwarden's own app credentials"
-            ),
+            subjects[0]
+                .contains("CONFIG billbytekot-prod: the WhatsApp token belongs to another app"),
             "{subjects:?}"
         );
         assert!(
-            creds.text.contains("App settings > Basic")
+            creds.text.contains("Access Token Debugger")
                 && !creds.text.contains("Generate new token"),
             "{}",
             creds.text

@@ -113,6 +113,9 @@ fn summary(verdict: &Verdict, deadline: Option<Timestamp>, now: Timestamp) -> St
         Verdict::OwnCredentials { detail } => {
             format!("cannot inspect, tokenwarden's app credentials were refused: {detail}")
         }
+        Verdict::OtherApp { detail } => {
+            format!("cannot inspect, the token belongs to another app: {detail}")
+        }
         Verdict::StoreProblem { detail } => detail.clone(),
         Verdict::Unreachable { detail } => format!("cannot check: {detail}"),
         Verdict::Throttled {

@@ -48,6 +48,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod alert;
+pub mod appcreds;
 pub mod audit;
 pub mod channel;
 pub mod check;

@@ -27,7 +27,42 @@ pub async fn observe(
         Err(v) => return (v, None),
     };
     let info = inspect(&cfg.state_dir, t, graph, &token).await;
-    judge(t, &token, info, graph).await
+    let (verdict, facts) = judge(t, &token, info, graph).await;
+    (
+        whose_refusal(verdict, t.kind, graph, &AppCheck::new()).await,
+        facts,
+    )
+}
+
+/// The answer of [`GraphClient::app_credentials`], asked at most once per check pass.
+type AppCheck = tokio::sync::OnceCell<Result<(), GraphError>>;
+
+/// A refused inspection is either tokenwarden's app (its secret wrong or reset: the app's
+/// trouble, told once for the app) or this token (made for another app: the token's trouble).
+/// Meta's message says which, but messages are never parsed (reference section 8): the app
+/// token's own inspection tells them apart, asked once for all the tokens of a pass.
+async fn whose_refusal(
+    verdict: Verdict,
+    kind: Kind,
+    graph: &GraphClient,
+    app: &AppCheck,
+) -> Verdict {
+    let Verdict::OwnCredentials { detail } = verdict else {
+        return verdict;
+    };
+    if !kind.debug_token() {
+        // Not inspected with tokenwarden's app: its credentials say nothing here.
+        return Verdict::OwnCredentials { detail };
+    }
+    match app.get_or_init(|| graph.app_credentials()).await {
+        Ok(()) => Verdict::OtherApp { detail },
+        Err(GraphError::Transient(e)) => Verdict::Unreachable {
+            detail: format!(
+                "Meta refused to inspect the token ({detail}), and whether tokenwarden's own app credentials work could not be checked: {e}"
+            ),
+        },
+        Err(_) => Verdict::OwnCredentials { detail },
+    }
 }
 
 /// What Meta says about `token` of `t`'s kind, as a [`graph::TokenInfo`]: `debug_token` for
@@ -190,6 +225,7 @@ pub async fn observe_many(
         .filter_map(|(r, _)| r.as_ref().ok().cloned())
         .collect();
     let mut infos = graph.debug_tokens(&secrets, in_flight).await.into_iter();
+    let app = std::sync::Arc::new(AppCheck::new());
     let jobs = tokens
         .iter()
         .zip(reads)
@@ -202,6 +238,7 @@ pub async fn observe_many(
                 (token, info)
             });
             let (t, graph, dir) = (t.clone(), graph.clone(), cfg.state_dir.clone());
+            let app = app.clone();
             async move {
                 match read {
                     Ok((token, info)) => {
@@ -210,6 +247,7 @@ pub async fn observe_many(
                             None => inspect(&dir, &t, &graph, &token).await,
                         };
                         let (verdict, facts) = judge(&t, &token, info, &graph).await;
+                        let verdict = whose_refusal(verdict, t.kind, &graph, &app).await;
                         Observed {
                             verdict,
                             facts,

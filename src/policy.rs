@@ -161,8 +161,17 @@ pub enum Verdict {
         /// Whether the reason is expiry (code 190/463).
         expired: bool,
     },
-    /// Meta refused tokenwarden's own app credentials: nothing is known about the token.
+    /// Meta refused tokenwarden's own app credentials (the `[meta]` app's secret, wrong or
+    /// reset): nothing is known about the token. The trouble is the app's, told once per app
+    /// ([`crate::appcreds`]), not once per token.
     OwnCredentials {
+        /// Meta's answer.
+        detail: String,
+    },
+    /// Meta refused to inspect this token with tokenwarden's app while the app's own
+    /// credentials work: the token belongs to another app (or `[meta]` names the wrong app).
+    /// This token's trouble, told for this token.
+    OtherApp {
         /// Meta's answer.
         detail: String,
     },
@@ -248,8 +257,8 @@ pub enum Condition {
     Unusable,
     /// Checks have failed transiently for longer than `cannot_check_after`.
     CannotCheck,
-    /// Meta refused tokenwarden's own app credentials.
-    Credentials,
+    /// Meta will not inspect the token with tokenwarden's app: it belongs to another app.
+    OtherApp,
     /// The token cannot be read from its store.
     StoreProblem,
 }
@@ -264,7 +273,7 @@ impl Condition {
             Condition::Invalid => "invalid".into(),
             Condition::Unusable => "unusable".into(),
             Condition::CannotCheck => "cannot-check".into(),
-            Condition::Credentials => "credentials".into(),
+            Condition::OtherApp => "other-app".into(),
             Condition::StoreProblem => "store".into(),
         }
     }
@@ -279,6 +288,10 @@ pub struct Assessment {
     pub conditions: Vec<Condition>,
     /// The effective expiry from the last known facts.
     pub effective: Option<Effective>,
+    /// Whether the verdict is Meta's (or the store's) word on the token itself. Only such a
+    /// check can end a condition: a timeout, a throttled call, an unreadable store or
+    /// tokenwarden's own app refused learn nothing, so they never send a recovery.
+    pub settled: bool,
 }
 
 /// Where the effective expiry stands against the thresholds.
@@ -349,9 +362,14 @@ pub fn assess(
             conditions.push(Condition::StoreProblem);
             State::Unknown
         }
+        Verdict::OtherApp { .. } => {
+            conditions.push(Condition::OtherApp);
+            conditions.extend(level_cond);
+            worst(State::Unknown, level)
+        }
         Verdict::OwnCredentials { .. } => {
             // Nothing new is known about the token, but its known expiry still approaches.
-            conditions.push(Condition::Credentials);
+            // The refused app is told about once, for the app (`crate::appcreds`).
             conditions.extend(level_cond);
             worst(State::Unknown, level)
         }
@@ -372,10 +390,18 @@ pub fn assess(
     };
     conditions.sort();
     conditions.dedup();
+    let settled = !matches!(
+        verdict,
+        Verdict::Unreachable { .. }
+            | Verdict::Throttled { .. }
+            | Verdict::StoreProblem { .. }
+            | Verdict::OwnCredentials { .. }
+    );
     Assessment {
         state,
         conditions,
         effective,
+        settled,
     }
 }
 
@@ -432,10 +458,11 @@ pub struct Notice {
     pub occurrence: u32,
 }
 
-/// Decides the emails to send now and the ledger after sending them.
+/// Decides the emails to send now and the ledger after sending them, from the assessment
+/// `a`. A condition ends (and a recovery is sent) only on a settled assessment.
 pub fn decide(
     ledger: &Ledger,
-    conditions: &[Condition],
+    a: &Assessment,
     fingerprint: Option<Fingerprint>,
     policy: &Policy,
     now: Timestamp,
@@ -448,6 +475,7 @@ pub fn decide(
         l.thresholds_sent.clear();
         l.repeating.clear();
     }
+    let conditions = &a.conditions;
     let mut notices = Vec::new();
     for &c in conditions {
         match c {
@@ -505,12 +533,16 @@ pub fn decide(
             }
         }
     }
-    let active: Vec<String> = conditions.iter().map(|c| c.key()).collect();
-    l.repeating.retain(|k, _| active.contains(k));
+    if a.settled {
+        // Only Meta's word on the token ends a condition; a check that learned nothing
+        // keeps the repeats (an invalid token stays invalid through a timeout).
+        let active: Vec<String> = conditions.iter().map(|c| c.key()).collect();
+        l.repeating.retain(|k, _| active.contains(k));
+    }
     if !notices.is_empty() {
         l.unresolved = true;
     }
-    if conditions.is_empty() && ledger.unresolved {
+    if a.settled && conditions.is_empty() && ledger.unresolved {
         l.unresolved = false;
         l.recoveries += 1;
         notices.push(Notice {
@@ -743,7 +775,11 @@ mod tests {
         );
         assert_eq!(
             a(Verdict::OwnCredentials { detail: "x".into() }, None).conditions,
-            vec![Condition::Credentials]
+            vec![]
+        );
+        assert_eq!(
+            a(Verdict::OtherApp { detail: "x".into() }, None).conditions,
+            vec![Condition::OtherApp]
         );
         assert_eq!(
             a(Verdict::StoreProblem { detail: "x".into() }, None).state,
@@ -809,8 +845,7 @@ mod tests {
         let mut sent: Vec<String> = Vec::new();
         let step = |now: i64, verdict: Verdict, facts: &TokenFacts, ledger: &mut Ledger| {
             let a = assess(&verdict, Some(facts), None, &p, ts(now));
-            let (notices, next) =
-                decide(ledger, &a.conditions, Some(facts.fingerprint), &p, ts(now));
+            let (notices, next) = decide(ledger, &a, Some(facts.fingerprint), &p, ts(now));
             *ledger = next;
             notices.into_iter().map(|n| n.key).collect::<Vec<_>>()
         };
@@ -864,12 +899,67 @@ mod tests {
         assert!(ledger.thresholds_sent.is_empty());
     }
 
+    /// A settled assessment with `conditions`, for the ledger's tests.
+    fn of(conditions: &[Condition]) -> Assessment {
+        Assessment {
+            state: State::Ok,
+            conditions: conditions.to_vec(),
+            effective: None,
+            settled: true,
+        }
+    }
+
+    /// A check that learns nothing about the token (Graph timed out, the store could not be
+    /// read, Meta refused tokenwarden's own app) never ends its alert: an invalid token must
+    /// not be called RESOLVED because the next check timed out.
+    #[test]
+    fn a_check_that_learns_nothing_sends_no_recovery() {
+        let p = Policy::default();
+        let f = facts(
+            Expires::At(ts(T0 + 40 * DAY)),
+            Some(T0 - 20 * DAY),
+            None,
+            "SYSTEM_USER",
+        );
+        let dead = Verdict::Dead {
+            reason: "x".into(),
+            expired: false,
+        };
+        let a = assess(&dead, Some(&f), None, &p, ts(T0));
+        let (sent, ledger) = decide(&Ledger::default(), &a, Some(f.fingerprint), &p, ts(T0));
+        assert_eq!(sent.len(), 1);
+        for v in [
+            Verdict::Unreachable { detail: "x".into() },
+            Verdict::Throttled {
+                retry_after_secs: None,
+                detail: "x".into(),
+            },
+            Verdict::StoreProblem { detail: "x".into() },
+            Verdict::OwnCredentials { detail: "x".into() },
+        ] {
+            let a = assess(&v, Some(&f), Some(ts(T0 + 60)), &p, ts(T0 + 60));
+            let (notices, l) = decide(&ledger, &a, Some(f.fingerprint), &p, ts(T0 + 60));
+            assert!(
+                notices.iter().all(|n| n.condition.is_some()),
+                "{v:?} sent a recovery: {notices:?}"
+            );
+            assert!(l.unresolved, "{v:?}");
+            // The invalid token's repeat is kept, not started over at the next real answer.
+            assert!(l.repeating.contains_key("invalid"), "{v:?}");
+        }
+        // The token answers again, healthy: now the recovery.
+        let a = assess(&Verdict::Healthy, Some(&f), None, &p, ts(T0 + 120));
+        let (notices, _) = decide(&ledger, &a, Some(f.fingerprint), &p, ts(T0 + 120));
+        assert_eq!(notices.len(), 1);
+        assert_eq!(notices[0].condition, None);
+    }
+
     #[test]
     fn a_gap_sends_only_the_threshold_that_applies_now() {
         let p = Policy::default();
         let (notices, l) = decide(
             &Ledger::default(),
-            &[Condition::Threshold(3 * DAY as u64)],
+            &of(&[Condition::Threshold(3 * DAY as u64)]),
             Some(fp("v")),
             &p,
             ts(T0),
@@ -881,7 +971,7 @@ mod tests {
         );
         let (again, _) = decide(
             &l,
-            &[Condition::Threshold(7 * DAY as u64)],
+            &of(&[Condition::Threshold(7 * DAY as u64)]),
             Some(fp("v")),
             &p,
             ts(T0),
@@ -896,8 +986,14 @@ mod tests {
     fn keys_are_stable_so_a_redecision_after_a_crash_queues_the_same_email() {
         let p = Policy::default();
         let l = Ledger::default();
-        let a = decide(&l, &[Condition::Invalid], Some(fp("v")), &p, ts(T0));
-        let b = decide(&l, &[Condition::Invalid], Some(fp("v")), &p, ts(T0 + 30));
+        let a = decide(&l, &of(&[Condition::Invalid]), Some(fp("v")), &p, ts(T0));
+        let b = decide(
+            &l,
+            &of(&[Condition::Invalid]),
+            Some(fp("v")),
+            &p,
+            ts(T0 + 30),
+        );
         assert_eq!(a.0, b.0);
     }
 

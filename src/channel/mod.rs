@@ -108,7 +108,8 @@ pub mod family {
     pub const UNUSABLE: &str = "unusable";
     /// Checks keep failing.
     pub const CANNOT_CHECK: &str = "cannot-check";
-    /// Meta refused tokenwarden's own app credentials.
+    /// Meta refused tokenwarden's own app credentials (an app's alert, keyed by the app), or
+    /// will not inspect a token with them (the token's, keyed by the token).
     pub const CREDENTIALS: &str = "credentials";
     /// The token cannot be read from its store.
     pub const STORE: &str = "store";
@@ -184,7 +185,7 @@ impl Signal<'static> {
             Some(C::Invalid) => (family::INVALID, Severity::Critical, Status::Firing),
             Some(C::Unusable) => (family::UNUSABLE, Severity::Critical, Status::Firing),
             Some(C::CannotCheck) => (family::CANNOT_CHECK, Severity::Warning, Status::Firing),
-            Some(C::Credentials) => (family::CREDENTIALS, Severity::Critical, Status::Firing),
+            Some(C::OtherApp) => (family::CREDENTIALS, Severity::Critical, Status::Firing),
             Some(C::StoreProblem) => (family::STORE, Severity::Error, Status::Firing),
         };
         Signal {

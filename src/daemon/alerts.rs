@@ -190,7 +190,7 @@ impl Daemon {
             now,
         );
         let fp = ts.facts.as_ref().map(|f| f.fingerprint);
-        let (notices, ledger) = policy::decide(&ts.ledger, &a.conditions, fp, &t.policy, now);
+        let (notices, ledger) = policy::decide(&ts.ledger, &a, fp, &t.policy, now);
         if a.state != ts.state.unwrap_or(policy::State::Ok) || ts.state.is_none() {
             tracing::info!(token = %t.name, state = a.state.word(), "state");
         }

@@ -123,6 +123,7 @@ impl Daemon {
         if alerted {
             crate::failpoint::hit("daemon.after_save");
         }
+        self.settle_apps();
         self.follow_up(&t, None).await;
     }
 
@@ -164,6 +165,7 @@ impl Daemon {
         if alerted {
             crate::failpoint::hit("daemon.after_save");
         }
+        self.settle_apps();
         for (t, value) in tokens.iter().zip(values) {
             self.follow_up(t, value).await;
         }
@@ -217,7 +219,9 @@ impl Daemon {
                 ts.check_errors += 1;
                 tracing::warn!(token = %t.name, error = %detail, "check failed; will retry on schedule");
             }
-            Verdict::OwnCredentials { .. } | Verdict::StoreProblem { .. } => {
+            Verdict::OwnCredentials { .. }
+            | Verdict::OtherApp { .. }
+            | Verdict::StoreProblem { .. } => {
                 ts.failing_since = None;
                 ts.check_errors += 1;
             }
@@ -230,9 +234,78 @@ impl Daemon {
         if facts.is_some() {
             ts.facts = facts;
         }
+        if t.kind.debug_token() {
+            // Every inspection is made with the `[meta]` app: its answer is also the app's.
+            let seen = match &verdict {
+                Verdict::OwnCredentials { detail } => Some(crate::appcreds::Seen::Refused {
+                    secret: self.graph.app().1,
+                    detail: detail.clone(),
+                }),
+                Verdict::Healthy
+                | Verdict::Dead { .. }
+                | Verdict::Unusable { .. }
+                | Verdict::OtherApp { .. } => Some(crate::appcreds::Seen::Accepted),
+                _ => None,
+            };
+            if let Some(seen) = seen {
+                let app_id = self.graph.app().0.to_string();
+                self.saw_app(t.kind, app_id, seen, t.policy.repeat_interval);
+            }
+        }
+        let ts = self.snap.tokens.entry(t.name.clone()).or_default();
         ts.verdict = Some(verdict);
         self.dirty = true;
         self.settle(t, now)
+    }
+
+    /// Notes what a check saw of an app's credentials, settled by [`Daemon::settle_apps`]:
+    /// a refusal outweighs an acceptance in the same pass.
+    pub(super) fn saw_app(
+        &mut self,
+        kind: crate::meta::kind::Kind,
+        app_id: String,
+        seen: crate::appcreds::Seen,
+        repeat: Duration,
+    ) {
+        let entry = self.apps_seen.entry(app_id).or_insert(AppSeen {
+            kind,
+            seen: seen.clone(),
+            repeat,
+        });
+        entry.repeat = entry.repeat.min(repeat);
+        if matches!(seen, crate::appcreds::Seen::Refused { .. }) {
+            entry.seen = seen;
+        }
+    }
+
+    /// Records what the last checks saw of each app's credentials and queues the alerts that
+    /// calls for: one per app and refused secret, and one recovery (see [`crate::appcreds`]).
+    pub(super) fn settle_apps(&mut self) {
+        let now = self.clock.now();
+        for (app_id, s) in std::mem::take(&mut self.apps_seen) {
+            let sinks = crate::notify::Sinks {
+                outbox: self.mailer.as_ref().map(|_| &self.outbox),
+                channels: &self.channels,
+                except: None,
+            };
+            let app = crate::appcreds::App {
+                kind: s.kind,
+                app_id: &app_id,
+            };
+            if let Err(e) = crate::appcreds::settle(
+                &self.cfg.state_dir,
+                sinks,
+                &self.audit,
+                app,
+                &s.seen,
+                s.repeat,
+                now,
+            ) {
+                // Decided again at the next check: nothing was recorded.
+                self.disk_full_seen |= matches!(&e, StateError::Io { source, .. } if crate::state::is_disk_full(source));
+                tracing::error!(app = %app_id, error = %e, "cannot settle the app's credentials alert");
+            }
+        }
     }
 
     /// After a check: resumes or starts the token's rotation, then repairs its targets.

@@ -114,6 +114,19 @@ pub struct Daemon {
     /// Per token, the state and reason last logged for a rotation that is due but cannot
     /// start (said once per change, not at every check).
     idle_said: BTreeMap<String, (Option<crate::policy::State>, String)>,
+    /// What the checks since the last settling saw of each app's own credentials, by app id:
+    /// settled once per check or pass ([`crate::appcreds`]), so a refused app is one alert
+    /// for the app, not one per token.
+    apps_seen: BTreeMap<String, AppSeen>,
+}
+
+/// What a pass saw of one app's credentials.
+#[derive(Debug)]
+struct AppSeen {
+    kind: crate::meta::kind::Kind,
+    seen: crate::appcreds::Seen,
+    /// The shortest `repeat_interval` of the tokens that saw it.
+    repeat: Duration,
 }
 
 /// Part of a group's scheduled check: one Graph batch worth of tokens, due at a moment within
@@ -210,6 +223,7 @@ impl Daemon {
             disk_full_seen: false,
             disk_full_since: None,
             idle_said: BTreeMap::new(),
+            apps_seen: BTreeMap::new(),
         };
         d.telemetry.channels_flushed(&d.channels);
         if let Some(aside) = set_aside {

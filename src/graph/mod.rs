@@ -228,6 +228,30 @@ impl GraphClient {
         Ok(token_info(parsed.data))
     }
 
+    /// Whether Meta accepts tokenwarden's own app credentials: `debug_token` of the app token
+    /// itself, authenticated as for every inspection. Tells the two causes of a refused
+    /// inspection apart without reading Meta's message text (reference section 8): the app's
+    /// secret wrong or reset (this call is refused too: the app's trouble, one alert for the
+    /// app) from a token of another app (this call passes: the token's trouble).
+    ///
+    /// # Errors
+    /// [`GraphError::OwnCredentials`] when Meta refuses the app token (as inspector or as the
+    /// inspected token), [`GraphError::Misconfigured`] for an app id Meta does not know,
+    /// [`GraphError::Transient`] when Graph could not answer.
+    pub async fn app_credentials(&self) -> Result<(), GraphError> {
+        let info = self.debug_token(&self.app_token()).await?;
+        match info.invalid_reason() {
+            Some(api) => Err(GraphError::OwnCredentials(api)),
+            None => Ok(()),
+        }
+    }
+
+    /// The id of tokenwarden's own app and the fingerprint of the secret it holds for it:
+    /// names the app in its alerts, and tells a new secret from the refused one.
+    pub fn app(&self) -> (&str, crate::secret::Fingerprint) {
+        (&self.app.app_id, self.app.app_secret.fingerprint())
+    }
+
     /// Reads a phone number with `token`: the runbook's proof that the token works.
     ///
     /// # Errors

@@ -508,7 +508,7 @@ async fn refresh_kind(d: &Deps<'_>, r: &mut Rotation, current: &Secret) -> Resul
 /// (`GET /access_token?grant_type=ig_exchange_token|th_exchange_token`): `Some` with the
 /// long-lived token (its expiry recorded before it leaves), `None` when Meta refuses it (not
 /// short-lived; the refresh follows and judges the token). A refusal of the app's secret is the app's trouble, not
-/// the token's: the per-app "own credentials" alert ([`app_credentials_refused`]) and a
+/// the token's: the app's "own credentials" alert ([`crate::appcreds`]) and a
 /// transient failure, so the rotation is tried again once `app` is fixed and no token is
 /// called dead.
 async fn exchange_first(
@@ -539,10 +539,18 @@ async fn exchange_first(
             {
                 tracing::error!(token = %d.token.name, error = %e, "cannot record the exchanged token's expiry");
             }
+            app_seen(d, app, crate::appcreds::Seen::Accepted);
             Ok(Some(long.token))
         }
         Err(GraphError::OwnCredentials(api)) => {
-            app_credentials_refused(d, app, &secret, &api.to_string());
+            app_seen(
+                d,
+                app,
+                crate::appcreds::Seen::Refused {
+                    secret: secret.fingerprint(),
+                    detail: api.to_string(),
+                },
+            );
             Err(Event::Transient(format!(
                 "{} refused app {}'s secret ({api}): the `app` of this {kind} token must be the {kind} app's own id and secret from the App Dashboard; the rotation is tried again once it is fixed",
                 kind.host(),
@@ -564,66 +572,24 @@ async fn exchange_first(
     }
 }
 
-/// The thread of alerts about tokenwarden itself, as the daemon's host alerts use.
-const HOST_THREAD: &str = "tokenwarden";
-
-/// Tells on-call, once per app and secret, that Meta refused a product app's own credentials
-/// (an Instagram or Threads app's secret, wrong or reset): the CONFIG "own credentials" alert,
-/// naming that app, whichever of the tokens sharing it met the refusal. The id is derived from
-/// the app and the secret's fingerprint, so every token of the app queues the same alert (the
-/// outbox and receivers ignore an id they hold) and a new wrong secret is told anew.
-fn app_credentials_refused(
-    d: &Deps<'_>,
-    app: &crate::config::KindApp,
-    secret: &Secret,
-    what: &str,
-) {
-    let kind = d.token.kind;
-    let id = format!("app-credentials-{}-{}", app.app_id, secret.fingerprint());
-    let headline = format!(
-        "Meta refused the {kind} app {}'s own credentials",
-        app.app_id
-    );
-    let a = crate::alert::HostAlert {
-        word: "CONFIG",
-        headline: &headline,
-        lead: format!(
-            "{} refused the app secret tokenwarden holds for the {kind} app {} (secret fingerprint {}): {what}. This says nothing about the tokens of that app: none is called dead, none is rotated on it.",
-            kind.host(),
-            app.app_id,
-            secret.fingerprint()
-        ),
-        facts: vec![
-            format!("Met while renewing the token \"{}\"; every token whose `app` names app {} depends on it.", d.token.name, app.app_id),
-            format!("This is the {kind} app's secret, not the Meta app's (`[meta]`)."),
-        ],
-        will_do: vec![
-            "Keep checking the tokens; try their renewal again on every run, and tell this once per app and secret.".into(),
-        ],
-        todo: vec![
-            format!("Put app {}'s current secret (App Dashboard > {}) where the tokens' `app.app_secret` points; if it was reset, the old one no longer works.", app.app_id, kind.advice().dashboard),
-        ],
+/// Records what an exchange found of a product app's secret: the app's alert (once per app
+/// and secret, whichever of the tokens sharing it met the refusal) or its recovery
+/// ([`crate::appcreds`]).
+fn app_seen(d: &Deps<'_>, app: &crate::config::KindApp, seen: crate::appcreds::Seen) {
+    let a = crate::appcreds::App {
+        kind: d.token.kind,
+        app_id: &app.app_id,
     };
-    let signal = crate::channel::Signal {
-        family: crate::channel::family::CREDENTIALS,
-        severity: crate::channel::Severity::Error,
-        status: crate::channel::Status::Notice,
-        state: "CONFIG",
-        fingerprint: None,
-        resolves: &[],
-    };
-    let now = (d.now)();
-    if let Err(e) = crate::notify::queue(
+    if let Err(e) = crate::appcreds::settle(
+        &d.cfg.state_dir,
         d.sinks,
         d.audit,
-        crate::notify::email_id(HOST_THREAD, &id),
-        HOST_THREAD,
-        crate::alert::render_host(&a),
-        &signal,
-        "own credentials alert",
-        now,
+        a,
+        &seen,
+        d.token.policy.repeat_interval,
+        (d.now)(),
     ) {
-        tracing::error!(app = %app.app_id, error = %e, "cannot queue the own credentials alert");
+        tracing::error!(app = %app.app_id, error = %e, "cannot settle the app's credentials alert");
     }
 }
 

@@ -23,7 +23,7 @@ pub mod queue;
 pub mod records;
 
 pub use records::{
-    EXPIRY_DIR, GROUPS_DIR, Layout, OUTBOX_DIR, RECORD_DIRS, ROTATIONS_DIR, RecordLock,
+    APPS_DIR, EXPIRY_DIR, GROUPS_DIR, Layout, OUTBOX_DIR, RECORD_DIRS, ROTATIONS_DIR, RecordLock,
     RecordStore, TARGETS_DIR,
 };
 

@@ -39,17 +39,21 @@ pub const GROUPS_DIR: &str = "groups";
 /// `expiry/`: per token, the expiries Meta gave in `expires_in` for kinds `debug_token`
 /// cannot inspect (Instagram, Threads), by fingerprint.
 pub const EXPIRY_DIR: &str = "expiry";
+/// `apps/`: per app tokenwarden authenticates as, whether Meta refuses its credentials
+/// ([`crate::appcreds`]).
+pub const APPS_DIR: &str = "apps";
 /// `outbox/`: one entry per queued email.
 pub const OUTBOX_DIR: &str = "outbox";
 /// Every directory of the state directory that holds records, the state directory itself
 /// (`""`, for `state.json`) first: where temp files a kill left behind are looked for at start.
-pub const RECORD_DIRS: [&str; 6] = [
+pub const RECORD_DIRS: [&str; 7] = [
     "",
     OUTBOX_DIR,
     ROTATIONS_DIR,
     TARGETS_DIR,
     GROUPS_DIR,
     EXPIRY_DIR,
+    APPS_DIR,
 ];
 
 /// How a record is laid out in its file. Both are read the same way.

@@ -7,8 +7,8 @@ use tokenwarden::daemon::OffsetClock;
 use tokenwarden::sandbox::{self, Endpoint, Fault};
 
 use crate::util::{
-    DAY, Running, World, assert_no_leak, expiry_of, prod_spec, says, state_dir, step_to, subjects,
-    walk,
+    DAY, Running, SinkOpts, SmtpSink, TokenEntry, Workspace, World, assert_no_leak, expiry_of,
+    prod_spec, sandbox, says, sections, state_dir, step_to, subjects, walk,
 };
 
 #[tokio::test]
@@ -171,28 +171,144 @@ async fn a_single_failure_never_alerts_but_a_persistent_one_says_cannot_check() 
     d.stop().await;
 }
 
+/// An invalid token stays invalid through a check that learns nothing: Graph timing out (or
+/// throttling, or the app refused) right after the INVALID alert must not send "RESOLVED".
+/// (It did: a transient failure without a condition of its own ended every condition.)
 #[tokio::test]
-async fn a_reset_app_secret_sends_the_credentials_email_and_never_rotates() {
+async fn an_invalid_token_is_not_resolved_by_a_check_that_times_out() {
     let World {
         sb,
         sink,
-        token: _,
+        token,
         ws,
-    } = World::new("prod", prod_spec(), "").await;
+    } = World::new("prod", prod_spec(), "cannot_check_after = \"2h\"").await;
     let clock = OffsetClock::default();
     let d = Running::start(&ws.config, &clock);
     d.check_now().await;
-    sb.reset_app_secret("0123456789abcdef0123456789abcdef");
+    sb.invalidate(&token, 460);
     d.check_now().await;
     let got = subjects(&sink);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].contains("INVALID prod"), "{got:#?}");
+    sb.add_fault(Fault::server_error(Endpoint::DebugToken, 503, 4));
+    d.check_now().await;
+    d.evaluate().await;
+    sb.add_fault(Fault::delay(Endpoint::DebugToken, 6000));
+    d.check_now().await;
+    d.evaluate().await;
+    let got = subjects(&sink);
     assert_eq!(
-        got,
-        vec![
-            "[tokenwarden] CONFIG prod: Meta refused tokenwarden's own app credentials".to_string()
-        ]
+        got.len(),
+        1,
+        "no RESOLVED for a token nobody could check: {got:#?}"
+    );
+    // Meta answers again: still invalid, and no second "first" alert either.
+    d.check_now().await;
+    assert_eq!(subjects(&sink).len(), 1, "{:#?}", subjects(&sink));
+    d.stop().await;
+}
+
+/// Meta's app secret reset while tokenwarden holds the old one: every inspection is refused.
+/// That is the app's trouble, not the tokens': one CONFIG alert naming the Meta app, however
+/// many tokens meet it and however often they are checked; no token is called dead, rotated or
+/// emailed on its own. Once Meta accepts the secret again: one recovery for the app, and none
+/// per token (they never had an alert of their own).
+#[tokio::test]
+async fn a_reset_app_secret_is_one_alert_for_the_app_and_one_recovery() {
+    let sb = sandbox().await;
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let (a, b) = (sb.issue_token(prod_spec()), sb.issue_token(prod_spec()));
+    let ws = Workspace::with_meta(
+        &sb,
+        &[TokenEntry::new("prod", &a), TokenEntry::new("staging", &b)],
+        &sections(sink.port, ""),
+    );
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    d.check_now().await;
+    assert!(subjects(&sink).is_empty());
+    sb.reset_app_secret("0123456789abcdef0123456789abcdef");
+    for _ in 0..3 {
+        d.check_now().await;
+        d.evaluate().await;
+    }
+    let got = subjects(&sink);
+    assert_eq!(got.len(), 1, "one alert for the one app: {got:#?}");
+    assert!(
+        got[0].contains("CONFIG")
+            && got[0].contains(&format!(
+                "Meta refused the Meta app {}'s own credentials",
+                sandbox::DEMO_APP_ID
+            )),
+        "{got:#?}"
     );
     let body = &sink.messages()[0].1;
     assert!(body.contains("App settings > Basic"), "{body}");
+    assert!(
+        body.contains("Invalid OAuth access token signature"),
+        "{body}"
+    );
+    assert_no_leak(body, &[&a, &b, sandbox::DEMO_APP_SECRET], "the app alert");
+    // The tokens' own state: unknown, nothing new known, no alert of their own.
+    let status = std::fs::read_to_string(ws.state_dir().join("state.json")).unwrap();
+    assert!(status.contains("unknown"), "{status}");
+
+    // The secret works again (here: Meta's side set back to the one tokenwarden holds).
+    sb.reset_app_secret(sandbox::DEMO_APP_SECRET);
+    for _ in 0..2 {
+        d.check_now().await;
+        d.evaluate().await;
+    }
+    let got = subjects(&sink);
+    assert_eq!(got.len(), 2, "one recovery, for the app only: {got:#?}");
+    assert!(
+        got[1].contains("RESOLVED")
+            && got[1].contains(&format!(
+                "Meta accepts the Meta app {}'s credentials again",
+                sandbox::DEMO_APP_ID
+            )),
+        "{got:#?}"
+    );
+    let stats = sb.stats();
+    assert_eq!((stats.refreshed, stats.minted, stats.revoked), (0, 0, 0));
+    d.stop().await;
+}
+
+/// A token of another app beside a healthy one: Meta refuses to inspect it, while
+/// tokenwarden's app inspects the other token fine. That is this token's trouble: its own
+/// CONFIG alert ("belongs to another app", what to do), and no alert about the app.
+#[tokio::test]
+async fn a_token_of_another_app_is_that_tokens_alert_not_the_apps() {
+    let sb = sandbox().await;
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let good = sb.issue_token(prod_spec());
+    let other = sb.issue_token(prod_spec().app(sandbox::OTHER_APP_ID));
+    let ws = Workspace::with_meta(
+        &sb,
+        &[
+            TokenEntry::new("prod", &good),
+            TokenEntry::new("stray", &other),
+        ],
+        &sections(sink.port, ""),
+    );
+    let clock = OffsetClock::default();
+    let d = Running::start(&ws.config, &clock);
+    for _ in 0..2 {
+        d.check_now().await;
+        d.evaluate().await;
+    }
+    let got = subjects(&sink);
+    assert_eq!(
+        got,
+        vec!["[tokenwarden] CONFIG stray: the WhatsApp token belongs to another app".to_string()]
+    );
+    let body = &sink.messages()[0].1;
+    assert!(body.contains("Access Token Debugger"), "{body}");
+    assert_no_leak(
+        body,
+        &[&good, &other, sandbox::DEMO_APP_SECRET],
+        "the token alert",
+    );
     let stats = sb.stats();
     assert_eq!((stats.refreshed, stats.minted, stats.revoked), (0, 0, 0));
     d.stop().await;

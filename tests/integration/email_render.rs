@@ -143,12 +143,12 @@ fn every_kind() -> Vec<(&'static str, Rendered, &'static str, String)> {
             deadline.clone(),
         ),
         (
-            "credentials",
+            "other-app",
             token_mail(
-                Verdict::OwnCredentials {
-                    detail: "code 190: Invalid OAuth access token signature.".into(),
+                Verdict::OtherApp {
+                    detail: "code 100 (HTTP 400): (#100) The App_id in the input_token did not match the Viewing App".into(),
                 },
-                Some(Condition::Credentials),
+                Some(Condition::OtherApp),
                 NOW,
             ),
             "CONFIG",
