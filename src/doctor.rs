@@ -55,7 +55,8 @@ impl Mark {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     /// Stable identifier: `store`, `value`, `valid`, `app`, `type`, `expiry`, `scopes`, `waba`,
-    /// `phone`, `send_text`, `send_template`; for Instagram and Threads tokens `renewal`.
+    /// `phone`, `send_text`, `send_template`; for Instagram and Threads tokens `renewal`; for
+    /// their product apps ([`AppReport`]) `app_secret`.
     pub id: &'static str,
     /// The outcome.
     pub mark: Mark,
