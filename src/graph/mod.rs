@@ -1444,6 +1444,35 @@ pub fn fuzz_parse(status: u16, body: &[u8]) {
 mod tests {
     use super::*;
 
+    fn client_at(base: &str) -> GraphClient {
+        let meta = MetaConfig {
+            app_id: "1".into(),
+            app_secret: crate::config::SecretRef::Env("UNUSED".into()),
+            api_version: "v25.0".parse().unwrap(),
+            base_url: base.parse().unwrap(),
+            timeout: Duration::from_secs(5),
+            attempts: 1,
+            retry_delay: Duration::from_millis(5),
+            proxy: None,
+        };
+        GraphClient::new(&meta, Secret::new("s")).unwrap()
+    }
+
+    /// Threads' app access token is asked of Threads' own host on Meta, unversioned as the page
+    /// shows, and under `/threads` on a sandbox.
+    #[test]
+    fn the_threads_app_check_goes_to_the_threads_host() {
+        let on_meta = client_at("https://graph.facebook.com/");
+        let url = on_meta.kind_url(Kind::Threads, None, &["oauth", "access_token"]);
+        assert_eq!(url.as_str(), "https://graph.threads.net/oauth/access_token");
+        let local = client_at("http://127.0.0.1:9/");
+        let url = local.kind_url(Kind::Threads, None, &["oauth", "access_token"]);
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/threads/oauth/access_token"
+        );
+    }
+
     #[test]
     fn only_https_or_loopback_http_is_sent() {
         for (url, ok) in [
