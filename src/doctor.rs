@@ -6,13 +6,20 @@
 //! [`Check`]s with a mark, the facts, and on failure the cause and the fix in plain words,
 //! naming the field mistakes of reference section 9 when it sees them. Instagram and Threads
 //! tokens are checked with their own host's `GET /me`, their recorded expiry and their renewal.
+//!
+//! The product apps those tokens name (`app = { app_id, app_secret }`) are checked once per
+//! app and secret reference, whichever tokens share it: [`observe_apps`] reads the secret and
+//! asks Meta (Threads' app access token; Instagram offers no such call), [`evaluate_app`]
+//! words the outcome.
 
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::config::{Config, TokenConfig};
+use crate::config::{Config, Kind, SecretRef, SecretRefError, TokenConfig};
 use crate::graph::version::{ApiVersion, VersionStatus};
-use crate::graph::{self, Expiry, GraphClient, GraphError, PhoneNumber, TokenInfo, Transient};
+use crate::graph::{
+    self, AppCheck, Expiry, GraphClient, GraphError, PhoneNumber, TokenInfo, Transient,
+};
 use crate::lint;
 use crate::secret::{Fingerprint, Secret};
 use crate::store::{SecretStore, Store, StoreError};
@@ -48,7 +55,8 @@ impl Mark {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     /// Stable identifier: `store`, `value`, `valid`, `app`, `type`, `expiry`, `scopes`, `waba`,
-    /// `phone`, `send_text`, `send_template`; for Instagram and Threads tokens `renewal`.
+    /// `phone`, `send_text`, `send_template`; for Instagram and Threads tokens `renewal`; for
+    /// their product apps ([`AppReport`]) `app_secret`.
     pub id: &'static str,
     /// The outcome.
     pub mark: Mark,
@@ -86,6 +94,20 @@ impl TokenReport {
     }
 }
 
+/// The check of one product app: the `app` (id and secret reference) of Instagram or Threads
+/// tokens, reported once for all the tokens that name it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppReport {
+    /// The tokens' kind (`instagram`, `threads`).
+    pub kind: Kind,
+    /// The product app's id.
+    pub app_id: String,
+    /// The tokens whose `app` this is, in config order.
+    pub tokens: Vec<String>,
+    /// `app_secret`: whether Meta accepts the app's secret, or why it cannot say.
+    pub check: Check,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -93,12 +115,16 @@ pub struct Report {
     pub graph_version: Check,
     /// One checklist per token.
     pub tokens: Vec<TokenReport>,
+    /// One check per product app of the checked Instagram and Threads tokens.
+    pub apps: Vec<AppReport>,
 }
 
 impl Report {
     /// Whether every check passed or only warned.
     pub fn healthy(&self) -> bool {
-        self.graph_version.mark != Mark::Fail && self.tokens.iter().all(TokenReport::healthy)
+        self.graph_version.mark != Mark::Fail
+            && self.tokens.iter().all(TokenReport::healthy)
+            && self.apps.iter().all(|a| a.check.mark != Mark::Fail)
     }
 }
 
@@ -140,17 +166,144 @@ pub struct Observation {
 /// Runs the checks for every configured token (or the one in `opts.token`).
 pub async fn run(cfg: &Config, graph: &GraphClient, opts: &Options, now: Timestamp) -> Report {
     let mut tokens = Vec::new();
-    for t in cfg
+    let chosen: Vec<&TokenConfig> = cfg
         .tokens
         .iter()
         .filter(|t| opts.token.as_ref().is_none_or(|n| *n == t.name))
-    {
+        .collect();
+    for t in &chosen {
         let obs = observe(cfg, t, graph, opts).await;
         tokens.push(evaluate(t, &cfg.meta.app_id, &obs, now));
     }
+    let apps = observe_apps(&chosen, graph)
+        .await
+        .iter()
+        .map(evaluate_app)
+        .collect();
     Report {
         graph_version: version_check(graph.version(), now),
         tokens,
+        apps,
+    }
+}
+
+/// What [`observe_apps`] learned of one product app.
+#[derive(Debug)]
+pub struct AppObservation {
+    /// The tokens' kind.
+    pub kind: Kind,
+    /// The app's id.
+    pub app_id: String,
+    /// Where its secret lives.
+    pub secret_ref: SecretRef,
+    /// The tokens that name it, in config order.
+    pub tokens: Vec<String>,
+    /// Meta's verdict on the secret, or why it was not asked.
+    pub outcome: Result<Result<AppCheck, GraphError>, SecretRefError>,
+}
+
+/// Reads the secret of every distinct product app of `tokens` (kind, id and secret
+/// reference: two references to one app are two secrets that may differ) and asks Meta
+/// whether it is accepted ([`GraphClient::check_kind_app`]); the secret is dropped after.
+pub async fn observe_apps(tokens: &[&TokenConfig], graph: &GraphClient) -> Vec<AppObservation> {
+    let mut apps: Vec<AppObservation> = Vec::new();
+    for t in tokens {
+        let Some(app) = &t.app else { continue };
+        if let Some(seen) = apps
+            .iter_mut()
+            .find(|a| a.kind == t.kind && a.app_id == app.app_id && a.secret_ref == app.app_secret)
+        {
+            seen.tokens.push(t.name.clone());
+            continue;
+        }
+        let outcome = match app.app_secret.resolve() {
+            Ok(secret) => Ok(graph.check_kind_app(t.kind, &app.app_id, &secret).await),
+            Err(e) => Err(e),
+        };
+        apps.push(AppObservation {
+            kind: t.kind,
+            app_id: app.app_id.clone(),
+            secret_ref: app.app_secret.clone(),
+            tokens: vec![t.name.clone()],
+            outcome,
+        });
+    }
+    apps
+}
+
+/// The `app_secret` check of one product app, in words. Pure.
+pub fn evaluate_app(obs: &AppObservation) -> AppReport {
+    let kind = obs.kind;
+    let product = kind.product();
+    let id = &obs.app_id;
+    let whose = format!("the {product} app {id}'s secret");
+    let put_it = format!(
+        "put the {product} app's current secret where `app.app_secret` points ({}): {}",
+        obs.secret_ref,
+        kind.advice().dashboard
+    );
+    let check = match &obs.outcome {
+        Err(e) => check(
+            "app_secret",
+            Mark::Fail,
+            format!("cannot read {whose}: {e}"),
+            Some(format!(
+                "make {} hold the {product} app's secret, then run `tokenwarden doctor` again",
+                obs.secret_ref
+            )),
+        ),
+        Ok(Ok(AppCheck::Accepted)) => check(
+            "app_secret",
+            Mark::Pass,
+            format!(
+                "{whose} is accepted ({} gave the app its app access token)",
+                kind.host()
+            ),
+            None,
+        ),
+        Ok(Ok(AppCheck::NotCheckable)) => check(
+            "app_secret",
+            Mark::Skip,
+            format!(
+                "not checked: Meta offers no call that checks {} {product} app's secret alone (the {} has no app access token); tokenwarden checks it at the next exchange of a short-lived token",
+                if product.starts_with(['A', 'E', 'I', 'O', 'U']) { "an" } else { "a" },
+                kind.advice().product
+            ),
+            None,
+        ),
+        Ok(Err(GraphError::OwnCredentials(api))) => check(
+            "app_secret",
+            Mark::Fail,
+            format!(
+                "{} refused {whose} ({api}): renewing a token of this app by exchange fails until it is fixed; this says nothing about the tokens themselves",
+                kind.host()
+            ),
+            Some(match kind {
+                Kind::Threads => format!(
+                    "put the Threads app's current secret (App Dashboard, https://developers.facebook.com/apps/: your app > App settings > Basic > Threads app secret) where `app.app_secret` points ({}), and the Threads app id in `app.app_id`: an app with the Threads use case has two ids and secrets, the Meta app's and the Threads app's, and only the Threads ones work here; if the secret was reset, the old one no longer works",
+                    obs.secret_ref
+                ),
+                _ => format!("{put_it}; if it was reset, the old one no longer works"),
+            }),
+        ),
+        Ok(Err(GraphError::Transient(t))) => check(
+            "app_secret",
+            Mark::Warn,
+            format!("cannot check {whose} now: {t}; this says nothing about the secret"),
+            Some("run `tokenwarden doctor` again later; if it persists, check this host's route to Meta".into()),
+        ),
+        Ok(Err(e)) => check(
+            "app_secret",
+            Mark::Fail,
+            format!("{} refused the check of {whose}: {e}", kind.host()),
+            Some(put_it),
+        ),
+    };
+    AppReport {
+        kind,
+        app_id: id.clone(),
+        tokens: obs.tokens.clone(),
+        check,
     }
 }
 
@@ -983,6 +1136,25 @@ pub fn render_text(report: &Report) -> String {
         }
         out.push('\n');
     }
+    for a in &report.apps {
+        out.push_str(&format!(
+            "{} app {}  (used by {})\n",
+            a.kind.product(),
+            terminal_safe(&a.app_id),
+            terminal_safe(&a.tokens.join(", "))
+        ));
+        let c = &a.check;
+        out.push_str(&format!(
+            "  {} {:<13} {}\n",
+            c.mark.symbol(),
+            c.id,
+            terminal_safe(&c.detail)
+        ));
+        if let Some(fix) = &c.fix {
+            out.push_str(&format!("  {:<15} fix: {}\n", "", terminal_safe(fix)));
+        }
+        out.push('\n');
+    }
     let g = &report.graph_version;
     out.push_str(&format!(
         "{} {}\n",
@@ -999,6 +1171,16 @@ pub fn render_text(report: &Report) -> String {
         report.tokens.len() - bad,
         bad
     ));
+    if !report.apps.is_empty() {
+        let count = |m: Mark| report.apps.iter().filter(|a| a.check.mark == m).count();
+        out.push_str(&format!(
+            "{} product app(s) checked: {} accepted, {} with problems, {} not checkable\n",
+            report.apps.len(),
+            count(Mark::Pass),
+            count(Mark::Fail) + count(Mark::Warn),
+            count(Mark::Skip)
+        ));
+    }
     out
 }
 
@@ -1424,5 +1606,96 @@ mod tests {
             "template",
         );
         assert!(c.fix.unwrap().contains("Message templates"));
+    }
+
+    fn app_obs(
+        kind: Kind,
+        outcome: Result<Result<AppCheck, GraphError>, SecretRefError>,
+    ) -> AppObservation {
+        AppObservation {
+            kind,
+            app_id: "990011223344556".into(),
+            secret_ref: SecretRef::Env("TH_SECRET".into()),
+            tokens: vec!["a".into(), "b".into()],
+            outcome,
+        }
+    }
+
+    #[test]
+    fn each_product_app_outcome_has_its_mark_and_words() {
+        let ok = evaluate_app(&app_obs(Kind::Threads, Ok(Ok(AppCheck::Accepted))));
+        assert_eq!(ok.check.mark, Mark::Pass);
+        assert!(
+            ok.check
+                .detail
+                .contains("the Threads app 990011223344556's secret is accepted")
+        );
+        assert_eq!(ok.tokens, ["a", "b"]);
+
+        for code in [1, 101] {
+            let refused = evaluate_app(&app_obs(
+                Kind::Threads,
+                Ok(Err(GraphError::OwnCredentials(api(code, None)))),
+            ));
+            assert_eq!(refused.check.mark, Mark::Fail);
+            let fix = refused.check.fix.unwrap();
+            assert!(fix.contains("Threads app secret"), "{fix}");
+            assert!(fix.contains("two ids and secrets"), "{fix}");
+            assert!(fix.contains("environment variable `TH_SECRET`"), "{fix}");
+            assert!(fix.contains("no longer works"), "{fix}");
+        }
+
+        let unread = evaluate_app(&app_obs(
+            Kind::Threads,
+            Err(SecretRefError::EnvMissing("TH_SECRET".into())),
+        ));
+        assert_eq!(unread.check.mark, Mark::Fail);
+        assert!(unread.check.detail.contains("`TH_SECRET`"));
+
+        let later = evaluate_app(&app_obs(
+            Kind::Threads,
+            Ok(Err(GraphError::Transient(Transient::Timeout))),
+        ));
+        assert_eq!(later.check.mark, Mark::Warn, "{:?}", later.check);
+        assert!(later.check.detail.contains("says nothing about the secret"));
+
+        let other = evaluate_app(&app_obs(
+            Kind::Threads,
+            Ok(Err(GraphError::Misconfigured(api(100, None)))),
+        ));
+        assert_eq!(other.check.mark, Mark::Fail);
+
+        let ig = evaluate_app(&app_obs(Kind::Instagram, Ok(Ok(AppCheck::NotCheckable))));
+        assert_eq!(ig.check.mark, Mark::Skip);
+        assert!(
+            ig.check
+                .detail
+                .contains("Meta offers no call that checks an Instagram app's secret alone"),
+            "{}",
+            ig.check.detail
+        );
+    }
+
+    #[test]
+    fn a_failing_product_app_makes_the_report_unhealthy_and_is_rendered_safely() {
+        let mut app = evaluate_app(&app_obs(
+            Kind::Threads,
+            Ok(Err(GraphError::OwnCredentials(api(1, None)))),
+        ));
+        app.tokens = vec!["evil\u{1b}[2Jname".into()];
+        let mut report = Report {
+            graph_version: check("graph_version", Mark::Pass, "Graph API v25.0", None),
+            tokens: Vec::new(),
+            apps: vec![app],
+        };
+        assert!(!report.healthy());
+        let text = render_text(&report);
+        assert!(
+            text.contains("Threads app 990011223344556  (used by evilname)"),
+            "{text}"
+        );
+        assert!(text.contains("1 product app(s) checked: 0 accepted, 1 with problems"));
+        report.apps[0].check.mark = Mark::Skip;
+        assert!(report.healthy());
     }
 }

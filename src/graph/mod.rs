@@ -83,6 +83,18 @@ pub struct KindAccount {
     pub username: Option<String>,
 }
 
+/// What [`GraphClient::check_kind_app`] learned of a product app's own secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppCheck {
+    /// Meta accepted the app id and secret (Threads gave the app its app access token, which
+    /// was dropped unread).
+    Accepted,
+    /// Meta offers no call that checks this kind's app secret alone (the Instagram API with
+    /// Instagram Login has no app access token): it is checked only when a short-lived token
+    /// is exchanged. No request was made.
+    NotCheckable,
+}
+
 /// Whether a call that failed transiently may be sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Replay {
@@ -634,6 +646,61 @@ impl GraphClient {
             })
             .await?;
         refreshed(parsed)
+    }
+
+    /// Checks a product app's own id and secret (the `app` of an Instagram or Threads token)
+    /// without any token: on Threads, `GET /oauth/access_token?client_id=A&client_secret=S&
+    /// grant_type=client_credentials` on graph.threads.net ("Threads API": *App Access
+    /// Tokens*), whose answer, the app access token `TH|A|...`, is put in a [`Secret`] and
+    /// dropped at once: it is neither kept nor logged. Cheap and without side effects at Meta
+    /// beyond that token, so it may run on every check; idempotent, so transient failures are
+    /// retried. For Instagram (and the Graph kinds, whose app is `[meta]`'s) Meta offers no
+    /// such call: [`AppCheck::NotCheckable`], and nothing is sent.
+    ///
+    /// The secret travels in the query string as Meta documents, so, as for every call here,
+    /// the request URL is never logged nor put into an error, and any echo of the secret in
+    /// Meta's answer is scrubbed.
+    ///
+    /// # Errors
+    /// [`GraphError::OwnCredentials`] when Meta refuses the app: a wrong or reset secret (code
+    /// 1, "Error validating client secret") or an unknown app id (code 101); transient failures;
+    /// [`GraphError::Misconfigured`] for anything else Meta refuses.
+    pub async fn check_kind_app(
+        &self,
+        kind: Kind,
+        app_id: &str,
+        app_secret: &Secret,
+    ) -> Result<AppCheck, GraphError> {
+        if kind != Kind::Threads {
+            return Ok(AppCheck::NotCheckable);
+        }
+        let url = self.kind_url(kind, None, &["oauth", "access_token"]);
+        self.send_parsed(
+            CallKind::WithAppSecret,
+            Replay::Always,
+            || {
+                self.http.get(url.clone()).query(&[
+                    ("client_id", app_id),
+                    ("client_secret", app_secret.expose()),
+                    ("grant_type", "client_credentials"),
+                ])
+            },
+            |status, _headers, body| {
+                let parsed: wire::AppTokenResponse = serde_json::from_slice(body)
+                    .map_err(|_| GraphError::Transient(error::bad_body(status, body)))?;
+                // The app token is a credential: into a `Secret` (zeroed on drop), then gone.
+                let token = Secret::new(parsed.access_token);
+                if token.is_empty() {
+                    return Err(GraphError::Transient(Transient::BadBody {
+                        status,
+                        what: "an answer without an app access token",
+                    }));
+                }
+                drop(token);
+                Ok(AppCheck::Accepted)
+            },
+        )
+        .await
     }
 
     /// Refreshes an expiring token: `GET oauth/access_token` with
@@ -1400,6 +1467,35 @@ pub fn fuzz_parse(status: u16, body: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client_at(base: &str) -> GraphClient {
+        let meta = MetaConfig {
+            app_id: "1".into(),
+            app_secret: crate::config::SecretRef::Env("UNUSED".into()),
+            api_version: "v25.0".parse().unwrap(),
+            base_url: base.parse().unwrap(),
+            timeout: Duration::from_secs(5),
+            attempts: 1,
+            retry_delay: Duration::from_millis(5),
+            proxy: None,
+        };
+        GraphClient::new(&meta, Secret::new("s")).unwrap()
+    }
+
+    /// Threads' app access token is asked of Threads' own host on Meta, unversioned as the page
+    /// shows, and under `/threads` on a sandbox.
+    #[test]
+    fn the_threads_app_check_goes_to_the_threads_host() {
+        let on_meta = client_at("https://graph.facebook.com/");
+        let url = on_meta.kind_url(Kind::Threads, None, &["oauth", "access_token"]);
+        assert_eq!(url.as_str(), "https://graph.threads.net/oauth/access_token");
+        let local = client_at("http://127.0.0.1:9/");
+        let url = local.kind_url(Kind::Threads, None, &["oauth", "access_token"]);
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/threads/oauth/access_token"
+        );
+    }
 
     #[test]
     fn only_https_or_loopback_http_is_sent() {

@@ -110,6 +110,14 @@ pub(super) struct RefreshResponse {
     pub expires_in: Option<i64>,
 }
 
+/// Threads' `oauth/access_token` with `client_credentials`: `{"access_token","token_type"}`.
+/// Only whether a token came back is read; the value goes straight into a `Secret` and is
+/// dropped.
+#[derive(Deserialize)]
+pub(super) struct AppTokenResponse {
+    pub access_token: String,
+}
+
 /// `GET /me` on the Instagram (`user_id`, `username`) or Threads (`id`, `username`) host.
 #[derive(Deserialize)]
 pub(super) struct KindMe {

@@ -131,7 +131,8 @@ pub enum CallKind {
     Inspect,
     /// A call authenticated with the monitored token (phone reads, messages).
     WithToken,
-    /// `oauth/*` calls carrying `client_id`/`client_secret` (refresh, revoke).
+    /// Calls carrying the app's `client_secret` (refresh, revoke, the Instagram and Threads
+    /// exchange, Threads' app access token).
     WithAppSecret,
 }
 
@@ -266,6 +267,10 @@ pub fn classify_api(
         // The inspector (the app token) was refused: app id/secret pair wrong, secret reset,
         // proof wrong, or the monitored token belongs to another app.
         (CallKind::Inspect, 190 | 0 | 100 | 102 | 10) => GraphError::OwnCredentials(api),
+        // "Error validating application. Invalid application ID." on a call that names the
+        // app by `client_id`: the app id tokenwarden holds (`[meta]`, or a product app's) is
+        // wrong, which only its config can fix.
+        (CallKind::WithAppSecret, 101) => GraphError::OwnCredentials(api),
         (_, 190 | 102 | 0) => GraphError::TokenDead(api),
         (_, 3 | 10 | 100 | 200..=299 | 368) => GraphError::Misconfigured(api),
         _ if is_transient => GraphError::Transient(Transient::Api(api)),
@@ -396,6 +401,9 @@ mod tests {
             (WithAppSecret, 400, 190, Some(463), "OAuthException", "dead"),
             (WithAppSecret, 400, 190, None, "OAuthException", "dead"),
             (WithAppSecret, 400, 100, None, "OAuthException", "config"),
+            // An unknown `client_id` (Threads' app access token, a refresh or revoke).
+            (WithAppSecret, 400, 101, None, "OAuthException", "own"),
+            (WithToken, 400, 101, None, "OAuthException", "config"),
         ];
         for (call, status, code, sub, kind, want) in rows {
             let got = classify(*call, *status, &env(*code, *sub, kind, ""), None);

@@ -38,6 +38,9 @@ pub enum Endpoint {
     RefreshAccessToken,
     /// `GET /access_token` (short-lived to long-lived exchange) on the Instagram or Threads host.
     ExchangeToken,
+    /// `GET /oauth/access_token` with `client_credentials` on the Threads host: the Threads
+    /// app's own app access token (Graph's `/oauth/access_token` is [`Endpoint::Refresh`]).
+    ThreadsAppToken,
     /// Anything else.
     Other,
 }

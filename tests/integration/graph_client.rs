@@ -747,3 +747,77 @@ async fn rotation_errors_never_carry_tokens_or_the_secret() {
         "Graph errors",
     );
 }
+
+/// Threads' app access token checks a Threads app's own secret without any token: accepted,
+/// a wrong (or reset) secret and an unknown app are tokenwarden's own credentials, a fault is
+/// transient, and neither the secret nor the app token reaches an error, even when the answer
+/// quotes the request back. Instagram has no such call: nothing is sent.
+#[tokio::test]
+async fn a_product_apps_secret_is_checked_on_threads_and_not_on_instagram() {
+    use tokenwarden::graph::AppCheck;
+    use tokenwarden::meta::kind::Kind;
+    let sb = sandbox().await;
+    let c = client(&sb);
+    let right = Secret::new(sandbox::OTHER_APP_SECRET);
+    let got = c
+        .check_kind_app(Kind::Threads, sandbox::OTHER_APP_ID, &right)
+        .await;
+    assert_eq!(got, Ok(AppCheck::Accepted));
+    assert_eq!(sb.stats().requests_for(Endpoint::ThreadsAppToken), 1);
+
+    // The Meta app's secret is not the Threads app's.
+    let wrong = Secret::new(sandbox::DEMO_APP_SECRET);
+    match c
+        .check_kind_app(Kind::Threads, sandbox::OTHER_APP_ID, &wrong)
+        .await
+    {
+        Err(GraphError::OwnCredentials(api)) => assert_eq!(api.code, 1, "{api}"),
+        other => panic!("{other:?}"),
+    }
+    match c
+        .check_kind_app(Kind::Threads, "111122223333444", &right)
+        .await
+    {
+        Err(GraphError::OwnCredentials(api)) => assert_eq!(api.code, 101, "{api}"),
+        other => panic!("an unknown app id: {other:?}"),
+    }
+
+    // An answer that quotes the whole request back: classified by its code, scrubbed (of a
+    // secret that is not the Meta app's, which the client scrubs anyway).
+    sb.add_fault(Fault::Echo {
+        endpoint: Endpoint::ThreadsAppToken,
+        count: 1,
+        code: 1,
+    });
+    let pasted = "0123456789abcdef0123456789abcdef";
+    let echoed = c
+        .check_kind_app(Kind::Threads, sandbox::OTHER_APP_ID, &Secret::new(pasted))
+        .await;
+    assert!(
+        matches!(echoed, Err(GraphError::OwnCredentials(_))),
+        "{echoed:?}"
+    );
+    let text = format!("{echoed:?} {}", echoed.as_ref().unwrap_err());
+    assert!(
+        text.contains("client_secret="),
+        "the echo came back: {text}"
+    );
+    assert_no_leak(&text, &[pasted], "the app check's error");
+
+    sb.add_fault(Fault::server_error(Endpoint::ThreadsAppToken, 500, 2));
+    let t = c
+        .check_kind_app(Kind::Threads, sandbox::OTHER_APP_ID, &right)
+        .await;
+    assert!(matches!(t, Err(GraphError::Transient(_))), "{t:?}");
+
+    let before = sb.stats().requests_for(Endpoint::Any);
+    for kind in [Kind::Instagram, Kind::Whatsapp] {
+        let got = c.check_kind_app(kind, sandbox::OTHER_APP_ID, &wrong).await;
+        assert_eq!(got, Ok(AppCheck::NotCheckable), "{kind}");
+    }
+    assert_eq!(
+        sb.stats().requests_for(Endpoint::Any),
+        before,
+        "Instagram's app secret cannot be checked alone: nothing is sent"
+    );
+}

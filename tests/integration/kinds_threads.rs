@@ -146,3 +146,170 @@ async fn a_threads_token_given_to_the_wrong_host_is_named_as_such() {
 async fn a_reset_threads_app_secret_is_one_own_credentials_alert_per_app() {
     crate::kinds_instagram::a_reset_app_secret_is_one_alert("threads", TokenSpec::threads()).await;
 }
+
+/// `doctor` checks each product app once, however many tokens name it, through the real
+/// binary: a Threads app's right secret is accepted by Threads' app access token, a wrong one
+/// fails with the Threads app's own secret as the fix, an unreadable reference fails naming
+/// the reference, and an Instagram app says plainly that Meta cannot check it alone. The exit
+/// code follows the worst app; no secret reaches any output, traces included.
+#[tokio::test]
+async fn doctor_checks_each_product_apps_secret_once() {
+    use tokenwarden::sandbox::Endpoint;
+    use tokenwarden::store::file::FileStore;
+    let sb = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let meta_secret = dir.path().join("app-secret");
+    std::fs::write(&meta_secret, sandbox::DEMO_APP_SECRET).unwrap();
+    let th_secret = dir.path().join("threads-app-secret");
+    std::fs::write(&th_secret, sandbox::OTHER_APP_SECRET).unwrap();
+    // A secret pasted from the wrong place (or reset since): not the Threads app's.
+    let wrong = "0123456789abcdef0123456789abcdef";
+    let right_app = format!(
+        "{{ app_id = \"{}\", app_secret = {{ file = \"{}\" }} }}",
+        sandbox::OTHER_APP_ID,
+        th_secret.display()
+    );
+    let env_app = |var: &str| {
+        format!(
+            "{{ app_id = \"{}\", app_secret = {{ env = \"{var}\" }} }}",
+            sandbox::OTHER_APP_ID
+        )
+    };
+    let tokens = [
+        ("th-a", "threads", right_app.clone()),
+        ("th-b", "threads", right_app.clone()),
+        ("th-wrong", "threads", env_app("TW_TEST_THREADS_WRONG")),
+        ("th-unset", "threads", env_app("TW_TEST_THREADS_UNSET")),
+        ("ig", "instagram", right_app.clone()),
+    ];
+    let mut text = format!(
+        "state_dir = \"{d}\"\n[meta]\napp_id = \"{a}\"\napp_secret = {{ file = \"{s}\" }}\nbase_url = \"{b}\"\nattempts = 2\nretry_delay = \"10ms\"\ntimeout = \"5s\"\n",
+        d = dir.path().display(),
+        a = sandbox::DEMO_APP_ID,
+        s = meta_secret.display(),
+        b = sb.base_url(),
+    );
+    let mut values = Vec::new();
+    for (name, kind, app) in &tokens {
+        let spec = if *kind == "threads" {
+            TokenSpec::threads()
+        } else {
+            TokenSpec::instagram()
+        };
+        let v = sb.issue_token(spec.app(sandbox::OTHER_APP_ID).issued_ago(30 * 86_400));
+        FileStore::new(dir.path().join("tokens.json"), (*name).into())
+            .import_current(
+                &tokenwarden::secret::Secret::new(v.clone()),
+                jiff::Timestamp::now(),
+            )
+            .unwrap();
+        text.push_str(&format!(
+            "\n[[token]]\nname = \"{name}\"\nkind = \"{kind}\"\nsource = \"refresh\"\napp = {app}\n"
+        ));
+        values.push(v);
+    }
+    let config = dir.path().join("tokenwarden.toml");
+    crate::util::write_private(&config, &text);
+    let env = [
+        ("TW_TEST_THREADS_WRONG", wrong),
+        ("TOKENWARDEN_LOG", "tokenwarden=trace,debug"),
+    ];
+
+    let d = crate::util::tw(&config, &["doctor"], &env, None).await;
+    assert_eq!(d.code, 1, "a refused secret fails doctor: {d:?}");
+    let out = &d.stdout;
+    let app_line = |used_by: &str| -> String {
+        let header = format!("app {}  (used by {used_by})", sandbox::OTHER_APP_ID);
+        let at = out
+            .find(&header)
+            .unwrap_or_else(|| panic!("no `{header}` in\n{out}"));
+        out[at..]
+            .lines()
+            .skip(1)
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // One line for the two tokens sharing an app and a secret.
+    assert_eq!(out.matches("(used by th-a, th-b)").count(), 1, "{out}");
+    let ok = app_line("th-a, th-b");
+    assert!(
+        ok.contains("✓ app_secret")
+            && ok.contains(&format!(
+                "the Threads app {}'s secret is accepted",
+                sandbox::OTHER_APP_ID
+            )),
+        "{ok}"
+    );
+    let refused = app_line("th-wrong");
+    assert!(refused.contains("✗ app_secret"), "{refused}");
+    assert!(
+        refused.contains("App settings > Basic > Threads app secret")
+            && refused.contains("environment variable `TW_TEST_THREADS_WRONG`")
+            && refused.contains("the old one no longer works"),
+        "{refused}"
+    );
+    let unset = app_line("th-unset");
+    assert!(
+        unset.contains("✗ app_secret")
+            && unset.contains("cannot read")
+            && unset.contains("`TW_TEST_THREADS_UNSET`"),
+        "{unset}"
+    );
+    let ig = app_line("ig");
+    assert!(
+        ig.contains("- app_secret")
+            && ig.contains("Meta offers no call that checks an Instagram app's secret alone")
+            && ig.contains("next exchange of a short-lived token"),
+        "{ig}"
+    );
+    assert!(
+        out.contains("4 product app(s) checked: 1 accepted, 2 with problems, 1 not checkable"),
+        "{out}"
+    );
+    assert_eq!(
+        sb.stats().requests_for(Endpoint::ThreadsAppToken),
+        2,
+        "one call per readable Threads app secret, none for Instagram"
+    );
+    let mut secrets: Vec<&str> = vec![sandbox::OTHER_APP_SECRET, sandbox::DEMO_APP_SECRET, wrong];
+    secrets.extend(values.iter().map(String::as_str));
+    crate::util::assert_no_leak(&d.all(), &secrets, "doctor output");
+
+    // The JSON report names each app once with its tokens.
+    let j = crate::util::tw(&config, &["doctor", "--json"], &env, None).await;
+    assert_eq!(j.code, 1, "{j:?}");
+    let report: Value = serde_json::from_str(&j.stdout).unwrap_or_else(|_| panic!("{j:?}"));
+    let apps = report["apps"].as_array().unwrap();
+    let marks: Vec<(&str, &str, Vec<&str>)> = apps
+        .iter()
+        .map(|a| {
+            (
+                a["kind"].as_str().unwrap(),
+                a["check"]["mark"].as_str().unwrap(),
+                a["tokens"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        marks,
+        vec![
+            ("threads", "pass", vec!["th-a", "th-b"]),
+            ("threads", "fail", vec!["th-wrong"]),
+            ("threads", "fail", vec!["th-unset"]),
+            ("instagram", "skip", vec!["ig"]),
+        ]
+    );
+    crate::util::assert_no_leak(&j.all(), &secrets, "doctor --json output");
+
+    // Only the right app: healthy.
+    let one = crate::util::tw(&config, &["doctor", "--token", "th-a"], &env, None).await;
+    assert_eq!(one.code, 0, "{one:?}");
+    assert!(one.stdout.contains("(used by th-a)"), "{one:?}");
+    assert!(!one.stdout.contains("th-wrong"), "{one:?}");
+}

@@ -100,6 +100,10 @@ impl Call {
                 ["me"] => Endpoint::Me,
                 ["refresh_access_token"] => Endpoint::RefreshAccessToken,
                 ["access_token"] => Endpoint::ExchangeToken,
+                // Only Threads documents an app access token on its own host.
+                ["oauth", "access_token"] if self.host == Host::Threads => {
+                    Endpoint::ThreadsAppToken
+                }
                 _ => Endpoint::Other,
             };
         }

@@ -13,7 +13,8 @@
 //! - `whatsapp.rs`: phone-number and WABA reads, `phone_numbers`, `messages`, the business
 //!   throttle quirk;
 //! - `kinds.rs`: the Instagram and Threads hosts (`/instagram/...`, `/threads/...`): `me` and
-//!   `refresh_access_token`;
+//!   `refresh_access_token`, `access_token` (the exchange), and Threads' app access token
+//!   (`oauth/access_token`, `client_credentials`);
 //! - `business.rs`: a Tech Provider's customers' business tokens (`system_user_access_tokens`);
 //! - `ads.rs`: ad accounts (`act_{id}`) and their `account_status`;
 //! - `pages.rs`: the demo Page: its read, taking its Page token, its subscribed apps;
@@ -72,7 +73,8 @@ fn dispatch(w: &mut World, call: &Call) -> Reply {
         | Endpoint::Other
         | Endpoint::Me
         | Endpoint::RefreshAccessToken
-        | Endpoint::ExchangeToken => Err(GraphError::new(
+        | Endpoint::ExchangeToken
+        | Endpoint::ThreadsAppToken => Err(GraphError::new(
             2500,
             format!("Unknown path components: /{}", call.segments.join("/")),
         )),
