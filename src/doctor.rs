@@ -161,6 +161,10 @@ pub struct Observation {
     /// The reads of a Page token (its Page, its Messenger subscription) or of a Marketing
     /// token (its ad accounts), when made.
     pub kind_proof: graph::Proof,
+    /// When Meta refused to inspect the token: whether it accepts tokenwarden's app token
+    /// itself ([`GraphClient::app_credentials`]), which tells a reset app secret (the app's
+    /// trouble) from a token of another app (the token's).
+    pub meta_app: Option<Result<(), GraphError>>,
 }
 
 /// Runs the checks for every configured token (or the one in `opts.token`).
@@ -327,6 +331,7 @@ pub async fn observe(
         waba_numbers: None,
         sends: None,
         kind_proof: graph::Proof::default(),
+        meta_app: None,
     };
     let Ok(token) = &obs.value else { return obs };
     if !t.kind.debug_token() {
@@ -337,6 +342,9 @@ pub async fn observe(
     let info = match graph.debug_token(token).await {
         Ok(i) if i.invalid_reason().is_none() => i,
         other => {
+            if matches!(other, Err(GraphError::OwnCredentials(_))) {
+                obs.meta_app = Some(graph.app_credentials().await);
+            }
             obs.info = Some(other);
             return obs;
         }
@@ -460,7 +468,7 @@ pub fn evaluate(t: &TokenConfig, app_id: &str, obs: &Observation, now: Timestamp
     let info = match &obs.info {
         Some(Ok(info)) => info,
         Some(Err(e)) => {
-            checks.push(graph_failure("valid", e));
+            checks.push(inspection_refused(e, obs.meta_app.as_ref()));
             return TokenReport {
                 token: t.name.clone(),
                 fingerprint,
@@ -689,6 +697,26 @@ fn ads_check(t: &TokenConfig, info: &TokenInfo, obs: &Observation) -> Check {
             why,
             Some(crate::config::Kind::Marketing.advice().relogin.to_string()),
         ),
+    }
+}
+
+/// A failed inspection, in words: when Meta refused it, whose trouble it is, as the app
+/// token's own inspection (`meta_app`) showed.
+fn inspection_refused(e: &GraphError, meta_app: Option<&Result<(), GraphError>>) -> Check {
+    match (e, meta_app) {
+        (GraphError::OwnCredentials(api), Some(Ok(()))) => check(
+            "valid",
+            Mark::Fail,
+            format!("Meta will not inspect the token with tokenwarden's app ({api}), although the app's own credentials work: the token belongs to another app"),
+            Some("compare the token's App ID in Meta's Access Token Debugger (developers.facebook.com/tools/debug/accesstoken) with `app_id` in [meta]; put a token of that app in the store, or point [meta] at the token's app".into()),
+        ),
+        (GraphError::OwnCredentials(api), Some(Err(GraphError::OwnCredentials(_) | GraphError::Misconfigured(_)))) => check(
+            "valid",
+            Mark::Fail,
+            format!("cannot inspect the token: Meta refused tokenwarden's own app secret ({api}), for every token of the app; this says nothing about the token itself"),
+            Some("copy the app's current secret from the Meta app dashboard (App settings > Basic; if it was reset, the old one no longer works) to where `app_secret` in [meta] points, and check `app_id`".into()),
+        ),
+        _ => graph_failure("valid", e),
     }
 }
 
@@ -1341,6 +1369,7 @@ mod tests {
             waba_numbers: None,
             sends: None,
             kind_proof: graph::Proof::default(),
+            meta_app: None,
         }
     }
 
@@ -1571,6 +1600,20 @@ mod tests {
                 v.detail
             );
         }
+        // Whose trouble a refused inspection is, from the app token's own inspection.
+        let refused = || Err(GraphError::OwnCredentials(api(100, None)));
+        let mut o = obs(refused(), None);
+        o.meta_app = Some(Ok(()));
+        let r = evaluate(&cfg(), "1", &o, now());
+        let v = r.checks.iter().find(|c| c.id == "valid").unwrap();
+        assert!(v.detail.contains("belongs to another app"), "{}", v.detail);
+        assert!(v.fix.as_deref().unwrap().contains("Access Token Debugger"));
+        let mut o = obs(refused(), None);
+        o.meta_app = Some(Err(GraphError::OwnCredentials(api(190, None))));
+        let r = evaluate(&cfg(), "1", &o, now());
+        let v = r.checks.iter().find(|c| c.id == "valid").unwrap();
+        assert!(v.detail.contains("own app secret"), "{}", v.detail);
+        assert!(v.fix.as_deref().unwrap().contains("App settings > Basic"));
     }
 
     #[test]

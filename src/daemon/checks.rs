@@ -123,7 +123,7 @@ impl Daemon {
         if alerted {
             crate::failpoint::hit("daemon.after_save");
         }
-        self.settle_apps();
+        self.settle_apps().await;
         self.follow_up(&t, None).await;
     }
 
@@ -165,7 +165,7 @@ impl Daemon {
         if alerted {
             crate::failpoint::hit("daemon.after_save");
         }
-        self.settle_apps();
+        self.settle_apps().await;
         for (t, value) in tokens.iter().zip(values) {
             self.follow_up(t, value).await;
         }
@@ -251,6 +251,14 @@ impl Daemon {
                 let app_id = self.graph.app().0.to_string();
                 self.saw_app(t.kind, app_id, seen, t.policy.repeat_interval);
             }
+        } else if let Some(app) = &t.app {
+            // A product app is a dependency of its tokens: its secret is asked about alone.
+            let repeat = t.policy.repeat_interval;
+            let e = self
+                .product_apps
+                .entry(app.app_id.clone())
+                .or_insert_with(|| (t.kind, app.clone(), repeat));
+            e.2 = e.2.min(repeat);
         }
         let ts = self.snap.tokens.entry(t.name.clone()).or_default();
         ts.verdict = Some(verdict);
@@ -278,9 +286,48 @@ impl Daemon {
         }
     }
 
+    /// Asks Meta about the secret of each product app whose tokens were just checked (at most
+    /// once per [`PRODUCT_APP_EVERY`]; only Threads offers a call for it).
+    async fn ask_product_apps(&mut self) {
+        let now = self.clock.now();
+        for (app_id, (kind, app, repeat)) in std::mem::take(&mut self.product_apps) {
+            let recent = self.product_asked.get(&app_id).is_some_and(|at| {
+                now.as_second() - at.as_second() < PRODUCT_APP_EVERY.as_secs() as i64
+            });
+            if recent || crate::liveness::requested() {
+                continue;
+            }
+            self.product_asked.insert(app_id.clone(), now);
+            let secret = match app.app_secret.resolve() {
+                Ok(s) => s,
+                Err(e) => {
+                    // `config check` and `doctor` name it; the renewal fails on it in words.
+                    tracing::warn!(app = %app_id, error = %e, "cannot read the product app's secret");
+                    continue;
+                }
+            };
+            self.live.busy(self.budget.token_check);
+            let seen = match self.graph.check_kind_app(kind, &app_id, &secret).await {
+                Ok(graph::AppCheck::Accepted) => crate::appcreds::Seen::Accepted,
+                Ok(graph::AppCheck::NotCheckable) => continue,
+                Err(graph::GraphError::OwnCredentials(api)) => crate::appcreds::Seen::Refused {
+                    secret: secret.fingerprint(),
+                    detail: api.to_string(),
+                },
+                Err(e) => {
+                    tracing::warn!(app = %app_id, error = %e, "cannot check the product app's secret; asking again later");
+                    self.product_asked.remove(&app_id);
+                    continue;
+                }
+            };
+            self.saw_app(kind, app_id, seen, repeat);
+        }
+    }
+
     /// Records what the last checks saw of each app's credentials and queues the alerts that
     /// calls for: one per app and refused secret, and one recovery (see [`crate::appcreds`]).
-    pub(super) fn settle_apps(&mut self) {
+    pub(super) async fn settle_apps(&mut self) {
+        self.ask_product_apps().await;
         let now = self.clock.now();
         for (app_id, s) in std::mem::take(&mut self.apps_seen) {
             let sinks = crate::notify::Sinks {

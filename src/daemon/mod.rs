@@ -118,7 +118,18 @@ pub struct Daemon {
     /// settled once per check or pass ([`crate::appcreds`]), so a refused app is one alert
     /// for the app, not one per token.
     apps_seen: BTreeMap<String, AppSeen>,
+    /// The product apps (Instagram, Threads) of the tokens checked since the last settling,
+    /// by app id, to be asked about their own secret ([`Daemon::settle_apps`]).
+    product_apps: BTreeMap<String, (crate::meta::kind::Kind, config::KindApp, Duration)>,
+    /// When each product app's secret was last asked about (at most once per
+    /// [`PRODUCT_APP_EVERY`]).
+    product_asked: BTreeMap<String, Timestamp>,
 }
+
+/// How often a product app's secret is asked about alone (a Threads app token, dropped at
+/// once): often enough that a reset secret is told within the hour, rare enough that a
+/// fleet's checks do not multiply the calls.
+const PRODUCT_APP_EVERY: Duration = Duration::from_secs(3600);
 
 /// What a pass saw of one app's credentials.
 #[derive(Debug)]
@@ -224,6 +235,8 @@ impl Daemon {
             disk_full_since: None,
             idle_said: BTreeMap::new(),
             apps_seen: BTreeMap::new(),
+            product_apps: BTreeMap::new(),
+            product_asked: BTreeMap::new(),
         };
         d.telemetry.channels_flushed(&d.channels);
         if let Some(aside) = set_aside {

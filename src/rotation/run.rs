@@ -560,7 +560,14 @@ async fn exchange_first(
         // What Meta answers a long-lived token on the exchange is not documented: anything but
         // the app's credentials refused or a transient failure leaves the verdict to the
         // refresh that follows (it names a dead token in its own words).
-        Err(GraphError::Misconfigured(_) | GraphError::TokenDead(_)) => {
+        Err(e @ (GraphError::Misconfigured(_) | GraphError::TokenDead(_))) => {
+            if matches!(e, GraphError::Misconfigured(_)) {
+                // The token refused, not the app: an OAuth server authenticates the client
+                // before it looks at the grant (RFC 6749 section 5.2: `invalid_client` before
+                // `invalid_grant`), so the app's secret passed. Meta does not document the
+                // order; at worst a still-wrong secret is told again at the next exchange.
+                app_seen(d, app, crate::appcreds::Seen::Accepted);
+            }
             // Refused: Meta made no token, so the refresh that follows is not a second ask.
             r.obtain_sent = false;
             if let Err(e) = d.log.save(r) {

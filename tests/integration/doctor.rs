@@ -174,6 +174,8 @@ async fn the_display_number_given_as_phone_id_is_named_with_the_right_id() {
     );
 }
 
+/// A reset app secret: the app token's own inspection is refused too, so doctor names the
+/// app's secret (not another app, not a dead token).
 #[tokio::test]
 async fn a_reset_app_secret_is_tokenwardens_problem_not_a_dead_token() {
     let sb = sandbox().await;
@@ -183,7 +185,7 @@ async fn a_reset_app_secret_is_tokenwardens_problem_not_a_dead_token() {
     assert_eq!(run.code, 1, "{run:?}");
     let valid = line(&run.stdout, "valid");
     assert!(
-        valid.contains("own app credentials") && valid.contains("says nothing about the token"),
+        valid.contains("own app secret") && valid.contains("says nothing about the token"),
         "{run:?}"
     );
     assert!(
@@ -194,6 +196,20 @@ async fn a_reset_app_secret_is_tokenwardens_problem_not_a_dead_token() {
         run.stdout.contains("app_secret"),
         "the fix names the setting: {run:?}"
     );
+}
+
+/// A token of another app: tokenwarden's app token inspects fine, so doctor names the token
+/// as another app's, with the Access Token Debugger step, and not the app's secret.
+#[tokio::test]
+async fn a_token_of_another_app_is_named_as_such() {
+    let sb = sandbox().await;
+    let token = sb.issue_token(prod_spec().app(sandbox::OTHER_APP_ID));
+    let run = doctor_one(&sb, &token, "").await;
+    assert_eq!(run.code, 1, "{run:?}");
+    let valid = line(&run.stdout, "valid");
+    assert!(valid.contains("belongs to another app"), "{run:?}");
+    assert!(run.stdout.contains("Access Token Debugger"), "{run:?}");
+    assert!(!run.stdout.contains("own app secret"), "{run:?}");
 }
 
 #[tokio::test]

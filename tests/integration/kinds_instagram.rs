@@ -873,7 +873,7 @@ async fn import_records_a_given_expiry_or_says_it_is_unknown() {
 /// app meets "Error validating client secret" on the exchange. On-call gets one CONFIG "own
 /// credentials" alert naming the Instagram app (not the Meta app), however many tokens share
 /// it and however often it is met; no token is called dead, none is replaced. Once the secret
-/// is fixed, the renewals go through.
+/// is fixed, the renewals go through, and one RESOLVED for the app says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_instagram_app_secret_is_one_own_credentials_alert_per_app() {
     a_reset_app_secret_is_one_alert("instagram", TokenSpec::instagram()).await;
@@ -972,6 +972,17 @@ pub(crate) async fn a_reset_app_secret_is_one_alert(kind: &str, spec: TokenSpec)
             "{name} renewed once the secret is right"
         );
     }
+    // One recovery, for the app (not one per token).
+    let got = subjects(&sink);
+    let resolved: Vec<&String> = got.iter().filter(|s| s.contains("RESOLVED")).collect();
+    assert_eq!(resolved.len(), 1, "{got:#?}");
+    assert!(
+        resolved[0].contains(&format!(
+            "Meta accepts the {kind} app {}'s credentials again",
+            sandbox::OTHER_APP_ID
+        )),
+        "{got:#?}"
+    );
     let all: String = sink.messages().into_iter().map(|(_, raw)| raw).collect();
     crate::util::assert_no_leak(
         &format!("{all}{body}"),
