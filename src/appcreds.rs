@@ -180,6 +180,43 @@ pub fn load(state_dir: &Path, app_id: &str) -> Result<Option<Record>, StateError
     records(state_dir).load(app_id)
 }
 
+/// Every app whose credentials Meta refuses now, by id, with the refusal: what `/metrics`
+/// shows. A record that cannot be read is left out (and logged).
+///
+/// # Errors
+/// The directory exists but cannot be listed.
+pub fn refused(state_dir: &Path) -> std::io::Result<Vec<(String, Refusal)>> {
+    let store = records(state_dir);
+    let entries = match std::fs::read_dir(store.dir()) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name();
+        // App ids are digits (`config check` refuses others): anything else is not a record.
+        let Some(app_id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".json"))
+            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        match store.load::<Record>(app_id) {
+            Ok(Some(Record {
+                refused: Some(r), ..
+            })) => out.push((app_id.to_string(), r)),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(app = %app_id, error = %e, "cannot read the app's credentials record")
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
 /// Records what a look at `app`'s credentials found and queues the alert it calls for: the
 /// decision of [`decide`], queued (email and receivers) before the record is saved.
 ///

@@ -258,6 +258,7 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
     target_families(&mut out, &s.state, &names);
     email_families(&mut out, &s);
     receiver_families(&mut out, &s);
+    app_family(&mut out, &s);
     let t = &s.telemetry;
     rotation_family(&mut out, t);
     group_families(&mut out, t);
@@ -557,6 +558,32 @@ fn receiver_families(out: &mut String, s: &Shared) {
     ] {
         family(out, name, kind, help);
         out.push_str(body);
+    }
+}
+
+/// Per app tokenwarden authenticates as (the `[meta]` app, a product app), since when Meta
+/// refuses its credentials: read at each scrape from the per-app records; no series while
+/// every app is accepted.
+fn app_family(out: &mut String, s: &Shared) {
+    family(
+        out,
+        "tokenwarden_app_credentials_refused_since_timestamp_seconds",
+        "gauge",
+        "Since when Meta refuses the secret tokenwarden holds for the app, unix seconds; absent while it is accepted.",
+    );
+    match crate::appcreds::refused(&s.state_dir) {
+        Ok(list) => {
+            for (app, r) in list {
+                let _ = writeln!(
+                    out,
+                    "tokenwarden_app_credentials_refused_since_timestamp_seconds{{app=\"{app}\"}} {}",
+                    r.since.as_second()
+                );
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the apps' credentials records for /metrics")
+        }
     }
 }
 

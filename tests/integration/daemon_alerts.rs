@@ -1,6 +1,7 @@
 //! Which emails the daemon sends and when: each expiry threshold once and in order, then the
-//! recovery; "cannot check" only for a failure that lasts; the credentials email when Meta
-//! refuses tokenwarden's own app secret. The daemon runs in this process (`util::Running`)
+//! recovery; "cannot check" only for a failure that lasts; no recovery from a check that
+//! learned nothing; one credentials alert for the app when Meta refuses tokenwarden's own app
+//! secret, and the token's own for a token of another app. The daemon runs in this process (`util::Running`)
 //! against the Graph sandbox and a real SMTP server on loopback.
 
 use tokenwarden::daemon::OffsetClock;
@@ -8,7 +9,8 @@ use tokenwarden::sandbox::{self, Endpoint, Fault};
 
 use crate::util::{
     DAY, Running, SinkOpts, SmtpSink, TokenEntry, Workspace, World, assert_no_leak, expiry_of,
-    prod_spec, sandbox, says, sections, state_dir, step_to, subjects, walk,
+    free_port, parse_metrics, prod_spec, sandbox, says, scrape_text, sections, state_dir, step_to,
+    subjects, walk,
 };
 
 #[tokio::test]
@@ -218,11 +220,25 @@ async fn a_reset_app_secret_is_one_alert_for_the_app_and_one_recovery() {
     let sb = sandbox().await;
     let sink = SmtpSink::start(&SinkOpts::default());
     let (a, b) = (sb.issue_token(prod_spec()), sb.issue_token(prod_spec()));
+    let port = free_port();
     let ws = Workspace::with_meta(
         &sb,
         &[TokenEntry::new("prod", &a), TokenEntry::new("staging", &b)],
-        &sections(sink.port, ""),
+        &format!(
+            "{}[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            sections(sink.port, "")
+        ),
     );
+    let refused_since = || async move {
+        let text = scrape_text(port).await;
+        parse_metrics(&text)
+            .iter()
+            .find(|s| {
+                s["name"] == "tokenwarden_app_credentials_refused_since_timestamp_seconds"
+                    && s["labels"]["app"] == sandbox::DEMO_APP_ID
+            })
+            .and_then(|s| s["value"].as_f64())
+    };
     let clock = OffsetClock::default();
     let d = Running::start(&ws.config, &clock);
     d.check_now().await;
@@ -249,6 +265,7 @@ async fn a_reset_app_secret_is_one_alert_for_the_app_and_one_recovery() {
         "{body}"
     );
     assert_no_leak(body, &[&a, &b, sandbox::DEMO_APP_SECRET], "the app alert");
+    assert!(refused_since().await.is_some_and(|t| t > 1.7e9), "metric");
     // The tokens' own state: unknown, nothing new known, no alert of their own.
     let status = std::fs::read_to_string(ws.state_dir().join("state.json")).unwrap();
     assert!(status.contains("unknown"), "{status}");
@@ -269,6 +286,7 @@ async fn a_reset_app_secret_is_one_alert_for_the_app_and_one_recovery() {
             )),
         "{got:#?}"
     );
+    assert_eq!(refused_since().await, None, "no series once accepted");
     let stats = sb.stats();
     assert_eq!((stats.refreshed, stats.minted, stats.revoked), (0, 0, 0));
     d.stop().await;
