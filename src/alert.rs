@@ -1098,7 +1098,7 @@ fn person_steps(ctx: &Context<'_>, condition: Option<Condition>) -> (String, Vec
         Some(Condition::CannotCheck) => (
             "What you must do".into(),
             vec![
-                "Check this host's route to graph.facebook.com (DNS, proxy, firewall) and Meta's status page.".into(),
+                format!("Check this host's route to {} (DNS, proxy, firewall) and Meta's status page.", ctx.kind.host()),
                 format!("Run `tokenwarden doctor --token {}` to see the failure.", ctx.token),
             ],
         ),
@@ -1224,6 +1224,25 @@ mod tests {
             assert!(r.text.contains(fails), "{kind:?}: {}", r.text);
             assert!(!r.summary.headline.contains("WhatsApp"), "{kind:?}");
         }
+        // A check failing for long: the route to check is the kind's own host.
+        let down = render_kind(
+            Kind::Instagram,
+            Verdict::Unreachable {
+                detail: "no answer within the timeout".into(),
+            },
+            NOW,
+        );
+        assert!(
+            down.subject.contains("cannot check the Instagram token"),
+            "{}",
+            down.subject
+        );
+        assert!(
+            down.text.contains("route to graph.instagram.com")
+                && !down.text.contains("graph.facebook.com"),
+            "{}",
+            down.text
+        );
         let dead = Verdict::Dead {
             reason: "the session was invalidated".into(),
             expired: false,

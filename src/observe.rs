@@ -51,8 +51,11 @@ async fn whose_refusal(
         return verdict;
     };
     if !kind.debug_token() {
-        // Not inspected with tokenwarden's app: its credentials say nothing here.
-        return Verdict::OwnCredentials { detail };
+        // Not inspected with tokenwarden's app, so not its trouble: the kind's own read was
+        // refused, and a person must look (never silent, never a dead token).
+        return Verdict::Unusable {
+            reason: format!("{} refused GET /me: {detail}", kind.host()),
+        };
     }
     match app.get_or_init(|| graph.app_credentials()).await {
         Ok(()) => Verdict::OtherApp { detail },
