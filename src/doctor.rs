@@ -1152,15 +1152,7 @@ pub fn render_text(report: &Report) -> String {
             .unwrap_or_default();
         out.push_str(&format!("{}{fp}\n", terminal_safe(&t.token)));
         for c in &t.checks {
-            out.push_str(&format!(
-                "  {} {:<13} {}\n",
-                c.mark.symbol(),
-                c.id,
-                terminal_safe(&c.detail)
-            ));
-            if let Some(fix) = &c.fix {
-                out.push_str(&format!("  {:<15} fix: {}\n", "", terminal_safe(fix)));
-            }
+            render_check(&mut out, c);
         }
         out.push('\n');
     }
@@ -1171,16 +1163,7 @@ pub fn render_text(report: &Report) -> String {
             terminal_safe(&a.app_id),
             terminal_safe(&a.tokens.join(", "))
         ));
-        let c = &a.check;
-        out.push_str(&format!(
-            "  {} {:<13} {}\n",
-            c.mark.symbol(),
-            c.id,
-            terminal_safe(&c.detail)
-        ));
-        if let Some(fix) = &c.fix {
-            out.push_str(&format!("  {:<15} fix: {}\n", "", terminal_safe(fix)));
-        }
+        render_check(&mut out, &a.check);
         out.push('\n');
     }
     let g = &report.graph_version;
@@ -1210,6 +1193,19 @@ pub fn render_text(report: &Report) -> String {
         ));
     }
     out
+}
+
+/// One check as a line (mark, id, detail) and, when it failed, its fix beneath.
+fn render_check(out: &mut String, c: &Check) {
+    out.push_str(&format!(
+        "  {} {:<13} {}\n",
+        c.mark.symbol(),
+        c.id,
+        terminal_safe(&c.detail)
+    ));
+    if let Some(fix) = &c.fix {
+        out.push_str(&format!("  {:<15} fix: {}\n", "", terminal_safe(fix)));
+    }
 }
 
 /// `s` without what a terminal would act on: ANSI escape sequences (CSI `ESC [ ... final`,

@@ -882,48 +882,26 @@ async fn a_reset_instagram_app_secret_is_one_own_credentials_alert_per_app() {
 /// [`a_reset_instagram_app_secret_is_one_own_credentials_alert_per_app`] for `kind`, its
 /// tokens issued from `spec` for the sandbox's other app (the product app).
 pub(crate) async fn a_reset_app_secret_is_one_alert(kind: &str, spec: TokenSpec) {
-    use crate::util::{Running, SinkOpts, SmtpSink, sections, subjects};
+    use crate::util::{Running, SinkOpts, SmtpSink, subjects};
     use tokenwarden::store::file::FileStore;
     let sb = sandbox().await;
     let sink = SmtpSink::start(&SinkOpts::default());
-    let dir = tempfile::tempdir().unwrap();
-    let meta_secret = dir.path().join("app-secret");
-    std::fs::write(&meta_secret, sandbox::DEMO_APP_SECRET).unwrap();
-    let ig_secret = dir.path().join("ig-app-secret");
-    std::fs::write(&ig_secret, sandbox::OTHER_APP_SECRET).unwrap();
     // Reset at Meta: the secret tokenwarden holds no longer works.
     assert!(sb.reset_secret_of(sandbox::OTHER_APP_ID, "0123456789abcdef0123456789abcdef"));
     let names = ["shop-ig", "blog-ig"];
-    let mut values = Vec::new();
-    let mut text = format!(
-        "state_dir = \"{d}\"\n[meta]\napp_id = \"{a}\"\napp_secret = {{ file = \"{s}\" }}\nbase_url = \"{b}\"\nretry_delay = \"10ms\"\n{sections}",
-        d = dir.path().display(),
-        a = sandbox::DEMO_APP_ID,
-        s = meta_secret.display(),
-        b = sb.base_url(),
-        sections = sections(sink.port, ""),
+    let ProductAppTokens {
+        dir,
+        config,
+        app_secret: ig_secret,
+        values,
+    } = product_app_tokens(
+        &sb,
+        sink.port,
+        kind,
+        spec.issued_ago(30 * 86_400),
+        &names,
+        false,
     );
-    for name in names {
-        let v = sb.issue_token(
-            spec.clone()
-                .app(sandbox::OTHER_APP_ID)
-                .issued_ago(30 * 86_400),
-        );
-        FileStore::new(dir.path().join("tokens.json"), name.into())
-            .import_current(
-                &tokenwarden::secret::Secret::new(v.clone()),
-                jiff::Timestamp::now(),
-            )
-            .unwrap();
-        text.push_str(&format!(
-            "\n[[token]]\nname = \"{name}\"\nkind = \"{kind}\"\nsource = \"refresh\"\napp = {{ app_id = \"{app}\", app_secret = {{ file = \"{f}\" }} }}\n",
-            app = sandbox::OTHER_APP_ID,
-            f = ig_secret.display()
-        ));
-        values.push(v);
-    }
-    let config = dir.path().join("tokenwarden.toml");
-    crate::util::write_private(&config, &text);
     let current = |name: &str| {
         use tokenwarden::store::SecretStore;
         let store = FileStore::new(dir.path().join("tokens.json"), name.into());
@@ -994,6 +972,77 @@ pub(crate) async fn a_reset_app_secret_is_one_alert(kind: &str, spec: TokenSpec)
         ],
         "emails",
     );
+}
+
+/// A workspace of tokens `names` of `kind`, issued from `spec` for the sandbox's other app
+/// (the product app, its secret in the file `app_secret`, as tokenwarden holds it), in a file
+/// store, with email to the sink on `smtp_port`. With `expiry_known`, each token's life is
+/// recorded (issued a day ago, 59 days left, as `import --expires-in` does): nothing is due.
+pub(crate) struct ProductAppTokens {
+    pub dir: tempfile::TempDir,
+    pub config: std::path::PathBuf,
+    pub app_secret: std::path::PathBuf,
+    pub values: Vec<String>,
+}
+
+/// Makes a [`ProductAppTokens`].
+pub(crate) fn product_app_tokens(
+    sb: &Sandbox,
+    smtp_port: u16,
+    kind: &str,
+    spec: TokenSpec,
+    names: &[&str],
+    expiry_known: bool,
+) -> ProductAppTokens {
+    use tokenwarden::store::file::FileStore;
+    let dir = tempfile::tempdir().unwrap();
+    let meta_secret = dir.path().join("app-secret");
+    std::fs::write(&meta_secret, sandbox::DEMO_APP_SECRET).unwrap();
+    let app_secret = dir.path().join("product-app-secret");
+    std::fs::write(&app_secret, sandbox::OTHER_APP_SECRET).unwrap();
+    let mut text = format!(
+        "state_dir = \"{d}\"\n[meta]\napp_id = \"{a}\"\napp_secret = {{ file = \"{s}\" }}\nbase_url = \"{b}\"\nretry_delay = \"10ms\"\n{sections}",
+        d = dir.path().display(),
+        a = sandbox::DEMO_APP_ID,
+        s = meta_secret.display(),
+        b = sb.base_url(),
+        sections = crate::util::sections(smtp_port, ""),
+    );
+    let now = jiff::Timestamp::now();
+    let mut values = Vec::new();
+    for name in names {
+        let v = sb.issue_token(spec.clone().app(sandbox::OTHER_APP_ID));
+        let secret = tokenwarden::secret::Secret::new(v.clone());
+        FileStore::new(dir.path().join("tokens.json"), (*name).into())
+            .import_current(&secret, now)
+            .unwrap();
+        if expiry_known {
+            tokenwarden::observe::ExpiryLog::new(dir.path())
+                .record(
+                    name,
+                    tokenwarden::observe::RecordedExpiry {
+                        fingerprint: secret.fingerprint(),
+                        issued_at: now - jiff::SignedDuration::from_hours(24),
+                        expires_at: Some(now + jiff::SignedDuration::from_hours(59 * 24)),
+                    },
+                )
+                .unwrap();
+        }
+        text.push_str(&format!(
+            "\n[[token]]\nname = \"{name}\"\nkind = \"{kind}\"\nsource = \"refresh\"\napp = {{ app_id = \"{app}\", app_secret = {{ file = \"{f}\" }} }}\n",
+            app = sandbox::OTHER_APP_ID,
+            f = app_secret.display()
+        ));
+        values.push(v);
+    }
+    let config = dir.path().join("tokenwarden.toml");
+    crate::util::write_private(&config, &text);
+    ProductAppTokens {
+        dir,
+        config,
+        app_secret,
+        values,
+    }
 }
 
 /// `stage --expires-in`: the expiry of a hand-made Instagram token recorded before the

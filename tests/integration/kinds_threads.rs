@@ -321,58 +321,25 @@ async fn doctor_checks_each_product_apps_secret_once() {
 /// sends one RESOLVED for the app.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_watches_a_threads_apps_secret_hourly() {
-    use crate::util::{Running, SinkOpts, SmtpSink, sections, subjects};
+    use crate::util::{Running, SinkOpts, SmtpSink, subjects};
     use tokenwarden::sandbox::Endpoint;
-    use tokenwarden::store::file::FileStore;
     let sb = sandbox().await;
     let sink = SmtpSink::start(&SinkOpts::default());
-    let dir = tempfile::tempdir().unwrap();
-    let meta_secret = dir.path().join("app-secret");
-    std::fs::write(&meta_secret, sandbox::DEMO_APP_SECRET).unwrap();
-    let th_secret = dir.path().join("threads-app-secret");
-    std::fs::write(&th_secret, sandbox::OTHER_APP_SECRET).unwrap();
     let reset = "0123456789abcdef0123456789abcdef";
     assert!(sb.reset_secret_of(sandbox::OTHER_APP_ID, reset));
-    let mut text = format!(
-        "state_dir = \"{d}\"\n[meta]\napp_id = \"{a}\"\napp_secret = {{ file = \"{s}\" }}\nbase_url = \"{b}\"\nretry_delay = \"10ms\"\n{sections}",
-        d = dir.path().display(),
-        a = sandbox::DEMO_APP_ID,
-        s = meta_secret.display(),
-        b = sb.base_url(),
-        sections = sections(sink.port, ""),
+    let crate::kinds_instagram::ProductAppTokens {
+        dir: _dir,
+        config,
+        app_secret: th_secret,
+        values,
+    } = crate::kinds_instagram::product_app_tokens(
+        &sb,
+        sink.port,
+        "threads",
+        TokenSpec::threads().issued_ago(86_400),
+        &["th-a", "th-b"],
+        true,
     );
-    let now = jiff::Timestamp::now();
-    let mut values = Vec::new();
-    for name in ["th-a", "th-b"] {
-        let v = sb.issue_token(
-            TokenSpec::threads()
-                .app(sandbox::OTHER_APP_ID)
-                .issued_ago(86_400),
-        );
-        let secret = tokenwarden::secret::Secret::new(v.clone());
-        FileStore::new(dir.path().join("tokens.json"), name.into())
-            .import_current(&secret, now)
-            .unwrap();
-        // Its life known (as `import --expires-in` records it): nothing is due for renewal.
-        tokenwarden::observe::ExpiryLog::new(dir.path())
-            .record(
-                name,
-                tokenwarden::observe::RecordedExpiry {
-                    fingerprint: secret.fingerprint(),
-                    issued_at: now - jiff::SignedDuration::from_hours(24),
-                    expires_at: Some(now + jiff::SignedDuration::from_hours(59 * 24)),
-                },
-            )
-            .unwrap();
-        text.push_str(&format!(
-            "\n[[token]]\nname = \"{name}\"\nkind = \"threads\"\nsource = \"refresh\"\napp = {{ app_id = \"{app}\", app_secret = {{ file = \"{f}\" }} }}\n",
-            app = sandbox::OTHER_APP_ID,
-            f = th_secret.display()
-        ));
-        values.push(v);
-    }
-    let config = dir.path().join("tokenwarden.toml");
-    crate::util::write_private(&config, &text);
     let asked = || sb.stats().requests_for(Endpoint::ThreadsAppToken);
 
     let clock = tokenwarden::daemon::OffsetClock::default();
