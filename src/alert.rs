@@ -126,7 +126,7 @@ fn colour(word: &str) -> &'static str {
     match word {
         "CRITICAL" | "EXPIRED" | "INVALID" | "ROTATION FAILED" | "DELIVERY FAILED"
         | "TARGET FAILING" => "#b3261e",
-        "ROTATED" | "RESOLVED" | "EXTENDED" => "#1e7b34",
+        "ROTATED" | "RESOLVED" | "EXTENDED" | "UNCHANGED" => "#1e7b34",
         "WARNING"
         | "CONFIG"
         | "UNKNOWN"
@@ -765,8 +765,8 @@ pub fn render_rotation(
                 todo,
             )
         }
-        (RotationEnd::Extended { until }, _) => {
-            let until = until.map_or_else(|| "no known expiry".to_string(), when);
+        (RotationEnd::Extended { until: Some(until) }, _) => {
+            let until = when(*until);
             facts.push(format!("Token valid until: {until}"));
             (
                 "EXTENDED",
@@ -774,6 +774,21 @@ pub fn render_rotation(
                 format!("Rotating {} asked Meta for a successor, and Meta handed back the current token itself (fingerprint {}) with a later expiry: the token was extended in place. Nothing was delivered, promoted or revoked; every environment keeps working on the token it has.", t.name, r.old_fingerprint),
                 vec!["Keep checking the token on schedule; the next rotation is due from its new expiry.".into()],
                 vec!["Nothing.".into()],
+            )
+        }
+        (RotationEnd::Extended { until: None }, _) => {
+            facts.push("Token valid until: it does not expire (or Meta did not say)".into());
+            (
+                "UNCHANGED",
+                "Meta handed back the same token".into(),
+                format!("Rotating {} asked Meta for a successor, and Meta handed back the current token itself (fingerprint {}), with no expiry to extend: a non-expiring token (a business token from `fetch_only`, a Page token taken again) stays as it is. Nothing was delivered, promoted or revoked; every environment keeps working on the token it has.", t.name, r.old_fingerprint),
+                vec![
+                    "Not ask Meta again for this token while it is current and does not expire (the same answer would come); keep checking it, and rotate it at once if it stops working.".into(),
+                    "The rotation period (`max_age`) still counts from the token's issue time, and its warnings come as it ends.".into(),
+                ],
+                vec![
+                    format!("Nothing now. Only a person can replace this token (for a business token, the customer's Embedded Signup; for a Page token, a new login); if your runbook does not ask that of a non-expiring token, set `max_age = \"never\"` on the token (or its group) so the period does not warn."),
+                ],
             )
         }
         (RotationEnd::Superseded { detail }, _) => (

@@ -328,10 +328,14 @@ fn rotation_line(r: &crate::rotation::Rotation, now: Timestamp) -> String {
         (Some(Outcome::Superseded { detail }), _) => {
             format!("stopped {}: {detail}", when(r.updated))
         }
-        (Some(Outcome::Extended { until }), _) => format!(
+        (Some(Outcome::Extended { until: Some(until) }), _) => format!(
             "extended in place {} (Meta handed back the same token, valid until {})",
             when(r.updated),
-            until.map_or_else(|| "an unknown time".to_string(), timefmt::utc)
+            timefmt::utc(*until)
+        ),
+        (Some(Outcome::Extended { until: None }), _) => format!(
+            "unchanged {} (Meta handed back the same token, which does not expire; not asked again while it is current)",
+            when(r.updated)
         ),
     }
 }

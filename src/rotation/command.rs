@@ -225,11 +225,18 @@ pub fn describe_report(t: &TokenConfig, report: &Report, now: Timestamp) -> Done
                 format!("{name}: rotation stopped: another process rotated it ({detail})\n"),
                 75,
             ),
-            Some(Outcome::Extended { until }) => Done::new(
+            Some(Outcome::Extended { until: Some(until) }) => Done::new(
                 format!(
                     "{name}: extended in place: Meta handed back the current token (fingerprint {}) valid until {}; nothing was promoted, delivered or revoked.\n",
                     r.old.fingerprint,
-                    until.map_or_else(|| "an unknown time".to_string(), timefmt::utc)
+                    timefmt::utc(*until)
+                ),
+                0,
+            ),
+            Some(Outcome::Extended { until: None }) => Done::new(
+                format!(
+                    "{name}: unchanged: Meta handed back the current token (fingerprint {}) with no expiry to extend (it does not expire); nothing was promoted, delivered or revoked, and the daemon does not ask again for this token while it is current.\n",
+                    r.old.fingerprint
                 ),
                 0,
             ),

@@ -129,6 +129,9 @@ pub fn start_reason(
             if at > now {
                 return None;
             }
+            if handed_back(last, facts, t.policy.repeat_interval, now) {
+                return None;
+            }
             format!("its rotation time {} has come", crate::timefmt::utc(at))
         }
         _ => return None,
@@ -150,6 +153,29 @@ pub fn start_reason(
         return None;
     }
     Some(reason)
+}
+
+/// Whether Meta already handed back this very token (the last rotation ended "extended in
+/// place" for the version now current) and asking again now would only get it again. A
+/// non-expiring token (a Tech Provider's business token from `fetch_only`, a Page token taken
+/// again) is due only by the rotation period, which Meta's answer does not reset: it is not
+/// asked again for this version (its EXTENDED email said so, and the period's own warnings
+/// still come). An expiring one is asked again a `repeat_interval` later, when Meta may extend
+/// it.
+fn handed_back(
+    last: Option<&Rotation>,
+    facts: &TokenFacts,
+    repeat_interval: Duration,
+    now: Timestamp,
+) -> bool {
+    let Some(l) = last.filter(|l| {
+        matches!(l.outcome, Some(Outcome::Extended { .. }))
+            && l.old.fingerprint == facts.fingerprint
+    }) else {
+        return false;
+    };
+    facts.expires == Expires::Never
+        || now.as_second() < l.updated.as_second() + repeat_interval.as_secs() as i64
 }
 
 /// One step of a rotation: work still to do. A finished rotation has no step
@@ -796,6 +822,49 @@ mod tests {
         // An ordinary failure waits repeat_interval only.
         last.needs_config_change = None;
         assert!(start_reason(&never, &state, Some(&last), much_later).is_some());
+    }
+
+    /// Meta handed back the current token (extended in place): a non-expiring token due by
+    /// its rotation period is not asked again for that version (it was, at every check); an
+    /// expiring one is asked again a `repeat_interval` later; a new version starts afresh,
+    /// and a dead token is always rotated.
+    #[test]
+    fn a_token_meta_handed_back_is_not_asked_again_at_every_check() {
+        let t = mint_token_config(true);
+        let never = |fp: &str| crate::state::TokenState {
+            facts: Some(facts(fp, SYSTEM_USER, Expires::Never, NOW - 50 * DAY)),
+            verdict: Some(crate::policy::Verdict::Healthy),
+            ..Default::default()
+        };
+        assert!(
+            start_reason(&t, &never("old"), None, ts(NOW)).is_some(),
+            "due by max_age"
+        );
+        let mut last = rotation();
+        last.outcome = Some(Outcome::Extended { until: None });
+        last.updated = ts(NOW);
+        for later in [ts(NOW + 60), ts(NOW + 30 * DAY)] {
+            assert_eq!(start_reason(&t, &never("old"), Some(&last), later), None);
+        }
+        assert!(start_reason(&t, &never("new"), Some(&last), ts(NOW + 60)).is_some());
+        let mut dead = never("old");
+        dead.verdict = Some(crate::policy::Verdict::Dead {
+            reason: "x".into(),
+            expired: false,
+        });
+        assert!(start_reason(&t, &dead, Some(&last), ts(NOW + 60)).is_some());
+        let expiring = crate::state::TokenState {
+            facts: Some(facts(
+                "old",
+                SYSTEM_USER,
+                Expires::At(ts(NOW + 5 * DAY)),
+                NOW - 55 * DAY,
+            )),
+            verdict: Some(crate::policy::Verdict::Healthy),
+            ..Default::default()
+        };
+        assert_eq!(start_reason(&t, &expiring, Some(&last), ts(NOW + 60)), None);
+        assert!(start_reason(&t, &expiring, Some(&last), ts(NOW + DAY + 60)).is_some());
     }
 
     #[test]

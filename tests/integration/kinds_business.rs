@@ -127,3 +127,47 @@ async fn a_business_token_with_a_dead_partner_token_or_on_the_wrong_host_is_name
         crate::util::assert_no_leak(&out, &[&first, &partner, &ig], "output");
     }
 }
+
+/// A business token never expires, but the runbook's 60-day rotation period makes it due:
+/// Meta's `fetch_only` hands back the same token, so nothing can be replaced. The daemon says
+/// so once (UNCHANGED, with what a person can do) and does not ask again at every check (it
+/// did: an EXTENDED email at every check, each claiming the same token had been extended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_token_handed_back_unchanged_is_not_fetched_again_at_every_check() {
+    use crate::util::{DAY, Running, SinkOpts, SmtpSink, subjects};
+    let sb = sandbox().await;
+    let sink = SmtpSink::start(&SinkOpts::default());
+    let partner = sb.issue_token(TokenSpec::system_user_never());
+    let first = sb.issue_business_token();
+    let ws = biz_workspace(&sb, &first, &partner);
+    let mut text = std::fs::read_to_string(&ws.config).unwrap();
+    // The default alerts (the 60-day rotation period), email to the sink, no scheduled check.
+    let daemon = format!(
+        "[schedule]\ncron = \"0 0 0 1 1 *\"\n[email]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"tokenwarden <tw@example.com>\"\nto = [\"oncall@example.com\"]\ntimeout = \"5s\"\n",
+        sink.port
+    );
+    text = text.replacen("\n[[token]]", &format!("{daemon}\n[[token]]"), 1);
+    crate::util::write_private(&ws.config, &text);
+    let clock = tokenwarden::daemon::OffsetClock::default();
+    // 45 days on: past the rotation time of the 60-day period (a third before its end).
+    sb.advance_clock(45 * DAY);
+    clock.advance(45 * DAY);
+    let d = Running::start(&ws.config, &clock);
+    for _ in 0..4 {
+        d.check_now().await;
+        d.evaluate().await;
+        clock.advance(3600);
+        sb.advance_clock(3600);
+    }
+    d.stop().await;
+    let got = subjects(&sink);
+    assert_eq!(
+        got,
+        vec!["[tokenwarden] UNCHANGED cust-shop: Meta handed back the same token".to_string()],
+        "said once, not at every check"
+    );
+    let body = &sink.messages()[0].1;
+    assert!(body.contains("max_age"), "{body}");
+    assert_eq!(current_of(&ws).await, first);
+    assert_eq!(sb.stats().revoked, 0);
+}
