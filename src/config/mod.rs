@@ -1045,7 +1045,10 @@ fn token_settings(
         cannot_check_after: t.cannot_check_after.clone(),
         max_age: t.max_age.clone(),
     };
-    let policy = policy_fields(map, diags, prefix, &overrides, defaults.policy);
+    let mut policy = policy_fields(map, diags, prefix, &overrides, defaults.policy);
+    if !kind.rotation_period_by_default() && t.max_age.is_none() {
+        policy.max_age = None;
+    }
     let app = t.app.map(|a| {
         check_id(
             map,
@@ -1728,6 +1731,25 @@ store = { kind = "aws", secret_id = "staging/whatsapp", region = "ap-south-1", j
 
     fn errors(text: &str) -> Vec<Diagnostic> {
         parse(Path::new("t.toml"), text).expect_err("config should be rejected")
+    }
+
+    /// A Page token and a business token have no rotation period unless the token (or its
+    /// group) sets one: they never expire and only a person replaces one that works. Other
+    /// kinds keep `[alerts]`' period.
+    #[test]
+    fn page_and_business_tokens_have_no_rotation_period_unless_set() {
+        let day = Duration::from_secs(86_400);
+        let text = format!(
+            "{GOOD}\n[alerts]\nmax_age = \"50d\"\n\n[[token]]\nname = \"page\"\nkind = \"page\"\npage = {{ id = \"1\" }}\n\n[[token]]\nname = \"biz\"\nkind = \"whatsapp_business\"\nwaba_id = \"2\"\n\n[[token]]\nname = \"page-30\"\nkind = \"page\"\npage = {{ id = \"1\" }}\nmax_age = \"30d\"\n\n[[token]]\nname = \"ads\"\nkind = \"marketing\"\n\n[[group]]\nname = \"pages\"\nkind = \"page\"\npage = {{ id = \"1\" }}\nmax_age = \"90d\"\ndiscover = {{ kind = \"file\", key_prefix = \"c-\" }}\n"
+        );
+        let c = parse(Path::new("t.toml"), &text).unwrap();
+        let age = |n: &str| c.token(n).unwrap().policy.max_age;
+        assert_eq!(age("page"), None);
+        assert_eq!(age("biz"), None);
+        assert_eq!(age("page-30"), Some(day * 30));
+        assert_eq!(age("ads"), Some(day * 50));
+        assert_eq!(age("billbytekot-prod"), Some(day * 50));
+        assert_eq!(c.groups[0].template.policy.max_age, Some(day * 90));
     }
 
     #[test]

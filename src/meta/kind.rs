@@ -190,6 +190,16 @@ impl Kind {
         !matches!(self, Kind::Marketing | Kind::WhatsappBusiness)
     }
 
+    /// Whether the rotation period (`max_age`, 60 days by default) applies to this kind unless
+    /// the token (or its group) sets one. Not for a Page token nor a Tech Provider's business
+    /// token: both never expire, and while one works only a person can replace it (Meta hands
+    /// the same business token back to `fetch_only`; a Page token is taken from a person's
+    /// login), so a period would only warn, daily, about what tokenwarden cannot do. They are
+    /// renewed when they stop working.
+    pub fn rotation_period_by_default(self) -> bool {
+        !matches!(self, Kind::Page | Kind::WhatsappBusiness)
+    }
+
     /// Whether the token is about a WhatsApp Business Account (`phone_number_id` and
     /// `waba_id` have a meaning for it).
     pub fn whatsapp_ids(self) -> bool {

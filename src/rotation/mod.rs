@@ -58,7 +58,9 @@ pub fn due_at(t: &crate::config::TokenConfig, facts: &TokenFacts) -> Option<Time
     // A kind `debug_token` cannot inspect (Instagram, Threads) has a known expiry only once
     // tokenwarden renewed it: until then the renewal is due at once, because it is what
     // teaches the expiry, and such a token cannot be refreshed once it expired.
-    if !t.kind.debug_token() && facts.expires == Expires::Unknown && t.policy.max_age.is_none() {
+    // Whatever the rotation period says: with `max_age` (the default) and no issue time known,
+    // the period gave no time at all, and such a token was never renewed, expiring unwarned.
+    if !t.kind.debug_token() && facts.expires == Expires::Unknown {
         return Some(Timestamp::UNIX_EPOCH);
     }
     let eff = effective_expiry(facts, t.policy.max_age)?;
@@ -822,6 +824,24 @@ mod tests {
         // An ordinary failure waits repeat_interval only.
         last.needs_config_change = None;
         assert!(start_reason(&never, &state, Some(&last), much_later).is_some());
+    }
+
+    /// An Instagram or Threads token whose expiry nobody recorded (imported without
+    /// `--expires-in`) is renewed at once under the default 60-day rotation period too: the
+    /// renewal is what learns its expiry. (With `max_age` set it was never due, and expired
+    /// without a warning.)
+    #[test]
+    fn a_kind_token_of_unknown_expiry_is_due_at_once_whatever_the_rotation_period() {
+        let mut t = mint_token_config(true);
+        t.kind = crate::config::Kind::Instagram;
+        assert!(t.policy.max_age.is_some(), "the default period");
+        let f = TokenFacts {
+            issued_at: None,
+            ..facts("cur", "USER", Expires::Unknown, NOW)
+        };
+        assert_eq!(due_at(&t, &f), Some(Timestamp::UNIX_EPOCH));
+        t.policy.max_age = None;
+        assert_eq!(due_at(&t, &f), Some(Timestamp::UNIX_EPOCH));
     }
 
     /// Meta handed back the current token (extended in place): a non-expiring token due by

@@ -1465,14 +1465,24 @@ fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
         (None, Some(Outcome::Extended { .. }), _) => Mail::Extended,
         _ => return,
     };
-    // One email per rotation and kind; for remaining copies, one per set of files found.
-    let key = match mail {
-        Mail::CopiesRemain => format!(
-            "{}-{}",
+    // One email per rotation and kind; for remaining copies, one per set of files found. A
+    // failure is told once per token version and reason, whichever rotation met it: the same
+    // failure retried daily (a login only a person can renew) is the token's own alert's to
+    // repeat, not a new email each day (the queues keep a sent id for 30 days).
+    let id = match (mail, &r.outcome) {
+        (Mail::CopiesRemain, _) => format!(
+            "rotation-{}-{}-{}",
+            r.id,
             mail.word(),
             crate::secret::Fingerprint::of(r.last_error.as_deref().unwrap_or_default())
         ),
-        _ => mail.word().to_string(),
+        (Mail::Failed, Some(Outcome::Failed { step, reason })) => format!(
+            "rotation-{}-{}-{}",
+            mail.word(),
+            r.old.fingerprint,
+            crate::secret::Fingerprint::of(&format!("{}: {reason}", step.word()))
+        ),
+        _ => format!("rotation-{}-{}", r.id, mail.word()),
     };
     let rendered = crate::alert::render_rotation(
         d.token,
@@ -1501,7 +1511,7 @@ fn notify(d: &Deps<'_>, r: &Rotation, step: Step, mail: Option<Mail>) {
     let _ = crate::notify::queue(
         d.sinks,
         d.audit,
-        crate::notify::email_id(&d.token.name, &format!("rotation-{}-{key}", r.id)),
+        crate::notify::email_id(&d.token.name, &id),
         &d.token.name,
         rendered,
         &signal,

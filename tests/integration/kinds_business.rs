@@ -128,7 +128,7 @@ async fn a_business_token_with_a_dead_partner_token_or_on_the_wrong_host_is_name
     }
 }
 
-/// A business token never expires, but the runbook's 60-day rotation period makes it due:
+/// A business token never expires, but a 60-day rotation period set on it makes it due:
 /// Meta's `fetch_only` hands back the same token, so nothing can be replaced. The daemon says
 /// so once (UNCHANGED, with what a person can do) and does not ask again at every check (it
 /// did: an EXTENDED email at every check, each claiming the same token had been extended).
@@ -147,6 +147,8 @@ async fn a_business_token_handed_back_unchanged_is_not_fetched_again_at_every_ch
         sink.port
     );
     text = text.replacen("\n[[token]]", &format!("{daemon}\n[[token]]"), 1);
+    // A rotation period asked for on the token itself (a business token has none by default).
+    text.push_str("max_age = \"60d\"\n");
     crate::util::write_private(&ws.config, &text);
     let clock = tokenwarden::daemon::OffsetClock::default();
     // 45 days on: past the rotation time of the 60-day period (a third before its end).

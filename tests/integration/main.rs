@@ -62,6 +62,8 @@ mod kinds_instagram;
 mod kinds_marketing;
 /// `kind = "page"`: a Page token proven by its Page, retaken from a user token, its failures.
 mod kinds_page;
+/// Every kind of token through a season of the daemon: a handful of emails per token.
+mod kinds_season;
 /// `kind = "threads"`: the Threads host of the sandbox, and a token kept alive end to end.
 mod kinds_threads;
 /// Meta's documented contract and each quirk real Meta has shown (`docs/meta-contract.md`).
