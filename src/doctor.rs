@@ -629,7 +629,7 @@ fn page_check(
 /// rule as the daemon's check (`usable::decide_business`).
 fn business_check(t: &TokenConfig, info: &TokenInfo, obs: &Observation) -> Check {
     let waba = t.waba_id.as_deref().unwrap_or_default();
-    match usable::decide_business(info, waba, &obs.kind_proof) {
+    match usable::decide_business(info, t.waba_id.as_deref(), &obs.kind_proof) {
         usable::Usability::Usable => check(
             "business",
             Mark::Pass,
@@ -652,16 +652,17 @@ fn business_check(t: &TokenConfig, info: &TokenInfo, obs: &Observation) -> Check
                     .to_string(),
             ),
         ),
+        // Without a WABA id the reason already says which tag to set; a new token is no fix.
         usable::Usability::Unusable(why) | usable::Usability::OwnCredentials(why) => check(
             "business",
             Mark::Fail,
             why,
-            Some(
+            t.waba_id.as_ref().map(|_| {
                 crate::config::Kind::WhatsappBusiness
                     .advice()
                     .relogin
-                    .to_string(),
-            ),
+                    .to_string()
+            }),
         ),
     }
 }
