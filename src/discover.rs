@@ -23,13 +23,9 @@ use crate::config::{Config, DiscoverConfig, GroupConfig, StoreConfig, TokenConfi
 use crate::state::{Layout, RecordStore, StateError};
 use crate::store::StoreError;
 
-/// Secret tag holding a member's WhatsApp phone-number id.
-pub const TAG_PHONE: &str = "tokenwarden:phone_number_id";
-/// Secret tag holding a member's WhatsApp Business Account id.
-pub const TAG_WABA: &str = "tokenwarden:waba_id";
-/// Secret tag holding the customer's business id (from Embedded Signup) of a member of kind
-/// `whatsapp_business`: its business token is fetched again for that business.
-pub const TAG_CLIENT_BUSINESS: &str = "tokenwarden:client_business_id";
+// The tag names live in `config` (what a member's token is made of), below both this module
+// and the pure core that names them in its verdicts.
+pub use crate::config::{TAG_CLIENT_BUSINESS, TAG_PHONE, TAG_WABA};
 
 /// One token found in a group's store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

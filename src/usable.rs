@@ -206,7 +206,7 @@ pub fn decide_business(info: &TokenInfo, waba_id: Option<&str>, proof: &Proof) -
     let Some(waba_id) = waba_id else {
         return Usability::Unusable(format!(
             "no WhatsApp Business Account id to prove the business token with: tag its secret `{}` with the customer's WABA id",
-            crate::discover::TAG_WABA
+            crate::config::TAG_WABA
         ));
     };
     let missing = missing_scopes(&info.scopes);

@@ -156,6 +156,14 @@ pub struct KindApp {
     pub app_secret: SecretRef,
 }
 
+/// Secret tag holding a group member's WhatsApp phone-number id ([`crate::discover`]).
+pub const TAG_PHONE: &str = "tokenwarden:phone_number_id";
+/// Secret tag holding a group member's WhatsApp Business Account id.
+pub const TAG_WABA: &str = "tokenwarden:waba_id";
+/// Secret tag holding the customer's business id (from Embedded Signup) of a group member of
+/// kind `whatsapp_business`: its business token is fetched again for that business.
+pub const TAG_CLIENT_BUSINESS: &str = "tokenwarden:client_business_id";
+
 /// The customer of a `whatsapp_business` token
 /// (`business = { client_business_id = "...", partner_token = { env = "..." } }`; a
 /// `[[group]]` gives only `partner_token`).
@@ -164,7 +172,7 @@ pub struct KindApp {
 pub struct BusinessConfig {
     /// The customer's business id (from Embedded Signup). Required on a `[[token]]` (the
     /// config check says so); a group's member takes it from its secret's tag
-    /// [`TAG_CLIENT_BUSINESS`](crate::discover::TAG_CLIENT_BUSINESS), so it is `None` for a
+    /// [`TAG_CLIENT_BUSINESS`], so it is `None` for a
     /// member without the tag, and its renewal fails naming the tag.
     #[serde(default)]
     pub client_business_id: Option<String>,
@@ -1182,14 +1190,14 @@ fn kind_field(
         {
             diags.push(map.at(b.span().start, field("business.client_business_id"), format!(
                 "each customer of a group has its own business id: tag each member's secret with `{}` (and `{}`), and keep only partner_token here",
-                crate::discover::TAG_CLIENT_BUSINESS,
-                crate::discover::TAG_WABA
+                TAG_CLIENT_BUSINESS,
+                TAG_WABA
             )));
         }
         if t.source.as_ref().is_some_and(|s| s.get_ref() == "refresh") && t.business.is_none() {
             diags.push(map.at(t.kind.as_ref().map_or(0, |k| k.span().start), field("business"), format!(
                 "source = \"refresh\" fetches each customer's business token again with the Tech Provider's own token: add business = {{ partner_token = {{ env = \"NAME\" }} }} (each member's business id is its secret's tag `{}`)",
-                crate::discover::TAG_CLIENT_BUSINESS
+                TAG_CLIENT_BUSINESS
             )));
         }
     } else if kind == Kind::WhatsappBusiness {
@@ -2501,6 +2509,12 @@ mod example_tests {
         let cfg = super::parse(&path, &with_kinds).unwrap_or_else(|d| panic!("{d:#?}"));
         let kinds: Vec<super::Kind> = cfg.tokens.iter().map(|t| t.kind).collect();
         assert_eq!(kinds, crate::meta::kind::ALL, "one example per kind");
+        let business: Vec<super::Kind> = cfg.groups.iter().map(|g| g.template.kind).collect();
+        assert_eq!(
+            business,
+            [super::Kind::WhatsappBusiness],
+            "the business tokens as a group"
+        );
         let with_group = format!("{head}\n{}", blocks[4]);
         let cfg = super::parse(&path, &with_group).unwrap_or_else(|d| panic!("{d:#?}"));
         assert_eq!(cfg.groups.len(), 1);

@@ -324,7 +324,7 @@ pub async fn dry_run(
             "  2. validate: valid, app {}, both WhatsApp scopes, and {}\n",
             cfg.meta.app_id,
             t.waba_id.as_deref().map_or_else(
-                || format!("no WABA to read: tag the secret `{}`", crate::discover::TAG_WABA),
+                || format!("no WABA to read: tag the secret `{}`", crate::config::TAG_WABA),
                 |w| format!("the customer's WABA {w} lists its phone numbers"),
             ),
         ),
@@ -407,7 +407,7 @@ fn dry_obtain(
                 None => Some("no `business` table".to_string()),
                 Some(_) if id.is_none() => Some(format!(
                     "no client business id: tag the token's secret `{}` with the customer's business id",
-                    crate::discover::TAG_CLIENT_BUSINESS
+                    crate::config::TAG_CLIENT_BUSINESS
                 )),
                 Some(b) => b
                     .partner_token

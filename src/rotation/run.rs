@@ -647,7 +647,7 @@ async fn fetch_business(
     let Some(client_business_id) = b.client_business_id.as_deref() else {
         return Err(Event::Failed(format!(
             "no client business id to fetch the business token for: tag the token's secret `{}` with the customer's business id (from Embedded Signup)",
-            crate::discover::TAG_CLIENT_BUSINESS
+            crate::config::TAG_CLIENT_BUSINESS
         )));
     };
     let partner = b
