@@ -497,6 +497,17 @@ async fn a_group_of_business_tokens_takes_each_customers_ids_from_its_tags() {
     outs.push(dry.all());
     let d = crate::util::tw(&ws.config, &["doctor"], &AWS_ENV, None).await;
     assert!(d.stdout.contains("`tokenwarden:waba_id`"), "{d:?}");
+    // Both members without the business tag are told their renewal cannot work, before it is
+    // needed; the member with it is not.
+    let renewal = "cannot be fetched again: no client business id";
+    assert_eq!(d.stdout.matches(renewal).count(), 2, "{d:?}");
+    assert!(
+        d.stdout
+            .contains("tag the token's secret `tokenwarden:client_business_id`"),
+        "{d:?}"
+    );
+    let shop_a = &d.stdout[..d.stdout.find("cust.shop-b").unwrap()];
+    assert!(!shop_a.contains(renewal), "{d:?}");
     outs.push(d.all());
     outs.extend(lines.iter().map(|l| l.to_string()));
     for out in outs {
