@@ -941,6 +941,16 @@ fn group_sections(
             }
             Some(d) => {
                 check_discover(map, diags, &format!("{prefix}.discover"), d);
+                // A business group's members are proven and renewed with their tags' ids, and
+                // the file store has no tags: every member would be UNUSABLE, none renewable.
+                if matches!(d.get_ref(), DiscoverConfig::File { .. })
+                    && g.kind.as_ref().and_then(|k| Kind::from_word(k.get_ref()))
+                        == Some(Kind::WhatsappBusiness)
+                {
+                    diags.push(map.at(d.span().start, format!("{prefix}.discover"), format!(
+                        "a group of kind = \"whatsapp_business\" takes each customer's ids from its secret's tags `{TAG_WABA}` and `{TAG_CLIENT_BUSINESS}`, and the file store has no tags: use discover = {{ kind = \"aws\", ... }} (or a [[token]] per customer)"
+                    )));
+                }
                 d.get_ref().clone()
             }
         };
@@ -2437,6 +2447,17 @@ waba_id = ""
             .unwrap_or_else(|| panic!("{e:#?}"));
         assert!(d.message.contains("tokenwarden:client_business_id"), "{d}");
         assert_eq!(d.line, 8, "{d}");
+
+        // The file store has no tags: such a group could never prove or renew a member.
+        let e = errors(&format!(
+            "{head}[[group]]\nname = \"customers\"\nkind = \"whatsapp_business\"\ndiscover = {{ kind = \"file\", key_prefix = \"c-\" }}\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert_eq!(e[0].field, "group[0].discover", "{e:#?}");
+        assert!(
+            e[0].message.contains("the file store has no tags"),
+            "{e:#?}"
+        );
 
         // A [[token]] without them: each field named, on its line.
         let e = errors(&format!(
