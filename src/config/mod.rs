@@ -172,8 +172,8 @@ pub const TAG_CLIENT_BUSINESS: &str = "tokenwarden:client_business_id";
 pub struct BusinessConfig {
     /// The customer's business id (from Embedded Signup). Required on a `[[token]]` (the
     /// config check says so); a group's member takes it from its secret's tag
-    /// [`TAG_CLIENT_BUSINESS`], so it is `None` for a
-    /// member without the tag, and its renewal fails naming the tag.
+    /// [`TAG_CLIENT_BUSINESS`], so it is `None` for a member without the tag, and its renewal
+    /// fails naming the tag.
     #[serde(default)]
     pub client_business_id: Option<String>,
     /// The Tech Provider's own system-user token, allowed to fetch the customer's business
