@@ -5,7 +5,9 @@
 //! store (the IO); [`expand`] turns the members into ordinary [`TokenConfig`]s from the group's
 //! template (pure): the token's name is `<group>.<member>`, the store points at the member's
 //! secret, and `{token}` / `{member}` in the targets are filled in. Per-member Meta ids come
-//! from the secret's tags [`TAG_PHONE`] and [`TAG_WABA`].
+//! from the secret's tags [`TAG_PHONE`], [`TAG_WABA`] and, for a Tech Provider's business
+//! tokens (one customer each), [`TAG_CLIENT_BUSINESS`]. Only Secrets Manager has tags: the
+//! members of a file store carry no ids.
 //!
 //! The last good list of each group is kept in `groups/<group>.json` in the state directory, so
 //! a store that cannot be listed this run (or at start) keeps the known members checked instead
@@ -21,10 +23,9 @@ use crate::config::{Config, DiscoverConfig, GroupConfig, StoreConfig, TokenConfi
 use crate::state::{Layout, RecordStore, StateError};
 use crate::store::StoreError;
 
-/// Secret tag holding a member's WhatsApp phone-number id.
-pub const TAG_PHONE: &str = "tokenwarden:phone_number_id";
-/// Secret tag holding a member's WhatsApp Business Account id.
-pub const TAG_WABA: &str = "tokenwarden:waba_id";
+// The tag names live in `config` (what a member's token is made of), below both this module
+// and the pure core that names them in its verdicts.
+pub use crate::config::{TAG_CLIENT_BUSINESS, TAG_PHONE, TAG_WABA};
 
 /// One token found in a group's store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +38,9 @@ pub struct Member {
     pub phone_number_id: Option<String>,
     /// From the [`TAG_WABA`] tag.
     pub waba_id: Option<String>,
+    /// From the [`TAG_CLIENT_BUSINESS`] tag. Lists saved before the tag existed have none.
+    #[serde(default)]
+    pub client_business_id: Option<String>,
 }
 
 /// What listing one group found: its members, and the secrets it had to leave out (with why).
@@ -118,10 +122,14 @@ pub fn collect(
             continue;
         }
         let tag = |k: &str| tags.iter().find(|(tk, _)| tk == k).map(|(_, v)| v.clone());
-        let (phone, waba) = (tag(TAG_PHONE), tag(TAG_WABA));
-        if let Some(bad) = [(TAG_PHONE, &phone), (TAG_WABA, &waba)]
-            .into_iter()
-            .find(|(_, v)| v.as_deref().is_some_and(|v| !is_id(v)))
+        let (phone, waba, business) = (tag(TAG_PHONE), tag(TAG_WABA), tag(TAG_CLIENT_BUSINESS));
+        if let Some(bad) = [
+            (TAG_PHONE, &phone),
+            (TAG_WABA, &waba),
+            (TAG_CLIENT_BUSINESS, &business),
+        ]
+        .into_iter()
+        .find(|(_, v)| v.as_deref().is_some_and(|v| !is_id(v)))
         {
             out.skipped.push(format!(
                 "{rest:?}: tag `{}` is {:?}, expected a numeric Meta id",
@@ -135,6 +143,7 @@ pub fn collect(
             store,
             phone_number_id: phone,
             waba_id: waba,
+            client_business_id: business,
         });
     }
     out
@@ -212,6 +221,10 @@ pub fn expand(group: &GroupConfig, members: &[Member]) -> Vec<TokenConfig> {
             t.store = m.store.clone();
             t.phone_number_id = m.phone_number_id.clone();
             t.waba_id = m.waba_id.clone();
+            // The group keeps the partner token; the customer is the member's own.
+            if let Some(b) = &mut t.business {
+                b.client_business_id = m.client_business_id.clone();
+            }
             t
         })
         .collect()
@@ -482,6 +495,7 @@ mod tests {
             store: aws("cust---force"),
             phone_number_id: None,
             waba_id: None,
+            client_business_id: None,
         };
         log.save("cust", &[bad, found.members[0].clone()]).unwrap();
         let names: Vec<String> = log
@@ -533,6 +547,7 @@ verify_url = "https://{member}.example.com/health"
             store: aws("wa/bistro"),
             phone_number_id: Some("12".into()),
             waba_id: None,
+            client_business_id: None,
         }];
         let t = &expand(g, &members)[0];
         assert_eq!(t.name, "customers.bistro");
@@ -581,6 +596,7 @@ verify_url = "https://{member}.example.com/health"
                     store: aws("wa/acme"),
                     phone_number_id: None,
                     waba_id: None,
+                    client_business_id: None,
                 },
                 members[0].clone(),
             ],
@@ -597,6 +613,83 @@ verify_url = "https://{member}.example.com/health"
             "{:?}",
             d.skipped
         );
+    }
+
+    /// Each customer of a group of Tech Provider business tokens has its own business id: it
+    /// is read from the secret's tag (checked like the other ids) and put into the member's
+    /// `business`, beside the group's partner token. A list saved before the tag existed
+    /// still loads.
+    #[test]
+    fn a_members_client_business_id_comes_from_its_tag_into_its_business() {
+        let found = collect(
+            "customers",
+            [
+                (
+                    "shop".to_string(),
+                    aws("customers/shop"),
+                    vec![
+                        (TAG_WABA.into(), "102290129340398".into()),
+                        (TAG_CLIENT_BUSINESS.into(), "506914307656634".into()),
+                    ],
+                ),
+                (
+                    "bad".to_string(),
+                    aws("customers/bad"),
+                    vec![(TAG_CLIENT_BUSINESS.into(), "biz-506".into())],
+                ),
+                ("untagged".to_string(), aws("customers/untagged"), vec![]),
+            ],
+        );
+        let names: Vec<&str> = found.members.iter().map(|m| m.member.as_str()).collect();
+        assert_eq!(names, ["shop", "untagged"], "{found:?}");
+        assert_eq!(found.skipped.len(), 1, "{:?}", found.skipped);
+        assert!(
+            found.skipped[0].contains("tag `tokenwarden:client_business_id` is \"biz-506\""),
+            "{:?}",
+            found.skipped
+        );
+        assert_eq!(
+            found.members[0].client_business_id.as_deref(),
+            Some("506914307656634")
+        );
+
+        let cfg = crate::config::parse(
+            Path::new("t.toml"),
+            r#"
+[meta]
+app_id = "1"
+app_secret = { env = "S" }
+
+[[group]]
+name = "customers"
+kind = "whatsapp_business"
+source = "refresh"
+business = { partner_token = { env = "P" } }
+discover = { kind = "aws", name_prefix = "customers/" }
+"#,
+        )
+        .unwrap();
+        let tokens = expand(&cfg.groups[0], &found.members);
+        let b = tokens[0].business.as_ref().unwrap();
+        assert_eq!(b.client_business_id.as_deref(), Some("506914307656634"));
+        assert_eq!(b.partner_token, crate::config::SecretRef::Env("P".into()));
+        assert_eq!(tokens[0].waba_id.as_deref(), Some("102290129340398"));
+        let b = tokens[1].business.as_ref().unwrap();
+        assert_eq!(b.client_business_id, None, "never another member's");
+        assert_eq!(tokens[1].waba_id, None);
+
+        // A last good list saved before the tag existed.
+        let dir = tempfile::tempdir().unwrap();
+        let log = GroupLog::new(dir.path());
+        std::fs::create_dir_all(dir.path().join(GROUPS_DIR)).unwrap();
+        std::fs::write(
+            dir.path().join(GROUPS_DIR).join("customers.json"),
+            r#"[{"member":"shop","store":{"kind":"aws","secret_id":"customers/shop"},"phone_number_id":null,"waba_id":"2"}]"#,
+        )
+        .unwrap();
+        let old = log.load("customers").unwrap().unwrap();
+        assert_eq!(old[0].client_business_id, None);
+        assert_eq!(old[0].waba_id.as_deref(), Some("2"));
     }
 
     /// A corrupt `groups/<group>.json` used to be read as no list without a word: the
@@ -630,6 +723,7 @@ discover = {{ kind = "file", path = "{}", key_prefix = "wa/" }}
             store: aws("wa/bistro"),
             phone_number_id: None,
             waba_id: None,
+            client_business_id: None,
         };
         // A good list is used while the store cannot be listed.
         log.save(&g.name, std::slice::from_ref(&bistro)).unwrap();

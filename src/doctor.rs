@@ -484,6 +484,7 @@ pub fn evaluate(t: &TokenConfig, app_id: &str, obs: &Observation, now: Timestamp
         }
     };
     evaluate_info(t, app_id, info, obs, now, &mut checks);
+    checks.extend(business_renewal_check(t));
     if info.invalid_reason().is_none() && t.kind == crate::config::Kind::Whatsapp {
         evaluate_phone(t, info, obs, &mut checks);
         if let Some((text, template)) = &obs.sends {
@@ -629,7 +630,7 @@ fn page_check(
 /// rule as the daemon's check (`usable::decide_business`).
 fn business_check(t: &TokenConfig, info: &TokenInfo, obs: &Observation) -> Check {
     let waba = t.waba_id.as_deref().unwrap_or_default();
-    match usable::decide_business(info, waba, &obs.kind_proof) {
+    match usable::decide_business(info, t.waba_id.as_deref(), &obs.kind_proof) {
         usable::Usability::Usable => check(
             "business",
             Mark::Pass,
@@ -652,18 +653,39 @@ fn business_check(t: &TokenConfig, info: &TokenInfo, obs: &Observation) -> Check
                     .to_string(),
             ),
         ),
+        // Without a WABA id the reason already says which tag to set; a new token is no fix.
         usable::Usability::Unusable(why) | usable::Usability::OwnCredentials(why) => check(
             "business",
             Mark::Fail,
             why,
-            Some(
+            t.waba_id.as_ref().map(|_| {
                 crate::config::Kind::WhatsappBusiness
                     .advice()
                     .relogin
-                    .to_string(),
-            ),
+                    .to_string()
+            }),
         ),
     }
+}
+
+/// `renewal` of a business token that cannot be fetched again: a group's member whose secret
+/// has no client business id tag (its rotation would fail naming it). Valid or dead, the
+/// token says so now rather than when it needs renewing.
+fn business_renewal_check(t: &TokenConfig) -> Option<Check> {
+    let missing = t.kind == crate::config::Kind::WhatsappBusiness
+        && t.rotation.source == crate::config::Source::Refresh
+        && t.business
+            .as_ref()
+            .is_some_and(|b| b.client_business_id.is_none());
+    missing.then(|| check(
+        "renewal",
+        Mark::Warn,
+        "cannot be fetched again: no client business id for this customer",
+        Some(format!(
+            "tag the token's secret `{}` with the customer's business id (from Embedded Signup)",
+            crate::config::TAG_CLIENT_BUSINESS
+        )),
+    ))
 }
 
 /// `ads`: a Marketing token's ads scope and each configured ad account's status, by the same

@@ -472,17 +472,13 @@ pub async fn prove(
         return (proof, usability);
     }
     if t.kind == Kind::WhatsappBusiness {
-        let waba = t.waba_id.clone().unwrap_or_default();
+        // No WABA id (a group's member without the tag): nothing to read; the rule says so.
+        let waba = t.waba_id.as_deref();
         let mut proof = graph::Proof::default();
-        if info.invalid_reason().is_none() {
-            proof.waba_numbers = Some(
-                graph
-                    .waba_phone_numbers(token, &waba)
-                    .await
-                    .map(|n| n.len()),
-            );
+        if let Some(waba) = waba.filter(|_| info.invalid_reason().is_none()) {
+            proof.waba_numbers = Some(graph.waba_phone_numbers(token, waba).await.map(|n| n.len()));
         }
-        let usability = crate::usable::decide_business(info, &waba, &proof);
+        let usability = crate::usable::decide_business(info, waba, &proof);
         return (proof, usability);
     }
     if t.kind == Kind::Marketing {

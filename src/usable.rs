@@ -200,7 +200,15 @@ pub fn decide_marketing(info: &TokenInfo, proof: &Proof) -> Usability {
 /// both WhatsApp scopes, then the read of the customer's WABA's phone numbers. Code 200 on the
 /// WABA means the customer removed the app or the WABA's access: "disconnected by the
 /// customer", which a new token does not fix (`rotation::start_reason` does not rotate it).
-pub fn decide_business(info: &TokenInfo, waba_id: &str, proof: &Proof) -> Usability {
+/// No WABA id (a group's member whose secret lacks the tag) cannot be proven: unusable, the
+/// missing tag named, rather than a read of an empty id.
+pub fn decide_business(info: &TokenInfo, waba_id: Option<&str>, proof: &Proof) -> Usability {
+    let Some(waba_id) = waba_id else {
+        return Usability::Unusable(format!(
+            "no WhatsApp Business Account id to prove the business token with: tag its secret `{}` with the customer's WABA id",
+            crate::config::TAG_WABA
+        ));
+    };
     let missing = missing_scopes(&info.scopes);
     if !missing.is_empty() {
         return Usability::Unusable(format!("the token lacks {}", missing.join(" and ")));
@@ -251,12 +259,12 @@ mod tests {
             ..Proof::default()
         };
         assert_eq!(
-            decide_business(&wa, WABA, &proof(Some(Ok(1)))),
+            decide_business(&wa, Some(WABA), &proof(Some(Ok(1)))),
             Usability::Usable
         );
         let gone = decide_business(
             &wa,
-            WABA,
+            Some(WABA),
             &proof(Some(Err(GraphError::Misconfigured(api(200))))),
         );
         assert!(
@@ -265,7 +273,7 @@ mod tests {
         );
         let wrong_id = decide_business(
             &wa,
-            WABA,
+            Some(WABA),
             &proof(Some(Err(GraphError::Misconfigured(api(100))))),
         );
         assert!(
@@ -273,12 +281,19 @@ mod tests {
             "{wrong_id:?}"
         );
         assert!(matches!(
-            decide_business(&wa, WABA, &proof(None)),
+            decide_business(&wa, Some(WABA), &proof(None)),
             Usability::Unknown(_)
         ));
         let no_scopes = info(&["ads_read"], None);
         assert!(
-            matches!(decide_business(&no_scopes, WABA, &proof(Some(Ok(1)))), Usability::Unusable(ref w) if w.contains("lacks"))
+            matches!(decide_business(&no_scopes, Some(WABA), &proof(Some(Ok(1)))), Usability::Unusable(ref w) if w.contains("lacks"))
+        );
+        // A group's member whose secret has no WABA tag: nothing was read, and the verdict
+        // names the tag (it read the empty id and said only that the read failed).
+        assert!(
+            matches!(decide_business(&wa, None, &proof(None)), Usability::Unusable(ref w) if w.contains("`tokenwarden:waba_id`")),
+            "{:?}",
+            decide_business(&wa, None, &proof(None))
         );
     }
 

@@ -156,13 +156,26 @@ pub struct KindApp {
     pub app_secret: SecretRef,
 }
 
+/// Secret tag holding a group member's WhatsApp phone-number id ([`crate::discover`]).
+pub const TAG_PHONE: &str = "tokenwarden:phone_number_id";
+/// Secret tag holding a group member's WhatsApp Business Account id.
+pub const TAG_WABA: &str = "tokenwarden:waba_id";
+/// Secret tag holding the customer's business id (from Embedded Signup) of a group member of
+/// kind `whatsapp_business`: its business token is fetched again for that business.
+pub const TAG_CLIENT_BUSINESS: &str = "tokenwarden:client_business_id";
+
 /// The customer of a `whatsapp_business` token
-/// (`business = { client_business_id = "...", partner_token = { env = "..." } }`).
+/// (`business = { client_business_id = "...", partner_token = { env = "..." } }`; a
+/// `[[group]]` gives only `partner_token`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusinessConfig {
-    /// The customer's business id (from Embedded Signup).
-    pub client_business_id: String,
+    /// The customer's business id (from Embedded Signup). Required on a `[[token]]` (the
+    /// config check says so); a group's member takes it from its secret's tag
+    /// [`TAG_CLIENT_BUSINESS`], so it is `None` for a member without the tag, and its renewal
+    /// fails naming the tag.
+    #[serde(default)]
+    pub client_business_id: Option<String>,
     /// The Tech Provider's own system-user token, allowed to fetch the customer's business
     /// token (`POST /{client-business-id}/system_user_access_tokens`).
     pub partner_token: SecretRef,
@@ -876,6 +889,7 @@ fn token_sections(
             name,
             t,
             defaults,
+            false,
         ));
     }
     tokens
@@ -927,6 +941,16 @@ fn group_sections(
             }
             Some(d) => {
                 check_discover(map, diags, &format!("{prefix}.discover"), d);
+                // A business group's members are proven and renewed with their tags' ids, and
+                // the file store has no tags: every member would be UNUSABLE, none renewable.
+                if matches!(d.get_ref(), DiscoverConfig::File { .. })
+                    && g.kind.as_ref().and_then(|k| Kind::from_word(k.get_ref()))
+                        == Some(Kind::WhatsappBusiness)
+                {
+                    diags.push(map.at(d.span().start, format!("{prefix}.discover"), format!(
+                        "a group of kind = \"whatsapp_business\" takes each customer's ids from its secret's tags `{TAG_WABA}` and `{TAG_CLIENT_BUSINESS}`, and the file store has no tags: use discover = {{ kind = \"aws\", ... }} (or a [[token]] per customer)"
+                    )));
+                }
                 d.get_ref().clone()
             }
         };
@@ -945,6 +969,7 @@ fn group_sections(
             name.clone(),
             g.into_token(),
             defaults,
+            true,
         );
         groups.push(GroupConfig {
             name,
@@ -997,8 +1022,9 @@ struct Defaults<'a> {
     policy: &'a Policy,
 }
 
-/// Everything of a token but its name's checks, from a `[[token]]` (or a group's template,
-/// whose store and ids are filled per member).
+/// Everything of a token but its name's checks, from a `[[token]]` (or, with `group`, a
+/// group's template, whose store and ids are filled per member).
+#[allow(clippy::too_many_arguments)]
 fn token_settings(
     map: &SourceMap<'_>,
     diags: &mut Vec<Diagnostic>,
@@ -1007,6 +1033,7 @@ fn token_settings(
     name: String,
     mut t: RawToken,
     defaults: &Defaults<'_>,
+    group: bool,
 ) -> TokenConfig {
     let field = |f: &str| format!("{prefix}.{f}");
     for (f, v) in [
@@ -1017,7 +1044,7 @@ fn token_settings(
             check_id(map, diags, &field(f), v);
         }
     }
-    let kind = kind_field(map, diags, &field, &t);
+    let kind = kind_field(map, diags, &field, &t, group);
     let ad_accounts = ad_accounts_field(map, diags, &field, kind, &t);
     let mut rotation = rotation_fields(map, diags, &field, &t, kind);
     if !kind.revocable() && t.revoke_after.is_none() {
@@ -1059,12 +1086,14 @@ fn token_settings(
         a.into_inner()
     });
     let business = t.business.map(|b| {
-        check_id(
-            map,
-            diags,
-            &field("business.client_business_id"),
-            &Spanned::new(b.span(), b.get_ref().client_business_id.clone()),
-        );
+        if let Some(id) = &b.get_ref().client_business_id {
+            check_id(
+                map,
+                diags,
+                &field("business.client_business_id"),
+                &Spanned::new(b.span(), id.clone()),
+            );
+        }
         b.into_inner()
     });
     let page = t.page.map(|p| {
@@ -1098,12 +1127,15 @@ fn token_settings(
 
 /// `kind`, checked against what the kind allows: Instagram and Threads tokens carry no
 /// WhatsApp ids, cannot be minted (only refreshed or staged), and cannot be revoked (Meta
-/// offers no revoke call for them), so `revoke_after` other than "never" is an error.
+/// offers no revoke call for them), so `revoke_after` other than "never" is an error. With
+/// `group` (a group's template), the per-customer ids of a business token come from each
+/// member's tags instead.
 fn kind_field(
     map: &SourceMap<'_>,
     diags: &mut Vec<Diagnostic>,
     field: &dyn Fn(&str) -> String,
     t: &RawToken,
+    group: bool,
 ) -> Kind {
     let kind = match &t.kind {
         None => Kind::default(),
@@ -1157,7 +1189,35 @@ fn kind_field(
             "a `business` table is for kind = \"whatsapp_business\"",
         ));
     }
-    if kind == Kind::WhatsappBusiness {
+    if kind == Kind::WhatsappBusiness && group {
+        // Each member is one customer: its WABA and business ids are its secret's tags. One
+        // customer's business id on the group would fetch that customer's token into the
+        // secret of every member.
+        if let Some(b) = t
+            .business
+            .as_ref()
+            .filter(|b| b.get_ref().client_business_id.is_some())
+        {
+            diags.push(map.at(b.span().start, field("business.client_business_id"), format!(
+                "each customer of a group has its own business id: tag each member's secret with `{}` (and `{}`), and keep only partner_token here",
+                TAG_CLIENT_BUSINESS,
+                TAG_WABA
+            )));
+        }
+        if t.source.as_ref().is_some_and(|s| s.get_ref() == "refresh") && t.business.is_none() {
+            diags.push(map.at(t.kind.as_ref().map_or(0, |k| k.span().start), field("business"), format!(
+                "source = \"refresh\" fetches each customer's business token again with the Tech Provider's own token: add business = {{ partner_token = {{ env = \"NAME\" }} }} (each member's business id is its secret's tag `{}`)",
+                TAG_CLIENT_BUSINESS
+            )));
+        }
+    } else if kind == Kind::WhatsappBusiness {
+        if let Some(b) = t
+            .business
+            .as_ref()
+            .filter(|b| b.get_ref().client_business_id.is_none())
+        {
+            diags.push(map.at(b.span().start, field("business.client_business_id"), "missing field: the customer's business id (from Embedded Signup) the business token is fetched again for; add client_business_id = \"...\" to the `business` table"));
+        }
         if t.waba_id.is_none() {
             diags.push(map.at(t.kind.as_ref().map_or(0, |k| k.span().start), field("waba_id"), "missing field: a token of kind = \"whatsapp_business\" is proven by reading the customer's WABA's phone numbers; set waba_id"));
         }
@@ -2357,6 +2417,76 @@ waba_id = ""
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(load(&p).unwrap().warnings.is_empty());
     }
+
+    /// A `[[group]]` of Tech Provider business tokens was refused: its template had to give
+    /// `waba_id` (which a group cannot) and one `business.client_business_id` for every
+    /// customer. Each member's ids now come from its secret's tags; the partner token stays on
+    /// the group. A `[[token]]` of that kind still gives both, each named when missing.
+    #[test]
+    fn a_business_group_takes_its_ids_from_the_members_and_a_token_still_gives_them() {
+        let head = "[meta]\napp_id = \"1\"\napp_secret = { env = \"S\" }\n";
+        let c = parse(
+            Path::new("t.toml"),
+            &format!("{head}[[group]]\nname = \"customers\"\nkind = \"whatsapp_business\"\nsource = \"refresh\"\nbusiness = {{ partner_token = {{ env = \"P\" }} }}\ndiscover = {{ kind = \"aws\", name_prefix = \"customers/\" }}\n"),
+        )
+        .unwrap();
+        let t = &c.groups[0].template;
+        assert_eq!(t.kind, Kind::WhatsappBusiness);
+        assert_eq!(t.waba_id, None);
+        let b = t.business.as_ref().unwrap();
+        assert_eq!(b.client_business_id, None);
+        assert_eq!(b.partner_token, SecretRef::Env("P".into()));
+
+        // One customer's id on the group would fetch that customer's token into every member.
+        let e = errors(&format!(
+            "{head}[[group]]\nname = \"customers\"\nkind = \"whatsapp_business\"\nsource = \"refresh\"\nbusiness = {{ client_business_id = \"5\", partner_token = {{ env = \"P\" }} }}\ndiscover = {{ kind = \"aws\", name_prefix = \"customers/\" }}\n"
+        ));
+        let d = e
+            .iter()
+            .find(|d| d.field == "group[0].business.client_business_id")
+            .unwrap_or_else(|| panic!("{e:#?}"));
+        assert!(d.message.contains("tokenwarden:client_business_id"), "{d}");
+        assert_eq!(d.line, 8, "{d}");
+
+        // The file store has no tags: such a group could never prove or renew a member.
+        let e = errors(&format!(
+            "{head}[[group]]\nname = \"customers\"\nkind = \"whatsapp_business\"\ndiscover = {{ kind = \"file\", key_prefix = \"c-\" }}\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert_eq!(e[0].field, "group[0].discover", "{e:#?}");
+        assert!(
+            e[0].message.contains("the file store has no tags"),
+            "{e:#?}"
+        );
+
+        // A [[token]] without them: each field named, on its line.
+        let e = errors(&format!(
+            "{head}\n[[token]]\nname = \"shop\"\nkind = \"whatsapp_business\"\nsource = \"refresh\"\nbusiness = {{ partner_token = {{ env = \"P\" }} }}\n"
+        ));
+        let waba = e
+            .iter()
+            .find(|d| d.field == "token[0].waba_id")
+            .unwrap_or_else(|| panic!("{e:#?}"));
+        assert_eq!(waba.line, 7, "{waba}");
+        let biz = e
+            .iter()
+            .find(|d| d.field == "token[0].business.client_business_id")
+            .unwrap_or_else(|| panic!("{e:#?}"));
+        assert_eq!(biz.line, 9, "{biz}");
+        assert!(biz.message.contains("missing field"), "{biz}");
+        assert_eq!(e.len(), 2, "{e:#?}");
+        // And a [[token]] that gives them is accepted as before.
+        let c = parse(Path::new("t.toml"), &format!("{head}\n[[token]]\nname = \"shop\"\nkind = \"whatsapp_business\"\nwaba_id = \"2\"\nsource = \"refresh\"\nbusiness = {{ client_business_id = \"3\", partner_token = {{ env = \"P\" }} }}\n")).unwrap();
+        assert_eq!(
+            c.tokens[0]
+                .business
+                .as_ref()
+                .unwrap()
+                .client_business_id
+                .as_deref(),
+            Some("3")
+        );
+    }
 }
 
 #[cfg(test)]
@@ -2400,6 +2530,12 @@ mod example_tests {
         let cfg = super::parse(&path, &with_kinds).unwrap_or_else(|d| panic!("{d:#?}"));
         let kinds: Vec<super::Kind> = cfg.tokens.iter().map(|t| t.kind).collect();
         assert_eq!(kinds, crate::meta::kind::ALL, "one example per kind");
+        let business: Vec<super::Kind> = cfg.groups.iter().map(|g| g.template.kind).collect();
+        assert_eq!(
+            business,
+            [super::Kind::WhatsappBusiness],
+            "the business tokens as a group"
+        );
         let with_group = format!("{head}\n{}", blocks[4]);
         let cfg = super::parse(&path, &with_group).unwrap_or_else(|d| panic!("{d:#?}"));
         assert_eq!(cfg.groups.len(), 1);

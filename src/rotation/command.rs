@@ -320,6 +320,14 @@ pub async fn dry_run(
                 format!(", ad accounts {} running", t.ad_accounts.iter().map(|a| format!("act_{a}")).collect::<Vec<_>>().join(", "))
             },
         ),
+        crate::config::Kind::WhatsappBusiness => format!(
+            "  2. validate: valid, app {}, both WhatsApp scopes, and {}\n",
+            cfg.meta.app_id,
+            t.waba_id.as_deref().map_or_else(
+                || format!("no WABA to read: tag the secret `{}`", crate::config::TAG_WABA),
+                |w| format!("the customer's WABA {w} lists its phone numbers"),
+            ),
+        ),
         crate::config::Kind::Page => format!(
             "  2. validate: valid, app {}, a Page token of Page {}, the Page readable{}, and living longer than the current token\n",
             cfg.meta.app_id,
@@ -386,6 +394,31 @@ fn dry_obtain(
                 "nothing is staged: the rotation would stop here. Stage a token with `tokenwarden stage --token {name}`\n"
             ));
             code = 1;
+        }
+        (None, Source::Refresh) if t.kind == crate::config::Kind::WhatsappBusiness => {
+            // Fetched again for the customer's business, dead or alive; never a refresh.
+            let business = t.business.as_ref();
+            let id = business.and_then(|b| b.client_business_id.as_deref());
+            out.push_str(&format!(
+                "fetch the customer's business token again for business {} with `business.partner_token` (POST /{{client-business-id}}/system_user_access_tokens, fetch_only), and stage it\n",
+                id.unwrap_or("?")
+            ));
+            let refused = match business {
+                None => Some("no `business` table".to_string()),
+                Some(_) if id.is_none() => Some(format!(
+                    "no client business id: tag the token's secret `{}` with the customer's business id",
+                    crate::config::TAG_CLIENT_BUSINESS
+                )),
+                Some(b) => b
+                    .partner_token
+                    .resolve()
+                    .err()
+                    .map(|e| format!("`business.partner_token`: {e}")),
+            };
+            if let Some(why) = refused {
+                out.push_str(&format!("     refused: {why}\n"));
+                code = 1;
+            }
         }
         (None, Source::Refresh) => {
             out.push_str(&match t.kind {

@@ -88,9 +88,13 @@ pub fn source_conflict(
     facts: Option<&TokenFacts>,
 ) -> Option<String> {
     match (&t.rotation.source, facts.map(|f| f.expires)) {
-        // A Page token never expires and is renewed by taking it again, not by refresh.
+        // A Page token never expires and is renewed by taking it again, not by refresh; a
+        // business token is fetched again for its customer (`fetch_only`), never traded.
         (crate::config::Source::Refresh, Some(Expires::Never))
-            if t.kind != crate::config::Kind::Page =>
+            if !matches!(
+                t.kind,
+                crate::config::Kind::Page | crate::config::Kind::WhatsappBusiness
+            ) =>
         {
             Some(format!(
                 "token `{}` never expires (last check), but source = \"refresh\" would trade it for a 60-day token; use source = \"mint\" with lifetime = \"never\", or source = \"staged\"",

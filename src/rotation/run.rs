@@ -642,6 +642,14 @@ async fn fetch_business(
     r: &mut Rotation,
     b: &crate::config::BusinessConfig,
 ) -> Result<Secret, Event> {
+    // A group's member whose secret lacks the tag: nothing is sent (never a request for an
+    // empty id, never another customer's id).
+    let Some(client_business_id) = b.client_business_id.as_deref() else {
+        return Err(Event::Failed(format!(
+            "no client business id to fetch the business token for: tag the token's secret `{}` with the customer's business id (from Embedded Signup)",
+            crate::config::TAG_CLIENT_BUSINESS
+        )));
+    };
     let partner = b
         .partner_token
         .resolve()
@@ -649,7 +657,7 @@ async fn fetch_business(
     mark_sent(d, r);
     match d
         .graph
-        .fetch_business_token(&partner, &b.client_business_id)
+        .fetch_business_token(&partner, client_business_id)
         .await
     {
         Ok(t) => Ok(t),
@@ -658,8 +666,7 @@ async fn fetch_business(
             graph::dead_reason(&api)
         ))),
         Err(GraphError::Misconfigured(api)) => Err(Event::Failed(format!(
-            "Meta refused the business token of business {} ({api}): the customer may have removed the app (only the customer can reconnect it), or the business id is wrong",
-            b.client_business_id
+            "Meta refused the business token of business {client_business_id} ({api}): the customer may have removed the app (only the customer can reconnect it), or the business id is wrong"
         ))),
         Err(e) => Err(graph_event("fetching the business token", e)),
     }

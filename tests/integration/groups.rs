@@ -350,3 +350,171 @@ async fn the_daemon_spreads_a_group_and_delivers_to_templated_targets() {
         assert!(!stderr.contains(t.as_str()), "a token in the log");
     }
 }
+
+/// A `[[group]]` of a Tech Provider's business tokens, one customer per secret: each member's
+/// WABA and client business ids are its secret's tags, the partner token is the group's. Such
+/// a group was refused by `config check` (the template had to give `waba_id`, and one
+/// `client_business_id` for every customer). A member with both tags is checked and fetched
+/// again for its own business; one without the business tag cannot be renewed, and one
+/// without the WABA tag cannot be proven: each says which tag is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_business_tokens_takes_each_customers_ids_from_its_tags() {
+    use crate::util::moto_current;
+    use tokenwarden::discover::{TAG_CLIENT_BUSINESS, TAG_WABA};
+    let sb = sandbox().await;
+    let partner = sb.issue_token(TokenSpec::system_user_never());
+    // Three customers' tokens; the sandbox's demo business hands back the last one issued.
+    let untagged = sb.issue_business_token();
+    let no_business = sb.issue_business_token();
+    let first = sb.issue_business_token();
+    let prefix = format!("{}/", unique("tw-biz"));
+    let waba = (TAG_WABA, sandbox::DEMO_WABA_ID);
+    let business = (TAG_CLIENT_BUSINESS, sandbox::DEMO_CLIENT_BUSINESS_ID);
+    let (a, b, c) = (
+        format!("{prefix}shop-a"),
+        format!("{prefix}shop-b"),
+        format!("{prefix}shop-c"),
+    );
+    create(&a, &first, &[MANAGED, waba, business]).await;
+    create(&b, &no_business, &[MANAGED, waba]).await;
+    create(&c, &untagged, &[MANAGED]).await;
+
+    let ws = Workspace::new(&sb, &[]);
+    let partner_file = ws.config.parent().unwrap().join("partner-token");
+    crate::util::write_private(&partner_file, &partner);
+    add_group(
+        &ws.config,
+        &crate::util::moto().endpoint,
+        &prefix,
+        &format!(
+            "kind = \"whatsapp_business\"\nsource = \"refresh\"\nbusiness = {{ partner_token = {{ file = \"{}\" }} }}",
+            partner_file.display()
+        ),
+    );
+    let cc = crate::util::tw(&ws.config, &["config", "check"], &AWS_ENV, None).await;
+    assert_eq!(cc.code, 0, "{cc:?}");
+
+    let (code, lines, stderr) = check_json(&ws.config).await;
+    assert_eq!(
+        names(&lines),
+        ["cust.shop-a", "cust.shop-b", "cust.shop-c"],
+        "{stderr}"
+    );
+    let line = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["token"] == name)
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        line("cust.shop-a").contains("\"state\":\"ok\""),
+        "{lines:?}"
+    );
+    assert!(
+        line("cust.shop-b").contains("\"state\":\"ok\""),
+        "{lines:?}"
+    );
+    let c_line = line("cust.shop-c");
+    assert!(c_line.contains("\"state\":\"critical\""), "{c_line}");
+    assert!(
+        c_line.contains("unusable: no WhatsApp Business Account id")
+            && c_line.contains("`tokenwarden:waba_id`"),
+        "{c_line}"
+    );
+    assert_eq!(code, 2, "an unusable member makes the check critical");
+
+    // The customer with both tags: fetched again for its own business with the partner token.
+    // Meta hands back the same token first; once that one is killed and made anew, the new
+    // one is fetched and promoted into the member's secret.
+    let r = crate::util::tw(
+        &ws.config,
+        &["rotate", "--token", "cust.shop-a"],
+        &AWS_ENV,
+        None,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(moto_current(&a).await, first);
+    sb.invalidate(&first, 460);
+    let second = sb.issue_business_token();
+    let r2 = crate::util::tw(
+        &ws.config,
+        &["rotate", "--token", "cust.shop-a"],
+        &AWS_ENV,
+        None,
+    )
+    .await;
+    assert_eq!(r2.code, 0, "{r2:?}");
+    assert_eq!(moto_current(&a).await, second, "{r2:?}");
+
+    // Without the business tag nothing is fetched (never for an empty id, never another
+    // customer's): the failure names the tag, and the secret keeps its token.
+    let mut outs = vec![cc.all(), stderr, r.all(), r2.all()];
+    for (name, secret, value) in [
+        ("cust.shop-b", &b, &no_business),
+        ("cust.shop-c", &c, &untagged),
+    ] {
+        let r = crate::util::tw(&ws.config, &["rotate", "--token", name], &AWS_ENV, None).await;
+        assert_ne!(r.code, 0, "{r:?}");
+        assert!(
+            r.all().contains("`tokenwarden:client_business_id`"),
+            "{r:?}"
+        );
+        assert_eq!(&moto_current(secret).await, value);
+        // The plan says so too, and nothing about trading it for a 60-day token.
+        let dry = crate::util::tw(
+            &ws.config,
+            &["rotate", "--dry-run", "--token", name],
+            &AWS_ENV,
+            None,
+        )
+        .await;
+        assert_eq!(dry.code, 1, "{dry:?}");
+        assert!(
+            dry.stdout
+                .contains("refused: no client business id: tag the token's secret `tokenwarden:client_business_id`")
+                && !dry.stdout.contains("60-day"),
+            "{dry:?}"
+        );
+        outs.extend([r.all(), dry.all()]);
+    }
+    let dry = crate::util::tw(
+        &ws.config,
+        &["rotate", "--dry-run", "--token", "cust.shop-a"],
+        &AWS_ENV,
+        None,
+    )
+    .await;
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert!(
+        dry.stdout.contains(&format!(
+            "fetch the customer's business token again for business {}",
+            sandbox::DEMO_CLIENT_BUSINESS_ID
+        )),
+        "{dry:?}"
+    );
+    outs.push(dry.all());
+    let d = crate::util::tw(&ws.config, &["doctor"], &AWS_ENV, None).await;
+    assert!(d.stdout.contains("`tokenwarden:waba_id`"), "{d:?}");
+    // Both members without the business tag are told their renewal cannot work, before it is
+    // needed; the member with it is not.
+    let renewal = "cannot be fetched again: no client business id";
+    assert_eq!(d.stdout.matches(renewal).count(), 2, "{d:?}");
+    assert!(
+        d.stdout
+            .contains("tag the token's secret `tokenwarden:client_business_id`"),
+        "{d:?}"
+    );
+    let shop_a = &d.stdout[..d.stdout.find("cust.shop-b").unwrap()];
+    assert!(!shop_a.contains(renewal), "{d:?}");
+    outs.push(d.all());
+    outs.extend(lines.iter().map(|l| l.to_string()));
+    for out in outs {
+        crate::util::assert_no_leak(
+            &out,
+            &[&first, &second, &no_business, &untagged, &partner],
+            "output",
+        );
+    }
+}

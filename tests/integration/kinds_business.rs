@@ -68,6 +68,17 @@ async fn a_business_token_is_fetched_again_without_the_customer_and_a_disconnect
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(current_of(&ws).await, first);
     assert_eq!(sb.stats().revoked, 0);
+    // Known now never to expire, it is still fetched again, never "traded for a 60-day
+    // token": the plan refused it.
+    let dry = tw(
+        &ws.config,
+        &["rotate", "--dry-run", "--token", "cust-shop"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert!(!dry.stdout.contains("60-day"), "{dry:?}");
 
     // The business token killed and made anew at Meta: dead here, then fetched, validated and
     // promoted without the customer.
