@@ -238,7 +238,7 @@ impl Daemon {
             // Every inspection is made with the `[meta]` app: its answer is also the app's.
             let seen = match &verdict {
                 Verdict::OwnCredentials { detail } => Some(crate::appcreds::Seen::Refused {
-                    secret: self.graph.app().1,
+                    secret: self.graph.app_secret_fingerprint(),
                     detail: detail.clone(),
                 }),
                 Verdict::Healthy
@@ -248,7 +248,7 @@ impl Daemon {
                 _ => None,
             };
             if let Some(seen) = seen {
-                let app_id = self.graph.app().0.to_string();
+                let app_id = self.graph.app_id().to_string();
                 self.saw_app(t.kind, app_id, seen, t.policy.repeat_interval);
             }
         } else if let Some(app) = &t.app {
@@ -330,11 +330,7 @@ impl Daemon {
         self.ask_product_apps().await;
         let now = self.clock.now();
         for (app_id, s) in std::mem::take(&mut self.apps_seen) {
-            let sinks = crate::notify::Sinks {
-                outbox: self.mailer.as_ref().map(|_| &self.outbox),
-                channels: &self.channels,
-                except: None,
-            };
+            let sinks = self.sinks();
             let app = crate::appcreds::App {
                 kind: s.kind,
                 app_id: &app_id,

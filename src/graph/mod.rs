@@ -258,10 +258,15 @@ impl GraphClient {
         }
     }
 
-    /// The id of tokenwarden's own app and the fingerprint of the secret it holds for it:
-    /// names the app in its alerts, and tells a new secret from the refused one.
-    pub fn app(&self) -> (&str, crate::secret::Fingerprint) {
-        (&self.app.app_id, self.app.app_secret.fingerprint())
+    /// The id of tokenwarden's own app: names the app in its alerts.
+    pub fn app_id(&self) -> &str {
+        &self.app.app_id
+    }
+
+    /// The fingerprint of the secret tokenwarden holds for its app: tells a new secret from
+    /// the refused one.
+    pub fn app_secret_fingerprint(&self) -> crate::secret::Fingerprint {
+        self.app.app_secret.fingerprint()
     }
 
     /// Reads a phone number with `token`: the runbook's proof that the token works.
